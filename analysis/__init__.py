@@ -1,0 +1,1 @@
+"""Slice evaluation, statistics, threshold suggestion and the release report."""

@@ -1,0 +1,103 @@
+"""The release report: one self-contained HTML file per release (inline CSS and SVG, autoescaped
+Jinja2), plus an index of releases. The first screen answers: ship or not, and why."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from release.io import atomic_write_text
+from release.store import audit, engine, ramp_steps, releases, threshold_sets, verdicts
+
+_env = Environment(loader=PackageLoader("analysis", "templates"), autoescape=select_autoescape(["html", "j2"]))
+_env.filters["pct"] = lambda x, d=2: "n/a" if x is None or pd.isna(x) else f"{100 * float(x):.{d}f}%"
+_env.filters["num"] = lambda x: "n/a" if x is None or pd.isna(x) else f"{float(x):,.0f}"
+_env.filters["money"] = lambda x: "n/a" if x is None or pd.isna(x) else f"{float(x):,.2f}"
+
+
+def _bar_svg(rows: list[dict], a: str, b: str, width: int = 560) -> str:
+    """A small inline SVG of paired bars (incumbent vs candidate action rate) per slice."""
+    if not rows:
+        return ""
+    top = max(max(r[a], r[b]) for r in rows) or 1.0
+    h = 18 * len(rows) + 24
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" role="img" '
+             f'aria-label="action rate by slice">']
+    for i, r in enumerate(rows):
+        y = 20 + 18 * i
+        wa, wb = (width - 160) * r[a] / top, (width - 160) * r[b] / top
+        label = str(r["slice"]).replace("&", "&amp;").replace("<", "&lt;")
+        parts.append(f'<text x="0" y="{y + 11}" font-size="11">{label}</text>')
+        parts.append(f'<rect x="90" y="{y}" width="{wa:.1f}" height="7" fill="#8a8f98"/>')
+        parts.append(f'<rect x="90" y="{y + 7}" width="{wb:.1f}" height="7" fill="#2f6fde"/>')
+        parts.append(f'<text x="{95 + max(wa, wb):.1f}" y="{y + 11}" font-size="10">'
+                     f'{100 * r[a]:.2f}% → {100 * r[b]:.2f}%</text>')
+    parts.append('<text x="90" y="12" font-size="10" fill="#8a8f98">■ incumbent</text>'
+                 '<text x="170" y="12" font-size="10" fill="#2f6fde">■ candidate</text></svg>')
+    return "".join(parts)
+
+
+def render_report(release_id: str, folder: Path) -> str:
+    with engine().connect() as conn:
+        rel = dict(conn.execute(sa.select(releases).where(releases.c.id == release_id)).first()._mapping)
+        vs = [dict(r._mapping) for r in conn.execute(
+            sa.select(verdicts).where(verdicts.c.release_id == release_id).order_by(verdicts.c.id))]
+        tset = conn.execute(sa.select(threshold_sets).where(threshold_sets.c.release_id == release_id)
+                            .order_by(threshold_sets.c.id.desc())).first()
+        steps = [dict(r._mapping) for r in conn.execute(
+            sa.select(ramp_steps).where(ramp_steps.c.release_id == release_id).order_by(ramp_steps.c.step))]
+        trail = [dict(r._mapping) for r in conn.execute(sa.select(audit).order_by(audit.c.id))]
+    folder = Path(folder)
+    ev = json.loads((folder / "evaluation.json").read_text()) if (folder / "evaluation.json").exists() else None
+    slices = pd.read_parquet(folder / "slices.parquet") if (folder / "slices.parquet").exists() else None
+    sugg = pd.read_parquet(folder / "suggestions.parquet") if (folder / "suggestions.parquet").exists() else None
+    shadow = pd.read_parquet(folder / "shadow_diffs.parquet") if (folder / "shadow_diffs.parquet").exists() else None
+    gating_fail = [v for v in vs if v["gate"] and v["verdict"] == "fail"]
+    status = rel["status"]
+    ship = status in ("promoted", "ramped")
+    if ship:
+        headline = "SHIP: the candidate passed every gate and now serves all traffic."
+    elif status in ("stopped", "rolled_back"):
+        headline = "STOP: " + (rel["stop_reason"] or "stopped")
+    else:
+        headline = f"IN PROGRESS: {status.replace('_', ' ')}"
+    country = []
+    if slices is not None:
+        c = slices[(slices["slice_type"] == "country") & (slices["at"] == "suggested")]
+        country = c.to_dict("records")
+    by_at = {}
+    if slices is not None:
+        for at in ("operating_point", "suggested"):
+            by_at[at] = slices[slices["at"] == at].to_dict("records")
+    relevant = [t for t in trail if release_id in (t["entity"] + (t["reason"] or "") + (t["after_json"] or ""))
+                or (rel["candidate_model_id"] and rel["candidate_model_id"] in (t["entity"] + (t["after_json"] or "")))]
+    html = _env.get_template("report.html.j2").render(
+        rel=rel, headline=headline, ship=ship, gating_fail=gating_fail, verdicts=vs, ev=ev, by_at=by_at,
+        country_svg=_bar_svg(country, "incumbent_action_rate", "candidate_action_rate"),
+        suggestions=None if sugg is None else sugg.sort_values("support", ascending=False).head(25).to_dict("records"),
+        n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),
+        tset=None if tset is None else dict(tset._mapping),
+        shadow=None if shadow is None else shadow.to_dict("records"), steps=steps, trail=relevant)
+    return html
+
+
+def write_report(release_id: str, folder: Path, reports_dir: Path) -> Path:
+    html = render_report(release_id, folder)
+    target = Path(reports_dir) / f"{release_id}.html"
+    atomic_write_text(html, target)
+    with engine().begin() as conn:
+        conn.execute(releases.update().where(releases.c.id == release_id).values(report_path=str(target)))
+    write_index(reports_dir)
+    return target
+
+
+def write_index(reports_dir: Path) -> Path:
+    with engine().connect() as conn:
+        rels = [dict(r._mapping) for r in conn.execute(sa.select(releases).order_by(releases.c.as_of.desc()))]
+    html = _env.get_template("index.html.j2").render(releases=rels)
+    target = Path(reports_dir) / "index.html"
+    atomic_write_text(html, target)
+    return target

@@ -1,0 +1,47 @@
+"""Load the contracts in force and turn an evaluation into verdicts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from contracts.action_rate_shift import ActionRateShift
+from contracts.base import FAIL, Verdict
+from contracts.fixed_fpr_higher_recall import FixedFprHigherRecall
+from release.config import load_yaml_model
+
+Contract = Annotated[Union[ActionRateShift, FixedFprHigherRecall], Field(discriminator="kind")]
+
+
+class ContractSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contracts: list[Contract] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "ContractSet":
+        names = [c.name for c in self.contracts]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"contract names must be unique; repeated: {dup}")
+        return self
+
+
+def load_contracts(path: str | Path) -> ContractSet:
+    return load_yaml_model(path, ContractSet)
+
+
+def evaluate_contracts(cs: ContractSet, evaluation) -> list[Verdict]:
+    """``evaluation`` is an analysis.evaluation.Evaluation (overall metrics, slices, recall CI)."""
+    out: list[Verdict] = []
+    for c in cs.contracts:
+        if isinstance(c, ActionRateShift):
+            out.extend(c.check(evaluation.slices))
+        else:
+            out.extend(c.check(evaluation.overall, evaluation.recall_diff))
+    return out
+
+
+def gate_failures(verdicts: list[Verdict]) -> list[Verdict]:
+    return [v for v in verdicts if v.gate and v.verdict == FAIL]

@@ -1,0 +1,136 @@
+"""
+### release
+
+Every 14 days, with nobody starting it: snapshot -> incumbent (bootstrap on the first cycle) ->
+candidate -> evaluation vs the incumbent on slices -> release contracts -> per-merchant threshold
+suggestions -> a person approves (`fraudcd thresholds approve`) -> release report -> shadow -> ramp
+with guardrails (auto-rollback) -> promote.
+
+A gating contract failure stops the release before any traffic moves; the report says why. Tasks pass
+a release id; everything else is in the state store and the release folder.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+# How long the approval task waits for a person, and how often it looks (seconds). Bounded on purpose.
+APPROVAL_TIMEOUT_S = int(os.environ.get("FRAUDCD_APPROVAL_TIMEOUT_S", str(3 * 24 * 3600)))
+APPROVAL_POKE_S = int(os.environ.get("FRAUDCD_APPROVAL_POKE_S", "60"))
+
+
+@dag(
+    dag_id=Path(__file__).stem,
+    schedule=timedelta(days=14),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["fraud-cd", "release"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+    params={"workflow": Param(None, type=["null", "string"],
+                              description="training workflow YAML; default config/workflows/default.yaml")},
+    doc_md=__doc__,
+)
+def release():
+    @task
+    def snapshot(data_interval_end=None) -> str:
+        from release.cycle import build_snapshot
+
+        return build_snapshot(data_interval_end)
+
+    @task
+    def start(snapshot_hash: str, data_interval_end=None, params=None) -> str:
+        from release.cycle import start_release
+
+        return start_release(data_interval_end, snapshot_hash, (params or {}).get("workflow"))
+
+    @task
+    def incumbent(rid: str) -> str:
+        from release.cycle import ensure_incumbent
+
+        ensure_incumbent(rid)
+        return rid
+
+    @task
+    def train(rid: str) -> str:
+        from release.cycle import train_candidate
+
+        train_candidate(rid)
+        return rid
+
+    @task
+    def evaluate(rid: str) -> str:
+        from release.cycle import evaluate_release
+
+        evaluate_release(rid)
+        return rid
+
+    @task.branch
+    def contracts(rid: str) -> str:
+        from release.cycle import check_contracts
+
+        return "request_approval" if check_contracts(rid) else "stopped_report"
+
+    @task
+    def stopped_report(rid: str) -> str:
+        from release.cycle import write_release_report
+
+        return write_release_report(rid)
+
+    @task
+    def request_approval(rid: str) -> str:
+        from release.cycle import request_threshold_approval
+
+        request_threshold_approval(rid)
+        return rid
+
+    @task.sensor(poke_interval=APPROVAL_POKE_S, timeout=APPROVAL_TIMEOUT_S, mode="poke", retries=0)
+    def wait_for_approval(rid: str):
+        from airflow.sdk import PokeReturnValue
+
+        from release.cycle import approval_decided
+
+        return PokeReturnValue(is_done=approval_decided(rid), xcom_value=rid)
+
+    @task
+    def report(rid: str) -> str:
+        from release.cycle import write_release_report
+
+        write_release_report(rid)
+        return rid
+
+    @task
+    def shadow(rid: str) -> str:
+        from release.cycle import run_shadow
+
+        run_shadow(rid)
+        return rid
+
+    @task
+    def ramp(rid: str) -> str:
+        from release.cycle import get_release, run_ramp
+
+        if get_release(rid)["status"] == "shadow_passed":
+            run_ramp(rid)
+        return rid
+
+    @task
+    def promote(rid: str) -> str:
+        from release.cycle import finish, write_release_report
+
+        finish(rid)
+        return write_release_report(rid)
+
+    rid = incumbent(start(snapshot()))
+    evaluated = evaluate(train(rid))
+    gate = contracts(evaluated)
+    stopped = stopped_report(evaluated)
+    asked = request_approval(evaluated)
+    gate >> [stopped, asked]
+    promote(ramp(shadow(report(wait_for_approval(asked)))))
+
+release()

@@ -1,0 +1,330 @@
+"""The release cycle's stages. Each is a plain function one Airflow task calls; they hand each other
+references (a release id; the release row holds snapshot hash and model ids), never data.
+
+Time comes from the DAG's data interval (``as_of``), never the wall clock: the same interval gives the
+same release id, the same snapshot and the same verdicts, so a rerun is idempotent.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from analysis.evaluation import Evaluation, evaluate
+from analysis.metrics import thresholds_for
+from contracts.base import FAIL
+from contracts.evaluator import evaluate_contracts, gate_failures, load_contracts
+from release import approvals, ramp, registry
+from release.features import compute_features
+from release.io import atomic_write_parquet
+from release.settings import code_version, config_dir, contracts_file, paths
+from release.shadow import decision_diffs, online_action_rate_verdicts, ramp_step_check, ramp_steps
+from release.store import engine, ramp_steps as ramp_steps_table, releases, transaction, verdicts, write_audit
+from release.training import load_booster, load_workflow, score, split_windows, train_model
+from release.training_set import Snapshot, build_training_set
+
+PIPELINE = "fraud-cd pipeline"
+BOOTSTRAP_ACTOR = "fraud-cd bootstrap"
+# The bootstrap incumbent blocks this share of traffic until a person approves per-merchant thresholds.
+BOOTSTRAP_ACTION_RATE = 0.015
+
+
+class ReleaseStopped(RuntimeError):
+    """The release was stopped by a gate (contract, rejection, guardrail); the reason is on the record."""
+
+
+def release_id_for(as_of: dt.date) -> str:
+    return f"rel-{as_of.isoformat()}"
+
+
+def as_date(as_of: str | dt.date | dt.datetime) -> dt.date:
+    if isinstance(as_of, dt.datetime):
+        return as_of.date()
+    if isinstance(as_of, dt.date):
+        return as_of
+    return dt.datetime.fromisoformat(str(as_of)).date()
+
+
+def at_of(as_of: dt.date) -> str:
+    """The audit time of a pipeline action: the end of its data interval."""
+    return f"{as_of.isoformat()}T00:00:00+00:00"
+
+
+def release_dir(release_id: str) -> Path:
+    return paths().releases / release_id
+
+
+def get_release(release_id: str) -> dict:
+    with engine().connect() as conn:
+        r = conn.execute(sa.select(releases).where(releases.c.id == release_id)).first()
+    if r is None:
+        raise KeyError(f"No release {release_id!r} in the state store.")
+    return dict(r._mapping)
+
+
+def _update_release(release_id: str, **values) -> None:
+    with transaction() as conn:
+        conn.execute(releases.update().where(releases.c.id == release_id).values(**values))
+
+
+# ---- stages -------------------------------------------------------------------------------------------
+
+def build_snapshot(as_of: str | dt.date, maturity_days: int = 60, history_days: int = 120) -> str:
+    snap = build_training_set(paths().events, paths().snapshots, as_date(as_of), maturity_days=maturity_days,
+                              history_days=history_days)
+    return snap.hash
+
+
+def start_release(as_of: str | dt.date, snapshot_hash: str, workflow: str | None = None) -> str:
+    d = as_date(as_of)
+    rid = release_id_for(d)
+    wf = str(Path(workflow) if workflow else config_dir() / "workflows" / "default.yaml")
+    with transaction() as conn:
+        exists = conn.execute(sa.select(releases.c.id).where(releases.c.id == rid)).first()
+        vals = dict(as_of=d.isoformat(), status="started", snapshot_hash=snapshot_hash, workflow=wf,
+                    updated_at=at_of(d), stop_reason=None)
+        if exists:
+            conn.execute(releases.update().where(releases.c.id == rid).values(**vals))
+        else:
+            conn.execute(releases.insert().values(id=rid, incumbent_bootstrap=False, **vals))
+    release_dir(rid).mkdir(parents=True, exist_ok=True)
+    return rid
+
+
+def _snapshot(rel: dict) -> Snapshot:
+    return Snapshot(hash=rel["snapshot_hash"], path=paths().snapshots / rel["snapshot_hash"])
+
+
+def _train_and_register(snap: Snapshot, workflow_path: Path, at: str, actor: str) -> registry.Model:
+    wf = load_workflow(workflow_path)
+    text, info = train_model(snap.data, wf)
+    return registry.register_model(text, workflow=wf.model_dump(), features=wf.features, snapshot_hash=snap.hash,
+                                   code_version=code_version(), metrics={"training": info}, at=at, actor=actor)
+
+
+def ensure_incumbent(release_id: str) -> str:
+    """The production model; on the very first cycle, train a bootstrap incumbent and tag it production,
+    so there is always something to compare against (the report says so)."""
+    rel = get_release(release_id)
+    prod = registry.tagged("production")
+    if prod is not None:
+        _update_release(release_id, incumbent_model_id=prod.id,
+                        incumbent_bootstrap=prod.created_by == BOOTSTRAP_ACTOR)
+        return prod.id
+    at = at_of(as_date(rel["as_of"]))
+    snap = _snapshot(rel)
+    model = _train_and_register(snap, config_dir() / "workflows" / "bootstrap.yaml", at, BOOTSTRAP_ACTOR)
+    df = pd.read_parquet(snap.data)
+    booster = model.booster()
+    s = score(booster, df, model.features)
+    global_t = float(np.quantile(s, 1 - BOOTSTRAP_ACTION_RATE))
+    with transaction() as conn:
+        registry.set_tag(conn, "production", model.id, at=at, actor=BOOTSTRAP_ACTOR,
+                         reason="first cycle: no production model existed, bootstrap incumbent trained")
+    approvals.create_set(model.id, None, pd.DataFrame(columns=["merchant_id", "suggested_threshold"]), global_t,
+                         at=at, actor=BOOTSTRAP_ACTOR, status=approvals.APPROVED, automatic=True,
+                         reason=f"bootstrap incumbent: one global threshold blocking {BOOTSTRAP_ACTION_RATE:.1%} "
+                                "of the snapshot's traffic")
+    _update_release(release_id, incumbent_model_id=model.id, incumbent_bootstrap=True)
+    return model.id
+
+
+def train_candidate(release_id: str) -> str:
+    rel = get_release(release_id)
+    at = at_of(as_date(rel["as_of"]))
+    model = _train_and_register(_snapshot(rel), Path(rel["workflow"]), at, PIPELINE)
+    with transaction() as conn:
+        registry.set_tag(conn, "candidate", model.id, at=at, actor=PIPELINE, reason=f"trained for {release_id}")
+    _update_release(release_id, candidate_model_id=model.id, status="trained")
+    return model.id
+
+
+def _incumbent_thresholds(model_id: str) -> tuple[float, pd.Series]:
+    live = approvals.live_thresholds(model_id)
+    if live is None:
+        raise ReleaseStopped(f"The production model {model_id} has no approved thresholds; approve a set first.")
+    return live
+
+
+def evaluate_release(release_id: str) -> str:
+    """Score both models on the snapshot's out-of-time evaluation window and compute slice metrics."""
+    rel = get_release(release_id)
+    cand = registry.get_model(rel["candidate_model_id"])
+    inc = registry.get_model(rel["incumbent_model_id"])
+    wf = load_workflow(rel["workflow"])
+    _, ev = split_windows(pd.read_parquet(_snapshot(rel).data), wf.eval_days)
+    ev = ev.copy()
+    ev["incumbent_score"] = score(inc.booster(), ev, inc.features)
+    ev["candidate_score"] = score(cand.booster(), ev, cand.features)
+    g, per = _incumbent_thresholds(inc.id)
+    result = evaluate(ev, per, g)
+    folder = release_dir(release_id)
+    result.save(folder)
+    _update_release(release_id, status="evaluated")
+    return str(folder)
+
+
+def _store_verdicts(release_id: str, stage: str, vs, at: str) -> None:
+    with transaction() as conn:
+        conn.execute(verdicts.delete().where((verdicts.c.release_id == release_id) & (verdicts.c.stage == stage)))
+        if vs:
+            conn.execute(verdicts.insert(), [{"release_id": release_id, "stage": stage, **v.as_dict()} for v in vs])
+
+
+def check_contracts(release_id: str) -> bool:
+    """Judge the evaluation against the contracts in force; True when no gating contract failed."""
+    rel = get_release(release_id)
+    at = at_of(as_date(rel["as_of"]))
+    ev = Evaluation.load(release_dir(release_id))
+    vs = evaluate_contracts(load_contracts(contracts_file()), ev)
+    _store_verdicts(release_id, "offline", vs, at)
+    failed = gate_failures(vs)
+    if failed:
+        reason = "Stopped by release contracts: " + " ".join(v.sentence for v in failed)
+        _update_release(release_id, status="stopped", stop_reason=reason, updated_at=at)
+        with transaction() as conn:
+            registry.set_tag(conn, "candidate", None, at=at, actor=PIPELINE, reason=reason[:500])
+            write_audit(conn, at=at, actor=PIPELINE, action="release_stopped", entity=f"release:{release_id}",
+                        after={"failed": [v.contract + ":" + v.slice for v in failed]}, reason=reason)
+        return False
+    _update_release(release_id, status="contracts_passed", updated_at=at)
+    return True
+
+
+def request_threshold_approval(release_id: str) -> int:
+    rel = get_release(release_id)
+    at = at_of(as_date(rel["as_of"]))
+    ev = Evaluation.load(release_dir(release_id))
+    set_id = approvals.create_set(rel["candidate_model_id"], release_id, ev.suggestions, ev.candidate_threshold,
+                                  at=at, actor=PIPELINE, reason="suggested per-merchant thresholds for the candidate")
+    _update_release(release_id, status="awaiting_approval", updated_at=at)
+    return set_id
+
+
+def approval_decided(release_id: str) -> bool:
+    """Poked by the approval task: True once approved; a rejection stops the release."""
+    s = approvals.pending_set(release_id)
+    if s is None or s["status"] == approvals.PENDING:
+        return False
+    if s["status"] == approvals.REJECTED:
+        reason = f"Thresholds rejected by {s['decided_by']}: {s['reason']}"
+        _update_release(release_id, status="stopped", stop_reason=reason)
+        raise ReleaseStopped(reason)
+    _update_release(release_id, status="approved")
+    return True
+
+
+def _live_traffic(release_id: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Replayed live traffic for [start, end), scored by production (with its live thresholds) and by
+    the candidate (with its approved thresholds)."""
+    rel = get_release(release_id)
+    df = compute_features(paths().events, start, end)
+    inc = registry.get_model(rel["incumbent_model_id"])
+    cand = registry.get_model(rel["candidate_model_id"])
+    ig, iper = _incumbent_thresholds(inc.id)
+    live = approvals.live_thresholds(cand.id)
+    if live is None:
+        raise ReleaseStopped(f"The candidate {cand.id} has no approved thresholds; it cannot see traffic.")
+    cg, cper = live
+    df["production_score"] = score(inc.booster(), df, inc.features)
+    df["candidate_score"] = score(cand.booster(), df, cand.features)
+    df["production_action"] = df["production_score"] >= thresholds_for(df["merchant_id"], iper, ig)
+    df["candidate_action"] = df["candidate_score"] >= thresholds_for(df["merchant_id"], cper, cg)
+    return df
+
+
+def run_shadow(release_id: str) -> bool:
+    """Shadow the candidate on the most recent traffic before the ramp's; True when the online
+    contracts hold."""
+    rel = get_release(release_id)
+    d = as_date(rel["as_of"])
+    at = at_of(d)
+    plan = ramp.load_plan(config_dir() / "ramp.yaml")
+    end = d - dt.timedelta(days=plan.ramp_days)
+    traffic = _live_traffic(release_id, end - dt.timedelta(days=plan.shadow.days), end)
+    ramp.start_shadow(release_id, rel["candidate_model_id"], at=at, actor=PIPELINE,
+                      reason=f"{release_id}: thresholds approved, shadowing the candidate")
+    diffs = decision_diffs(traffic)
+    atomic_write_parquet(diffs, release_dir(release_id) / "shadow_diffs.parquet")
+    atomic_write_parquet(traffic[["tx_id", "ts", "card_id", "merchant_id", "merchant_country", "amount",
+                                  "production_score", "candidate_score", "production_action", "candidate_action"]],
+                         release_dir(release_id) / "shadow_log.parquet")
+    g = plan.guardrails.action_rate_shift
+    vs = online_action_rate_verdicts(diffs, "shadow_country_action_rate_shift", g.max_relative_shift,
+                                     g.min_absolute_shift, g.min_support)
+    _store_verdicts(release_id, "shadow", vs, at)
+    failed = [v for v in vs if v.verdict == FAIL]
+    if failed:
+        reason = "Stopped in shadow: " + " ".join(v.sentence for v in failed)
+        ramp.rollback(at=at, actor=PIPELINE, reason=reason)
+        _update_release(release_id, status="rolled_back", stop_reason=reason)
+        return False
+    _update_release(release_id, status="shadow_passed")
+    return True
+
+
+def run_ramp(release_id: str) -> dict:
+    """Walk the ramp plan on replayed traffic; a guardrail breach rolls back to 0% on its own."""
+    rel = get_release(release_id)
+    d = as_date(rel["as_of"])
+    at = at_of(d)
+    plan = ramp.load_plan(config_dir() / "ramp.yaml")
+    traffic = _live_traffic(release_id, d - dt.timedelta(days=plan.ramp_days), d)
+    with transaction() as conn:
+        conn.execute(ramp_steps_table.delete().where(ramp_steps_table.c.release_id == release_id))
+    all_vs = []
+    for i, (pct, chunk) in enumerate(ramp_steps(traffic, plan)):
+        ramp.set_pct(pct, at=at, actor=PIPELINE, reason=f"{release_id}: ramp step {i + 1} of {len(plan.steps)}")
+        breached, details, vs = ramp_step_check(chunk, pct, plan)
+        if len(chunk) < plan.min_rows_per_step:
+            breached, details = True, {**details, "breaches": [
+                f"step {pct:g}% saw {len(chunk)} transactions, fewer than the {plan.min_rows_per_step} required"]}
+        all_vs.extend(vs)
+        with transaction() as conn:
+            conn.execute(ramp_steps_table.insert().values(
+                release_id=release_id, step=i + 1, pct=pct, outcome="breached" if breached else "passed",
+                rows=details["rows"], candidate_rows=details["candidate_rows"],
+                details_json=json.dumps(details), at=at))
+        if breached:
+            reason = f"Guardrail breached at {pct:g}%: " + " ".join(details["breaches"])
+            ramp.rollback(at=at, actor=PIPELINE, reason=reason)
+            _store_verdicts(release_id, "ramp", all_vs, at)
+            _update_release(release_id, status="rolled_back", stop_reason=reason)
+            return ramp.current()
+    _store_verdicts(release_id, "ramp", all_vs, at)
+    _update_release(release_id, status="ramped")
+    return ramp.current()
+
+
+def finish(release_id: str) -> str:
+    """Promote a candidate that reached 100%; otherwise leave the record as the ramp left it."""
+    rel = get_release(release_id)
+    at = at_of(as_date(rel["as_of"]))
+    state = ramp.current()
+    if state["state"] == ramp.RAMPING and state["pct"] >= 100 and state["release_id"] == release_id:
+        ramp.promote(at=at, actor=PIPELINE, reason=f"{release_id}: every ramp step passed its guardrails")
+        _update_release(release_id, status="promoted")
+        return "promoted"
+    return get_release(release_id)["status"]
+
+
+def release_verdicts(release_id: str) -> list[dict]:
+    with engine().connect() as conn:
+        rows = conn.execute(sa.select(verdicts).where(verdicts.c.release_id == release_id).order_by(verdicts.c.id))
+        return [dict(r._mapping) for r in rows]
+
+
+def latest_release() -> dict | None:
+    with engine().connect() as conn:
+        r = conn.execute(sa.select(releases).order_by(releases.c.as_of.desc())).first()
+    return dict(r._mapping) if r else None
+
+
+def write_release_report(release_id: str) -> str:
+    from analysis.report import write_report
+
+    return str(write_report(release_id, release_dir(release_id), paths().reports))
