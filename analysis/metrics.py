@@ -97,6 +97,9 @@ def slice_metrics(p: pd.DataFrame, by: str | None) -> pd.DataFrame:
         cols[f"_{m}_fp"] = negw * a
         cols[f"{m}_blocked_fraud_amount"] = pos * a * p["amount"]
         cols[f"{m}_false_decline_amount"] = negw * a * p["amount"]
+    inc_a, cand_a = p["incumbent_action"], p["candidate_action"]
+    cols["candidate_only_actions"] = cand_a * (1 - inc_a)  # the decisions the models disagree on:
+    cols["incumbent_only_actions"] = inc_a * (1 - cand_a)  # what a paired (McNemar) test needs
     agg = pd.DataFrame(cols).groupby(key.to_numpy()).sum()
     out = pd.DataFrame(index=agg.index)
     out["transactions"] = agg["transactions"].astype(int)
@@ -110,6 +113,8 @@ def slice_metrics(p: pd.DataFrame, by: str | None) -> pd.DataFrame:
         out[f"{m}_precision"] = agg[f"_{m}_tp"] / denom.where(denom > 0)
         out[f"{m}_blocked_fraud_amount"] = agg[f"{m}_blocked_fraud_amount"]
         out[f"{m}_false_decline_amount"] = agg[f"{m}_false_decline_amount"]
+    out["candidate_only_actions"] = agg["candidate_only_actions"].astype(int)
+    out["incumbent_only_actions"] = agg["incumbent_only_actions"].astype(int)
     out.insert(0, "slice", out.index.astype(str))
     out.insert(0, "slice_type", by or "all")
     return out.reset_index(drop=True)

@@ -11,11 +11,20 @@ YAML::
       min_absolute_shift: 0.002   # ... unless the move is smaller than this many points of action rate
       min_support: 1000           # fewer transactions in a slice -> "insufficient data", never a silent pass
       limits: {US: 0.10}          # optional tighter (or looser) limits for named slices
+      confidence: 0.95            # a shift fails only when it is significant at this level
       gate: true
 
-Sentence on failure (and, with "within", on pass)::
+A slice fails when its shift is beyond the limit *and* significant: the two models decide on the same
+transactions, so the test is an exact McNemar test on the decisions they disagree on, with p-values
+adjusted over the contract's slices (Benjamini-Hochberg). A shift beyond the limit that the data cannot
+distinguish from noise is "insufficient data", never a silent pass.
 
-    BR: candidate blocks 1.92% vs 1.61% (+19%), limit ±25%, 48,210 transactions.
+Sentence on failure::
+
+    BR: candidate blocks 1.92% vs 1.61% (+19%), limit ±25%, 48,210 transactions; significant (adjusted p=0.0004).
+
+On pass the sentence ends "within the limit."; on a shift beyond the limit that is not significant,
+"beyond the limit but not significant (adjusted p=0.31): more traffic is needed to judge."
 """
 from __future__ import annotations
 
@@ -24,7 +33,9 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.base import FAIL, INSUFFICIENT, PASS, Verdict, pct
+import numpy as np
+
+from contracts.base import FAIL, INSUFFICIENT, PASS, Verdict, bh_adjusted, paired_shift_pvalues, pct
 
 
 class ActionRateShift(BaseModel):
@@ -38,23 +49,36 @@ class ActionRateShift(BaseModel):
     min_absolute_shift: float = Field(0.0, ge=0, le=1)
     min_support: int = Field(1000, ge=1)
     limits: dict[str, float] = {}
+    confidence: float = Field(0.95, gt=0.5, lt=1)
     gate: bool = True
 
     def check(self, slices: pd.DataFrame) -> list[Verdict]:
-        rows = slices[(slices["slice_type"] == self.slice) & (slices["at"] == self.at)]
+        """``slices``: one row per slice with transactions, both action rates and the disagreement counts
+        candidate_only_actions / incumbent_only_actions."""
+        rows = slices[(slices["slice_type"] == self.slice) & (slices["at"] == self.at)].reset_index(drop=True)
+        supported = (rows["transactions"] >= self.min_support).to_numpy()
+        p = np.ones(len(rows))
+        raw = paired_shift_pvalues(rows["candidate_only_actions"], rows["incumbent_only_actions"])
+        p[supported] = bh_adjusted(raw[supported])
+        alpha = 1 - self.confidence
         out = []
-        for r in rows.itertuples(index=False):
+        for i, r in enumerate(rows.itertuples(index=False)):
             limit = self.limits.get(r.slice, self.max_relative_shift)
             inc, cand, n = float(r.incumbent_action_rate), float(r.candidate_action_rate), int(r.transactions)
             rel = (cand / inc - 1) if inc > 0 else (float("inf") if cand > 0 else 0.0)
             head = (f"{r.slice}: candidate blocks {pct(cand)} vs {pct(inc)} ({rel:+.0%}), limit ±{limit:.0%}, "
                     f"{n:,} transactions")
-            if n < self.min_support:
+            beyond = abs(rel) > limit and abs(cand - inc) >= self.min_absolute_shift
+            pv = float(p[i]) if supported[i] else None
+            if not supported[i]:
                 verdict, sentence = INSUFFICIENT, f"{head}; fewer than the {self.min_support:,} needed to judge."
-            elif abs(rel) > limit and abs(cand - inc) >= self.min_absolute_shift:
-                verdict, sentence = FAIL, f"{head}."
+            elif beyond and p[i] < alpha:
+                verdict, sentence = FAIL, f"{head}; significant (adjusted p={p[i]:.2g})."
+            elif beyond:
+                verdict, sentence = INSUFFICIENT, (f"{head}: beyond the limit but not significant (adjusted "
+                                                   f"p={p[i]:.2g}): more traffic is needed to judge.")
             else:
                 verdict, sentence = PASS, f"{head}: within the limit."
             out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(r.slice), verdict, cand, inc,
-                               limit, n, sentence))
+                               limit, n, sentence, pv))
         return out

@@ -28,6 +28,7 @@ class Verdict:
     limit_value: float | None
     support: int | None
     sentence: str
+    p_value: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -35,3 +36,26 @@ class Verdict:
 
 def pct(x: float, digits: int = 2) -> str:
     return f"{100 * x:.{digits}f}%"
+
+
+def paired_shift_pvalues(candidate_only, incumbent_only):
+    """Two-sided exact McNemar p-values: on the same transactions, is the candidate's action rate
+    different from the incumbent's? Only the decisions the two models disagree on carry information:
+    ``candidate_only`` rows blocked by the candidate alone, ``incumbent_only`` by the incumbent alone."""
+    import numpy as np
+    from scipy.stats import binom
+
+    b = np.asarray(candidate_only, dtype=float).round()
+    c = np.asarray(incumbent_only, dtype=float).round()
+    n = b + c
+    p = np.minimum(1.0, 2 * binom.cdf(np.minimum(b, c), n, 0.5))
+    return np.where(n > 0, p, 1.0)
+
+
+def bh_adjusted(pvalues):
+    """Benjamini-Hochberg adjusted p-values (false discovery rate over the slices of one contract)."""
+    import numpy as np
+    from scipy.stats import false_discovery_control
+
+    p = np.asarray(pvalues, dtype=float)
+    return false_discovery_control(p, method="bh") if len(p) else p

@@ -103,19 +103,35 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
             t.add_row("why", rel["stop_reason"])
         if rel["report_path"]:
             t.add_row("report", rel["report_path"])
-    console.print(t)
     if vs:
-        _verdict_table(vs)
+        t.add_row("last verdicts", _verdict_summary(vs))
+    console.print(t)
+
+
+_COLOUR = {"pass": "green", "fail": "red", "insufficient data": "yellow"}
+
+
+def _verdict_summary(vs: list[dict]) -> str:
+    """One line per stage: counts of each verdict (the detail is `fraudcd verdicts RELEASE`)."""
+    lines = []
+    for stage in dict.fromkeys(v["stage"] for v in vs):
+        counts = {}
+        for v in vs:
+            if v["stage"] == stage:
+                counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
+        lines.append(f"{stage}: " + ", ".join(f"[{_COLOUR[k]}]{n} {k}[/]" for k, n in counts.items()))
+    return "\n".join(lines)
 
 
 def _verdict_table(vs: list[dict]) -> None:
-    t = Table(title="verdicts")
-    for c in ("stage", "contract", "slice", "verdict", "reason"):
-        t.add_column(c)
-    colour = {"pass": "green", "fail": "red", "insufficient data": "yellow"}
+    """Verdicts grouped by stage and contract, one line per slice with the sentence that explains it."""
+    key = None
     for v in vs:
-        t.add_row(v["stage"], v["contract"], v["slice"], f"[{colour[v['verdict']]}]{v['verdict']}[/]", v["sentence"])
-    console.print(t)
+        if (v["stage"], v["contract"]) != key:
+            key = (v["stage"], v["contract"])
+            gate = "gate" if v["gate"] else "warn only"
+            console.print(f"\n[bold]{v['stage']} / {v['contract']}[/] ({gate})")
+        console.print(f"  [{_COLOUR[v['verdict']]}]{v['verdict']:>17}[/]  {v['sentence']}", highlight=False)
 
 
 @app.command()
@@ -212,11 +228,19 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
 def ramp_status(as_json: bool = typer.Option(False, "--json")) -> None:
     from release import ramp
 
+    from release.cycle import ramp_step_log
+
     r = ramp.current()
+    steps = ramp_step_log(r["release_id"]) if r["release_id"] else []
     if as_json:
-        return _emit(r, True)
-    console.print(f"{r['state']} at {r['pct']:g}% - release {r['release_id'] or '-'}, candidate "
-                  f"{r['candidate_model_id'] or '-'}; last change by {r['updated_by'] or '-'}: {r['reason'] or '-'}")
+        return _emit({**r, "steps": steps}, True)
+    console.print(f"ramp: {r['state']} at {r['pct']:g}% - release {r['release_id'] or '-'}, candidate "
+                  f"{r['candidate_model_id'] or '-'}; last change by {r['updated_by'] or '-'}: {r['reason'] or '-'}",
+                  highlight=False)
+    for st in steps:
+        colour = "green" if st["outcome"] == "passed" else "red"
+        console.print(f"  step {st['step']}: {st['pct']:>5g}% of cards, {st['candidate_rows']:,} of {st['rows']:,} "
+                      f"transactions on the candidate - [{colour}]{st['outcome']}[/]", highlight=False)
 
 
 @app.command()

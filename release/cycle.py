@@ -255,7 +255,7 @@ def run_shadow(release_id: str) -> bool:
                          release_dir(release_id) / "shadow_log.parquet")
     g = plan.guardrails.action_rate_shift
     vs = online_action_rate_verdicts(diffs, "shadow_country_action_rate_shift", g.max_relative_shift,
-                                     g.min_absolute_shift, g.min_support)
+                                     g.min_absolute_shift, g.min_support, g.confidence)
     _store_verdicts(release_id, "shadow", vs, at)
     failed = [v for v in vs if v.verdict == FAIL]
     if failed:
@@ -315,6 +315,13 @@ def finish(release_id: str) -> str:
 def release_verdicts(release_id: str) -> list[dict]:
     with engine().connect() as conn:
         rows = conn.execute(sa.select(verdicts).where(verdicts.c.release_id == release_id).order_by(verdicts.c.id))
+        return [dict(r._mapping) for r in rows]
+
+
+def ramp_step_log(release_id: str) -> list[dict]:
+    with engine().connect() as conn:
+        rows = conn.execute(sa.select(ramp_steps_table).where(ramp_steps_table.c.release_id == release_id)
+                            .order_by(ramp_steps_table.c.step))
         return [dict(r._mapping) for r in rows]
 
 

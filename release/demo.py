@@ -116,6 +116,7 @@ def run_demo(days: int = 150, tx_per_day: int = 3000, approver: str = "demo-appr
         return 1
     _stage(console, "cycle finished", t0)
     subprocess.run([_fraudcd(), "verdicts", rid], env=env)
+    subprocess.run([_fraudcd(), "ramp", "status"], env=env)
     subprocess.run([_fraudcd(), "status"], env=env)
     from release.cycle import get_release
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from release.io import list_partitions
 
-FEATURES_VERSION = "f1"
+FEATURES_VERSION = "f2"
 CATEGORIES = ["grocery", "fuel", "restaurants", "fashion", "electronics", "travel", "digital_goods",
               "gambling"]
 FEATURE_COLUMNS = [
@@ -23,6 +23,10 @@ FEATURE_COLUMNS = [
 ]
 # How far back the windows look: enough history before a window's start for every aggregate.
 LOOKBACK_DAYS = 60
+# Card age is "days since first seen", capped: an uncapped age would depend on how far back the query
+# happened to read (a training window reads more history than a week of live traffic), so the same
+# transaction would get different features offline and online. Capped below LOOKBACK_DAYS, it cannot.
+CARD_AGE_CAP_DAYS = 30
 
 
 def _sql_list(files: list[Path]) -> str:
@@ -73,7 +77,7 @@ def compute_features(events: Path, start: dt.date, end: dt.date, con: duckdb.Duc
         list_position([{cats}], f.merchant_category) - 1 AS category_code,
         f.card_tx_1h, f.card_tx_24h, f.card_amount_24h, f.card_tx_30d,
         f.amount / (coalesce(f.card_avg_30d, f.amount) + 1) AS amount_vs_card_avg_30d,
-        date_diff('second', f.card_first_seen, f.ts) / 86400.0 AS card_age_days,
+        least(date_diff('second', f.card_first_seen, f.ts) / 86400.0, {CARD_AGE_CAP_DAYS}) AS card_age_days,
         f.merchant_tx_24h,
         d.action, d.explored, d.propensity
     FROM f JOIN read_parquet({_sql_list(dec_files)}) d USING (tx_id)

@@ -26,6 +26,7 @@ class ShiftGuardrail(BaseModel):
     max_relative_shift: float = Field(gt=0, le=1)
     min_absolute_shift: float = Field(0.0, ge=0, le=1)
     min_support: int = Field(300, ge=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
 class Guardrails(BaseModel):

@@ -23,6 +23,7 @@ def decision_diffs(traffic: pd.DataFrame) -> pd.DataFrame:
     cols = pd.DataFrame({
         "transactions": 1, "production_blocks": prod, "candidate_blocks": cand,
         "disagreements": prod != cand,
+        "candidate_only_blocks": cand & ~prod, "production_only_blocks": prod & ~cand,
         "only_candidate_blocks_amount": amt * (cand & ~prod), "only_production_blocks_amount": amt * (prod & ~cand),
     })
     parts = []
@@ -44,14 +45,16 @@ def _as_slices(diffs: pd.DataFrame) -> pd.DataFrame:
         "at": "suggested", "slice_type": diffs["slice_type"], "slice": diffs["slice"],
         "transactions": diffs["transactions"], "incumbent_action_rate": diffs["production_action_rate"],
         "candidate_action_rate": diffs["candidate_action_rate"],
+        "candidate_only_actions": diffs["candidate_only_blocks"], "incumbent_only_actions": diffs["production_only_blocks"],
     })
 
 
 def online_action_rate_verdicts(diffs: pd.DataFrame, name: str, max_relative_shift: float,
-                                min_absolute_shift: float, min_support: int, gate: bool = True) -> list[Verdict]:
+                                min_absolute_shift: float, min_support: int, confidence: float = 0.95,
+                                gate: bool = True) -> list[Verdict]:
     c = ActionRateShift(name=name, kind="action_rate_shift", slice="country", at="suggested",
                         max_relative_shift=max_relative_shift, min_absolute_shift=min_absolute_shift,
-                        min_support=min_support, gate=gate)
+                        min_support=min_support, confidence=confidence, gate=gate)
     return c.check(_as_slices(diffs))
 
 
@@ -71,7 +74,8 @@ def ramp_step_check(chunk: pd.DataFrame, pct: float, plan: RampPlan) -> tuple[bo
     if len(served) == 0:
         return False, {**details, "note": "no traffic routed to the candidate in this step"}, []
     verdicts = online_action_rate_verdicts(decision_diffs(served), f"ramp_{pct:g}pct_action_rate_shift",
-                                           g.max_relative_shift, g.min_absolute_shift, g.min_support)
+                                           g.max_relative_shift, g.min_absolute_shift, g.min_support,
+                                           g.confidence)
     breached = [v for v in verdicts if v.verdict == FAIL]
     details["breaches"] = [v.sentence for v in breached]
     return bool(breached), details, verdicts

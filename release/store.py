@@ -82,6 +82,7 @@ verdicts = sa.Table(
     sa.Column("incumbent_value", sa.Float),
     sa.Column("limit_value", sa.Float),
     sa.Column("support", sa.Integer),
+    sa.Column("p_value", sa.Float),  # multiple-testing adjusted where the contract tests many slices
     sa.Column("sentence", sa.Text, nullable=False),
 )
 
