@@ -8,7 +8,6 @@ import datetime as dt
 import getpass
 import json
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer

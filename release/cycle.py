@@ -24,7 +24,7 @@ from release.io import atomic_write_parquet
 from release.settings import code_version, config_dir, contracts_file, paths
 from release.shadow import decision_diffs, online_action_rate_verdicts, ramp_step_check, ramp_steps
 from release.store import engine, ramp_steps as ramp_steps_table, releases, transaction, verdicts, write_audit
-from release.training import load_booster, load_workflow, score, split_windows, train_model
+from release.training import load_workflow, score, split_windows, train_model
 from release.training_set import Snapshot, build_training_set
 
 PIPELINE = "fraud-cd pipeline"
@@ -206,15 +206,22 @@ def request_threshold_approval(release_id: str) -> int:
 
 
 def approval_decided(release_id: str) -> bool:
-    """Poked by the approval task: True once approved; a rejection stops the release."""
+    """Poked by the approval task: True once a person decided. A rejection stops the release (the
+    report still gets written and says who rejected and why); nothing reaches traffic."""
     s = approvals.pending_set(release_id)
     if s is None or s["status"] == approvals.PENDING:
         return False
+    rel = get_release(release_id)
+    if rel["status"] != "awaiting_approval":  # a rerun of the task after the decision was recorded
+        return True
+    at = at_of(as_date(rel["as_of"]))
     if s["status"] == approvals.REJECTED:
         reason = f"Thresholds rejected by {s['decided_by']}: {s['reason']}"
-        _update_release(release_id, status="stopped", stop_reason=reason)
-        raise ReleaseStopped(reason)
-    _update_release(release_id, status="approved")
+        _update_release(release_id, status="stopped", stop_reason=reason, updated_at=at)
+        with transaction() as conn:
+            registry.set_tag(conn, "candidate", None, at=at, actor=PIPELINE, reason=reason[:500])
+        return True
+    _update_release(release_id, status="approved", updated_at=at)
     return True
 
 
@@ -239,8 +246,10 @@ def _live_traffic(release_id: str, start: dt.date, end: dt.date) -> pd.DataFrame
 
 def run_shadow(release_id: str) -> bool:
     """Shadow the candidate on the most recent traffic before the ramp's; True when the online
-    contracts hold."""
+    contracts hold. A release that is not approved (stopped, rejected) never reaches traffic."""
     rel = get_release(release_id)
+    if rel["status"] not in ("approved", "shadow_passed"):
+        return False
     d = as_date(rel["as_of"])
     at = at_of(d)
     plan = ramp.load_plan(config_dir() / "ramp.yaml")

@@ -32,23 +32,50 @@ def _stage(console: Console, msg: str, t0: float) -> None:
     console.print(f"[bold cyan][{time.monotonic() - t0:6.1f}s][/] {msg}")
 
 
+FAILED_MARKERS = ("Task failed with exception", "up_for_retry")
+
+
+class CycleFailed(RuntimeError):
+    """A DAG run of the cycle failed; the message names the DAG and its log."""
+
+
 def run_dag(dag_id: str, logical_date: str, env: dict, log: Path, timeout_s: int = DAG_TIMEOUT_S,
-            approver: str | None = None, release_id: str | None = None, console: Console | None = None) -> int:
+            approver: str | None = None, release_id: str | None = None, conf: dict | None = None,
+            console: Console | None = None) -> None:
     """`airflow dags test DAG DATE` in a subprocess; if ``approver`` is given, approve the release's
-    thresholds with the CLI as soon as they are requested. Returns the exit code."""
+    thresholds with the CLI as soon as they are requested. Bounded: a task failure (which would wait
+    for its retry delay) or the timeout stops the run and raises CycleFailed."""
+    cmd = [airflow_bin(), "dags", "test", dag_id, logical_date]
+    if conf:
+        cmd += ["--conf", json.dumps(conf)]
     with open(log, "w") as out:
-        proc = subprocess.Popen([airflow_bin(), "dags", "test", dag_id, logical_date], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         approved = approver is None
+        problem = None
         while proc.poll() is None:
             if time.monotonic() > deadline:
+                problem = f"did not finish in {timeout_s}s"
+            elif any(m in log.read_text(errors="replace") for m in FAILED_MARKERS):
+                problem = "a task failed"
+            if problem:
                 proc.kill()
-                raise TimeoutError(f"`airflow dags test {dag_id}` did not finish in {timeout_s}s; see {log}")
+                proc.wait()
+                break
             if not approved:
                 approved = _try_approve(release_id, approver, env, console)
-            time.sleep(1.0)
-    return proc.returncode
+            time.sleep(0.5)
+    if problem is None and proc.returncode != 0:
+        problem = f"exited with {proc.returncode}"
+    if problem:
+        raise CycleFailed(f"`airflow dags test {dag_id} {logical_date}` {problem}; see {log}\n"
+                          + _tail_error(log))
+
+
+def _tail_error(log: Path, lines: int = 25) -> str:
+    text = log.read_text(errors="replace").splitlines()
+    idx = next((i for i, line in enumerate(text) if "Traceback" in line), None)
+    return "\n".join(text[idx: idx + lines] if idx is not None else text[-lines:])
 
 
 def _try_approve(release_id: str, approver: str, env: dict, console: Console | None) -> bool:
@@ -66,6 +93,36 @@ def _try_approve(release_id: str, approver: str, env: dict, console: Console | N
     return r.returncode == 0
 
 
+def cycle_env(home: Path) -> dict:
+    """The environment of one cycle: data, state store and Airflow metadata all under ``home``."""
+    os.environ["FRAUDCD_HOME"] = str(home)
+    env = airflow_env()
+    env["FRAUDCD_HOME"] = str(home)
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home / 'airflow' / 'airflow.db'}"
+    env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(home / "airflow" / "logs")
+    env["FRAUDCD_APPROVAL_POKE_S"] = "1"
+    env["FRAUDCD_APPROVAL_TIMEOUT_S"] = str(APPROVAL_WAIT_S)
+    return env
+
+
+def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workflow: str | None = None,
+              console: Console | None = None, t0: float | None = None) -> str:
+    """One release cycle through Airflow: the daily training_set DAG, then the release DAG, answering
+    the approval as ``approver`` through the CLI. Returns the release id."""
+    t0 = time.monotonic() if t0 is None else t0
+    logs.mkdir(parents=True, exist_ok=True)
+    day = as_of.isoformat()
+    if console:
+        _stage(console, f"airflow dags test training_set {day}", t0)
+    run_dag("training_set", day, env, logs / f"training_set-{day}.log")
+    rid = f"rel-{day}"
+    if console:
+        _stage(console, f"airflow dags test release {day} (waits for approval of {rid})", t0)
+    run_dag("release", day, env, logs / f"release-{day}.log", approver=approver, release_id=rid,
+            conf={"workflow": workflow} if workflow else None, console=console)
+    return rid
+
+
 def run_demo(days: int = 150, tx_per_day: int = 3000, approver: str = "demo-approver (automated demo)",
              console: Console | None = None) -> int:
     from release.settings import paths
@@ -73,8 +130,7 @@ def run_demo(days: int = 150, tx_per_day: int = 3000, approver: str = "demo-appr
 
     console = console or Console()
     t0 = time.monotonic()
-    base = paths().home
-    home = base / "demo"
+    home = paths().home / "demo"
     cfg = WorldConfig(days=days, tx_per_day=tx_per_day)
     marker = home / "events" / "world.json"
     keep_events = marker.exists() and json.loads(marker.read_text()) == json.loads(cfg.model_dump_json())
@@ -83,13 +139,7 @@ def run_demo(days: int = 150, tx_per_day: int = 3000, approver: str = "demo-appr
             if child.name != "events" or not keep_events:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     home.mkdir(parents=True, exist_ok=True)
-    os.environ["FRAUDCD_HOME"] = str(home)
-    env = airflow_env()
-    env["FRAUDCD_HOME"] = str(home)
-    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home / 'airflow' / 'airflow.db'}"
-    env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(home / "airflow" / "logs")
-    env["FRAUDCD_APPROVAL_POKE_S"] = "2"
-    env["FRAUDCD_APPROVAL_TIMEOUT_S"] = str(APPROVAL_WAIT_S)
+    env = cycle_env(home)
     if keep_events:
         _stage(console, f"world already simulated ({days} days x ~{tx_per_day:,} tx/day), reusing {home / 'events'}", t0)
     else:
@@ -100,19 +150,10 @@ def run_demo(days: int = 150, tx_per_day: int = 3000, approver: str = "demo-appr
         marker.write_text(cfg.model_dump_json())
     _stage(console, "migrating the Airflow metadata database (SQLite)", t0)
     migrate_airflow_db(env)
-    as_of = (cfg.start + dt.timedelta(days=days)).isoformat()
-    logs = home / "logs"
-    logs.mkdir(exist_ok=True)
-    _stage(console, f"airflow dags test training_set {as_of}", t0)
-    rc = run_dag("training_set", as_of, env, logs / "training_set.log")
-    if rc:
-        console.print(f"[red]training_set failed (exit {rc}); see {logs / 'training_set.log'}[/]")
-        return 1
-    rid = f"rel-{as_of}"
-    _stage(console, f"airflow dags test release {as_of} (waits for approval of {rid})", t0)
-    rc = run_dag("release", as_of, env, logs / "release.log", approver=approver, release_id=rid, console=console)
-    if rc:
-        console.print(f"[red]release DAG failed (exit {rc}); see {logs / 'release.log'}[/]")
+    try:
+        rid = run_cycle(cfg.start + dt.timedelta(days=days), env, home / "logs", approver, console=console, t0=t0)
+    except CycleFailed as e:
+        console.print(f"[red]{e}[/]", highlight=False)
         return 1
     _stage(console, "cycle finished", t0)
     subprocess.run([_fraudcd(), "verdicts", rid], env=env)

@@ -59,7 +59,8 @@ def list_partitions(table_dir: Path, start: dt.date | None = None, end: dt.date 
     for d in sorted(table_dir.glob("day=*")):
         day = dt.date.fromisoformat(d.name.removeprefix("day="))
         if (start is None or day >= start) and (end is None or day < end):
-            out.extend(sorted(d.glob("*.parquet")))
+            # skip hidden files: an in-flight (or crashed) atomic write's ".tmp-*.parquet" is not data
+            out.extend(sorted(f for f in d.glob("*.parquet") if not f.name.startswith(".")))
     return out
 
 

@@ -167,6 +167,8 @@ def latest_snapshot(snapshots: str | Path) -> Snapshot | None:
     """The most recent good snapshot by as-of date (builds that failed their contract never land)."""
     best = None
     for m in Path(snapshots).glob("*/manifest.json"):
+        if m.parent.name.startswith("."):  # an in-flight (or crashed) build's temp folder has not landed
+            continue
         man = json.loads(m.read_text())
         key = man["config"]["as_of"]
         if best is None or key > best[0]:

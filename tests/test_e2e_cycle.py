@@ -1,0 +1,169 @@
+"""End to end: whole release cycles through real Airflow (`airflow dags test`) on a tiny simulated world.
+
+Cycle 1 (day 136) starts from nothing: it bootstraps an incumbent, trains the candidate from the default
+workflow, the thresholds are approved through the CLI by a named approver, and shadow, ramp and
+promotion follow. Cycle 2 (day 150) trains a deliberately worse candidate (it sees only the hour of
+day): the release contracts must stop it before any traffic moves, and the report must say why.
+Then on call rolls back from the terminal.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+APPROVER = "e2e approver (pytest)"
+WORSE_WORKFLOW = """\
+name: hour-only
+description: deliberately worse - sees only the hour of day
+features: [hour]
+categorical_features: []
+eval_days: 21
+seed: 7
+num_boost_round: 20
+lightgbm: {objective: binary, learning_rate: 0.1, num_leaves: 4, min_data_in_leaf: 100}
+"""
+
+
+def _fraudcd(home: Path, *args: str) -> subprocess.CompletedProcess:
+    from release.demo import cycle_env
+
+    return subprocess.run([str(Path(sys.executable).with_name("fraudcd")), *args], env=cycle_env(home),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A simulated world and two cycles run through Airflow. Returns (home, good release, worse release)."""
+    from release.airflow_env import migrate_airflow_db
+    from release.demo import cycle_env, run_cycle
+    from simulation.world import WorldConfig, simulate
+
+    home = tmp_path_factory.mktemp("e2e") / "home"
+    cfg = WorldConfig(days=150, tx_per_day=1000, n_merchants=150, n_cards=8000)
+    simulate(cfg, home / "events")
+    env = cycle_env(home)  # also points this process's FRAUDCD_HOME at the world
+    migrate_airflow_db(env)
+    good = run_cycle(cfg.start + dt.timedelta(days=136), env, home / "logs", APPROVER)
+    worse_yaml = home / "hour_only.yaml"
+    worse_yaml.write_text(WORSE_WORKFLOW)
+    worse = run_cycle(cfg.start + dt.timedelta(days=150), env, home / "logs", APPROVER, workflow=str(worse_yaml))
+    return home, good, worse
+
+
+def test_first_cycle_bootstraps_then_promotes_the_candidate(world):
+    from release import registry
+    from release.cycle import get_release
+
+    home, good, _ = world
+    rel = get_release(good)
+    assert rel["status"] == "promoted"
+    assert rel["incumbent_bootstrap"]
+    prod, prev = registry.tagged("production"), registry.tagged("previous")
+    assert prod.id == rel["candidate_model_id"]
+    assert prev.id == rel["incumbent_model_id"] and prev.workflow == "bootstrap-baseline"
+    # the registry's id is the content hash of the LightGBM text it points at
+    text = prod.path.read_text()
+    assert text.startswith("tree") and prod.id == "m-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert prod.path.is_relative_to(home)
+    assert prod.booster().num_feature() == len(prod.features)
+
+
+def test_verdicts_for_every_stage_are_in_the_store(world):
+    from release.cycle import release_verdicts
+
+    _, good, _ = world
+    vs = release_verdicts(good)
+    assert {v["stage"] for v in vs} == {"offline", "shadow", "ramp"}
+    offline = {v["contract"] for v in vs if v["stage"] == "offline"}
+    assert offline == {"country_action_rate_shift", "fixed_fpr_higher_recall"}
+    assert not [v for v in vs if v["gate"] and v["verdict"] == "fail"]
+    assert all(v["sentence"] for v in vs)
+
+
+def test_ramp_walked_every_step(world):
+    from release import ramp
+    from release.cycle import ramp_step_log
+
+    _, good, _ = world
+    steps = ramp_step_log(good)
+    assert [s["pct"] for s in steps] == [1, 5, 25, 50, 100]
+    assert all(s["outcome"] == "passed" for s in steps)
+    shares = [s["candidate_rows"] / s["rows"] for s in steps]
+    assert shares == sorted(shares) and shares[-1] == 1.0
+    assert ramp.current()["state"] == ramp.PROMOTED
+
+
+def test_approval_and_every_money_move_are_audited(world):
+    from release.store import audit_log
+
+    _, good, _ = world
+    trail = audit_log()
+    decided = [a for a in trail if a["action"].startswith("thresholds_") and a["action"] != "thresholds_created"
+               and json.loads(a["after_json"] or "{}").get("release_id") == good]
+    assert [(a["action"], a["actor"]) for a in decided] == [("thresholds_approved", APPROVER)]
+    actions = [a["action"] for a in trail]
+    for needed in ("register_model", "move_tag", "ramp_shadow", "ramp_set", "promote"):
+        assert needed in actions
+    assert all(a["actor"] and a["reason"] and a["at"] for a in trail)
+    # pipeline changes carry the data interval's time, never the wall clock
+    assert {a["at"][:10] for a in trail if a["actor"] == "fraud-cd pipeline"} <= {"2026-05-17", "2026-05-31"}
+
+
+def test_report_on_disk_says_ship(world):
+    from release.cycle import get_release
+
+    home, good, _ = world
+    path = Path(get_release(good)["report_path"])
+    assert path.is_file() and path.parent == home / "reports"
+    page = html.unescape(path.read_text())
+    assert "SHIP" in page and "bootstrap model" in page and APPROVER in page
+    assert (home / "reports" / "index.html").read_text().count(good) >= 1
+
+
+def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):
+    from release import ramp, registry
+    from release.cycle import get_release, release_verdicts
+
+    home, good, worse = world
+    rel = get_release(worse)
+    assert rel["status"] == "stopped"
+    assert "Stopped by release contracts" in rel["stop_reason"]
+    recall = [v for v in release_verdicts(worse) if v["contract"] == "fixed_fpr_higher_recall"]
+    assert recall[0]["verdict"] == "fail" and recall[0]["candidate_value"] < recall[0]["incumbent_value"]
+    # nothing moved: production is still cycle 1's model, no candidate, no traffic for the worse one
+    assert registry.tagged("production").id == get_release(good)["candidate_model_id"]
+    assert registry.tagged("candidate") is None
+    assert ramp.current()["release_id"] == good
+    page = html.unescape(Path(rel["report_path"]).read_text())
+    assert "STOP" in page and recall[0]["sentence"] in page
+    r = _fraudcd(home, "verdicts", worse)
+    assert r.returncode == 1 and "fail" in r.stdout
+
+
+def test_status_and_rollback_from_the_terminal(world):
+    from release import registry
+    from release.store import audit_log
+
+    home, good, _ = world
+    before = json.loads(_fraudcd(home, "status", "--json").stdout)
+    assert before["tags"]["production"] != before["tags"]["previous"] is not None
+    r = _fraudcd(home, "rollback", "--reason", "e2e: on-call drill", "--as", "on-call (pytest)")
+    assert r.returncode == 0, r.stderr
+    assert registry.tagged("production").id == before["tags"]["previous"]
+    last = audit_log()[-1]
+    assert last["actor"] == "on-call (pytest)" and last["reason"] == "e2e: on-call drill"
+    assert json.loads(last["before_json"])["state"] == "promoted"
+    # a second rollback has nothing left to roll back to: refused, exit 1, nothing written
+    n = len(audit_log())
+    again = _fraudcd(home, "rollback", "--reason", "twice", "--as", "on-call (pytest)")
+    assert again.returncode == 1 and "Nothing to roll back" in again.stderr + again.stdout
+    assert len(audit_log()) == n
