@@ -131,6 +131,10 @@ def rollback(*, at: str, actor: str, reason: str) -> dict:
                           state=ROLLED_BACK)
         prev = conn.execute(sa.text("SELECT model_id FROM tags WHERE tag = 'previous'")).scalar()
         prod = conn.execute(sa.text("SELECT model_id FROM tags WHERE tag = 'production'")).scalar()
+        if state == ROLLED_BACK:
+            # pressing the button twice must not also undo an older promotion nobody asked about
+            raise RampError(f"Nothing to roll back: the last change ({cur.reason}) already rolled back; "
+                            f"production is {prod}.")
         if prev is None:
             raise RampError("Nothing to roll back: no candidate is live and there is no previous production model.")
         set_tag(conn, "production", prev, at=at, actor=actor, reason=f"rollback: {reason}")

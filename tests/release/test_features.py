@@ -1,0 +1,165 @@
+"""Point-in-time features on hand-built event logs with known answers."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pandas as pd
+import pytest
+
+from release.features import CARD_AGE_CAP_DAYS, CATEGORIES, LOOKBACK_DAYS, compute_features
+from release.io import write_partition
+
+D = dt.date(2026, 3, 10)
+
+
+def ts(day: dt.date, hh: int, mm: int = 0) -> pd.Timestamp:
+    return pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=hh, minutes=mm)
+
+
+def write_events(events, rows, decided_days):
+    """rows: (tx_id, ts, card_id, merchant_id, amount[, card_country, merchant_country, category]).
+    Decisions are written only for ``decided_days`` (as in live logs, the query joins them)."""
+    full = [r + ("US", "US", "grocery")[len(r) - 5:] if len(r) < 8 else r for r in rows]
+    tx = pd.DataFrame(full, columns=["tx_id", "ts", "card_id", "merchant_id", "amount", "card_country",
+                                     "merchant_country", "merchant_category"])
+    tx["ts"] = pd.to_datetime(tx["ts"], utc=True)
+    tx = tx[["tx_id", "ts", "card_id", "card_country", "merchant_id", "merchant_country", "merchant_category",
+             "amount"]]
+    tx["day"] = tx["ts"].dt.date
+    for day, g in tx.groupby("day"):
+        write_partition(events / "transactions", day, g.drop(columns="day").sort_values("ts"))
+        if day in decided_days:
+            write_partition(events / "decisions", day, pd.DataFrame({
+                "tx_id": g["tx_id"].to_numpy(), "ts": g["ts"].to_numpy(), "policy": "test", "score": 0.1,
+                "threshold": 0.7, "action": "allow", "explored": False, "propensity": 1.0}))
+
+
+# card 1 on day D: 10:00 (10), 10:30 (20) and 10:30 (30) at the same instant, 11:20 (40)
+CARD1 = [
+    (1, ts(D, 10), 1, "MA", 10.0),
+    (2, ts(D, 10, 30), 1, "MA", 20.0),
+    (3, ts(D, 10, 30), 1, "MB", 30.0),
+    (4, ts(D, 11, 20), 1, "MA", 40.0),
+]
+
+
+@pytest.fixture
+def card1_events(tmp_path):
+    events = tmp_path / "events"
+    write_events(events, CARD1, {D})
+    return events
+
+
+def test_windows_count_only_strictly_earlier_events(card1_events):
+    f = compute_features(card1_events, D, D + dt.timedelta(days=1)).set_index("tx_id")
+    # the first transaction knows nothing about the card
+    assert f.loc[1, ["card_tx_1h", "card_tx_24h", "card_amount_24h", "card_tx_30d"]].tolist() == [0, 0, 0, 0]
+    # 10:30: only 10:00 is earlier; the other 10:30 transaction happened at the same instant and is not known
+    for i in (2, 3):
+        assert f.loc[i, ["card_tx_1h", "card_tx_24h", "card_amount_24h"]].tolist() == [1, 1, 10.0]
+    # 11:20: 10:30 twice within the hour (50 min), 10:00 is 80 min back: in 24 h but not in 1 h
+    assert f.loc[4, ["card_tx_1h", "card_tx_24h", "card_amount_24h", "card_tx_30d"]].tolist() == [2, 3, 60.0, 3]
+
+
+def test_amount_ratio_uses_the_average_of_earlier_amounts(card1_events):
+    f = compute_features(card1_events, D, D + dt.timedelta(days=1)).set_index("tx_id")
+    # no history: the row is compared with itself; otherwise with the mean of earlier amounts, plus one
+    assert f.loc[1, "amount_vs_card_avg_30d"] == pytest.approx(10 / 11)
+    assert f.loc[2, "amount_vs_card_avg_30d"] == pytest.approx(20 / 11)
+    assert f.loc[3, "amount_vs_card_avg_30d"] == pytest.approx(30 / 11)
+    assert f.loc[4, "amount_vs_card_avg_30d"] == pytest.approx(40 / (20 + 1))
+
+
+def test_merchant_window_counts_other_cards_but_not_the_same_instant(tmp_path):
+    events = tmp_path / "events"
+    write_events(events, [
+        (1, ts(D - dt.timedelta(days=1), 12), 1, "MA", 5.0),  # yesterday noon
+        (2, ts(D, 9), 2, "MA", 5.0),
+        (3, ts(D, 10), 3, "MA", 5.0),
+        (4, ts(D, 10), 4, "MA", 5.0),
+        (5, ts(D, 10), 5, "MB", 5.0),
+        (6, ts(D, 12, 30), 6, "MA", 5.0),                     # yesterday noon is 24.5 h back
+    ], {D})
+    f = compute_features(events, D, D + dt.timedelta(days=1)).set_index("tx_id")
+    assert sorted(f.index) == [2, 3, 4, 5, 6]  # yesterday had no decisions: read as history only
+    assert f.loc[2, "merchant_tx_24h"] == 1
+    # 10:00 twice: yesterday noon and 09:00 are known; the other 10:00 transaction is not
+    assert f.loc[3, "merchant_tx_24h"] == 2 and f.loc[4, "merchant_tx_24h"] == 2
+    assert f.loc[5, "merchant_tx_24h"] == 0
+    assert f.loc[6, "merchant_tx_24h"] == 3
+
+
+def test_future_events_do_not_change_past_features(tmp_path):
+    base, more = tmp_path / "base", tmp_path / "more"
+    write_events(base, CARD1, {D})
+    future = [
+        (10, ts(D, 11, 21), 1, "MA", 5000.0),           # one minute after the last row, same day
+        (11, ts(D, 23), 1, "MB", 700.0),
+        (12, ts(D + dt.timedelta(days=1), 1), 1, "MA", 900.0),
+    ]
+    write_events(more, CARD1 + future, {D, D + dt.timedelta(days=1)})
+    a = compute_features(base, D, D + dt.timedelta(days=1)).set_index("tx_id")
+    b = compute_features(more, D, D + dt.timedelta(days=2)).set_index("tx_id").loc[a.index]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_static_features(tmp_path):
+    events = tmp_path / "events"
+    write_events(events, [
+        (1, ts(D, 3, 59), 1, "MA", 99.0, "GB", "US", "fuel"),
+        (2, ts(D, 23), 2, "MB", 0.0, "US", "US", "gambling"),
+        (3, ts(D, 12), 3, "MC", 10.0, "US", "US", "pets"),  # not a known category
+    ], {D})
+    f = compute_features(events, D, D + dt.timedelta(days=1)).set_index("tx_id")
+    assert f.loc[1, "hour"] == 3 and f.loc[2, "hour"] == 23
+    assert f.loc[1, "cross_border"] == 1 and f.loc[2, "cross_border"] == 0
+    assert f.loc[1, "category_code"] == CATEGORIES.index("fuel")
+    assert f.loc[2, "category_code"] == CATEGORIES.index("gambling")
+    assert math.isnan(f.loc[3, "category_code"])
+    assert f.loc[1, "log_amount"] == pytest.approx(math.log(100.0))
+    assert f.loc[2, "log_amount"] == 0.0
+    assert f.loc[1, "day"] == pd.Timestamp(D)
+
+
+def test_card_age_is_days_since_first_seen_and_capped(tmp_path):
+    events = tmp_path / "events"
+    write_events(events, [
+        (1, ts(D - dt.timedelta(days=10), 12), 1, "MA", 5.0),
+        (2, ts(D, 0), 1, "MA", 5.0),                            # 9.5 days after first seen
+        (3, ts(D - dt.timedelta(days=45), 8), 2, "MA", 5.0),
+        (4, ts(D, 8), 2, "MA", 5.0),                            # 45 days: capped
+        (5, ts(D, 9), 3, "MA", 5.0),                            # first time seen
+    ], {D})
+    f = compute_features(events, D, D + dt.timedelta(days=1)).set_index("tx_id")
+    assert f.loc[2, "card_age_days"] == pytest.approx(9.5)
+    assert f.loc[4, "card_age_days"] == CARD_AGE_CAP_DAYS
+    assert f.loc[5, "card_age_days"] == 0.0
+
+
+def test_a_transaction_gets_the_same_features_in_a_live_day_and_in_a_long_training_window(tmp_path):
+    # Card 1 was first seen 70 days before D: a one-day (live) query reads LOOKBACK_DAYS back and first sees
+    # it at D-45, a 40-day training window reads back to D-100 and sees D-70. Capped, the age agrees.
+    assert LOOKBACK_DAYS < 70
+    events = tmp_path / "events"
+    rows = [
+        (1, ts(D - dt.timedelta(days=70), 12), 1, "MA", 5.0),
+        (2, ts(D - dt.timedelta(days=45), 12), 1, "MA", 6.0),
+        (3, ts(D - dt.timedelta(days=20), 12), 1, "MB", 7.0),
+        (4, ts(D - dt.timedelta(days=1), 21), 1, "MA", 8.0),
+        (5, ts(D, 9), 1, "MA", 90.0),
+        (6, ts(D, 9, 30), 2, "MA", 3.0),
+    ]
+    write_events(events, rows, {D - dt.timedelta(days=20), D - dt.timedelta(days=1), D})
+    live = compute_features(events, D, D + dt.timedelta(days=1)).set_index("tx_id")
+    train = compute_features(events, D - dt.timedelta(days=40), D + dt.timedelta(days=1)).set_index("tx_id")
+    assert sorted(train.index) == [3, 4, 5, 6] and sorted(live.index) == [5, 6]
+    pd.testing.assert_frame_equal(live, train.loc[live.index])
+    assert live.loc[5, "card_age_days"] == CARD_AGE_CAP_DAYS
+    assert live.loc[5, "card_tx_30d"] == 2  # D-20 and yesterday 21:00; D-45 is older than 30 days
+
+
+def test_no_transactions_in_the_window_is_a_clear_error(card1_events):
+    later = D + dt.timedelta(days=5)
+    with pytest.raises(FileNotFoundError, match=r"No transactions found in .* for days 2026-03-15 \.\. 2026-03-16"):
+        compute_features(card1_events, later, later + dt.timedelta(days=2))

@@ -1,0 +1,231 @@
+"""The ramp: plan validation, card-sticky routing and the audited deployment state machine."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from release import ramp
+from release.config import ConfigError
+from release.ramp import RampError, RampPlan, card_bucket, load_plan, routed_to_candidate
+from release.registry import register_model, tag_log, tagged
+from release.settings import PROJECT_ROOT, config_dir
+from release.store import audit_log
+
+GUARDRAILS = {"action_rate_shift": {"max_relative_shift": 0.3}}
+
+
+# ---------------------------------------------------------------- plan
+
+def test_shipped_plan_validates():
+    plan = load_plan(config_dir() / "ramp.yaml")
+    assert plan.steps[-1] == 100 and plan.steps == sorted(plan.steps)
+
+
+@pytest.mark.parametrize("steps, message", [
+    ([5, 1, 100], r"steps must strictly increase; got \[5\.0, 1\.0, 100\.0\]"),
+    ([1, 5, 5, 100], "steps must strictly increase"),
+    ([1, 5, 50], "the last step must be 100 \\(full traffic\\); got 50"),
+    ([0, 50, 100], r"every step must be a percentage in \(0, 100\]"),
+    ([1, 150], r"every step must be a percentage in \(0, 100\]"),
+])
+def test_bad_steps_are_refused(steps, message):
+    with pytest.raises(ValueError, match=message):
+        RampPlan(steps=steps, guardrails=GUARDRAILS)
+
+
+def test_bad_plan_file_names_the_key(tmp_path):
+    p = tmp_path / "ramp.yaml"
+    p.write_text("steps: [1, 50]\nguardrails:\n  action_rate_shift:\n    max_relative_shift: 1.5\n")
+    with pytest.raises(ConfigError) as e:
+        load_plan(p)
+    msg = str(e.value)
+    assert f"{p}: steps: Value error, the last step must be 100" in msg
+    assert f"{p}: guardrails.action_rate_shift.max_relative_shift: Input should be less than or equal to 1" in msg
+
+
+# ---------------------------------------------------------------- routing
+
+CARDS = np.arange(100_000, dtype=np.int64)
+
+
+def test_buckets_are_in_range_and_deterministic():
+    b = card_bucket(CARDS)
+    assert b.min() >= 0 and b.max() < 10_000
+    np.testing.assert_array_equal(b, card_bucket(pd.Series(CARDS)))
+    # the same card id as text lands in the same bucket (ids are hashed as strings)
+    np.testing.assert_array_equal(card_bucket(CARDS[:100]), card_bucket(CARDS[:100].astype(str)))
+
+
+def test_buckets_are_stable_across_processes():
+    # Python's own hash() of strings is salted per process; a bucket must not be.
+    code = "import numpy as np; from release.ramp import card_bucket; print(card_bucket(np.arange(500)).tolist())"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                         cwd=PROJECT_ROOT)
+    assert json.loads(out.stdout) == card_bucket(np.arange(500)).tolist()
+
+
+def test_routing_is_sticky_as_the_share_grows():
+    routed = {pct: routed_to_candidate(CARDS, pct) for pct in (1, 5, 25, 50, 100)}
+    for lo, hi in ((1, 5), (5, 25), (25, 50), (50, 100)):
+        assert not (routed[lo] & ~routed[hi]).any(), f"a card routed at {lo}% left the candidate at {hi}%"
+    assert routed[100].all() and not routed_to_candidate(CARDS, 0).any()
+
+
+@pytest.mark.parametrize("pct", [1, 5, 25, 50])
+def test_routed_share_matches_the_step(pct):
+    share = routed_to_candidate(CARDS, pct).mean()
+    # 100k cards: the binomial standard error is at most 0.16 percentage points; allow 4 of them
+    assert share == pytest.approx(pct / 100, abs=0.0064)
+
+
+def test_a_card_sees_one_model_within_a_step():
+    cards = np.repeat(np.arange(1000), 5)  # every card shops five times
+    routed = pd.Series(routed_to_candidate(cards, 25)).groupby(cards).nunique()
+    assert (routed == 1).all()
+
+
+# ---------------------------------------------------------------- state machine
+
+def register(text):
+    return register_model(text, workflow={"name": "wf"}, features=["amount"], snapshot_hash="ef" * 32,
+                          code_version="t", metrics={}, at="t0", actor="trainer").id
+
+
+@pytest.fixture
+def models(home):
+    """prod is in production; cand is the release's candidate."""
+    prod, cand = register("prod\n"), register("cand\n")
+    from release.registry import move_tag
+
+    move_tag("production", prod, at="t0", actor="setup", reason="initial production model")
+    return prod, cand
+
+
+def ctl(fn, *args, at="t", actor="oncall", reason="because"):
+    return fn(*args, at=at, actor=actor, reason=reason)
+
+
+def test_idle_by_default_and_nothing_to_ramp(home):
+    assert ramp.current()["state"] == ramp.IDLE and ramp.current()["pct"] == 0
+    with pytest.raises(RampError, match=r"No candidate is in shadow or ramping \(state: idle\); nothing to ramp"):
+        ctl(ramp.set_pct, 5)
+    with pytest.raises(RampError, match="Nothing to roll back"):
+        ctl(ramp.rollback)
+
+
+def test_shadow_then_ramp(models):
+    prod, cand = models
+    s = ctl(ramp.start_shadow, "rel-1", cand)
+    assert (s["state"], s["pct"], s["candidate_model_id"]) == ("shadow", 0.0, cand)
+    assert tagged("shadow").id == cand and tagged("production").id == prod
+    s = ctl(ramp.set_pct, 5)
+    assert (s["state"], s["pct"]) == ("ramping", 5.0)
+    assert ramp.current()["pct"] == 5.0 and ramp.current()["release_id"] == "rel-1"
+
+
+@pytest.mark.parametrize("pct", [-1, 100.5])
+def test_ramp_share_must_be_a_percentage(models, pct):
+    ctl(ramp.start_shadow, "rel-1", models[1])
+    with pytest.raises(RampError, match=f"A ramp share must be a percentage in \\[0, 100\\]; got {pct}"):
+        ctl(ramp.set_pct, pct)
+    assert ramp.current()["state"] == "shadow"
+
+
+def test_rollback_from_ramp_goes_to_zero_and_keeps_production(models):
+    prod, cand = models
+    ctl(ramp.start_shadow, "rel-1", cand)
+    ctl(ramp.set_pct, 25)
+    s = ctl(ramp.rollback, reason="decline rate jumped in BR")
+    assert (s["state"], s["pct"]) == ("rolled_back", 0.0)
+    assert tagged("shadow") is None and tagged("production").id == prod
+    assert (s["updated_by"], s["reason"]) == ("oncall", "decline rate jumped in BR")
+    with pytest.raises(RampError, match="state: rolled_back"):
+        ctl(ramp.set_pct, 50)  # a rolled-back candidate cannot be ramped again
+
+
+def test_rollback_from_shadow(models):
+    ctl(ramp.start_shadow, "rel-1", models[1])
+    assert ctl(ramp.rollback)["state"] == "rolled_back"
+    assert tagged("shadow") is None
+
+
+@pytest.mark.parametrize("steps", [[], [5], [5, 99.9]])
+def test_promote_is_refused_below_100_percent(models, steps):
+    ctl(ramp.start_shadow, "rel-1", models[1])
+    for pct in steps:
+        ctl(ramp.set_pct, pct)
+    with pytest.raises(RampError, match="Only a candidate ramped to 100% can be promoted"):
+        ctl(ramp.promote)
+    assert tagged("production").id == models[0]
+
+
+def test_promote_at_100_then_rollback_restores_the_previous_model(models):
+    prod, cand = models
+    ctl(ramp.start_shadow, "rel-1", cand)
+    for pct in (1, 5, 25, 50, 100):
+        ctl(ramp.set_pct, pct)
+    s = ctl(ramp.promote, reason="all steps passed")
+    assert s["state"] == "promoted"
+    assert tagged("production").id == cand and tagged("previous").id == prod
+    assert tagged("shadow") is None and ramp.production_model_id() == cand
+
+    s = ctl(ramp.rollback, actor="pat", reason="merchant complaints after promotion")
+    assert tagged("production").id == prod and tagged("previous") is None
+    assert (s["state"], s["pct"], s["candidate_model_id"]) == ("rolled_back", 0.0, cand)
+    prod_moves = [(h["model_id"], h["previous_model_id"]) for h in tag_log() if h["tag"] == "production"]
+    assert prod_moves == [(prod, None), (cand, prod), (prod, cand)]
+    with pytest.raises(RampError, match="Nothing to roll back"):
+        ctl(ramp.rollback)  # there is no model before the previous one
+
+
+def test_every_state_change_is_audited_in_order(models):
+    _, cand = models
+    ctl(ramp.start_shadow, "rel-1", cand, at="t1", actor="pipeline", reason="shadow")
+    ctl(ramp.set_pct, 100, at="t2", actor="pipeline", reason="step")
+    ctl(ramp.promote, at="t3", actor="pipeline", reason="passed")
+    ctl(ramp.rollback, at="t4", actor="pat", reason="complaints")
+    rows = audit_log(entity_prefix="ramp")
+    assert [(r["action"], r["at"], r["actor"], r["reason"]) for r in rows] == [
+        ("ramp_shadow", "t1", "pipeline", "shadow"), ("ramp_set", "t2", "pipeline", "step"),
+        ("promote", "t3", "pipeline", "passed"), ("model_rollback", "t4", "pat", "complaints")]
+    assert rows[0]["before_json"] is None
+    assert json.loads(rows[1]["before_json"])["state"] == "shadow"
+    assert json.loads(rows[1]["after_json"]) == {"release_id": "rel-1", "candidate_model_id": cand, "pct": 100.0,
+                                                "state": "ramping"}
+
+
+def test_a_control_without_a_named_actor_changes_nothing(models):
+    ctl(ramp.start_shadow, "rel-1", models[1])
+    with pytest.raises(ValueError, match="named actor"):
+        ctl(ramp.set_pct, 50, actor="  ")
+    assert ramp.current()["state"] == "shadow" and ramp.current()["pct"] == 0.0
+
+
+def test_a_second_rollback_does_not_undo_an_older_promotion(home):
+    """Rolled back a ramping candidate, then pressed again: production must stay where it is."""
+    from release import ramp, registry
+    from release.registry import register_model
+
+    def model(name):
+        return register_model(f"tree\n{name}\n", workflow={"name": name}, features=["amount"], snapshot_hash="s" * 64,
+                              code_version="test", metrics={}, at="2026-03-01T00:00:00+00:00", actor="t").id
+
+    old, a, b = model("old"), model("a"), model("b")
+    at, who = "2026-03-01T00:00:00+00:00", "on-call"
+    registry.move_tag("production", old, at=at, actor=who, reason="seed")
+    ramp.start_shadow("rel-a", a, at=at, actor=who, reason="a")
+    ramp.set_pct(100, at=at, actor=who, reason="a to 100")
+    ramp.promote(at=at, actor=who, reason="a promoted")
+    ramp.start_shadow("rel-b", b, at=at, actor=who, reason="b")
+    ramp.set_pct(5, at=at, actor=who, reason="b to 5")
+    assert ramp.rollback(at=at, actor=who, reason="b misbehaves")["state"] == ramp.ROLLED_BACK
+    with pytest.raises(ramp.RampError, match="Nothing to roll back: the last change"):
+        ramp.rollback(at=at, actor=who, reason="pressed twice")
+    assert registry.tagged("production").id == a
