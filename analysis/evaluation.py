@@ -18,7 +18,27 @@ from analysis.metrics import (paired_bootstrap_recall_diff, prepare, ranking_met
 from contracts.base import SLICE_COLUMNS
 from release.io import atomic_write_parquet, atomic_write_text
 
-REPORT_SLICES = ["country", "category", "card_country"]
+REPORT_SLICES = ["country", "merchant", "category", "card_country", "merchant_size", "amount_band", "card_segment"]
+AMOUNT_BANDS = [0.0, 20.0, 100.0, 500.0, float("inf")]
+AMOUNT_LABELS = ["<20", "20-100", "100-500", "500+"]
+NEW_CARD_DAYS = 30  # a card first seen fewer than this many days ago is "new"
+
+
+def add_segments(scored: pd.DataFrame) -> pd.DataFrame:
+    """The segment columns slices need: merchant size (large merchants carry the first half of the
+    window's traffic, medium the next 40%, small the rest), amount band and new vs returning card."""
+    out = scored.copy()
+    counts = out["merchant_id"].value_counts()  # sorted by volume, largest first
+    share = counts.cumsum() / counts.sum()
+    size = pd.Series(np.where(share.shift(fill_value=0) < 0.5, "large",
+                              np.where(share.shift(fill_value=0) < 0.9, "medium", "small")), index=counts.index)
+    out["merchant_size"] = out["merchant_id"].map(size)
+    out["amount_band"] = pd.cut(out["amount"], AMOUNT_BANDS, labels=AMOUNT_LABELS, right=False).astype(str)
+    if "card_age_days" in out:
+        out["card_segment"] = np.where(out["card_age_days"] < NEW_CARD_DAYS, "new card", "returning card")
+    else:
+        out["card_segment"] = "unknown"
+    return out
 
 
 @dataclass
@@ -63,6 +83,7 @@ def all_slices(p: pd.DataFrame, slice_names: list[str]) -> pd.DataFrame:
 def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default: float,
              slice_names: list[str] = REPORT_SLICES, n_boot: int = 400, seed: int = 0) -> Evaluation:
     """``scored`` has incumbent_score, candidate_score, label, weight, amount, card_id and slice columns."""
+    scored = add_segments(scored)
     inc_thr = thresholds_for(scored["merchant_id"], inc_thresholds, inc_default)
     labelled = scored["label"].notna().to_numpy()
     lab = scored.loc[labelled, "label"].astype(int).to_numpy()

@@ -100,6 +100,9 @@ def slice_metrics(p: pd.DataFrame, by: str | None) -> pd.DataFrame:
     inc_a, cand_a = p["incumbent_action"], p["candidate_action"]
     cols["candidate_only_actions"] = cand_a * (1 - inc_a)  # the decisions the models disagree on:
     cols["incumbent_only_actions"] = inc_a * (1 - cand_a)  # what a paired (McNemar) test needs
+    fraud = p["_lab"]  # labelled frauds; the same paired view of recall: who caught what the other missed
+    cols["candidate_only_catches"] = fraud * cand_a * (1 - inc_a)
+    cols["incumbent_only_catches"] = fraud * inc_a * (1 - cand_a)
     agg = pd.DataFrame(cols).groupby(key.to_numpy()).sum()
     out = pd.DataFrame(index=agg.index)
     out["transactions"] = agg["transactions"].astype(int)
@@ -115,6 +118,8 @@ def slice_metrics(p: pd.DataFrame, by: str | None) -> pd.DataFrame:
         out[f"{m}_false_decline_amount"] = agg[f"{m}_false_decline_amount"]
     out["candidate_only_actions"] = agg["candidate_only_actions"].astype(int)
     out["incumbent_only_actions"] = agg["incumbent_only_actions"].astype(int)
+    out["candidate_only_catches"] = agg["candidate_only_catches"].astype(int)
+    out["incumbent_only_catches"] = agg["incumbent_only_catches"].astype(int)
     out.insert(0, "slice", out.index.astype(str))
     out.insert(0, "slice_type", by or "all")
     return out.reset_index(drop=True)

@@ -55,11 +55,18 @@ def render_report(release_id: str, folder: Path) -> str:
     slices = pd.read_parquet(folder / "slices.parquet") if (folder / "slices.parquet").exists() else None
     sugg = pd.read_parquet(folder / "suggestions.parquet") if (folder / "suggestions.parquet").exists() else None
     shadow = pd.read_parquet(folder / "shadow_diffs.parquet") if (folder / "shadow_diffs.parquet").exists() else None
-    gating_fail = [v for v in vs if v["gate"] and v["verdict"] == "fail"]
+    from release.overrides import overrides_for
+
+    waivers = overrides_for(release_id)
+    waived = {o["contract"] for o in waivers}
+    gating_fail = [v for v in vs if v["gate"] and v["verdict"] == "fail" and v["contract"] not in waived]
     status = rel["status"]
     ship = status in ("promoted", "ramped")
     if ship:
         headline = "SHIP: the candidate passed every gate and now serves all traffic."
+        if waived:
+            headline = (f"SHIP, with {len(waived)} contract(s) waived by a named person: "
+                        f"{', '.join(sorted(waived))}. The candidate now serves all traffic.")
     elif status in ("stopped", "rolled_back"):
         headline = "STOP: " + (rel["stop_reason"] or "stopped")
     else:
@@ -71,11 +78,12 @@ def render_report(release_id: str, folder: Path) -> str:
     by_at = {}
     if slices is not None:
         for at in ("operating_point", "suggested"):
-            by_at[at] = slices[slices["at"] == at].to_dict("records")
+            # merchants have their own section (threshold suggestions); here every other slice type
+            by_at[at] = slices[(slices["at"] == at) & (slices["slice_type"] != "merchant")].to_dict("records")
     relevant = [t for t in trail if release_id in (t["entity"] + (t["reason"] or "") + (t["after_json"] or ""))
                 or (rel["candidate_model_id"] and rel["candidate_model_id"] in (t["entity"] + (t["after_json"] or "")))]
     html = _env.get_template("report.html.j2").render(
-        rel=rel, headline=headline, ship=ship, gating_fail=gating_fail, verdicts=vs, ev=ev, by_at=by_at,
+        rel=rel, headline=headline, ship=ship, gating_fail=gating_fail, waivers=waivers, waived=waived, verdicts=vs, ev=ev, by_at=by_at,
         country_svg=_bar_svg(country, "incumbent_action_rate", "candidate_action_rate"),
         suggestions=None if sugg is None else sugg.sort_values("support", ascending=False).head(25).to_dict("records"),
         n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),

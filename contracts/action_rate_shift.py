@@ -21,7 +21,8 @@ distinguish from noise is "insufficient data", never a silent pass.
 
 Sentence on failure::
 
-    BR: candidate blocks 1.92% vs 1.61% (+19%), limit ±25%, 48,210 transactions; significant (adjusted p=0.0004).
+    BR: candidate blocks 1.92% vs 1.61% (+19%, 95% CI +14%..+25%), limit ±25%, 48,210 transactions;
+    significant (adjusted p=0.0004).
 
 On pass the sentence ends "within the limit."; on a shift beyond the limit that is not significant,
 "beyond the limit but not significant (adjusted p=0.31): more traffic is needed to judge."
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import numpy as np
 
-from contracts.base import FAIL, INSUFFICIENT, PASS, Verdict, bh_adjusted, paired_shift_pvalues, pct
+from contracts.base import FAIL, SliceName, INSUFFICIENT, PASS, Verdict, bh_adjusted, paired_shift_pvalues, pct, shift_ci
 
 
 class ActionRateShift(BaseModel):
@@ -43,7 +44,7 @@ class ActionRateShift(BaseModel):
 
     name: str
     kind: Literal["action_rate_shift"]
-    slice: Literal["all", "country", "merchant", "category", "card_country"] = "country"
+    slice: SliceName = "country"
     at: Literal["suggested", "operating_point"] = "suggested"
     max_relative_shift: float = Field(gt=0, le=1)
     min_absolute_shift: float = Field(0.0, ge=0, le=1)
@@ -66,7 +67,12 @@ class ActionRateShift(BaseModel):
             limit = self.limits.get(r.slice, self.max_relative_shift)
             inc, cand, n = float(r.incumbent_action_rate), float(r.candidate_action_rate), int(r.transactions)
             rel = (cand / inc - 1) if inc > 0 else (float("inf") if cand > 0 else 0.0)
-            head = (f"{r.slice}: candidate blocks {pct(cand)} vs {pct(inc)} ({rel:+.0%}), limit ±{limit:.0%}, "
+            lo, hi = shift_ci(int(r.candidate_only_actions), int(r.incumbent_only_actions), n, self.confidence)
+            if inc > 0:
+                move = f"{rel:+.0%}, {self.confidence:.0%} CI {lo / inc:+.0%}..{hi / inc:+.0%}"
+            else:
+                move = "none blocked before" if cand > 0 else "+0%"
+            head = (f"{r.slice}: candidate blocks {pct(cand)} vs {pct(inc)} ({move}), limit ±{limit:.0%}, "
                     f"{n:,} transactions")
             beyond = abs(rel) > limit and abs(cand - inc) >= self.min_absolute_shift
             pv = float(p[i]) if supported[i] else None

@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient data"
 
-# slice name in contracts and reports -> column in the scored data
+# slice name in contracts and reports -> column in the scored data (segments are derived by
+# analysis.evaluation.add_segments before slicing)
 SLICE_COLUMNS = {
     "all": None,
     "country": "merchant_country",
     "merchant": "merchant_id",
     "category": "merchant_category",
     "card_country": "card_country",
+    "merchant_size": "merchant_size",
+    "amount_band": "amount_band",
+    "card_segment": "card_segment",
 }
+SliceName = Literal["all", "country", "merchant", "category", "card_country", "merchant_size", "amount_band",
+                    "card_segment"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +66,16 @@ def bh_adjusted(pvalues):
 
     p = np.asarray(pvalues, dtype=float)
     return false_discovery_control(p, method="bh") if len(p) else p
+
+
+def shift_ci(candidate_only: int, incumbent_only: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of the candidate-minus-incumbent action rate on the same ``n`` transactions
+    (paired: the variance comes from the disagreements only; normal approximation)."""
+    from scipy.stats import norm
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    d = (candidate_only - incumbent_only) / n
+    var = max((candidate_only + incumbent_only) / n - d * d, 0.0) / n
+    z = float(norm.ppf(0.5 + confidence / 2))
+    return d - z * var ** 0.5, d + z * var ** 0.5

@@ -208,6 +208,23 @@ def thresholds_reject(release: str = typer.Option(...), actor: Optional[str] = t
 
 
 @app.command()
+def override(release: str = typer.Option(..., help="the release the waiver applies to (only that one)"),
+             contract: str = typer.Option(..., help="name of a contract in force"),
+             reason: str = typer.Option(..., help="why (recorded, shown in the report)"),
+             actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)")) -> None:
+    """Waive a failed contract for one release, on the record. Rerun the release for its date to go on."""
+    from release.cycle import waive_contract
+    from release.overrides import OverrideError
+
+    who = _actor(actor)
+    try:
+        o = waive_contract(release, contract, actor=who, reason=reason, at=_now())
+    except OverrideError as e:
+        _fail(str(e), 2)
+    console.print(f"{o['contract']} waived for {o['release_id']} by {o['actor']}: {o['reason']}", highlight=False)
+
+
+@app.command()
 def rollback(reason: str = typer.Option(..., help="why (recorded)"),
              actor: Optional[str] = typer.Option(None, "--as", help="who (recorded); default: your login")) -> None:
     """Roll back: a ramping candidate goes to 0% at once; after a promotion, the previous model returns."""

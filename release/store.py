@@ -86,6 +86,17 @@ verdicts = sa.Table(
     sa.Column("sentence", sa.Text, nullable=False),
 )
 
+overrides = sa.Table(
+    "overrides", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("release_id", sa.String(40), nullable=False),
+    sa.Column("contract", sa.String(100), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.UniqueConstraint("release_id", "contract", name="one_override_per_contract_and_release"),
+)
+
 threshold_sets = sa.Table(
     "threshold_sets", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -76,32 +76,58 @@ def matured_labels(tx: pd.DataFrame, disputes: pd.DataFrame, as_of: pd.Timestamp
     return pd.DataFrame({"tx_id": tx["tx_id"].to_numpy(), "matured": matured, "label": label, "weight": weight})
 
 
-def check_data_contract(df: pd.DataFrame, *, min_rows: int = 100, fraud_rate_band: tuple[float, float] = (1e-4, 0.2),
-                        previous_rows: int | None = None, max_volume_change: float = 0.5) -> None:
-    """Refuse a snapshot that is empty, one-class, outside the fraud-rate band, has nulls in features, or
-    whose volume moved more than ``max_volume_change`` against the previous build."""
-    problems = []
-    if len(df) < min_rows:
-        problems.append(f"the snapshot has {len(df)} rows; at least {min_rows} are required")
+DATA_CHECKS = ("min_rows", "both_labels", "fraud_rate_band", "no_null_features", "volume_change")
+
+
+def data_checks(df: pd.DataFrame, *, min_rows: int = 100, fraud_rate_band: tuple[float, float] = (1e-4, 0.2),
+                previous_rows: int | None = None, max_volume_change: float = 0.5) -> list[dict]:
+    """The training set's data contract, one named check per rule (names in DATA_CHECKS, which release
+    contracts reference): each with passed, the observed value and a sentence."""
+    out = []
+
+    def add(name, passed, observed, sentence):
+        out.append({"name": name, "passed": bool(passed), "observed": observed, "sentence": sentence})
+
+    add("min_rows", len(df) >= min_rows, len(df),
+        f"the snapshot has {len(df)} rows" + ("" if len(df) >= min_rows else f"; at least {min_rows} are required"))
     labelled = df[df["label"].notna()]
-    classes = set(labelled["label"].astype(int).unique().tolist())
-    if classes != {0, 1}:
-        problems.append(f"both labels must be present among matured, allowed rows; found {sorted(classes)}")
-    elif len(labelled):
-        rate = float(labelled["label"].astype(float).mean())
-        lo, hi = fraud_rate_band
-        if not lo <= rate <= hi:
-            problems.append(f"the matured fraud rate is {rate:.4%}, outside the allowed band {lo:.4%} .. {hi:.4%}")
+    classes = sorted(set(labelled["label"].astype(int).unique().tolist()))
+    add("both_labels", classes == [0, 1], classes,
+        f"both labels must be present among matured, allowed rows; found {classes}")
+    rate = float(labelled["label"].astype(float).mean()) if len(labelled) else None
+    lo, hi = fraud_rate_band
+    if rate is None or classes != [0, 1]:
+        add("fraud_rate_band", False, rate, "the matured fraud rate cannot be measured without both labels")
+    else:
+        ok = lo <= rate <= hi
+        add("fraud_rate_band", ok, rate, f"the matured fraud rate is {rate:.4%}, "
+            + ("inside" if ok else "outside") + f" the allowed band {lo:.4%} .. {hi:.4%}")
     nulls = [c for c in FEATURE_COLUMNS if c != "category_code" and df[c].isna().any()]
-    if nulls:
-        problems.append(f"features that must never be null have nulls: {', '.join(nulls)}")
+    add("no_null_features", not nulls, nulls,
+        f"features that must never be null have nulls: {', '.join(nulls)}" if nulls else "no nulls in features")
     if previous_rows:
         change = abs(len(df) - previous_rows) / previous_rows
-        if change > max_volume_change:
-            problems.append(f"row count moved {change:.0%} against the previous build ({previous_rows} -> {len(df)}),"
-                            f" more than the allowed {max_volume_change:.0%}")
+        ok = change <= max_volume_change
+        add("volume_change", ok, change, f"row count moved {change:.0%} against the previous build "
+            f"({previous_rows} -> {len(df)})" + ("" if ok else f", more than the allowed {max_volume_change:.0%}"))
+    else:
+        add("volume_change", True, None, "no previous build to compare volume with")
+    return out
+
+
+def check_data_contract(df: pd.DataFrame, *, min_rows: int = 100, fraud_rate_band: tuple[float, float] = (1e-4, 0.2),
+                        previous_rows: int | None = None, max_volume_change: float = 0.5) -> list[dict]:
+    """Refuse a snapshot that is empty, one-class, outside the fraud-rate band, has nulls in features, or
+    whose volume moved more than ``max_volume_change`` against the previous build. Returns the named
+    checks (all passed) for the manifest."""
+    checks = data_checks(df, min_rows=min_rows, fraud_rate_band=fraud_rate_band, previous_rows=previous_rows,
+                         max_volume_change=max_volume_change)
+    problems = [c["sentence"] for c in checks if not c["passed"]]
+    # one reason per broken rule: a fraud rate that cannot be measured is already said by both_labels
+    problems = [p for p in problems if not p.startswith("the matured fraud rate cannot")]
     if problems:
         raise DataContractError("Training-set data contract failed: " + "; ".join(problems) + ".")
+    return checks
 
 
 def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date) -> list[list[str]]:
@@ -139,7 +165,7 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
                                  "dispute_ts": pd.Series(dtype="datetime64[us, UTC]")})
     labels = matured_labels(feats, disputes, pd.Timestamp(as_of, tz="UTC"), maturity_days)
     df = feats.merge(labels.drop(columns="matured"), on="tx_id", how="left")
-    check_data_contract(df, previous_rows=previous_rows)
+    checks = check_data_contract(df, previous_rows=previous_rows)
     manifest = {
         "hash": digest, "config": config, "inputs": inputs, "code_version": code_version(),
         "rows": len(df), "labelled_rows": int(df["label"].notna().sum()),
@@ -147,6 +173,7 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
         "explored_rows": int(df["explored"].sum()),
         "window": {"start": start.isoformat(), "end": end.isoformat()},
         "label_maturity_days": maturity_days,
+        "data_contract": checks,
     }
     snapshots.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=snapshots, prefix=".tmp-"))
@@ -163,14 +190,17 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
     return snap
 
 
-def latest_snapshot(snapshots: str | Path) -> Snapshot | None:
-    """The most recent good snapshot by as-of date (builds that failed their contract never land)."""
+def latest_snapshot(snapshots: str | Path, before: dt.date | None = None) -> Snapshot | None:
+    """The most recent good snapshot by as-of date (builds that failed their contract never land);
+    with ``before``, the most recent one whose as-of date is earlier than it."""
     best = None
     for m in Path(snapshots).glob("*/manifest.json"):
         if m.parent.name.startswith("."):  # an in-flight (or crashed) build's temp folder has not landed
             continue
         man = json.loads(m.read_text())
         key = man["config"]["as_of"]
+        if before is not None and key >= before.isoformat():
+            continue
         if best is None or key > best[0]:
             best = (key, Snapshot(hash=man["hash"], path=m.parent))
     return best[1] if best else None

@@ -6,8 +6,10 @@ candidate -> evaluation vs the incumbent on slices -> release contracts -> per-m
 suggestions -> a person approves (`fraudcd thresholds approve`) -> release report -> shadow -> ramp
 with guardrails (auto-rollback) -> promote.
 
-A gating contract failure stops the release before any traffic moves; the report says why. Tasks pass
-a release id; everything else is in the state store and the release folder.
+A gating contract failure stops the release before any traffic moves; the report says why. A named
+person can waive a failed contract for this release only (`fraudcd override`, or the `overrides` param
+when triggering), then rerun the release for the same date. Tasks pass a release id; everything else is
+in the state store and the release folder.
 """
 from __future__ import annotations
 
@@ -32,7 +34,10 @@ APPROVAL_POKE_S = int(os.environ.get("FRAUDCD_APPROVAL_POKE_S", "60"))
     tags=["fraud-cd", "release"],
     default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
     params={"workflow": Param(None, type=["null", "string"],
-                              description="training workflow YAML; default config/workflows/default.yaml")},
+                              description="training workflow YAML; default config/workflows/default.yaml"),
+            "overrides": Param([], type="array",
+                               description='waive failed contracts for this release only: '
+                                           '[{"contract": NAME, "by": PERSON, "reason": WHY}]')},
     doc_md=__doc__,
 )
 def release():
@@ -46,7 +51,8 @@ def release():
     def start(snapshot_hash: str, data_interval_end=None, params=None) -> str:
         from release.cycle import start_release
 
-        return start_release(data_interval_end, snapshot_hash, (params or {}).get("workflow"))
+        params = params or {}
+        return start_release(data_interval_end, snapshot_hash, params.get("workflow"), params.get("overrides"))
 
     @task
     def incumbent(rid: str) -> str:

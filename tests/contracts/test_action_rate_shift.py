@@ -21,6 +21,14 @@ def row(slice_, n, inc_blocks, cand_only, inc_only, slice_type="country", at="su
             "candidate_only_actions": cand_only, "incumbent_only_actions": inc_only}
 
 
+def ci(cand_only, inc_only, n, inc_blocks, z=1.959964):
+    """The paired 95% interval of the relative shift, by hand: var(d) = ((b + c)/n - d^2)/n."""
+    d = (cand_only - inc_only) / n
+    half = z * (((cand_only + inc_only) / n - d * d) / n) ** 0.5
+    inc = inc_blocks / n
+    return f"95% CI {(d - half) / inc:+.0%}..{(d + half) / inc:+.0%}"
+
+
 def contract(**kw) -> ActionRateShift:
     base = {"name": "country_action_rate_shift", "kind": "action_rate_shift", "slice": "country",
             "at": "suggested", "max_relative_shift": 0.25, "min_absolute_shift": 0.002, "min_support": 1000,
@@ -36,7 +44,9 @@ def check(c, *rows):
 def test_within_the_limit_passes_with_the_numbers_in_the_sentence():
     v = check(contract(), row("FR", 5000, 100, 15, 5))["FR"]
     assert v.verdict == PASS
-    assert v.sentence == ("FR: candidate blocks 2.20% vs 2.00% (+10%), limit ±25%, 5,000 transactions: "
+    # d = 10/5000 = 0.002, var = (0.004 - 0.002^2)/5000, half = 1.96 * 0.000894 = 0.00175 -> +1%..+19% of 2%
+    assert ci(15, 5, 5000, 100) == "95% CI +1%..+19%"
+    assert v.sentence == (f"FR: candidate blocks 2.20% vs 2.00% (+10%, {ci(15, 5, 5000, 100)}), limit ±25%, 5,000 transactions: "
                           "within the limit.")
     assert (v.candidate_value, v.incumbent_value) == (pytest.approx(0.022), pytest.approx(0.02))
     assert (v.limit_value, v.support) == (0.25, 5000)
@@ -49,7 +59,7 @@ def test_beyond_the_limit_and_significant_fails():
     v = check(contract(), row("BR", 10000, 200, 120, 20))["BR"]
     p = binomtest(20, 140, 0.5).pvalue
     assert v.verdict == FAIL
-    assert v.sentence == (f"BR: candidate blocks 3.00% vs 2.00% (+50%), limit ±25%, 10,000 transactions; "
+    assert v.sentence == (f"BR: candidate blocks 3.00% vs 2.00% (+50%, {ci(120, 20, 10000, 200)}), limit ±25%, 10,000 transactions; "
                           f"significant (adjusted p={p:.2g}).")
     assert v.p_value == pytest.approx(p)
 
@@ -57,13 +67,13 @@ def test_beyond_the_limit_and_significant_fails():
 def test_a_significant_drop_beyond_the_limit_fails_too():
     v = check(contract(), row("DE", 10000, 300, 20, 120))["DE"]
     assert v.verdict == FAIL
-    assert v.sentence.startswith("DE: candidate blocks 2.00% vs 3.00% (-33%), limit ±25%")
+    assert v.sentence.startswith(f"DE: candidate blocks 2.00% vs 3.00% (-33%, {ci(20, 120, 10000, 300)}), limit ±25%")
 
 
 def test_below_min_support_is_insufficient_data_never_a_pass_or_fail():
     v = check(contract(), row("LU", 500, 10, 30, 0))["LU"]
     assert v.verdict == INSUFFICIENT
-    assert v.sentence == ("LU: candidate blocks 8.00% vs 2.00% (+300%), limit ±25%, 500 transactions; "
+    assert v.sentence == (f"LU: candidate blocks 8.00% vs 2.00% (+300%, {ci(30, 0, 500, 10)}), limit ±25%, 500 transactions; "
                           "fewer than the 1,000 needed to judge.")
     assert v.p_value is None
 
@@ -73,7 +83,7 @@ def test_beyond_the_limit_but_not_significant_is_insufficient_data():
     v = check(contract(), row("US", 2000, 20, 10, 3))["US"]
     assert v.verdict == INSUFFICIENT
     assert v.p_value == pytest.approx(2 * 378 / 2**13)
-    assert v.sentence == ("US: candidate blocks 1.35% vs 1.00% (+35%), limit ±25%, 2,000 transactions: beyond the "
+    assert v.sentence == (f"US: candidate blocks 1.35% vs 1.00% (+35%, {ci(10, 3, 2000, 20)}), limit ±25%, 2,000 transactions: beyond the "
                           "limit but not significant (adjusted p=0.092): more traffic is needed to judge.")
     # a looser confidence makes the same evidence enough to fail
     assert check(contract(confidence=0.9), row("US", 2000, 20, 10, 3))["US"].verdict == FAIL
@@ -149,6 +159,6 @@ def test_judges_the_slice_table_that_analysis_produces():
     slices = slice_metrics(p, "merchant_country").assign(slice_type="country", at="suggested")
     got = {v.slice: v for v in contract().check(slices)}
     assert got["FR"].verdict == FAIL
-    assert got["FR"].sentence.startswith("FR: candidate blocks 4.00% vs 2.00% (+100%), limit ±25%, 2,000 transactions")
+    assert got["FR"].sentence.startswith(f"FR: candidate blocks 4.00% vs 2.00% (+100%, {ci(40, 0, 2000, 40)}), limit ±25%, 2,000 transactions")
     assert got["FR"].p_value == pytest.approx(min(1.0, 2 * binomtest(40, 40, 0.5).pvalue))  # BH: 2 tests, rank 1
     assert got["DE"].verdict == PASS and got["DE"].p_value == 1.0

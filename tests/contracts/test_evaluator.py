@@ -12,6 +12,9 @@ import yaml
 
 from contracts.action_rate_shift import ActionRateShift
 from contracts.base import FAIL, PASS, Verdict
+from contracts.data_contract import DataContract
+from contracts.merchant_block_rate_stability import MerchantBlockRateStability
+from contracts.slice_recall_regression import SliceRecallRegression
 from contracts.evaluator import evaluate_contracts, gate_failures, load_contracts
 from contracts.fixed_fpr_higher_recall import FixedFprHigherRecall
 from release.config import ConfigError
@@ -36,7 +39,10 @@ def test_the_contracts_in_force_load_as_written():
     assert [c.name for c in cs.contracts] == [r["name"] for r in raw]
     for c, r in zip(cs.contracts, raw):
         assert isinstance(c, {"action_rate_shift": ActionRateShift,
-                              "fixed_fpr_higher_recall": FixedFprHigherRecall}[r["kind"]])
+                              "fixed_fpr_higher_recall": FixedFprHigherRecall,
+                              "slice_recall_regression": SliceRecallRegression,
+                              "merchant_block_rate_stability": MerchantBlockRateStability,
+                              "data_contract": DataContract}[r["kind"]])
         for key, value in r.items():
             assert getattr(c, key) == value, key
 
@@ -72,7 +78,7 @@ contracts:
     ("max_relative_shift", "0", "greater than 0"),
     ("confidence", "0.4", "greater than 0.5"),
     ("min_support", "0", "greater than or equal to 1"),
-    ("slice", "continent", "'all', 'country', 'merchant', 'category' or 'card_country'"),
+    ("slice", "continent", "'all', 'country', 'merchant', 'category', 'card_country', 'merchant_size', 'amount_band' or 'card_segment'"),
     ("at", "tomorrow", "'suggested' or 'operating_point'"),
 ])
 def test_a_bad_value_fails_naming_the_file_key_path_and_what_is_allowed(tmp_path, key, value, allowed):
@@ -184,11 +190,21 @@ def test_the_contracts_in_force_judge_a_real_evaluation():
         "candidate_score": np.clip(rng.normal(0.3 + 0.4 * fraud, 0.1), 0, 1),
     })
     ev = evaluate(scored, {}, 0.45, n_boot=200)
-    vs = evaluate_contracts(load_contracts(RELEASE_YAML), ev)
-    assert [(v.contract, v.slice) for v in vs] == [("country_action_rate_shift", "DE"),
-                                                   ("country_action_rate_shift", "FR"),
-                                                   ("fixed_fpr_higher_recall", "all")]
-    recall = vs[-1]
+    manifest = {"rows": n, "data_contract": [
+        {"name": name, "passed": True, "observed": None, "sentence": f"{name} ok"}
+        for name in ("min_rows", "both_labels", "fraud_rate_band", "no_null_features", "volume_change")]}
+    vs = evaluate_contracts(load_contracts(RELEASE_YAML), ev, manifest)
+    assert [(v.contract, v.slice) for v in vs] == [
+        ("training_set_data_contract", "min_rows"), ("training_set_data_contract", "both_labels"),
+        ("training_set_data_contract", "fraud_rate_band"), ("training_set_data_contract", "no_null_features"),
+        ("training_set_data_contract", "volume_change"),
+        ("country_action_rate_shift", "DE"), ("country_action_rate_shift", "FR"),
+        ("fixed_fpr_higher_recall", "all"),
+        ("country_recall_regression", "DE"), ("country_recall_regression", "FR"),
+        ("merchant_size_recall_regression", "large"), ("merchant_size_recall_regression", "medium"),
+        ("merchant_block_rate_stability", "all")]
+    assert all(v.verdict == PASS for v in vs[:5])
+    recall = vs[7]
     assert recall.verdict == PASS  # a clearly better candidate at the same FPR
     assert recall.candidate_value == ev.overall["candidate_recall"]
     assert recall.support == int((fraud == 1).sum())

@@ -302,3 +302,13 @@ def test_latest_snapshot_ignores_a_build_that_never_landed(tiny, tiny_snapshot, 
     man["hash"] = "f" * 64
     (crashed / "manifest.json").write_text(json.dumps(man))
     assert latest_snapshot(snaps) == Snapshot(hash=tiny_snapshot.hash, path=snaps / tiny_snapshot.hash)
+
+
+def test_the_manifest_records_every_named_data_check(tiny_snapshot):
+    from release.training_set import DATA_CHECKS
+
+    checks = tiny_snapshot.manifest["data_contract"]
+    assert [c["name"] for c in checks] == list(DATA_CHECKS)
+    assert all(c["passed"] for c in checks)
+    rows = {c["name"]: c for c in checks}["min_rows"]
+    assert rows["observed"] == tiny_snapshot.manifest["rows"]
