@@ -106,7 +106,8 @@ def cycle_env(home: Path) -> dict:
 
 
 def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workflow: str | None = None,
-              console: Console | None = None, t0: float | None = None) -> str:
+              console: Console | None = None, t0: float | None = None, overrides: list[dict] | None = None,
+              run: str = "") -> str:
     """One release cycle through Airflow: the daily training_set DAG, then the release DAG, answering
     the approval as ``approver`` through the CLI. Returns the release id."""
     t0 = time.monotonic() if t0 is None else t0
@@ -114,12 +115,13 @@ def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workf
     day = as_of.isoformat()
     if console:
         _stage(console, f"airflow dags test training_set {day}", t0)
-    run_dag("training_set", day, env, logs / f"training_set-{day}.log")
+    run_dag("training_set", day, env, logs / f"training_set-{day}{run}.log")
     rid = f"rel-{day}"
     if console:
         _stage(console, f"airflow dags test release {day} (waits for approval of {rid})", t0)
-    run_dag("release", day, env, logs / f"release-{day}.log", approver=approver, release_id=rid,
-            conf={"workflow": workflow} if workflow else None, console=console)
+    conf = {k: v for k, v in (("workflow", workflow), ("overrides", overrides)) if v}
+    run_dag("release", day, env, logs / f"release-{day}{run}.log", approver=approver, release_id=rid,
+            conf=conf or None, console=console)
     return rid
 
 

@@ -84,7 +84,10 @@ def test_verdicts_for_every_stage_are_in_the_store(world):
     vs = release_verdicts(good)
     assert {v["stage"] for v in vs} == {"offline", "shadow", "ramp"}
     offline = {v["contract"] for v in vs if v["stage"] == "offline"}
-    assert offline == {"country_action_rate_shift", "fixed_fpr_higher_recall"}
+    from contracts.evaluator import load_contracts
+    from release.settings import contracts_file
+
+    assert offline == set(load_contracts(contracts_file()).names())  # every contract in force was judged
     assert not [v for v in vs if v["gate"] and v["verdict"] == "fail"]
     assert all(v["sentence"] for v in vs)
 
@@ -147,6 +150,29 @@ def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):
     assert "STOP" in page and recall[0]["sentence"] in page
     r = _fraudcd(home, "verdicts", worse)
     assert r.returncode == 1 and "fail" in r.stdout
+
+
+def test_an_override_given_when_triggering_is_recorded_and_waives_only_its_contract(world):
+    """The Airflow path of an override: the release rerun for the same date with an `overrides` param."""
+    from release.cycle import get_release, release_verdicts
+    from release.demo import cycle_env, run_cycle
+    from release.store import audit_log
+
+    home, _, worse = world
+    failed = sorted({v["contract"] for v in release_verdicts(worse) if v["gate"] and v["verdict"] == "fail"})
+    assert "fixed_fpr_higher_recall" in failed and len(failed) >= 2
+    who, why = "Head of risk (pytest)", "drill: waive the recall contract for this release only"
+    rel = get_release(worse)
+    run_cycle(dt.date.fromisoformat(rel["as_of"]), cycle_env(home), home / "logs", APPROVER,
+              workflow=rel["workflow"], overrides=[{"contract": "fixed_fpr_higher_recall", "by": who, "reason": why}],
+              run="-override")
+    rel = get_release(worse)
+    assert rel["status"] == "stopped"  # the other failed contracts still stop it
+    assert "fixed_fpr_higher_recall" not in rel["stop_reason"] and "Stopped by release contracts" in rel["stop_reason"]
+    waived = [a for a in audit_log() if a["action"] == "contract_waived"]
+    assert [(a["actor"], a["reason"]) for a in waived] == [(who, why)]
+    page = html.unescape(Path(rel["report_path"]).read_text())
+    assert who in page and why in page
 
 
 def test_status_and_rollback_from_the_terminal(world):
