@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import numpy as np
 
@@ -52,6 +52,14 @@ class ActionRateShift(BaseModel):
     limits: dict[str, float] = {}
     confidence: float = Field(0.95, gt=0.5, lt=1)
     gate: bool = True
+
+    @field_validator("limits")
+    @classmethod
+    def _limits_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
+        if bad:
+            raise ValueError(f"every per-slice limit must be a fraction in [0, 1]; got {bad}")
+        return v
 
     def check(self, slices: pd.DataFrame) -> list[Verdict]:
         """``slices``: one row per slice with transactions, both action rates and the disagreement counts
@@ -87,4 +95,9 @@ class ActionRateShift(BaseModel):
                 verdict, sentence = PASS, f"{head}: within the limit."
             out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(r.slice), verdict, cand, inc,
                                limit, n, sentence, pv))
+        known = {str(x) for x in rows["slice"]}
+        for name in sorted(set(self.limits) - known):  # a misspelt slice must not pass silently
+            out.append(Verdict(self.name, self.kind, self.gate, self.slice, name, INSUFFICIENT, None, None,
+                               self.limits[name], 0, f"{name}: a limit is set for this {self.slice}, but no such "
+                               f"{self.slice} is in the evaluation window; check its spelling.", None))
         return out

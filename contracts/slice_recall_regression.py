@@ -20,8 +20,10 @@ YAML::
 
 Sentence on failure::
 
-    GB: the candidate catches 41.0% of fraud vs 55.2% (-14.2 pts), limit -5.0 pts, 87 matured frauds;
-    significant (adjusted p=0.003).
+    GB: the candidate catches 41.0% of fraud vs 55.2% (-14.2 pts, 95% CI -21.0..-7.4), limit -5.0 pts,
+    87 matured frauds; significant (adjusted p=0.003).
+
+The CI is that of the paired difference on the frauds (unweighted counts), beside the weighted recalls.
 """
 from __future__ import annotations
 
@@ -29,10 +31,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.stats import binom
 
-from contracts.base import FAIL, INSUFFICIENT, PASS, SliceName, Verdict, bh_adjusted, pct
+from contracts.base import FAIL, INSUFFICIENT, PASS, SliceName, Verdict, bh_adjusted, pct, shift_ci
 
 
 def recall_drop_pvalues(candidate_only: np.ndarray, incumbent_only: np.ndarray) -> np.ndarray:
@@ -57,6 +59,14 @@ class SliceRecallRegression(BaseModel):
     limits: dict[str, float] = {}
     gate: bool = True
 
+    @field_validator("limits")
+    @classmethod
+    def _limits_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
+        if bad:
+            raise ValueError(f"every per-slice limit must be a fraction in [0, 1]; got {bad}")
+        return v
+
     def check(self, slices: pd.DataFrame) -> list[Verdict]:
         rows = slices[(slices["slice_type"] == self.slice) & (slices["at"] == self.at)].reset_index(drop=True)
         supported = (rows["frauds"] >= self.min_support).to_numpy()
@@ -73,8 +83,10 @@ class SliceRecallRegression(BaseModel):
                                    None, limit, frauds, f"{r.slice}: no matured frauds to measure recall on.", None))
                 continue
             drop = float(inc) - float(cand)
+            lo, hi = shift_ci(int(r.candidate_only_catches), int(r.incumbent_only_catches), frauds, self.confidence)
             head = (f"{r.slice}: the candidate catches {pct(cand, 1)} of fraud vs {pct(inc, 1)} "
-                    f"({-100 * drop:+.1f} pts), limit -{100 * limit:.1f} pts, {frauds:,} matured frauds")
+                    f"({-100 * drop:+.1f} pts, {self.confidence:.0%} CI {100 * lo:+.1f}..{100 * hi:+.1f}), "
+                    f"limit -{100 * limit:.1f} pts, {frauds:,} matured frauds")
             pv = float(p[i]) if supported[i] else None
             if not supported[i]:
                 verdict, sentence = INSUFFICIENT, f"{head}; fewer than the {self.min_support:,} needed to judge."
@@ -87,4 +99,9 @@ class SliceRecallRegression(BaseModel):
                 verdict, sentence = PASS, f"{head}: within the limit."
             out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(r.slice), verdict, float(cand),
                                float(inc), limit, frauds, sentence, pv))
+        known = {str(x) for x in rows["slice"]}
+        for name in sorted(set(self.limits) - known):  # a misspelt slice must not pass silently
+            out.append(Verdict(self.name, self.kind, self.gate, self.slice, name, INSUFFICIENT, None, None,
+                               self.limits[name], 0, f"{name}: a limit is set for this {self.slice}, but no such "
+                               f"{self.slice} is in the evaluation window; check its spelling.", None))
         return out

@@ -162,3 +162,19 @@ def test_judges_the_slice_table_that_analysis_produces():
     assert got["FR"].sentence.startswith(f"FR: candidate blocks 4.00% vs 2.00% (+100%, {ci(40, 0, 2000, 40)}), limit ±25%, 2,000 transactions")
     assert got["FR"].p_value == pytest.approx(min(1.0, 2 * binomtest(40, 40, 0.5).pvalue))  # BH: 2 tests, rank 1
     assert got["DE"].verdict == PASS and got["DE"].p_value == 1.0
+
+
+def test_an_impossible_per_slice_limit_fails_on_load_with_file_and_key(tmp_path):
+    from contracts.evaluator import load_contracts
+    from release.config import ConfigError
+
+    p = tmp_path / "c.yaml"
+    p.write_text("contracts:\n  - {name: s, kind: action_rate_shift, max_relative_shift: 0.2, limits: {US: -0.1}}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: contracts\.0\.action_rate_shift\.limits: .*fraction in \[0, 1\]"):
+        load_contracts(p)
+
+
+def test_a_limit_for_a_slice_not_in_the_window_is_reported_not_ignored():
+    got = check(contract(limits={"UK": 0.1}), row("GB", 5000, 100, 15, 5))
+    assert got["GB"].verdict == PASS and got["UK"].verdict == INSUFFICIENT
+    assert "check its spelling" in got["UK"].sentence

@@ -39,7 +39,9 @@ def test_a_significant_fall_beyond_the_limit_fails_with_the_numbers():
     v = check(contract(), row("GB", 100, 50, 1, 15))["GB"]
     p = binomtest(15, 16, 0.5, alternative="greater").pvalue
     assert v.verdict == FAIL and v.p_value == pytest.approx(p)
-    assert v.sentence == (f"GB: the candidate catches 51.0% of fraud vs 65.0% (-14.0 pts), limit -5.0 pts, "
+    # paired CI of the difference on 100 frauds: d = -0.14, var = (0.16 - 0.0196)/100, half = 1.96 * 0.0375
+    assert v.sentence == (f"GB: the candidate catches 51.0% of fraud vs 65.0% (-14.0 pts, 95% CI -21.3..-6.7), "
+                          f"limit -5.0 pts, "
                           f"100 matured frauds; significant (adjusted p={p:.2g}).")
 
 
@@ -79,3 +81,14 @@ def test_benjamini_hochberg_over_slices():
 def test_per_slice_limits():
     got = check(contract(limits={"US": 0.2}), row("US", 100, 50, 1, 15), row("GB", 100, 50, 1, 15))
     assert got["US"].verdict == PASS and got["GB"].verdict == FAIL
+
+
+def test_limits_must_be_fractions_and_a_misspelt_slice_is_reported():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"every per-slice limit must be a fraction in \[0, 1\]"):
+        contract(limits={"US": 1.5})
+    got = check(contract(limits={"UK": 0.01}), row("GB", 100, 50, 1, 15))
+    assert got["UK"].verdict == INSUFFICIENT
+    assert got["UK"].sentence == ("UK: a limit is set for this country, but no such country is in the evaluation "
+                                  "window; check its spelling.")
