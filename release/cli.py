@@ -142,13 +142,21 @@ def verdicts(release: str, as_json: bool = typer.Option(False, "--json")) -> Non
         rel = get_release(release)
     except KeyError as e:
         _fail(str(e.args[0]), 2)
+    from release.overrides import overrides_for
+
     vs = release_verdicts(release)
+    waivers = overrides_for(release)
+    waived = {o["contract"] for o in waivers}
     if as_json:
-        _emit({"release": rel, "verdicts": vs}, True)
+        _emit({"release": rel, "verdicts": vs, "overrides": waivers}, True)
     else:
-        console.print(f"{release}: {rel['status']}" + (f" - {rel['stop_reason']}" if rel["stop_reason"] else ""))
+        console.print(f"{release}: {rel['status']}" + (f" - {rel['stop_reason']}" if rel["stop_reason"] else ""),
+                      highlight=False)
+        for o in waivers:
+            console.print(f"[yellow]override:[/] {o['contract']} waived for this release by {o['actor']} at "
+                          f"{o['at']}: {o['reason']}", highlight=False)
         _verdict_table(vs)
-    if any(v["gate"] and v["verdict"] == "fail" for v in vs):
+    if any(v["gate"] and v["verdict"] == "fail" and v["contract"] not in waived for v in vs):
         raise typer.Exit(1)
 
 

@@ -190,3 +190,17 @@ def test_override_cli_refuses_unknown_contracts_and_anonymous_waivers(release):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["override", "--release", rid, "--contract", "recall", "--as", "Bo", "--reason", "again"])
     assert r.exit_code == 2 and "already waived" in r.output
+
+
+def test_verdicts_cli_exit_code_follows_gates_and_waivers(release):
+    from release.cli import app
+    from release.cycle import waive_contract
+
+    rid, _ = release("2026-03-01", RECALL, scored(random_candidate=True))
+    runner = CliRunner()
+    r = runner.invoke(app, ["verdicts", rid])
+    assert r.exit_code == 1 and "It must catch more" in r.output
+    waive_contract(rid, "recall", actor="Ana", reason="one cycle", at="2026-03-02T00:00:00+00:00")
+    r = runner.invoke(app, ["verdicts", rid])
+    assert r.exit_code == 0 and "override: recall waived for this release by Ana" in r.output
+    assert runner.invoke(app, ["verdicts", "rel-1999-01-01"]).exit_code == 2
