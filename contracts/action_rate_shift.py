@@ -32,43 +32,23 @@ from __future__ import annotations
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-import numpy as np
-
-from contracts.base import FAIL, SliceName, INSUFFICIENT, PASS, Verdict, bh_adjusted, paired_shift_pvalues, pct, shift_ci
+from contracts.base import FAIL, INSUFFICIENT, PASS, SliceContract, Verdict, paired_shift_pvalues, pct, shift_ci
 
 
-class ActionRateShift(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
+class ActionRateShift(SliceContract):
     kind: Literal["action_rate_shift"]
-    slice: SliceName = "country"
-    at: Literal["suggested", "operating_point"] = "suggested"
     max_relative_shift: float = Field(gt=0, le=1)
     min_absolute_shift: float = Field(0.0, ge=0, le=1)
     min_support: int = Field(1000, ge=1)
-    limits: dict[str, float] = {}
-    confidence: float = Field(0.95, gt=0.5, lt=1)
-    gate: bool = True
-
-    @field_validator("limits")
-    @classmethod
-    def _limits_in_range(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
-        if bad:
-            raise ValueError(f"every per-slice limit must be a fraction in [0, 1]; got {bad}")
-        return v
 
     def check(self, slices: pd.DataFrame) -> list[Verdict]:
         """``slices``: one row per slice with transactions, both action rates and the disagreement counts
         candidate_only_actions / incumbent_only_actions."""
-        rows = slices[(slices["slice_type"] == self.slice) & (slices["at"] == self.at)].reset_index(drop=True)
+        rows = self._rows(slices)
         supported = (rows["transactions"] >= self.min_support).to_numpy()
-        p = np.ones(len(rows))
-        raw = paired_shift_pvalues(rows["candidate_only_actions"], rows["incumbent_only_actions"])
-        p[supported] = bh_adjusted(raw[supported])
+        p = self._adjusted(paired_shift_pvalues(rows["candidate_only_actions"], rows["incumbent_only_actions"]), supported)
         alpha = 1 - self.confidence
         out = []
         for i, r in enumerate(rows.itertuples(index=False)):
@@ -95,9 +75,5 @@ class ActionRateShift(BaseModel):
                 verdict, sentence = PASS, f"{head}: within the limit."
             out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(r.slice), verdict, cand, inc,
                                limit, n, sentence, pv))
-        known = {str(x) for x in rows["slice"]}
-        for name in sorted(set(self.limits) - known):  # a misspelt slice must not pass silently
-            out.append(Verdict(self.name, self.kind, self.gate, self.slice, name, INSUFFICIENT, None, None,
-                               self.limits[name], 0, f"{name}: a limit is set for this {self.slice}, but no such "
-                               f"{self.slice} is in the evaluation window; check its spelling.", None))
+        out.extend(self._unmatched_limits(rows, "action_rate_shift"))
         return out

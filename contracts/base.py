@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient data"
 
 # slice name in contracts and reports -> column in the scored data (segments are derived by
@@ -79,3 +81,45 @@ def shift_ci(candidate_only: int, incumbent_only: int, n: int, confidence: float
     var = max((candidate_only + incumbent_only) / n - d * d, 0.0) / n
     z = float(norm.ppf(0.5 + confidence / 2))
     return d - z * var ** 0.5, d + z * var ** 0.5
+
+
+class SliceContract(BaseModel):
+    """What the per-slice contracts share: slice, point, per-slice limits, confidence and gate, the
+    Benjamini-Hochberg adjustment over the slices with enough support, and the report of a limit that
+    names no slice in the window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    slice: SliceName = "country"
+    at: Literal["suggested", "operating_point"] = "suggested"
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    limits: dict[str, float] = {}
+    gate: bool = True
+
+    @field_validator("limits")
+    @classmethod
+    def _limits_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
+        if bad:
+            raise ValueError(f"every per-slice limit must be a fraction in [0, 1]; got {bad}")
+        return v
+
+    def _rows(self, slices):
+        return slices[(slices["slice_type"] == self.slice) & (slices["at"] == self.at)].reset_index(drop=True)
+
+    @staticmethod
+    def _adjusted(raw, supported):
+        """BH-adjusted p-values over the supported slices; 1.0 elsewhere (those are never tested)."""
+        import numpy as np
+
+        p = np.ones(len(raw))
+        p[supported] = bh_adjusted(np.asarray(raw)[supported])
+        return p
+
+    def _unmatched_limits(self, rows, kind: str) -> list[Verdict]:
+        known = {str(x) for x in rows["slice"]}
+        return [Verdict(self.name, kind, self.gate, self.slice, name, INSUFFICIENT, None, None, self.limits[name], 0,
+                        f"{name}: a limit is set for this {self.slice}, but no such {self.slice} is in the "
+                        f"evaluation window; check its spelling.", None)
+                for name in sorted(set(self.limits) - known)]

@@ -31,10 +31,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 from scipy.stats import binom
 
-from contracts.base import FAIL, INSUFFICIENT, PASS, SliceName, Verdict, bh_adjusted, pct, shift_ci
+from contracts.base import FAIL, INSUFFICIENT, PASS, SliceContract, Verdict, pct, shift_ci
 
 
 def recall_drop_pvalues(candidate_only: np.ndarray, incumbent_only: np.ndarray) -> np.ndarray:
@@ -46,33 +46,16 @@ def recall_drop_pvalues(candidate_only: np.ndarray, incumbent_only: np.ndarray) 
     return np.where(n > 0, binom.cdf(b, n, 0.5), 1.0)
 
 
-class SliceRecallRegression(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
+class SliceRecallRegression(SliceContract):
     kind: Literal["slice_recall_regression"]
-    slice: SliceName = "country"
     at: Literal["suggested", "operating_point"] = "operating_point"
     max_drop: float = Field(ge=0, le=1)
     min_support: int = Field(30, ge=1)
-    confidence: float = Field(0.95, gt=0.5, lt=1)
-    limits: dict[str, float] = {}
-    gate: bool = True
-
-    @field_validator("limits")
-    @classmethod
-    def _limits_in_range(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
-        if bad:
-            raise ValueError(f"every per-slice limit must be a fraction in [0, 1]; got {bad}")
-        return v
 
     def check(self, slices: pd.DataFrame) -> list[Verdict]:
-        rows = slices[(slices["slice_type"] == self.slice) & (slices["at"] == self.at)].reset_index(drop=True)
+        rows = self._rows(slices)
         supported = (rows["frauds"] >= self.min_support).to_numpy()
-        p = np.ones(len(rows))
-        raw = recall_drop_pvalues(rows["candidate_only_catches"], rows["incumbent_only_catches"])
-        p[supported] = bh_adjusted(raw[supported])
+        p = self._adjusted(recall_drop_pvalues(rows["candidate_only_catches"], rows["incumbent_only_catches"]), supported)
         alpha = 1 - self.confidence
         out = []
         for i, r in enumerate(rows.itertuples(index=False)):
@@ -99,9 +82,5 @@ class SliceRecallRegression(BaseModel):
                 verdict, sentence = PASS, f"{head}: within the limit."
             out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(r.slice), verdict, float(cand),
                                float(inc), limit, frauds, sentence, pv))
-        known = {str(x) for x in rows["slice"]}
-        for name in sorted(set(self.limits) - known):  # a misspelt slice must not pass silently
-            out.append(Verdict(self.name, self.kind, self.gate, self.slice, name, INSUFFICIENT, None, None,
-                               self.limits[name], 0, f"{name}: a limit is set for this {self.slice}, but no such "
-                               f"{self.slice} is in the evaluation window; check its spelling.", None))
+        out.extend(self._unmatched_limits(rows, "slice_recall_regression"))
         return out

@@ -2,8 +2,6 @@
 saved in LightGBM's own text format and registered by content hash."""
 from __future__ import annotations
 
-import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
