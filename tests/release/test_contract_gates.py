@@ -204,3 +204,13 @@ def test_verdicts_cli_exit_code_follows_gates_and_waivers(release):
     r = runner.invoke(app, ["verdicts", rid])
     assert r.exit_code == 0 and "override: recall waived for this release by Ana" in r.output
     assert runner.invoke(app, ["verdicts", "rel-1999-01-01"]).exit_code == 2
+
+
+def test_merchant_block_rate_stability_passes_at_suggested_thresholds_and_needs_enough_merchants(release):
+    at_suggested = STABILITY.replace("at: operating_point", "at: suggested")
+    rid, passed = release("2026-03-01", at_suggested, scored())
+    assert passed is True and _verdicts(rid)[("stability", "all")]["verdict"] == "pass"
+    thin = STABILITY.replace("min_merchant_support: 200", "min_merchant_support: 5000")
+    rid2, passed2 = release("2026-03-15", thin, scored())
+    v = _verdicts(rid2)[("stability", "all")]
+    assert passed2 is True and v["verdict"] == "insufficient data" and v["support"] == 0
