@@ -25,7 +25,7 @@ from release.settings import code_version, config_dir, contracts_file, paths
 from release.shadow import decision_diffs, online_action_rate_verdicts, ramp_step_check, ramp_steps
 from release.store import engine, ramp_steps as ramp_steps_table, releases, transaction, verdicts, write_audit
 from release.training import load_workflow, score, split_windows, train_model
-from release.overrides import add_override, overrides_for
+from release.overrides import add_override, overrides_for, waived_contracts
 from release.training_set import Snapshot, build_training_set, latest_snapshot
 
 PIPELINE = "fraud-cd pipeline"
@@ -201,7 +201,7 @@ def check_contracts(release_id: str) -> bool:
     manifest = snap.manifest if (snap.path / "manifest.json").exists() else None
     vs = evaluate_contracts(load_contracts(contracts_file()), ev, manifest)
     _store_verdicts(release_id, "offline", vs, at)
-    waived = {o["contract"] for o in overrides_for(release_id)}
+    waived = waived_contracts(release_id)
     failed = gate_failures(vs, waived)
     if failed:
         reason = "Stopped by release contracts: " + " ".join(v.sentence for v in failed)

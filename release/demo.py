@@ -53,18 +53,21 @@ def run_dag(dag_id: str, logical_date: str, env: dict, log: Path, timeout_s: int
         deadline = time.monotonic() + timeout_s
         approved = approver is None
         problem = None
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                problem = f"did not finish in {timeout_s}s"
-            elif any(m in log.read_text(errors="replace") for m in FAILED_MARKERS):
-                problem = "a task failed"
-            if problem:
-                proc.kill()
-                proc.wait()
-                break
-            if not approved:
-                approved = _try_approve(release_id, approver, env, console)
-            time.sleep(0.5)
+        with open(log, errors="replace") as follow:  # read only what was appended since the last look
+            tail = ""
+            while proc.poll() is None:
+                tail = tail[-200:] + follow.read()  # keep a little overlap: a marker may straddle two reads
+                if time.monotonic() > deadline:
+                    problem = f"did not finish in {timeout_s}s"
+                elif any(m in tail for m in FAILED_MARKERS):
+                    problem = "a task failed"
+                if problem:
+                    proc.kill()
+                    proc.wait()
+                    break
+                if not approved:
+                    approved = _try_approve(release_id, approver, env, console)
+                time.sleep(0.5)
     if problem is None and proc.returncode != 0:
         problem = f"exited with {proc.returncode}"
     if problem:
@@ -116,7 +119,9 @@ def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workf
     if console:
         _stage(console, f"airflow dags test training_set {day}", t0)
     run_dag("training_set", day, env, logs / f"training_set-{day}{run}.log")
-    rid = f"rel-{day}"
+    from release.cycle import release_id_for
+
+    rid = release_id_for(as_of)
     if console:
         _stage(console, f"airflow dags test release {day} (waits for approval of {rid})", t0)
     conf = {k: v for k, v in (("workflow", workflow), ("overrides", overrides)) if v}

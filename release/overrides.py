@@ -41,3 +41,8 @@ def overrides_for(release_id: str) -> list[dict]:
         rows = conn.execute(sa.select(overrides).where(overrides.c.release_id == release_id)
                             .order_by(overrides.c.id))
         return [dict(r._mapping) for r in rows]
+
+
+def waived_contracts(release_id: str) -> set[str]:
+    """Names of the contracts waived for this release."""
+    return {o["contract"] for o in overrides_for(release_id)}
