@@ -3,13 +3,13 @@
 The daily build refuses a snapshot that breaks any check (the last good one stays), so a release only
 ever sees snapshots that passed; this contract puts the observed values of the named checks on the
 release's record and fails if the snapshot carries no record of a check (an older or foreign build).
-Check names: min_rows, both_labels, fraud_rate_band, no_null_features, volume_change.
+Check names: schema, min_rows, both_labels, fraud_rate_band, no_null_features, volume_change.
 
 YAML::
 
     - name: training_set_data_contract
       kind: data_contract
-      checks: [min_rows, both_labels, fraud_rate_band, no_null_features, volume_change]
+      checks: [schema, min_rows, both_labels, fraud_rate_band, no_null_features, volume_change]
       gate: true
 
 Sentence on failure::
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.base import FAIL, PASS, Verdict
 
-DataCheck = Literal["min_rows", "both_labels", "fraud_rate_band", "no_null_features", "volume_change"]
+DataCheck = Literal["schema", "min_rows", "both_labels", "fraud_rate_band", "no_null_features", "volume_change"]
 
 
 class DataContract(BaseModel):

@@ -44,7 +44,7 @@ def _emit(obj, as_json: bool, table: Table | None = None) -> None:
 def simulate(days: int = typer.Option(150, help="days of history"),
              tx_per_day: int = typer.Option(3000, "--tx-per-day", help="mean transactions per day"),
              seed: int = typer.Option(7), start: str = typer.Option("2026-01-01", help="first day (YYYY-MM-DD)"),
-             merchants: int = typer.Option(400), cards: int = typer.Option(30000),
+             merchants: int = typer.Option(2000), cards: int = typer.Option(30000),
              countries: int = typer.Option(10)) -> None:
     """Simulate a world and write its event logs under FRAUDCD_HOME/events."""
     from pydantic import ValidationError
@@ -63,6 +63,36 @@ def simulate(days: int = typer.Option(150, help="days of history"),
         totals = run(cfg, paths().events, progress=lambda done, total: prog.update(t, completed=done))
     console.print(f"simulated {cfg.days} days from {cfg.start} into {paths().events}: "
                   + ", ".join(f"{k} {v:,}" for k, v in totals.items()))
+
+
+@app.command()
+def ingest(mapping: str = typer.Option(..., "--mapping", help="column-mapping YAML (see config/source.example.yaml)"),
+           start: Optional[str] = typer.Option(None, help="first day to write (YYYY-MM-DD); default: all"),
+           end: Optional[str] = typer.Option(None, help="day after the last day to write (YYYY-MM-DD)"),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Normalise a team's own transaction log into event logs under FRAUDCD_HOME/events."""
+    from release.settings import paths
+    from release.source import SourceError, ingest_source
+
+    try:
+        s, e = (dt.date.fromisoformat(d) if d else None for d in (start, end))
+        counts = ingest_source(mapping, paths().events, s, e)
+    except (SourceError, ValueError) as ex:
+        _fail(str(ex), 2)
+    if as_json:
+        return _emit(counts, True)
+    console.print(f"ingested {counts['source']} into {counts['events']}: {counts['rows']:,} transactions on "
+                  f"{counts['days']} days ({counts['first_day']} .. {counts['last_day']}), {counts['blocked']:,} "
+                  f"blocked, {counts['disputes']:,} disputes; labels: {counts['labels']}")
+    for k, v in counts["missing"].items():
+        console.print(f"  missing {k}: {v}")
+    for k, v in counts["filled_nulls"].items():
+        console.print(f"  {k}: {v:,} empty value(s) filled")
+    for n in counts["notes"]:
+        err.print(f"[yellow]note:[/] {n}")
+    if counts["labels"] == "none":
+        err.print("[yellow]warning:[/] no labels mapped (dispute_ts or fraud_flag): no disputes written; "
+                  "training-set builds will refuse one-class data")
 
 
 @app.command("training-set")

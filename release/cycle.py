@@ -74,6 +74,20 @@ def _update_release(release_id: str, **values) -> None:
 
 # ---- stages -------------------------------------------------------------------------------------------
 
+def ingest_interval(start: str | dt.date, end: str | dt.date) -> dict:
+    """Normalise the days [start, end) of a team's own transaction log into the event logs, when a column
+    mapping is configured (``FRAUDCD_SOURCE`` or config/source.yaml); otherwise the event logs are used as
+    they are. Idempotent: a rerun writes the same files."""
+    from release.settings import source_mapping
+    from release.source import ingest_source
+
+    mapping = source_mapping()
+    if mapping is None:
+        return {"ingested": False, "reason": "no source mapping configured: the event logs are read as they are"}
+    counts = ingest_source(mapping, paths().events, as_date(start), as_date(end))
+    return {"ingested": True, **{k: counts[k] for k in ("source", "rows", "days", "disputes", "labels")}}
+
+
 def build_snapshot(as_of: str | dt.date, maturity_days: int = 60, history_days: int = 120) -> str:
     d = as_date(as_of)
     prev = latest_snapshot(paths().snapshots, before=d)
@@ -255,7 +269,9 @@ def _live_traffic(release_id: str, start: dt.date, end: dt.date) -> pd.DataFrame
     """Replayed live traffic for [start, end), scored by production (with its live thresholds) and by
     the candidate (with its approved thresholds)."""
     rel = get_release(release_id)
-    df = compute_features(paths().events, start, end)
+    # the same label maturity as the training snapshot, so the merchant fraud rate means the same online
+    maturity = _snapshot(rel).manifest["config"]["maturity_days"]
+    df = compute_features(paths().events, start, end, maturity_days=maturity)
     inc = registry.get_model(rel["incumbent_model_id"])
     cand = registry.get_model(rel["candidate_model_id"])
     ig, iper = _incumbent_thresholds(inc.id)

@@ -3,6 +3,8 @@
 - ``FRAUDCD_HOME``: the data folder (event logs, snapshots, models, reports, the SQLite state store).
   Default: ``<project>/var``.
 - ``FRAUDCD_STATE_URL``: the state store's SQLAlchemy URL. Default: SQLite file in ``FRAUDCD_HOME``.
+- ``FRAUDCD_SOURCE``: a column-mapping YAML for a team's own transaction log (see
+  ``config/source.example.yaml``); the daily training-set DAG ingests its data interval from it.
 
 Configuration (training workflows, contracts, ramp plan) is YAML in ``<project>/config`` and
 ``<project>/contracts``; ``FRAUDCD_CONFIG`` points elsewhere.
@@ -63,6 +65,16 @@ def config_dir() -> Path:
 
 def contracts_file() -> Path:
     return Path(os.environ.get("FRAUDCD_CONTRACTS", PROJECT_ROOT / "contracts" / "release.yaml")).resolve()
+
+
+def source_mapping() -> Path | None:
+    """The column mapping of a team's own transaction log, if one is configured: ``FRAUDCD_SOURCE``, else
+    ``<config>/source.yaml`` when it exists. None: the event logs under FRAUDCD_HOME are read as they are."""
+    env = os.environ.get("FRAUDCD_SOURCE")
+    if env:
+        return Path(env).resolve()
+    p = config_dir() / "source.yaml"
+    return p if p.exists() else None
 
 
 def code_version() -> str:

@@ -18,13 +18,22 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from release.features import FEATURE_COLUMNS, FEATURES_VERSION, LOOKBACK_DAYS, compute_features
-from release.io import atomic_write_parquet, file_sha256, list_partitions
+from release.features import (FEATURE_COLUMNS, FEATURES_VERSION, LOOKBACK_DAYS, NULLABLE_FEATURES,
+                              RATE_WINDOW_DAYS, _sql_list, connect, feature_query,
+                              window_relations)
+from release import data_quality
+from release.data_quality import DATA_CHECKS  # noqa: F401  (re-exported: contracts name these)
+from release.io import file_sha256, list_partitions
 from release.settings import code_version
+
+
+# The columns the data contract reads from a snapshot (string columns stay out: they cost memory and
+# no rule reads them); the schema check requires all of them.
+SNAPSHOT_CHECKED_COLUMNS = ["tx_id", *FEATURE_COLUMNS, "explored", "propensity", "label", "weight"]
 
 
 class DataContractError(ValueError):
@@ -57,71 +66,65 @@ def utc(s: pd.Series) -> pd.Series:
     return s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
 
 
+def label_sql(as_of: pd.Timestamp, maturity_days: int, rows: str = "f", known: str = "known") -> str:
+    """SQL select-list items ``matured, label, weight`` for the relation aliased ``rows`` (tx_id, ts,
+    action, propensity) left-joined to ``known`` (tx_ids whose dispute arrived before as-of): a row is
+    labelled once matured (strictly older than the maturity window) and allowed; fraud iff its dispute
+    is known; weight 1/propensity. The one definition of a label, used by the build and by
+    ``matured_labels``."""
+    cutoff = (as_of - pd.Timedelta(days=maturity_days)).isoformat()
+    matured = f"({rows}.ts < TIMESTAMPTZ '{cutoff}')"
+    labelled = f"({matured} AND {rows}.action = 'allow')"
+    return (f"{matured} AS matured, "
+            f"CASE WHEN {labelled} THEN CAST({known}.tx_id IS NOT NULL AS TINYINT) END AS label, "
+            f"CASE WHEN {labelled} THEN 1.0 / {rows}.propensity END AS weight")
+
+
+def known_disputes_sql(disputes: str, as_of: pd.Timestamp) -> str:
+    return f"SELECT DISTINCT tx_id FROM {disputes} WHERE dispute_ts < TIMESTAMPTZ '{as_of.isoformat()}'"
+
+
 def matured_labels(tx: pd.DataFrame, disputes: pd.DataFrame, as_of: pd.Timestamp, maturity_days: int) -> pd.DataFrame:
-    """Label columns for ``tx`` (tx_id, ts, action, propensity) as known at ``as_of``.
+    """Label columns for ``tx`` (tx_id, ts, action, propensity) as known at ``as_of`` (naive timestamps
+    are UTC), computed by the same SQL as the snapshot build.
 
     Returns tx_id, matured (older than the maturity window), label (1 fraud, 0 legit, NA when blocked or
-    immature) and weight (1/propensity for labelled rows, NA otherwise).
+    immature) and weight (1/propensity for labelled rows, NA otherwise), in the order of ``tx``.
     """
-    cutoff = as_of - pd.Timedelta(days=maturity_days)
-    known = disputes.loc[utc(disputes["dispute_ts"]) < as_of, "tx_id"]
-    matured = (utc(tx["ts"]) < cutoff).to_numpy()
-    allowed = (tx["action"] == "allow").to_numpy()
-    fraud = tx["tx_id"].isin(known).to_numpy()
-    labelled = matured & allowed
-    label = pd.array(np.where(labelled, fraud.astype(int), 0), dtype="Int8")
-    label[~labelled] = pd.NA
-    weight = pd.array(1.0 / tx["propensity"].to_numpy(), dtype="Float64")
-    weight[~labelled] = pd.NA
-    return pd.DataFrame({"tx_id": tx["tx_id"].to_numpy(), "matured": matured, "label": label, "weight": weight})
+    con = connect(threads=1)
+    con.register("tx_in", tx.assign(ts=utc(tx["ts"]), _pos=np.arange(len(tx)))[
+        ["tx_id", "ts", "action", "propensity", "_pos"]])
+    con.register("disputes_in", disputes.assign(dispute_ts=utc(disputes["dispute_ts"]))[["tx_id", "dispute_ts"]])
+    as_of = pd.Timestamp(as_of)
+    out = con.execute(
+        f"WITH known AS ({known_disputes_sql('disputes_in', as_of)}) "
+        f"SELECT f.tx_id, {label_sql(as_of, maturity_days)} FROM tx_in f LEFT JOIN known USING (tx_id) "
+        "ORDER BY f._pos").df()
+    con.close()
+    return pd.DataFrame({"tx_id": out["tx_id"].to_numpy(), "matured": out["matured"].to_numpy(bool),
+                         "label": out["label"].astype("Int8"), "weight": out["weight"].astype("Float64")})
 
 
-DATA_CHECKS = ("min_rows", "both_labels", "fraud_rate_band", "no_null_features", "volume_change")
-
-
-def data_checks(df: pd.DataFrame, *, min_rows: int = 100, fraud_rate_band: tuple[float, float] = (1e-4, 0.2),
-                previous_rows: int | None = None, max_volume_change: float = 0.5) -> list[dict]:
+def data_checks(df: pd.DataFrame, *, required_columns: list[str] | None = None, min_rows: int = 100,
+                fraud_rate_band: tuple[float, float] = (1e-4, 0.2), previous_rows: int | None = None,
+                max_volume_change: float = 0.5) -> list[dict]:
     """The training set's data contract, one named check per rule (names in DATA_CHECKS, which release
-    contracts reference): each with passed, the observed value and a sentence."""
-    out = []
-
-    def add(name, passed, observed, sentence):
-        out.append({"name": name, "passed": bool(passed), "observed": observed, "sentence": sentence})
-
-    add("min_rows", len(df) >= min_rows, len(df),
-        f"the snapshot has {len(df)} rows" + ("" if len(df) >= min_rows else f"; at least {min_rows} are required"))
-    labelled = df[df["label"].notna()]
-    classes = sorted(set(labelled["label"].astype(int).unique().tolist()))
-    add("both_labels", classes == [0, 1], classes,
-        f"both labels must be present among matured, allowed rows; found {classes}")
-    rate = float(labelled["label"].astype(float).mean()) if len(labelled) else None
-    lo, hi = fraud_rate_band
-    if rate is None or classes != [0, 1]:
-        add("fraud_rate_band", False, rate, "the matured fraud rate cannot be measured without both labels")
-    else:
-        ok = lo <= rate <= hi
-        add("fraud_rate_band", ok, rate, f"the matured fraud rate is {rate:.4%}, "
-            + ("inside" if ok else "outside") + f" the allowed band {lo:.4%} .. {hi:.4%}")
-    nulls = [c for c in FEATURE_COLUMNS if c != "category_code" and df[c].isna().any()]
-    add("no_null_features", not nulls, nulls,
-        f"features that must never be null have nulls: {', '.join(nulls)}" if nulls else "no nulls in features")
-    if previous_rows:
-        change = abs(len(df) - previous_rows) / previous_rows
-        ok = change <= max_volume_change
-        add("volume_change", ok, change, f"row count moved {change:.0%} against the previous build "
-            f"({previous_rows} -> {len(df)})" + ("" if ok else f", more than the allowed {max_volume_change:.0%}"))
-    else:
-        add("volume_change", True, None, "no previous build to compare volume with")
-    return out
+    contracts reference), evaluated by Great Expectations: each with passed, the observed value, a
+    sentence and the expectation that decided it."""
+    return data_quality.data_checks(
+        df, feature_columns=FEATURE_COLUMNS, nullable_features=NULLABLE_FEATURES, required_columns=required_columns,
+        min_rows=min_rows, fraud_rate_band=fraud_rate_band, previous_rows=previous_rows,
+        max_volume_change=max_volume_change)
 
 
-def check_data_contract(df: pd.DataFrame, *, min_rows: int = 100, fraud_rate_band: tuple[float, float] = (1e-4, 0.2),
-                        previous_rows: int | None = None, max_volume_change: float = 0.5) -> list[dict]:
+def check_data_contract(df: pd.DataFrame, *, required_columns: list[str] | None = None, min_rows: int = 100,
+                        fraud_rate_band: tuple[float, float] = (1e-4, 0.2), previous_rows: int | None = None,
+                        max_volume_change: float = 0.5) -> list[dict]:
     """Refuse a snapshot that is empty, one-class, outside the fraud-rate band, has nulls in features, or
     whose volume moved more than ``max_volume_change`` against the previous build. Returns the named
     checks (all passed) for the manifest."""
-    checks = data_checks(df, min_rows=min_rows, fraud_rate_band=fraud_rate_band, previous_rows=previous_rows,
-                         max_volume_change=max_volume_change)
+    checks = data_checks(df, required_columns=required_columns, min_rows=min_rows, fraud_rate_band=fraud_rate_band,
+                         previous_rows=previous_rows, max_volume_change=max_volume_change)
     problems = [c["sentence"] for c in checks if not c["passed"]]
     # one reason per broken rule: a fraud rate that cannot be measured is already said by both_labels
     problems = [p for p in problems if not p.startswith("the matured fraud rate cannot")]
@@ -130,17 +133,24 @@ def check_data_contract(df: pd.DataFrame, *, min_rows: int = 100, fraud_rate_ban
     return checks
 
 
-def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date) -> list[list[str]]:
-    files = (list_partitions(events / "transactions", start - dt.timedelta(days=LOOKBACK_DAYS), end)
-             + list_partitions(events / "decisions", start, end)
-             + list_partitions(events / "disputes", start, as_of))
+def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date, maturity_days: int) -> list[list[str]]:
+    """Every partition the build reads: transactions and decisions back to the oldest the features
+    look at (the merchant fraud rate reaches furthest), disputes up to as-of."""
+    first = start - dt.timedelta(days=max(LOOKBACK_DAYS, maturity_days + RATE_WINDOW_DAYS + 1))
+    files = (list_partitions(events / "transactions", first, end)
+             + list_partitions(events / "decisions", first, end)
+             + list_partitions(events / "disputes", first, as_of))
     return [[str(f.relative_to(events)), file_sha256(f)] for f in files]
 
 
 def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date, *, maturity_days: int = 60,
-                       history_days: int = 120, previous_rows: int | None = None) -> Snapshot:
+                       history_days: int = 120, previous_rows: int | None = None,
+                       memory_limit: str = "3GB") -> Snapshot:
     """Build (or find) the snapshot of matured, labelled rows with ts in
-    [as_of - history_days, as_of - maturity_days). Idempotent: same inputs, same hash, same folder."""
+    [as_of - history_days, as_of - maturity_days). Idempotent: same inputs, same hash, same folder.
+
+    The rows stay in DuckDB (spilling to disk past ``memory_limit``) from the feature query to the
+    Parquet file; only the columns the labels and the data contract need come into pandas."""
     _check_int("maturity_days", maturity_days, 1, 180)
     _check_int("history_days", history_days, maturity_days + 1, 3650)
     events, snapshots = Path(events), Path(snapshots)
@@ -148,37 +158,47 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
     end = as_of - dt.timedelta(days=maturity_days)
     config = {"as_of": as_of.isoformat(), "maturity_days": maturity_days, "history_days": history_days,
               "features_version": FEATURES_VERSION}
-    inputs = _inputs(events, start, end, as_of)
+    inputs = _inputs(events, start, end, as_of, maturity_days)
     digest = hashlib.sha256(json.dumps({"config": config, "inputs": inputs}, sort_keys=True).encode()).hexdigest()
     snap = Snapshot(hash=digest, path=snapshots / digest)
     if (snap.path / "manifest.json").exists():
         return snap
-    con = duckdb.connect()
-    feats = compute_features(events, start, end, con=con)
-    dispute_files = list_partitions(events / "disputes", start, as_of)
-    if dispute_files:
-        from release.features import _sql_list
-
-        disputes = con.execute(f"SELECT tx_id, dispute_ts FROM read_parquet({_sql_list(dispute_files)})").df()
-    else:
-        disputes = pd.DataFrame({"tx_id": pd.Series(dtype="int64"),
-                                 "dispute_ts": pd.Series(dtype="datetime64[us, UTC]")})
-    labels = matured_labels(feats, disputes, pd.Timestamp(as_of, tz="UTC"), maturity_days)
-    df = feats.merge(labels.drop(columns="matured"), on="tx_id", how="left")
-    checks = check_data_contract(df, previous_rows=previous_rows)
-    manifest = {
-        "hash": digest, "config": config, "inputs": inputs, "code_version": code_version(),
-        "rows": len(df), "labelled_rows": int(df["label"].notna().sum()),
-        "frauds": int((df["label"] == 1).sum()), "blocked_rows": int((df["action"] == "block").sum()),
-        "explored_rows": int(df["explored"].sum()),
-        "window": {"start": start.isoformat(), "end": end.isoformat()},
-        "label_maturity_days": maturity_days,
-        "data_contract": checks,
-    }
     snapshots.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=snapshots, prefix=".tmp-"))
     try:
-        atomic_write_parquet(df, tmp / "data.parquet")
+        con = connect(memory_limit=memory_limit)
+        con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
+        dispute_files = list_partitions(events / "disputes", start, as_of)
+        disputes = (f"read_parquet({_sql_list(dispute_files)})" if dispute_files else
+                    "(SELECT CAST(NULL AS BIGINT) AS tx_id, CAST(NULL AS TIMESTAMPTZ) AS dispute_ts WHERE false)")
+        at = pd.Timestamp(as_of, tz="UTC")
+        with window_relations(con, events, start, end):
+            con.execute(f"""CREATE TEMP TABLE snap AS
+                WITH known AS ({known_disputes_sql(disputes, at)})
+                SELECT f.*, {label_sql(at, maturity_days)}
+                FROM ({feature_query(events, start, end, maturity_days)}) f LEFT JOIN known USING (tx_id)""")
+        con.execute("ALTER TABLE snap DROP COLUMN matured")
+        rows, labelled, frauds, blocked, explored = con.execute(
+            "SELECT count(*), count(label), count(*) FILTER (WHERE label = 1),"
+            " count(*) FILTER (WHERE action = 'block'), count(*) FILTER (WHERE explored) FROM snap").fetchone()
+        # one sort, where the rows land: the same inputs give the same file, row for row
+        con.execute(f"COPY (SELECT * FROM snap ORDER BY ts, tx_id) TO '{tmp / 'data.parquet'}' "
+                    "(FORMAT parquet, COMPRESSION zstd)")
+        con.close()  # DuckDB's memory is released before the contract loads its columns
+        # the data contract reads numbers only (Arrow to pandas: no per-value Python objects); a failure
+        # raises here and the temp folder goes: nothing lands, the last good snapshot stays
+        checked = pq.read_table(tmp / "data.parquet", columns=SNAPSHOT_CHECKED_COLUMNS).to_pandas()
+        checks = check_data_contract(checked, required_columns=SNAPSHOT_CHECKED_COLUMNS, previous_rows=previous_rows)
+        del checked
+        manifest = {
+            "hash": digest, "config": config, "inputs": inputs, "code_version": code_version(),
+            "rows": rows, "labelled_rows": labelled, "frauds": frauds, "blocked_rows": blocked,
+            "explored_rows": explored,
+            "window": {"start": start.isoformat(), "end": end.isoformat()},
+            "label_maturity_days": maturity_days,
+            "data_contract": checks,
+        }
+        shutil.rmtree(tmp / "spill", ignore_errors=True)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         try:
             tmp.rename(snap.path)

@@ -51,7 +51,7 @@ class WorldConfig(BaseModel):
     days: int = Field(150, ge=1, le=3650)
     tx_per_day: int = Field(3000, ge=10)
     n_countries: int = Field(10, ge=1, le=len(COUNTRIES))
-    n_merchants: int = Field(400, ge=1)
+    n_merchants: int = Field(2000, ge=1)
     n_cards: int = Field(30000, ge=10)
     fraud_logit_base: float = -7.0
     card_testing_per_1k: float = Field(0.4, ge=0)

@@ -1,7 +1,8 @@
 """
 ### training_set
 
-Daily: rebuild the training-set snapshot as of the end of the data interval, even when no release
+Daily: ingest the day from a team's own transaction log when a column mapping is configured
+(`FRAUDCD_SOURCE`), then rebuild the training-set snapshot as of the end of the data interval, even when no release
 follows, so a broken data job is found weeks before it would block one.
 
 Point-in-time features, labels only once matured (60 days), blocked rows unlabelled, exploration rows
@@ -31,13 +32,19 @@ TRAINING_SET = Asset("fraudcd-training-set")
     doc_md=__doc__,
 )
 def training_set():
+    @task
+    def ingest(data_interval_start=None, data_interval_end=None) -> dict:
+        from release.cycle import ingest_interval
+
+        return ingest_interval(data_interval_start, data_interval_end)
+
     @task(outlets=[TRAINING_SET])
     def build(data_interval_end=None) -> str:
         from release.cycle import build_snapshot
 
         return build_snapshot(data_interval_end)
 
-    build()
+    ingest() >> build()
 
 
 training_set()

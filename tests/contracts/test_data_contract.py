@@ -23,7 +23,7 @@ def contract(checks):
 def test_checks_recorded_as_passed_pass_with_their_sentences():
     vs = contract(list(DATA_CHECKS)).check(manifest())
     assert [(v.slice, v.verdict) for v in vs] == [(n, PASS) for n in DATA_CHECKS]
-    assert vs[0].sentence == "min_rows: min_rows fine." and vs[0].support == 1234
+    assert vs[1].sentence == "min_rows: min_rows fine." and vs[1].support == 1234
 
 
 def test_a_failed_check_fails_with_the_build_reason():

@@ -192,10 +192,11 @@ def test_the_contracts_in_force_judge_a_real_evaluation():
     ev = evaluate(scored, {}, 0.45, n_boot=200)
     manifest = {"rows": n, "data_contract": [
         {"name": name, "passed": True, "observed": None, "sentence": f"{name} ok"}
-        for name in ("min_rows", "both_labels", "fraud_rate_band", "no_null_features", "volume_change")]}
+        for name in ("schema", "min_rows", "both_labels", "fraud_rate_band", "no_null_features", "volume_change")]}
     vs = evaluate_contracts(load_contracts(RELEASE_YAML), ev, manifest)
     assert [(v.contract, v.slice) for v in vs] == [
-        ("training_set_data_contract", "min_rows"), ("training_set_data_contract", "both_labels"),
+        ("training_set_data_contract", "schema"), ("training_set_data_contract", "min_rows"),
+        ("training_set_data_contract", "both_labels"),
         ("training_set_data_contract", "fraud_rate_band"), ("training_set_data_contract", "no_null_features"),
         ("training_set_data_contract", "volume_change"),
         ("country_action_rate_shift", "DE"), ("country_action_rate_shift", "FR"),
@@ -203,8 +204,8 @@ def test_the_contracts_in_force_judge_a_real_evaluation():
         ("country_recall_regression", "DE"), ("country_recall_regression", "FR"),
         ("merchant_size_recall_regression", "large"), ("merchant_size_recall_regression", "medium"),
         ("merchant_block_rate_stability", "all")]
-    assert all(v.verdict == PASS for v in vs[:5])
-    recall = vs[7]
+    assert all(v.verdict == PASS for v in vs[:6])
+    recall = vs[8]
     assert recall.verdict == PASS  # a clearly better candidate at the same FPR
     assert recall.candidate_value == ev.overall["candidate_recall"]
     assert recall.support == int((fraud == 1).sum())

@@ -36,8 +36,8 @@ def scored(seed=0, worse_fr_recall=False, random_candidate=False, thin_country=F
 
 
 MANIFEST_OK = {"rows": N, "data_contract": [{"name": n, "passed": True, "observed": 1, "sentence": f"{n} fine"}
-                                            for n in ("min_rows", "both_labels", "fraud_rate_band",
-                                                      "no_null_features", "volume_change")]}
+                                            for n in ("schema", "min_rows", "both_labels",
+                                                      "fraud_rate_band", "no_null_features", "volume_change")]}
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_merchant_block_rate_stability_gates_when_configured_to(release):
 
 def test_data_contract_failure_recorded_by_the_build_stops_the_release(release):
     bad = json.loads(json.dumps(MANIFEST_OK))
-    bad["data_contract"][4] = {"name": "volume_change", "passed": False, "observed": 0.8,
+    bad["data_contract"][5] = {"name": "volume_change", "passed": False, "observed": 0.8,
                                "sentence": "row count moved 80% against the previous build (100 -> 180)"}
     rid, passed = release("2026-03-01", DATA, scored(), bad)
     v = _verdicts(rid)

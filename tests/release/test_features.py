@@ -163,3 +163,102 @@ def test_no_transactions_in_the_window_is_a_clear_error(card1_events):
     later = D + dt.timedelta(days=5)
     with pytest.raises(FileNotFoundError, match=r"No transactions found in .* for days 2026-03-15 \.\. 2026-03-16"):
         compute_features(card1_events, later, later + dt.timedelta(days=2))
+
+
+def write_decided(events, rows, disputes=()):
+    """rows: (tx_id, ts, card_id, merchant_id, amount, action); every day gets its decisions.
+    disputes: (tx_id, dispute_ts), partitioned by the dispute's day."""
+    tx = pd.DataFrame(rows, columns=["tx_id", "ts", "card_id", "merchant_id", "amount", "action"])
+    tx = tx.assign(ts=pd.to_datetime(tx["ts"], utc=True), card_country="US", merchant_country="US",
+                   merchant_category="grocery")
+    tx["day"] = tx["ts"].dt.date
+    for day, g in tx.groupby("day"):
+        write_partition(events / "transactions", day, g[["tx_id", "ts", "card_id", "card_country", "merchant_id",
+                                                         "merchant_country", "merchant_category", "amount"]])
+        write_partition(events / "decisions", day, pd.DataFrame({
+            "tx_id": g["tx_id"].to_numpy(), "ts": g["ts"].to_numpy(), "policy": "test", "score": 0.1,
+            "threshold": 0.7, "action": g["action"].to_numpy(), "explored": False, "propensity": 1.0}))
+    dis = pd.DataFrame(list(disputes), columns=["tx_id", "dispute_ts"])
+    dis["dispute_ts"] = pd.to_datetime(dis["dispute_ts"], utc=True)
+    for day, g in dis.groupby(dis["dispute_ts"].dt.date):
+        write_partition(events / "disputes", day, g)
+
+
+def back(n: int, hh: int = 12) -> pd.Timestamp:
+    return ts(D - dt.timedelta(days=n), hh)
+
+
+# merchant MA's history, with the default 60-day maturity and a 90-day rate window: on day D the rate
+# counts transactions of days D-150 .. D-61 whose disputes arrived before day D
+RATE_HISTORY = [
+    (101, back(100), 9, "MA", 10.0, "allow"),   # disputed at D-10: a known fraud
+    (102, back(100), 9, "MA", 10.0, "allow"),   # disputed on day D itself: not known until D+1
+    (103, back(90), 9, "MA", 10.0, "block"),    # blocked: never labelled, not counted
+    (104, back(61), 9, "MA", 10.0, "allow"),    # matured, never disputed
+    (105, back(60), 9, "MA", 10.0, "allow"),    # disputed at D-40 but matures only on D+1
+    (106, back(151), 9, "MA", 10.0, "allow"),   # disputed at D-120, but older than the window
+    (201, back(80), 8, "MB", 10.0, "allow"),    # another merchant's fraud: moves only the global rate
+    (202, back(80), 8, "MB", 10.0, "allow"),
+]
+RATE_DISPUTES = [(101, back(10)), (102, ts(D, 8)), (105, back(40)), (106, back(120)), (201, back(50))]
+
+
+def test_merchant_fraud_rate_counts_only_matured_labels_known_before_the_day(tmp_path):
+    from release.features import RATE_PRIOR_TX as K
+
+    events = tmp_path / "events"
+    write_decided(events, RATE_HISTORY + [
+        (1, ts(D, 12), 1, "MA", 5.0, "allow"), (2, ts(D, 12), 2, "MB", 5.0, "allow"),
+        (3, ts(D, 12), 3, "MC", 5.0, "allow"), (4, ts(D + dt.timedelta(days=1), 10), 4, "MA", 5.0, "allow"),
+    ], RATE_DISPUTES)
+    f = compute_features(events, D, D + dt.timedelta(days=2)).set_index("tx_id")
+    # day D: MA has 3 matured allowed rows (101, 102, 104), 1 known fraud (101); all merchants: 5 and 2
+    g = 2 / 5
+    assert f.loc[1, "merchant_matured_tx"] == 3
+    assert f.loc[1, "merchant_fraud_rate"] == pytest.approx((1 + K * g) / (3 + K))
+    assert f.loc[2, "merchant_matured_tx"] == 2
+    assert f.loc[2, "merchant_fraud_rate"] == pytest.approx((1 + K * g) / (2 + K))
+    # a merchant with no matured history gets the all-merchant rate
+    assert f.loc[3, "merchant_matured_tx"] == 0 and f.loc[3, "merchant_fraud_rate"] == pytest.approx(g)
+    # day D+1: 102's dispute (day D) is now known and 105 has matured: MA 4 rows, 3 frauds; all 6 and 4
+    assert f.loc[4, "merchant_matured_tx"] == 4
+    assert f.loc[4, "merchant_fraud_rate"] == pytest.approx((3 + K * 4 / 6) / (4 + K))
+
+
+def test_merchant_fraud_rate_follows_the_maturity_window(tmp_path):
+    events = tmp_path / "events"
+    write_decided(events, RATE_HISTORY + [(1, ts(D, 12), 1, "MA", 5.0, "allow")], RATE_DISPUTES)
+    # with a 30-day maturity, day D counts days D-120 .. D-31: 101, 102, 104, 105 (106 is too old)
+    f = compute_features(events, D, D + dt.timedelta(days=1), maturity_days=30).set_index("tx_id")
+    assert f.loc[1, "merchant_matured_tx"] == 4
+
+
+def test_before_any_label_matures_the_fraud_rate_is_unknown_not_zero(card1_events):
+    f = compute_features(card1_events, D, D + dt.timedelta(days=1))
+    assert f["merchant_fraud_rate"].isna().all() and (f["merchant_matured_tx"] == 0).all()
+
+
+def test_disputes_and_transactions_after_the_day_do_not_change_its_features(tmp_path):
+    base, more = tmp_path / "base", tmp_path / "more"
+    today = [(1, ts(D, 12), 1, "MA", 5.0, "allow"), (2, ts(D, 13), 9, "MB", 50.0, "allow")]
+    write_decided(base, RATE_HISTORY + today, RATE_DISPUTES)
+    later = [(7, ts(D, 12, 1), 1, "MA", 500.0, "allow"), (8, ts(D + dt.timedelta(days=1), 9), 9, "MA", 9.0, "block")]
+    # more disputes: 104 disputed later on day D and on D+1; 202 disputed on D+3
+    write_decided(more, RATE_HISTORY + today + later,
+                  RATE_DISPUTES + [(104, ts(D, 23)), (202, ts(D + dt.timedelta(days=3), 1))])
+    a = compute_features(base, D, D + dt.timedelta(days=1)).set_index("tx_id")
+    b = compute_features(more, D, D + dt.timedelta(days=1)).set_index("tx_id").loc[a.index]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_longer_windows_maxima_and_distinct_merchants(card1_events):
+    f = compute_features(card1_events, D, D + dt.timedelta(days=1)).set_index("tx_id")
+    # 11:20 knows 10:00 (MA, 10), 10:30 (MA, 20) and 10:30 (MB, 30)
+    assert f.loc[4, ["card_tx_7d", "card_amount_7d", "card_merchants_24h"]].tolist() == [3, 60.0, 2]
+    assert f.loc[4, "amount_vs_card_max_30d"] == pytest.approx(40 / 31)
+    # the 10:30 pair knows only 10:00 at MA
+    assert f.loc[3, "card_merchants_24h"] == 1 and f.loc[1, "card_merchants_24h"] == 0
+    # merchant MA: 10:00, 10:30, 11:20 (MB's 10:30 is another merchant)
+    assert f.loc[4, ["merchant_tx_1h", "merchant_tx_24h", "merchant_tx_7d", "merchant_amount_24h"]].tolist() == [
+        1, 2, 2, 30.0]
+    assert f.loc[4, "amount_vs_merchant_avg_7d"] == pytest.approx(40 / 16)

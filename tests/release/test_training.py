@@ -33,8 +33,8 @@ def test_shipped_workflows_validate(name):
 
 def test_unknown_feature_is_refused_naming_file_and_key(tmp_path):
     p = tmp_path / "wf.yaml"
-    p.write_text("name: x\nfeatures: [amount, card_tx_7d]\n")
-    with pytest.raises(ConfigError, match=r"wf\.yaml: features: .*unknown feature\(s\) \['card_tx_7d'\]"):
+    p.write_text("name: x\nfeatures: [amount, card_tx_90d]\n")
+    with pytest.raises(ConfigError, match=r"wf\.yaml: features: .*unknown feature\(s\) \['card_tx_90d'\]"):
         load_workflow(p)
 
 
