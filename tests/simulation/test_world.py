@@ -171,3 +171,32 @@ def test_config_is_validated(bad, field):
 def test_end_is_start_plus_days():
     cfg = WorldConfig(days=31)
     assert cfg.end == dt.date(2026, 2, 1)
+
+
+def test_default_dispute_delays_median_3_to_4_weeks_about_90_percent_within_60_days(tmp_path):
+    # defaults for the dispute process; a world long enough that every dispute of the first 70 days
+    # (at most 120 days late) has arrived before the horizon, so the delays seen are not truncated
+    cfg = WorldConfig(days=200, tx_per_day=300, n_merchants=60, n_cards=3000)
+    simulate(cfg, tmp_path / "events")
+    tx, disputes = read(tmp_path / "events", "transactions"), read(tmp_path / "events", "disputes")
+    d = disputes.merge(tx[["tx_id", "ts"]], on="tx_id")
+    d = d[d["ts"] < pd.Timestamp(cfg.start + dt.timedelta(days=70), tz="UTC")]
+    delay_days = (d["dispute_ts"] - d["ts"]).dt.total_seconds() / 86400
+    assert len(d) > 200
+    assert 21 <= delay_days.median() <= 28
+    assert 0.85 <= (delay_days <= 60).mean() <= 0.95
+    assert delay_days.max() <= 120
+
+
+def test_default_world_has_2000_merchants_a_few_carrying_most_traffic_hundreds_a_handful_a_week():
+    import numpy as np
+
+    from simulation.world import _world_entities
+
+    cfg = WorldConfig()
+    merchants, _ = _world_entities(cfg, np.random.default_rng(cfg.seed))
+    assert len(merchants) == 2000 and cfg.n_countries >= 10
+    share = merchants["volume"].sort_values(ascending=False).to_numpy()
+    assert share[:20].sum() > 0.35  # the top 1% of merchants carry over a third of all traffic
+    per_week = share * cfg.tx_per_day * 7
+    assert (per_week < 7).sum() >= 300  # hundreds expect less than one transaction a day
