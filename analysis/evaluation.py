@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.thresholds import suggest_thresholds
-from analysis.metrics import (paired_bootstrap_recall_diff, prepare, ranking_metrics, slice_metrics,
-                              threshold_at_fpr, thresholds_for, weighted_fpr)
+from analysis.metrics import (prepare, ranking_metrics, slice_metrics, threshold_at_fpr, thresholds_for,
+                              weighted_fpr)
+from analysis.stats import slice_intervals
 from contracts.base import SLICE_COLUMNS
 from release.io import atomic_write_parquet, atomic_write_text
 
@@ -45,7 +46,11 @@ def add_segments(scored: pd.DataFrame) -> pd.DataFrame:
 class Evaluation:
     """``slices`` has one row per (at, slice_type, slice): ``at`` is "operating_point" (candidate at one
     global threshold matching the incumbent's FPR) or "suggested" (candidate at the suggested per-merchant
-    thresholds, the ones that would go live). ``overall`` is at the operating point."""
+    thresholds, the ones that would go live). ``overall`` is at the operating point. ``metrics`` is the
+    tidy table of every metric with its 95% interval (analysis.stats.slice_intervals): one row per
+    (slice_type, slice, metric, estimator, model), model being incumbent (thresholds in force), candidate
+    (at the operating point), suggested (the candidate at the suggested per-merchant thresholds) or a
+    difference against the incumbent."""
 
     overall: dict
     slices: pd.DataFrame
@@ -53,10 +58,13 @@ class Evaluation:
     operating_fpr: float
     candidate_threshold: float
     suggestions: pd.DataFrame
+    metrics: pd.DataFrame | None = None
 
     def save(self, folder: Path) -> None:
         atomic_write_parquet(self.slices, Path(folder) / "slices.parquet")
         atomic_write_parquet(self.suggestions, Path(folder) / "suggestions.parquet")
+        if self.metrics is not None:
+            atomic_write_parquet(self.metrics, Path(folder) / "metrics.parquet")
         atomic_write_text(json.dumps({"overall": self.overall, "recall_diff": self.recall_diff,
                                       "operating_fpr": self.operating_fpr,
                                       "candidate_threshold": self.candidate_threshold}, indent=2, default=float),
@@ -65,7 +73,9 @@ class Evaluation:
     @classmethod
     def load(cls, folder: Path) -> "Evaluation":
         meta = json.loads((Path(folder) / "evaluation.json").read_text())
-        return cls(overall=meta["overall"], slices=pd.read_parquet(Path(folder) / "slices.parquet"),
+        metrics = Path(folder) / "metrics.parquet"
+        return cls(metrics=pd.read_parquet(metrics) if metrics.exists() else None,
+                   overall=meta["overall"], slices=pd.read_parquet(Path(folder) / "slices.parquet"),
                    suggestions=pd.read_parquet(Path(folder) / "suggestions.parquet"),
                    recall_diff=meta["recall_diff"], operating_fpr=meta["operating_fpr"],
                    candidate_threshold=meta["candidate_threshold"])
@@ -81,8 +91,11 @@ def all_slices(p: pd.DataFrame, slice_names: list[str]) -> pd.DataFrame:
 
 
 def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default: float,
-             slice_names: list[str] = REPORT_SLICES, n_boot: int = 400, seed: int = 0) -> Evaluation:
-    """``scored`` has incumbent_score, candidate_score, label, weight, amount, card_id and slice columns."""
+             slice_names: list[str] = REPORT_SLICES, n_boot: int = 1000, seed: int = 0,
+             max_weight: float = 100.0) -> Evaluation:
+    """``scored`` has incumbent_score, candidate_score, label, weight, amount, card_id and slice columns.
+    Intervals come from a paired bootstrap resampled by card with ``n_boot`` replicates; inverse-propensity
+    weights are clipped at ``max_weight``."""
     scored = add_segments(scored)
     inc_thr = thresholds_for(scored["merchant_id"], inc_thresholds, inc_default)
     labelled = scored["label"].notna().to_numpy()
@@ -95,13 +108,22 @@ def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default
     suggestions = suggest_thresholds(scored, inc_thr, cand_t,
                                      current=pd.Series(inc_thresholds, dtype=float) if len(inc_thresholds) else None)
     sug_thr = thresholds_for(scored["merchant_id"], suggestions.set_index("merchant_id")["suggested_threshold"], cand_t)
-    sug = all_slices(prepare(scored, inc_thr, sug_thr), slice_names)
+    sug_p = prepare(scored, inc_thr, sug_thr)
+    sug = all_slices(sug_p, slice_names)
     op.insert(0, "at", "operating_point")
     sug.insert(0, "at", "suggested")
     slices = pd.concat([op, sug], ignore_index=True)
     overall = op[op["slice_type"] == "all"].iloc[0].drop("at").to_dict()
     overall.update(ranking_metrics(p))
     overall = {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v) for k, v in overall.items()}
-    return Evaluation(overall=overall, slices=slices,
-                      recall_diff=paired_bootstrap_recall_diff(p, n_boot=n_boot, seed=seed),
-                      operating_fpr=op_fpr, candidate_threshold=cand_t, suggestions=suggestions)
+    keys = {"all": np.full(len(scored), "all")}
+    keys.update({name: scored[SLICE_COLUMNS[name]].astype(str).to_numpy() for name in slice_names})
+    metrics = slice_intervals(
+        scored["label"].astype(float), scored["weight"].astype(float), scored["amount"],
+        {"incumbent": p["incumbent_action"], "candidate": p["candidate_action"], "suggested": sug_p["candidate_action"]},
+        keys, scored["card_id"], baseline="incumbent", n_boot=n_boot, seed=seed, max_weight=max_weight)
+    d = metrics[(metrics.slice_type == "all") & (metrics.metric == "recall") & (metrics.estimator == "ipw")
+                & (metrics.model == "candidate-incumbent")].iloc[0]
+    recall_diff = {"diff": float(d.estimate), "lo": float(d.lo), "hi": float(d.hi), "n_boot": n_boot}
+    return Evaluation(overall=overall, slices=slices, recall_diff=recall_diff, operating_fpr=op_fpr,
+                      candidate_threshold=cand_t, suggestions=suggestions, metrics=metrics)

@@ -135,21 +135,3 @@ def ranking_metrics(p: pd.DataFrame) -> dict:
         else:
             out[f"{m}_roc_auc"] = out[f"{m}_pr_auc"] = float("nan")
     return out
-
-
-def paired_bootstrap_recall_diff(p: pd.DataFrame, n_boot: int = 400, seed: int = 0, level: float = 0.95) -> dict:
-    """Candidate-minus-incumbent recall with a paired bootstrap resampled by card (fraud clusters on
-    cards). Works on per-card aggregated counts, so its cost is cards x replicates, not rows."""
-    lab = p[(p["_labelled"] > 0) & (p["_lab"] > 0)]
-    if lab.empty:
-        return {"diff": float("nan"), "lo": float("nan"), "hi": float("nan"), "n_boot": n_boot}
-    g = pd.DataFrame({"w": lab["_w"], "inc": lab["_w"] * lab["incumbent_action"],
-                      "cand": lab["_w"] * lab["candidate_action"]}).groupby(lab["card_id"].to_numpy()).sum()
-    w, inc, cand = g["w"].to_numpy(), g["inc"].to_numpy(), g["cand"].to_numpy()
-    rng = np.random.default_rng(seed)
-    mult = rng.poisson(1.0, size=(n_boot, len(g)))
-    tot = mult @ w
-    diffs = (mult @ cand - mult @ inc) / np.where(tot > 0, tot, np.nan)
-    a = (1 - level) / 2
-    return {"diff": float((cand.sum() - inc.sum()) / w.sum()),
-            "lo": float(np.nanquantile(diffs, a)), "hi": float(np.nanquantile(diffs, 1 - a)), "n_boot": n_boot}

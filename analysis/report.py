@@ -80,16 +80,46 @@ def render_report(release_id: str, folder: Path) -> str:
         for at in ("operating_point", "suggested"):
             # merchants have their own section (threshold suggestions); here every other slice type
             by_at[at] = slices[(slices["at"] == at) & (slices["slice_type"] != "merchant")].to_dict("records")
+    sugg_rows, decision, readiness = _threshold_section(sugg, tset)
     relevant = [t for t in trail if release_id in (t["entity"] + (t["reason"] or "") + (t["after_json"] or ""))
                 or (rel["candidate_model_id"] and rel["candidate_model_id"] in (t["entity"] + (t["after_json"] or "")))]
     html = _env.get_template("report.html.j2").render(
         rel=rel, headline=headline, ship=ship, gating_fail=gating_fail, waivers=waivers, waived=waived, verdicts=vs, ev=ev, by_at=by_at,
         country_svg=_bar_svg(country, "incumbent_action_rate", "candidate_action_rate"),
-        suggestions=None if sugg is None else sugg.sort_values("support", ascending=False).head(25).to_dict("records"),
+        suggestions=sugg_rows, decision=decision, readiness=readiness,
         n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),
         tset=None if tset is None else dict(tset._mapping),
         shadow=None if shadow is None else shadow.to_dict("records"), steps=steps, trail=relevant)
     return html
+
+
+def _threshold_section(sugg: pd.DataFrame | None, tset) -> tuple[list[dict] | None, dict | None, dict]:
+    """The largest merchants' suggestions with what became of each (edited, approved, ...), the counts of
+    the decision, and automation readiness per segment (from the state store)."""
+    from analysis.thresholds import load_threshold_config
+    from release import approvals
+
+    rows, decision = None, None
+    if sugg is not None:
+        top = sugg.sort_values(["support", "merchant_id"], ascending=[False, True]).head(25)
+        if tset is not None:
+            items = approvals.set_items(tset.id).set_index("merchant_id")
+            top = top.assign(outcome=top["merchant_id"].map(items["outcome"]),
+                             proposed=top["merchant_id"].map(items["proposed"]),
+                             edited=top["merchant_id"].map(items["edited"]).fillna(False).astype(bool))
+            counts = items["outcome"].value_counts()
+            decision = {k: int(counts.get(k, 0)) for k in (approvals.APPROVED, approvals.AUTO_APPROVED,
+                                                          approvals.NOT_APPROVED, approvals.REJECTED,
+                                                          approvals.EXPIRED, approvals.PENDING)}
+            decision["edited"] = int(items["edited"].sum())
+        rows = top.astype(object).where(top.notna(), None).to_dict("records")
+    auto = load_threshold_config().automation
+    ready = approvals.readiness(auto.readiness_releases, auto.auto_approve.after_unedited_releases)
+    segments = set(approvals.segments_ready(ready, auto.auto_approve))
+    readiness = {"window": auto.readiness_releases, "enabled": auto.auto_approve.enabled,
+                 "after": auto.auto_approve.after_unedited_releases,
+                 "rows": [{**r, "ready": r["segment"] in segments} for r in ready.to_dict("records")]}
+    return rows, decision, readiness
 
 
 def write_report(release_id: str, folder: Path, reports_dir: Path) -> Path:

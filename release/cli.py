@@ -8,15 +8,17 @@ import datetime as dt
 import getpass
 import json
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-thresholds_app = typer.Typer(no_args_is_help=True, help="Show, approve or reject suggested per-merchant thresholds.")
-ramp_app = typer.Typer(no_args_is_help=True, help="Ramp controls.")
+thresholds_app = typer.Typer(no_args_is_help=True, help="Show, approve, edit, reject, export/import, roll back "
+                                                      "per-merchant thresholds.")
+ramp_app = typer.Typer(no_args_is_help=True, help="Live ramp controls (status, set, pause, resume, rollback, "
+                                                  "promote), the ramp controller (watch) and live decision diffs.")
 app.add_typer(thresholds_app, name="thresholds")
 app.add_typer(ramp_app, name="ramp")
 console = Console()
@@ -93,6 +95,34 @@ def ingest(mapping: str = typer.Option(..., "--mapping", help="column-mapping YA
     if counts["labels"] == "none":
         err.print("[yellow]warning:[/] no labels mapped (dispute_ts or fraud_flag): no disputes written; "
                   "training-set builds will refuse one-class data")
+
+
+@app.command()
+def train(workflow: str = typer.Option(..., "--workflow", help="training workflow YAML (see config/workflows)"),
+          actor: str = typer.Option(..., "--as", help="who asks for the model (audited)"),
+          reason: str = typer.Option(..., help="why (audited)"),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """Train a workflow on the snapshot it selects and register the model (not tagged: nothing moves)."""
+    from release.config import ConfigError
+    from release.cycle import train_workflow
+
+    try:
+        model = train_workflow(workflow, actor=actor, reason=reason, at=_now())
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        _fail(str(e), 2)
+    out = {"model_id": model.id, "workflow": model.workflow, "snapshot": model.snapshot_hash,
+           "code_version": model.code_version, "metrics": model.metrics}
+    if as_json:
+        return _emit(out, True)
+    t = Table(title=f"model {model.id}")
+    t.add_column("field")
+    t.add_column("value")
+    for k in ("workflow", "snapshot", "code_version"):
+        t.add_row(k, str(out[k]))
+    for k, v in model.metrics.get("training", {}).items():
+        if k not in ("features", "filters"):
+            t.add_row(k, str(v))
+    console.print(t)
 
 
 @app.command("training-set")
@@ -196,53 +226,349 @@ def _actor(name: Optional[str]) -> str:
     return name.strip()
 
 
-@thresholds_app.command("show")
-def thresholds_show(release: str = typer.Option(...), limit: int = 20,
-                    as_json: bool = typer.Option(False, "--json")) -> None:
+def _thresholds_set(release: str) -> dict:
     from release import approvals
 
     s = approvals.pending_set(release)
     if s is None:
-        _fail(f"release {release!r} has no threshold suggestions", 2)
-    rows = approvals.set_rows(s["id"]).sort_values("support", ascending=False)
+        _fail(f"release {release!r} has no threshold suggestions (is the release id right? see `fraudcd status`)", 2)
+    return s
+
+
+def _reason_given(reason: str) -> str:
+    if not reason or not reason.strip():
+        _fail("give a reason with --reason (every money-moving change records why)", 2)
+    return reason.strip()
+
+
+def _fmt(x, spec: str = ".4f") -> str:
+    return "-" if x is None or x != x else format(x, spec)
+
+
+def _airflow_request(release: str) -> dict | None:
+    """The release's approval task waiting in Airflow, if any (None when Airflow cannot be read)."""
+    from release import hitl
+
+    try:
+        return hitl.open_request(release)
+    except Exception as e:  # noqa: BLE001 - the state store decision stands without Airflow
+        err.print(f"[yellow]note:[/] could not read Airflow's metadata database: {e}")
+        return None
+
+
+def _answer_airflow(release: str, s: dict, who: str) -> str:
+    """Answer the release's waiting Airflow approval task with the decision recorded in the state store,
+    through Airflow's own response handler (what the Required actions UI calls)."""
+    from release import approvals, hitl
+
+    if s["status"] not in (approvals.APPROVED, approvals.REJECTED):
+        return ""
+    items = approvals.set_items(s["id"])
+    some = s["status"] == approvals.APPROVED and (items["outcome"] == approvals.NOT_APPROVED).any()
+    option = hitl.REJECT if s["status"] == approvals.REJECTED else hitl.APPROVE_SOME if some else hitl.APPROVE_ALL
+    merchants = items.loc[items["outcome"] == approvals.APPROVED, "merchant_id"].tolist() if some else []
+    try:
+        r = hitl.respond(release, option, user=who, reason=s["reason"] or "", merchants=merchants)
+    except Exception as e:  # noqa: BLE001
+        return (f"[yellow]warning:[/] the decision is recorded, but answering the waiting Airflow task failed "
+                f"({type(e).__name__}: {e}); run the same command again to retry")
+    if r is None:
+        return ("no Airflow approval task is waiting for this release; its approve_thresholds task takes the "
+                "recorded decision when it runs")
+    return f"answered Airflow task {r['dag_id']}.{r['task_id']} (run {r['run_id']}) as {r['responded_by']}: {option}"
+
+
+@thresholds_app.command("show")
+def thresholds_show(release: str = typer.Option(..., help="release id, e.g. rel-2026-05-17"),
+                    limit: int = typer.Option(20, help="rows shown, largest merchants first"),
+                    merchant: Optional[List[str]] = typer.Option(None, "--merchant", help="only these merchants"),
+                    as_json: bool = typer.Option(False, "--json")) -> None:
+    """The release's suggested thresholds: current, suggested, expected block rate, recall before/after,
+    whether edited, and what became of each; whether Airflow's approval task is waiting."""
+    import pandas as pd
+
+    from release import approvals
+    from release.settings import paths
+
+    s = _thresholds_set(release)
+    items = approvals.set_items(s["id"])
+    detail = paths().releases / release / "suggestions.parquet"
+    if detail.exists():
+        extra = pd.read_parquet(detail)
+        keep = [c for c in extra.columns if c not in items.columns or c == "merchant_id"]
+        items = items.merge(extra[keep], on="merchant_id", how="left")
+    if merchant:
+        unknown = sorted(set(merchant) - set(items["merchant_id"]))
+        if unknown:
+            _fail(f"not among the suggestions of {release}: {', '.join(unknown)}", 2)
+        items = items[items["merchant_id"].isin(merchant)]
+    items = items.sort_values(["support", "merchant_id"], ascending=[False, True])
+    live = approvals.live_thresholds(s["model_id"]) if s["status"] == approvals.APPROVED else None
+    items["live"] = items["merchant_id"].map(live[1]).fillna(live[0]) if live else float("nan")
+    counts = {k: int(v) for k, v in items["outcome"].value_counts().items()}
+    req = _airflow_request(release) if s["status"] == approvals.PENDING else None
     if as_json:
-        return _emit({"set": s, "thresholds": rows.to_dict("records")}, True)
-    console.print(f"threshold set {s['id']} for model {s['model_id']}: [bold]{s['status']}[/]"
-                  + (f" by {s['decided_by']} ({s['reason']})" if s["decided_by"] else ""))
+        rows = items.astype(object).where(items.notna(), None).to_dict("records")
+        return _emit({"set": s, "outcomes": counts, "edited": int(items["edited"].sum()), "airflow_request": req,
+                      "thresholds": rows}, True)
+    by = f" by {s['decided_by']} at {s['decided_at']} ({s['reason']})" if s["decided_by"] else ""
+    console.print(f"{release}: threshold set {s['id']} for model {s['model_id']}: [bold]{s['status']}[/]{by}; "
+                  f"global threshold {s['global_threshold']:.4f}; {len(items):,} merchants ("
+                  + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in counts.items())
+                  + f", {int(items['edited'].sum()):,} edited)", highlight=False)
+    if req:
+        console.print(f"Airflow: task {req['dag_id']}.{req['task_id']} is waiting for a decision"
+                      + (f" until {req['deadline']}" if req["deadline"] else ""), highlight=False)
     t = Table()
-    for c in ("merchant", "transactions", "current", "suggested", "shrunk", "reason"):
+    for c in ("merchant", "segment", "transactions", "current", "suggested", "block rate now -> expected",
+              "recall before -> after", "status", "reason"):
         t.add_column(c)
-    for r in rows.head(limit).itertuples():
-        cur = "-" if r.current_value is None or r.current_value != r.current_value else f"{r.current_value:.4f}"
-        t.add_row(r.merchant_id, f"{r.support:,}", cur, f"{r.value:.4f}", "yes" if r.shrunk else "", r.reason)
+    for r in items.head(limit).to_dict("records"):
+        proposed = _fmt(r["proposed"]) + (f" (edited; suggested {_fmt(r['suggested'])})" if r["edited"] else "")
+        if r["live"] == r["live"] and r["live"] != r["proposed"]:
+            proposed += f"; live now {_fmt(r['live'])}"
+        rate = (f"{_fmt(100 * r.get('incumbent_block_rate', float('nan')), '.2f')}% -> "
+                f"{_fmt(100 * r.get('expected_block_rate', float('nan')), '.2f')}%")
+        rec = (f"{_fmt(100 * r.get('recall_before', float('nan')), '.0f')}% -> "
+               f"{_fmt(100 * r.get('recall_after', float('nan')), '.0f')}% "
+               f"[{_fmt(100 * r.get('recall_after_lo', float('nan')), '.0f')}, "
+               f"{_fmt(100 * r.get('recall_after_hi', float('nan')), '.0f')}]")
+        cur = _fmt(r["current"])
+        if cur == "-" and r.get("threshold_in_force") == r.get("threshold_in_force") and "threshold_in_force" in r:
+            cur = f"{_fmt(r['threshold_in_force'])} (global)"  # it had none of its own
+        t.add_row(str(r["merchant_id"]), str(r["segment"]), f"{int(r['support'] or 0):,}", cur, proposed,
+                  rate, rec, str(r["outcome"]).replace("_", " ") + (" (thin)" if r["shrunk"] else ""), str(r["reason"]))
     console.print(t)
+    if len(items) > limit:
+        console.print(f"... {len(items) - limit:,} more (--limit, --json, or `fraudcd thresholds export`)")
 
 
-def _decide(release: str, decision: str, actor: Optional[str], reason: str) -> None:
+def _decide(release: str, decision: str, actor: Optional[str], reason: str, merchants: Optional[List[str]] = None,
+            as_json: bool = False) -> None:
     from release import approvals
 
     who = _actor(actor)
-    if not reason.strip():
-        _fail("give a reason with --reason", 2)
+    why = _reason_given(reason)
+    _thresholds_set(release)
     try:
-        out = approvals.decide(release, decision, actor=who, reason=reason, at=_now())
+        out = approvals.decide(release, decision, actor=who, reason=why, at=_now(), merchants=merchants or None)
+    except approvals.ThresholdInputError as e:
+        _fail(str(e), 2)
     except approvals.ApprovalError as e:
-        _fail(str(e), 1)
-    console.print(f"thresholds of {release} {out['status']} by {who}")
+        s = approvals.pending_set(release)
+        note = _answer_airflow(release, s, s["decided_by"] or who) if _airflow_request(release) else ""
+        _fail(str(e) + (f"\n{note}" if note else ""), 1)
+    airflow = _answer_airflow(release, approvals.pending_set(release), who)
+    if as_json:
+        return _emit({**out, "release": release, "by": who, "airflow": airflow}, True)
+    if decision == approvals.APPROVED:
+        console.print(f"thresholds of {release} approved by {who}: {out['approved']:,} merchants approved"
+                      + (f" ({out['edited']:,} edited)" if out["edited"] else "")
+                      + (f", {out['auto_approved']:,} auto-approved" if out["auto_approved"] else "")
+                      + (f", {out['not_approved']:,} not approved (the global threshold applies to them)"
+                         if out["not_approved"] else ""), highlight=False)
+    else:
+        console.print(f"thresholds of {release} rejected by {who}: nothing goes live, the release stops",
+                      highlight=False)
+    console.print(airflow, highlight=False)
 
 
 @thresholds_app.command("approve")
-def thresholds_approve(release: str = typer.Option(...), actor: Optional[str] = typer.Option(None, "--as"),
-                       reason: str = typer.Option(...)) -> None:
-    """Approve the release's suggested thresholds as NAME."""
-    _decide(release, "approved", actor, reason)
+def thresholds_approve(release: str = typer.Option(..., help="release id"),
+                       actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                       reason: str = typer.Option(..., help="why (recorded)"),
+                       merchant: Optional[List[str]] = typer.Option(
+                           None, "--merchant", help="approve only these (repeat the option); the others get no "
+                                                    "threshold of their own: the global one applies"),
+                       as_json: bool = typer.Option(False, "--json")) -> None:
+    """Approve the release's suggested (or edited) thresholds as NAME: all, or only --merchant ones."""
+    _decide(release, "approved", actor, reason, merchant, as_json)
 
 
 @thresholds_app.command("reject")
-def thresholds_reject(release: str = typer.Option(...), actor: Optional[str] = typer.Option(None, "--as"),
-                      reason: str = typer.Option(...)) -> None:
-    """Reject the release's suggested thresholds as NAME; the release stops."""
-    _decide(release, "rejected", actor, reason)
+def thresholds_reject(release: str = typer.Option(..., help="release id"),
+                      actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                      reason: str = typer.Option(..., help="why (recorded)"),
+                      as_json: bool = typer.Option(False, "--json")) -> None:
+    """Reject the release's suggested thresholds as NAME; nothing goes live and the release stops."""
+    _decide(release, "rejected", actor, reason, None, as_json)
+
+
+def _edited(release: str, out: dict, who: str, as_json: bool) -> None:
+    if as_json:
+        return _emit({**out, "release": release, "by": who}, True)
+    where = "live (new versions of the model's thresholds)" if out["live"] else "in the pending set"
+    console.print(f"{out['changed']:,} threshold(s) of {release} changed {where} by {who}"
+                  + (f"; {out['unchanged']:,} already had that value" if out["unchanged"] else "")
+                  + (f"; change id {out['change_id']} (`fraudcd thresholds rollback --change {out['change_id']}`)"
+                     if out["change_id"] else ""), highlight=False)
+    for m, e in list(out["edits"].items())[:20]:
+        console.print(f"  {m}: {_fmt(e['before'])} -> {_fmt(e['after'])}", highlight=False)
+
+
+@thresholds_app.command("edit")
+def thresholds_edit(release: str = typer.Option(..., help="release id"),
+                    merchant: List[str] = typer.Option(..., "--merchant", help="merchant id (repeatable)"),
+                    threshold: List[str] = typer.Option(..., "--threshold",
+                                                        help="its new threshold in [0, 1], one per --merchant"),
+                    actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                    reason: str = typer.Option(..., help="why (recorded)"),
+                    as_json: bool = typer.Option(False, "--json")) -> None:
+    """Change merchants' thresholds: in a pending set before approval, or live in an approved one."""
+    from release import approvals
+
+    who = _actor(actor)
+    why = _reason_given(reason)
+    if len(merchant) != len(threshold):
+        _fail(f"give one --threshold per --merchant; got {len(merchant)} merchant(s) and {len(threshold)} "
+              "threshold(s)", 2)
+    dup = sorted({m for m in merchant if merchant.count(m) > 1})
+    if dup:
+        _fail(f"each merchant at most once; repeated: {', '.join(dup)}", 2)
+    _thresholds_set(release)
+    try:
+        out = approvals.edit(release, dict(zip(merchant, threshold)), actor=who, reason=why, at=_now())
+    except approvals.ThresholdInputError as e:
+        _fail(str(e), 2)
+    except approvals.ApprovalError as e:
+        _fail(str(e), 1)
+    _edited(release, out, who, as_json)
+
+
+@thresholds_app.command("export")
+def thresholds_export(release: str = typer.Option(..., help="release id"),
+                      out: str = typer.Option("-", "--out", help="CSV file to write; '-' for standard output")) -> None:
+    """Write the release's suggestions as CSV: edit the `threshold` column in a spreadsheet, then import."""
+    from pathlib import Path
+
+    from release import approvals
+    from release.io import atomic_write_text
+
+    _thresholds_set(release)
+    text = approvals.export_csv(release)
+    if out == "-":
+        sys.stdout.write(text)
+        return
+    atomic_write_text(text, Path(out))
+    err.print(f"wrote {text.count(chr(10)) - 1:,} merchants of {release} to {out}; edit the threshold column, then "
+              f"`fraudcd thresholds import --release {release} --file {out} --as NAME --reason ...`")
+
+
+@thresholds_app.command("import")
+def thresholds_import(release: str = typer.Option(..., help="release id"),
+                      file: str = typer.Option(..., "--file", help="an edited export (CSV)"),
+                      actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                      reason: str = typer.Option(..., help="why (recorded)"),
+                      as_json: bool = typer.Option(False, "--json")) -> None:
+    """Apply an edited CSV export: every row checked first; any problem and nothing is applied."""
+    from pathlib import Path
+
+    from release import approvals
+
+    who = _actor(actor)
+    why = _reason_given(reason)
+    _thresholds_set(release)
+    try:
+        text = Path(file).read_text(encoding="utf-8-sig")  # a spreadsheet may add a byte-order mark
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read {file}: {e}", 2)
+    try:
+        out = approvals.import_csv(release, text, actor=who, reason=why, at=_now())
+    except approvals.ThresholdInputError as e:
+        _fail(f"{file}: {e}", 2)
+    except approvals.ApprovalError as e:
+        _fail(str(e), 1)
+    _edited(release, out, who, as_json)
+
+
+def _model_or_production(model: Optional[str]) -> str:
+    from release import registry
+
+    if model:
+        return model
+    prod = registry.tagged("production")
+    if prod is None:
+        _fail("no production model; name one with --model", 2)
+    return prod.id
+
+
+@thresholds_app.command("rollback")
+def thresholds_rollback(merchant: Optional[List[str]] = typer.Option(
+                            None, "--merchant", help="put this merchant's threshold back to before its last change"),
+                        change: Optional[int] = typer.Option(None, "--change", help="undo one change (see history)"),
+                        model: Optional[str] = typer.Option(None, help="default: the production model"),
+                        actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                        reason: str = typer.Option(..., help="why (recorded)"),
+                        as_json: bool = typer.Option(False, "--json")) -> None:
+    """Roll back live thresholds (not the model: that is `fraudcd rollback`)."""
+    from release import approvals
+
+    who = _actor(actor)
+    why = _reason_given(reason)
+    if bool(merchant) == (change is not None):
+        _fail("name the merchants to roll back (--merchant, repeatable) or one --change, not both", 2)
+    mid = _model_or_production(model)
+    try:
+        out = approvals.rollback(mid, merchants=merchant or None, change_id=change, actor=who, reason=why, at=_now())
+    except approvals.ThresholdInputError as e:
+        _fail(str(e), 2)
+    except approvals.ApprovalError as e:
+        _fail(str(e), 1)
+    if as_json:
+        return _emit(out, True)
+    console.print(f"thresholds of model {mid} rolled back by {who} (change {out['change_id']}):", highlight=False)
+    for m, e in list(out["merchants"].items())[:20]:
+        console.print(f"  {m}: {_fmt(e['before'])} -> {_fmt(e['after'])}", highlight=False)
+
+
+@thresholds_app.command("history")
+def thresholds_history(merchant: Optional[str] = typer.Option(None, "--merchant", help="one merchant's versions"),
+                       model: Optional[str] = typer.Option(None, help="default: the production model"),
+                       limit: int = typer.Option(30, help="most recent versions shown"),
+                       as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every version of a model's live thresholds: who changed what, when, why, and the change id."""
+    from release import approvals
+
+    mid = _model_or_production(model)
+    h = approvals.history(mid, merchant).tail(limit)
+    if as_json:
+        return _emit(h.astype(object).where(h.notna(), None).to_dict("records"), True)
+    t = Table(title=f"threshold versions of model {mid}")
+    for c in ("change", "merchant", "version", "before", "after", "what"):
+        t.add_column(c, no_wrap=True)
+    for c in ("at", "who", "why"):
+        t.add_column(c)
+    for r in h.to_dict("records"):
+        t.add_row(str(r["change_id"]), r["merchant_id"], str(r["version"]), _fmt(r["previous_value"]), _fmt(r["value"]),
+                  r["change"] + (" (automatic)" if r["automatic"] else ""), r["at"], r["actor"], r["reason"])
+    console.print(t)
+
+
+@thresholds_app.command("readiness")
+def thresholds_readiness(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Automation readiness per merchant segment: the share of suggestions accepted unedited over the
+    last releases, the streak of unedited releases, and whether opt-in auto-approval would fire."""
+    from analysis.thresholds import load_threshold_config
+    from release import approvals
+
+    auto = load_threshold_config().automation
+    r = approvals.readiness(auto.readiness_releases, auto.auto_approve.after_unedited_releases)
+    ready = set(approvals.segments_ready(r, auto.auto_approve))
+    r["auto_approve"] = [("on: approves next release" if s in ready else "on: not yet") if auto.auto_approve.enabled
+                         else "off" for s in r["segment"]]
+    if as_json:
+        return _emit({"auto_approve": auto.auto_approve.model_dump(), "readiness_releases": auto.readiness_releases,
+                      "segments": r.to_dict("records")}, True)
+    t = Table(title=f"automation readiness (last {auto.readiness_releases} releases; auto-approve after "
+                    f"{auto.auto_approve.after_unedited_releases} unedited, "
+                    f"{'enabled' if auto.auto_approve.enabled else 'off'})")
+    for c in ("segment", "releases", "suggestions", "accepted unedited", "streak", "auto-approve"):
+        t.add_column(c)
+    for x in r.to_dict("records"):
+        t.add_row(x["segment"], str(x["releases"]), f"{x['suggestions']:,}",
+                  f"{x['accepted_unedited']:,} ({_fmt(100 * x['share_unedited'], '.0f')}%)", str(x["streak"]),
+                  x["auto_approve"])
+    console.print(t)
 
 
 @app.command()
@@ -278,23 +604,195 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     console.print(f"rolled back by {who}: ramp {out['state']} at {out['pct']:g}%")
 
 
+def _ramp_line(r: dict) -> str:
+    return (f"ramp: {r['state']} at {r['pct']:g}% - release {r['release_id'] or '-'}, candidate "
+            f"{r['candidate_model_id'] or '-'}; last change by {r['updated_by'] or '-'}: {r['reason'] or '-'}")
+
+
 @ramp_app.command("status")
 def ramp_status(as_json: bool = typer.Option(False, "--json")) -> None:
-    from release import ramp
+    """The ramp's state and share, who changed it last and why, and each step's guardrail outcome."""
+    from release import ramp, registry
 
     from release.cycle import ramp_step_log
 
     r = ramp.current()
     steps = ramp_step_log(r["release_id"]) if r["release_id"] else []
+    prod = registry.tagged("production")
     if as_json:
-        return _emit({**r, "steps": steps}, True)
-    console.print(f"ramp: {r['state']} at {r['pct']:g}% - release {r['release_id'] or '-'}, candidate "
-                  f"{r['candidate_model_id'] or '-'}; last change by {r['updated_by'] or '-'}: {r['reason'] or '-'}",
-                  highlight=False)
-    for st in steps:
-        colour = "green" if st["outcome"] == "passed" else "red"
-        console.print(f"  step {st['step']}: {st['pct']:>5g}% of cards, {st['candidate_rows']:,} of {st['rows']:,} "
-                      f"transactions on the candidate - [{colour}]{st['outcome']}[/]", highlight=False)
+        return _emit({**r, "production_model_id": prod.id if prod else None, "step_started_at": ramp.step_started_at(),
+                      "steps": steps}, True)
+    console.print(_ramp_line(r), highlight=False)
+    console.print(f"production: {prod.id if prod else '-'}", highlight=False)
+    if steps:
+        t = Table(title="ramp steps")
+        for c in ("step", "share of cards", "transactions", "on the candidate", "outcome", "at", "why"):
+            t.add_column(c)
+        for st in steps:
+            colour = "green" if st["outcome"] == "passed" else "red"
+            why = "; ".join(json.loads(st["details_json"]).get("breaches", []))
+            t.add_row(str(st["step"]), f"{st['pct']:g}%", f"{st['rows']:,}", f"{st['candidate_rows']:,}",
+                      f"[{colour}]{st['outcome']}[/]", st["at"], why)
+        console.print(t)
+
+
+def _ramp_change(fn, as_json: bool, done: str, **kw) -> None:
+    """Run one ramp control (one audited transaction); refusals exit 1 with the reason."""
+    from release import ramp
+
+    try:
+        out = fn(at=_now(), **kw)
+    except ramp.RampError as e:
+        _fail(str(e), 1)
+    except ValueError as e:  # e.g. an empty actor or reason, refused by the audit
+        _fail(str(e), 2)
+    if as_json:
+        return _emit(out, True)
+    console.print(f"{done}. " + _ramp_line(out), highlight=False)
+
+
+def _reason(reason: str) -> str:
+    if not reason.strip():
+        _fail("give a reason with --reason (every change to live traffic records why)", 2)
+    return reason.strip()
+
+
+@ramp_app.command("set")
+def ramp_set(pct: float = typer.Argument(..., help="share of cards routed to the candidate, in [0, 100]"),
+             actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+             reason: str = typer.Option(..., help="why (recorded)"),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Route PCT% of cards (sticky by card) to the candidate. A paused ramp stays paused."""
+    from release import ramp
+
+    if not 0 <= pct <= 100:
+        _fail(f"PCT must be a percentage in [0, 100]; got {pct:g}", 2)
+    _ramp_change(ramp.set_pct, as_json, f"ramp set to {pct:g}%", pct=pct, actor=_actor(actor), reason=_reason(reason))
+
+
+@ramp_app.command("pause")
+def ramp_pause(reason: str = typer.Option(..., help="why (recorded)"),
+               actor: Optional[str] = typer.Option(None, "--as", help="who (recorded); default: your login"),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Hold the candidate's share where it is: no automatic step, guardrails still watch."""
+    from release import ramp
+
+    _ramp_change(ramp.pause, as_json, "ramp paused", actor=actor or getpass.getuser(), reason=_reason(reason))
+
+
+@ramp_app.command("resume")
+def ramp_resume(actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                reason: str = typer.Option(..., help="why (recorded)"),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Let the ramp controller advance the paused ramp again."""
+    from release import ramp
+
+    _ramp_change(ramp.resume, as_json, "ramp resumed", actor=_actor(actor), reason=_reason(reason))
+
+
+@ramp_app.command("rollback")
+def ramp_rollback(reason: str = typer.Option(..., help="why (recorded)"),
+                  actor: Optional[str] = typer.Option(None, "--as", help="who (recorded); default: your login"),
+                  as_json: bool = typer.Option(False, "--json")) -> None:
+    """The candidate goes to 0% at once (after a promotion: the previous model and its thresholds return)."""
+    from release import ramp
+
+    _ramp_change(ramp.rollback, as_json, "rolled back", actor=actor or getpass.getuser(), reason=_reason(reason))
+
+
+@ramp_app.command("promote")
+def ramp_promote(actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                 reason: str = typer.Option(..., help="why (recorded)"),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Make the candidate at 100% production; the old production model is kept as previous."""
+    from release import ramp
+
+    _ramp_change(ramp.promote, as_json, "promoted", actor=_actor(actor), reason=_reason(reason))
+
+
+@ramp_app.command("watch")
+def ramp_watch(once: bool = typer.Option(False, "--once", help="check once and exit"),
+               every: float = typer.Option(1.0, help="seconds between checks"),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """The ramp controller: check the guardrails on live traffic (the decision log) and advance or roll back."""
+    import time
+
+    from release.controller import tick
+    from release.decision_log import LogReader
+
+    reader = LogReader()  # across checks: reads only the decision-log files written since the last one
+    while True:
+        out = tick(reader=reader)
+        if as_json:
+            _emit(out, True)
+        else:
+            console.print(f"{_now()} {out['action']}: {out.get('why') or out.get('to', '')}", highlight=False)
+        if once:
+            return
+        time.sleep(every)
+
+
+@ramp_app.command("diffs")
+def ramp_diffs(release: Optional[str] = typer.Option(None, help="default: the release on the ramp now"),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Shadow analysis of live traffic: where production and candidate disagree, how often and in money,
+    per country and category, and the online action-rate contract per country. Exit 1 if it fails."""
+    from release import ramp
+    from release.decision_log import read_decision_log
+    from release.shadow import decision_diffs, live_traffic, online_action_rate_verdicts
+    from release.settings import config_dir
+
+    rid = release or ramp.current()["release_id"]
+    if rid is None:
+        _fail("no release is on the ramp; name one with --release", 2)
+    logged = read_decision_log()
+    traffic = live_traffic(logged[logged["release_id"] == rid])
+    if traffic.empty:
+        _fail(f"the decision log has no request of {rid} scored by both models", 1)
+    diffs = decision_diffs(traffic, slices=("country", "category"))
+    g = ramp.load_plan(config_dir() / "ramp.yaml").guardrails.action_rate_shift
+    vs = online_action_rate_verdicts(diffs, "live_country_action_rate_shift", g.max_relative_shift,
+                                     g.min_absolute_shift, g.min_support, g.confidence)
+    if as_json:
+        _emit({"release_id": rid, "diffs": diffs.to_dict("records"), "verdicts": [v.as_dict() for v in vs]}, True)
+    else:
+        t = Table(title=f"{rid}: decisions of production vs candidate on {len(traffic):,} live transactions")
+        for c in ("slice", "transactions", "production blocks", "candidate blocks", "disagree", "only-candidate $",
+                  "only-production $"):
+            t.add_column(c)
+        for r in diffs.itertuples():
+            t.add_row(f"{r.slice_type}: {r.slice}", f"{r.transactions:,}", f"{r.production_action_rate:.2%}",
+                      f"{r.candidate_action_rate:.2%}", f"{r.disagreement_rate:.2%}",
+                      f"{r.only_candidate_blocks_amount:,.0f}", f"{r.only_production_blocks_amount:,.0f}")
+        console.print(t)
+        _verdict_table([{"stage": "live", **v.as_dict()} for v in vs])
+    if any(v.verdict == "fail" for v in vs):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
+          port: int = typer.Option(8000, help="port to listen on"),
+          seed_day: Optional[str] = typer.Option(None, "--seed-day", help="YYYY-MM-DD: card and merchant history "
+                                                 "is read from the event logs before this day (default: the day "
+                                                 "after the last one logged)"),
+          controller: bool = typer.Option(False, "--controller/--no-controller",
+                                          help="also run the ramp controller (guardrails, automatic steps)"),
+          config: Optional[str] = typer.Option(None, help="service YAML (default: config/service.yaml)")) -> None:
+    """The scoring service: POST /score answers allow or block; GET /state shows the deployment it serves."""
+    from pathlib import Path
+
+    from release.config import ConfigError
+    from release.service import load_service_config, serve as run
+
+    try:
+        day = dt.date.fromisoformat(seed_day) if seed_day else None
+        load_service_config(Path(config) if config else None)
+    except (ValueError, ConfigError) as e:
+        _fail(str(e), 2)
+    if not 0 < port < 65536:
+        _fail(f"--port must be in [1, 65535]; got {port}", 2)
+    run(host=host, port=port, seed_day=day, controller=controller, config=Path(config) if config else None)
 
 
 @app.command()

@@ -23,10 +23,11 @@ from release.features import compute_features
 from release.io import atomic_write_parquet
 from release.settings import code_version, config_dir, contracts_file, paths
 from release.shadow import decision_diffs, online_action_rate_verdicts, ramp_step_check, ramp_steps
-from release.store import engine, ramp_steps as ramp_steps_table, releases, transaction, verdicts, write_audit
+from release.store import (engine, evaluation_summary, ramp_steps as ramp_steps_table, releases, transaction,
+                           verdicts, write_audit)
 from release.training import load_workflow, score, split_windows, train_model
 from release.overrides import add_override, overrides_for, waived_contracts
-from release.training_set import Snapshot, build_training_set, latest_snapshot
+from release.training_set import Snapshot, build_training_set, latest_snapshot, resolve_snapshot
 
 PIPELINE = "fraud-cd pipeline"
 BOOTSTRAP_ACTOR = "fraud-cd bootstrap"
@@ -132,9 +133,25 @@ def _snapshot(rel: dict) -> Snapshot:
 
 def _train_and_register(snap: Snapshot, workflow_path: Path, at: str, actor: str) -> registry.Model:
     wf = load_workflow(workflow_path)
+    if wf.snapshot != "latest":  # a workflow pinned to a snapshot trains on it, whatever the release built
+        snap = resolve_snapshot(paths().snapshots, wf.snapshot)
     text, info = train_model(snap.data, wf)
-    return registry.register_model(text, workflow=wf.model_dump(), features=wf.features, snapshot_hash=snap.hash,
+    return registry.register_model(text, workflow=wf.model_dump(mode="json"), features=wf.features, snapshot_hash=snap.hash,
                                    code_version=code_version(), metrics={"training": info}, at=at, actor=actor)
+
+
+def train_workflow(workflow_path: str | Path, *, actor: str, reason: str, at: str) -> registry.Model:
+    """`fraudcd train`: train a workflow on the snapshot it selects and register the model (its id is the
+    hash of its bytes; the registry records workflow, snapshot, code version and training metrics, and
+    the audit log who asked and why). Deterministic: the same workflow on the same snapshot gives the
+    same model id, and registering it again changes nothing."""
+    wf = load_workflow(workflow_path)
+    snap = resolve_snapshot(paths().snapshots, wf.snapshot)
+    model = _train_and_register(snap, Path(workflow_path), at, actor)
+    with transaction() as conn:
+        write_audit(conn, at=at, actor=actor, action="train", entity=f"model:{model.id}",
+                    after={"workflow": wf.name, "snapshot": snap.hash}, reason=reason)
+    return model
 
 
 def ensure_incumbent(release_id: str) -> str:
@@ -187,7 +204,7 @@ def evaluate_release(release_id: str) -> str:
     cand = registry.get_model(rel["candidate_model_id"])
     inc = registry.get_model(rel["incumbent_model_id"])
     wf = load_workflow(rel["workflow"])
-    _, ev = split_windows(pd.read_parquet(_snapshot(rel).data), wf.eval_days)
+    _, ev = split_windows(pd.read_parquet(_snapshot(rel).data), wf)
     ev = ev.copy()
     ev["incumbent_score"] = score(inc.booster(), ev, inc.features)
     ev["candidate_score"] = score(cand.booster(), ev, cand.features)
@@ -195,8 +212,19 @@ def evaluate_release(release_id: str) -> str:
     result = evaluate(ev, per, g)
     folder = release_dir(release_id)
     result.save(folder)
+    summary = result.metrics[result.metrics["slice_type"] == "all"]
+    with transaction() as conn:  # one transaction: a rerun replaces the summary, never doubles it
+        conn.execute(evaluation_summary.delete().where(evaluation_summary.c.release_id == release_id))
+        conn.execute(evaluation_summary.insert(), [
+            {"release_id": release_id, "metric": r.metric, "estimator": r.estimator, "model": r.model,
+             "estimate": _num(r.estimate), "lo": _num(r.lo), "hi": _num(r.hi),
+             "transactions": int(r.transactions), "frauds": int(r.frauds)} for r in summary.itertuples()])
     _update_release(release_id, status="evaluated")
     return str(folder)
+
+
+def _num(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def _store_verdicts(release_id: str, stage: str, vs, at: str) -> None:
@@ -236,18 +264,92 @@ def check_contracts(release_id: str) -> bool:
 
 
 def request_threshold_approval(release_id: str) -> int:
+    """Record the candidate's suggested thresholds as a pending set. If the opt-in auto-approval is on
+    (config/thresholds.yaml), segments whose recent suggestions were all accepted unedited are approved
+    by the automation, recorded as automatic; the rest waits for a person."""
+    from analysis.thresholds import load_threshold_config
+
     rel = get_release(release_id)
     at = at_of(as_date(rel["as_of"]))
     ev = Evaluation.load(release_dir(release_id))
     set_id = approvals.create_set(rel["candidate_model_id"], release_id, ev.suggestions, ev.candidate_threshold,
                                   at=at, actor=PIPELINE, reason="suggested per-merchant thresholds for the candidate")
+    auto = load_threshold_config().automation
+    if auto.auto_approve.enabled:
+        ready = approvals.readiness(auto.readiness_releases, auto.auto_approve.after_unedited_releases,
+                                    before_set_id=set_id)
+        segments = approvals.segments_ready(ready, auto.auto_approve)
+        if segments:
+            approvals.auto_approve_segments(release_id, segments, after=auto.auto_approve.after_unedited_releases,
+                                            at=at)
     _update_release(release_id, status="awaiting_approval", updated_at=at)
     return set_id
 
 
+def threshold_approval_summary(release_id: str, top: int = 10) -> str:
+    """What a person sees in the Airflow approval form (Markdown): the set at a glance and its largest
+    merchants."""
+    s = approvals.pending_set(release_id)
+    items = approvals.set_items(s["id"])
+    outcome = items["outcome"].value_counts()
+    lines = [f"**{len(items):,} merchants** for candidate `{s['model_id']}`; global threshold "
+             f"{s['global_threshold']:.4f}. {int(items['shrunk'].fillna(False).sum()):,} thin merchants shrunk "
+             f"toward their segment; {int(outcome.get(approvals.AUTO_APPROVED, 0)):,} already approved by the "
+             "opt-in automation.", "",
+             "| merchant | segment | transactions | current | suggested | reason |", "|---|---|---:|---:|---:|---|"]
+    for r in items.sort_values("support", ascending=False).head(top).itertuples():
+        cur = "-" if pd.isna(r.current) else f"{r.current:.4f}"
+        lines.append(f"| {r.merchant_id} | {r.segment} | {int(r.support or 0):,} | {cur} | {r.proposed:.4f} | "
+                     f"{r.reason} |")
+    lines += ["", f"Approve all, approve some (list them in *merchants*; the others get the global threshold) "
+              f"or reject; *edits* changes values first. From a terminal: `fraudcd thresholds show --release "
+              f"{release_id}`, `fraudcd thresholds export --release {release_id}`."]
+    return "\n".join(lines)
+
+
+def apply_threshold_response(release_id: str, option: str, params: dict, *, responder: str, at: str) -> str:
+    """A response to the Airflow approval task. If the decision is already recorded (it came from the
+    CLI, which answers the task afterwards) nothing changes; otherwise the response from the Airflow UI
+    is applied: its edits and decision in one transaction, with the responder as actor. Returns the
+    set's status."""
+    from release.hitl import APPROVE_ALL, APPROVE_SOME, REJECT
+
+    s = approvals.pending_set(release_id)
+    if s is not None and s["status"] == approvals.PENDING:
+        reason = (params.get("reason") or "").strip() or "(no reason given in the Airflow form)"
+        actor = f"{responder} (via Airflow)"
+        merchants = list(params.get("merchants") or [])
+        edits = dict(params.get("edits") or {})
+        if option == REJECT:
+            approvals.decide(release_id, approvals.REJECTED, actor=actor, reason=reason, at=at)
+        elif option == APPROVE_SOME:
+            if not merchants:
+                raise approvals.ThresholdInputError([f"'{APPROVE_SOME}' needs the merchants to approve in "
+                                                     "'merchants'; none were given"], "Airflow response")
+            approvals.decide(release_id, approvals.APPROVED, actor=actor, reason=reason, at=at,
+                             merchants=merchants, edits=edits)
+        elif option == APPROVE_ALL:
+            approvals.decide(release_id, approvals.APPROVED, actor=actor, reason=reason, at=at, edits=edits)
+        else:
+            raise ValueError(f"Unknown response {option!r}; expected one of {APPROVE_ALL!r}, {APPROVE_SOME!r}, "
+                             f"{REJECT!r}.")
+    approval_decided(release_id)
+    return approvals.pending_set(release_id)["status"]
+
+
+def expire_threshold_approval(release_id: str, waited: str) -> None:
+    """Nobody decided within the approval task's response timeout: nothing goes live, the release stops."""
+    rel = get_release(release_id)
+    at = at_of(as_date(rel["as_of"]))
+    approvals.expire(release_id, actor=PIPELINE, at=at,
+                     reason=f"no decision on the suggested thresholds within {waited}; nothing went live")
+    approval_decided(release_id)
+
+
 def approval_decided(release_id: str) -> bool:
-    """Poked by the approval task: True once a person decided. A rejection stops the release (the
-    report still gets written and says who rejected and why); nothing reaches traffic."""
+    """True once the thresholds were decided (by a person, the automation, or nobody in time). A
+    rejection or an expiry stops the release (the report still gets written and says who and why);
+    nothing reaches traffic."""
     s = approvals.pending_set(release_id)
     if s is None or s["status"] == approvals.PENDING:
         return False
@@ -255,8 +357,9 @@ def approval_decided(release_id: str) -> bool:
     if rel["status"] != "awaiting_approval":  # a rerun of the task after the decision was recorded
         return True
     at = at_of(as_date(rel["as_of"]))
-    if s["status"] == approvals.REJECTED:
-        reason = f"Thresholds rejected by {s['decided_by']}: {s['reason']}"
+    if s["status"] in (approvals.REJECTED, approvals.EXPIRED):
+        reason = (f"Thresholds rejected by {s['decided_by']}: {s['reason']}" if s["status"] == approvals.REJECTED
+                  else f"Thresholds not decided: {s['reason']}.")
         _update_release(release_id, status="stopped", stop_reason=reason, updated_at=at)
         with transaction() as conn:
             registry.set_tag(conn, "candidate", None, at=at, actor=PIPELINE, reason=reason[:500])

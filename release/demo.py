@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 
@@ -41,17 +42,25 @@ class CycleFailed(RuntimeError):
 
 def run_dag(dag_id: str, logical_date: str, env: dict, log: Path, timeout_s: int = DAG_TIMEOUT_S,
             approver: str | None = None, release_id: str | None = None, conf: dict | None = None,
-            console: Console | None = None) -> None:
+            console: Console | None = None, answer: Callable[[], bool] | None = None) -> None:
     """`airflow dags test DAG DATE` in a subprocess; if ``approver`` is given, approve the release's
-    thresholds with the CLI as soon as they are requested. Bounded: a task failure (which would wait
-    for its retry delay) or the timeout stops the run and raises CycleFailed."""
+    thresholds with the CLI as soon as Airflow's approval task waits for them (or call ``answer``
+    then, until it returns True). Bounded: a task failure (which would wait for its retry delay) or the
+    timeout stops the run and raises CycleFailed."""
+    if answer is None and approver is not None:
+        answer = lambda: _try_approve(release_id, approver, env, console)  # noqa: E731
     cmd = [airflow_bin(), "dags", "test", dag_id, logical_date]
     if conf:
         cmd += ["--conf", json.dumps(conf)]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # `dags test` runs no scheduler: run the scheduler's human-in-the-loop timeout sweep beside it,
+        # so an unanswered approval times out as it would in production
+        sweeper = subprocess.Popen([sys.executable, "-m", "release.hitl", "sweep", "--parent", str(proc.pid),
+                                    "--max-seconds", str(timeout_s + 60)], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=out) if dag_id == "release" else None
         deadline = time.monotonic() + timeout_s
-        approved = approver is None
+        answered = answer is None
         problem = None
         with open(log, errors="replace") as follow:  # read only what was appended since the last look
             tail = ""
@@ -65,9 +74,12 @@ def run_dag(dag_id: str, logical_date: str, env: dict, log: Path, timeout_s: int
                     proc.kill()
                     proc.wait()
                     break
-                if not approved:
-                    approved = _try_approve(release_id, approver, env, console)
+                if not answered and approval_waiting(env, release_id):
+                    answered = answer()
                 time.sleep(0.5)
+        if sweeper is not None:
+            sweeper.kill()
+            sweeper.wait()
     if problem is None and proc.returncode != 0:
         problem = f"exited with {proc.returncode}"
     if problem:
@@ -81,18 +93,37 @@ def _tail_error(log: Path, lines: int = 25) -> str:
     return "\n".join(text[idx: idx + lines] if idx is not None else text[-lines:])
 
 
-def _try_approve(release_id: str, approver: str, env: dict, console: Console | None) -> bool:
-    from release import approvals
+def approval_waiting(env: dict, release_id: str) -> bool:
+    """True while the release DAG's approval task is parked in Airflow waiting for a response (read from
+    the harness's SQLite metadata database; the CLI itself goes through Airflow's models)."""
+    import sqlite3
 
-    s = approvals.pending_set(release_id)
-    if s is None or s["status"] != approvals.PENDING:
+    from release.hitl import DAG_ID, TASK_ID
+
+    db = Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
+    if not db.exists():
         return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            rows = con.execute(
+                "SELECT dr.data_interval_end FROM task_instance ti JOIN hitl_detail h ON h.ti_id = ti.id "
+                "JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
+                "WHERE ti.dag_id = ? AND ti.task_id = ? AND ti.state = 'awaiting_input' AND h.responded_at IS NULL",
+                (DAG_ID, TASK_ID)).fetchall()
+    except sqlite3.Error:  # locked for a moment, or no tables yet: look again at the next tick
+        return False
+    return any(f"rel-{str(end)[:10]}" == release_id for (end,) in rows)
+
+
+def _try_approve(release_id: str, approver: str, env: dict, console: Console | None) -> bool:
+    """Approve as the named demo approver through the CLI, which records the decision and answers the
+    waiting approval task through Airflow's response handler."""
     cmd = [_fraudcd(), "thresholds", "approve", "--release", release_id, "--as", approver,
            "--reason", "demo run: suggestions approved unedited by the automated demo approver"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     if console:
         console.print(f"  approval requested; ran `fraudcd thresholds approve --release {release_id} --as "
-                      f"\"{approver}\"`: {r.stdout.strip() or r.stderr.strip()}")
+                      f"\"{approver}\"`: {r.stdout.strip() or r.stderr.strip()}", highlight=False)
     return r.returncode == 0
 
 
@@ -103,7 +134,6 @@ def cycle_env(home: Path) -> dict:
     env["FRAUDCD_HOME"] = str(home)
     env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home / 'airflow' / 'airflow.db'}"
     env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(home / "airflow" / "logs")
-    env["FRAUDCD_APPROVAL_POKE_S"] = "1"
     env["FRAUDCD_APPROVAL_TIMEOUT_S"] = str(APPROVAL_WAIT_S)
     return env
 

@@ -5,6 +5,9 @@ Decisions are diffed per country (how often they disagree, in money) and the onl
 checked on that traffic. Ramp: the candidate serves a growing, card-sticky share of traffic; at each
 step the guardrails compare its action rate with production's on the same rows, and a breach rolls
 back to 0% on its own.
+
+The same functions judge the live scoring service's decision log (``live_traffic`` shapes it like
+replayed traffic; ``online_step_check`` adds the live-only guardrails: error rate and latency).
 """
 from __future__ import annotations
 
@@ -12,12 +15,16 @@ import numpy as np
 import pandas as pd
 
 from contracts.action_rate_shift import ActionRateShift
-from contracts.base import FAIL, Verdict
+from contracts.base import FAIL, INSUFFICIENT, PASS, Verdict
 from release.ramp import RampPlan, routed_to_candidate
 
 
-def decision_diffs(traffic: pd.DataFrame) -> pd.DataFrame:
-    """Per country and overall: transactions, both action rates, disagreement rate and money."""
+DIFF_SLICES = {"country": "merchant_country", "category": "merchant_category"}
+
+
+def decision_diffs(traffic: pd.DataFrame, slices: tuple[str, ...] = ("country",)) -> pd.DataFrame:
+    """Overall and per slice (country by default; ``DIFF_SLICES`` names the others): transactions, both
+    action rates, disagreement rate and money."""
     prod, cand = traffic["production_action"].astype(bool), traffic["candidate_action"].astype(bool)
     amt = traffic["amount"].astype(float)
     cols = pd.DataFrame({
@@ -27,7 +34,8 @@ def decision_diffs(traffic: pd.DataFrame) -> pd.DataFrame:
         "only_candidate_blocks_amount": amt * (cand & ~prod), "only_production_blocks_amount": amt * (prod & ~cand),
     })
     parts = []
-    for name, key in (("all", pd.Series("all", index=traffic.index)), ("country", traffic["merchant_country"])):
+    keys = [("all", pd.Series("all", index=traffic.index))] + [(n, traffic[DIFF_SLICES[n]]) for n in slices]
+    for name, key in keys:
         g = cols.groupby(key.to_numpy()).sum()
         g.insert(0, "slice", g.index.astype(str))
         g.insert(0, "slice_type", name)
@@ -76,6 +84,67 @@ def ramp_step_check(chunk: pd.DataFrame, pct: float, plan: RampPlan) -> tuple[bo
     verdicts = online_action_rate_verdicts(decision_diffs(served), f"ramp_{pct:g}pct_action_rate_shift",
                                            g.max_relative_shift, g.min_absolute_shift, g.min_support,
                                            g.confidence)
+    breached = [v for v in verdicts if v.verdict == FAIL]
+    details["breaches"] = [v.sentence for v in breached]
+    return bool(breached), details, verdicts
+
+
+def live_traffic(log: pd.DataFrame) -> pd.DataFrame:
+    """Decision-log rows that both models scored, shaped like replayed traffic: what each model would
+    have done (score >= its threshold, before exploration), for ``decision_diffs``."""
+    both = log[log["production_score"].notna() & log["candidate_score"].notna()]
+    return pd.DataFrame({
+        "tx_id": both["tx_id"].to_numpy(), "ts": both["ts"].to_numpy(), "card_id": both["card_id"].to_numpy(),
+        "merchant_id": both["merchant_id"].to_numpy(), "merchant_country": both["merchant_country"].to_numpy(),
+        "merchant_category": both["merchant_category"].to_numpy(), "amount": both["amount"].astype(float).to_numpy(),
+        "production_action": both["production_block"].astype(bool).to_numpy(),
+        "candidate_action": both["candidate_block"].astype(bool).to_numpy(),
+    })
+
+
+def _limit_verdict(name: str, kind: str, value: float | None, limit: float, support: int, min_support: int,
+                   what: str, unit: str) -> Verdict:
+    fmt = (lambda v: f"{100 * v:.2f}%") if unit == "%" else (lambda v: f"{v:.1f} ms")
+    if support < min_support or value is None:
+        verdict, sentence = INSUFFICIENT, (f"{what}: {support:,} requests on the candidate, fewer than the "
+                                           f"{min_support:,} needed to judge.")
+    elif value > limit:
+        verdict, sentence = FAIL, f"{what} was {fmt(value)} on {support:,} requests, above the limit of {fmt(limit)}."
+    else:
+        verdict, sentence = PASS, f"{what} was {fmt(value)} on {support:,} requests, within the limit of {fmt(limit)}."
+    return Verdict(contract=name, kind=kind, gate=True, slice_type="all", slice="all", verdict=verdict,
+                   candidate_value=value, incumbent_value=None, limit_value=limit, support=int(support),
+                   sentence=sentence)
+
+
+def online_step_check(log: pd.DataFrame, pct: float, plan: RampPlan) -> tuple[bool, dict, list[Verdict]]:
+    """Guardrails on one ramp step of live traffic (decision-log rows of the step). On the requests
+    routed to the candidate: its action rate against production's on the same requests, per country;
+    the share that failed to score on the candidate (error rate); the candidate's p99 latency.
+    Returns (breached, details, verdicts)."""
+    routed = log[log["routed"].astype(bool)] if len(log) else log
+    details = {"rows": int(len(log)), "candidate_rows": int(len(routed)), "pct": pct}
+    verdicts: list[Verdict] = []
+    g = plan.guardrails
+    traffic = live_traffic(routed) if len(routed) else pd.DataFrame()
+    details["compared_rows"] = int(len(traffic))
+    if len(traffic):
+        verdicts += online_action_rate_verdicts(decision_diffs(traffic), f"live_ramp_{pct:g}pct_action_rate_shift",
+                                                g.action_rate_shift.max_relative_shift,
+                                                g.action_rate_shift.min_absolute_shift,
+                                                g.action_rate_shift.min_support, g.action_rate_shift.confidence)
+    if g.error_rate is not None:
+        n = int(len(routed))
+        errors = int(routed["candidate_error"].notna().sum()) if n else 0
+        verdicts.append(_limit_verdict(f"live_ramp_{pct:g}pct_error_rate", "error_rate", errors / n if n else None,
+                                       g.error_rate.max_rate, n, g.error_rate.min_requests,
+                                       f"Share of requests that failed on the candidate ({errors:,})", "%"))
+    if g.latency is not None:
+        served = routed[routed["served_by"] == "candidate"] if len(routed) else routed
+        n = int(len(served))
+        p99 = float(np.percentile(served["latency_ms"].astype(float), 99)) if n else None
+        verdicts.append(_limit_verdict(f"live_ramp_{pct:g}pct_latency_p99", "latency", p99, g.latency.max_p99_ms, n,
+                                       g.latency.min_requests, "The candidate's p99 latency", "ms"))
     breached = [v for v in verdicts if v.verdict == FAIL]
     details["breaches"] = [v.sentence for v in breached]
     return bool(breached), details, verdicts

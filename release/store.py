@@ -86,6 +86,19 @@ verdicts = sa.Table(
     sa.Column("sentence", sa.Text, nullable=False),
 )
 
+evaluation_summary = sa.Table(  # the all-traffic rows of a release's tidy metrics (the rest: metrics.parquet)
+    "evaluation_summary", metadata,
+    sa.Column("release_id", sa.String(40), primary_key=True),
+    sa.Column("metric", sa.String(40), primary_key=True),
+    sa.Column("estimator", sa.String(10), primary_key=True),
+    sa.Column("model", sa.String(60), primary_key=True),
+    sa.Column("estimate", sa.Float),
+    sa.Column("lo", sa.Float),
+    sa.Column("hi", sa.Float),
+    sa.Column("transactions", sa.Integer, nullable=False),
+    sa.Column("frauds", sa.Integer, nullable=False),
+)
+
 overrides = sa.Table(
     "overrides", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -120,6 +133,44 @@ thresholds = sa.Table(
     sa.Column("support", sa.Integer),
     sa.Column("shrunk", sa.Boolean),
     sa.Column("reason", sa.Text),
+)
+
+# One row per suggestion of a threshold set: its segment and policy, the value the pipeline suggested
+# (``thresholds.value`` holds the proposal, which edits change while the set is pending), whether a
+# person edited it, and what became of it: pending | approved | auto_approved | not_approved | rejected
+# | expired. Automation readiness is computed from these rows.
+threshold_items = sa.Table(
+    "threshold_items", metadata,
+    sa.Column("set_id", sa.Integer, sa.ForeignKey("threshold_sets.id"), primary_key=True),
+    sa.Column("merchant_id", sa.String(64), primary_key=True),
+    sa.Column("segment", sa.String(100), nullable=False),
+    sa.Column("policy", sa.String(40), nullable=False),
+    sa.Column("suggested", sa.Float, nullable=False),
+    sa.Column("edited", sa.Boolean, nullable=False, default=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+)
+
+# The live thresholds, versioned per model and merchant (``__global__`` is the model's global threshold).
+# Append-only: an approval, a live edit or a rollback adds a version; a model's live threshold for a
+# merchant is its highest version. ``value`` NULL: the merchant has no threshold of its own (the
+# global one applies). ``change_id`` groups the versions written by one action, so it can be rolled back.
+threshold_versions = sa.Table(
+    "threshold_versions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_id", sa.String(64), nullable=False),
+    sa.Column("merchant_id", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("previous_value", sa.Float),
+    sa.Column("set_id", sa.Integer),
+    sa.Column("change_id", sa.Integer, nullable=False, index=True),
+    sa.Column("change", sa.String(30), nullable=False),  # approved | auto_approved | not_approved | edited | rollback
+    sa.Column("automatic", sa.Boolean, nullable=False, default=False),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.UniqueConstraint("model_id", "merchant_id", "version", name="one_version_per_model_merchant"),
+    sa.Index("threshold_versions_lookup", "model_id", "merchant_id", "version"),
 )
 
 ramp_state = sa.Table(

@@ -224,3 +224,21 @@ def latest_snapshot(snapshots: str | Path, before: dt.date | None = None) -> Sna
         if best is None or key > best[0]:
             best = (key, Snapshot(hash=man["hash"], path=m.parent))
     return best[1] if best else None
+
+
+def resolve_snapshot(snapshots: str | Path, selector: str) -> Snapshot:
+    """A training workflow's snapshot selector: "latest" (the most recent good build), a snapshot hash,
+    or "as_of:YYYY-MM-DD" (the most recent build before that date)."""
+    snapshots = Path(snapshots)
+    if selector == "latest":
+        snap = latest_snapshot(snapshots)
+    elif selector.startswith("as_of:"):
+        snap = latest_snapshot(snapshots, before=dt.date.fromisoformat(selector[6:]))
+    else:
+        snap = Snapshot(hash=selector, path=snapshots / selector)
+        if not (snap.path / "manifest.json").exists():
+            snap = None
+    if snap is None:
+        raise FileNotFoundError(f"No training-set snapshot matches {selector!r} in {snapshots}. Build one with "
+                                "`fraudcd training-set --as-of YYYY-MM-DD` (the daily training_set DAG does it).")
+    return snap

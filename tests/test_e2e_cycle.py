@@ -92,6 +92,25 @@ def test_verdicts_for_every_stage_are_in_the_store(world):
     assert all(v["sentence"] for v in vs)
 
 
+def test_evaluation_metrics_with_intervals_are_on_disk_and_summarised_in_the_store(world):
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from release.cycle import release_dir
+    from release.store import engine, evaluation_summary
+
+    _, good, _ = world
+    metrics = pd.read_parquet(release_dir(good) / "metrics.parquet")
+    assert {"country", "merchant", "merchant_size", "amount_band", "card_segment"} <= set(metrics.slice_type)
+    with engine().connect() as conn:
+        rows = conn.execute(sa.select(evaluation_summary).where(evaluation_summary.c.release_id == good)).all()
+    summary = {(r.metric, r.estimator, r.model): r for r in rows}
+    d = summary[("recall", "ipw", "candidate-incumbent")]
+    assert d.lo <= d.estimate <= d.hi
+    overall = metrics[metrics.slice_type == "all"]
+    assert len(rows) == len(overall)  # the summary is the all-traffic part of the tidy table
+
+
 def test_ramp_walked_every_step(world):
     from release import ramp
     from release.cycle import ramp_step_log

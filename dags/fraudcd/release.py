@@ -3,8 +3,12 @@
 
 Every 14 days, with nobody starting it: snapshot -> incumbent (bootstrap on the first cycle) ->
 candidate -> evaluation vs the incumbent on slices -> release contracts -> per-merchant threshold
-suggestions -> a person approves (`fraudcd thresholds approve`) -> release report -> shadow -> ramp
-with guardrails (auto-rollback) -> promote.
+suggestions -> a person approves all, approves some, edits or rejects them (`approve_thresholds`, a
+human-in-the-loop task: the Airflow UI's Required actions, or `fraudcd thresholds approve|edit|reject`)
+-> release report -> shadow -> ramp with guardrails (auto-rollback) -> promote.
+
+The approval waits at most `FRAUDCD_APPROVAL_TIMEOUT_S` (3 days by default); with no decision by then
+nothing goes live and the release stops, its report saying so.
 
 A gating contract failure stops the release before any traffic moves; the report says why. A named
 person can waive a failed contract for this release only (`fraudcd override`, or the `overrides` param
@@ -20,9 +24,10 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import Param, dag, task
 
-# How long the approval task waits for a person, and how often it looks (seconds). Bounded on purpose.
+from release.approval_task import ThresholdApprovalOperator
+
+# How long the approval task waits for a person (seconds). Bounded on purpose.
 APPROVAL_TIMEOUT_S = int(os.environ.get("FRAUDCD_APPROVAL_TIMEOUT_S", str(3 * 24 * 3600)))
-APPROVAL_POKE_S = int(os.environ.get("FRAUDCD_APPROVAL_POKE_S", "60"))
 
 
 @dag(
@@ -94,13 +99,9 @@ def release():
         request_threshold_approval(rid)
         return rid
 
-    @task.sensor(poke_interval=APPROVAL_POKE_S, timeout=APPROVAL_TIMEOUT_S, mode="poke", retries=0)
-    def wait_for_approval(rid: str):
-        from airflow.sdk import PokeReturnValue
-
-        from release.cycle import approval_decided
-
-        return PokeReturnValue(is_done=approval_decided(rid), xcom_value=rid)
+    # a person's decision is not retried; the response timeout bounds the wait
+    approve_thresholds = ThresholdApprovalOperator(task_id="approve_thresholds", release_task_id="request_approval",
+                                                   response_timeout=timedelta(seconds=APPROVAL_TIMEOUT_S), retries=0)
 
     @task
     def report(rid: str) -> str:
@@ -137,6 +138,7 @@ def release():
     stopped = stopped_report(evaluated)
     asked = request_approval(evaluated)
     gate >> [stopped, asked]
-    promote(ramp(shadow(report(wait_for_approval(asked)))))
+    asked >> approve_thresholds
+    promote(ramp(shadow(report(approve_thresholds.output))))
 
 release()

@@ -111,12 +111,14 @@ def test_without_per_merchant_thresholds_the_default_applies_everywhere(scored):
 def test_evaluation_round_trips_through_its_folder(ev, tmp_path):
     folder = tmp_path / "rel"
     ev.save(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["evaluation.json", "slices.parquet", "suggestions.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == ["evaluation.json", "metrics.parquet", "slices.parquet",
+                                                        "suggestions.parquet"]
     json.loads((folder / "evaluation.json").read_text())  # plain JSON
     back = Evaluation.load(folder)
     assert back.operating_fpr == ev.operating_fpr
     assert back.candidate_threshold == ev.candidate_threshold
     assert back.recall_diff == ev.recall_diff
+    pd.testing.assert_frame_equal(back.metrics, ev.metrics)
     assert back.overall.keys() == ev.overall.keys()
     for k, v in ev.overall.items():
         if isinstance(v, float):
@@ -125,3 +127,19 @@ def test_evaluation_round_trips_through_its_folder(ev, tmp_path):
             assert back.overall[k] == v
     pd.testing.assert_frame_equal(back.slices, ev.slices, check_dtype=False)
     pd.testing.assert_frame_equal(back.suggestions, ev.suggestions, check_dtype=False)
+
+
+def test_the_tidy_metrics_carry_an_interval_for_every_metric_model_and_difference(ev):
+    m = ev.metrics
+    assert set(m.model) == {"incumbent", "candidate", "suggested", "candidate-incumbent", "suggested-incumbent"}
+    assert {"all", "country", "merchant"} <= set(m.slice_type)
+    overall = m[(m.slice_type == "all") & (m.metric == "recall") & (m.estimator == "ipw")].set_index("model")
+    assert overall.loc["incumbent", "estimate"] == pytest.approx(ev.overall["incumbent_recall"])
+    assert overall.loc["candidate", "estimate"] == pytest.approx(ev.overall["candidate_recall"])
+    d = overall.loc["candidate-incumbent"]
+    assert (d.estimate, d.lo, d.hi) == pytest.approx((ev.recall_diff["diff"], ev.recall_diff["lo"], ev.recall_diff["hi"]))
+    rates = m[(m.slice_type == "country") & (m.metric == "action_rate") & (m.model == "candidate")].set_index("slice")
+    op = ev.slices[(ev.slices["at"] == "operating_point") & (ev.slices.slice_type == "country")].set_index("slice")
+    for country, row in rates.iterrows():
+        assert row.estimate == pytest.approx(op.loc[country, "candidate_action_rate"])
+        assert row.transactions == op.loc[country, "transactions"]

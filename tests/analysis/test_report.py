@@ -127,3 +127,30 @@ def test_index_without_releases(home):
 
     path = write_index(paths().reports)
     assert "No releases yet." in path.read_text()
+
+
+def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home, monkeypatch):
+    from release import approvals
+    from release.registry import register_model
+
+    rid, folder, _ = _release(home, monkeypatch, PASSING)
+    ev = Evaluation.load(folder)
+    m = register_model("model\n", workflow={"name": "wf"}, features=["amount"], snapshot_hash="a" * 64,
+                       code_version="t", metrics={}, at="t0", actor="trainer").id
+    approvals.create_set(m, rid, ev.suggestions, ev.candidate_threshold, at="t1", actor="fraud-cd pipeline",
+                         reason="suggested")
+    top = ev.suggestions.sort_values(["support", "merchant_id"], ascending=[False, True])["merchant_id"].tolist()
+    approvals.edit(rid, {top[0]: 0.5}, actor="dana", reason="too loose", at="t2")
+    approvals.decide(rid, "approved", actor="dana", reason="one left out", at="t3", merchants=top[:-1])
+    raw = render_report(rid, folder)
+    text = htmllib.unescape(raw)
+    assert 'id="thresholds"' in raw and 'id="readiness"' in raw
+    assert f"{len(top) - 1} approved, 1 not approved (global threshold), 1 edited by a person." in text
+    assert "0.5000</b> (edited)" in text
+    row = ev.suggestions.set_index("merchant_id").loc[top[0]]
+    assert f"{100 * row['recall_before']:.1f}% → {100 * row['recall_after']:.1f}%" in text
+    # readiness: every segment of this release, reviewed once; auto-approval off by default
+    segs = ev.suggestions["segment"].value_counts()
+    assert 'id="auto-approve">off</b>' in raw
+    for seg in segs.index:
+        assert f'<td class="l">{seg}</td><td>1</td><td>{segs[seg]}</td>' in raw

@@ -35,9 +35,9 @@ def test_every_dag_has_tags_docs_and_retries(dagbag, dag_id):
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     for task in dag.tasks:
-        if task.task_id == "wait_for_approval":
-            # a person's decision is not retried: the sensor's own timeout bounds the wait
-            assert task.retries == 0 and task.timeout is not None
+        if task.task_id == "approve_thresholds":
+            # a person's decision is not retried: the human-in-the-loop response timeout bounds the wait
+            assert task.retries == 0 and task.response_timeout is not None
         else:
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
 
@@ -73,9 +73,15 @@ def test_release_dag_wiring(dagbag):
     for up, down in zip(order, order[1:]):
         assert down in dag.get_task(up).downstream_task_ids
     assert dag.get_task("contracts").downstream_task_ids == {"request_approval", "stopped_report"}
-    tail = ["request_approval", "wait_for_approval", "report", "shadow", "ramp", "promote"]
+    tail = ["request_approval", "approve_thresholds", "report", "shadow", "ramp", "promote"]
     for up, down in zip(tail, tail[1:]):
         assert dag.get_task(up).downstream_task_ids == {down}
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    approve = dag.get_task("approve_thresholds")
+    assert isinstance(approve, HITLOperator)  # Airflow's human-in-the-loop: the UI's Required actions
+    assert approve.options == ["Approve all", "Approve some", "Reject"]
+    assert set(approve.params.keys()) == {"reason", "merchants", "edits"}
 
 
 @pytest.mark.parametrize("name", ["training_set", "release"])

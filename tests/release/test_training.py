@@ -114,3 +114,98 @@ def test_one_class_training_window_is_refused(tiny_snapshot, tmp_path):
     df.to_parquet(p)
     with pytest.raises(ValueError, match="labelled rows and only one class; cannot train"):
         train_model(p, small_workflow())
+
+
+# ---------------------------------------------------------------- workflow: snapshot, filters, labels, windows
+
+@pytest.mark.parametrize("yaml_tail, message", [
+    ("filters: [{column: shoe_size, op: '==', value: 3}]", r"filters\.0\.column: .*unknown column 'shoe_size'"),
+    ("filters: [{column: amount, op: '~', value: 3}]", r"filters\.0\.op: Input should be '==', '!=', "),
+    ("filters: [{column: amount, op: in, value: 3}]", r"filters\.0: .*op 'in' needs a list value; got 3"),
+    ("snapshot: yesterday", r"snapshot: .*must be 'latest', a 64-character snapshot hash or 'as_of:YYYY-MM-DD'"),
+    ("train_window: {start: 2026-03-01, end: 2026-02-01}", r"train_window: .*end \(2026-02-01\) must be after start"),
+    ("train_window: {start: 2026-01-01, end: 2026-03-01}\neval_window: {start: 2026-02-20, end: 2026-03-10}",
+     r"eval_window starts 2026-02-20, before train_window ends 2026-03-01: evaluation must be out of time"),
+    ("label: {explored_rows: ignore}", r"label\.explored_rows: Input should be 'weight', 'unweighted' or 'drop'"),
+])
+def test_bad_workflow_values_name_the_key_and_what_is_allowed(tmp_path, yaml_tail, message):
+    p = tmp_path / "wf.yaml"
+    p.write_text("name: x\nfeatures: [amount]\n" + yaml_tail + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_workflow(p)
+
+
+def test_windows_by_date_and_filters_pick_the_rows(tiny_snapshot):
+    df = pd.read_parquet(tiny_snapshot.data)
+    days = sorted(pd.to_datetime(df["day"]).unique())
+    wf = small_workflow(train_window={"start": days[0].date(), "end": days[4].date()},
+                        eval_window={"start": days[6].date(), "end": days[8].date()},
+                        filters=[{"column": "amount", "op": ">=", "value": 10.0},
+                                 {"column": "merchant_country", "op": "not_in", "value": ["US"]}])
+    train, ev = split_windows(df, wf)
+    assert set(pd.to_datetime(train["day"])) == set(days[:4])
+    assert set(pd.to_datetime(ev["day"])) == set(days[6:8])  # the two days between are in neither
+    for part in (train, ev):
+        assert (part["amount"] >= 10).all() and not (part["merchant_country"] == "US").any()
+    expected = df[(df["amount"] >= 10) & (df["merchant_country"] != "US") & pd.to_datetime(df["day"]).isin(days[:4])]
+    assert len(train) == len(expected)
+
+
+def test_label_definition_changes_the_training_rows_and_weights(tiny_snapshot):
+    from release.training import training_labels
+
+    df = pd.read_parquet(tiny_snapshot.data)
+    df.loc[df.index[:40], "explored"] = True  # make sure there are explored rows to act on
+    df.loc[df.index[:40], "weight"] = 200.0
+    labelled = df[df["label"].notna()]
+    kept = training_labels(df, small_workflow(label={"explored_rows": "drop"}))
+    assert len(kept) == len(labelled[~labelled["explored"]])
+    flat = training_labels(df, small_workflow(label={"explored_rows": "unweighted"}))
+    assert (flat["weight"] == 1.0).all() and len(flat) == len(labelled)
+    cut = sorted(pd.to_datetime(df["day"]).unique())[5]
+    late = training_labels(df, small_workflow(label={"exclude_before": cut.date()}))
+    assert (pd.to_datetime(late["day"]) >= cut).all()
+
+
+def test_validation_window_early_stops_and_records_it(tiny_snapshot):
+    wf = small_workflow(validation={"days": 3, "early_stopping_rounds": 5}, num_boost_round=200)
+    text, info = train_model(tiny_snapshot.data, wf)
+    assert 1 <= info["best_iteration"] <= 200 and info["validation_rows"] > 0
+    assert 0 <= info["validation_average_precision"] <= 1
+    assert load_booster(text).num_trees() == info["best_iteration"]
+
+
+def test_fraudcd_train_registers_a_deterministic_model_with_its_lineage_and_an_audit_entry(tiny, tiny_snapshot,
+                                                                                          tmp_path, monkeypatch):
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_snapshot.path, home / "snapshots" / tiny_snapshot.hash)
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("name: tiny-cli\nfeatures: [amount, cross_border, hour]\neval_days: 3\nnum_boost_round: 10\n"
+                  f"snapshot: {tiny_snapshot.hash}\nlightgbm: {{num_leaves: 4, min_data_in_leaf: 20}}\n")
+    env = {**__import__("os").environ, "FRAUDCD_HOME": str(home)}
+    cmd = [str(Path(sys.executable).with_name("fraudcd")), "train", "--workflow", str(wf), "--as", "ana (analyst)",
+           "--reason", "try fewer features", "--json"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    a, b = json.loads(first.stdout), json.loads(again.stdout)
+    assert a["model_id"] == b["model_id"]  # same workflow, same snapshot: same bytes, same id
+    assert a["snapshot"] == tiny_snapshot.hash and a["workflow"] == "tiny-cli"
+    assert a["metrics"]["training"]["train_rows"] > 0
+    monkeypatch.setenv("FRAUDCD_HOME", str(home))
+    from release import registry
+    from release.store import audit_log
+
+    model = registry.get_model(a["model_id"])
+    assert model.path.read_text().startswith("tree")  # LightGBM's own text format
+    trains = [e for e in audit_log() if e["action"] == "train"]
+    assert len(trains) == 2 and trains[0]["actor"] == "ana (analyst)" and trains[0]["reason"] == "try fewer features"
+    bad = subprocess.run(cmd[:3] + [str(tmp_path / "missing.yaml")] + cmd[4:], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "no such configuration file" in " ".join(bad.stderr.split())

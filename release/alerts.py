@@ -1,0 +1,47 @@
+"""Alerts: something a person must look at (a guardrail rolled a candidate back, a ramp is ready to promote).
+
+Each alert is one JSON line appended (and fsync'ed) to ``<FRAUDCD_HOME>/alerts.jsonl`` and logged at
+ERROR (or WARNING) level; when ``FRAUDCD_ALERT_WEBHOOK`` is set, it is also POSTed there as JSON
+(best effort, two-second timeout: a slow pager must not hold up a rollback, which has already happened).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("fraudcd.alerts")
+
+
+def alerts_file() -> Path:
+    from release.settings import paths
+
+    return paths().home / "alerts.jsonl"
+
+
+def raise_alert(kind: str, message: str, *, at: str, severity: str = "error", details: dict | None = None) -> dict:
+    alert = {"at": at, "kind": kind, "severity": severity, "message": message, "details": details or {}}
+    path = alerts_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(alert, sort_keys=True, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    log.log(logging.ERROR if severity == "error" else logging.WARNING, "ALERT %s: %s", kind, message)
+    hook = os.environ.get("FRAUDCD_ALERT_WEBHOOK")
+    if hook:
+        try:
+            import httpx
+
+            httpx.post(hook, json=alert, timeout=2.0)
+        except Exception:  # noqa: BLE001 - the alert is on disk and in the log already
+            log.exception("alert webhook %s failed", hook)
+    return alert
+
+
+def read_alerts() -> list[dict]:
+    path = alerts_file()
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

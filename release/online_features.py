@@ -1,0 +1,356 @@
+"""Point-in-time features for one transaction at a time, the way ``release.features`` computes them
+for a batch.
+
+The scoring service keeps each card's and each merchant's recent transactions in memory: seeded at
+start from the event logs (days [seed_day - LOOKBACK_DAYS, seed_day)), then appended with every scored
+request. A request's features use only what is strictly earlier than its timestamp (windows
+``[t - w, t)``, as offline: another transaction at the same instant is not known).
+
+Exact online, i.e. equal to ``compute_features(events, seed_day, end)`` for every transaction the
+service scores in time order (tested on a replayed day, ``tests/release/test_online_features.py``):
+
+- request-only: amount, log_amount, cross_border, hour, category_code;
+- card windows: card_tx_1h, card_tx_24h, card_amount_24h, card_tx_7d, card_amount_7d, card_tx_30d,
+  amount_vs_card_avg_30d, amount_vs_card_max_30d, card_merchants_24h;
+- merchant windows: merchant_tx_1h, merchant_tx_24h, merchant_tx_7d, merchant_amount_24h,
+  amount_vs_merchant_avg_7d;
+- card_age_days: "days since first seen", capped at CARD_AGE_CAP_DAYS, first seen counted from the
+  service's seed day minus LOOKBACK_DAYS, exactly as an offline call whose window starts on the seed
+  day. (An offline call starting on another day reads a different lookback; the two can then differ
+  for a card whose only activity before the last 30 days lies more than 60 days back. That is a
+  property of the offline definition, which the cap keeps rare.)
+- merchant_fraud_rate, merchant_matured_tx: a daily batch feature. The service computes the whole
+  table (every merchant, plus the all-merchant rate for merchants it has never seen) for a day from
+  the event logs the first time a request of that day arrives. Exact when that day's inputs (matured
+  decisions, disputes that arrived before the day) are in the event logs by then; a dispute logged
+  later is not picked up until the service restarts (offline would count it).
+
+Sums are added in a different order than Polars adds them: equal to about 1e-12 relative, not bit for bit.
+
+Limits, said plainly: the history lives in one process's memory (a 30-day card window, a 7-day
+merchant window, plus first-seen times), sized for the simulated world (a few thousand transactions a
+day). At 10M transactions a day the same windows belong in a keyed streaming store (sharded by card),
+not in one Python process. A request that arrives out of time order is inserted where it belongs, but
+requests scored before it did not see it (offline would have).
+"""
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from release.features import (CARD_AGE_CAP_DAYS, CATEGORIES, DEFAULT_MATURITY_DAYS, LOOKBACK_DAYS,
+                              RATE_PRIOR_TX, RATE_WINDOW_DAYS, _sql_list, connect)
+from release.io import list_partitions
+
+US = 1_000_000  # timestamps are integer microseconds since the epoch, as in the event logs
+HOUR, DAY = 3600 * US, 86400 * US
+CARD_KEEP, MERCHANT_KEEP = 30 * DAY, 7 * DAY  # the longest window of each
+PRUNE_EVERY = 50_000  # forget what no window can see any more, every this many transactions
+_CATEGORY_CODE = {c: float(i) for i, c in enumerate(CATEGORIES)}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def epoch_us(ts: dt.datetime | pd.Timestamp) -> int:
+    """Integer microseconds since the epoch of a timezone-aware time (exact, no float rounding)."""
+    if isinstance(ts, pd.Timestamp):
+        return int(ts.tz_convert("UTC").value // 1000)
+    if ts.tzinfo is None:
+        raise ValueError(f"A transaction time needs a timezone (e.g. 2026-03-01T10:00:00Z). Got {ts.isoformat()}.")
+    return (ts - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+@dataclass
+class _History:
+    """One card's or merchant's transactions, in time order."""
+
+    ts: list[int] = field(default_factory=list)
+    amount: list[float] = field(default_factory=list)
+    merchant: list[str] = field(default_factory=list)  # cards only
+    first_seen: int | None = None
+
+    def add(self, ts: int, amount: float, merchant: str | None) -> None:
+        if not self.ts or ts >= self.ts[-1]:
+            i = len(self.ts)
+        else:  # out of time order: goes where it belongs
+            i = bisect.bisect_right(self.ts, ts)
+        self.ts.insert(i, ts)
+        self.amount.insert(i, amount)
+        if merchant is not None:
+            self.merchant.insert(i, merchant)
+        self.first_seen = ts if self.first_seen is None else min(self.first_seen, ts)
+
+    def prune(self, before: int) -> None:
+        """Forget transactions older than ``before`` (first_seen stays)."""
+        k = bisect.bisect_left(self.ts, before)
+        if k:
+            del self.ts[:k], self.amount[:k]
+            if self.merchant:
+                del self.merchant[:k]
+
+
+@dataclass
+class RatePrep:
+    """Most of a day's merchant fraud-rate table, computed ahead: the allowed transactions of the
+    denominator window (final long before the day) and the disputes that arrived up to two days
+    before it. ``finish_rates`` adds the disputes of the day before, which are final only once it ends."""
+
+    day: dt.date
+    window: pd.DataFrame  # tx_id, merchant_id: the allowed transactions of [day - m - w, day - m - 1]
+    allowed: pd.Series  # per merchant
+    frauds: pd.Series  # per merchant: disputes of window transactions that arrived by day - 2
+
+
+def prepare_rates(events: Path, day: dt.date, maturity_days: int = DEFAULT_MATURITY_DAYS) -> RatePrep:
+    """The heavy part of ``merchant_fraud_rates`` (reads ~RATE_WINDOW_DAYS days of logs); safe to run a
+    day ahead, in the background."""
+    events = Path(events)
+    m, w = int(maturity_days), RATE_WINDOW_DAYS
+    lo, hi = day - dt.timedelta(days=m + w), day - dt.timedelta(days=m + 1)  # the window, both ends included
+    tx = list_partitions(events / "transactions", lo, hi + dt.timedelta(days=1))
+    dec = list_partitions(events / "decisions", lo, hi + dt.timedelta(days=1))
+    dis = list_partitions(events / "disputes", lo, day - dt.timedelta(days=1))  # arrived by day - 2
+    con = connect(threads=1)
+    try:
+        window = pd.DataFrame({"tx_id": pd.Series(dtype="int64"), "merchant_id": pd.Series(dtype=object)})
+        if tx and dec:
+            window = con.execute(f"""
+                SELECT t.tx_id, t.merchant_id FROM read_parquet({_sql_list(tx)}) t
+                JOIN read_parquet({_sql_list(dec)}) d USING (tx_id)
+                WHERE d.action = 'allow' AND CAST(t.ts AS DATE) BETWEEN DATE '{lo}' AND DATE '{hi}'""").df()
+        disputes = con.execute(f"SELECT tx_id FROM read_parquet({_sql_list(dis)}) WHERE CAST(dispute_ts AS DATE) <= "
+                               f"DATE '{day - dt.timedelta(days=2)}'").df() if dis else pd.DataFrame({"tx_id": []})
+    finally:
+        con.close()
+    return RatePrep(day=day, window=window, allowed=window["merchant_id"].value_counts(),
+                    frauds=_frauds(window, disputes))
+
+
+def _frauds(window: pd.DataFrame, disputes: pd.DataFrame) -> pd.Series:
+    """Disputes per merchant (each dispute row counts, as the offline join counts them)."""
+    hit = disputes[["tx_id"]].astype({"tx_id": "int64"}).merge(window, on="tx_id")
+    return hit["merchant_id"].value_counts()
+
+
+def finish_rates(events: Path, prep: RatePrep) -> tuple[dict, float | None]:
+    """The day's table from its preparation plus the disputes that arrived the day before (one partition)."""
+    day = prep.day
+    files = list_partitions(Path(events) / "disputes", day - dt.timedelta(days=1), day)
+    frauds = prep.frauds
+    if files:  # one small partition: read directly (a DuckDB connection alone costs ~15 ms)
+        import pyarrow.parquet as pq
+
+        last = pd.concat([pq.read_table(f, columns=["tx_id", "dispute_ts"]).to_pandas() for f in files])
+        arrived = pd.to_datetime(last["dispute_ts"], utc=True).dt.date == day - dt.timedelta(days=1)
+        frauds = frauds.add(_frauds(prep.window, last[arrived]), fill_value=0)
+    g_allowed, g_frauds = int(prep.allowed.sum()), int(frauds.sum())
+    if g_allowed <= 0:
+        return {}, None
+    prior = RATE_PRIOR_TX * g_frauds / g_allowed
+    f = frauds.reindex(prep.allowed.index, fill_value=0)
+    rates = {mid: ((int(k) + prior) / (int(a) + RATE_PRIOR_TX), int(a))
+             for mid, a, k in zip(prep.allowed.index, prep.allowed.to_numpy(), f.to_numpy())}
+    return rates, (0 + prior) / (0 + RATE_PRIOR_TX)
+
+
+def merchant_fraud_rates(events: Path, day: dt.date,
+                         maturity_days: int = DEFAULT_MATURITY_DAYS) -> tuple[dict, float | None]:
+    """Every merchant's (merchant_fraud_rate, merchant_matured_tx) on ``day``, and the all-merchant rate
+    (what a merchant with no matured transactions gets). The same definition as the ``rate`` relation of
+    ``release.features.feature_query`` (tested equal): allowed transactions of the days
+    [day - maturity - RATE_WINDOW_DAYS, day - maturity - 1], each dispute counted from the day after it
+    arrived, shrunk toward the all-merchant rate with RATE_PRIOR_TX transactions of prior weight."""
+    return finish_rates(events, prepare_rates(events, day, maturity_days))
+
+
+class OnlineFeatures:
+    """Per-card and per-merchant history in memory; ``features_and_add`` gives one transaction's
+    point-in-time features and then remembers it. Thread-safe."""
+
+    def __init__(self, events: Path, seed_day: dt.date, maturity_days: int = DEFAULT_MATURITY_DAYS,
+                 prepare_ahead: bool = True):
+        self.events = Path(events)
+        self.prepare_ahead = prepare_ahead
+        self._rate_lock = threading.Lock()
+        self._prepared: dict[dt.date, RatePrep] = {}
+        self._preparing: dict[dt.date, threading.Thread] = {}
+        self.seed_day = seed_day
+        self.maturity_days = int(maturity_days)
+        self._cards: dict[str, _History] = {}
+        self._merchants: dict[str, _History] = {}
+        self._rates: OrderedDict[dt.date, tuple[dict, float | None]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._newest = 0
+        self._since_prune = 0
+        self.seeded_rows = self._seed()
+
+    # ---- history ------------------------------------------------------------------------------------
+
+    def _seed(self) -> int:
+        files = list_partitions(self.events / "transactions", self.seed_day - dt.timedelta(days=LOOKBACK_DAYS),
+                                self.seed_day)
+        if not files:
+            return 0
+        con = connect(threads=2)
+        try:
+            df = con.execute(f"SELECT ts, card_id, merchant_id, amount FROM read_parquet({_sql_list(files)}) "
+                             "ORDER BY ts").df()
+        finally:
+            con.close()
+        self.add_many(df)
+        return len(df)
+
+    def add_many(self, df: pd.DataFrame) -> None:
+        """Remember many transactions (ts, card_id, merchant_id, amount), e.g. the decision log of a
+        restarted service. Rows are taken in time order."""
+        if df.empty:
+            return
+        df = df.sort_values("ts", kind="stable")
+        ts = pd.to_datetime(df["ts"], utc=True).astype("datetime64[us, UTC]").astype("int64").to_numpy()
+        cards = df["card_id"].astype(str).to_numpy()
+        merchants = df["merchant_id"].astype(str).to_numpy()
+        amounts = df["amount"].astype(float).to_numpy()
+        with self._lock:
+            for t, c, mid, a in zip(ts.tolist(), cards.tolist(), merchants.tolist(), amounts.tolist()):
+                self._add(t, c, mid, a)
+            self._prune_all()
+
+    def _add(self, ts: int, card: str, merchant: str, amount: float) -> None:
+        h = self._cards.get(card)
+        if h is None:
+            h = self._cards[card] = _History()
+        h.add(ts, amount, merchant)
+        m = self._merchants.get(merchant)
+        if m is None:
+            m = self._merchants[merchant] = _History()
+        m.add(ts, amount, None)
+        if ts > self._newest:
+            self._newest = ts
+
+    def _prune_all(self) -> None:
+        self._since_prune = 0
+        for h in self._cards.values():
+            h.prune(self._newest - CARD_KEEP - DAY)
+        for h in self._merchants.values():
+            h.prune(self._newest - MERCHANT_KEEP - DAY)
+
+    @property
+    def cards(self) -> int:
+        return len(self._cards)
+
+    def knows_merchant(self, merchant_id: str) -> bool:
+        return merchant_id in self._merchants
+
+    # ---- the daily merchant fraud rate --------------------------------------------------------------
+
+    def rate_table(self, day: dt.date) -> tuple[dict, float | None]:
+        """The merchant fraud rates of ``day``, computed once per day from the event logs. Most of the
+        next day's table is prepared in a background thread as soon as this one is done, so the first
+        request of a day waits only for the last day's disputes (one partition), not for ~90 days of logs."""
+        got = self._rates.get(day)
+        if got is not None:
+            return got
+        with self._rate_lock:
+            got = self._rates.get(day)
+            if got is not None:
+                return got
+            worker = self._preparing.pop(day, None)
+            if worker is not None:
+                worker.join()
+            prep = self._prepared.pop(day, None) or prepare_rates(self.events, day, self.maturity_days)
+            got = finish_rates(self.events, prep)
+            self._rates[day] = got
+            while len(self._rates) > 3:
+                self._rates.popitem(last=False)
+            nxt = day + dt.timedelta(days=1)
+            if self.prepare_ahead and nxt not in self._rates and nxt not in self._preparing:
+                # not a daemon: interpreter exit waits for it (a DuckDB query killed mid-way aborts the process)
+                t = threading.Thread(target=self._prepare, args=(nxt,), name=f"rates-{nxt}")
+                self._preparing[nxt] = t
+                t.start()
+        return got
+
+    def close(self) -> None:
+        """Wait for a background preparation to finish."""
+        for t in list(self._preparing.values()):
+            t.join()
+
+    def _prepare(self, day: dt.date) -> None:
+        try:
+            self._prepared[day] = prepare_rates(self.events, day, self.maturity_days)
+        except Exception:  # noqa: BLE001 - the day's first request then computes it in full
+            import logging
+
+            logging.getLogger(__name__).exception("preparing the merchant fraud rates of %s failed", day)
+
+    # ---- one transaction ----------------------------------------------------------------------------
+
+    def features_and_add(self, ts: int, card_id: str, card_country: str, merchant_id: str, merchant_country: str,
+                         merchant_category: str, amount: float) -> dict[str, float]:
+        """The transaction's features from what was known strictly before ``ts``; then remember it."""
+        day = dt.date(1970, 1, 1) + dt.timedelta(microseconds=ts)
+        rates, global_rate = self.rate_table(day)  # outside the lock: once a day it reads the logs
+        with self._lock:
+            f = self._features(ts, card_id, merchant_id, amount)
+            self._add(ts, card_id, merchant_id, amount)
+            self._since_prune += 1
+            if self._since_prune >= PRUNE_EVERY:
+                self._prune_all()
+        rate, matured = rates.get(merchant_id, (global_rate, 0))
+        secs = ts // US
+        f.update(
+            amount=amount, log_amount=math.log1p(amount), cross_border=float(card_country != merchant_country),
+            hour=float((secs % 86400) // 3600), category_code=_CATEGORY_CODE.get(merchant_category, math.nan),
+            merchant_fraud_rate=math.nan if rate is None else rate, merchant_matured_tx=float(matured),
+        )
+        return f
+
+    def _features(self, ts: int, card_id: str, merchant_id: str, amount: float) -> dict[str, float]:
+        out: dict[str, float] = {}
+        c = self._cards.get(card_id)
+        if c is None:
+            c = _History()
+        hi = bisect.bisect_left(c.ts, ts)  # strictly before ts
+        lo1h, lo24h = bisect.bisect_left(c.ts, ts - HOUR), bisect.bisect_left(c.ts, ts - DAY)
+        lo7d, lo30d = bisect.bisect_left(c.ts, ts - 7 * DAY), bisect.bisect_left(c.ts, ts - 30 * DAY)
+        a24, a7, a30 = c.amount[lo24h:hi], c.amount[lo7d:hi], c.amount[lo30d:hi]
+        out["card_tx_1h"] = float(hi - lo1h)
+        out["card_tx_24h"] = float(len(a24))
+        out["card_amount_24h"] = float(sum(a24))
+        out["card_tx_7d"] = float(len(a7))
+        out["card_amount_7d"] = float(sum(a7))
+        out["card_tx_30d"] = float(len(a30))
+        avg30 = sum(a30) / len(a30) if a30 else amount
+        max30 = max(a30) if a30 else amount
+        out["amount_vs_card_avg_30d"] = amount / (avg30 + 1)
+        out["amount_vs_card_max_30d"] = amount / (max30 + 1)
+        first = ts if c.first_seen is None else min(c.first_seen, ts)
+        out["card_age_days"] = min((ts // US - first // US) / 86400.0, float(CARD_AGE_CAP_DAYS))
+        out["card_merchants_24h"] = float(len(set(c.merchant[lo24h:hi])))
+        m = self._merchants.get(merchant_id)
+        if m is None:
+            m = _History()
+        hi = bisect.bisect_left(m.ts, ts)
+        lo1h, lo24h, lo7d = (bisect.bisect_left(m.ts, ts - HOUR), bisect.bisect_left(m.ts, ts - DAY),
+                             bisect.bisect_left(m.ts, ts - 7 * DAY))
+        m24, m7 = m.amount[lo24h:hi], m.amount[lo7d:hi]
+        out["merchant_tx_1h"] = float(hi - lo1h)
+        out["merchant_tx_24h"] = float(len(m24))
+        out["merchant_tx_7d"] = float(len(m7))
+        out["merchant_amount_24h"] = float(sum(m24))
+        avg7 = sum(m7) / len(m7) if m7 else amount
+        out["amount_vs_merchant_avg_7d"] = amount / (avg7 + 1)
+        return out
+
+
+def feature_vector(f: dict[str, float], names: list[str]) -> np.ndarray:
+    """One row in a model's feature order, as LightGBM wants it (float64, NaN for unknown)."""
+    return np.array([[f[n] for n in names]], dtype=np.float64)
+

@@ -1,0 +1,141 @@
+"""Online features (one transaction at a time, from in-memory history) against the offline batch
+definition (release.features.compute_features) on the same replayed days."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from release.features import FEATURE_COLUMNS, compute_features
+from release.io import write_partition
+from release.online_features import (OnlineFeatures, epoch_us, finish_rates, merchant_fraud_rates,
+                                     prepare_rates)
+
+
+def replay_online(events, seed_day, end, maturity_days) -> pd.DataFrame:
+    """Every transaction of [seed_day, end) through OnlineFeatures, in time order, as the service sees them."""
+    online = OnlineFeatures(events, seed_day, maturity_days=maturity_days)
+    files = sorted((events / "transactions").glob("day=*/*.parquet"))
+    tx = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    tx = tx[(tx["ts"] >= pd.Timestamp(seed_day, tz="UTC")) & (tx["ts"] < pd.Timestamp(end, tz="UTC"))]
+    rows = []
+    for r in tx.sort_values(["ts", "tx_id"]).itertuples():
+        f = online.features_and_add(epoch_us(r.ts), str(r.card_id), r.card_country, r.merchant_id,
+                                    r.merchant_country, r.merchant_category, r.amount)
+        rows.append({"tx_id": r.tx_id, **f})
+    return pd.DataFrame(rows).set_index("tx_id")
+
+
+def test_every_offline_feature_is_computed_online(tiny, tiny_events):
+    day = tiny.cfg.start + dt.timedelta(days=tiny.cfg.days - 1)
+    f = OnlineFeatures(tiny_events, day, tiny.maturity_days).features_and_add(
+        epoch_us(pd.Timestamp(day, tz="UTC")), "1", "US", "M000001", "US", "grocery", 10.0)
+    assert sorted(f) == sorted(FEATURE_COLUMNS)
+
+
+def test_online_features_equal_offline_on_replayed_days(tiny, tiny_events):
+    """Two replayed days (so the merchant fraud rate rolls over at midnight), every feature, every row."""
+    seed = tiny.cfg.start + dt.timedelta(days=tiny.cfg.days - 2)
+    end = seed + dt.timedelta(days=2)
+    offline = compute_features(tiny_events, seed, end, maturity_days=tiny.maturity_days).set_index("tx_id")
+    online = replay_online(tiny_events, seed, end, tiny.maturity_days)
+    assert len(online) == len(offline) > 500
+    online = online.loc[offline.index]
+    for c in FEATURE_COLUMNS:
+        np.testing.assert_allclose(online[c].astype(float), offline[c].astype(float), rtol=1e-9, atol=1e-12,
+                                   err_msg=f"feature {c} differs online")
+    # the windows have something in them: a parity of zeros would prove nothing
+    assert (offline["card_tx_24h"] > 0).mean() > 0.1 and (offline["merchant_tx_1h"] > 0).mean() > 0.5
+    assert offline["merchant_fraud_rate"].notna().all() and (offline["merchant_matured_tx"] > 0).all()
+
+
+def test_merchant_fraud_rates_equal_the_offline_rate_relation(tiny, tiny_events):
+    day = tiny.cfg.start + dt.timedelta(days=tiny.cfg.days - 1)
+    offline = compute_features(tiny_events, day, day + dt.timedelta(days=1), maturity_days=tiny.maturity_days)
+    rates, global_rate = merchant_fraud_rates(tiny_events, day, tiny.maturity_days)
+    per = offline.groupby("merchant_id")[["merchant_fraud_rate", "merchant_matured_tx"]].first()
+    for mid, row in per.iterrows():
+        rate, matured = rates.get(mid, (global_rate, 0))
+        assert rate == pytest.approx(row["merchant_fraud_rate"], rel=1e-12) and matured == row["merchant_matured_tx"]
+    assert 0 < global_rate < 0.1
+
+
+def test_a_rate_table_prepared_a_day_ahead_counts_the_disputes_that_arrive_after(tiny, tiny_events, tmp_path):
+    """The service prepares tomorrow's table while today's disputes are still arriving; finishing it at
+    midnight must count them, exactly as offline does."""
+    import shutil
+
+    events = tmp_path / "events"
+    shutil.copytree(tiny_events, events)
+    day = tiny.cfg.start + dt.timedelta(days=tiny.cfg.days - 1)
+    yesterday = events / "disputes" / f"day={day - dt.timedelta(days=1)}"
+    assert yesterday.exists()
+    shutil.move(yesterday, tmp_path / "later")  # not yet arrived when the table is prepared
+    prep = prepare_rates(events, day, tiny.maturity_days)
+    shutil.move(tmp_path / "later", yesterday)  # ... but by the time the day begins
+    rates, global_rate = finish_rates(events, prep)
+    assert (rates, global_rate) == merchant_fraud_rates(events, day, tiny.maturity_days)
+    offline = compute_features(events, day, day + dt.timedelta(days=1), maturity_days=tiny.maturity_days)
+    for mid, rate in offline.groupby("merchant_id")["merchant_fraud_rate"].first().items():
+        assert rates.get(mid, (global_rate, 0))[0] == pytest.approx(rate, rel=1e-12)
+    # the test means something only if yesterday's disputes hit the rate's window
+    late = pd.read_parquet(yesterday)
+    assert late["tx_id"].isin(prep.window["tx_id"]).sum() > 0
+
+
+D = dt.date(2026, 3, 10)
+
+
+def at(hh, mm=0, day=D):
+    return epoch_us(pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=hh, minutes=mm))
+
+
+@pytest.fixture
+def empty_events(tmp_path):
+    events = tmp_path / "events"
+    # one old transaction so the logs exist; nothing within any window of day D
+    write_partition(events / "transactions", D - dt.timedelta(days=50), pd.DataFrame({
+        "tx_id": [1], "ts": [pd.Timestamp(D - dt.timedelta(days=50), tz="UTC")], "card_id": [9],
+        "card_country": ["US"], "merchant_id": ["MZ"], "merchant_country": ["US"], "merchant_category": ["fuel"],
+        "amount": [5.0]}))
+    return events
+
+
+def test_same_instant_is_not_known_and_windows_are_closed_on_the_left(empty_events):
+    o = OnlineFeatures(empty_events, D)
+    args = ("US", "MA", "US", "grocery")
+    first = o.features_and_add(at(10), "1", args[0], args[1], args[2], args[3], 10.0)
+    same = o.features_and_add(at(10), "1", *args, 20.0)
+    later = o.features_and_add(at(11), "1", *args, 30.0)  # exactly one hour after 10:00: inside [t - 1h, t)
+    assert first["card_tx_1h"] == same["card_tx_1h"] == 0
+    assert later["card_tx_1h"] == 2 and later["card_amount_24h"] == 30.0
+    assert later["amount_vs_card_avg_30d"] == pytest.approx(30 / 16) and later["card_merchants_24h"] == 1
+
+
+def test_an_out_of_order_transaction_lands_where_it_belongs(empty_events):
+    o = OnlineFeatures(empty_events, D)
+    args = ("US", "MA", "US", "grocery")
+    o.features_and_add(at(12), "1", *args, 10.0)
+    o.features_and_add(at(9), "1", *args, 99.0)  # arrives late
+    f = o.features_and_add(at(9, 30), "1", *args, 5.0)
+    assert f["card_tx_1h"] == 1 and f["card_amount_24h"] == 99.0  # sees 9:00, not 12:00
+
+
+def test_unknown_card_merchant_and_category(empty_events):
+    o = OnlineFeatures(empty_events, D)
+    assert not o.knows_merchant("NEW")
+    f = o.features_and_add(at(8), "77", "US", "NEW", "GB", "space_tourism", 50.0)
+    assert f["card_tx_30d"] == 0 and f["merchant_tx_7d"] == 0 and f["card_age_days"] == 0
+    assert math.isnan(f["category_code"]) and f["cross_border"] == 1.0 and f["hour"] == 8.0
+    assert f["amount_vs_card_avg_30d"] == pytest.approx(50 / 51)
+    # no matured labels anywhere before D: the rate is unknown (null), as offline
+    assert math.isnan(f["merchant_fraud_rate"]) and f["merchant_matured_tx"] == 0
+    assert o.knows_merchant("NEW")
+
+
+def test_a_transaction_time_needs_a_timezone():
+    with pytest.raises(ValueError, match="needs a timezone"):
+        epoch_us(dt.datetime(2026, 3, 10, 10, 0))
