@@ -183,7 +183,8 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
         for j, col in enumerate(shared_pos):
             point[:, col] += np.bincount(q_s, weights=kinds[q_kind, j] * q_k, minlength=n_s)
         plans.append({"slice_type": slice_type, "names": np.asarray(slice_names).astype(str), "v": v,
-                      "c_card": c_card, "bounds": np.searchsorted(c_slice, np.arange(n_s + 1)), "q_s": q_s,
+                      "c_card": c_card, "identity": bool(len(c_card) == n_cards and (c_card == np.arange(n_cards)).all()),
+                      "bounds": np.searchsorted(c_slice, np.arange(n_s + 1)), "q_s": q_s,
                       "q_k": q_k, "point": point,
                       "q_mats": [(col, sparse.csr_matrix((kinds[q_kind, j].astype(np.float32),
                                                           (np.arange(len(q_k)), q_s)), shape=(len(q_k), n_s)))
@@ -196,7 +197,8 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
         # gathering each cluster's card is a contiguous row copy
         weights = poisson1(rng, (n_cards, b1 - b0))
         for plan in plans:
-            wg = weights[plan["c_card"]]  # each cluster's card weights, clusters x replicates
+            # each cluster's card weights, clusters x replicates (no copy when clusters are the cards)
+            wg = weights if plan["identity"] else weights[plan["c_card"]]
             bounds, v, reps = plan["bounds"], plan["v"], plan["reps"]
             for i in np.flatnonzero(np.diff(bounds)):
                 reps[b0:b1, i, :] = wg[bounds[i]:bounds[i + 1]].T @ v[bounds[i]:bounds[i + 1]]
