@@ -59,6 +59,18 @@ def default_folder() -> Path:
     return paths().home / "decision_log"
 
 
+def _durable_write(table: pa.Table, target: Path) -> None:
+    """Write ``table`` to ``target`` so that it survives a crash: a hidden temp file, fsync, rename,
+    then fsync the folder so the rename itself is on disk."""
+    tmp = target.parent / f".tmp-{target.name}"
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -134,13 +146,7 @@ class DecisionLog:
         self._seq += 1
         stamp = int(pd.Timestamp(first).value // 1000)
         target = folder / f"part-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
-        tmp = folder / f".tmp-{target.name}"
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(folder)
+        _durable_write(table, target)
         self.files += 1
 
     # ---- the background writer ----------------------------------------------------------------------
@@ -192,13 +198,7 @@ class DecisionLog:
                 self._seq += 1
                 first = int(pd.Timestamp(table.column("served_at")[0].as_py()).value // 1000)
                 target = day / f"part-{first}-{os.getpid()}-c{self._seq:06d}.parquet"
-                tmp = day / f".tmp-{target.name}"
-                with open(tmp, "wb") as f:
-                    pq.write_table(table, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)
-                _fsync_dir(day)
+                _durable_write(table, target)
                 for p in old:
                     p.unlink()
                 _fsync_dir(day)
