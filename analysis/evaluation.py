@@ -59,6 +59,7 @@ class Evaluation:
     candidate_threshold: float
     suggestions: pd.DataFrame
     metrics: pd.DataFrame | None = None
+    ranking_diff: dict | None = None  # metric -> candidate-minus-incumbent diff, lo, hi (all traffic, IPW)
 
     def save(self, folder: Path) -> None:
         atomic_write_parquet(self.slices, Path(folder) / "slices.parquet")
@@ -66,6 +67,7 @@ class Evaluation:
         if self.metrics is not None:
             atomic_write_parquet(self.metrics, Path(folder) / "metrics.parquet")
         atomic_write_text(json.dumps({"overall": self.overall, "recall_diff": self.recall_diff,
+                                      "ranking_diff": self.ranking_diff,
                                       "operating_fpr": self.operating_fpr,
                                       "candidate_threshold": self.candidate_threshold}, indent=2, default=float),
                           Path(folder) / "evaluation.json")
@@ -78,7 +80,7 @@ class Evaluation:
                    overall=meta["overall"], slices=pd.read_parquet(Path(folder) / "slices.parquet"),
                    suggestions=pd.read_parquet(Path(folder) / "suggestions.parquet"),
                    recall_diff=meta["recall_diff"], operating_fpr=meta["operating_fpr"],
-                   candidate_threshold=meta["candidate_threshold"])
+                   candidate_threshold=meta["candidate_threshold"], ranking_diff=meta.get("ranking_diff"))
 
 
 def all_slices(p: pd.DataFrame, slice_names: list[str]) -> pd.DataFrame:
@@ -121,9 +123,16 @@ def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default
     metrics = slice_intervals(
         scored["label"].astype(float), scored["weight"].astype(float), scored["amount"],
         {"incumbent": p["incumbent_action"], "candidate": p["candidate_action"], "suggested": sug_p["candidate_action"]},
-        keys, scored["card_id"], baseline="incumbent", n_boot=n_boot, seed=seed, max_weight=max_weight)
-    d = metrics[(metrics.slice_type == "all") & (metrics.metric == "recall") & (metrics.estimator == "ipw")
-                & (metrics.model == "candidate-incumbent")].iloc[0]
-    recall_diff = {"diff": float(d.estimate), "lo": float(d.lo), "hi": float(d.hi), "n_boot": n_boot}
+        keys, scored["card_id"], baseline="incumbent", n_boot=n_boot, seed=seed, max_weight=max_weight,
+        scores={"incumbent": scored["incumbent_score"].to_numpy(), "candidate": scored["candidate_score"].to_numpy()})
+
+    def gain(metric: str) -> dict:
+        d = metrics[(metrics.slice_type == "all") & (metrics.metric == metric) & (metrics.estimator == "ipw")
+                    & (metrics.model == "candidate-incumbent")].iloc[0]
+        return {"diff": float(d.estimate), "lo": float(d.lo), "hi": float(d.hi), "n_boot": n_boot}
+
+    recall_diff = gain("recall")
+    # ROC-AUC and PR-AUC: the bootstrapped difference on binned scores (the exact point estimates are in overall)
+    ranking_diff = {m: {k: (v if np.isfinite(v) else None) for k, v in gain(m).items()} for m in ("roc_auc", "pr_auc")}
     return Evaluation(overall=overall, slices=slices, recall_diff=recall_diff, operating_fpr=op_fpr,
-                      candidate_threshold=cand_t, suggestions=suggestions, metrics=metrics)
+                      candidate_threshold=cand_t, suggestions=suggestions, metrics=metrics, ranking_diff=ranking_diff)

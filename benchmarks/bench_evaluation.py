@@ -43,13 +43,17 @@ def scored_world(n: int, merchants: int, countries: int, seed: int = 1) -> dict[
     label[rng.random(n) < 0.01] = np.nan
     weight = np.where(rng.random(n) < 0.005, 200.0, 1.0)
     truth = np.nan_to_num(label)
-    inc = (rng.random(n) + 0.6 * truth) > 0.985
-    cand = (rng.random(n) + 0.75 * truth) > 0.985
+    # scores: a shared risk signal plus each model's own noise; frauds score higher, the candidate more so
+    base = rng.normal(size=n).astype(np.float32)
+    inc_score = 1 / (1 + np.exp(-(-5.0 + 1.2 * base + 0.8 * rng.normal(size=n) + 3.2 * truth)))
+    cand_score = 1 / (1 + np.exp(-(-5.0 + 1.2 * base + 0.7 * rng.normal(size=n) + 3.8 * truth)))
+    inc, cand = inc_score > np.quantile(inc_score, 0.985), cand_score > np.quantile(cand_score, 0.985)
     amount = rng.gamma(2.0, 40.0, n)
     size_rank = np.argsort(np.argsort(-vol))
     return {
         "label": label, "weight": weight, "amount": amount, "card": card, "incumbent": inc.astype(np.float32),
-        "candidate": cand.astype(np.float32), "merchant": merchant, "country": (merchant % countries).astype(np.int16),
+        "candidate": cand.astype(np.float32), "incumbent_score": inc_score, "candidate_score": cand_score,
+        "merchant": merchant, "country": (merchant % countries).astype(np.int16),
         "category": (merchant % 8).astype(np.int8),
         "merchant_size": np.where(size_rank[merchant] < 50, 0, np.where(size_rank[merchant] < 500, 1, 2)).astype(np.int8),
         "amount_band": np.searchsorted([20.0, 100.0, 500.0], amount).astype(np.int8),
@@ -131,7 +135,8 @@ def main() -> int:
     base_rss = peak_gb()
     t0 = time.perf_counter()
     res = slice_intervals(w["label"], w["weight"], w["amount"], {"incumbent": w["incumbent"], "candidate": w["candidate"]},
-                          keys, w["card"], baseline="incumbent", n_boot=args.n_boot)
+                          keys, w["card"], baseline="incumbent", n_boot=args.n_boot,
+                          scores={"incumbent": w["incumbent_score"], "candidate": w["candidate_score"]})
     t_fast = time.perf_counter() - t0
     rss = peak_gb()
     slices = res.groupby("slice_type")["slice"].nunique()
