@@ -1,21 +1,26 @@
 """Slice metrics with confidence intervals: a paired Poisson bootstrap resampled by card, on aggregated counts.
 
-Every metric here is a sum or a ratio of sums of per-row counts (transactions, actions, weighted frauds
-caught, weighted legitimate transactions declined, money), so a bootstrap replicate never needs the rows:
-only per-cluster count vectors. For each slice type:
+Every threshold metric here is a sum or a ratio of sums of per-row counts (transactions, actions, weighted
+frauds caught, weighted legitimate transactions declined, money), so a bootstrap replicate never needs the
+rows: only per-cluster count vectors. For each slice type:
 
-- *Active* rows are the ones any model acts on, or matured frauds. A card with an active row is an active
-  card. Its rows in a slice form one cluster (card and slice), and every cluster of a card gets the same
-  Poisson(1) weight in a replicate: fraud clusters on cards, and the candidate and the incumbent are
-  compared on the same resampled cards (a paired bootstrap).
-- The other cards carry no action and no fraud: they add only to denominators (transactions, legitimate
-  transactions). Their rows are grouped by identical count vector within a slice, and a group of k rows
-  gets a Poisson(k) weight (the sum of k independent Poisson(1) weights, exactly). This treats those rows
-  as independent rather than clustered by card: clustering moves a denominator of N rows by O(1/N)
-  relative, which no interval here can see (the coverage test checks the intervals end to end).
+- *Active* rows are the ones any model acts on, or matured frauds. A card's active rows in a slice form
+  one cluster (card and slice), and a cluster gets one Poisson(1) weight per replicate, shared by all its
+  count columns and so by every model: fraud clusters on cards, and the candidate and the incumbent are
+  compared on the same resampled cards (a paired bootstrap). Each reported interval is about one slice,
+  so clusters of different slices draw from one pool of weights without a per-card gather.
+- The other rows carry no action and no fraud: they add only to denominators (transactions, legitimate
+  transactions). They are grouped by identical count vector within a slice, and a group of k rows gets a
+  Poisson(k) weight (the sum of k independent Poisson(1) weights, exactly). This treats those rows as
+  independent rather than clustered by card: clustering moves a denominator of N rows by O(1/N)
+  relative, which no interval here can see (the coverage tests check the intervals end to end).
 
-Replicate sums are dense matrix products per slice (BLAS), with Poisson(1) weights drawn by a 16-bit
-table lookup (mean 1, variance 1 - 3e-5). Memory is bounded by processing replicates in chunks.
+Ranking metrics (ROC-AUC, PR-AUC) are computed on binned scores from per-slice histograms of the
+legitimate rows and enter the same bootstrap as cluster columns (see ``_Ranking``).
+
+Replicate sums are dense matrix products per slice (BLAS; small ones on one thread, where OpenBLAS's
+thread start-up would cost more than the product), with Poisson(1) weights drawn by a 16-bit table
+lookup (mean 1, variance 1 - 3e-5). Memory is bounded by processing replicates in chunks.
 
 Estimators: *ipw* weights each labelled row by its inverse propensity (exploration rows stand in for the
 transactions the policy of the day blocked and so never labelled), with weights clipped at ``max_weight``;
@@ -27,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 from scipy.stats import poisson
+from threadpoolctl import ThreadpoolController
 
 SHARED = ["transactions", "labelled", "frauds_ipw", "legit_ipw", "frauds_plain", "legit_plain"]
 PER_MODEL = ["actions", "tp_ipw", "fp_ipw", "tp_plain", "fp_plain", "blocked_fraud_amount_ipw",
@@ -46,7 +52,9 @@ METRICS = {
     ("false_decline_amount", "plain"): ("false_decline_amount_plain", None),
 }
 _TABLE_BITS = 16
-N_BINS = 2048  # score bins for the ranking metrics
+BIG_SLICE = 2000  # clusters: a slice this big gets its matrix product on every BLAS thread
+RANKING_CELLS = 1 << 23  # score bins for the ranking metrics: (slices of the largest type) x bins at most this,
+MIN_BINS, MAX_BINS = 2048, 1 << 16  # within these
 
 
 def _poisson1_table() -> np.ndarray:
@@ -55,6 +63,7 @@ def _poisson1_table() -> np.ndarray:
 
 
 _POISSON1 = _poisson1_table()
+_BLAS = ThreadpoolController()
 
 
 def poisson1(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -96,46 +105,44 @@ def _metric(sums: dict[str, np.ndarray], model: str, num: str, den: str | None) 
 def _quantiles(rep: np.ndarray, qs: tuple[float, float], min_finite: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``rep`` (slices x replicates), the quantiles of its finite values with linear
     interpolation (numpy's default); NaN where fewer than ``min_finite`` replicates were defined (a
-    ratio whose denominator was resampled to zero). Slices defined in every replicate are partitioned
-    (linear time), the others sorted."""
-    b = rep.shape[1]
-    r = np.ascontiguousarray(rep)  # one slice per row: partitioning runs along contiguous memory
-    finite = np.isfinite(r)
-    n = finite.sum(axis=1)
-    full = n == b
-    pos = {q: q * (b - 1) for q in qs}
-    kth = sorted({int(np.floor(p)) for p in pos.values()} | {min(int(np.floor(p)) + 1, b - 1) for p in pos.values()})
-    part = np.partition(r[full], kth, axis=1) if full.any() else None
-    rest = np.sort(np.where(finite[~full], r[~full], np.inf), axis=1) if (~full).any() else None
+    ratio whose denominator was resampled to zero). Rows are sorted (NaN sorts last; numpy's vectorised
+    float32 sort beats partitioning here)."""
+    r = np.sort(rep, axis=1)
+    n = np.isfinite(r).sum(axis=1)
+    m = np.maximum(n - 1, 0)
     out = []
     for q in qs:
-        v = np.full(r.shape[0], np.nan)
-        if part is not None:
-            i0 = int(np.floor(pos[q]))
-            i1 = min(i0 + 1, b - 1)
-            v[full] = part[:, i0] + (pos[q] - i0) * (part[:, i1] - part[:, i0])
-        if rest is not None:
-            m = np.maximum(n[~full] - 1, 0)
-            p_ = q * m
-            i0 = np.floor(p_).astype(np.int64)
-            i1 = np.minimum(i0 + 1, m)
-            v0 = np.take_along_axis(rest, i0[:, None], axis=1)[:, 0]
-            v1 = np.take_along_axis(rest, i1[:, None], axis=1)[:, 0]
-            with np.errstate(invalid="ignore"):
-                v[~full] = v0 + (p_ - i0) * (v1 - v0)
-        out.append(np.where(n >= min_finite, v, np.nan))
+        p_ = q * m
+        i0 = np.floor(p_).astype(np.int64)
+        i1 = np.minimum(i0 + 1, m)
+        v0 = np.take_along_axis(r, i0[:, None], axis=1)[:, 0].astype(np.float64)
+        v1 = np.take_along_axis(r, i1[:, None], axis=1)[:, 0].astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            out.append(np.where(n >= min_finite, v0 + (p_ - i0) * (v1 - v0), np.nan))
     return out[0], out[1]
 
 
-def score_bins(score: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+def ranking_bins(max_slices: int) -> int:
+    """As many score bins as the histograms of the slice type with the most slices can afford: 65,536 for
+    a few hundred slices, 2,048 for thousands. Ties within a bin count half in ROC-AUC and whole in
+    average precision (scikit-learn's treatment of tied scores), so more bins mean estimates closer to
+    the raw scores'."""
+    return int(max(MIN_BINS, min(MAX_BINS, 1 << int(np.log2(max(RANKING_CELLS // max(max_slices, 1), 1))))))
+
+
+def score_bins(score: np.ndarray, n_bins: int) -> np.ndarray:
     """Each score's bin on a grid uniform in the score's fourth root: fine where legitimate transactions
-    crowd near 0 and still under 0.004 wide near 1. Scores must be probabilities in [0, 1]."""
+    crowd near 0 and still under 0.004 wide near 1. Probabilities in [0, 1] are binned as they are; a
+    model whose scores leave [0, 1] (a margin, a shifted score) is binned on their logistic transform,
+    which keeps their order. Scores must be finite."""
     s = np.asarray(score, dtype=np.float64)
-    bad = ~np.isfinite(s) | (s < 0) | (s > 1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"Scores must be probabilities in [0, 1]: row {i} has {s[i]!r} "
-                         f"({int(bad.sum())} rows out of range).")
+    if not ((s >= 0) & (s <= 1)).all():  # NaN fails both
+        bad = ~np.isfinite(s)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"Scores must be finite numbers: row {i} has {float(s[i])!r} "
+                             f"({int(bad.sum())} rows are not finite).")
+        s = 1 / (1 + np.exp(-s))
     return np.minimum((np.sqrt(np.sqrt(s)) * n_bins).astype(np.int32), n_bins - 1)
 
 
@@ -145,71 +152,140 @@ def _function_of(fine: np.ndarray, n_fine: int, coarse: np.ndarray, n_coarse: in
     if n_coarse == 1:
         return np.zeros(n_fine, dtype=np.int64)
     m = np.zeros(n_fine, dtype=np.int64)
+    head = slice(0, 100_000)  # most types that are not a function of the fine one show it in a sample
+    m[fine[head]] = coarse[head]
+    if not np.array_equal(m[fine[head]], coarse[head]):
+        return None
     m[fine] = coarse
     return m if np.array_equal(m[fine], coarse) else None
 
 
+class _Slicing:
+    """Per-slice histograms for every slice type with as few passes over the rows as possible. The slice
+    type with the most slices (merchant) is counted directly; a type that is a function of it (country of
+    merchant, merchant size, all traffic) sums its histogram; the remaining types (amount band, card
+    segment) are counted once on their joint codes and summed from that."""
+
+    def __init__(self, codes: dict[str, tuple[np.ndarray, np.ndarray]], max_joint: int = 1 << 14):
+        self.codes = {t: (c, len(names)) for t, (c, names) in codes.items()}
+        self.fine = max(self.codes, key=lambda t: self.codes[t][1])
+        f_codes, n_f = self.codes[self.fine]
+        self.source = {}  # type -> (source "fine" or "joint", source code -> type code)
+        rest = []
+        for t, (c, n) in self.codes.items():
+            m = None if t == self.fine else _function_of(f_codes, n_f, c, n)
+            if m is not None:
+                self.source[t] = ("fine", m)
+            elif t != self.fine:
+                rest.append(t)
+        self.joint = None
+        if len(rest) > 1 and np.prod([self.codes[t][1] for t in rest], dtype=float) <= max_joint:
+            joint = np.zeros(len(f_codes), dtype=np.int64)
+            radix = []
+            for t in rest:
+                c, n = self.codes[t]
+                joint = joint * n + c
+                radix.append(n)
+            digits = np.indices(radix).reshape(len(rest), -1)  # joint code -> each member's code
+            self.joint = (joint, int(np.prod(radix)))
+            for i, t in enumerate(rest):
+                self.source[t] = ("joint", digits[i])
+
+    def histograms(self, count) -> dict:
+        """``count(codes, n_slices)`` -> an array with one row per slice, or a tuple of them; returns the
+        same for every slice type."""
+        base = {"fine": count(*self.codes[self.fine])}
+        if self.joint is not None:
+            base["joint"] = count(*self.joint)
+        out = {}
+        for t, (c, n) in self.codes.items():
+            if t == self.fine:
+                out[t] = base["fine"]
+            elif t in self.source:
+                src, m = self.source[t]
+                agg = sparse.csr_matrix((np.ones(len(m)), (m, np.arange(len(m)))), shape=(n, len(m)))
+                h = base[src]
+                out[t] = tuple(agg @ x for x in h) if isinstance(h, tuple) else agg @ h
+            else:
+                out[t] = count(c, n)
+        return out
+
+
 class _Ranking:
-    """ROC-AUC and PR-AUC (average precision) per slice on binned scores, as cluster columns for the
-    bootstrap. Replicates resample the fraud clusters (card and slice) and hold each slice's legitimate
-    score distribution at its full-sample value: in fraud, legitimate rows outnumber frauds by two orders
-    of magnitude, so their share of a ranking metric's variance is O(1/legit) against O(1/frauds) (the
-    coverage tests measure the intervals end to end).
+    """ROC-AUC and PR-AUC (average precision) per slice on binned scores (``score_bins``; ties within a
+    bin as scikit-learn treats tied scores), as cluster columns for the bootstrap. Clusters are (card,
+    slice) over the frauds and the legitimate rows a model acts on; the other legitimate rows are held at
+    their full-sample histogram. In fraud, legitimate rows outnumber frauds by two orders of magnitude,
+    so the rows held fixed carry an O(1/legit) share of the variance against O(1/frauds). a_i below is
+    a row's inverse-propensity weight (clipped; 1 for the plain estimator).
 
     - ROC-AUC is a ratio of sums over frauds, sum(a_i F_i) / sum(a_i), with F_i the (weighted) share of
-      the slice's legitimate rows scored below fraud i (ties count half), so a replicate is exact.
-    - Average precision, sum(a_i precision_i) / sum(a_i), depends on the other frauds through each
-      precision; a replicate is its first-order expansion in the cluster weights: AP + sum_c (w_c - 1) phi_c.
+      the slice's legitimate rows scored below fraud i (ties count half): a replicate is exact in the
+      frauds' weights. A single model's interval adds the legitimate rows' first-order term as a normal
+      draw (rows independent); the paired difference leaves it out, as both models' terms sit on the
+      same rows and mostly cancel.
+    - Average precision depends on every fraud's precision, which the frauds and the top-scored
+      legitimate rows move; a replicate is its first-order expansion in the cluster weights,
+      AP + sum_c (w_c - 1) phi_c, clipped to [0, 1].
 
+    Only slices with at least ``min_frauds`` frauds and as many legitimate rows get ranking metrics.
     Cluster columns: frauds_ipw, frauds_plain, then per model roc_ipw, ap_ipw, roc_plain, ap_plain."""
 
     def __init__(self, models: list[str], bins: dict[str, np.ndarray], n_bins: int, pos: np.ndarray,
-                 neg_extra: np.ndarray, drop: np.ndarray, a: np.ndarray, min_frauds: int):
+                 act_legit: np.ndarray, neg_extra: np.ndarray, drop: np.ndarray, a: np.ndarray, min_frauds: int):
         self.models, self.bins, self.n_bins, self.min_frauds = models, bins, n_bins, min_frauds
-        self.pos, self.neg_extra, self.drop, self.a = pos, neg_extra, drop, a  # row indices, and weights
-        self.fine = None  # (codes, n_slices, {model: (legit plain, legit ipw)}) of the first slice type
+        self.pos, self.act_legit, self.neg_extra, self.drop, self.a = pos, act_legit, neg_extra, drop, a
+        self.legit = {}  # slice type -> model -> (plain, ipw, ipw squared) legitimate rows per (slice, bin)
 
-    def legit_histograms(self, codes: np.ndarray, n_s: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per model, labelled legitimate rows per (slice, bin): plain counts and inverse-propensity sums.
-        One pass over every row per model (the rows to leave out are subtracted: far fewer); a slice type
-        that is a function of the first one (country of merchant) sums the first one's instead."""
+    def legit_histograms(self, slicing: _Slicing) -> None:
+        """Per slice type and model, labelled legitimate rows per (slice, bin): plain counts, and the
+        (sparse) corrections that make them inverse-propensity sums and sums of squared weights. One pass
+        over every row per model and counted type (the rows to leave out are subtracted: far fewer)."""
         b = self.n_bins
-        if self.fine is not None:
-            f_codes, n_f, f_hist = self.fine
-            m = _function_of(f_codes, n_f, codes, n_s)
-            if m is not None:
-                agg = sparse.csr_matrix((np.ones(n_f), (m, np.arange(n_f))), shape=(n_s, n_f))
-                return {k: (agg @ h[0], agg @ h[1]) for k, h in f_hist.items()}
-        out = {}
+        self.legit = {t: {} for t in slicing.codes}
         for model in self.models:
             bins = self.bins[model]
-            key = codes.astype(np.int64) * b + bins
-            plain = np.bincount(key, minlength=n_s * b).astype(np.float64)
-            plain -= np.bincount(key[self.drop], minlength=n_s * b)
-            ipw = plain + np.bincount(key[self.neg_extra], weights=self.a[self.neg_extra] - 1, minlength=n_s * b)
-            out[model] = (plain.reshape(n_s, b), ipw.reshape(n_s, b))
-        if self.fine is None:
-            self.fine = (codes, n_s, out)
-        return out
 
-    def plan(self, codes: np.ndarray, n_s: int, card: np.ndarray, n_cards: int, n_boot: int) -> dict:
-        legit = self.legit_histograms(codes, n_s)
+            def count(codes: np.ndarray, n_s: int) -> tuple:
+                key = codes.astype(np.int64) * b + bins
+                plain = np.bincount(key, minlength=n_s * b)
+                np.subtract.at(plain, key[self.drop], 1)  # far fewer rows than a second full count
+                extra = key[self.neg_extra]
+                a = self.a[self.neg_extra]
+
+                def corr(w: np.ndarray) -> sparse.csr_matrix:
+                    return sparse.csr_matrix((w, (extra // b, extra % b)), shape=(n_s, b))
+
+                return plain.reshape(n_s, b).astype(np.float32), corr(a - 1), corr(a ** 2 - 1)
+
+            for t, h in slicing.histograms(count).items():
+                self.legit[t][model] = h
+
+    def plan(self, slice_type: str, codes: np.ndarray, n_s: int, card: np.ndarray, n_cards: int,
+             n_boot: int) -> dict:
+        legit = self.legit[slice_type]
         b = self.n_bins
-        pc, pa = codes[self.pos], self.a[self.pos]
-        frauds = np.bincount(pc, minlength=n_s)
+        frauds = np.bincount(codes[self.pos], minlength=n_s)
         n_legit = next(iter(legit.values()))[0].sum(axis=1)
         ok = (frauds >= self.min_frauds) & (n_legit >= self.min_frauds)
-        keep = ok[pc]
         eid = np.cumsum(ok) - 1  # slice code -> eligible index
-        e, ea = eid[pc[keep]], pa[keep]
         n_e = int(ok.sum())
-        cols = [ea, np.ones(len(ea))]
+        # the rows in clusters: frauds, and the legitimate rows a model acts on (the top of the score range,
+        # where a legitimate row moves average precision most); the others are held fixed
+        rows = np.concatenate([self.pos, self.act_legit])
+        is_pos = np.arange(len(rows)) < len(self.pos)
+        keep = ok[codes[rows]]
+        rows, is_pos = rows[keep], is_pos[keep]
+        e, ra = eid[codes[rows]], self.a[rows]
+        cols = [np.where(is_pos, ra, 0.0), is_pos.astype(float)]
         point = {}
         for model in self.models:
-            pb = self.bins[model][self.pos[keep]]
-            for est, (wt, hist) in (("ipw", (ea, legit[model][1])), ("plain", (np.ones(len(ea)), legit[model][0]))):
-                n_neg = hist[ok]
-                p = np.bincount(e * b + pb, weights=wt, minlength=n_e * b).reshape(n_e, b)
+            rb = self.bins[model][rows]
+            plain = legit[model][0][ok].astype(np.float64)
+            ipw = plain + legit[model][1][ok].toarray()
+            ipw_sq = plain + legit[model][2][ok].toarray()
+            for est, (wt, n_neg, hist_sq) in (("ipw", (ra, ipw, ipw_sq)), ("plain", (np.ones(len(ra)), plain, plain))):
+                p = np.bincount(e[is_pos] * b + rb[is_pos], weights=wt[is_pos], minlength=n_e * b).reshape(n_e, b)
                 nt, pt = n_neg.sum(axis=1, keepdims=True), p.sum(axis=1, keepdims=True)
                 cn = np.cumsum(n_neg, axis=1)
                 below = (cn - 0.5 * n_neg) / nt  # share of legitimate rows scored below, ties half
@@ -218,36 +294,49 @@ class _Ranking:
                 tot = ge_p + ge_n
                 with np.errstate(invalid="ignore", divide="ignore"):
                     prec = np.where(tot > 0, ge_p / np.where(tot > 0, tot, 1), 0.0)
-                    h = np.cumsum(np.where(tot > 0, p * ge_n / np.where(tot > 0, tot, 1) ** 2, 0.0), axis=1)
+                    sq = np.where(tot > 0, tot, 1) ** 2
+                    h_pos = np.cumsum(np.where(tot > 0, p * ge_n / sq, 0.0), axis=1)
+                    h_neg = np.cumsum(np.where(tot > 0, p * ge_p / sq, 0.0), axis=1)
                 roc = (p * below).sum(axis=1) / pt[:, 0]
                 ap = (p * prec).sum(axis=1) / pt[:, 0]
-                roc_col = wt * below[e, pb]
-                ap_col = wt * (prec[e, pb] - ap[e] + h[e, pb]) / pt[e, 0]
+                roc_col = np.where(is_pos, wt * below[e, rb], 0.0)
+                # d AP / d weight: a fraud adds its precision and raises the precision of the frauds scored
+                # at or below it; a legitimate row lowers the precision of the frauds scored at or below it
+                ap_col = np.where(is_pos, wt * (prec[e, rb] - ap[e] + h_pos[e, rb]), -wt * h_neg[e, rb]) / pt[e, 0]
                 cols += [roc_col, ap_col]
-                point[(model, est)] = (roc, ap, ap - np.bincount(e, weights=ap_col, minlength=n_e))
+                # the legitimate rows' first-order share of ROC-AUC's variance, rows independent: for each,
+                # (share of frauds scored above it - AUC) / legit, squared and weighted
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    above = (ge_p - 0.5 * p) / pt
+                    roc_var_legit = (hist_sq * (above - roc[:, None]) ** 2).sum(axis=1) / nt[:, 0] ** 2
+                point[(model, est)] = (roc, ap, ap - np.bincount(e, weights=ap_col, minlength=n_e), roc_var_legit)
         v_rows = np.column_stack(cols)
-        uniq, inv = np.unique(e.astype(np.int64) * n_cards + card[self.pos[keep]], return_inverse=True)
+        uniq, inv = np.unique(e.astype(np.int64) * n_cards + card[rows], return_inverse=True)
         v = np.zeros((len(uniq), v_rows.shape[1]))
         _group_sum(v, inv.ravel(), v_rows)
         return {"ok": ok, "point": point, "v": v.astype(np.float32),
                 "bounds": np.searchsorted(uniq // n_cards, np.arange(n_e + 1)),
-                "reps": np.zeros((v.shape[1], n_e, n_boot), dtype=np.float32)}
+                "reps": np.zeros((n_e, v.shape[1], n_boot), dtype=np.float32)}  # slices x columns x replicates
 
     def rows(self, plan: dict, baseline: str, names: np.ndarray, support: dict, qs: tuple[float, float],
-             min_finite: int) -> list[pd.DataFrame]:
+             min_finite: int, rng: np.random.Generator) -> list[pd.DataFrame]:
         ok, reps, out = plan["ok"], plan["reps"], []
         with np.errstate(invalid="ignore", divide="ignore"):
             for j, est in enumerate(("ipw", "plain")):
-                den = reps[j]
-                values = {}
+                den = reps[:, j]
+                values, single = {}, {}
                 for i, model in enumerate(self.models):
                     base = 2 + 4 * i + 2 * j
-                    roc, ap, offset = plan["point"][(model, est)]
-                    values[model, "roc_auc"] = (roc, np.where(den > 0, reps[base] / np.where(den > 0, den, 1), np.nan))
-                    values[model, "pr_auc"] = (ap, np.where(den > 0, np.clip(offset[:, None] + reps[base + 1], 0, 1),
+                    roc, ap, offset, roc_var_legit = plan["point"][(model, est)]
+                    values[model, "roc_auc"] = (roc, np.where(den > 0, reps[:, base] / np.where(den > 0, den, 1), np.nan))
+                    single[model] = np.sqrt(roc_var_legit)[:, None] * rng.standard_normal(den.shape)
+                    values[model, "pr_auc"] = (ap, np.where(den > 0, np.clip(offset[:, None] + reps[:, base + 1], 0, 1),
                                                             np.nan))
                 for metric in ("roc_auc", "pr_auc"):
-                    series = [(m, *values[m, metric]) for m in self.models]
+                    # a single model's ROC-AUC adds its legitimate rows' term, drawn as a normal; the paired
+                    # difference leaves it out: the two models' terms are on the same rows and mostly cancel
+                    series = [(m, values[m, metric][0], values[m, metric][1] + (single[m] if metric == "roc_auc" else 0))
+                              for m in self.models]
                     series += [(f"{m}-{baseline}", values[m, metric][0] - values[baseline, metric][0],
                                 values[m, metric][1] - values[baseline, metric][1]) for m in self.models if m != baseline]
                     for model, est_v, rep in series:
@@ -263,7 +352,7 @@ class _Ranking:
 def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, actions: dict[str, np.ndarray],
                     keys: dict[str, np.ndarray], card: np.ndarray, *, baseline: str, n_boot: int = 1000,
                     level: float = 0.95, seed: int = 0, max_weight: float = 100.0, chunk: int = 125,
-                    scores: dict[str, np.ndarray] | None = None, n_bins: int = N_BINS,
+                    scores: dict[str, np.ndarray] | None = None, n_bins: int | None = None,
                     min_ranking_frauds: int = 10) -> pd.DataFrame:
     """Estimates and bootstrap intervals of every metric, per model and as each model minus ``baseline``,
     for every slice of every slice type in ``keys`` (slice type -> one label per row).
@@ -271,7 +360,7 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     ``label`` is 1/0 with NaN for unlabelled rows (blocked by the policy of the day), ``weight`` the
     inverse propensity (clipped at ``max_weight``), ``actions`` each model's 0/1 decisions. With
     ``scores`` (model -> probability per row; ``baseline`` among them) the table also has ROC-AUC and
-    PR-AUC on scores binned by ``score_bins``, for slices with at least ``min_ranking_frauds`` frauds and
+    PR-AUC on scores binned by ``score_bins`` (``n_bins``, by default ``ranking_bins``), for slices with at least ``min_ranking_frauds`` frauds and
     as many labelled legitimate rows (NaN elsewhere). Returns a tidy table: slice_type, slice, metric,
     estimator, model, estimate, lo, hi and the slice's support (transactions, labelled, frauds).
 
@@ -299,12 +388,14 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     act_rows = np.flatnonzero(active)
     v_all = _active_counts(lab_all[act_rows], labelled_all[act_rows].astype(float), w_all[act_rows],
                            np.asarray(amount, dtype=float)[act_rows], {m: a[act_rows] for m, a in acts.items()})
-    card_code, _ = pd.factorize(np.asarray(card))
-    n_cards = int(card_code.max()) + 1 if n else 1
-    act_card = card_code[act_rows]
+    # active rows: their card's dense index (clusters are formed over active rows only)
+    act_card, _ = pd.factorize(np.asarray(card)[act_rows])
+    n_cards = int(act_card.max()) + 1 if len(act_card) else 1
+    card_code = np.full(n, -1, dtype=np.int64)
+    card_code[act_rows] = act_card
     # quiet rows: one count vector per kind (unlabelled, or labelled legitimate with a given weight);
     # kind 0 = an active row (left out of the quiet groups)
-    kind_code, kind_values = pd.factorize(np.where(labelled_all, w_all, -1.0)[~active], sort=True)
+    kind_code, kind_values = _factorize_few(np.where(labelled_all, w_all, -1.0)[~active], common=1.0)
     # in SHARED order: transactions, labelled, frauds_ipw, legit_ipw, frauds_plain, legit_plain
     kinds = np.array([[1.0, float(k >= 0), 0.0, max(float(k), 0.0), 0.0, float(k >= 0)] for k in kind_values],
                      dtype=np.float64).reshape(-1, len(SHARED))
@@ -312,18 +403,24 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     quiet_kind[~active] = kind_code + 1
     n_kinds = len(kinds) + 1
     shared_pos = [cols.index(c) for c in SHARED]
+    codes = {t: _codes(np.asarray(labels)) for t, labels in keys.items()}
     ranking = None
     if scores is not None:
+        n_bins = n_bins or ranking_bins(max(len(c[1]) for c in codes.values()))
         rank_models = [baseline] + [m for m in scores if m != baseline]
         ranking = _Ranking(rank_models, {m: score_bins(scores[m], n_bins) for m in rank_models}, n_bins,
-                           pos=np.flatnonzero(lab_all > 0), neg_extra=np.flatnonzero(labelled_all & (lab_all == 0)
+                           pos=np.flatnonzero(lab_all > 0),
+                           act_legit=np.flatnonzero(active & labelled_all & (lab_all == 0)), neg_extra=np.flatnonzero(labelled_all & (lab_all == 0)
                                                                                      & (w_all != 1)),
                            drop=np.flatnonzero(~labelled_all | (lab_all > 0)), a=w_all, min_frauds=min_ranking_frauds)
 
-    codes = {t: _codes(np.asarray(labels)) for t, labels in keys.items()}
+    slicing = _Slicing(codes)
+    quiet = slicing.histograms(lambda c, n_s: np.bincount(c.astype(np.int64) * n_kinds + quiet_kind,
+                                                          minlength=n_s * n_kinds).reshape(n_s, n_kinds))
+    if ranking is not None:
+        ranking.legit_histograms(slicing)
     plans = []  # per slice type: its clusters, quiet groups, point estimates and replicate sums
-    # the slice type with the most slices first: the ranking metrics sum its histograms for coarser types
-    for slice_type in sorted(keys, key=lambda t: -len(codes[t][1])):
+    for slice_type in keys:
         slice_idx, slice_names = codes[slice_type]
         n_s = len(slice_names)
         # clusters: (slice, card) over the active rows, sorted by slice
@@ -331,7 +428,7 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
         v = np.zeros((len(uniq), len(cols)), dtype=np.float32)
         _group_sum(v, inv.ravel(), v_all)
         c_slice = uniq // n_cards
-        qk = np.bincount(slice_idx * n_kinds + quiet_kind, minlength=n_s * n_kinds).reshape(n_s, n_kinds)[:, 1:]
+        qk = np.rint(quiet[slice_type][:, 1:]).astype(np.int64)
         q_s, q_kind = np.nonzero(qk)
         q_k = qk[q_s, q_kind]
         point = np.zeros((n_s, len(cols)))
@@ -344,33 +441,39 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
                       "q_mats": [(col, sparse.csr_matrix((kinds[q_kind, j].astype(np.float32),
                                                           (np.arange(len(q_k)), q_s)), shape=(len(q_k), n_s)))
                                  for j, col in enumerate(shared_pos) if kinds[q_kind, j].any()],
-                      "reps": np.zeros((len(cols), n_s, n_boot), dtype=np.float32),
-                      "ranking": None if ranking is None else ranking.plan(slice_idx, n_s, card_code, n_cards,
-                                                                           n_boot)})
-    plans.sort(key=lambda p: list(keys).index(p["slice_type"]))
+                      "reps": np.zeros((n_s, len(cols), n_boot), dtype=np.float32),  # slices x columns x replicates
+                      "ranking": None if ranking is None else ranking.plan(slice_type, slice_idx, n_s, card_code,
+                                                                           n_cards, n_boot)})
+    if ranking is not None:
+        ranking.legit = None  # the histograms are in the plans now
     pool = max([len(p["v"]) for p in plans] + [len(p["ranking"]["v"]) for p in plans if p["ranking"]] + [1])
+    products = [p for plan in plans for p in (plan, plan["ranking"]) if p is not None]
+    for p in products:
+        size = np.diff(p["bounds"])
+        p["small"], p["big"] = np.flatnonzero((size > 0) & (size < BIG_SLICE)), np.flatnonzero(size >= BIG_SLICE)
     rng = np.random.default_rng(seed)
     for b0 in range(0, n_boot, chunk):
         b1 = min(n_boot, b0 + chunk)
         weights = poisson1(rng, (pool, b1 - b0))  # clusters x replicates
+        # OpenBLAS's thread start-up costs more than a small product: those run on one thread
+        for small, limit in ((True, 1), (False, None)):
+            with _BLAS.limit(limits=limit, user_api="blas"):
+                for p in products:
+                    bounds, v, reps = p["bounds"], p["v"], p["reps"]
+                    for i in p["small" if small else "big"]:
+                        reps[i, :, b0:b1] = v[bounds[i]:bounds[i + 1]].T @ weights[bounds[i]:bounds[i + 1]]
         for plan in plans:
-            for p in (plan, plan["ranking"]):
-                if p is None:
-                    continue
-                bounds, v, reps = p["bounds"], p["v"], p["reps"]
-                for i in np.flatnonzero(np.diff(bounds)):
-                    reps[:, i, b0:b1] = v[bounds[i]:bounds[i + 1]].T @ weights[bounds[i]:bounds[i + 1]]
             if len(plan["q_k"]):
                 pk = rng.poisson(plan["q_k"], size=(b1 - b0, len(plan["q_k"]))).astype(np.float32)
                 for col, q in plan["q_mats"]:  # groups x slices, one per shared column
-                    plan["reps"][col, :, b0:b1] += q.T @ pk.T
+                    plan["reps"][:, col, b0:b1] += q.T @ pk.T
         del weights
     a = (1 - level) / 2
     min_finite = max(10, n_boot // 2)
     out = []
     for plan in plans:
         point_d = {c: plan["point"][:, j] for j, c in enumerate(cols)}
-        reps_d = {c: plan["reps"][j] for j, c in enumerate(cols)}
+        reps_d = {c: plan["reps"][:, j] for j, c in enumerate(cols)}
         support = {"transactions": np.rint(point_d["transactions"]).astype(np.int64),
                    "labelled": np.rint(point_d["labelled"]).astype(np.int64),
                    "frauds": np.rint(point_d["frauds_plain"]).astype(np.int64)}
@@ -385,7 +488,7 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
                 parts.append(pd.DataFrame({"slice": plan["names"], "metric": metric, "estimator": estimator,
                                            "model": model, "estimate": est, "lo": lo, "hi": hi, **support}))
         if plan["ranking"] is not None:
-            parts += ranking.rows(plan["ranking"], baseline, plan["names"], support, (a, 1 - a), min_finite)
+            parts += ranking.rows(plan["ranking"], baseline, plan["names"], support, (a, 1 - a), min_finite, rng)
         t = pd.concat(parts, ignore_index=True)
         t.insert(0, "slice_type", plan["slice_type"])
         out.append(t)
@@ -394,14 +497,31 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     return pd.concat(out, ignore_index=True)
 
 
+def _factorize_few(values: np.ndarray, common: float) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(values, sort=True)`` for an array that is mostly ``common``: only the other values
+    are hashed (a tenth of the time on 10M weights that are nearly all 1)."""
+    is_common = values == common
+    other_code, other = pd.factorize(values[~is_common], sort=True)
+    names = np.union1d(other, [common]) if is_common.any() else np.asarray(other, dtype=values.dtype)
+    codes = np.empty(len(values), dtype=np.int64)
+    codes[is_common] = np.searchsorted(names, common)
+    codes[~is_common] = np.searchsorted(names, np.asarray(other))[other_code]
+    return codes, names
+
+
 def _codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dense codes and sorted names of ``labels``: by counting for small non-negative integers (fast on
-    10M rows), else by hashing."""
-    if labels.dtype.kind in "iub" and len(labels) and labels.min() >= 0 and labels.max() < 10_000_000:
-        present = np.bincount(labels.astype(np.int64)) > 0
-        code_of = np.cumsum(present) - 1
-        return code_of[labels], np.flatnonzero(present)
-    return pd.factorize(labels, sort=True)
+    """Dense int32 codes and sorted names of ``labels``: by counting for small non-negative integers
+    (fast on 10M rows), else by hashing."""
+    if labels.dtype.kind in "iub" and len(labels):
+        lo, hi = labels.min(), labels.max()
+        if lo >= 0 and hi < 10_000_000:
+            present = np.bincount(labels, minlength=int(hi) + 1) > 0
+            if present.all():  # already dense
+                return labels.astype(np.int32), np.arange(len(present))
+            code_of = (np.cumsum(present) - 1).astype(np.int32)
+            return code_of[labels], np.flatnonzero(present)
+    c, names = pd.factorize(labels, sort=True)
+    return c.astype(np.int32), names
 
 
 def _group_sum(target: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:

@@ -237,6 +237,29 @@ def _engine(url: str) -> Engine:
     return eng
 
 
+# Rows that are history, never edited: a registered model (its id is the hash of its bytes), the audit
+# log and the tag history. The database itself refuses UPDATE and DELETE on them, whoever connects.
+APPEND_ONLY = ("models", "audit", "tag_history")
+WRITER_LOCK = 0x66726175  # PostgreSQL advisory lock key that serializes state changes ("frau")
+
+
+def _append_only(table: sa.Table) -> None:
+    name = table.name
+    for op in ("UPDATE", "DELETE"):
+        sa.event.listen(table, "after_create", sa.DDL(
+            f"CREATE TRIGGER {name}_no_{op.lower()} BEFORE {op} ON {name} "
+            f"BEGIN SELECT RAISE(ABORT, '{name} is append-only: {op} refused'); END").execute_if(dialect="sqlite"))
+    for ddl in (f"CREATE FUNCTION {name}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"RAISE EXCEPTION '{name} is append-only: %% refused', TG_OP; END $$",
+                f"CREATE TRIGGER {name}_append_only BEFORE UPDATE OR DELETE ON {name} "
+                f"FOR EACH ROW EXECUTE FUNCTION {name}_append_only()"):
+        sa.event.listen(table, "after_create", sa.DDL(ddl).execute_if(dialect="postgresql"))
+
+
+for _t in APPEND_ONLY:
+    _append_only(metadata.tables[_t])
+
+
 def engine() -> Engine:
     paths().home.mkdir(parents=True, exist_ok=True)
     return _engine(state_url())
@@ -244,8 +267,12 @@ def engine() -> Engine:
 
 @contextmanager
 def transaction() -> Iterator[Connection]:
-    """One state change: everything inside commits together or not at all."""
+    """One state change: everything inside commits together or not at all, and state changes run one at
+    a time (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so a change that
+    checks what it read (a ramp control's expected version) cannot interleave with another."""
     with engine().begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
         yield conn
 
 

@@ -143,3 +143,19 @@ def test_the_tidy_metrics_carry_an_interval_for_every_metric_model_and_differenc
     for country, row in rates.iterrows():
         assert row.estimate == pytest.approx(op.loc[country, "candidate_action_rate"])
         assert row.transactions == op.loc[country, "transactions"]
+
+
+def test_ranking_metrics_have_intervals_and_agree_with_the_exact_overall_figures(ev, tmp_path):
+    m = ev.metrics
+    rank = m[(m.slice_type == "all") & m.metric.isin(["roc_auc", "pr_auc"]) & (m.estimator == "ipw")]
+    assert set(rank.model) == {"incumbent", "candidate", "candidate-incumbent"}  # thresholds don't move ranking
+    for metric in ("roc_auc", "pr_auc"):
+        r = rank[rank.metric == metric].set_index("model")
+        for model in ("incumbent", "candidate"):
+            # binned scores (65,536 bins for a window this small) against scikit-learn's figure on raw scores
+            assert r.loc[model, "estimate"] == pytest.approx(ev.overall[f"{model}_{metric}"], abs=5e-4)
+            assert r.loc[model, "lo"] <= r.loc[model, "estimate"] <= r.loc[model, "hi"]
+        d = r.loc["candidate-incumbent"]
+        assert ev.ranking_diff[metric] == pytest.approx({"diff": d.estimate, "lo": d.lo, "hi": d.hi, "n_boot": 200})
+    ev.save(tmp_path)
+    assert Evaluation.load(tmp_path).ranking_diff == ev.ranking_diff

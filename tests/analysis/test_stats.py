@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import precision_score, recall_score
+from scipy.integrate import quad
+from scipy.stats import norm
+from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
 
-from analysis.stats import poisson1, slice_intervals
+from analysis.stats import poisson1, score_bins, slice_intervals
 
 
 def _get(res, slice_type, slice_, metric, estimator, model):
@@ -135,3 +137,122 @@ def test_an_unknown_baseline_is_a_clear_error(scored):
     with pytest.raises(ValueError, match=r"The 'baseline' parameter of slice_intervals must be one of \['a'\]"):
         slice_intervals(scored["label"], scored["weight"], scored["amount"], {"a": scored["inc"]},
                         {"all": np.zeros(len(scored))}, scored["card"], baseline="b")
+
+
+# ROC-AUC and PR-AUC
+
+
+@pytest.fixture(scope="module")
+def ranked():
+    """A scored window: 40 merchants in 4 countries (a country is a function of the merchant), two models'
+    scores with frauds higher, censored labels and exploration weights."""
+    rng = np.random.default_rng(21)
+    n = 40_000
+    merchant = rng.integers(0, 40, n)
+    label = (rng.random(n) < 0.03).astype(float)
+    base = rng.normal(size=n)
+    inc = norm.cdf(base + rng.normal(0, 0.6, n) + 2.0 * label - 2.5)
+    cand = norm.cdf(base + rng.normal(0, 0.6, n) + 2.6 * label - 2.5)
+    label[(inc > np.quantile(inc, 0.98)) & (rng.random(n) < 0.9)] = np.nan  # blocked, never labelled
+    weight = np.where(~np.isnan(label) & (inc > np.quantile(inc, 0.98)), 10.0, 1.0)  # explored blocks
+    return pd.DataFrame({"label": label, "weight": weight, "amount": rng.gamma(2.0, 30.0, n), "inc": inc, "cand": cand,
+                         "merchant": merchant, "country": np.array(["DE", "FR", "IT", "US"])[merchant % 4],
+                         "card": rng.integers(0, 12_000, n)})
+
+
+def _ranking(df, keys, **kw):
+    return slice_intervals(df["label"], df["weight"], df["amount"],
+                           {"incumbent": (df["inc"] > 0.5).astype(float), "candidate": (df["cand"] > 0.5).astype(float)},
+                           keys, df["card"], baseline="incumbent", n_boot=200,
+                           scores={"incumbent": df["inc"].to_numpy(), "candidate": df["cand"].to_numpy()},
+                           **{"n_bins": 2048, **kw})
+
+
+@pytest.fixture(scope="module")
+def ranked_result(ranked):
+    return _ranking(ranked, {"all": np.zeros(len(ranked)), "merchant": ranked["merchant"], "country": ranked["country"]})
+
+
+@pytest.mark.parametrize("country", ["DE", "FR", "IT", "US"])
+def test_ranking_metrics_are_scikit_learns_on_binned_scores_and_within_two_thousandths_of_it_on_raw_ones(
+        ranked, ranked_result, country):
+    g = ranked[(ranked.country == country) & ranked.label.notna()]
+    y = g.label.astype(int)
+    for model, col in (("incumbent", "inc"), ("candidate", "cand")):
+        binned = score_bins(g[col].to_numpy(), 2048)
+        for estimator, w in (("ipw", g.weight), ("plain", None)):
+            roc = _get(ranked_result, "country", country, "roc_auc", estimator, model).estimate
+            ap = _get(ranked_result, "country", country, "pr_auc", estimator, model).estimate
+            assert roc == pytest.approx(roc_auc_score(y, binned, sample_weight=w), abs=1e-12)
+            assert ap == pytest.approx(average_precision_score(y, binned, sample_weight=w), abs=1e-12)
+            assert roc == pytest.approx(roc_auc_score(y, g[col], sample_weight=w), abs=1e-3)
+            assert ap == pytest.approx(average_precision_score(y, g[col], sample_weight=w), abs=2e-3)
+    d = _get(ranked_result, "country", country, "roc_auc", "ipw", "candidate-incumbent")
+    assert d.estimate == pytest.approx(_get(ranked_result, "country", country, "roc_auc", "ipw", "candidate").estimate
+                                       - _get(ranked_result, "country", country, "roc_auc", "ipw", "incumbent").estimate)
+    assert d.lo < d.estimate < d.hi
+
+
+def test_a_coarse_slice_type_summed_from_a_finer_ones_histograms_equals_its_own(ranked, ranked_result):
+    alone = _ranking(ranked, {"country": ranked["country"]})
+    for t in (alone, ranked_result):
+        assert t[t.metric == "roc_auc"].estimate.notna().any()
+    key = ["slice", "metric", "estimator", "model"]
+    a = alone[alone.metric.isin(["roc_auc", "pr_auc"])].set_index(key)["estimate"]
+    b = ranked_result[(ranked_result.slice_type == "country") & ranked_result.metric.isin(["roc_auc", "pr_auc"])]
+    pd.testing.assert_series_equal(a.sort_index(), b.set_index(key)["estimate"].sort_index(), rtol=1e-12)
+
+
+def test_slices_with_too_few_frauds_for_a_ranking_metric_say_so_with_nan_and_their_support(ranked):
+    df = ranked.assign(label=np.where((ranked.merchant == 7) & (ranked.label == 1), 0.0, ranked.label))
+    df.loc[df.index[(df.merchant == 7)][:3], "label"] = 1.0  # three frauds: fewer than the ten needed
+    res = _ranking(df, {"merchant": df["merchant"]})
+    m7 = _get(res, "merchant", "7", "roc_auc", "ipw", "candidate")
+    assert np.isnan(m7.estimate) and np.isnan(m7.lo) and m7.frauds == 3
+    assert np.isfinite(_get(res, "merchant", "8", "roc_auc", "ipw", "candidate").estimate)
+    assert not np.isnan(_get(res, "merchant", "7", "recall", "plain", "candidate").estimate)  # counts still there
+
+
+def test_scores_outside_0_1_keep_their_order_and_scores_that_are_not_numbers_are_a_clear_error(ranked):
+    # a margin instead of a probability: binned on its logistic transform, so the same ranking figures
+    margin = ranked.assign(inc=np.log(ranked.inc) - np.log1p(-ranked.inc))
+    a, b = _ranking(ranked, {"all": np.zeros(len(ranked))}), _ranking(margin, {"all": np.zeros(len(ranked))})
+    for metric in ("roc_auc", "pr_auc"):
+        assert _get(a, "all", "0.0", metric, "ipw", "incumbent").estimate == pytest.approx(
+            _get(b, "all", "0.0", metric, "ipw", "incumbent").estimate, abs=1e-9)
+    bad = ranked.assign(inc=ranked.inc.where(ranked.index != 5, np.nan))
+    with pytest.raises(ValueError, match=r"Scores must be finite numbers: row 5 has nan \(1 rows are not finite\)"):
+        _ranking(bad, {"all": np.zeros(len(bad))})
+
+
+def test_ranking_intervals_cover_the_population_truth_about_95_percent_of_the_time():
+    # frauds cluster on cards (a card effect shared by both models); the truth is the population's
+    # ROC-AUC (closed form, normal scores) and average precision (numerical integral)
+    cards, per_card, p_card, p_row = 3000, 10, 0.03, 0.6
+    mu = {"incumbent": 2.0, "candidate": 2.5}
+    sd_l, sd_f, pi = np.sqrt(1.25), np.sqrt(1.25 + 0.64), p_card * p_row
+
+    def ap(m):
+        def f(t):
+            tp, fp = pi * norm.sf(t, mu[m], sd_f), (1 - pi) * norm.sf(t, 0, sd_l)
+            return tp / (tp + fp) * norm.pdf(t, mu[m], sd_f)
+        return quad(f, -10, 15, limit=200)[0]
+
+    truth = {("roc_auc", m): norm.cdf(mu[m] / np.hypot(sd_l, sd_f)) for m in mu} | {("pr_auc", m): ap(m) for m in mu}
+    for metric in ("roc_auc", "pr_auc"):
+        truth[metric, "candidate-incumbent"] = truth[metric, "candidate"] - truth[metric, "incumbent"]
+    rng = np.random.default_rng(5)
+    card = np.repeat(np.arange(cards), per_card)
+    n, draws, covered = len(card), 150, {k: 0 for k in truth}
+    for i in range(draws):
+        label = ((rng.random(cards) < p_card)[card] & (rng.random(n) < p_row)).astype(float)
+        effect, base = rng.normal(0, 0.8, cards)[card], rng.normal(size=n)
+        sc = {m: norm.cdf(base + rng.normal(0, 0.5, n) + label * (mu[m] + effect) - 4) for m in mu}
+        res = slice_intervals(label, np.ones(n), np.ones(n), {m: (s > np.quantile(s, 0.985)).astype(float)
+                                                              for m, s in sc.items()},
+                              {"all": np.zeros(n)}, card, baseline="incumbent", n_boot=300, seed=i, scores=sc)
+        for metric, model in truth:
+            r = _get(res, "all", "0.0", metric, "plain", model)
+            covered[metric, model] += r.lo <= truth[metric, model] <= r.hi
+    rates = {k: v / draws for k, v in covered.items()}
+    assert all(0.88 <= r <= 0.99 for r in rates.values()), rates

@@ -112,3 +112,31 @@ def test_a_tag_move_without_a_reason_is_refused_and_changes_nothing(home):
     with pytest.raises(ValueError, match="needs a reason"):
         move_tag("production", a.id, at="t1", actor="alice", reason=" ")
     assert tagged("production") is None and tag_log() == []
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE models SET sha256 = 'ff' WHERE id = :id",
+    "UPDATE models SET path = '/elsewhere' WHERE id = :id",
+    "DELETE FROM models WHERE id = :id",
+])
+def test_the_store_refuses_to_repoint_or_drop_a_registered_model(home, statement):
+    from release.store import engine
+
+    m = register("immutable bytes\n")
+    with pytest.raises(sa.exc.DatabaseError, match="models is append-only"):
+        with engine().begin() as conn:
+            conn.execute(sa.text(statement), {"id": m.id})
+    assert get_model(m.id) == m and get_model(m.id).text() == "immutable bytes\n"
+
+
+@pytest.mark.parametrize("table", ["audit", "tag_history"])
+def test_the_audit_log_and_tag_history_cannot_be_rewritten(home, table):
+    from release.store import engine
+
+    a = register("model a\n")
+    move_tag("production", a.id, at="t1", actor="alice", reason="first")
+    for statement in (f"UPDATE {table} SET actor = 'mallory'", f"DELETE FROM {table}"):
+        with pytest.raises(sa.exc.DatabaseError, match=f"{table} is append-only"):
+            with engine().begin() as conn:
+                conn.execute(sa.text(statement))
+    assert [r["actor"] for r in audit_log(entity_prefix="tag:")] == ["alice"]
