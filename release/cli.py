@@ -572,6 +572,22 @@ def thresholds_readiness(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command()
+def db(to: Optional[str] = typer.Option(None, help="migrate to this revision (e.g. head, or 0001 to go back)")) -> None:
+    """The state store's schema revision (Alembic), or move it with --to. Stores migrate to head by
+    themselves when first opened; this is for looking, and for going back."""
+    from alembic.util.exc import CommandError
+
+    from release.settings import state_url
+    from release.store import engine, migrate
+
+    try:
+        rev = migrate(engine(), to or "head")
+    except CommandError as e:
+        _fail(f"Cannot migrate the state store to {to!r}: {e}", 2)
+    console.print(f"state store {state_url()}: schema revision {rev}", highlight=False)
+
+
+@app.command()
 def override(release: str = typer.Option(..., help="the release the waiver applies to (only that one)"),
              contract: str = typer.Option(..., help="name of a contract in force"),
              reason: str = typer.Option(..., help="why (recorded, shown in the report)"),

@@ -233,31 +233,49 @@ def _engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         eng = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(eng)
+    migrate(eng)
     return eng
 
 
 # Rows that are history, never edited: a registered model (its id is the hash of its bytes), the audit
-# log and the tag history. The database itself refuses UPDATE and DELETE on them, whoever connects.
+# log and the tag history. The database itself refuses UPDATE and DELETE on them (migration 0002).
 APPEND_ONLY = ("models", "audit", "tag_history")
 WRITER_LOCK = 0x66726175  # PostgreSQL advisory lock key that serializes state changes ("frau")
+VERSION_TABLE = "fraudcd_alembic_version"  # not alembic_version: the store may share a database
+BASELINE = "0001"  # the tables as create_all made them before migrations existed
 
 
-def _append_only(table: sa.Table) -> None:
-    name = table.name
-    for op in ("UPDATE", "DELETE"):
-        sa.event.listen(table, "after_create", sa.DDL(
-            f"CREATE TRIGGER {name}_no_{op.lower()} BEFORE {op} ON {name} "
-            f"BEGIN SELECT RAISE(ABORT, '{name} is append-only: {op} refused'); END").execute_if(dialect="sqlite"))
-    for ddl in (f"CREATE FUNCTION {name}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                f"RAISE EXCEPTION '{name} is append-only: %% refused', TG_OP; END $$",
-                f"CREATE TRIGGER {name}_append_only BEFORE UPDATE OR DELETE ON {name} "
-                f"FOR EACH ROW EXECUTE FUNCTION {name}_append_only()"):
-        sa.event.listen(table, "after_create", sa.DDL(ddl).execute_if(dialect="postgresql"))
+def migrate(eng: Engine, revision: str = "head") -> str:
+    """Bring the store's schema to ``revision`` (up or down) with Alembic (release/migrations) and return
+    where it is.
+    A store made before migrations existed (tables, no version table) is stamped at the baseline first.
+    One migrator at a time: under the writer lock."""
+    from pathlib import Path
 
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
-for _t in APPEND_ONLY:
-    _append_only(metadata.tables[_t])
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with eng.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
+        cfg.attributes["connection"] = conn
+        inspector = sa.inspect(conn)
+        if inspector.has_table("models") and not inspector.has_table(VERSION_TABLE):
+            command.stamp(cfg, BASELINE)
+
+        def current() -> str | None:
+            return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+        script = ScriptDirectory.from_config(cfg)
+        target = script.get_current_head() if revision == "head" else script.get_revision(revision).revision
+        now = current()
+        below = {r.revision for r in script.iterate_revisions(now, "base")} - {now} if now else set()
+        (command.downgrade if target in below else command.upgrade)(cfg, target)
+        return current()
 
 
 def engine() -> Engine:

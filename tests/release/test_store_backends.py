@@ -1,5 +1,5 @@
-"""The state store on PostgreSQL (a real server, from the pgserver wheel): the registry, append-only
-history and serialized state changes behave as on SQLite."""
+"""The state store on SQLite and on PostgreSQL (a real server, from the pgserver wheel): the registry,
+append-only history, serialized state changes and Alembic migrations behave the same on both."""
 from __future__ import annotations
 
 import threading
@@ -96,3 +96,73 @@ def test_a_ramp_control_waits_for_a_change_in_flight_then_sees_it_and_does_nothi
     c.join(30)
     assert "conflict" in outcome and "changed since it was read" in outcome["conflict"]
     assert ramp.current()["pct"] == 0.0
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def _compare(url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from release.store import VERSION_TABLE, metadata
+
+    with sa.create_engine(url).connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return ctx.get_current_revision(), compare_metadata(ctx, metadata)
+
+
+def test_a_new_store_is_migrated_to_head_and_matches_the_code(store):
+    from release.settings import state_url
+    from release.store import engine
+
+    engine()
+    revision, diffs = _compare(state_url())
+    assert revision == "0002" and diffs == []  # every table and column the code declares, nothing else
+
+
+def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_rows(store):
+    from release.settings import state_url
+    from release.store import engine, metadata, migrate, models
+
+    url = state_url()
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    old = sa.create_engine(url)
+    metadata.create_all(old)  # what the first releases did, with no version table and no triggers
+    with old.begin() as conn:
+        conn.execute(models.insert().values(id="m-1", sha256="ab", path="p", workflow="wf", workflow_json="{}",
+                                            snapshot_hash="cd", code_version="0.1", features_json="[]",
+                                            metrics_json="{}", created_at="t0", created_by="someone"))
+        conn.execute(sa.text("UPDATE models SET path = 'q'"))  # nothing refused yet
+    old.dispose()
+    engine()
+    assert _compare(url)[0] == "0002"
+    with pytest.raises(sa.exc.DatabaseError, match="models is append-only"):
+        with transaction() as conn:
+            conn.execute(sa.text("UPDATE models SET path = 'r'"))
+    with engine().connect() as conn:
+        assert conn.execute(sa.text("SELECT path FROM models WHERE id = 'm-1'")).scalar() == "q"
+    # down to the baseline and up again: the triggers come and go with their revision
+    eng = sa.create_engine(url)
+    assert migrate(eng, "0001") == "0001"
+    with eng.begin() as conn:
+        conn.execute(sa.text("UPDATE models SET path = 's'"))
+    assert migrate(eng, "head") == "0002"
+    eng.dispose()
+
+
+def test_fraudcd_db_shows_the_revision_goes_back_and_refuses_an_unknown_one(home):
+    from typer.testing import CliRunner
+
+    from release.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["db"])
+    assert r.exit_code == 0 and "schema revision 0002" in r.output
+    r = runner.invoke(app, ["db", "--to", "0001"])
+    assert r.exit_code == 0 and "schema revision 0001" in r.output
+    r = runner.invoke(app, ["db", "--to", "0009"])
+    assert r.exit_code == 2 and "Cannot migrate the state store to '0009'" in r.output
+    assert "schema revision 0002" in runner.invoke(app, ["db"]).output
