@@ -15,6 +15,9 @@ from release.store import audit_log, transaction, write_audit
 
 @pytest.fixture(scope="module")
 def pg_server(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))  # pgserver asks for one
     import pgserver
 
     srv = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
