@@ -80,17 +80,39 @@ def render_report(release_id: str, folder: Path) -> str:
         for at in ("operating_point", "suggested"):
             # merchants have their own section (threshold suggestions); here every other slice type
             by_at[at] = slices[(slices["at"] == at) & (slices["slice_type"] != "merchant")].to_dict("records")
+    metrics = pd.read_parquet(folder / "metrics.parquet") if (folder / "metrics.parquet").exists() else None
+    ranking = _ranking_rows(metrics)
     sugg_rows, decision, readiness = _threshold_section(sugg, tset)
     relevant = [t for t in trail if release_id in (t["entity"] + (t["reason"] or "") + (t["after_json"] or ""))
                 or (rel["candidate_model_id"] and rel["candidate_model_id"] in (t["entity"] + (t["after_json"] or "")))]
     html = _env.get_template("report.html.j2").render(
         rel=rel, headline=headline, ship=ship, gating_fail=gating_fail, waivers=waivers, waived=waived, verdicts=vs, ev=ev, by_at=by_at,
+        ranking=ranking,
         country_svg=_bar_svg(country, "incumbent_action_rate", "candidate_action_rate"),
         suggestions=sugg_rows, decision=decision, readiness=readiness,
         n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),
         tset=None if tset is None else dict(tset._mapping),
         shadow=None if shadow is None else shadow.to_dict("records"), steps=steps, trail=relevant)
     return html
+
+
+def _ranking_rows(metrics: pd.DataFrame | None) -> list[dict]:
+    """ROC-AUC and PR-AUC (IPW) per slice with enough frauds to have them, merchants aside: both models and
+    the candidate's gain with its 95% interval, from the release's tidy metrics."""
+    if metrics is None:
+        return []
+    m = metrics[metrics["metric"].isin(["roc_auc", "pr_auc"]) & (metrics["estimator"] == "ipw")
+                & (metrics["slice_type"] != "merchant") & metrics["estimate"].notna()]
+    if m.empty:
+        return []
+    wide = m.pivot_table(index=["slice_type", "slice", "frauds"], columns=["metric", "model"],
+                         values=["estimate", "lo", "hi"], aggfunc="first")
+    wide.columns = [f"{metric}_{model}_{v}".replace("candidate-incumbent", "gain") for v, metric, model in wide.columns]
+    order = {t: i for i, t in enumerate(["all", "country", "merchant_size", "category", "card_segment", "amount_band",
+                                         "card_country"])}
+    out = wide.reset_index()
+    out = out.sort_values(["slice_type", "slice"], key=lambda c: c.map(order).fillna(99) if c.name == "slice_type" else c)
+    return out.astype(object).where(out.notna(), None).to_dict("records")
 
 
 def _threshold_section(sugg: pd.DataFrame | None, tset) -> tuple[list[dict] | None, dict | None, dict]:

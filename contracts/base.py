@@ -83,6 +83,13 @@ def shift_ci(candidate_only: int, incumbent_only: int, n: int, confidence: float
     return d - z * var ** 0.5, d + z * var ** 0.5
 
 
+def limits_in_range(v: dict[str, float]) -> dict[str, float]:
+    bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
+    if bad:
+        raise ValueError(f"every per-slice limit must be a fraction in [0, 1]; got {bad}")
+    return v
+
+
 class SliceContract(BaseModel):
     """What the per-slice contracts share: slice, point, per-slice limits, confidence and gate, the
     Benjamini-Hochberg adjustment over the slices with enough support, and the report of a limit that
@@ -100,10 +107,7 @@ class SliceContract(BaseModel):
     @field_validator("limits")
     @classmethod
     def _limits_in_range(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
-        if bad:
-            raise ValueError(f"every per-slice limit must be a fraction in [0, 1]; got {bad}")
-        return v
+        return limits_in_range(v)
 
     def _rows(self, slices):
         return slices[(slices["slice_type"] == self.slice) & (slices["at"] == self.at)].reset_index(drop=True)

@@ -11,11 +11,12 @@ from contracts.base import FAIL, Verdict
 from contracts.data_contract import DataContract
 from contracts.fixed_fpr_higher_recall import FixedFprHigherRecall
 from contracts.merchant_block_rate_stability import MerchantBlockRateStability
+from contracts.ranking_regression import RankingRegression
 from contracts.slice_recall_regression import SliceRecallRegression
 from release.config import load_yaml_model
 
 Contract = Annotated[Union[ActionRateShift, FixedFprHigherRecall, SliceRecallRegression,
-                           MerchantBlockRateStability, DataContract], Field(discriminator="kind")]
+                           MerchantBlockRateStability, RankingRegression, DataContract], Field(discriminator="kind")]
 
 
 class ContractSet(BaseModel):
@@ -48,6 +49,8 @@ def evaluate_contracts(cs: ContractSet, evaluation, manifest: dict | None = None
             out.extend(c.check(evaluation.overall, evaluation.recall_diff))
         elif isinstance(c, DataContract):
             out.extend(c.check(manifest))
+        elif isinstance(c, RankingRegression):
+            out.extend(c.check(evaluation.metrics))
         else:
             out.extend(c.check(evaluation.slices))
     return out

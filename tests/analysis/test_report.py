@@ -87,6 +87,18 @@ def test_stopped_release_report_says_stop_and_why(home, monkeypatch):
     assert f"{ev.candidate_threshold:.4f}" in text
     assert f"({100 * ev.operating_fpr:.2f}%)" in text
     assert f"{100 * ev.recall_diff['diff']:+.1f} pts" in text
+    for metric, label in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC")):
+        g = ev.ranking_diff[metric]
+        assert f"{label} gain (paired bootstrap by card, 95% CI)</td><td colspan=\"2\">{g['diff']:+.4f} " \
+               f"({g['lo']:+.4f} .. {g['hi']:+.4f})" in text
+    # ranking by slice: every slice with a figure, merchants aside, with the gain and its interval
+    m = ev.metrics
+    ranked = m[(m.metric == "pr_auc") & (m.estimator == "ipw") & (m.model == "candidate-incumbent")
+               & (m.slice_type != "merchant") & m.estimate.notna()]
+    assert len(ranked) >= 2 and '<table id="ranking">' in raw
+    for r in ranked.itertuples():
+        assert f"{r.slice_type}: {r.slice}</td><td>{r.frauds:,.0f}</td>" in text
+        assert f'{r.estimate:+.3f} <span class="ci">[{r.lo:+.3f}, {r.hi:+.3f}]</span>' in raw
 
     # untrusted text (a merchant id) is escaped, never injected
     assert "<script>" not in raw

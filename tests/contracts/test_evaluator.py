@@ -14,6 +14,7 @@ from contracts.action_rate_shift import ActionRateShift
 from contracts.base import FAIL, PASS, Verdict
 from contracts.data_contract import DataContract
 from contracts.merchant_block_rate_stability import MerchantBlockRateStability
+from contracts.ranking_regression import RankingRegression
 from contracts.slice_recall_regression import SliceRecallRegression
 from contracts.evaluator import evaluate_contracts, gate_failures, load_contracts
 from contracts.fixed_fpr_higher_recall import FixedFprHigherRecall
@@ -42,6 +43,7 @@ def test_the_contracts_in_force_load_as_written():
                               "fixed_fpr_higher_recall": FixedFprHigherRecall,
                               "slice_recall_regression": SliceRecallRegression,
                               "merchant_block_rate_stability": MerchantBlockRateStability,
+                              "ranking_regression": RankingRegression,
                               "data_contract": DataContract}[r["kind"]])
         for key, value in r.items():
             assert getattr(c, key) == value, key
@@ -203,8 +205,14 @@ def test_the_contracts_in_force_judge_a_real_evaluation():
         ("fixed_fpr_higher_recall", "all"),
         ("country_recall_regression", "DE"), ("country_recall_regression", "FR"),
         ("merchant_size_recall_regression", "large"), ("merchant_size_recall_regression", "medium"),
-        ("merchant_block_rate_stability", "all")]
+        ("merchant_block_rate_stability", "all"),
+        ("roc_auc_no_regression", "all"), ("pr_auc_no_regression", "all")]
     assert all(v.verdict == PASS for v in vs[:6])
+    # the candidate separates better by construction: both ranking figures gain, and the contracts read
+    # the bootstrapped difference the evaluation reports
+    for v, metric in zip(vs[-2:], ("roc_auc", "pr_auc")):
+        assert v.verdict == PASS and v.candidate_value > v.incumbent_value and not v.gate
+        assert f"{ev.ranking_diff[metric]['diff']:+.4f}" in v.sentence
     recall = vs[8]
     assert recall.verdict == PASS  # a clearly better candidate at the same FPR
     assert recall.candidate_value == ev.overall["candidate_recall"]

@@ -1,0 +1,94 @@
+"""ranking_regression: the candidate ranks fraud above legitimate traffic no worse than the incumbent.
+
+ROC-AUC and PR-AUC need no threshold, so they judge the scores themselves: a candidate can win at the
+operating point while ranking the bulk of traffic worse, which the next threshold change will expose.
+The figures and their 95% intervals come from the evaluation's tidy metrics (a paired bootstrap resampled
+by card; analysis.stats). A slice fails when its whole interval of the candidate-minus-incumbent
+difference lies below -max_drop; a fall beyond the limit whose interval crosses it is "insufficient
+data". Each slice is judged at 95% on its own (no multiplicity adjustment): across many slices, prefer
+``gate: false``.
+
+YAML::
+
+    - name: ranking_no_regression
+      kind: ranking_regression
+      metric: pr_auc              # or roc_auc
+      slice: all                  # or any slice name: country, merchant_size, ...
+      estimator: ipw              # or plain
+      max_drop: 0.01              # the candidate's figure may not fall by more than this ...
+      min_support: 30             # ... judged only with this many matured frauds in the slice
+      limits: {US: 0.005}         # optional per-slice limits
+      gate: false
+
+Sentence on failure::
+
+    all: the candidate's ROC-AUC is 0.8638 vs 0.8790 (-0.0152, 95% CI -0.0293..-0.0036), limit -0.0010;
+    1,105 matured frauds: the whole interval is below the limit.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from contracts.base import FAIL, INSUFFICIENT, PASS, SliceContract, SliceName, Verdict, limits_in_range
+
+LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
+
+
+class RankingRegression(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["ranking_regression"]
+    metric: Literal["roc_auc", "pr_auc"]
+    slice: SliceName = "all"
+    estimator: Literal["ipw", "plain"] = "ipw"
+    max_drop: float = Field(ge=0, le=1)
+    min_support: int = Field(30, ge=1)
+    limits: dict[str, float] = {}
+    gate: bool = False
+
+    @field_validator("limits")
+    @classmethod
+    def _limits_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        return limits_in_range(v)
+
+    def check(self, metrics: pd.DataFrame | None) -> list[Verdict]:
+        label = LABELS[self.metric]
+        if metrics is None:
+            return [Verdict(self.name, self.kind, self.gate, self.slice, "all", INSUFFICIENT, None, None,
+                            self.max_drop, None, f"No slice metrics were computed for this release; "
+                            f"{label} cannot be judged.")]
+        m = metrics[(metrics["slice_type"] == self.slice) & (metrics["metric"] == self.metric)
+                    & (metrics["estimator"] == self.estimator)]
+        wide = m.pivot_table(index="slice", columns="model", values=["estimate", "lo", "hi", "frauds"],
+                             aggfunc="first", dropna=False)
+        out = []
+        for s in wide.index:
+            limit = self.limits.get(str(s), self.max_drop)
+            inc, cand = wide.loc[s, ("estimate", "incumbent")], wide.loc[s, ("estimate", "candidate")]
+            d, lo, hi = (wide.loc[s, (k, "candidate-incumbent")] for k in ("estimate", "lo", "hi"))
+            frauds = int(wide.loc[s, ("frauds", "incumbent")])
+            if pd.isna(d) or pd.isna(lo):
+                out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(s), INSUFFICIENT, None, None, limit,
+                                   frauds, f"{s}: no {label} to compare ({frauds:,} matured frauds; ranking "
+                                   f"figures need at least 10 frauds and 10 legitimate transactions)."))
+                continue
+            head = (f"{s}: the candidate's {label} is {cand:.4f} vs {inc:.4f} ({d:+.4f}, 95% CI {lo:+.4f}..{hi:+.4f}), "
+                    f"limit -{limit:.4f}; {frauds:,} matured frauds")
+            if frauds < self.min_support:
+                verdict, sentence = INSUFFICIENT, f"{head}; fewer than the {self.min_support:,} needed to judge."
+            elif hi < -limit:
+                verdict, sentence = FAIL, f"{head}: the whole interval is below the limit."
+            elif d < -limit:
+                verdict, sentence = INSUFFICIENT, (f"{head}: a fall beyond the limit, but the interval reaches "
+                                                   f"it: more matured frauds are needed to judge.")
+            else:
+                verdict, sentence = PASS, f"{head}: within the limit."
+            out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(s), verdict, float(cand), float(inc),
+                               limit, frauds, sentence))
+        # a limit naming no slice in the window is reported as the per-slice contracts report it
+        out.extend(SliceContract._unmatched_limits(self, pd.DataFrame({"slice": wide.index}), self.kind))
+        return out
