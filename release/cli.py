@@ -812,6 +812,19 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
 
 
 @app.command()
+def replay(day: str = typer.Option(..., help="the day to replay, YYYY-MM-DD"),
+           rate: float = typer.Option(300.0, help="requests per second (0: as fast as possible)"),
+           url: str = typer.Option("http://127.0.0.1:8000", help="the scoring service"),
+           limit: Optional[int] = typer.Option(None, help="send at most this many transactions"),
+           concurrency: int = typer.Option(32, help="requests in flight at most"),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Send a day of transactions from the event logs through the scoring service (exit 1 if any failed)."""
+    from release.replay import replay_command
+
+    replay_command(day, rate=rate, url=url, limit=limit, concurrency=concurrency, as_json=as_json)
+
+
+@app.command()
 def audit(limit: int = 30, as_json: bool = typer.Option(False, "--json")) -> None:
     """The append-only audit log: who, when, what, why, before and after."""
     from release.store import audit_log

@@ -1,7 +1,7 @@
 """The traffic replayer: sends a simulated (or logged) day of transactions through the scoring service
 at a chosen rate, in time order, and reports what came back.
 
-    python -m release.replay --day 2026-05-30 --rate 300 --url http://127.0.0.1:8000 [--limit N] [--json]
+    fraudcd replay --day 2026-05-30 --rate 300 --url http://127.0.0.1:8000 [--limit N] [--json]
 
 Open loop: request i is sent at start + i / rate whether or not earlier answers came back (at most
 ``concurrency`` in flight over as many keep-alive connections; when that many are outstanding the
@@ -159,38 +159,44 @@ async def replay(url: str, bodies: list[dict], rate: float = 0.0, concurrency: i
                         max_slip_ms=slip * 1000, started_wall=wall0)
 
 
-def main() -> None:
+def replay_command(day: str, rate: float = 300.0, url: str = "http://127.0.0.1:8000", limit: int | None = None,
+                   concurrency: int = 32, as_json: bool = False) -> None:
+    """Send a day of transactions from the event logs through the scoring service."""
     import typer
 
-    def run(day: str = typer.Option(..., help="the day to replay, YYYY-MM-DD"),
-            rate: float = typer.Option(300.0, help="requests per second (0: as fast as possible)"),
-            url: str = typer.Option("http://127.0.0.1:8000", help="the scoring service"),
-            limit: int = typer.Option(None, help="send at most this many transactions"),
-            concurrency: int = typer.Option(32, help="requests in flight at most"),
-            as_json: bool = typer.Option(False, "--json")) -> None:
-        """Send a day of transactions from the event logs through the scoring service."""
-        from release.settings import paths
+    from release.settings import paths
 
-        try:
-            d = dt.date.fromisoformat(day)
-            if rate < 0 or concurrency < 1:
-                raise ValueError(f"--rate must be >= 0 and --concurrency >= 1; got {rate:g} and {concurrency}")
-            bodies = day_requests(paths().events, d, limit)
-        except (ValueError, FileNotFoundError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        res = asyncio.run(replay(url, bodies, rate=rate, concurrency=concurrency))
-        s = res.summary()
-        if as_json:
-            typer.echo(json.dumps(s, indent=2))
-        else:
-            typer.echo(f"replayed {s['sent']:,} transactions of {day} in {s['seconds']:.1f}s "
-                       f"({s['throughput_rps']} req/s): {s['ok']:,} ok, {s['failed']:,} failed; latency p50 "
-                       f"{s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms; served by {s['served_by']}; "
-                       f"decisions {s['decisions']}; schedule slipped at most {s['max_schedule_slip_ms']:.1f} ms")
-        raise typer.Exit(1 if res.failed else 0)
+    try:
+        d = dt.date.fromisoformat(day)
+        if rate < 0 or concurrency < 1:
+            raise ValueError(f"--rate must be >= 0 and --concurrency >= 1; got {rate:g} and {concurrency}")
+        bodies = day_requests(paths().events, d, limit)
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    res = asyncio.run(replay(url, bodies, rate=rate, concurrency=concurrency))
+    s = res.summary()
+    if as_json:
+        typer.echo(json.dumps(s, indent=2))
+    else:
+        def ms(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.2f} ms"
 
-    typer.run(run)
+        typer.echo(f"replayed {s['sent']:,} transactions of {day} in {s['seconds']:.1f}s "
+                   f"({s['throughput_rps']} req/s): {s['ok']:,} ok, {s['failed']:,} failed; latency p50 "
+                   f"{ms(s['p50_ms'])}, p99 {ms(s['p99_ms'])}; served by {s['served_by']}; "
+                   f"decisions {s['decisions']}; schedule slipped at most {ms(s['max_schedule_slip_ms'])}")
+        if res.failed == len(res.answers):
+            typer.echo(f"error: no request was answered; is the scoring service running at {url}?", err=True)
+    raise typer.Exit(1 if res.failed else 0)
+
+
+def main() -> None:  # python -m release.replay; the same command as `fraudcd replay`
+    import typer
+
+    from release.cli import replay as command
+
+    typer.run(command)
 
 
 if __name__ == "__main__":

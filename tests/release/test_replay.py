@@ -35,3 +35,14 @@ def test_bad_input_exits_2(args, message, home):
     r = subprocess.run([sys.executable, "-m", "release.replay", *args], cwd=PROJECT_ROOT, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and message in r.stderr
+
+
+def test_fraudcd_replay_is_the_same_command(home):
+    from pathlib import Path
+
+    r = subprocess.run([str(Path(sys.executable).with_name("fraudcd")), "replay", "--day", "2026-01-05", "--rate",
+                        "-1"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--rate must be >= 0" in r.stderr
+    r = subprocess.run([str(Path(sys.executable).with_name("fraudcd")), "replay", "--help"], cwd=PROJECT_ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Send a day of transactions" in r.stdout

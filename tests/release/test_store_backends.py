@@ -169,3 +169,26 @@ def test_fraudcd_db_shows_the_revision_goes_back_and_refuses_an_unknown_one(home
     r = runner.invoke(app, ["db", "--to", "0009"])
     assert r.exit_code == 2 and "Cannot migrate the state store to '0009'" in r.output
     assert "schema revision 0002" in runner.invoke(app, ["db"]).output
+
+
+def test_a_store_that_already_has_the_triggers_but_no_version_table_migrates_cleanly(store):
+    """Stores made by the commit that introduced the triggers, before migrations: 0002 is idempotent."""
+    from release.settings import state_url
+    from release.store import VERSION_TABLE, engine, migrate
+
+    url = state_url()
+    eng = sa.create_engine(url) if not url.startswith("sqlite:///") else None
+    if eng is None:
+        from pathlib import Path
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        eng = sa.create_engine(url)
+    assert migrate(eng, "head") == "0002"
+    with eng.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
+    eng.dispose()
+    engine()
+    assert _compare(url)[0] == "0002"
+    register("model a\n")  # an audit row for the trigger to refuse to delete
+    with pytest.raises(sa.exc.DatabaseError, match="audit is append-only"):
+        with transaction() as conn:
+            conn.execute(sa.text("DELETE FROM audit"))

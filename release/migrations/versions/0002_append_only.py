@@ -1,5 +1,6 @@
 """History is append-only: the database refuses UPDATE and DELETE on registered models (a model id is
-the hash of its bytes), the audit log and the tag history, whoever connects.
+the hash of its bytes), the audit log and the tag history, whoever connects. Idempotent: a store that
+already has the triggers (made between their introduction and this migration) keeps them.
 
 Revision ID: 0002
 Revises: 0001
@@ -21,11 +22,12 @@ def upgrade() -> None:
     for name in TABLES:
         if dialect == "sqlite":
             for action in ("UPDATE", "DELETE"):
-                op.execute(f"CREATE TRIGGER {name}_no_{action.lower()} BEFORE {action} ON {name} "
+                op.execute(f"CREATE TRIGGER IF NOT EXISTS {name}_no_{action.lower()} BEFORE {action} ON {name} "
                            f"BEGIN SELECT RAISE(ABORT, '{name} is append-only: {action} refused'); END")
         elif dialect == "postgresql":
-            op.execute(f"CREATE FUNCTION {name}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            op.execute(f"CREATE OR REPLACE FUNCTION {name}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
                        f"RAISE EXCEPTION '{name} is append-only: % refused', TG_OP; END $$")
+            op.execute(f"DROP TRIGGER IF EXISTS {name}_append_only ON {name}")
             op.execute(f"CREATE TRIGGER {name}_append_only BEFORE UPDATE OR DELETE ON {name} "
                        f"FOR EACH ROW EXECUTE FUNCTION {name}_append_only()")
         else:
