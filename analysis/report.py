@@ -111,7 +111,8 @@ def _ranking_rows(metrics: pd.DataFrame | None) -> list[dict]:
     order = {t: i for i, t in enumerate(["all", "country", "merchant_size", "category", "card_segment", "amount_band",
                                          "card_country"])}
     out = wide.reset_index()
-    out = out.sort_values(["slice_type", "slice"], key=lambda c: c.map(order).fillna(99) if c.name == "slice_type" else c)
+    out = out.sort_values(["slice_type", "slice"],
+                          key=lambda c: c.map(order).fillna(99) if c.name == "slice_type" else c)
     return out.astype(object).where(out.notna(), None).to_dict("records")
 
 

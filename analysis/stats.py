@@ -328,17 +328,20 @@ class _Ranking:
                 for i, model in enumerate(self.models):
                     base = 2 + 4 * i + 2 * j
                     roc, ap, offset, roc_var_legit = plan["point"][(model, est)]
-                    values[model, "roc_auc"] = (roc, np.where(den > 0, reps[:, base] / np.where(den > 0, den, 1), np.nan))
+                    defined = den > 0  # a replicate whose resampled frauds weigh nothing has no figure
+                    values[model, "roc_auc"] = (roc, np.where(defined, reps[:, base] / np.where(defined, den, 1),
+                                                              np.nan))
                     single[model] = np.sqrt(roc_var_legit)[:, None] * rng.standard_normal(den.shape)
-                    values[model, "pr_auc"] = (ap, np.where(den > 0, np.clip(offset[:, None] + reps[:, base + 1], 0, 1),
+                    values[model, "pr_auc"] = (ap, np.where(defined, np.clip(offset[:, None] + reps[:, base + 1], 0, 1),
                                                             np.nan))
                 for metric in ("roc_auc", "pr_auc"):
                     # a single model's ROC-AUC adds its legitimate rows' term, drawn as a normal; the paired
                     # difference leaves it out: the two models' terms are on the same rows and mostly cancel
-                    series = [(m, values[m, metric][0], values[m, metric][1] + (single[m] if metric == "roc_auc" else 0))
-                              for m in self.models]
+                    series = [(m, values[m, metric][0],
+                               values[m, metric][1] + (single[m] if metric == "roc_auc" else 0)) for m in self.models]
                     series += [(f"{m}-{baseline}", values[m, metric][0] - values[baseline, metric][0],
-                                values[m, metric][1] - values[baseline, metric][1]) for m in self.models if m != baseline]
+                                values[m, metric][1] - values[baseline, metric][1])
+                               for m in self.models if m != baseline]
                     for model, est_v, rep in series:
                         lo, hi = _quantiles(rep, qs, min_finite)
                         full = np.full(len(ok), np.nan)
@@ -360,9 +363,10 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     ``label`` is 1/0 with NaN for unlabelled rows (blocked by the policy of the day), ``weight`` the
     inverse propensity (clipped at ``max_weight``), ``actions`` each model's 0/1 decisions. With
     ``scores`` (model -> probability per row; ``baseline`` among them) the table also has ROC-AUC and
-    PR-AUC on scores binned by ``score_bins`` (``n_bins``, by default ``ranking_bins``), for slices with at least ``min_ranking_frauds`` frauds and
-    as many labelled legitimate rows (NaN elsewhere). Returns a tidy table: slice_type, slice, metric,
-    estimator, model, estimate, lo, hi and the slice's support (transactions, labelled, frauds).
+    PR-AUC on scores binned by ``score_bins`` (``n_bins`` bins, by default ``ranking_bins``), for slices
+    with at least ``min_ranking_frauds`` frauds and as many labelled legitimate rows (NaN elsewhere).
+    Returns a tidy table: slice_type, slice, metric, estimator, model, estimate, lo, hi and the slice's
+    support (transactions, labelled, frauds).
 
     Every cluster (a card's active rows in one slice) gets one Poisson(1) weight per replicate, shared by
     all its count columns and so by every model (a paired bootstrap). Weights come from one pool drawn
@@ -408,11 +412,12 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     if scores is not None:
         n_bins = n_bins or ranking_bins(max(len(c[1]) for c in codes.values()))
         rank_models = [baseline] + [m for m in scores if m != baseline]
+        legit = labelled_all & (lab_all == 0)
         ranking = _Ranking(rank_models, {m: score_bins(scores[m], n_bins) for m in rank_models}, n_bins,
-                           pos=np.flatnonzero(lab_all > 0),
-                           act_legit=np.flatnonzero(active & labelled_all & (lab_all == 0)), neg_extra=np.flatnonzero(labelled_all & (lab_all == 0)
-                                                                                     & (w_all != 1)),
-                           drop=np.flatnonzero(~labelled_all | (lab_all > 0)), a=w_all, min_frauds=min_ranking_frauds)
+                           pos=np.flatnonzero(lab_all > 0), act_legit=np.flatnonzero(active & legit),
+                           neg_extra=np.flatnonzero(legit & (w_all != 1)),  # legit rows whose weight is not 1
+                           drop=np.flatnonzero(~labelled_all | (lab_all > 0)),  # rows that are not labelled legit
+                           a=w_all, min_frauds=min_ranking_frauds)
 
     slicing = _Slicing(codes)
     quiet = slicing.histograms(lambda c, n_s: np.bincount(c.astype(np.int64) * n_kinds + quiet_kind,
