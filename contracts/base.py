@@ -122,8 +122,13 @@ class SliceContract(BaseModel):
         return p
 
     def _unmatched_limits(self, rows, kind: str) -> list[Verdict]:
-        known = {str(x) for x in rows["slice"]}
-        return [Verdict(self.name, kind, self.gate, self.slice, name, INSUFFICIENT, None, None, self.limits[name], 0,
-                        f"{name}: a limit is set for this {self.slice}, but no such {self.slice} is in the "
-                        f"evaluation window; check its spelling.", None)
-                for name in sorted(set(self.limits) - known)]
+        return unmatched_limits(self, {str(x) for x in rows["slice"]}, kind)
+
+
+def unmatched_limits(contract, known: set[str], kind: str) -> list[Verdict]:
+    """A per-slice limit that names no slice in the evaluation window: reported, never silently ignored."""
+    return [Verdict(contract.name, kind, contract.gate, contract.slice, name, INSUFFICIENT, None, None,
+                    contract.limits[name], 0,
+                    f"{name}: a limit is set for this {contract.slice}, but no such {contract.slice} is in the "
+                    f"evaluation window; check its spelling.", None)
+            for name in sorted(set(contract.limits) - known)]

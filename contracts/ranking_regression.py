@@ -32,7 +32,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.base import FAIL, INSUFFICIENT, PASS, SliceContract, SliceName, Verdict, limits_in_range
+from contracts.base import FAIL, INSUFFICIENT, PASS, SliceName, Verdict, limits_in_range, unmatched_limits
 
 LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
 
@@ -90,5 +90,5 @@ class RankingRegression(BaseModel):
             out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(s), verdict, float(cand), float(inc),
                                limit, frauds, sentence))
         # a limit naming no slice in the window is reported as the per-slice contracts report it
-        out.extend(SliceContract._unmatched_limits(self, pd.DataFrame({"slice": wide.index}), self.kind))
+        out.extend(unmatched_limits(self, {str(x) for x in wide.index}, self.kind))
         return out

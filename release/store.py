@@ -239,10 +239,15 @@ def _engine(url: str) -> Engine:
 
 # Rows that are history, never edited: a registered model (its id is the hash of its bytes), the audit
 # log and the tag history. The database itself refuses UPDATE and DELETE on them (migration 0002).
-APPEND_ONLY = ("models", "audit", "tag_history")
 WRITER_LOCK = 0x66726175  # PostgreSQL advisory lock key that serializes state changes ("frau")
 VERSION_TABLE = "fraudcd_alembic_version"  # not alembic_version: the store may share a database
 BASELINE = "0001"  # the tables as create_all made them before migrations existed
+
+
+def _writer_lock(conn: Connection) -> None:
+    """Hold the writer lock until the transaction ends (PostgreSQL; SQLite's BEGIN IMMEDIATE already does)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
 
 
 def migrate(eng: Engine, revision: str = "head") -> str:
@@ -260,8 +265,7 @@ def migrate(eng: Engine, revision: str = "head") -> str:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with eng.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
+        _writer_lock(conn)
         cfg.attributes["connection"] = conn
         inspector = sa.inspect(conn)
         if inspector.has_table("models") and not inspector.has_table(VERSION_TABLE):
@@ -289,8 +293,7 @@ def transaction() -> Iterator[Connection]:
     a time (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so a change that
     checks what it read (a ramp control's expected version) cannot interleave with another."""
     with engine().begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
+        _writer_lock(conn)
         yield conn
 
 
