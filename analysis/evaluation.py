@@ -1,28 +1,46 @@
-"""Evaluate the candidate against the incumbent on the same matured, out-of-time window.
+"""Evaluate the candidate against the incumbent: every threshold fitted on one part of the window, the
+policy that would go live judged on another.
 
-The operating point is the incumbent's global FPR at the thresholds in force; the candidate's global
-threshold is chosen to match it (never to exceed it), and every slice is compared there.
+The evaluation window (the snapshot's matured, out-of-time days) is split in two:
+
+- **fitting rows** (the earlier days): the incumbent's operating point (its FPR at the thresholds in
+  force), the candidate's global threshold matching it, and the per-merchant threshold suggestions are
+  all fitted here;
+- **judging rows** (the later days): every figure a contract judges comes from here, for the *policy*
+  that would go live: per-merchant thresholds where a merchant has one (suggested, or approved with
+  edits at re-judgement), the candidate's global threshold for every other merchant (thin ones shrunk to
+  their segment, those not approved, and those never seen in the fitting rows).
+
+A window of a single day (or without dates) is split by card instead (a seeded hash of the card id): the
+same card never sits on both sides. ``Evaluation.windows`` says which rows fitted and which judged.
+
+Inverse-propensity weights are made once (analysis.weighting) and every figure uses them: thresholds,
+point estimates, intervals and ranking metrics.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.thresholds import suggest_thresholds
-from analysis.metrics import (prepare, ranking_metrics, slice_metrics, threshold_at_fpr, thresholds_for,
-                              weighted_fpr)
+from analysis.metrics import prepare, ranking_metrics, slice_metrics, threshold_at_fpr, thresholds_for, weighted_fpr
 from analysis.stats import slice_intervals
-from contracts.base import SLICE_COLUMNS
+from analysis.thresholds import suggest_thresholds
+from analysis.weighting import MAX_WEIGHT, dr_fraud_terms, ipw_weights, outcome_model
+from contracts.base import SLICE_COLUMNS, other_name, pooled_type
 from release.io import atomic_write_parquet, atomic_write_text
 
 REPORT_SLICES = ["country", "merchant", "category", "card_country", "merchant_size", "amount_band", "card_segment"]
 AMOUNT_BANDS = [0.0, 20.0, 100.0, 500.0, float("inf")]
 AMOUNT_LABELS = ["<20", "20-100", "100-500", "500+"]
 NEW_CARD_DAYS = 30  # a card first seen fewer than this many days ago is "new"
+FIT_SHARE = 0.5  # the earlier half of the evaluation window's days fits thresholds, the later half judges
+JUDGING_COLUMNS = ["day", "card_id", "merchant_id", "merchant_country", "merchant_category", "card_country",
+                   "merchant_size", "amount_band", "card_segment", "amount", "label", "weight",
+                   "incumbent_score", "candidate_score", "incumbent_threshold", "outcome"]
 
 
 def add_segments(scored: pd.DataFrame) -> pd.DataFrame:
@@ -37,20 +55,108 @@ def add_segments(scored: pd.DataFrame) -> pd.DataFrame:
     out["amount_band"] = pd.cut(out["amount"], AMOUNT_BANDS, labels=AMOUNT_LABELS, right=False).astype(str)
     if "card_age_days" in out:
         out["card_segment"] = np.where(out["card_age_days"] < NEW_CARD_DAYS, "new card", "returning card")
-    else:
+    elif "card_segment" not in out:
         out["card_segment"] = "unknown"
+    return out
+
+
+def _days(scored: pd.DataFrame) -> pd.Series | None:
+    if "day" in scored:
+        return pd.to_datetime(scored["day"]).dt.normalize()
+    if "ts" in scored:
+        return pd.to_datetime(scored["ts"], utc=True).dt.tz_localize(None).dt.normalize()
+    return None
+
+
+def _span(days: pd.Series) -> str:
+    return f"{days.min():%Y-%m-%d}..{days.max():%Y-%m-%d}" if len(days) else "-"
+
+
+def split_fit_judge(scored: pd.DataFrame, fit_share: float = FIT_SHARE, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """(fitting mask, description): the earlier ``fit_share`` of the window's days fit, the later days
+    judge; with fewer than two days, cards are split by a seeded hash instead."""
+    if not 0 < fit_share < 1:
+        raise ValueError(f"The 'fit_share' parameter of split_fit_judge must be a float in (0, 1). Got {fit_share!r}.")
+    days = _days(scored)
+    uniq = np.sort(days.unique()) if days is not None else np.array([])
+    if len(uniq) >= 2:
+        k = int(min(max(round(len(uniq) * fit_share), 1), len(uniq) - 1))
+        fit = (days < uniq[k]).to_numpy()
+        desc = {"method": "time", "fitting": _span(days[fit]), "judging": _span(days[~fit]),
+                "fitting_start": f"{days[fit].min():%Y-%m-%d}", "judging_start": f"{pd.Timestamp(uniq[k]):%Y-%m-%d}",
+                "judging_end": f"{days.max() + pd.Timedelta(days=1):%Y-%m-%d}"}
+    else:
+        h = pd.util.hash_pandas_object(scored["card_id"].astype(str), index=False, hash_key=f"fraudcd-{seed:09d}"[:16])
+        fit = (h.to_numpy() % 1000) < int(1000 * fit_share)
+        span = _span(days) if days is not None else "the window"
+        desc = {"method": "card", "fitting": f"{span}, cards of one half (seeded hash)",
+                "judging": f"{span}, the other cards"}
+    lab = scored["label"]
+    desc.update({"fitting_rows": int(fit.sum()), "judging_rows": int((~fit).sum()),
+                 "fitting_frauds": int((lab[fit] == 1).sum()), "judging_frauds": int((lab[~fit] == 1).sum())})
+    desc["sentence"] = (f"Thresholds fitted on {desc['fitting_rows']:,} rows ({desc['fitting']}, "
+                        f"{desc['fitting_frauds']:,} matured frauds); judged on {desc['judging_rows']:,} other rows "
+                        f"({desc['judging']}, {desc['judging_frauds']:,} matured frauds)"
+                        + (", split by card: the window has a single day." if desc["method"] == "card" else "."))
+    return fit, desc
+
+
+def pooled_labels(labels: pd.Series, support: np.ndarray, min_support: int, slice_type: str) -> tuple[np.ndarray, dict]:
+    """Each row's slice, with slices whose summed ``support`` is below ``min_support`` pooled into one
+    "other ..." slice; returns the labels and {pooled slice name: its members}."""
+    codes, names = pd.factorize(labels.astype(str), sort=True)
+    names = np.asarray(names, dtype=object)
+    tot = np.bincount(codes, weights=np.asarray(support, dtype=float), minlength=len(names))
+    small = tot < min_support
+    if not small.any():
+        return names[codes], {}
+    name = other_name(slice_type)
+    members = sorted(map(str, names[small]))
+    shown = ", ".join(members[:6]) + (f" and {len(members) - 6} more" if len(members) > 6 else "")
+    return np.where(small, name, names)[codes], {name: f"{len(members)}: {shown}"}
+
+
+def counterfactual_support(keys: dict[str, np.ndarray], label: np.ndarray, weight: np.ndarray) -> pd.DataFrame:
+    """Per (slice_type, slice): censored rows (unlabelled in a matured window: blocked by the policy of the
+    day), explored rows and explored frauds (labelled rows carrying a weight above 1), and the Kish
+    effective sample size of the frauds' and of the legitimate rows' weights."""
+    labelled = ~np.isnan(label)
+    fraud = labelled & (label == 1)
+    legit = labelled & (label == 0)
+    explored = labelled & (weight > 1)
+    w = np.where(labelled, weight, 0.0)
+    cols = pd.DataFrame({"censored": (~labelled).astype(float), "explored": explored.astype(float),
+                         "explored_frauds": (explored & fraud).astype(float),
+                         "_wf": w * fraud, "_wf2": (w * fraud) ** 2, "_wl": w * legit, "_wl2": (w * legit) ** 2})
+    parts = []
+    for t, k in keys.items():
+        g = cols.groupby(np.asarray(k).astype(str)).sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g["ess_frauds"] = np.where(g["_wf2"] > 0, g["_wf"] ** 2 / g["_wf2"], 0.0)
+            g["ess_legit"] = np.where(g["_wl2"] > 0, g["_wl"] ** 2 / g["_wl2"], 0.0)
+        g = g.drop(columns=["_wf", "_wf2", "_wl", "_wl2"])
+        g.insert(0, "slice", g.index.astype(str))
+        g.insert(0, "slice_type", t)
+        parts.append(g.reset_index(drop=True))
+    out = pd.concat(parts, ignore_index=True)
+    for c in ("censored", "explored", "explored_frauds"):
+        out[c] = out[c].round().astype(np.int64)
     return out
 
 
 @dataclass
 class Evaluation:
-    """``slices`` has one row per (at, slice_type, slice): ``at`` is "operating_point" (candidate at one
-    global threshold matching the incumbent's FPR) or "suggested" (candidate at the suggested per-merchant
-    thresholds, the ones that would go live). ``overall`` is at the operating point. ``metrics`` is the
-    tidy table of every metric with its 95% interval (analysis.stats.slice_intervals): one row per
+    """One policy judged against the incumbent on judging rows that did not fit it.
+
+    ``slices`` has one row per (at, slice_type, slice) of point figures on the judging rows: ``at`` is
+    "operating_point" (the candidate at one global threshold fitted to the incumbent's FPR) or "policy"
+    (the per-merchant thresholds and the global one elsewhere). ``metrics`` is the tidy table of every
+    metric with its 95% interval (analysis.stats.slice_intervals) on the judging rows: one row per
     (slice_type, slice, metric, estimator, model), model being incumbent (thresholds in force), candidate
-    (at the operating point), suggested (the candidate at the suggested per-merchant thresholds) or a
-    difference against the incumbent."""
+    (operating point), policy, or a difference against the incumbent; pooled slice types (see
+    contracts.base.pooled_type) for the contracts, with counterfactual support columns. ``overall`` is at
+    the operating point. ``windows`` says which rows fitted and which judged. ``policy_source`` is
+    "suggested" (every suggestion as if approved) or "approved" (the approved thresholds with edits)."""
 
     overall: dict
     slices: pd.DataFrame
@@ -60,27 +166,48 @@ class Evaluation:
     suggestions: pd.DataFrame
     metrics: pd.DataFrame | None = None
     ranking_diff: dict | None = None  # metric -> candidate-minus-incumbent diff, lo, hi (all traffic, IPW)
+    windows: dict = field(default_factory=dict)
+    policy_source: str = "suggested"
+    policy_global_threshold: float | None = None
+    judging: pd.DataFrame | None = None  # the judging rows (scores, labels, weights, slices), for re-judgement
 
     def save(self, folder: Path) -> None:
-        atomic_write_parquet(self.slices, Path(folder) / "slices.parquet")
-        atomic_write_parquet(self.suggestions, Path(folder) / "suggestions.parquet")
+        folder = Path(folder)
+        atomic_write_parquet(self.slices, folder / "slices.parquet")
+        atomic_write_parquet(self.suggestions, folder / "suggestions.parquet")
         if self.metrics is not None:
-            atomic_write_parquet(self.metrics, Path(folder) / "metrics.parquet")
+            atomic_write_parquet(self.metrics, folder / "metrics.parquet")
+        if self.judging is not None:
+            atomic_write_parquet(self.judging, folder / "judging.parquet")
         atomic_write_text(json.dumps({"overall": self.overall, "recall_diff": self.recall_diff,
                                       "ranking_diff": self.ranking_diff,
                                       "operating_fpr": self.operating_fpr,
-                                      "candidate_threshold": self.candidate_threshold}, indent=2, default=float),
-                          Path(folder) / "evaluation.json")
+                                      "candidate_threshold": self.candidate_threshold,
+                                      "windows": self.windows, "policy_source": self.policy_source,
+                                      "policy_global_threshold": self.policy_global_threshold},
+                                     indent=2, default=_jsonable), folder / "evaluation.json")
 
     @classmethod
     def load(cls, folder: Path) -> "Evaluation":
-        meta = json.loads((Path(folder) / "evaluation.json").read_text())
-        metrics = Path(folder) / "metrics.parquet"
+        folder = Path(folder)
+        meta = json.loads((folder / "evaluation.json").read_text())
+        metrics, judging = folder / "metrics.parquet", folder / "judging.parquet"
         return cls(metrics=pd.read_parquet(metrics) if metrics.exists() else None,
-                   overall=meta["overall"], slices=pd.read_parquet(Path(folder) / "slices.parquet"),
-                   suggestions=pd.read_parquet(Path(folder) / "suggestions.parquet"),
+                   overall=meta["overall"], slices=pd.read_parquet(folder / "slices.parquet"),
+                   suggestions=pd.read_parquet(folder / "suggestions.parquet"),
                    recall_diff=meta["recall_diff"], operating_fpr=meta["operating_fpr"],
-                   candidate_threshold=meta["candidate_threshold"], ranking_diff=meta.get("ranking_diff"))
+                   candidate_threshold=meta["candidate_threshold"], ranking_diff=meta.get("ranking_diff"),
+                   windows=meta.get("windows") or {}, policy_source=meta.get("policy_source", "suggested"),
+                   policy_global_threshold=meta.get("policy_global_threshold"),
+                   judging=pd.read_parquet(judging) if judging.exists() else None)
+
+
+def _jsonable(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return float(x)
+    return str(x)
 
 
 def all_slices(p: pd.DataFrame, slice_names: list[str]) -> pd.DataFrame:
@@ -92,39 +219,133 @@ def all_slices(p: pd.DataFrame, slice_names: list[str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _default_pools() -> set[tuple[str, str, int]]:
+    from contracts.evaluator import load_contracts
+    from release.settings import contracts_file
+
+    return load_contracts(contracts_file()).pools()
+
+
 def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default: float,
              slice_names: list[str] = REPORT_SLICES, n_boot: int = 1000, seed: int = 0,
-             max_weight: float = 100.0) -> Evaluation:
-    """``scored`` has incumbent_score, candidate_score, label, weight, amount, card_id and slice columns.
-    Intervals come from a paired bootstrap resampled by card with ``n_boot`` replicates; inverse-propensity
-    weights are clipped at ``max_weight``."""
+             max_weight: float = MAX_WEIGHT, fit_share: float = FIT_SHARE,
+             pools: set[tuple[str, str, int]] | None = None, threshold_config=None,
+             ranking: bool = True) -> Evaluation:
+    """Fit thresholds on the earlier rows of ``scored``, judge the suggested policy on the later ones.
+
+    ``scored`` has incumbent_score, candidate_score, label (NaN: unlabelled), weight (1/propensity),
+    amount, card_id, merchant_id and slice columns, and ``day`` (or ``ts``) for the time split.
+    ``inc_thresholds`` / ``inc_default`` are the incumbent's thresholds in force. ``pools`` names the
+    pooled slice types the contracts read (by default, those of the contracts in force). Intervals come
+    from a paired bootstrap resampled by card with ``n_boot`` replicates."""
     scored = add_segments(scored)
+    scored["weight"] = ipw_weights(scored["label"], scored["weight"], max_weight=max_weight)
     inc_thr = thresholds_for(scored["merchant_id"], inc_thresholds, inc_default)
-    labelled = scored["label"].notna().to_numpy()
-    lab = scored.loc[labelled, "label"].astype(int).to_numpy()
-    w = scored.loc[labelled, "weight"].astype(float).to_numpy()
-    op_fpr = weighted_fpr(scored.loc[labelled, "incumbent_score"].to_numpy(), lab, w, inc_thr[labelled])
-    cand_t = threshold_at_fpr(scored.loc[labelled, "candidate_score"].to_numpy(), lab, w, op_fpr)
-    p = prepare(scored, inc_thr, np.full(len(scored), cand_t))
+    scored["incumbent_threshold"] = inc_thr
+    fit, windows = split_fit_judge(scored, fit_share, seed)
+    f = scored[fit]
+    # the outcome model of the counterfactual figures: each row's fraud probability from the logging
+    # policy's score, calibrated on the labelled fitting rows (explored rows weighted by 1/propensity stand
+    # for the blocked region), applied to every row; judging rows never fit it. Only the logged score: a
+    # model that also read the candidate's score would trust it exactly where the candidate goes wrong
+    logged = scored["logged_score"] if "logged_score" in scored else scored["incumbent_score"]
+    scored["outcome"] = outcome_probability(logged.to_numpy(dtype=float)[:, None], fit, scored["label"],
+                                            scored["weight"])
+    f = scored[fit]
+    # the operating point on the fitting rows, in the estimand the gates judge (direct method): each
+    # labelled legitimate row counts 1, each censored row 1 - its fraud probability
+    legit = fraud_mass(f["label"], f["outcome"], legit=True)
+    op_fpr = weighted_fpr(f["incumbent_score"].to_numpy(), np.zeros(len(f)), legit, inc_thr[fit])
+    cand_t = threshold_at_fpr(f["candidate_score"].to_numpy(), np.zeros(len(f)), legit, op_fpr)
+    current = pd.Series(inc_thresholds, dtype=float) if len(inc_thresholds) else None
+    suggestions = suggest_thresholds(f, inc_thr[fit], cand_t, current=current, config=threshold_config)
+    per = suggestions.set_index("merchant_id")["suggested_threshold"]
+    judging = scored.loc[~fit, [c for c in JUDGING_COLUMNS if c in scored.columns]].reset_index(drop=True)
+    ev = judge_policy(judging, cand_t, cand_t, per, slice_names=slice_names, n_boot=n_boot, seed=seed,
+                      pools=pools, source="suggested", ranking=ranking)
+    ev.operating_fpr, ev.suggestions, ev.windows = op_fpr, suggestions, {**windows, "operating_fpr": op_fpr}
+    return ev
+
+
+def outcome_probability(scores: np.ndarray, fit: np.ndarray, label: pd.Series, weight: pd.Series) -> np.ndarray:
+    """Each row's fraud probability from ``scores`` (one column per score): analysis.weighting's
+    outcome_model (a weighted logistic calibration) fitted on the ``fit`` rows only, predicted for all."""
+    x = np.asarray(scores, dtype=float)
+    lab = label.to_numpy(dtype=float, na_value=np.nan).copy()
+    lab[~fit] = np.nan  # judging rows do not fit the model
+    w = np.where(fit, weight.to_numpy(dtype=float, na_value=0.0), 0.0)
+    scale = "probability" if ((x >= 0) & (x <= 1)).all() else "raw"
+    return outcome_model(x, lab, w, scale=scale)
+
+
+def fraud_mass(label, outcome, legit: bool = False) -> np.ndarray:
+    """The direct method's fraud mass of each row: its label when labelled, the outcome model's
+    probability when censored (``legit``: one minus it)."""
+    y = np.asarray(label, dtype=float)
+    f = np.where(np.isnan(y), np.asarray(outcome, dtype=float), y)
+    return 1 - f if legit else f
+
+
+def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_global: float,
+                 policy_per_merchant: pd.Series | dict | None, *, slice_names: list[str] = REPORT_SLICES,
+                 n_boot: int = 1000, seed: int = 0, pools: set[tuple[str, str, int]] | None = None,
+                 source: str = "suggested", windows: dict | None = None, ranking: bool = True) -> Evaluation:
+    """Judge one policy (per-merchant thresholds, ``policy_global`` for every other merchant) and the
+    candidate at its operating threshold against the incumbent (``incumbent_threshold`` per row) on
+    ``judging`` rows, with weights already made by analysis.weighting."""
+    pools = _default_pools() if pools is None else set(pools)
+    inc_thr = judging["incumbent_threshold"].to_numpy(dtype=float)
+    p = prepare(judging, inc_thr, np.full(len(judging), candidate_threshold))
+    pol_thr = thresholds_for(judging["merchant_id"].astype(str), policy_per_merchant, policy_global)
+    pol_p = prepare(judging, inc_thr, pol_thr)
     op = all_slices(p, slice_names)
-    suggestions = suggest_thresholds(scored, inc_thr, cand_t,
-                                     current=pd.Series(inc_thresholds, dtype=float) if len(inc_thresholds) else None)
-    sug_thr = thresholds_for(scored["merchant_id"], suggestions.set_index("merchant_id")["suggested_threshold"], cand_t)
-    sug_p = prepare(scored, inc_thr, sug_thr)
-    sug = all_slices(sug_p, slice_names)
+    pol = all_slices(pol_p, slice_names)
     op.insert(0, "at", "operating_point")
-    sug.insert(0, "at", "suggested")
-    slices = pd.concat([op, sug], ignore_index=True)
+    pol.insert(0, "at", "policy")
+    slices = pd.concat([op, pol], ignore_index=True)
     overall = op[op["slice_type"] == "all"].iloc[0].drop("at").to_dict()
-    overall.update(ranking_metrics(p))
+    if ranking:
+        overall.update(ranking_metrics(p))
     overall = {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v) for k, v in overall.items()}
-    keys = {"all": np.full(len(scored), "all")}
-    keys.update({name: scored[SLICE_COLUMNS[name]].astype(str).to_numpy() for name in slice_names})
+    label = judging["label"].astype(float).to_numpy()
+    weight = judging["weight"].astype(float).to_numpy()
+    keys = {"all": np.full(len(judging), "all")}
+    keys.update({name: judging[SLICE_COLUMNS[name]].astype(str).to_numpy() for name in slice_names})
+    members = {}
+    for slice_type, measure, min_support in sorted(pools):
+        name = pooled_type(slice_type, measure, min_support)
+        if name in keys:
+            continue
+        support = {"transactions": np.ones(len(judging)), "frauds": (label == 1).astype(float),
+                   "actions": p["incumbent_action"].to_numpy(dtype=float)}[measure]
+        keys[name], m = pooled_labels(judging[SLICE_COLUMNS[slice_type]], support, min_support, slice_type)
+        members.update({(name, k): v for k, v in m.items()})
     metrics = slice_intervals(
-        scored["label"].astype(float), scored["weight"].astype(float), scored["amount"],
-        {"incumbent": p["incumbent_action"], "candidate": p["candidate_action"], "suggested": sug_p["candidate_action"]},
-        keys, scored["card_id"], baseline="incumbent", n_boot=n_boot, seed=seed, max_weight=max_weight,
-        scores={"incumbent": scored["incumbent_score"].to_numpy(), "candidate": scored["candidate_score"].to_numpy()})
+        label, weight, judging["amount"],
+        {"incumbent": p["incumbent_action"], "candidate": p["candidate_action"], "policy": pol_p["candidate_action"]},
+        keys, judging["card_id"], baseline="incumbent", n_boot=n_boot, seed=seed, max_weight=np.inf,
+        scores={"incumbent": judging["incumbent_score"].to_numpy(),
+                "candidate": judging["candidate_score"].to_numpy()} if ranking else None)
+    if "outcome" in judging:
+        m = judging["outcome"].to_numpy(dtype=float)
+        acts = {"incumbent": p["incumbent_action"], "candidate": p["candidate_action"], "policy": pol_p["candidate_action"]}
+        sup = metrics.groupby(["slice_type", "slice"])[["transactions", "labelled", "frauds"]].first().reset_index()
+        extra = []
+        # direct method (dm), per slice: every labelled row counts as its label, every censored row as the
+        # outcome model's fraud probability; one calibration for the window, so a slice's figure does not
+        # rest on the few explored frauds that fall in it (its bias is the calibration's, see README)
+        # doubly robust (dr), all traffic: m + w (y - m), each explored row correcting the model
+        for est, mass, k in (("dm", fraud_mass(label, m), keys),
+                             ("dr", dr_fraud_terms(label, weight, m), {"all": keys["all"]})):
+            t = slice_intervals(mass, np.ones(len(judging)), judging["amount"], acts, k, judging["card_id"],
+                                baseline="incumbent", n_boot=n_boot, seed=seed + 1, max_weight=np.inf,
+                                estimators=("ipw",))
+            t = t[t["estimator"] == "ipw"].drop(columns=["transactions", "labelled", "frauds"])
+            extra.append(t.assign(estimator=est).merge(sup, on=["slice_type", "slice"], how="left"))
+        metrics = pd.concat([metrics, *extra], ignore_index=True)
+    support = counterfactual_support(keys, label, weight)
+    metrics = metrics.merge(support, on=["slice_type", "slice"], how="left")
+    metrics["members"] = [members.get((t, s)) for t, s in zip(metrics["slice_type"], metrics["slice"])]
 
     def gain(metric: str) -> dict:
         d = metrics[(metrics.slice_type == "all") & (metrics.metric == metric) & (metrics.estimator == "ipw")
@@ -133,6 +354,9 @@ def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default
 
     recall_diff = gain("recall")
     # ROC-AUC and PR-AUC: the bootstrapped difference on binned scores (the exact point estimates are in overall)
-    ranking_diff = {m: {k: (v if np.isfinite(v) else None) for k, v in gain(m).items()} for m in ("roc_auc", "pr_auc")}
-    return Evaluation(overall=overall, slices=slices, recall_diff=recall_diff, operating_fpr=op_fpr,
-                      candidate_threshold=cand_t, suggestions=suggestions, metrics=metrics, ranking_diff=ranking_diff)
+    ranking_diff = ({m: {k: (v if np.isfinite(v) else None) for k, v in gain(m).items()} for m in ("roc_auc", "pr_auc")}
+                    if ranking else None)
+    return Evaluation(overall=overall, slices=slices, recall_diff=recall_diff, operating_fpr=float("nan"),
+                      candidate_threshold=float(candidate_threshold), suggestions=pd.DataFrame(), metrics=metrics,
+                      ranking_diff=ranking_diff, windows=dict(windows or {}), policy_source=source,
+                      policy_global_threshold=float(policy_global), judging=judging)

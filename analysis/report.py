@@ -1,5 +1,11 @@
 """The release report: one self-contained HTML file per release (inline CSS and SVG, autoescaped
-Jinja2), plus an index of releases. The first screen answers: ship or not, and why."""
+Jinja2), plus an index of releases. The first screen answers: ship or not, and why.
+
+What it reads: the release's row, its verdicts (stage "offline": the suggested policy; "approved": the
+re-judgement of the policy people approved; "shadow", "ramp"), overrides, threshold sets, ramp steps and
+the audit log from the state store; and the release folder's saved Evaluation (``evaluation.json`` with
+its fitting/judging ``windows``, ``slices.parquet``, the tidy ``metrics.parquet``, ``suggestions.parquet``)
+and, once the approved policy was re-judged, the same files under ``approved/``."""
 from __future__ import annotations
 
 import json
@@ -7,19 +13,55 @@ from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
+from markupsafe import escape
 
+from analysis.weighting import CounterfactualConfig
+from contracts.base import FAIL, INSUFFICIENT, PASS, stops, wide_metric
 from release.io import atomic_write_text
 from release.store import audit, engine, ramp_steps, releases, threshold_sets, verdicts
 
+
+def _missing(x) -> bool:
+    return x is None or isinstance(x, Undefined) or (not isinstance(x, str) and pd.isna(x))
+
+
 _env = Environment(loader=PackageLoader("analysis", "templates"), autoescape=select_autoescape(["html", "j2"]))
-_env.filters["pct"] = lambda x, d=2: "n/a" if x is None or pd.isna(x) else f"{100 * float(x):.{d}f}%"
-_env.filters["num"] = lambda x: "n/a" if x is None or pd.isna(x) else f"{float(x):,.0f}"
-_env.filters["money"] = lambda x: "n/a" if x is None or pd.isna(x) else f"{float(x):,.2f}"
+_env.filters["pct"] = lambda x, d=2: "n/a" if _missing(x) else f"{100 * float(x):.{d}f}%"
+_env.filters["pts"] = lambda x, d=2: "n/a" if _missing(x) else f"{100 * float(x):+.{d}f} pts"
+_env.filters["num"] = lambda x: "n/a" if _missing(x) else f"{float(x):,.0f}"
+_env.filters["money"] = lambda x: "n/a" if _missing(x) else f"{float(x):,.2f}"
+_env.filters["thr"] = lambda x: "n/a" if _missing(x) else f"{float(x):.4f}"
+
+# the judgements a release gets before traffic moves, and what the report calls them
+STAGES = {"offline": "suggested policy (offline judgement)", "approved": "approved policy (re-judgement)",
+          "shadow": "shadow (live traffic)", "ramp": "ramp guardrail"}
+JUDGED = ("offline", "approved")  # the stages whose unjudged gates obey on_insufficient
+# the estimators of the counterfactual table, in the order a reader should meet them
+ESTIMATORS = {
+    "plain": ("plain", "labelled rows only: biased by censoring (blocked rows never get a label, so the "
+                       "frauds the policy of the day blocked are missing)"),
+    "ipw": ("IPW", "inverse-propensity weighted: each explored row stands for the blocked rows like it"),
+    "dm": ("DM", "direct method: each censored row counted with the outcome model's fraud probability; "
+                 "what the gates judge"),
+    "dr": ("DR", "doubly robust: the direct method corrected by the explored rows' residuals (all traffic "
+                 "only; not bounded to 0..100%)"),
+}
+CF_METRICS = [("recall", "recall"), ("fpr", "false-positive rate"), ("precision", "precision")]
+CF_MODELS = [("incumbent", "incumbent (thresholds in force)"),
+             ("candidate", "candidate at its operating threshold"),
+             ("policy", "policy that would go live"),
+             ("candidate-incumbent", "candidate − incumbent"),
+             ("policy-incumbent", "policy − incumbent")]
+SUPPORT_COLUMNS = ("transactions", "labelled", "frauds", "censored", "explored", "explored_frauds", "ess_frauds",
+                   "ess_legit")
+MEASURE_WORDS = {"actions": "incumbent blocks", "transactions": "judging transactions", "frauds": "matured frauds"}
+POOLED_ROWS_SHOWN = 25  # per pooled slice type: the largest slices, and every pooled one
 
 
 def _bar_svg(rows: list[dict], a: str, b: str, width: int = 560) -> str:
-    """A small inline SVG of paired bars (incumbent vs candidate action rate) per slice."""
+    """A small inline SVG of paired bars (incumbent vs policy action rate) per slice."""
+    rows = [r for r in rows if not (_missing(r[a]) or _missing(r[b]))]
     if not rows:
         return ""
     top = max(max(r[a], r[b]) for r in rows) or 1.0
@@ -29,15 +71,27 @@ def _bar_svg(rows: list[dict], a: str, b: str, width: int = 560) -> str:
     for i, r in enumerate(rows):
         y = 20 + 18 * i
         wa, wb = (width - 160) * r[a] / top, (width - 160) * r[b] / top
-        label = str(r["slice"]).replace("&", "&amp;").replace("<", "&lt;")
-        parts.append(f'<text x="0" y="{y + 11}" font-size="11">{label}</text>')
+        parts.append(f'<text x="0" y="{y + 11}" font-size="11">{escape(str(r["slice"]))}</text>')
         parts.append(f'<rect x="90" y="{y}" width="{wa:.1f}" height="7" fill="#8a8f98"/>')
         parts.append(f'<rect x="90" y="{y + 7}" width="{wb:.1f}" height="7" fill="#2f6fde"/>')
         parts.append(f'<text x="{95 + max(wa, wb):.1f}" y="{y + 11}" font-size="10">'
                      f'{100 * r[a]:.2f}% → {100 * r[b]:.2f}%</text>')
     parts.append('<text x="90" y="12" font-size="10" fill="#8a8f98">■ incumbent</text>'
-                 '<text x="170" y="12" font-size="10" fill="#2f6fde">■ candidate</text></svg>')
+                 '<text x="170" y="12" font-size="10" fill="#2f6fde">■ policy</text></svg>')
     return "".join(parts)
+
+
+def _read_evaluation(folder: Path) -> tuple[dict | None, pd.DataFrame | None, pd.DataFrame | None]:
+    """(evaluation.json, slices, metrics) of a saved Evaluation; a table saved before "suggested" was
+    renamed "policy" is read with the new name."""
+    ev = json.loads((folder / "evaluation.json").read_text()) if (folder / "evaluation.json").exists() else None
+    slices = pd.read_parquet(folder / "slices.parquet") if (folder / "slices.parquet").exists() else None
+    metrics = pd.read_parquet(folder / "metrics.parquet") if (folder / "metrics.parquet").exists() else None
+    if slices is not None:
+        slices["at"] = slices["at"].replace({"suggested": "policy"})
+    if metrics is not None:
+        metrics["model"] = metrics["model"].replace({"suggested": "policy", "suggested-incumbent": "policy-incumbent"})
+    return ev, slices, metrics
 
 
 def render_report(release_id: str, folder: Path) -> str:
@@ -51,43 +105,45 @@ def render_report(release_id: str, folder: Path) -> str:
             sa.select(ramp_steps).where(ramp_steps.c.release_id == release_id).order_by(ramp_steps.c.step))]
         trail = [dict(r._mapping) for r in conn.execute(sa.select(audit).order_by(audit.c.id))]
     folder = Path(folder)
-    ev = json.loads((folder / "evaluation.json").read_text()) if (folder / "evaluation.json").exists() else None
-    slices = pd.read_parquet(folder / "slices.parquet") if (folder / "slices.parquet").exists() else None
+    ev, slices, metrics = _read_evaluation(folder)
+    approved_ev, _, approved_metrics = _read_evaluation(folder / "approved")
     sugg = pd.read_parquet(folder / "suggestions.parquet") if (folder / "suggestions.parquet").exists() else None
     shadow = pd.read_parquet(folder / "shadow_diffs.parquet") if (folder / "shadow_diffs.parquet").exists() else None
     from release.overrides import overrides_for
 
     waivers = overrides_for(release_id)
     waived = {o["contract"] for o in waivers}  # the same as waived_contracts(), without a second query
-    gating_fail = [v for v in vs if v["gate"] and v["verdict"] == "fail" and v["contract"] not in waived]
+    vs = _with_effects(vs, waived)
+    stopping = _ordered([v for v in vs if v["effect"] == "stops" and v["stage"] != "ramp"])
+    warnings = _ordered([v for v in vs if v["effect"] == "warns" and v["stage"] in JUDGED])
     status = rel["status"]
     ship = status in ("promoted", "ramped")
-    if ship:
-        headline = "SHIP: the candidate passed every gate and now serves all traffic."
-        if waived:
-            headline = (f"SHIP, with {len(waived)} contract(s) waived by a named person: "
-                        f"{', '.join(sorted(waived))}. The candidate now serves all traffic.")
-    elif status in ("stopped", "rolled_back"):
-        headline = "STOP: " + (rel["stop_reason"] or "stopped")
-    else:
-        headline = f"IN PROGRESS: {status.replace('_', ' ')}"
-    country = []
-    if slices is not None:
-        c = slices[(slices["slice_type"] == "country") & (slices["at"] == "suggested")]
-        country = c.to_dict("records")
+    stopped = status in ("stopped", "rolled_back")
+    headline = _headline(rel, waived, stopping)
+    rejudge_note = _rejudge_note(status, approved_ev is not None, any(v["stage"] == "approved" for v in vs))
+    windows = (ev or {}).get("windows") or {}
     by_at = {}
     if slices is not None:
-        for at in ("operating_point", "suggested"):
+        for at in ("operating_point", "policy"):
             # merchants have their own section (threshold suggestions); here every other slice type
             by_at[at] = slices[(slices["at"] == at) & (slices["slice_type"] != "merchant")].to_dict("records")
-    metrics = pd.read_parquet(folder / "metrics.parquet") if (folder / "metrics.parquet").exists() else None
-    ranking = _ranking_rows(metrics)
+    _add_support(by_at.get("policy", []), metrics)
+    country = [] if slices is None else slices[(slices["slice_type"] == "country")
+                                               & (slices["at"] == "policy")].to_dict("records")
     sugg_rows, decision, readiness = _threshold_section(sugg, tset)
     relevant = [t for t in trail if release_id in (t["entity"] + (t["reason"] or "") + (t["after_json"] or ""))
                 or (rel["candidate_model_id"] and rel["candidate_model_id"] in (t["entity"] + (t["after_json"] or "")))]
+    cf_min = CounterfactualConfig()
     html = _env.get_template("report.html.j2").render(
-        rel=rel, headline=headline, ship=ship, gating_fail=gating_fail, waivers=waivers, waived=waived, verdicts=vs, ev=ev, by_at=by_at,
-        ranking=ranking,
+        rel=rel, headline=headline, ship=ship, stopped=stopped, stopping=stopping, warnings=warnings,
+        mismatch=bool([v for v in stopping if v["stage"] in JUDGED]) and not stopped,
+        judgements=_judgements(vs), rejudge_note=rejudge_note, stages=STAGES,
+        waivers=waivers, waived=waived, verdicts=vs, ev=ev, windows=windows,
+        completeness=_completeness(windows), by_at=by_at,
+        counterfactual=_counterfactual(metrics), estimators=ESTIMATORS, cf_metrics=CF_METRICS, cf_models=CF_MODELS,
+        cf_min=cf_min, pooled=_pooled(metrics, cf_min),
+        rejudgement=_rejudgement(metrics, approved_ev, approved_metrics),
+        ranking=_ranking_rows(metrics),
         country_svg=_bar_svg(country, "incumbent_action_rate", "candidate_action_rate"),
         suggestions=sugg_rows, decision=decision, readiness=readiness,
         n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),
@@ -96,13 +152,242 @@ def render_report(release_id: str, folder: Path) -> str:
     return html
 
 
+# ---- verdicts ---------------------------------------------------------------------------------------
+
+def _with_effects(vs: list[dict], waived: set[str]) -> list[dict]:
+    """Each stored verdict with what it did: "stops" (it stopped, or stops, the release), "waived" (it
+    would stop, a named person waived its contract for this release), "warns" (a failure or an unjudged
+    figure that does not stop: not a gate, or ``on_insufficient: warn``; online, only a failure rolls
+    back), or "passes"; and the words the report prints for it."""
+    out = []
+    for v in vs:
+        v = {**v, "stage_label": STAGES.get(v["stage"], v["stage"])}
+        if v["verdict"] == PASS:
+            v["effect"], v["effect_words"] = "passes", "passes"
+            out.append(v)
+            continue
+        would_stop = stops(v) if v["stage"] in JUDGED else (bool(v["gate"]) and v["verdict"] == FAIL)
+        if would_stop and v["contract"] in waived:
+            v["effect"], v["effect_words"] = "waived", "would stop the release; waived for it by a named person"
+        elif would_stop:
+            v["effect"] = "stops"
+            v["effect_words"] = ("stops the release" if v["verdict"] == FAIL else
+                                 "stops the release: a gate that could not be judged (on_insufficient: stop)")
+        else:
+            v["effect"] = "warns"
+            v["effect_words"] = ("warns: not a gate" if not v["gate"] else
+                                 "warns: online, only a failure rolls back" if v["stage"] not in JUDGED else
+                                 "warns (on_insufficient: warn)")
+        out.append(v)
+    return out
+
+
+def _ordered(vs: list[dict]) -> list[dict]:
+    """Failures first, then unjudged ones; the offline judgement before the re-judgement; as stored."""
+    rank = {FAIL: 0, INSUFFICIENT: 1}
+    stage = {"offline": 0, "approved": 1, "shadow": 2, "ramp": 3}
+    return sorted(vs, key=lambda v: (rank.get(v["verdict"], 2), stage.get(v["stage"], 9), v["id"]))
+
+
+def _judgements(vs: list[dict]) -> list[dict]:
+    """Per judgement of the policy (offline, re-judged): verdict counts and what they did, with the
+    verdicts in reading order (stopping failures, stopping unjudged gates, waived, warnings, passes)."""
+    effect = {"stops": 0, "waived": 1, "warns": 2, "passes": 3}
+    out = []
+    for stage in ("offline", "approved", "shadow"):
+        s = [v for v in vs if v["stage"] == stage]
+        if not s and stage == "shadow":
+            continue
+        counts = {k: sum(v["verdict"] == k for v in s) for k in (PASS, FAIL, INSUFFICIENT)}
+        counts.update({k: sum(v["effect"] == k for v in s) for k in effect})
+        rows = sorted(_ordered(s), key=lambda v: effect[v["effect"]])
+        out.append({"stage": stage, "label": STAGES[stage], "n": len(s), "counts": counts, "rows": rows})
+    return out
+
+
+def _headline(rel: dict, waived: set[str], stopping: list[dict]) -> str:
+    """The first line of the report: ship, stop (and by how many verdicts, failed or unjudged), or where
+    the release is."""
+    status = rel["status"]
+    if status in ("promoted", "ramped"):
+        if waived:
+            return (f"SHIP, with {len(waived)} contract(s) waived by a named person: {', '.join(sorted(waived))}. "
+                    "The candidate now serves all traffic.")
+        return "SHIP: the candidate passed every gate and now serves all traffic."
+    if status in ("stopped", "rolled_back"):
+        if stopping:  # the verdicts that stopped it, counted; each with its sentence under "Why it stopped"
+            n, failed = len(stopping), sum(v["verdict"] == FAIL for v in stopping)
+            unjudged = n - failed
+            stages = " and the ".join(dict.fromkeys(v["stage_label"].split(" (")[0] for v in stopping))
+            return (f"STOP: {n} gating verdict{'s' if n > 1 else ''} of the {stages} stop{'' if n > 1 else 's'} "
+                    f"this release: {failed or 'none'} failed"
+                    + (f", {unjudged} could not be judged (insufficient data, and the contract stops when it "
+                       "cannot judge)." if unjudged else "."))
+        return "STOP: " + (rel["stop_reason"] or "stopped")
+    nxt = {"contracts_passed": "no gate stopped the suggested policy; its thresholds go to a person next, and the "
+                               "policy they approve is judged again before any traffic moves.",
+           "awaiting_approval": "no gate stopped the suggested policy; waiting for a person to approve its "
+                                "thresholds.",
+           "approved": "thresholds approved; the approved policy has not been re-judged yet.",
+           "rejudged": "the approved policy passed its re-judgement; shadow next.",
+           "shadow": "the candidate scores live traffic beside production.",
+           "shadow_passed": "shadow passed; the ramp is next."}.get(status)
+    return f"IN PROGRESS: {status.replace('_', ' ')}" + (f". {nxt[0].upper()}{nxt[1:]}" if nxt else "")
+
+
+def _rejudge_note(status: str, saved: bool, has_verdicts: bool) -> str | None:
+    """Why the approved policy has no re-judgement on record (None when it has one)."""
+    if saved or has_verdicts:
+        return None
+    if status in ("started", "trained", "evaluated", "contracts_passed", "awaiting_approval"):
+        return ("Not re-judged yet: no thresholds are approved. Once a person approves them (with any edits), the "
+                "approved policy is judged again on the same judging rows before any traffic moves.")
+    if status == "approved":
+        return "Not re-judged yet: the thresholds are approved; the approved policy is judged again before shadow."
+    if status in ("stopped", "rolled_back"):
+        return "Not re-judged: the release stopped before the approved policy could be judged again."
+    return "Not re-judged: this release has no re-judgement of the approved policy on record."
+
+
+# ---- evidence -----------------------------------------------------------------------------------------
+
+def _completeness(windows: dict) -> list[dict]:
+    """Each window's label completeness: its sentence (which says why when there is no estimate)."""
+    lc = windows.get("label_completeness") or {}
+    out = []
+    for name, c in lc.items() if isinstance(lc, dict) else []:
+        c = c if isinstance(c, dict) else {}
+        sentence = c.get("sentence") or (f"Label completeness of the {name} not estimated: {c['reason']}"
+                                         if c.get("reason") else f"Label completeness of the {name}: no figure.")
+        out.append({"name": name, "completeness": c.get("completeness"), "missing_share": c.get("missing_share"),
+                    "disputes_used": c.get("disputes_used"), "sentence": sentence})
+    return out
+
+
+def _cell(rows: pd.DataFrame, metric: str, estimator: str, model: str) -> dict | None:
+    r = rows[(rows["metric"] == metric) & (rows["estimator"] == estimator) & (rows["model"] == model)]
+    if r.empty:
+        return None
+    r = r.iloc[0]
+    est, lo, hi = (None if _missing(r[k]) else float(r[k]) for k in ("estimate", "lo", "hi"))
+    return {"estimate": est, "lo": lo, "hi": hi,
+            # a rate outside 0..100% (the doubly robust figure can be): its correction outweighs the model
+            "out_of_range": "-" not in model and est is not None and not 0 <= est <= 1}
+
+
+def _support(rows: pd.DataFrame) -> dict:
+    if rows.empty:
+        return {}
+    r = rows.iloc[0]
+    return {k: (None if k not in rows.columns or _missing(r[k]) else float(r[k])) for k in SUPPORT_COLUMNS}
+
+
+def _counterfactual(metrics: pd.DataFrame | None) -> dict | None:
+    """All-traffic recall, FPR and precision of each model by each estimator (plain, IPW, DM, DR) with
+    their 95% intervals, the action rate (every row, no label needed) and the counterfactual support."""
+    if metrics is None:
+        return None
+    a = metrics[metrics["slice_type"] == "all"]
+    if a.empty:
+        return None
+    present = set(a["estimator"])
+    return {"estimators": [e for e in ESTIMATORS if e in present],
+            "cells": {m: {mod: {e: _cell(a, m, e, mod) for e in ESTIMATORS} for mod, _ in CF_MODELS}
+                      for m, _ in CF_METRICS},
+            "action_rate": {mod: _cell(a, "action_rate", "all", mod) for mod, _ in CF_MODELS},
+            "support": _support(a)}
+
+
+def _pooled(metrics: pd.DataFrame | None, cf_min: CounterfactualConfig) -> list[dict]:
+    """The pooled slice types the contracts judge (e.g. "country|actions>=500"): per slice, its members
+    when pooled, support and counterfactual support, the action rate (incumbent → policy) and the
+    direct-method recall (incumbent → candidate, → policy), each change with its interval. The largest
+    slices of a type and every pooled one."""
+    if metrics is None or "members" not in metrics.columns:
+        return []
+    out = []
+    for t in sorted(x for x in metrics["slice_type"].unique() if "|" in str(x)):
+        base, rule = str(t).split("|", 1)
+        measure, _, n = rule.partition(">=")
+        m = metrics[metrics["slice_type"] == t]
+        est = "dm" if (m["estimator"] == "dm").any() else "ipw"
+        models = ["incumbent", "candidate", "policy", "candidate-incumbent", "policy-incumbent"]
+        act = wide_metric(m, t, "action_rate", "all", models)
+        rec = wide_metric(m, t, "recall", est, models)
+        if act.empty:
+            continue
+        act = act.sort_values("transactions", ascending=False)
+        pooled = act["members"].notna() if "members" in act else pd.Series(False, index=act.index)
+        keep = act.index[:POOLED_ROWS_SHOWN].union(act.index[pooled.to_numpy()])
+        rows = []
+        for s in [x for x in act.index if x in keep]:
+            a = act.loc[s]
+            r = rec.loc[s] if s in rec.index else None
+            sup = {k: (None if k not in a or _missing(a[k]) else float(a[k])) for k in SUPPORT_COLUMNS}
+            rows.append({"slice": s, "members": None if _missing(a.get("members")) else str(a["members"]), **sup,
+                         "thin": (sup.get("explored_frauds") is not None
+                                  and (sup["explored_frauds"] < cf_min.min_explored_frauds
+                                       or (sup.get("ess_frauds") or 0) < cf_min.min_ess)),
+                         "act": _wide_cells(a, ["incumbent", "policy", "policy-incumbent"]),
+                         "rec": None if r is None else _wide_cells(r, models)})
+        out.append({"type": t, "base": base, "measure": MEASURE_WORDS.get(measure, measure),
+                    "min_support": n, "estimator": est, "rows": rows, "hidden": len(act) - len(rows),
+                    "id": "pooled-" + "".join(c if c.isalnum() else "-" for c in str(t))})
+    return out
+
+
+def _add_support(rows: list[dict], metrics: pd.DataFrame | None) -> None:
+    """Add each slice's counterfactual support (censored rows, explored frauds, ESS of the frauds) from the
+    tidy metrics to the slice table's rows, in place."""
+    cols = ["censored", "explored_frauds", "ess_frauds"]
+    if not rows or metrics is None or not set(cols) <= set(metrics.columns):
+        return
+    m = metrics[metrics["slice_type"].isin({r["slice_type"] for r in rows})]
+    sup = m.groupby(["slice_type", "slice"])[cols].first()
+    for r in rows:
+        key = (r["slice_type"], str(r["slice"]))
+        if key in sup.index:
+            r.update({c: None if _missing(x) else float(x) for c, x in sup.loc[key].items()})
+
+
+def _wide_cells(row: pd.Series, models: list[str]) -> dict:
+    def f(k):
+        return None if k not in row or _missing(row[k]) else float(row[k])
+    return {mod: {"estimate": f(mod), "lo": f(f"{mod}_lo"), "hi": f(f"{mod}_hi")} for mod in models}
+
+
+def _rejudgement(metrics: pd.DataFrame | None, approved_ev: dict | None,
+                 approved_metrics: pd.DataFrame | None) -> dict | None:
+    """The re-judged approved policy beside the suggested one, on the same judging rows: all-traffic
+    action rate and (direct-method) recall, FPR and precision, each against the incumbent."""
+    if approved_ev is None:
+        return None
+    rows = []
+    if approved_metrics is not None:
+        a = approved_metrics[approved_metrics["slice_type"] == "all"]
+        s = None if metrics is None else metrics[metrics["slice_type"] == "all"]
+        est = "dm" if (a["estimator"] == "dm").any() else "ipw"
+        for metric, label, e in [("action_rate", "action rate", "all")] + [(m, l, est) for m, l in CF_METRICS]:
+            rows.append({"metric": metric, "label": label, "estimator": e,
+                         "incumbent": _cell(a, metric, e, "incumbent"),
+                         "suggested": None if s is None else _cell(s, metric, e, "policy"),
+                         "approved": _cell(a, metric, e, "policy"),
+                         "change": _cell(a, metric, e, "policy-incumbent")})
+    return {"global_threshold": approved_ev.get("policy_global_threshold"), "rows": rows,
+            "support": None if approved_metrics is None else _support(
+                approved_metrics[approved_metrics["slice_type"] == "all"])}
+
+
 def _ranking_rows(metrics: pd.DataFrame | None) -> list[dict]:
-    """ROC-AUC and PR-AUC (IPW) per slice with enough frauds to have them, merchants aside: both models and
-    the candidate's gain with its 95% interval, from the release's tidy metrics."""
+    """ROC-AUC and PR-AUC (IPW) per slice with enough frauds to have them, merchants and the contracts'
+    pooled slice types aside: both models and the candidate's gain with its 95% interval, from the
+    release's tidy metrics."""
     if metrics is None:
         return []
     m = metrics[metrics["metric"].isin(["roc_auc", "pr_auc"]) & (metrics["estimator"] == "ipw")
-                & (metrics["slice_type"] != "merchant") & metrics["estimate"].notna()]
+                & (metrics["slice_type"] != "merchant") & ~metrics["slice_type"].astype(str).str.contains("|",
+                                                                                                  regex=False)
+                & metrics["estimate"].notna()]
     if m.empty:
         return []
     wide = m.pivot_table(index=["slice_type", "slice", "frauds"], columns=["metric", "model"],

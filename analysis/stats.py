@@ -356,7 +356,8 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
                     keys: dict[str, np.ndarray], card: np.ndarray, *, baseline: str, n_boot: int = 1000,
                     level: float = 0.95, seed: int = 0, max_weight: float = 100.0, chunk: int = 125,
                     scores: dict[str, np.ndarray] | None = None, n_bins: int | None = None,
-                    min_ranking_frauds: int = 10) -> pd.DataFrame:
+                    min_ranking_frauds: int = 10, estimators: tuple[str, ...] = ("all", "ipw", "plain")
+                    ) -> pd.DataFrame:
     """Estimates and bootstrap intervals of every metric, per model and as each model minus ``baseline``,
     for every slice of every slice type in ``keys`` (slice type -> one label per row).
 
@@ -386,7 +387,7 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     lab_all = np.where(labelled_all, label, 0.0)
     w_all = np.where(labelled_all, np.minimum(np.asarray(weight, dtype=float), max_weight), 0.0)
     acts = {m: np.asarray(a, dtype=float) for m, a in actions.items()}
-    active = lab_all > 0
+    active = lab_all != 0  # a fraud, or a doubly robust fraud mass of either sign
     for a in acts.values():
         active |= a > 0
     act_rows = np.flatnonzero(active)
@@ -482,16 +483,30 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
         support = {"transactions": np.rint(point_d["transactions"]).astype(np.int64),
                    "labelled": np.rint(point_d["labelled"]).astype(np.int64),
                    "frauds": np.rint(point_d["frauds_plain"]).astype(np.int64)}
-        parts = []
+        names, n_s = plan["names"], len(plan["names"])
+        cols_out = {"metric": [], "estimator": [], "model": [], "estimate": [], "lo": [], "hi": []}
         for (metric, estimator), (num, den) in METRICS.items():
+            if estimator not in estimators:
+                continue
             values = {m: (_metric(point_d, m, num, den), _metric(reps_d, m, num, den)) for m in models}
             rows = [(m, est, rep) for m, (est, rep) in values.items()]
             rows += [(f"{m}-{baseline}", values[m][0] - values[baseline][0], values[m][1] - values[baseline][1])
                      for m in models if m != baseline]
+            if metric == "action_rate":  # the relative change: its interval carries the baseline's own noise
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rows += [(f"{m}/{baseline}", values[m][0] / values[baseline][0],
+                              np.where(values[baseline][1] > 0, values[m][1] / values[baseline][1], np.nan))
+                             for m in models if m != baseline]
             for model, est, rep in rows:
                 lo, hi = _quantiles(rep, (a, 1 - a), min_finite=min_finite)
-                parts.append(pd.DataFrame({"slice": plan["names"], "metric": metric, "estimator": estimator,
-                                           "model": model, "estimate": est, "lo": lo, "hi": hi, **support}))
+                for k, v in (("metric", metric), ("estimator", estimator), ("model", model)):
+                    cols_out[k].append(np.full(n_s, v, dtype=object))
+                for k, v in (("estimate", est), ("lo", lo), ("hi", hi)):
+                    cols_out[k].append(np.asarray(v, dtype=np.float64))
+        k = len(cols_out["metric"])  # one DataFrame per slice type, not one per metric and model
+        parts = [pd.DataFrame({"slice": np.tile(np.asarray(names, dtype=object), k),
+                               **{c: np.concatenate(v) for c, v in cols_out.items()},
+                               **{c: np.tile(v, k) for c, v in support.items()}})] if k else []
         if plan["ranking"] is not None:
             parts += ranking.rows(plan["ranking"], baseline, plan["names"], support, (a, 1 - a), min_finite, rng)
         t = pd.concat(parts, ignore_index=True)

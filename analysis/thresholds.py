@@ -4,26 +4,55 @@ A new model's scores mean something different from the old one's, so every merch
 threshold is re-chosen with it. The policy is chosen per merchant segment (``config/thresholds.yaml``):
 
 - ``keep_block_rate`` (default): the merchant keeps the block rate it had under the incumbent (it sees
-  no shift); among thresholds that block that many of its transactions, a cut on the candidate's score
-  blocks its highest-scored ones, which is what maximises recall at that block rate.
+  no shift), as estimated with its segment's help (below); among thresholds that block that many of its
+  transactions, a cut on the candidate's score blocks its highest-scored ones, which is what maximises
+  recall at that block rate.
 - ``target_fpr``: the lowest threshold whose (1/propensity-weighted) false-positive rate on the
   merchant's matured legitimate transactions stays at or below the segment's target.
 - ``target_block_rate``: block a fixed share of the merchant's traffic, its highest-scored.
 - ``risk_appetite``: a merchant's stated appetite, as the largest false-positive rate it accepts
   (merchants of the segment without a stated appetite use the segment's default).
 
-Thin merchants (fewer than ``min_support`` transactions in the window) are shrunk toward their segment's
-threshold with the empirical-Bayes credibility weight n / (n + m), and flagged; ``m`` is estimated per
-segment from how much the merchants' incumbent block rates really differ beyond binomial noise
-(beta-binomial, method of moments), or fixed in the configuration. Merchants with no traffic in the
-window inherit their segment's threshold, or the global one when their segment is unknown.
+Every merchant is shrunk toward its segment, by how much data it has (empirical Bayes), continuously in
+n: there is no step at ``min_support``, which only flags a merchant as thin in the output and its reason.
+Per segment, a beta-binomial prior Beta(mu m, (1 - mu) m) on its merchants' incumbent block rates: mu the
+segment's pooled rate, m estimated from how much the merchants' rates really differ beyond binomial noise
+(method of moments), or fixed in the configuration (``prior_strength``). Then, per merchant:
+
+1. The block rate to reach. ``keep_block_rate``: the posterior mean (k + mu m) / (n + m) of the
+   merchant's rate, k of its n transactions blocked by the incumbent. ``target_block_rate``: the target
+   (fixed; only the cut is noisy). FPR policies: the target false-positive rate.
+2. The threshold that gives it on the merchant's score distribution shrunk toward its segment's: the
+   mixture w F_merchant + (1 - w) F_segment, w = n / (n + min(m, min_support)) (``shrink_weight``): m
+   says how alike the merchants' block rates are, not their score distributions, so the segment's scores
+   never weigh more than ``min_support`` rows (a segment of merchants with one rate pools the rate, yet a
+   merchant the new model scores higher than its peers keeps that rate with its own cut); for FPR policies the
+   distributions of matured legitimate scores (1/propensity-weighted), with the Kish effective sample
+   size of those weights as n. Block-rate policies take the threshold whose mixture rate is nearest the
+   rate (ties: fewer blocks, never more); FPR policies the lowest one whose mixture FPR stays at or below
+   the target. ``mixture_rate`` reports the mixture's rate at the threshold.
+
+So a merchant with one row gets about its segment's threshold, and one with much more data than m keeps
+its own block count: in count units the threshold solves c_m + m c_s / N = k + m mu to within half a
+step (c_m, c_s the merchant's and segment's rows at or above it, N the segment's rows), so its count
+moves from k by about m (mu - b_s) rows, b_s its segment's block rate at that threshold: none at all
+when that is under half a row, and a share m / (n + m) of (mu - b_s) of its block rate in any case. ``raw_threshold``
+is the merchant's own unshrunk cut, ``segment_threshold`` the segment's on its pooled traffic. A merchant
+with no matured legitimate rows under an FPR policy takes its segment's threshold (its FPR cannot be
+judged). Merchants with no traffic in the window inherit their segment's threshold, or the global one
+when their segment is unknown.
 
 Every suggestion carries the current and suggested threshold, the expected block rate, recall and FPR
-before and after with Wilson intervals (on the Kish effective sample size of the weights), the blocked
+before and after with Wilson intervals (on the Kish effective sample size of the weights), the paired
+changes after - before of block rate, recall and FPR on the same rows (``block_rate_change``,
+``recall_change``, ``fpr_change``, each with ``_lo``/``_hi``: McNemar's paired variance from the
+discordant rows, on the Kish effective size, with Agresti and Min's half row per cell), the blocked
 fraud and false-decline amounts before and after, and one sentence saying why.
 
-Vectorised: one sort of all rows by (merchant, score) and bincounts over merchant codes; no Python loop
-over merchants (``benchmarks/bench_thresholds.py`` measures 100k merchants against a loop).
+Vectorised: one sort of all rows by score, reordered by merchant and by segment (radix sorts of small
+integers), cumulative sums, bincounts and one searchsorted; no Python loop over merchants and no search
+over thresholds (``benchmarks/bench_thresholds.py`` measures 100k merchants against loops and checks
+every suggested threshold against a per-merchant bisection).
 """
 from __future__ import annotations
 
@@ -79,8 +108,11 @@ Policy = Annotated[Union[KeepBlockRate, TargetFPR, TargetBlockRate, RiskAppetite
 
 class Shrinkage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    min_support: int = Field(200, ge=1)  # fewer transactions than this in the window: a thin merchant
-    # pseudo-transactions of the segment's threshold; "auto" estimates it per segment (empirical Bayes)
+    # fewer transactions than this in the window: flagged thin (every merchant is shrunk alike)
+    min_support: int = Field(200, ge=1)
+    # m: the segment's evidence, in transactions, that a merchant's own is weighed against (its block rate's
+    # Beta(mu m, (1 - mu) m) prior and weight 1 - n / (n + m) on the segment's scores); "auto" estimates it
+    # per segment (empirical Bayes, method of moments)
     prior_strength: Union[Literal["auto"], Annotated[float, Field(gt=0)]] = "auto"
 
 
@@ -181,11 +213,123 @@ def _wilson(successes: np.ndarray, total: np.ndarray, n_eff: np.ndarray, z: floa
     return p, np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
 
 
-def _credibility_prior(seg_of_m: np.ndarray, n_seg: int, n: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Per segment, the beta-binomial prior strength m (method of moments): how many transactions' worth
-    of the segment's evidence a merchant's own rate is weighed against. The rates' spread beyond binomial
+def _tie_runs(s_sorted: np.ndarray, c_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows in (group, score descending) order: the first and the last position of each row's run of
+    equal scores inside its group (a threshold blocks a run whole or not at all)."""
+    pos = np.arange(len(s_sorted))
+    new = np.ones(len(s_sorted), bool)
+    new[1:] = (s_sorted[1:] != s_sorted[:-1]) | (c_sorted[1:] != c_sorted[:-1])
+    if new.all():  # no ties (continuous scores): every row is its own run
+        return pos, pos
+    run = np.cumsum(new) - 1
+    starts = np.flatnonzero(new)
+    return starts[run], (np.append(starts[1:], len(s_sorted)) - 1)[run]
+
+
+def _mixture_cut(score: np.ndarray, weight: np.ndarray, merchants, segments, seg_of_m: np.ndarray,
+                 alpha: np.ndarray, beta: np.ndarray, room: np.ndarray,
+                 nearest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per merchant, the threshold of its score distribution shrunk toward its segment's: the lowest
+    threshold t (the most blocked) with
+
+        alpha * c_m(t) + beta * c_s(t) <= room,
+
+    where c_m(t) and c_s(t) are the weight of the merchant's and of its segment's rows scoring >= t. With
+    alpha = n / W_m, beta = m / W_s and room = (n + m) * rate this says: the mixture
+    w * F_merchant + (1 - w) * F_segment, w = n / (n + m), blocks (or falsely declines) at most ``rate``.
+    Where ``nearest`` (block-rate policies), the next step down is taken instead when it lands strictly
+    closer to ``rate`` (so a merchant with much more data than m blocks exactly its own count, as m / n
+    goes to 0); FPR policies stay at or below their target. Returns the thresholds and the left-hand side
+    at them (divide by n + m for the mixture's rate).
+
+    Exact, without searching over thresholds: the mixture only steps at the segment's scores, and the
+    merchant's own rows are among them. (1) At each of the merchant's scores both cumulative weights are
+    known (tie-aware), and the left-hand side never decreases down the merchant's order: the merchant's
+    rows that can be blocked are its j highest. (2) Between its j-th and (j+1)-th score only the segment's
+    other rows move the mixture: block as many of them as the room left allows (one searchsorted on the
+    segment's cumulative weights), never a tie run in part. Where the k-th and (k+1)-th blocked scores
+    tie, it blocks fewer, never more, as ``_cut`` does. ``merchants`` and ``segments`` are
+    ``(codes, order, start, n)`` from ``_sorted_groups``."""
+    codes_m, order_m, start_m, n_m = merchants
+    codes_s, order_s, start_s, n_s = segments
+    N = len(score)
+    ss = score[order_s]
+    first_s, last_s = _tie_runs(ss, codes_s[order_s])
+    cum_s = np.cumsum(weight[order_s])  # over all segments: monotone, so one searchsorted serves them all
+    base_s = np.concatenate([[0.0], cum_s])[start_s]
+    pos_s = np.empty(N, np.int64)
+    pos_s[order_s] = np.arange(N)  # each row's position in segment order
+    cm = codes_m[order_m]
+    _, last_m = _tie_runs(score[order_m], cm)
+    cum_m = np.cumsum(weight[order_m])
+    base_m = np.concatenate([[0.0], cum_m])[start_m]
+    seg = seg_of_m
+    lo, end = start_s[seg], start_s[seg] + n_s[seg]
+
+    def tol(x):
+        return x * (1 + 1e-12) + 1e-12
+
+    # (1) the merchant's own rows
+    c_m = cum_m[last_m] - base_m[cm]
+    c_s = cum_s[last_s[pos_s[order_m]]] - base_s[seg[cm]]
+    ok = alpha[cm] * c_m + beta[cm] * c_s <= tol(room[cm])
+    j = np.bincount(cm, weights=ok, minlength=len(n_m)).astype(np.int64)
+    blocked = j > 0
+    last_blocked = start_m + np.maximum(j - 1, 0)
+    C = np.where(blocked, cum_m[last_blocked] - base_m, 0.0)
+    floor_ = np.where(blocked, last_s[pos_s[order_m[last_blocked]]] + 1, lo)  # keep its j rows blocked
+    first_free = order_m[start_m + np.minimum(j, n_m - 1)]
+    ceil_ = np.where(j < n_m, first_s[pos_s[first_free]], end)  # never block its (j + 1)-th row
+    # (2) the segment's rows in between
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = np.where(beta > 0, (room - alpha * C) / np.where(beta > 0, beta, 1), np.inf)
+    p = np.searchsorted(cum_s, base_s[seg] + tol(np.maximum(left, 0)), side="right")
+    p = np.minimum(p, end)
+    p = np.where((p > lo) & (p < end), first_s[np.minimum(p, N - 1)], p)  # a tie run whole or not at all
+    p = np.clip(p, floor_, ceil_)
+    c_s_at = np.where(p > lo, cum_s[np.maximum(p - 1, 0)] - base_s[seg], 0.0)
+    lhs = alpha * C + beta * c_s_at
+    # the next step down blocks the segment's next tie run (the merchant's (j + 1)-th row's, at p == ceil_)
+    more = p < end
+    p_next = np.where(more, last_s[np.minimum(p, N - 1)] + 1, p)
+    C_next = np.where(more & (p == ceil_) & (j < n_m),
+                      cum_m[last_m[start_m + np.minimum(j, n_m - 1)]] - base_m, C)
+    lhs_next = alpha * C_next + beta * (cum_s[np.maximum(p_next - 1, 0)] - base_s[seg])
+    closer = nearest & more & (lhs_next - room < (room - lhs) * (1 - 1e-9))  # ties: fewer, never more
+    p, lhs = np.where(closer, p_next, p), np.where(closer, lhs_next, lhs)
+    return _cut(ss, lo, n_s[seg], p - lo), lhs
+
+
+def _paired_change(before: np.ndarray, after: np.ndarray, weights: np.ndarray, codes: np.ndarray, G: int,
+                   z: float):
+    """Per group, the change after - before of a (weighted) proportion judged on the same rows, with an
+    interval that uses the pairing: only discordant rows say anything about the change. With ``up`` and
+    ``down`` the shares of weight newly actioned and no longer actioned, d = up - down and
+    var(d) = ((up + down) - d^2) / n (McNemar's paired difference), n the Kish effective sample size of
+    the weights. The interval is Agresti and Min's (2005): that Wald form on the table with half a row
+    added to each of its four cells, so that a group without discordant rows still gets an interval of
+    non-zero width. NaN where the group has no weight."""
+    W = np.bincount(codes, weights=weights, minlength=G)
+    W2 = np.bincount(codes, weights=weights ** 2, minlength=G)
+    has = W > 0
+    safe = np.where(has, W, 1.0)
+    up = np.bincount(codes, weights=weights * (after & ~before), minlength=G) / safe
+    down = np.bincount(codes, weights=weights * (before & ~after), minlength=G) / safe
+    n = np.where(has, W ** 2 / np.where(W2 > 0, W2, 1.0), np.nan)
+    u, v = (up * n + 0.5) / (n + 2), (down * n + 0.5) / (n + 2)
+    centre = u - v
+    half = z * np.sqrt(np.maximum(u + v - centre ** 2, 0.0) / (n + 2))
+    return (np.where(has, up - down, np.nan), np.where(has, np.clip(centre - half, -1, 1), np.nan),
+            np.where(has, np.clip(centre + half, -1, 1), np.nan))
+
+
+def _credibility_prior(seg_of_m: np.ndarray, n_seg: int, n: np.ndarray,
+                       k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment, the beta-binomial prior Beta(mu m, (1 - mu) m) on its merchants' incumbent block
+    rates (method of moments): mu is the segment's pooled rate, m how many transactions' worth of the
+    segment's evidence a merchant's own rate is weighed against. The rates' spread beyond binomial
     noise is the real between-merchant variance tau2; m = mu(1 - mu) / tau2 - 1. No real spread (or a
-    segment of one merchant): full pooling."""
+    segment of one merchant): full pooling. Returns (mu, m)."""
     nn = np.bincount(seg_of_m, weights=n, minlength=n_seg)
     kk = np.bincount(seg_of_m, weights=k, minlength=n_seg)
     count = np.bincount(seg_of_m, minlength=n_seg)
@@ -196,8 +340,8 @@ def _credibility_prior(seg_of_m: np.ndarray, n_seg: int, n: np.ndarray, k: np.nd
     tau2 = spread - noise
     with np.errstate(divide="ignore", invalid="ignore"):
         m = mu * (1 - mu) / tau2 - 1
-    return np.where((tau2 > 0) & (count > 1) & np.isfinite(m), np.clip(m, 1.0, MAX_PRIOR_STRENGTH),
-                    MAX_PRIOR_STRENGTH)
+    return mu, np.where((tau2 > 0) & (count > 1) & np.isfinite(m), np.clip(m, 1.0, MAX_PRIOR_STRENGTH),
+                        MAX_PRIOR_STRENGTH)
 
 
 def _pct(x: pd.Series, digits: int = 1) -> pd.Series:
@@ -290,10 +434,13 @@ def suggest_thresholds(scored: pd.DataFrame, inc_threshold: np.ndarray, global_t
                     out = np.where(mine, got, out)
         return out
 
-    by_score = np.argsort(-cand, kind="stable")
+    by_score = np.argsort(-cand, kind="stable")  # one sort of all rows; each grouping is a radix sort of it
+    grp_m = (mcodes,) + _sorted_groups(mcodes, by_score, M)
+    grp_s = (seg_rows,) + _sorted_groups(seg_rows, by_score, S)
 
-    def thresholds(codes, G, kind_g, k_keep, tparams):
-        order, start, n = _sorted_groups(codes, by_score, G)
+    def thresholds(grp, G, kind_g, k_keep, tparams):
+        """Per group, its own threshold under its policy (no shrinkage)."""
+        codes, order, start, n = grp
         s_sorted, c_sorted = cand[order], codes[order]
         k = np.array(k_keep, dtype=np.int64)
         tb = tparams["target_block_rate"]
@@ -307,30 +454,57 @@ def suggest_thresholds(scored: pd.DataFrame, inc_threshold: np.ndarray, global_t
         t = _cut(s_sorted, start, safe_n, k) if len(s_sorted) else np.full(G, np.nan)
         return np.where(n > 0, t, np.nan), undefined, fpr_t
 
-    # merchants
+    # merchants: their own thresholds, unshrunk (raw_threshold)
     n_m = np.bincount(mcodes, minlength=M)
     k_inc_m = np.bincount(mcodes, weights=inc_block.astype(float), minlength=M).astype(np.int64)
-    raw, undefined_m, fpr_m = thresholds(mcodes, M, kind_m, k_inc_m,
+    raw, undefined_m, fpr_m = thresholds(grp_m, M, kind_m, k_inc_m,
                                          {k: targets(k, "m") for k in ("target_fpr", "target_block_rate",
                                                                        "risk_appetite")})
     # segments: the same policy on the segment's pooled traffic
     k_inc_s = np.bincount(seg_rows, weights=inc_block.astype(float), minlength=S).astype(np.int64)
-    seg_t, undefined_s, _ = thresholds(seg_rows, S, kinds, k_inc_s,
+    seg_t, undefined_s, _ = thresholds(grp_s, S, kinds, k_inc_s,
                                        {k: targets(k, "s") for k in ("target_fpr", "target_block_rate",
                                                                      "risk_appetite")})
     seg_t = np.where(undefined_s | np.isnan(seg_t), global_threshold, seg_t)
 
-    if prior_strength == "auto":
-        m_seg = _credibility_prior(scodes_m, S, n_m.astype(float), k_inc_m.astype(float))
-    else:
+    # the prior: Beta(mu m, (1 - mu) m) on block rates, and m pseudo-transactions of the segment's scores
+    mu_seg, m_seg = _credibility_prior(scodes_m, S, n_m.astype(float), k_inc_m.astype(float))
+    if prior_strength != "auto":
         m_seg = np.full(S, float(prior_strength))
-    m_m = m_seg[scodes_m]
-    weight = n_m / (n_m + m_m)
-    shrunk = (n_m < min_support) | undefined_m
+    m_m, mu_m = m_seg[scodes_m], mu_seg[scodes_m]
+
+    # shrinkage, every merchant alike: block-rate policies on all rows, FPR policies on matured legitimate
+    # rows (their 1/propensity weights, and the Kish effective sample size as the merchant's n)
+    fpr_kinds = np.isin(kinds, ["target_fpr", "risk_appetite"])
+    by_fpr_m = fpr_kinds[scodes_m]
+    row_w = np.where(fpr_kinds[seg_rows], negw, 1.0)
+    W_m = np.bincount(mcodes, weights=row_w, minlength=M)
+    W2_m = np.bincount(mcodes, weights=row_w ** 2, minlength=M)
+    W_s = np.bincount(seg_rows, weights=row_w, minlength=S)[scodes_m]
+    n_e = np.where(W2_m > 0, W_m ** 2 / np.where(W2_m > 0, W2_m, 1), 0.0)  # = n for unit weights
+    # the segment's scores weigh m pseudo-rows in the merchant's distribution, but never more than
+    # min_support: m says how alike the merchants' block *rates* are, not their score distributions (a
+    # segment whose rates do not differ pools the rate, m -> 1e6, yet a merchant the new model scores
+    # higher than its peers still needs its own cut to keep that rate)
+    m_d = np.minimum(m_m, float(min_support))
+    weight = n_e / (n_e + m_d)
+    # the rate to reach on the mixture: for keep_block_rate the posterior mean (k + mu m) / (n + m) of the
+    # merchant's block rate; the target where the policy fixes one
+    keep = kind_m == "keep_block_rate"
+    rate = np.where(keep, (k_inc_m + mu_m * m_m) / (n_m + m_m),
+                    np.where(kind_m == "target_block_rate", targets("target_block_rate", "m"), fpr_m))
+    room = (n_e + m_d) * rate
+    alpha = np.where(W_m > 0, n_e / np.where(W_m > 0, W_m, 1), 0.0)
+    beta = np.where(W_s > 0, m_d / np.where(W_s > 0, W_s, 1), 0.0)
+    mixed, lhs = _mixture_cut(cand, row_w, grp_m, grp_s, scodes_m, alpha, beta, np.nan_to_num(room),
+                              nearest=~by_fpr_m)
+    mixture_rate = lhs / (n_e + m_d)
+    # no matured legitimate transactions (FPR policies): its FPR cannot be judged; the segment's threshold
+    shrunk = (n_m < min_support) | undefined_m  # thin (or undefined): flagged, not treated differently
     weight = np.where(undefined_m, 0.0, weight)
-    raw_filled = np.where(undefined_m, seg_t[scodes_m], raw)
-    suggested = np.clip(np.where(shrunk, weight * raw_filled + (1 - weight) * seg_t[scodes_m], raw_filled), 0.0, 1.0)
+    suggested = np.clip(np.where(undefined_m, seg_t[scodes_m], mixed), 0.0, 1.0)
     suggested = np.where(n_m > 0, suggested, global_threshold)
+    mixture_rate = np.where(undefined_m, np.nan, mixture_rate)
 
     # evidence: before (incumbent at its thresholds in force) and after (candidate at the suggestion)
     after_block = cand >= suggested[mcodes]
@@ -353,13 +527,25 @@ def suggest_thresholds(scored: pd.DataFrame, inc_threshold: np.ndarray, global_t
         "suggested_threshold": suggested,
         "raw_threshold": raw,
         "segment_threshold": seg_t[scodes_m] if M else np.array([]),
-        "shrink_weight": np.where(shrunk, weight, 1.0),
+        "shrink_weight": weight,  # w = n / (n + m): the merchant's own share of its shrunk distribution
+        "prior_strength": m_m,
         "support": n_m.astype(np.int64),
         "labelled": per_m(labelled.astype(float)).astype(np.int64),
         "frauds": per_m(lab * labelled).astype(np.int64),
         "incumbent_block_rate": k_inc_m / np.maximum(n_m, 1),
+        "segment_block_rate": mu_m,  # the segment's pooled incumbent block rate (the prior's mean)
+        # the rate the threshold gives on the shrunk distribution: the posterior block rate
+        # (keep_block_rate) or the target (target_block_rate); NaN for FPR policies (see target)
+        "posterior_block_rate": np.where(by_fpr_m, np.nan, rate),
+        # the shrunk distribution's block rate (FPR for FPR policies) at the suggested threshold
+        "mixture_rate": mixture_rate,
         "expected_block_rate": per_m(after_block.astype(float)) / np.maximum(n_m, 1),
     })
+    # after - before on the same rows, with intervals from the pairing
+    ones = np.ones(len(scored))
+    for name, wts in (("block_rate", ones), ("recall", posw), ("fpr", negw)):
+        d, lo, hi = _paired_change(inc_block, after_block, wts, mcodes, M, z)
+        out[f"{name}_change"], out[f"{name}_change_lo"], out[f"{name}_change_hi"] = d, lo, hi
     for when, act in (("before", inc_block), ("after", after_block)):
         p, lo, hi = _wilson(per_m(posw * act), pos_tot, n_eff_pos, z)
         out[f"recall_{when}"], out[f"recall_{when}_lo"], out[f"recall_{when}_hi"] = p, lo, hi
@@ -388,7 +574,8 @@ _EMPTY = {"merchant_id": str, "segment": str, "policy": str, "current_threshold"
           "suggested_threshold": float, "raw_threshold": float, "segment_threshold": float,
           "shrink_weight": float, "support": "int64", "labelled": "int64", "frauds": "int64",
           "incumbent_block_rate": float, "expected_block_rate": float, "shrunk": bool, "no_data": bool,
-          "target": float}
+          "target": float, "prior_strength": float, "segment_block_rate": float, "posterior_block_rate": float,
+          "mixture_rate": float}
 
 
 def _no_data_rows(out: pd.DataFrame, current, merchants, snames, seg_t, global_threshold: float,
@@ -421,40 +608,82 @@ def _no_data_rows(out: pd.DataFrame, current, merchants, snames, seg_t, global_t
 
 
 def _reasons(out: pd.DataFrame) -> pd.Series:
-    """One sentence per suggestion, built column-wise (no loop over merchants)."""
-    n = out["support"].astype(int).astype(str)
-    rate = _pct(out["incumbent_block_rate"].fillna(0), 2)
-    target = out.get("target", pd.Series(np.nan, index=out.index))
-    clause = pd.Series("", index=out.index, dtype=object)
-    pol = out["policy"]
-    clause[pol == "keep_block_rate"] = "keeps the merchant's block rate of " + rate + " under the new model"
-    clause[pol == "target_fpr"] = ("holds its false-positive rate at or below the " + out["segment"].astype(str)
-                                   + " segment's target of " + _pct(target, 2))
-    clause[pol == "target_block_rate"] = ("blocks " + _pct(target, 2) + " of its traffic, the "
-                                          + out["segment"].astype(str) + " segment's target")
-    clause[pol == "risk_appetite"] = ("follows its stated risk appetite of at most " + _pct(target, 2)
-                                      + " false positives")
-    recall = np.where(out["frauds"].fillna(0) > 0,
-                      "; recall " + _pct(out.get("recall_before", pd.Series(np.nan, index=out.index)).fillna(0))
-                      + " -> " + _pct(out.get("recall_after", pd.Series(np.nan, index=out.index)).fillna(0)),
-                      "")
-    first = clause.str[:1].str.upper() + clause.str[1:]
-    toward = ("shrunk " + (100 * (1 - out["shrink_weight"].fillna(0))).round(0).astype(int).astype(str)
-              + "% of the way toward the " + out["segment"].astype(str) + " segment's threshold")
-    reason = first + recall + "."
-    thin = out["shrunk"].astype(bool) & ~out["no_data"].astype(bool)
-    expected = _pct(out["expected_block_rate"].fillna(0), 2)
-    reason[thin] = ("Thin merchant (" + n + " transactions): the threshold that " + clause + " is " + toward
-                    + ", for an expected block rate of " + expected + recall + ".")[thin]
-    no_labels = thin & out["policy"].isin(["target_fpr", "risk_appetite"]) & (out["labelled"] - out["frauds"] <= 0)
-    reason[no_labels] = ("No matured legitimate transactions to judge its false-positive rate (" + n
-                         + " transactions): takes the " + out["segment"].astype(str)
-                         + " segment's threshold.")[no_labels]
+    """One sentence per suggestion, built column-wise (no loop over merchants); each kind of sentence only
+    on the rows that get it."""
+    def col(o: pd.DataFrame, name: str, fill=np.nan) -> pd.Series:
+        return o[name] if name in o else pd.Series(fill, index=o.index)
+
+    def clause(o: pd.DataFrame) -> pd.Series:  # what the policy asks, lower case
+        c = pd.Series("", index=o.index, dtype=object)
+        pol, seg, target = o["policy"], o["segment"].astype(str), _pct(col(o, "target"), 2)
+        own = _pct(o["incumbent_block_rate"].fillna(0), 2)
+        c[pol == "keep_block_rate"] = "keeps the merchant's block rate of " + own + " under the new model"
+        c[pol == "target_fpr"] = ("holds its false-positive rate at or below the " + seg + " segment's target of "
+                                  + target)
+        c[pol == "target_block_rate"] = "blocks " + target + " of its traffic, the " + seg + " segment's target"
+        c[pol == "risk_appetite"] = "follows its stated risk appetite of at most " + target + " false positives"
+        return c
+
+    def first(o):
+        c = clause(o)
+        return c.str[:1].str.upper() + c.str[1:]
+
+    def recall(o):
+        return pd.Series(np.where(o["frauds"].fillna(0) > 0, "; recall " + _pct(col(o, "recall_before").fillna(0))
+                                  + " -> " + _pct(col(o, "recall_after").fillna(0)), ""), index=o.index, dtype=object)
+
+    def toward(o):  # its distribution shrunk toward the segment's
+        dist = np.where(o["policy"].isin(["target_fpr", "risk_appetite"]), "legitimate-score", "score")
+        return ("its " + pd.Series(dist, index=o.index, dtype=object) + " distribution shrunk "
+                + (100 * (1 - o["shrink_weight"].fillna(0))).round(0).astype(int).astype(str)
+                + "% of the way toward the segment's")
+
+    def expected(o):
+        return (", for an expected block rate of " + _pct(o["expected_block_rate"].fillna(0), 2)
+                + " on its own transactions")
+
+    def n(o):
+        return o["support"].astype(int).astype(str)
+
+    def own_rate_shrunk(o):  # keep_block_rate: its own k of n, shrunk to the posterior, and the threshold
+        post = _pct(col(o, "posterior_block_rate").fillna(0), 2)
+        k = (o["incumbent_block_rate"].fillna(0) * o["support"]).round(0).astype(int).astype(str)
+        return ("its block rate under the incumbent, " + _pct(o["incumbent_block_rate"].fillna(0), 2) + " (" + k
+                + " of " + n(o) + "), is shrunk toward the " + o["segment"].astype(str) + " segment's "
+                + _pct(col(o, "segment_block_rate").fillna(0), 2) + " to " + post + "; the threshold is the one "
+                "that blocks " + post + " of " + toward(o) + expected(o) + recall(o) + ".")
+
+    reason = pd.Series("", index=out.index, dtype=object)
+
+    def put(mask: pd.Series, build) -> None:
+        if mask.any():
+            reason[mask] = build(out[mask]).to_numpy()
+
     nd = out["no_data"].astype(bool)
+    thin = out["shrunk"].astype(bool) & ~nd
+    seg = out["segment"].astype(str)
+    alone = seg.map(seg[~nd].value_counts()).fillna(0) <= 1  # the only merchant of its segment
+    worth_a_word = ((1 - out["shrink_weight"].fillna(0)) >= 0.005) & ~alone  # shrunk a whole percent or more
+    keep = out["policy"] == "keep_block_rate"
+    big = ~thin & ~nd
+    put(big & ~worth_a_word, lambda o: first(o) + recall(o) + ".")
+    put(big & worth_a_word & keep, lambda o: "I" + own_rate_shrunk(o).str[1:])
+    put(big & worth_a_word & ~keep, lambda o: first(o) + ", on " + toward(o) + expected(o) + recall(o) + ".")
+    put(thin & ~alone & keep, lambda o: "Thin merchant (" + n(o) + " transactions): " + own_rate_shrunk(o))
+    put(thin & ~alone & ~keep, lambda o: ("Thin merchant (" + n(o) + " transactions): the threshold that "
+                                          + clause(o) + " is the one doing so on " + toward(o) + expected(o)
+                                          + recall(o) + "."))
+    put(thin & alone, lambda o: ("Thin merchant (" + n(o) + " transactions; the only one of the "
+                                 + o["segment"].astype(str) + " segment, so nothing to shrink it toward): the "
+                                 "threshold " + clause(o) + expected(o) + recall(o) + "."))
+    no_labels = thin & out["policy"].isin(["target_fpr", "risk_appetite"]) & (out["labelled"] - out["frauds"] <= 0)
+    put(no_labels, lambda o: ("No matured legitimate transactions to judge its false-positive rate (" + n(o)
+                              + " transactions): takes the " + o["segment"].astype(str) + " segment's threshold."))
     if nd.any():
         inherits = out.get("inherits", pd.Series("global", index=out.index))
-        reason[nd & (inherits == "segment")] = ("No transactions in the evaluation window: inherits the "
-                                                + out["segment"].astype(str) + " segment's threshold.")
-        reason[nd & (inherits != "segment")] = ("No transactions in the evaluation window and no known "
-                                                "segment: inherits the global threshold.")
+        put(nd & (inherits == "segment"), lambda o: ("No transactions in the evaluation window: inherits the "
+                                                     + o["segment"].astype(str) + " segment's threshold."))
+        put(nd & (inherits != "segment"), lambda o: pd.Series("No transactions in the evaluation window and no "
+                                                              "known segment: inherits the global threshold.",
+                                                              index=o.index, dtype=object))
     return reason

@@ -1,79 +1,134 @@
 """action_rate_shift: no slice's action rate moves by more than a limit against the incumbent.
 
+Judged on the policy that would go live (the per-merchant thresholds, with any approved edits, and the
+global threshold for every merchant without one of its own), on judging rows that did not fit those
+thresholds. The raw shift of the candidate at one global threshold is reported beside it, so a reader
+sees what the per-merchant thresholds absorbed.
+
 YAML::
 
     - name: country_action_rate_shift
       kind: action_rate_shift
-      slice: country              # country | merchant | category | card_country
-      at: suggested               # candidate at the suggested per-merchant thresholds (what would go
-                                  # live) or at operating_point (one global threshold at the incumbent's FPR)
-      max_relative_shift: 0.25    # |candidate / incumbent - 1| may not exceed this ...
-      min_absolute_shift: 0.002   # ... unless the move is smaller than this many points of action rate
-      min_support: 1000           # fewer transactions in a slice -> "insufficient data", never a silent pass
-      limits: {US: 0.10}          # optional tighter (or looser) limits for named slices
-      confidence: 0.95            # a shift fails only when it is significant at this level
+      slice: country              # country | merchant | category | card_country | merchant_size | ...
+      at: policy                  # the policy that would go live (default), or operating_point (the
+                                  # candidate at one global threshold matching the incumbent's FPR)
+      max_relative_shift: 0.25    # the policy's action rate may move by at most 25% of the incumbent's ...
+      min_absolute_shift: 0.002   # ... or by 0.2 points, whichever is larger (a noise floor for tiny rates)
+      min_support: 500            # slices where the incumbent blocked fewer judging transactions are pooled
+                                  # ("other countries"): an action-rate change is decided by the blocks
+      limits: {US: 0.10}          # optional tighter (or looser) relative limits for named slices
+      confidence: 0.95            # the interval's level
+      on_insufficient: stop       # an interval that reaches both sides of the limit stops the release
       gate: true
 
-A slice fails when its shift is beyond the limit *and* significant: the two models decide on the same
-transactions, so the test is an exact McNemar test on the decisions they disagree on, with p-values
-adjusted over the contract's slices (Benjamini-Hochberg). A shift beyond the limit that the data cannot
-distinguish from noise is "insufficient data", never a silent pass.
+A slice passes when the 95% interval of its action-rate change (a paired bootstrap by card on the judging
+rows: point and interval from the same counts) lies inside ±limit, fails when it lies wholly beyond, and
+is "insufficient data" otherwise. Each slice is judged on its own interval (see contracts/base.py: adding
+slices never makes the gate more lenient).
 
 Sentence on failure::
 
-    BR: candidate blocks 1.92% vs 1.61% (+19%, 95% CI +14%..+25%), limit ±25%, 48,210 transactions;
-    significant (adjusted p=0.0004).
-
-On pass the sentence ends "within the limit."; on a shift beyond the limit that is not significant,
-"beyond the limit but not significant (adjusted p=0.31): more traffic is needed to judge."
+    BR: the policy blocks 2.25% vs 1.61% (+40%, 95% CI +31%..+49%), limit ±25%, 48,210 judging
+    transactions: beyond the limit. At one global threshold the candidate would block 2.30% (+43%); the
+    per-merchant thresholds absorb 3 pts of it.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pandas as pd
 from pydantic import Field
 
-from contracts.base import FAIL, INSUFFICIENT, PASS, SliceContract, Verdict, paired_shift_pvalues, pct, shift_ci
+from contracts.base import (FAIL, INSUFFICIENT, PASS, SliceContract, Verdict, data_to_decide, finite, widened,
+                            judge_two_sided, pct, wide_metric)
+
+
+def relative(x: float, base: float) -> str:
+    return f"{x / base:+.0%}" if base > 0 else ("+0%" if x == 0 else "none blocked before")
 
 
 class ActionRateShift(SliceContract):
     kind: Literal["action_rate_shift"]
     max_relative_shift: float = Field(gt=0, le=1)
     min_absolute_shift: float = Field(0.0, ge=0, le=1)
-    min_support: int = Field(1000, ge=1)
+    min_support: int = Field(500, ge=1)
 
-    def check(self, slices: pd.DataFrame) -> list[Verdict]:
-        """``slices``: one row per slice with transactions, both action rates and the disagreement counts
-        candidate_only_actions / incumbent_only_actions."""
-        rows = self._rows(slices)
-        supported = (rows["transactions"] >= self.min_support).to_numpy()
-        p = self._adjusted(paired_shift_pvalues(rows["candidate_only_actions"], rows["incumbent_only_actions"]), supported)
-        alpha = 1 - self.confidence
+    support_measure: ClassVar[str] = "actions"
+
+    def limit_for(self, slice_: str, incumbent_rate: float) -> tuple[float, float]:
+        """(relative limit, absolute limit in action-rate points) for a slice."""
+        rel = self.limits.get(str(slice_), self.max_relative_shift)
+        return rel, max(rel * max(incumbent_rate, 0.0), self.min_absolute_shift)
+
+    def point_beyond(self, v: Verdict) -> bool:
+        _, lim = self.limit_for(v.slice, v.incumbent_value or 0.0)
+        return abs(v.candidate_value - (v.incumbent_value or 0.0)) > lim
+
+    def check(self, metrics: pd.DataFrame, what: str = "policy") -> list[Verdict]:
+        """``metrics``: the evaluation's tidy table (analysis.stats.slice_intervals on the judging rows)."""
+        models = ["incumbent", self.model, f"{self.model}-incumbent", f"{self.model}/incumbent", "candidate",
+                  "candidate-incumbent"]
+        rows = wide_metric(metrics, self.slice_type, "action_rate", "all", models)
+        if rows.empty:
+            return self.no_slices("any transactions")
+        if self.model == "candidate":
+            what = "candidate"
+        members = self.pooled_members(metrics, rows, "action_rate", "all", models)
+        own = self.own_failures(self.judge(members, what)) if len(members) else []
+        return self.judge(rows, what) + own + self._unmatched_limits(set(rows.index) | set(members.index))
+
+    def judge(self, rows: pd.DataFrame, what: str = "policy", unit: str = "judging transactions") -> list[Verdict]:
+        """``rows`` indexed by slice: incumbent, <model>, <model>-incumbent with _lo/_hi, transactions,
+        optionally candidate (the raw shift at one global threshold) and members (a pooled slice's)."""
         out = []
-        for i, r in enumerate(rows.itertuples(index=False)):
-            limit = self.limits.get(r.slice, self.max_relative_shift)
-            inc, cand, n = float(r.incumbent_action_rate), float(r.candidate_action_rate), int(r.transactions)
-            rel = (cand / inc - 1) if inc > 0 else (float("inf") if cand > 0 else 0.0)
-            lo, hi = shift_ci(int(r.candidate_only_actions), int(r.incumbent_only_actions), n, self.confidence)
-            if inc > 0:
-                move = f"{rel:+.0%}, {self.confidence:.0%} CI {lo / inc:+.0%}..{hi / inc:+.0%}"
+        diff = f"{self.model}-incumbent"
+        for s, r in rows.iterrows():
+            inc, pol, n = float(r["incumbent"]), float(r[self.model]), int(r["transactions"])
+            d, lo, hi = float(r[diff]), float(r[f"{diff}_lo"]), float(r[f"{diff}_hi"])
+            lo, hi = widened(d, lo, hi, n, self.confidence)
+            rel, lim = self.limit_for(s, inc)
+            verdict = judge_two_sided(lo, hi, lim)
+            ratio = f"{self.model}/incumbent"
+            if ratio in r and finite(r[ratio], r[f"{ratio}_lo"], r[f"{ratio}_hi"]) and inc > 0:
+                # the relative change judged by its own bootstrap interval, which carries the noise of the
+                # incumbent's rate as well (a limit taken as rel x the incumbent's judged rate would not);
+                # the absolute floor on the difference still lets tiny rates pass
+                rlo, rhi = widened(float(r[ratio]) - 1, float(r[f"{ratio}_lo"]) - 1, float(r[f"{ratio}_hi"]) - 1,
+                                   inc * n, self.confidence)  # one more disagreement among the incumbent's blocks
+                by_ratio = judge_two_sided(rlo, rhi, rel)
+                by_floor = judge_two_sided(lo, hi, self.min_absolute_shift) if self.min_absolute_shift > 0 else FAIL
+                if PASS in (by_ratio, by_floor):
+                    verdict = PASS
+                elif by_ratio == FAIL and by_floor == FAIL:
+                    verdict = FAIL
+                else:
+                    verdict = INSUFFICIENT
             else:
-                move = "none blocked before" if cand > 0 else "+0%"
-            head = (f"{r.slice}: candidate blocks {pct(cand)} vs {pct(inc)} ({move}), limit ±{limit:.0%}, "
-                    f"{n:,} transactions")
-            beyond = abs(rel) > limit and abs(cand - inc) >= self.min_absolute_shift
-            pv = float(p[i]) if supported[i] else None
-            if not supported[i]:
-                verdict, sentence = INSUFFICIENT, f"{head}; fewer than the {self.min_support:,} needed to judge."
-            elif beyond and p[i] < alpha:
-                verdict, sentence = FAIL, f"{head}; significant (adjusted p={p[i]:.2g})."
-            elif beyond:
-                verdict, sentence = INSUFFICIENT, (f"{head}: beyond the limit but not significant (adjusted "
-                                                   f"p={p[i]:.2g}): more traffic is needed to judge.")
+                rlo, rhi = (lo / inc, hi / inc) if inc > 0 else (float("nan"), float("nan"))
+            name = str(s)
+            members = r.get("members") if hasattr(r, "get") else None
+            label = f"{name} ({members})" if isinstance(members, str) and members else name
+            if not finite(d, lo, hi):
+                out.append(self.verdict(name, INSUFFICIENT, None, inc, rel, n,
+                                        f"{label}: no action-rate change could be computed ({n:,} {unit}).")); continue
+            ci = (f"{self.confidence:.0%} CI {rlo:+.0%}..{rhi:+.0%}" if inc > 0
+                  else f"{self.confidence:.0%} CI {100 * lo:+.2f}..{100 * hi:+.2f} pts")
+            floor = f" (±{100 * lim:.2f} pts)" if lim > rel * inc else ""
+            head = (f"{label}: the {what} blocks {pct(pol)} vs {pct(inc)} ({relative(d, inc)}, {ci}), limit "
+                    f"±{rel:.0%}{floor}, {n:,} {unit}")
+            raw = ""
+            if self.model != "candidate" and "candidate" in r and finite(r["candidate"]) and inc > 0:
+                c = float(r["candidate"])
+                absorbed = (abs(c - inc) - abs(pol - inc)) / inc
+                raw = (f" At one global threshold the candidate would block {pct(c)} ({relative(c - inc, inc)}); "
+                       + (f"the per-merchant thresholds absorb {100 * absorbed:.0f} pts of it." if absorbed > 0
+                          else "the per-merchant thresholds absorb none of it."))
+            if verdict == PASS:
+                sentence = f"{head}: within the limit.{raw}"
+            elif verdict == FAIL:
+                sentence = f"{head}: beyond the limit.{raw}"
             else:
-                verdict, sentence = PASS, f"{head}: within the limit."
-            out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(r.slice), verdict, cand, inc,
-                               limit, n, sentence, pv))
-        out.extend(self._unmatched_limits(rows, "action_rate_shift"))
+                sentence = (f"{head}: the interval reaches both sides of the limit, so it cannot be judged; "
+                            f"{data_to_decide(d, lo, hi, [lim, -lim], n, unit)}.{raw}")
+            out.append(self.verdict(name, verdict, pol, inc, rel, n, sentence))
         return out

@@ -1,12 +1,38 @@
-"""What every contract kind shares: the verdict it returns and the slice names it understands."""
+"""What every contract kind shares: the verdict it returns, the slice names it understands, and how a
+limit is judged by an interval.
+
+A contract with a limit judges a figure by its interval, never by its point alone:
+
+- the interval lies wholly inside the limit: **pass**;
+- the interval lies wholly beyond it: **fail**;
+- anything else (the interval reaches both sides, or there is no figure at all): **insufficient data**,
+  with a sentence saying how much more data would decide it.
+
+Each gating contract declares ``on_insufficient: stop | warn`` (stop by default): an unjudged gate stops
+the release (or waits for a person's override); it never passes in silence.
+
+Multiplicity. Each slice is judged on its own interval at the contract's confidence, unadjusted. A
+slice's verdict never depends on how many other slices there are, so adding a slice can only add a
+verdict that stops the release, never remove one: adding slices never makes a gate more lenient. (A
+false-discovery adjustment such as Benjamini-Hochberg does the opposite for a gate: the more slices
+tested, the more lenient each test gets, and a shift hidden among many quiet slices passes. The price of
+the per-slice rule is more false stops as slices multiply, which pooling thin slices keeps in check.)
+
+Slices below a contract's support are pooled into one "other ..." slice and judged together, never
+dropped: a country that will never have enough traffic on its own is judged with its peers.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient data"
+STOP, WARN = "stop", "warn"
+OnInsufficient = Literal["stop", "warn"]
 
 # slice name in contracts and reports -> column in the scored data (segments are derived by
 # analysis.evaluation.add_segments before slicing)
@@ -22,6 +48,35 @@ SLICE_COLUMNS = {
 }
 SliceName = Literal["all", "country", "merchant", "category", "card_country", "merchant_size", "amount_band",
                     "card_segment"]
+PLURALS = {"country": "countries", "merchant": "merchants", "category": "categories",
+           "card_country": "card countries", "merchant_size": "merchant sizes", "amount_band": "amount bands",
+           "card_segment": "card segments"}
+# what a slice's support counts: its transactions, the incumbent's actions (blocks) among them (an
+# action-rate change is decided by the blocks, not the traffic), or its matured frauds
+SupportMeasure = Literal["transactions", "actions", "frauds"]
+
+
+def pooled_type(slice_type: str, measure: str, min_support: int) -> str:
+    """The name of a slice type whose slices below ``min_support`` (counted in ``measure``) are pooled:
+    the evaluation computes it for each contract that asks, the contract reads it back."""
+    if slice_type == "all":
+        return "all"
+    return f"{slice_type}|{measure}>={int(min_support)}"
+
+
+# a pooled slice judged on its own is a second look over many thin slices: only overwhelming evidence
+# (3.9 standard errors) stops the release there; the pool is their primary judgement
+MEMBER_CONFIDENCE = 0.9999
+
+
+def _z(confidence: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def other_name(slice_type: str) -> str:
+    return f"other {PLURALS.get(slice_type, slice_type + 's')}"
 
 
 @dataclass(frozen=True)
@@ -38,41 +93,102 @@ class Verdict:
     support: int | None
     sentence: str
     p_value: float | None = None
+    on_insufficient: str = STOP
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def stops(self) -> bool:
+        """True when this verdict stops the release: a gating failure, or a gating contract that could not
+        be judged and was told to stop then."""
+        return self.gate and (self.verdict == FAIL or (self.verdict == INSUFFICIENT and self.on_insufficient == STOP))
+
+
+def stops(v: dict | Verdict) -> bool:
+    """``Verdict.stops`` for a verdict row read back from the state store."""
+    get = v.get if isinstance(v, dict) else (lambda k, d=None: getattr(v, k, d))
+    return bool(get("gate")) and (get("verdict") == FAIL or (get("verdict") == INSUFFICIENT
+                                                             and (get("on_insufficient") or STOP) == STOP))
 
 
 def pct(x: float, digits: int = 2) -> str:
     return f"{100 * x:.{digits}f}%"
 
 
-def paired_shift_pvalues(candidate_only, incumbent_only):
-    """Two-sided exact McNemar p-values: on the same transactions, is the candidate's action rate
-    different from the incumbent's? Only the decisions the two models disagree on carry information:
-    ``candidate_only`` rows blocked by the candidate alone, ``incumbent_only`` by the incumbent alone."""
-    import numpy as np
-    from scipy.stats import binom
-
-    b = np.asarray(candidate_only, dtype=float).round()
-    c = np.asarray(incumbent_only, dtype=float).round()
-    n = b + c
-    p = np.minimum(1.0, 2 * binom.cdf(np.minimum(b, c), n, 0.5))
-    return np.where(n > 0, p, 1.0)
+def finite(*xs) -> bool:
+    return all(x is not None and isinstance(x, (int, float, np.floating, np.integer)) and math.isfinite(float(x))
+               for x in xs)
 
 
-def bh_adjusted(pvalues):
-    """Benjamini-Hochberg adjusted p-values (false discovery rate over the slices of one contract)."""
-    import numpy as np
-    from scipy.stats import false_discovery_control
+def judge_two_sided(lo: float, hi: float, limit: float) -> str:
+    """A difference that may move by at most ``limit`` either way: pass when its interval lies inside
+    [-limit, limit], fail when it lies wholly outside, insufficient data otherwise (or with no interval)."""
+    if not finite(lo, hi, limit):
+        return INSUFFICIENT
+    if lo >= -limit and hi <= limit:
+        return PASS
+    if lo > limit or hi < -limit:
+        return FAIL
+    return INSUFFICIENT
 
-    p = np.asarray(pvalues, dtype=float)
-    return false_discovery_control(p, method="bh") if len(p) else p
+
+def judge_at_least(lo: float, hi: float, floor: float) -> str:
+    """A difference that must be at least ``floor`` (a recall change of at least -5 points, a gain above
+    zero): pass when the whole interval is at or above it, fail when the whole interval is below it."""
+    if not finite(lo, hi, floor):
+        return INSUFFICIENT
+    if lo >= floor:
+        return PASS
+    if hi < floor:
+        return FAIL
+    return INSUFFICIENT
+
+
+def judge_at_most(lo: float, hi: float, ceiling: float) -> str:
+    """A difference that may be at most ``ceiling`` (an FPR no higher than a tolerance)."""
+    if not finite(lo, hi, ceiling):
+        return INSUFFICIENT
+    if hi <= ceiling:
+        return PASS
+    if lo > ceiling:
+        return FAIL
+    return INSUFFICIENT
+
+
+def widened(point: float, lo: float, hi: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """An interval at least as wide as one more disagreement among ``n`` would move a paired difference
+    (z / n either side). A bootstrap of two policies that agree on every row of a thin slice gives a
+    zero-width interval, which would "pass" a slice of 21 transactions; one unseen disagreement is always
+    possible (the rule of three's spirit), so no interval is narrower than that."""
+    from scipy.stats import norm
+
+    if not finite(point, lo, hi) or not n or n <= 0:
+        return lo, hi
+    h = float(norm.ppf(0.5 + confidence / 2)) / float(n)
+    return min(lo, point - h), max(hi, point + h)
+
+
+def data_to_decide(point: float, lo: float, hi: float, boundaries: list[float], support: int, unit: str) -> str:
+    """What data would decide an interval that reaches both sides of a limit: an interval's half-width
+    shrinks as 1/sqrt(n), so it clears the nearest boundary once it is |point - boundary| wide. Returns a
+    clause such as "about 3.4x the data (~12,000 transactions) would decide it"."""
+    if not finite(point, lo, hi) or support is None or support <= 0:
+        return f"no figure could be computed from {support or 0:,} {unit}"
+    half = (hi - lo) / 2
+    gap = min(abs(point - b) for b in boundaries) if boundaries else float("inf")
+    if half <= 0:
+        return f"{support:,} {unit} were not enough"
+    if gap <= half * 1e-3:
+        return "the estimate sits on the limit itself: no amount of data would decide it soon"
+    factor = max((half / gap) ** 2, 1.0)
+    return f"about {factor:.1f}x the data (~{int(round(factor * support)):,} {unit}) would decide it"
 
 
 def shift_ci(candidate_only: int, incumbent_only: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Confidence interval of the candidate-minus-incumbent action rate on the same ``n`` transactions
-    (paired: the variance comes from the disagreements only; normal approximation)."""
+    (paired: the variance comes from the disagreements only; normal approximation). Used online, where
+    the decision log's counts are all there is; offline intervals come from the card bootstrap."""
     from scipy.stats import norm
 
     if n <= 0:
@@ -90,39 +206,106 @@ def limits_in_range(v: dict[str, float]) -> dict[str, float]:
     return v
 
 
+def _at_alias(v):
+    """``at: suggested`` (before the policy existed as a word) means the policy."""
+    return "policy" if v == "suggested" else v
+
+
 class SliceContract(BaseModel):
-    """What the per-slice contracts share: slice, point, per-slice limits, confidence and gate, the
-    Benjamini-Hochberg adjustment over the slices with enough support, and the report of a limit that
-    names no slice in the window."""
+    """What the per-slice contracts share: slice, point (the policy that would go live, or the candidate at
+    one global threshold at the incumbent's FPR), per-slice limits, confidence, gate, what an unjudged
+    slice does, and the report of a limit that names no slice in the window."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     slice: SliceName = "country"
-    at: Literal["suggested", "operating_point"] = "suggested"
+    at: Literal["policy", "operating_point"] = "policy"
     confidence: float = Field(0.95, gt=0.5, lt=1)
     limits: dict[str, float] = {}
     gate: bool = True
+    on_insufficient: OnInsufficient = STOP
+
+    support_measure: ClassVar[str] = "transactions"
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at(cls, v):
+        return _at_alias(v)
 
     @field_validator("limits")
     @classmethod
     def _limits_in_range(cls, v: dict[str, float]) -> dict[str, float]:
         return limits_in_range(v)
 
-    def _rows(self, slices):
-        return slices[(slices["slice_type"] == self.slice) & (slices["at"] == self.at)].reset_index(drop=True)
+    def pool(self) -> tuple[str, str, int]:
+        """(slice type, support measure, minimum support): the pooled slice type this contract reads."""
+        return self.slice, self.support_measure, int(getattr(self, "min_support"))
 
-    @staticmethod
-    def _adjusted(raw, supported):
-        """BH-adjusted p-values over the supported slices; 1.0 elsewhere (those are never tested)."""
-        import numpy as np
+    @property
+    def slice_type(self) -> str:
+        return pooled_type(*self.pool())
 
-        p = np.ones(len(raw))
-        p[supported] = bh_adjusted(np.asarray(raw)[supported])
-        return p
+    @property
+    def model(self) -> str:
+        return "policy" if self.at == "policy" else "candidate"
 
-    def _unmatched_limits(self, rows, kind: str) -> list[Verdict]:
-        return unmatched_limits(self, {str(x) for x in rows["slice"]}, kind)
+    def verdict(self, slice_: str, verdict: str, cand, inc, limit, support, sentence: str) -> Verdict:
+        return Verdict(self.name, self.kind, self.gate, self.slice, str(slice_), verdict,
+                       None if cand is None or not finite(cand) else float(cand),
+                       None if inc is None or not finite(inc) else float(inc),
+                       limit, None if support is None else int(support), sentence, None, self.on_insufficient)
+
+    def no_slices(self, what: str) -> list[Verdict]:
+        """No slice of this contract's type was evaluated: insufficient data, never nothing."""
+        return [self.verdict("all", INSUFFICIENT, None, None, None, 0,
+                             f"No {self.slice} slice had {what} in the judging window: nothing to judge.")]
+
+    def _unmatched_limits(self, known: set[str]) -> list[Verdict]:
+        return unmatched_limits(self, known, self.kind)
+
+    def pooled_members(self, metrics, pooled_rows, metric: str, estimator: str, models: list[str]):
+        """The unpooled rows of the slices this contract pooled (judged together as "other ..."): a
+        pooled slice whose own interval lies wholly beyond the limit still fails on its own, so a large
+        shift in a thin slice is never diluted into a silent pass. Its own interval is widened to the
+        ``MEMBER_CONFIDENCE`` level: the pool is the primary judgement of thin slices, and each of the many
+        thin members is a second look that must not stop a good release on one unlucky week."""
+        if self.slice_type == self.slice or len(pooled_rows) == 0:
+            return pooled_rows.iloc[0:0]
+        raw = wide_metric(metrics, self.slice, metric, estimator, models)
+        if not len(raw):
+            return raw
+        raw = raw.loc[[s for s in raw.index if s not in pooled_rows.index]].copy()
+        scale = _z(MEMBER_CONFIDENCE) / _z(self.confidence)
+        for m in models:
+            if f"{m}_lo" in raw and (m.endswith("-incumbent") or m.endswith("/incumbent")):
+                raw[f"{m}_lo"] = raw[m] - scale * (raw[m] - raw[f"{m}_lo"])
+                raw[f"{m}_hi"] = raw[m] + scale * (raw[f"{m}_hi"] - raw[m])
+        return raw
+
+    def point_beyond(self, v: Verdict) -> bool:
+        """Whether a verdict's point estimate lies beyond its limit (the contract kind knows how)."""
+        return False
+
+    def own_failures(self, verdicts: list[Verdict]) -> list[Verdict]:
+        """A pooled slice's own verdicts that must not disappear into the pool: a failure (its whole
+        interval beyond the limit) stops like any other; an undecided one whose own interval reaches
+        beyond the limit is reported as insufficient data that warns (the pool judges it for the gate)."""
+        pool = other_name(self.slice)
+        out = []
+        for v in verdicts:
+            if v.verdict == FAIL:
+                out.append(Verdict(v.contract, v.kind, v.gate, v.slice_type, v.slice, FAIL, v.candidate_value,
+                                   v.incumbent_value, v.limit_value, v.support,
+                                   f"{v.sentence} (Pooled into {pool} for support; judged on its own because its "
+                                   f"whole interval is beyond the limit, at {MEMBER_CONFIDENCE:.2%}.)", v.p_value,
+                                   v.on_insufficient))
+            elif v.verdict == INSUFFICIENT and v.candidate_value is not None and self.point_beyond(v):
+                out.append(Verdict(v.contract, v.kind, v.gate, v.slice_type, v.slice, INSUFFICIENT,
+                                   v.candidate_value, v.incumbent_value, v.limit_value, v.support,
+                                   f"{v.sentence} (Pooled into {pool}, which the gate judges; on its own too "
+                                   f"thin to decide.)", v.p_value, WARN))
+        return out
 
 
 def unmatched_limits(contract, known: set[str], kind: str) -> list[Verdict]:
@@ -130,5 +313,31 @@ def unmatched_limits(contract, known: set[str], kind: str) -> list[Verdict]:
     return [Verdict(contract.name, kind, contract.gate, contract.slice, name, INSUFFICIENT, None, None,
                     contract.limits[name], 0,
                     f"{name}: a limit is set for this {contract.slice}, but no such {contract.slice} is in the "
-                    f"evaluation window; check its spelling.", None)
+                    f"judging window (or it was pooled with others below support); check its spelling.", None,
+                    getattr(contract, "on_insufficient", STOP))
             for name in sorted(set(contract.limits) - known)]
+
+
+def wide_metric(metrics, slice_type: str, metric: str, estimator: str, models: list[str]):
+    """From the tidy metrics table, one row per slice with ``<model>``, ``<model>_lo``, ``<model>_hi`` for
+    each model and the slice's support columns (and counterfactual support when present)."""
+    import pandas as pd
+
+    m = metrics[(metrics["slice_type"] == slice_type) & (metrics["metric"] == metric)
+                & (metrics["estimator"] == estimator) & (metrics["model"].isin(models))]
+    if m.empty:
+        return pd.DataFrame()
+    est = m.pivot_table(index="slice", columns="model", values="estimate", aggfunc="first", dropna=False)
+    lo = m.pivot_table(index="slice", columns="model", values="lo", aggfunc="first", dropna=False)
+    hi = m.pivot_table(index="slice", columns="model", values="hi", aggfunc="first", dropna=False)
+    out = pd.DataFrame(index=est.index)
+    for mod in models:
+        out[mod] = est[mod] if mod in est else np.nan
+        out[f"{mod}_lo"] = lo[mod] if mod in lo else np.nan
+        out[f"{mod}_hi"] = hi[mod] if mod in hi else np.nan
+    extra = [c for c in ("transactions", "labelled", "frauds", "censored", "explored", "explored_frauds", "ess_frauds",
+                         "ess_legit", "members") if c in m.columns]
+    sup = m.groupby("slice")[extra].first()
+    out = out.join(sup)
+    out.index = out.index.astype(str)
+    return out

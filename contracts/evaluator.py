@@ -35,27 +35,35 @@ class ContractSet(BaseModel):
     def names(self) -> list[str]:
         return [c.name for c in self.contracts]
 
+    def pools(self) -> set[tuple[str, str, int]]:
+        """The pooled slice types the contracts read: (slice type, support measure, minimum support)."""
+        return {c.pool() for c in self.contracts if hasattr(c, "pool")}
+
 
 def load_contracts(path: str | Path) -> ContractSet:
     return load_yaml_model(path, ContractSet)
 
 
 def evaluate_contracts(cs: ContractSet, evaluation, manifest: dict | None = None) -> list[Verdict]:
-    """``evaluation`` is an analysis.evaluation.Evaluation (overall metrics, slices, recall CI);
-    ``manifest`` the training-set snapshot's manifest (for data contracts)."""
+    """``evaluation`` is an analysis.evaluation.Evaluation: the tidy metrics of one policy judged on rows
+    that did not fit it (``evaluation.metrics``) and the fitting/judging windows; ``manifest`` the
+    training-set snapshot's manifest (for data contracts). Every contract returns at least one verdict."""
     out: list[Verdict] = []
+    what = "approved policy" if getattr(evaluation, "policy_source", "suggested") == "approved" else "policy"
     for c in cs.contracts:
-        if isinstance(c, FixedFprHigherRecall):
-            out.extend(c.check(evaluation.overall, evaluation.recall_diff))
-        elif isinstance(c, DataContract):
+        if isinstance(c, DataContract):
             out.extend(c.check(manifest))
-        elif isinstance(c, RankingRegression):
-            out.extend(c.check(evaluation.metrics))
+        elif isinstance(c, FixedFprHigherRecall):
+            out.extend(c.check(evaluation.metrics, getattr(evaluation, "windows", None)))
+        elif isinstance(c, ActionRateShift):
+            out.extend(c.check(evaluation.metrics, what))
         else:
-            out.extend(c.check(evaluation.slices))
+            out.extend(c.check(evaluation.metrics))
     return out
 
 
 def gate_failures(verdicts: list[Verdict], waived: set[str] | frozenset[str] = frozenset()) -> list[Verdict]:
-    """Gating failures, less those of contracts a named person waived for this release."""
-    return [v for v in verdicts if v.gate and v.verdict == FAIL and v.contract not in waived]
+    """The verdicts that stop the release: gating failures, and gating contracts that could not be judged
+    and stop then (``on_insufficient: stop``), less those of contracts a named person waived for this
+    release."""
+    return [v for v in verdicts if v.stops and v.contract not in waived]

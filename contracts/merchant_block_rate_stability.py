@@ -1,34 +1,40 @@
-"""merchant_block_rate_stability: with the suggested thresholds, few merchants see their block rate move.
+"""merchant_block_rate_stability: under the policy that would go live, few merchants see their block rate move.
 
-A merchant "moves" when its block rate under the candidate (at the suggested per-merchant thresholds)
-differs from the incumbent's by more than ``max_change`` (absolute). Only merchants with at least
-``min_merchant_support`` transactions in the evaluation window are counted; with fewer than
-``min_support`` such merchants the verdict is "insufficient data".
+Judged on judging rows that did not fit the per-merchant thresholds: a threshold fitted to keep a
+merchant's block rate reproduces it exactly on the rows it was fitted on, so only later rows can show a
+move. A merchant "moves" when the 95% interval of its block-rate change (paired bootstrap by card) lies
+wholly beyond ``max_change``; it "holds" when the interval lies inside; otherwise it is undecided.
+Merchants with fewer than ``min_merchant_support`` judging transactions are pooled into one "other
+merchants" slice, judged like any merchant. The share of merchants that moved fails the contract when it
+exceeds ``max_share``; the contract passes when even counting every undecided merchant as moved the share
+stays within it; otherwise it is "insufficient data".
 
 YAML::
 
     - name: merchant_block_rate_stability
       kind: merchant_block_rate_stability
-      at: suggested
+      at: policy
       max_change: 0.005           # a move of more than 0.5 points of block rate ...
       max_share: 0.05             # ... may happen to at most 5% of merchants
-      min_merchant_support: 200   # transactions a merchant needs to be counted
-      min_support: 20             # merchants needed to judge
+      min_merchant_support: 200   # merchants with fewer judging transactions are pooled
+      min_support: 20             # merchant slices needed to judge
+      on_insufficient: warn
       gate: false                 # warn only
 
 Sentence on failure::
 
-    9 of 120 merchants (7.5%) would see their block rate move by more than 0.50 points; at most 5.0% may.
-    Largest moves: m00042 1.20% -> 2.10%, m00007 3.00% -> 2.20%.
+    9 of 120 merchant slices (7.5%) moved their block rate by more than 0.50 points (the whole interval
+    beyond it), 4 undecided; at most 5.0% may. Largest moves: m00042 1.20% -> 2.10%, m00007 3.00% -> 2.20%.
 """
 from __future__ import annotations
 
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.base import FAIL, INSUFFICIENT, PASS, Verdict, pct
+from contracts.base import (FAIL, INSUFFICIENT, PASS, STOP, OnInsufficient, Verdict, _at_alias, pct, pooled_type,
+                            wide_metric)
 
 
 class MerchantBlockRateStability(BaseModel):
@@ -36,31 +42,52 @@ class MerchantBlockRateStability(BaseModel):
 
     name: str
     kind: Literal["merchant_block_rate_stability"]
-    at: Literal["suggested", "operating_point"] = "suggested"
+    at: Literal["policy", "operating_point"] = "policy"
     max_change: float = Field(gt=0, le=1)
     max_share: float = Field(ge=0, le=1)
     min_merchant_support: int = Field(200, ge=1)
     min_support: int = Field(20, ge=1)
+    on_insufficient: OnInsufficient = STOP
     gate: bool = False
 
-    def check(self, slices: pd.DataFrame) -> list[Verdict]:
-        m = slices[(slices["slice_type"] == "merchant") & (slices["at"] == self.at)
-                   & (slices["transactions"] >= self.min_merchant_support)]
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at(cls, v):
+        return _at_alias(v)
+
+    def pool(self) -> tuple[str, str, int]:
+        return "merchant", "transactions", self.min_merchant_support
+
+    def check(self, metrics: pd.DataFrame) -> list[Verdict]:
+        model = "policy" if self.at == "policy" else "candidate"
+        diff = f"{model}-incumbent"
+        m = wide_metric(metrics, pooled_type(*self.pool()), "action_rate", "all", ["incumbent", model, diff])
+
+        def v(verdict, share, n, sentence):
+            return Verdict(self.name, self.kind, self.gate, "merchant", "all", verdict, share, None, self.max_share,
+                           n, sentence, None, self.on_insufficient)
+
         n = len(m)
-        m = m.assign(change=(m["candidate_action_rate"] - m["incumbent_action_rate"]).abs())
-        moved = m[m["change"] > self.max_change].sort_values("change", ascending=False)
-        share = len(moved) / n if n else 0.0
-        head = (f"{len(moved)} of {n:,} merchants ({share:.1%}) would see their block rate move by more than "
-                f"{100 * self.max_change:.2f} points; at most {self.max_share:.1%} may")
-        largest = ", ".join(f"{r.slice} {pct(r.incumbent_action_rate)} -> {pct(r.candidate_action_rate)}"
-                            for r in moved.head(3).itertuples())
         if n < self.min_support:
-            verdict = INSUFFICIENT
-            sentence = (f"Only {n} merchants have {self.min_merchant_support:,} transactions or more; "
-                        f"{self.min_support} are needed to judge.")
-        elif share > self.max_share:
-            verdict, sentence = FAIL, f"{head}. Largest moves: {largest}."
-        else:
-            verdict, sentence = PASS, f"{head}." + (f" Largest moves: {largest}." if largest else "")
-        return [Verdict(self.name, self.kind, self.gate, "merchant", "all", verdict, share, None, self.max_share,
-                        n, sentence, None)]
+            return [v(INSUFFICIENT, None, n, f"Only {n} merchant slices in the judging window "
+                                             f"({self.min_merchant_support:,}+ transactions each, the rest pooled); "
+                                             f"{self.min_support} are needed to judge.")]
+        lo, hi = m[f"{diff}_lo"], m[f"{diff}_hi"]
+        defined = lo.notna() & hi.notna()
+        moved = defined & ((lo > self.max_change) | (hi < -self.max_change))
+        held = defined & (lo >= -self.max_change) & (hi <= self.max_change)
+        undecided = ~moved & ~held
+        share, worst = moved.sum() / n, (moved | undecided).sum() / n
+        top = m[moved].assign(change=(m[model] - m["incumbent"]).abs()).sort_values("change", ascending=False)
+        largest = ", ".join(f"{s} {pct(r.incumbent)} -> {pct(r[model])}" for s, r in top.head(3).iterrows())
+        head = (f"{int(moved.sum())} of {n:,} merchant slices ({share:.1%}) moved their block rate by more than "
+                f"{100 * self.max_change:.2f} points (the whole interval beyond it), {int(undecided.sum())} undecided; "
+                f"at most {self.max_share:.1%} may")
+        tail = f" Largest moves: {largest}." if largest else ""
+        if share > self.max_share:
+            return [v(FAIL, float(share), n, f"{head}.{tail}")]
+        if worst <= self.max_share:
+            return [v(PASS, float(share), n, f"{head}.{tail}")]
+        return [v(INSUFFICIENT, float(share), n, f"{head}: counting the undecided ones, up to {worst:.1%} may have "
+                                                 f"moved, so it cannot be judged; a longer judging window would "
+                                                 f"decide them.{tail}")]

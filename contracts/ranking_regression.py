@@ -5,8 +5,9 @@ operating point while ranking the bulk of traffic worse, which the next threshol
 The figures and their 95% intervals come from the evaluation's tidy metrics (a paired bootstrap resampled
 by card; analysis.stats). A slice fails when its whole interval of the candidate-minus-incumbent
 difference lies below -max_drop; a fall beyond the limit whose interval crosses it is "insufficient
-data". Each slice is judged at 95% on its own (no multiplicity adjustment): across many slices, prefer
-``gate: false``.
+data". Each slice is judged at 95% on its own (no multiplicity adjustment: adding slices never makes the gate
+more lenient; see contracts/base.py). A slice with fewer than ``min_support`` matured frauds is
+insufficient data; it warns or stops as ``on_insufficient`` says.
 
 YAML::
 
@@ -32,7 +33,8 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.base import FAIL, INSUFFICIENT, PASS, SliceName, Verdict, limits_in_range, unmatched_limits
+from contracts.base import (FAIL, data_to_decide, judge_at_least, INSUFFICIENT, PASS, STOP, OnInsufficient, SliceName, Verdict, limits_in_range,
+                            pooled_type, unmatched_limits)
 
 LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
 
@@ -48,6 +50,7 @@ class RankingRegression(BaseModel):
     max_drop: float = Field(ge=0, le=1)
     min_support: int = Field(30, ge=1)
     limits: dict[str, float] = {}
+    on_insufficient: OnInsufficient = STOP
     gate: bool = False
 
     @field_validator("limits")
@@ -60,12 +63,16 @@ class RankingRegression(BaseModel):
         if metrics is None:
             return [Verdict(self.name, self.kind, self.gate, self.slice, "all", INSUFFICIENT, None, None,
                             self.max_drop, None, f"No slice metrics were computed for this release; "
-                            f"{label} cannot be judged.")]
+                            f"{label} cannot be judged.", None, self.on_insufficient)]
         m = metrics[(metrics["slice_type"] == self.slice) & (metrics["metric"] == self.metric)
                     & (metrics["estimator"] == self.estimator)]
         wide = m.pivot_table(index="slice", columns="model", values=["estimate", "lo", "hi", "frauds"],
                              aggfunc="first", dropna=False)
         out = []
+        if len(wide.index) == 0:
+            return [Verdict(self.name, self.kind, self.gate, self.slice, "all", INSUFFICIENT, None, None, self.max_drop,
+                            0, f"No {self.slice} slice has a {label} in the judging window: nothing to judge.", None,
+                            self.on_insufficient)]
         for s in wide.index:
             limit = self.limits.get(str(s), self.max_drop)
             inc, cand = wide.loc[s, ("estimate", "incumbent")], wide.loc[s, ("estimate", "candidate")]
@@ -74,21 +81,21 @@ class RankingRegression(BaseModel):
             if pd.isna(d) or pd.isna(lo):
                 out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(s), INSUFFICIENT, None, None, limit,
                                    frauds, f"{s}: no {label} to compare ({frauds:,} matured frauds; ranking "
-                                   f"figures need at least 10 frauds and 10 legitimate transactions)."))
+                                   f"figures need at least 10 frauds and 10 legitimate transactions).", None, self.on_insufficient))
                 continue
             head = (f"{s}: the candidate's {label} is {cand:.4f} vs {inc:.4f} ({d:+.4f}, 95% CI {lo:+.4f}..{hi:+.4f}), "
                     f"limit -{limit:.4f}; {frauds:,} matured frauds")
             if frauds < self.min_support:
                 verdict, sentence = INSUFFICIENT, f"{head}; fewer than the {self.min_support:,} needed to judge."
-            elif hi < -limit:
-                verdict, sentence = FAIL, f"{head}: the whole interval is below the limit."
-            elif d < -limit:
-                verdict, sentence = INSUFFICIENT, (f"{head}: a fall beyond the limit, but the interval reaches "
-                                                   f"it: more matured frauds are needed to judge.")
+            elif (verdict := judge_at_least(lo, hi, -limit)) == FAIL:
+                sentence = f"{head}: the whole interval is below the limit."
+            elif verdict == INSUFFICIENT:
+                sentence = (f"{head}: the interval reaches both sides of the limit; "
+                            f"{data_to_decide(d, lo, hi, [-limit], frauds, 'matured frauds')}.")
             else:
-                verdict, sentence = PASS, f"{head}: within the limit."
+                sentence = f"{head}: within the limit."
             out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(s), verdict, float(cand), float(inc),
-                               limit, frauds, sentence))
+                               limit, frauds, sentence, None, self.on_insufficient))
         # a limit naming no slice in the window is reported as the per-slice contracts report it
         out.extend(unmatched_limits(self, {str(x) for x in wide.index}, self.kind))
         return out

@@ -47,7 +47,9 @@ def simulate(days: int = typer.Option(150, help="days of history"),
              tx_per_day: int = typer.Option(3000, "--tx-per-day", help="mean transactions per day"),
              seed: int = typer.Option(7), start: str = typer.Option("2026-01-01", help="first day (YYYY-MM-DD)"),
              merchants: int = typer.Option(2000), cards: int = typer.Option(30000),
-             countries: int = typer.Option(10)) -> None:
+             countries: int = typer.Option(10),
+             exploration: float = typer.Option(0.05, help="share of the legacy rules' would-be blocks let through "
+                                                         "and logged with their propensity")) -> None:
     """Simulate a world and write its event logs under FRAUDCD_HOME/events."""
     from pydantic import ValidationError
     from rich.progress import Progress
@@ -57,7 +59,7 @@ def simulate(days: int = typer.Option(150, help="days of history"),
 
     try:
         cfg = WorldConfig(seed=seed, start=dt.date.fromisoformat(start), days=days, tx_per_day=tx_per_day,
-                          n_merchants=merchants, n_cards=cards, n_countries=countries)
+                          n_merchants=merchants, n_cards=cards, n_countries=countries, exploration=exploration)
     except (ValidationError, ValueError) as e:
         _fail(str(e), 2)
     with Progress(console=err, transient=True) as prog:

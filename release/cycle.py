@@ -209,7 +209,8 @@ def evaluate_release(release_id: str) -> str:
     ev["incumbent_score"] = score(inc.booster(), ev, inc.features)
     ev["candidate_score"] = score(cand.booster(), ev, cand.features)
     g, per = _incumbent_thresholds(inc.id)
-    result = evaluate(ev, per, g)
+    result = evaluate(ev, per, g, pools=load_contracts(contracts_file()).pools())
+    result.windows["label_completeness"] = _label_completeness(result.windows, as_date(rel["as_of"]))
     folder = release_dir(release_id)
     result.save(folder)
     summary = result.metrics[result.metrics["slice_type"] == "all"]
@@ -221,6 +222,22 @@ def evaluate_release(release_id: str) -> str:
              "transactions": int(r.transactions), "frauds": int(r.frauds)} for r in summary.itertuples()])
     _update_release(release_id, status="evaluated")
     return str(folder)
+
+
+def _label_completeness(windows: dict, as_of: dt.date) -> dict:
+    """The share of eventual disputes already arrived in the fitting and judging windows at the release's
+    date, from the dispute delays of matured history (release.label_completeness)."""
+    from release.label_completeness import window_completeness
+
+    if windows.get("method") != "time":
+        return {}
+    spans = {"fitting rows": (windows["fitting_start"], windows["judging_start"]),
+             "judging rows": (windows["judging_start"], windows["judging_end"])}
+    try:
+        return window_completeness(paths().events, as_of, spans)
+    except (ValueError, FileNotFoundError) as e:  # reported, never a made-up figure
+        return {name: {"completeness": None, "sentence": f"Label completeness of the {name} not estimated: {e}"}
+                for name in spans}
 
 
 def _num(x) -> float | None:
@@ -246,14 +263,9 @@ def check_contracts(release_id: str) -> bool:
     waived = waived_contracts(release_id)
     failed = gate_failures(vs, waived)
     if failed:
-        reason = "Stopped by release contracts: " + " ".join(v.sentence for v in failed)
-        _update_release(release_id, status="stopped", stop_reason=reason, updated_at=at)
-        with transaction() as conn:
-            registry.set_tag(conn, "candidate", None, at=at, actor=PIPELINE, reason=reason[:500])
-            write_audit(conn, at=at, actor=PIPELINE, action="release_stopped", entity=f"release:{release_id}",
-                        after={"failed": [v.contract + ":" + v.slice for v in failed]}, reason=reason)
+        _stop(release_id, "Stopped by release contracts: " + " ".join(v.sentence for v in failed), at, failed)
         return False
-    used = sorted({v.contract for v in vs if v.gate and v.verdict == FAIL and v.contract in waived})
+    used = sorted({v.contract for v in vs if v.stops and v.contract in waived})
     if used:
         with transaction() as conn:
             write_audit(conn, at=at, actor=PIPELINE, action="release_continued_on_override",
@@ -368,6 +380,55 @@ def approval_decided(release_id: str) -> bool:
     return True
 
 
+def rejudge_approved_policy(release_id: str) -> bool:
+    """Judge the offline contracts again on the policy people approved (partial approvals, edits: every
+    merchant not approved gets the global threshold), on the same judging rows as the suggestions, before
+    any traffic moves. A gating failure (or an unjudged gate that stops) stops the release, unless a named
+    person waived that contract. True when the approved policy may go on to shadow; the verdicts are
+    stored under the stage "approved" and the report shows both judgements."""
+    from analysis.evaluation import judge_policy
+
+    rel = get_release(release_id)
+    if rel["status"] not in ("approved", "rejudged"):
+        return rel["status"] == "rejudged"
+    at = at_of(as_date(rel["as_of"]))
+    folder = release_dir(release_id)
+    ev = Evaluation.load(folder)
+    live = approvals.live_thresholds(rel["candidate_model_id"])
+    if live is None or ev.judging is None:
+        reason = ("The approved policy cannot be re-judged: "
+                  + ("no approved thresholds for the candidate." if live is None
+                     else "the evaluation kept no judging rows (evaluate the release again)."))
+        _stop(release_id, reason, at, [])
+        return False
+    g, per = live
+    cs = load_contracts(contracts_file())
+    judged = judge_policy(ev.judging, ev.candidate_threshold, g, per, pools=cs.pools(), source="approved",
+                          windows=ev.windows, n_boot=int(ev.recall_diff.get("n_boot", 1000)))
+    judged.operating_fpr, judged.suggestions = ev.operating_fpr, ev.suggestions
+    judged.judging = None  # the rows are the evaluation's; one copy
+    judged.save(folder / "approved")
+    snap = _snapshot(rel)
+    manifest = snap.manifest if (snap.path / "manifest.json").exists() else None
+    vs = [v for v in evaluate_contracts(cs, judged, manifest) if v.kind != "data_contract"]
+    _store_verdicts(release_id, "approved", vs, at)
+    failed = gate_failures(vs, waived_contracts(release_id))
+    if failed:
+        _stop(release_id, "Stopped by re-judging the approved policy: " + " ".join(v.sentence for v in failed), at,
+              failed)
+        return False
+    _update_release(release_id, status="rejudged", stop_reason=None, updated_at=at)
+    return True
+
+
+def _stop(release_id: str, reason: str, at: str, failed) -> None:
+    _update_release(release_id, status="stopped", stop_reason=reason, updated_at=at)
+    with transaction() as conn:
+        registry.set_tag(conn, "candidate", None, at=at, actor=PIPELINE, reason=reason[:500])
+        write_audit(conn, at=at, actor=PIPELINE, action="release_stopped", entity=f"release:{release_id}",
+                    after={"failed": [v.contract + ":" + v.slice for v in failed]}, reason=reason)
+
+
 def _live_traffic(release_id: str, start: dt.date, end: dt.date) -> pd.DataFrame:
     """Replayed live traffic for [start, end), scored by production (with its live thresholds) and by
     the candidate (with its approved thresholds)."""
@@ -393,7 +454,7 @@ def run_shadow(release_id: str) -> bool:
     """Shadow the candidate on the most recent traffic before the ramp's; True when the online
     contracts hold. A release that is not approved (stopped, rejected) never reaches traffic."""
     rel = get_release(release_id)
-    if rel["status"] not in ("approved", "shadow_passed"):
+    if rel["status"] not in ("rejudged", "shadow_passed"):  # approved and re-judged, or a rerun
         return False
     d = as_date(rel["as_of"])
     at = at_of(d)

@@ -68,7 +68,7 @@ class ServiceConfig(BaseModel):
     """config/service.yaml. Field names are the YAML keys."""
 
     model_config = ConfigDict(extra="forbid")
-    exploration: float = Field(0.005, ge=0, lt=1)
+    exploration: float = Field(0.05, ge=0, lt=1)  # see config/service.yaml and benchmarks/bench_counterfactual.py
     exploration_seed: int = 7
     reload_poll_ms: int = Field(100, ge=10, le=1000)
     shadow_queue: int = Field(10_000, ge=1)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from contracts.action_rate_shift import ActionRateShift
-from contracts.base import FAIL, INSUFFICIENT, PASS, Verdict
+from contracts.base import FAIL, INSUFFICIENT, PASS, Verdict, other_name, shift_ci
 from release.ramp import RampPlan, routed_to_candidate
 
 
@@ -47,23 +47,49 @@ def decision_diffs(traffic: pd.DataFrame, slices: tuple[str, ...] = ("country",)
     return out
 
 
-def _as_slices(diffs: pd.DataFrame) -> pd.DataFrame:
-    """Shape decision diffs like evaluation slices so the same contract code judges them."""
-    return pd.DataFrame({
-        "at": "suggested", "slice_type": diffs["slice_type"], "slice": diffs["slice"],
-        "transactions": diffs["transactions"], "incumbent_action_rate": diffs["production_action_rate"],
-        "candidate_action_rate": diffs["candidate_action_rate"],
-        "candidate_only_actions": diffs["candidate_only_blocks"], "incumbent_only_actions": diffs["production_only_blocks"],
-    })
+def _as_rows(diffs: pd.DataFrame, min_support: int, confidence: float) -> pd.DataFrame:
+    """Decision diffs as the rows ``ActionRateShift.judge`` reads: per country (countries below
+    ``min_support`` transactions pooled into "other countries", their counts summed), both action rates,
+    and the paired interval of the change from the disagreement counts (point and interval from the same
+    counts)."""
+    d = diffs[diffs["slice_type"] == "country"].copy()
+    small = d["transactions"] < min_support
+    if small.any():
+        pooled = d[small].drop(columns=["slice_type", "slice"]).sum(numeric_only=True)
+        members = sorted(d.loc[small, "slice"].astype(str))
+        d = pd.concat([d[~small], pd.DataFrame([{**pooled.to_dict(), "slice_type": "country",
+                                                 "slice": other_name("country"),
+                                                 "members": f"{len(members)}: {', '.join(members[:6])}"}])],
+                      ignore_index=True)
+    n = d["transactions"].to_numpy(dtype=float)
+    b = d["candidate_only_blocks"].to_numpy(dtype=float)
+    c = d["production_only_blocks"].to_numpy(dtype=float)
+    ci = [shift_ci(int(x), int(y), int(m), confidence) for x, y, m in zip(b, c, n)]
+    out = pd.DataFrame({
+        "incumbent": d["production_blocks"].to_numpy(dtype=float) / n,
+        "policy": d["candidate_blocks"].to_numpy(dtype=float) / n,
+        "policy-incumbent": (b - c) / n,
+        "policy-incumbent_lo": [x[0] for x in ci], "policy-incumbent_hi": [x[1] for x in ci],
+        "transactions": n.astype(int),
+        "members": d["members"].to_numpy() if "members" in d else None,
+    }, index=d["slice"].astype(str).to_numpy())
+    return out
 
 
 def online_action_rate_verdicts(diffs: pd.DataFrame, name: str, max_relative_shift: float,
                                 min_absolute_shift: float, min_support: int, confidence: float = 0.95,
                                 gate: bool = True) -> list[Verdict]:
-    c = ActionRateShift(name=name, kind="action_rate_shift", slice="country", at="suggested",
+    """The action-rate contract on live traffic: the candidate's policy (its approved thresholds) against
+    production's on the same transactions, judged by interval as offline."""
+    # online, an unjudged slice does not stop the rollout here: it is recorded as a warning (issue 15 makes
+    # shadow and each ramp step wait on evidence instead)
+    c = ActionRateShift(name=name, kind="action_rate_shift", slice="country", at="policy",
                         max_relative_shift=max_relative_shift, min_absolute_shift=min_absolute_shift,
-                        min_support=min_support, confidence=confidence, gate=gate)
-    return c.check(_as_slices(diffs))
+                        min_support=min_support, confidence=confidence, gate=gate, on_insufficient="warn")
+    rows = _as_rows(diffs, min_support, confidence)
+    if rows.empty:
+        return c.no_slices("any transactions")
+    return c.judge(rows, "candidate", unit="transactions")
 
 
 def ramp_steps(traffic: pd.DataFrame, plan: RampPlan) -> list[tuple[float, pd.DataFrame]]:

@@ -71,7 +71,7 @@ verdicts = sa.Table(
     "verdicts", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("release_id", sa.String(40), nullable=False, index=True),
-    sa.Column("stage", sa.String(20), nullable=False),  # offline | shadow | ramp
+    sa.Column("stage", sa.String(20), nullable=False),  # offline | approved | shadow | ramp
     sa.Column("contract", sa.String(100), nullable=False),
     sa.Column("kind", sa.String(100), nullable=False),
     sa.Column("gate", sa.Boolean, nullable=False),
@@ -84,6 +84,7 @@ verdicts = sa.Table(
     sa.Column("support", sa.Integer),
     sa.Column("p_value", sa.Float),  # multiple-testing adjusted where the contract tests many slices
     sa.Column("sentence", sa.Text, nullable=False),
+    sa.Column("on_insufficient", sa.String(10)),  # stop | warn: what an unjudged gate does (migration 0003)
 )
 
 evaluation_summary = sa.Table(  # the all-traffic rows of a release's tidy metrics (the rest: metrics.parquet)

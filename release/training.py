@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from release.config import load_yaml_model
 from release.features import FEATURE_COLUMNS
+from release.training_set import EVAL_DAYS
 
 FILTER_COLUMNS = FEATURE_COLUMNS + ["card_country", "merchant_id", "merchant_country", "merchant_category",
                                     "action", "explored"]
@@ -107,7 +108,7 @@ class Workflow(BaseModel):
     label: LabelDefinition = LabelDefinition()
     features: list[str] = Field(min_length=1)
     categorical_features: list[str] = []
-    eval_days: int = Field(21, ge=1, le=120)
+    eval_days: int = Field(EVAL_DAYS, ge=1, le=120)
     train_window: Window | None = None
     eval_window: Window | None = None
     validation: Validation | None = None

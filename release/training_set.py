@@ -28,12 +28,15 @@ from release.features import (FEATURE_COLUMNS, FEATURES_VERSION, LOOKBACK_DAYS, 
 from release import data_quality
 from release.data_quality import DATA_CHECKS  # noqa: F401  (re-exported: contracts name these)
 from release.io import file_sha256, list_partitions
+from release import label_completeness
 from release.settings import code_version
 
 
 # The columns the data contract reads from a snapshot (string columns stay out: they cost memory and
 # no rule reads them); the schema check requires all of them.
 SNAPSHOT_CHECKED_COLUMNS = ["tx_id", *FEATURE_COLUMNS, "explored", "propensity", "label", "weight"]
+# The default evaluation window: the last this many days of the matured window (Workflow.eval_days).
+EVAL_DAYS = 21
 
 
 class DataContractError(ValueError):
@@ -135,11 +138,15 @@ def check_data_contract(df: pd.DataFrame, *, required_columns: list[str] | None 
 
 def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date, maturity_days: int) -> list[list[str]]:
     """Every partition the build reads: transactions and decisions back to the oldest the features
-    look at (the merchant fraud rate reaches furthest), disputes up to as-of."""
+    look at (the merchant fraud rate reaches furthest), disputes up to as-of; and the transactions and
+    disputes the manifest's label completeness rests on (its cohorts, as_of - horizon - cohort days to
+    as_of - horizon, which the features' reach already covers with the default windows)."""
     first = start - dt.timedelta(days=max(LOOKBACK_DAYS, maturity_days + RATE_WINDOW_DAYS + 1))
-    files = (list_partitions(events / "transactions", first, end)
+    cohort_end = as_of - dt.timedelta(days=label_completeness.HORIZON_DAYS)
+    cohort_start = cohort_end - dt.timedelta(days=label_completeness.COHORT_DAYS)
+    files = (list_partitions(events / "transactions", min(first, cohort_start), max(end, cohort_end))
              + list_partitions(events / "decisions", first, end)
-             + list_partitions(events / "disputes", first, as_of))
+             + list_partitions(events / "disputes", min(first, cohort_start), as_of))
     return [[str(f.relative_to(events)), file_sha256(f)] for f in files]
 
 
@@ -181,6 +188,7 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
         rows, labelled, frauds, blocked, explored = con.execute(
             "SELECT count(*), count(label), count(*) FILTER (WHERE label = 1),"
             " count(*) FILTER (WHERE action = 'block'), count(*) FILTER (WHERE explored) FROM snap").fetchone()
+        labelled_per_day = dict(con.execute("SELECT day, count(label) FROM snap GROUP BY day").fetchall())
         # one sort, where the rows land: the same inputs give the same file, row for row
         con.execute(f"COPY (SELECT * FROM snap ORDER BY ts, tx_id) TO '{tmp / 'data.parquet'}' "
                     "(FORMAT parquet, COMPRESSION zstd)")
@@ -190,12 +198,21 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
         checked = pq.read_table(tmp / "data.parquet", columns=SNAPSHOT_CHECKED_COLUMNS).to_pandas()
         checks = check_data_contract(checked, required_columns=SNAPSHOT_CHECKED_COLUMNS, previous_rows=previous_rows)
         del checked
+        # how many of the eventual disputes of the matured window, and of its default evaluation window,
+        # had arrived at as_of: a description of the labels, not part of the hash (its inputs are hashed)
+        completeness = label_completeness.snapshot_entry(
+            events, as_of, {"matured_window": (start, end),
+                            "evaluation_window": (max(start, end - dt.timedelta(days=EVAL_DAYS)), end)},
+            day_counts=labelled_per_day, weighted_by="labelled rows per day",
+            horizon_days=label_completeness.HORIZON_DAYS, cohort_days=label_completeness.COHORT_DAYS)
+        completeness["evaluation_days"] = EVAL_DAYS
         manifest = {
             "hash": digest, "config": config, "inputs": inputs, "code_version": code_version(),
             "rows": rows, "labelled_rows": labelled, "frauds": frauds, "blocked_rows": blocked,
             "explored_rows": explored,
             "window": {"start": start.isoformat(), "end": end.isoformat()},
             "label_maturity_days": maturity_days,
+            "label_completeness": completeness,
             "data_contract": checks,
         }
         shutil.rmtree(tmp / "spill", ignore_errors=True)

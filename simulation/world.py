@@ -58,7 +58,9 @@ class WorldConfig(BaseModel):
     ato_per_1k: float = Field(1.2, ge=0)
     drift_start_fraction: float = Field(0.6, ge=0, le=1)
     drift_per_1k: float = Field(2.0, ge=0)
-    exploration: float = Field(0.005, gt=0, lt=1)
+    # share of would-be blocks let through and logged (censoring); 5%: the smallest tested rate at which a
+    # 21-day window's IPW figures are unbiased with honest intervals (benchmarks/bench_counterfactual.py, README)
+    exploration: float = Field(0.05, gt=0, lt=1)
     legacy_threshold: float = 0.70
     dispute_rate: float = Field(0.85, ge=0, le=1)
     friendly_rate: float = Field(0.0008, ge=0, le=1)

@@ -5,7 +5,13 @@ Every 14 days, with nobody starting it: snapshot -> incumbent (bootstrap on the 
 candidate -> evaluation vs the incumbent on slices -> release contracts -> per-merchant threshold
 suggestions -> a person approves all, approves some, edits or rejects them (`approve_thresholds`, a
 human-in-the-loop task: the Airflow UI's Required actions, or `fraudcd thresholds approve|edit|reject`)
--> release report -> shadow -> ramp with guardrails (auto-rollback) -> promote.
+-> `rejudge`: the contracts judge the approved policy (edits, partial approvals) again on the same
+judging rows, and a failure stops the release before any traffic moves -> release report -> shadow ->
+ramp with guardrails (auto-rollback) -> promote.
+
+Every gate judges the policy that would go live on rows that did not fit its thresholds (the earlier half
+of the evaluation window fits, the later half judges); an unjudged gate ("insufficient data") stops the
+release unless its contract says `on_insufficient: warn`.
 
 The approval waits at most `FRAUDCD_APPROVAL_TIMEOUT_S` (3 days by default); with no decision by then
 nothing goes live and the release stops, its report saying so.
@@ -104,6 +110,13 @@ def release():
                                                    response_timeout=timedelta(seconds=APPROVAL_TIMEOUT_S), retries=0)
 
     @task
+    def rejudge(rid: str) -> str:
+        from release.cycle import rejudge_approved_policy
+
+        rejudge_approved_policy(rid)
+        return rid
+
+    @task
     def report(rid: str) -> str:
         from release.cycle import write_release_report
 
@@ -139,6 +152,6 @@ def release():
     asked = request_approval(evaluated)
     gate >> [stopped, asked]
     asked >> approve_thresholds
-    promote(ramp(shadow(report(approve_thresholds.output))))
+    promote(ramp(shadow(report(rejudge(approve_thresholds.output)))))
 
 release()

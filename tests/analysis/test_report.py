@@ -1,11 +1,16 @@
 """analysis.report: the release's HTML report and the index, rendered from a real release row (created by
-release.cycle.start_release in a fresh state store), a real Evaluation of a small synthetic window, and
-verdicts stored by release.cycle.check_contracts."""
+release.cycle.start_release in a fresh state store), a real Evaluation of a small synthetic window (ten
+days: the first five fit, the last five judge), and verdicts stored by release.cycle.check_contracts and
+release.cycle.rejudge_approved_policy."""
 from __future__ import annotations
 
+import datetime as dt
 import html as htmllib
+import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from synthetic_window import INC_DEFAULT, INC_PER_MERCHANT, make_scored
 
 from analysis.evaluation import Evaluation, evaluate
@@ -13,13 +18,19 @@ from analysis.report import render_report, write_index, write_report
 
 AS_OF = "2024-03-01"
 RID = "rel-2024-03-01"
+SCRIPT_MERCHANT = "M4<script>alert(1)</script>"
 
+# stopped by a failure: a recall gain no candidate can show, judged even on a thin window (so it fails
+# rather than being unjudged); the country shift only warns
 FAILING = """
 contracts:
   - name: big_recall_gain
     kind: fixed_fpr_higher_recall
     min_recall_gain: 0.9     # 90 points: no candidate can do that
     min_support: 10
+    min_explored_frauds: 0
+    min_ess: 0
+    fpr_tolerance: 1.0
     gate: true
   - name: country_shift_warning
     kind: action_rate_shift
@@ -29,6 +40,42 @@ contracts:
     gate: false
 """
 
+# stopped by "insufficient data" alone: the window has 3 explored frauds with an ESS of 7, below the
+# counterfactual minimum (ESS 30), so the recall gain cannot be judged and the gate stops by default;
+# the country shift (limit 50 points) is judged, the merchant stability does not gate, and the country
+# recall regression, too thin to judge, is told to warn
+UNJUDGED = """
+contracts:
+  - name: recall_gain_shown
+    kind: fixed_fpr_higher_recall
+    min_support: 10
+    fpr_tolerance: 1.0
+    gate: true
+  - name: country_action_rate_shift
+    kind: action_rate_shift
+    slice: country
+    max_relative_shift: 1.0
+    min_absolute_shift: 0.5
+    min_support: 20          # countries where the incumbent blocked fewer judging rows are pooled
+    on_insufficient: warn
+    gate: true
+  - name: merchant_block_rate_stability
+    kind: merchant_block_rate_stability
+    max_change: 0.5
+    max_share: 1.0
+    min_merchant_support: 50  # merchants with fewer judging transactions are pooled
+    min_support: 2
+    gate: false
+  - name: country_recall_regression
+    kind: slice_recall_regression
+    slice: country
+    max_drop: 0.05
+    min_support: 20
+    on_insufficient: warn    # a gate told to warn when it cannot judge
+    gate: true
+"""
+
+# passes offline; the country shift (limit 50 points) stops an approved edit that blocks all of France
 PASSING = """
 contracts:
   - name: any_recall
@@ -37,23 +84,64 @@ contracts:
     require_ci_above_zero: false
     fpr_tolerance: 1.0
     min_support: 10
+    min_explored_frauds: 0
+    min_ess: 0
+  - name: country_action_rate_shift
+    kind: action_rate_shift
+    slice: country
+    max_relative_shift: 1.0
+    min_absolute_shift: 0.5
+    min_support: 20
+    on_insufficient: warn
+    gate: true
 """
 
 
-def _release(home: Path, monkeypatch, contracts_yaml: str):
+def _window() -> pd.DataFrame:
+    """The shared synthetic window over ten days, with M4 split in two thin merchants in thin countries
+    (LU, PL), and M4 renamed to carry a script tag."""
+    scored = make_scored(seed=1)
+    scored["day"] = pd.Timestamp("2023-12-01") + pd.to_timedelta(np.arange(len(scored)) % 10, "D")
+    m4 = scored["merchant_id"] == "M4"
+    scored.loc[m4 & (scored["card_id"] % 2 == 0), "merchant_id"] = "M5"
+    scored.loc[scored["merchant_id"] == "M4", "merchant_country"] = "LU"
+    scored.loc[scored["merchant_id"] == "M5", "merchant_country"] = "PL"
+    scored["merchant_id"] = scored["merchant_id"].replace("M4", SCRIPT_MERCHANT)
+    return scored
+
+
+def _release(home: Path, monkeypatch, contracts_yaml: str, completeness: dict | None = None):
     from release.cycle import check_contracts, release_dir, start_release
 
     cfile = home / "contracts.yaml"
     cfile.write_text(contracts_yaml)
     monkeypatch.setenv("FRAUDCD_CONTRACTS", str(cfile))
     rid = start_release(AS_OF, "a" * 64)
-    scored = make_scored(seed=1)
-    scored["merchant_id"] = scored["merchant_id"].replace("M4", "M4<script>alert(1)</script>")
-    ev = evaluate(scored, INC_PER_MERCHANT, INC_DEFAULT, n_boot=100)
+    ev = evaluate(_window(), INC_PER_MERCHANT, INC_DEFAULT, n_boot=100)
+    if completeness is not None:  # as release.cycle.evaluate_release records it
+        ev.windows["label_completeness"] = completeness
     folder = release_dir(rid)
     ev.save(folder)
     passed = check_contracts(rid)
     return rid, folder, passed
+
+
+def _text(raw: str) -> str:
+    return htmllib.unescape(raw)
+
+
+def _plain(raw: str) -> str:
+    """What a reader sees: tags dropped, entities unescaped."""
+    return htmllib.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", raw)))
+
+
+def _between(raw: str, start: str, end: str) -> str:
+    i = raw.index(start)
+    return raw[i:raw.index(end, i)]
+
+
+def _first_screen(raw: str) -> str:
+    return _between(raw, '<section id="first-screen">', "</section>")
 
 
 def test_stopped_release_report_says_stop_and_why(home, monkeypatch):
@@ -65,36 +153,45 @@ def test_stopped_release_report_says_stop_and_why(home, monkeypatch):
     path = write_report(rid, folder, paths().reports)
     assert path == paths().reports / f"{rid}.html"
     raw = path.read_text()
-    text = htmllib.unescape(raw)
+    text = _text(raw)
+    first = _plain(_first_screen(raw))
 
     assert 'class="banner stop"' in raw
     rel = get_release(rid)
     assert rel["report_path"] == str(path)
-    assert f"STOP: {rel['stop_reason']}" in text
-    failed = [v for v in release_verdicts(rid) if v["verdict"] == "fail" and v["gate"]]
-    assert [v["contract"] for v in failed] == ["big_recall_gain"]
+    stored = release_verdicts(rid)
+    failed = [v for v in stored if v["verdict"] == "fail" and v["gate"]]
+    assert [(v["contract"], v["slice"]) for v in failed] == [("big_recall_gain", "operating point")]
     assert failed[0]["sentence"] in rel["stop_reason"]
-    assert '<ul id="why">' in raw and f"big_recall_gain</b>: {failed[0]['sentence']}" in text
+    # the first screen: stop, by one failed gate, and the failed verdict's sentence
+    assert ("STOP: 1 gating verdict of the suggested policy stops this release: 1 failed." in first)
+    assert '<ul id="why"' in raw
+    why = _plain(_between(raw, '<ul id="why"', "</ul>"))
+    assert (f"big_recall_gain · operating point · suggested policy (offline judgement): fail, stops the release. "
+            f"{failed[0]['sentence']}") in why
+    assert "country_shift_warning" not in why  # it warns: not a gate
+    warns = _plain(_between(raw, '<ul id="warnings"', "</ul>"))
+    shift = [v for v in stored if v["contract"] == "country_shift_warning" and v["verdict"] != "pass"]
+    assert shift and all(f"warns: not a gate. {v['sentence']}" in warns for v in shift)
+    # the stop as recorded is kept, folded
+    assert f"The stop as recorded</summary>{rel['stop_reason']}" in text
     # every stored verdict appears, the non-gating one as "warns"
-    for v in release_verdicts(rid):
+    for v in stored:
         assert v["sentence"] in text
     assert "warns" in text and "gates" in text
 
-    # the numbers come from the saved evaluation
+    # the figures come from the saved evaluation
     ev = Evaluation.load(folder)
-    assert f"{100 * ev.overall['incumbent_recall']:.2f}%" in text
-    assert f"{100 * ev.overall['candidate_recall']:.2f}%" in text
-    assert f"{ev.candidate_threshold:.4f}" in text
-    assert f"({100 * ev.operating_fpr:.2f}%)" in text
-    assert f"{100 * ev.recall_diff['diff']:+.1f} pts" in text
+    assert f"{ev.candidate_threshold:.4f}" in first
+    assert f"({100 * ev.operating_fpr:.2f}%)" in first
     for metric, label in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC")):
         g = ev.ranking_diff[metric]
         assert f"{label} gain (paired bootstrap by card, 95% CI)</td><td colspan=\"2\">{g['diff']:+.4f} " \
                f"({g['lo']:+.4f} .. {g['hi']:+.4f})" in text
-    # ranking by slice: every slice with a figure, merchants aside, with the gain and its interval
+    # ranking by slice: every slice with a figure, merchants and the contracts' pooled types aside
     m = ev.metrics
     ranked = m[(m.metric == "pr_auc") & (m.estimator == "ipw") & (m.model == "candidate-incumbent")
-               & (m.slice_type != "merchant") & m.estimate.notna()]
+               & (m.slice_type != "merchant") & ~m.slice_type.str.contains("|", regex=False) & m.estimate.notna()]
     assert len(ranked) >= 2 and '<table id="ranking">' in raw
     for r in ranked.itertuples():
         assert f"{r.slice_type}: {r.slice}</td><td>{r.frauds:,.0f}</td>" in text
@@ -103,7 +200,7 @@ def test_stopped_release_report_says_stop_and_why(home, monkeypatch):
     # untrusted text (a merchant id) is escaped, never injected
     assert "<script>" not in raw
     assert "M4&lt;script&gt;alert(1)&lt;/script&gt;" in raw
-    assert "M4<script>alert(1)</script>" in text
+    assert SCRIPT_MERCHANT in text
 
     # the audit trail shows the stop with its reason
     assert "release_stopped" in text
@@ -111,6 +208,231 @@ def test_stopped_release_report_says_stop_and_why(home, monkeypatch):
     index = (paths().reports / "index.html").read_text()
     assert f'<a href="{rid}.html">{rid}</a>' in index
     assert "stopped" in index
+
+
+def test_fitting_and_judging_rows_and_label_completeness_are_near_the_top(home, monkeypatch):
+    from release.cycle import _label_completeness
+    from release.label_completeness import DelayDistribution, label_completeness
+
+    # one window not estimated (the real path: this home has no event history), one estimated from
+    # 200 disputes with delays spread evenly over 0..100 days
+    windows = {"method": "time", "fitting_start": "2023-12-01", "judging_start": "2023-12-06",
+               "judging_end": "2023-12-11"}
+    lc = _label_completeness(windows, dt.date(2024, 3, 1))
+    assert lc["fitting rows"]["completeness"] is None
+    dist = DelayDistribution(as_of=pd.Timestamp(AS_OF, tz="UTC"), horizon_days=120,
+                             delays_days=np.linspace(0, 100, 200), disputes_used=200, cohort_start=None,
+                             cohort_end=None)
+    lc["judging rows"] = label_completeness(dist, dt.date(2023, 12, 6), dt.date(2023, 12, 11),
+                                            AS_OF).to_dict("judging rows")
+    assert 0 < lc["judging rows"]["completeness"] < 1
+    rid, folder, _ = _release(home, monkeypatch, FAILING, completeness=lc)
+    raw = render_report(rid, folder)
+    first = _plain(_first_screen(raw))
+    ev = Evaluation.load(folder)
+    w = ev.windows
+
+    # the split: ten days, the first five fit, the last five judge
+    assert (w["method"], w["fitting"], w["judging"]) == ("time", "2023-12-01..2023-12-05", "2023-12-06..2023-12-10")
+    assert w["fitting_rows"] + w["judging_rows"] == 900
+    assert w["sentence"] in first
+    assert f"The candidate's operating threshold, {ev.candidate_threshold:.4f}, was fitted on the fitting rows" in first
+    table = _text(_between(raw, '<table id="windows"', "</table>"))
+    assert (f"fitting rows</td><td class=\"l\">2023-12-01..2023-12-05</td><td>{w['fitting_rows']:,}</td>"
+            f"<td>{w['fitting_frauds']:,}</td>") in table
+    assert (f"judging rows</td><td class=\"l\">2023-12-06..2023-12-10</td><td>{w['judging_rows']:,}</td>"
+            f"<td>{w['judging_frauds']:,}</td>") in table
+    assert f'id="operating-threshold">{ev.candidate_threshold:.4f}</b>' in table
+    # each window's label completeness sentence, the unestimated one saying why
+    listed = _text(_between(raw, '<ul id="label-completeness"', "</ul>"))
+    assert lc["fitting rows"]["sentence"] in listed and "not estimated: no transactions at least 120 days" in listed
+    assert lc["judging rows"]["sentence"] in listed
+    assert f"{100 * lc['judging rows']['completeness']:.0f}" in lc["judging rows"]["sentence"]
+    # before the evidence further down
+    assert raw.index('id="windows"') < raw.index('id="counterfactual"') < raw.index('id="verdicts"')
+
+
+def test_a_stopping_insufficient_verdict_reads_as_a_stop_on_the_first_screen(home, monkeypatch):
+    from contracts.base import stops
+    from release.cycle import get_release, release_verdicts
+
+    rid, folder, passed = _release(home, monkeypatch, UNJUDGED)
+    assert passed is False and get_release(rid)["status"] == "stopped"
+    stored = release_verdicts(rid)
+    stopping = [(v["contract"], v["slice"], v["verdict"]) for v in stored if stops(v)]
+    assert stopping == [("recall_gain_shown", "operating point", "insufficient data")]
+    # the policy's undecided FPR warns by default (policy_on_insufficient: warn)
+    assert [v["on_insufficient"] for v in stored if v["contract"] == "recall_gain_shown" and v["slice"] == "policy"
+            and v["verdict"] == "insufficient data"] in ([], ["warn"])
+    assert not any(v["verdict"] == "fail" and v["gate"] for v in stored)
+    raw = render_report(rid, folder)
+    first_raw = _first_screen(raw)
+    first = _plain(first_raw)
+
+    assert 'class="banner stop"' in first_raw and "SHIP" not in first and "IN PROGRESS" not in first
+    assert ("STOP: 1 gating verdict of the suggested policy stops this release: none failed, 1 could not be "
+            "judged (insufficient data, and the contract stops when it cannot judge).") in first
+    why = _plain(_between(raw, '<ul id="why"', "</ul>"))
+    assert _between(raw, "<ul id=\"why\"", "</ul>").count("<li class=\"stops\">") == 1
+    for v in stored:
+        if stops(v):
+            assert (f"recall_gain_shown · {v['slice']} · suggested policy (offline judgement): insufficient data, "
+                    "stops the release: a gate that could not be judged (on_insufficient: stop). "
+                    f"{v['sentence']}") in why
+    # the gate told to warn when it cannot judge warns, below the stops, never among them
+    warned = [v for v in stored if v["contract"] == "country_recall_regression" and v["verdict"] == "insufficient data"]
+    assert warned
+    warns = _plain(_between(raw, '<ul id="warnings"', "</ul>"))
+    assert all(v["sentence"] in warns and v["sentence"] not in why for v in warned)
+    # the judgement counts: 2 stop, none pass silently
+    offline = [v for v in stored if v["stage"] == "offline"]
+    row = _between(raw, '<td class="l">suggested policy (offline judgement)</td>', "</tr>")
+    assert (f"<td>{len(offline)}</td><td>{sum(v['verdict'] == 'pass' for v in offline)}</td><td>0</td>"
+            f"<td>{sum(v['verdict'] == 'insufficient data' for v in offline)}</td><td class=\"fail\">1</td>") in row
+    # in the full table too, the unjudged gate reads as a stop
+    table = _between(raw, '<table id="verdicts-offline"', "</table>")
+    assert table.count('<tr class="stops">') == 1
+    assert "stops the release: a gate that could not be judged" in table
+
+
+def test_counterfactual_evidence_side_by_side_with_plain_labelled_biased(home, monkeypatch):
+    rid, folder, _ = _release(home, monkeypatch, FAILING)
+    raw = render_report(rid, folder)
+    ev = Evaluation.load(folder)
+    table = _between(raw, '<table id="counterfactual"', "</table>")
+    header = table[:table.index("</tr>")]
+    # plain, IPW, DM, DR in that order; plain labelled as biased by censoring, DM as what the gates judge
+    assert re.findall(r"<th class=\"(?:biased)?\">(\w+)", header) == ["plain", "IPW", "DM", "DR"]
+    assert '<th class="biased">plain<br><span class="biased-label">biased by censoring</span></th>' in header
+    assert "DM<br><span class=\"ci\">what the gates judge</span>" in header
+    m = ev.metrics
+    a = m[m.slice_type == "all"]
+    # each estimator's all-traffic recall, FPR and precision of the candidate, with its interval, in its column
+    for metric in ("recall", "fpr", "precision"):
+        label = {"recall": ">recall<", "fpr": ">false-positive rate<", "precision": ">precision<"}[metric]
+        row = _between(table, label, "</tr>")
+        cand = _between(table[table.index(row):], "candidate at its operating threshold", "</tr>")
+        tds = re.findall(r"<td class=\"(?:biased)?\">(.*?)</td>", cand)
+        assert len(tds) == 4
+        for est, td in zip(("plain", "ipw", "dm", "dr"), tds):
+            r = a[(a.metric == metric) & (a.estimator == est) & (a.model == "candidate")].iloc[0]
+            assert f"{100 * r.estimate:.2f}%" in td and f"[{100 * r.lo:.2f}%, {100 * r.hi:.2f}%]" in td, (metric, est)
+    # a difference reads in points with its interval (the DM recall gain the gates judge)
+    d = a[(a.metric == "recall") & (a.estimator == "dm") & (a.model == "candidate-incumbent")].iloc[0]
+    assert (f"{100 * d.estimate:+.2f} pts <span class=\"ci\">[{100 * d.lo:+.2f} pts, {100 * d.hi:+.2f} pts]"
+            in table)
+    # the support, counted from the judging rows themselves
+    j = ev.judging
+    labelled = j["label"].notna()
+    explored = labelled & (j["weight"] > 1)
+    support = _between(raw, '<table id="cf-support"', "</table>")
+    assert (f"<td>{len(j):,}</td><td>{labelled.sum():,}</td><td>{int((j['label'] == 1).sum()):,}</td>"
+            f"<td>{int((~labelled).sum()):,}</td><td>{int(explored.sum()):,}</td>") in support
+    assert f">{int((explored & (j['label'] == 1)).sum()):,}</td>" in support
+    w = j.loc[j["label"] == 1, "weight"]
+    ess = w.sum() ** 2 / (w ** 2).sum()  # Kish
+    assert ess < 30 and f'<td class="insufficient">{ess:,.0f}</td>' in support  # below the minimum of 30
+    assert 'id="cf-thin"' in raw
+    # the slice table carries each slice's support too: France's censored rows and explored frauds
+    fr = j["merchant_country"] == "FR"
+    row = _between(raw, '<td class="l">country: FR</td>', "</tr>")
+    assert (f"<td>{int((fr & ~labelled).sum())}</td>"
+            f'<td class="insufficient">{int((fr & explored & (j["label"] == 1)).sum())}</td>') in row
+
+
+def test_pooled_slices_show_their_members_escaped(home, monkeypatch):
+    rid, folder, _ = _release(home, monkeypatch, UNJUDGED)
+    raw = render_report(rid, folder)
+    j = Evaluation.load(folder).judging
+    # countries where the incumbent blocked fewer than 20 judging rows: pooled as "other countries"
+    blocks = (j["incumbent_score"] >= j["incumbent_threshold"]).groupby(j["merchant_country"]).sum()
+    thin = sorted(blocks[blocks < 20].index)
+    assert thin == ["DE", "LU", "PL"]
+    country = _between(raw, '<table id="pooled-country-actions--20"', "</table>")
+    assert '<td class="l">other countries</td><td class="l members">3: DE, LU, PL</td>' in country
+    assert '<td class="l">FR</td><td class="l members"></td>' in country
+    # merchants with fewer than 50 judging transactions: the one named with a script tag, escaped
+    n = j["merchant_id"].value_counts()
+    assert sorted(n[n < 50].index) == [SCRIPT_MERCHANT, "M5"]
+    merchant = _between(raw, '<table id="pooled-merchant-transactions--50"', "</table>")
+    assert ('<td class="l">other merchants</td><td class="l members">'
+            '2: M4&lt;script&gt;alert(1)&lt;/script&gt;, M5</td>') in merchant
+    assert "<script>" not in raw
+    # pooled slice types stay out of the ranking table (they repeat the slices it already has)
+    assert "|" not in _between(raw, '<table id="ranking"', "</table>")
+
+
+def test_approved_policy_rejudgement_is_shown_beside_the_offline_judgement(home, monkeypatch):
+    from release import approvals
+    from release.cycle import (_update_release, approval_decided, get_release, rejudge_approved_policy,
+                               release_verdicts, request_threshold_approval)
+    from release.registry import register_model
+
+    rid, folder, passed = _release(home, monkeypatch, PASSING)
+    assert passed is True
+    m = register_model("model\n", workflow={"name": "wf"}, features=["amount"], snapshot_hash="a" * 64,
+                       code_version="t", metrics={}, at="t0", actor="trainer").id
+    _update_release(rid, candidate_model_id=m)
+    request_threshold_approval(rid)
+    raw = render_report(rid, folder)
+    assert 'id="rejudgement"' not in raw
+    assert "Not re-judged yet: no thresholds are approved." in _text(_between(raw, '<p id="not-rejudged"', "</p>"))
+    assert "Not re-judged yet" in _plain(_first_screen(raw))
+
+    # a person approves, cutting France's two merchants' thresholds to 0: every French row blocked
+    approvals.decide(rid, "approved", actor="dana", reason="block France", at="t2",
+                     edits={"M1": 0.0, "M3": 0.0})
+    assert approval_decided(rid)
+    raw = render_report(rid, folder)
+    assert "IN PROGRESS: approved. Thresholds approved; the approved policy has not been re-judged yet." in raw
+    assert "Not re-judged yet: the thresholds are approved" in raw
+
+    assert rejudge_approved_policy(rid) is False
+    assert (folder / "approved" / "evaluation.json").exists()
+    rel = get_release(rid)
+    assert rel["stop_reason"].startswith("Stopped by re-judging the approved policy")
+    approved = [v for v in release_verdicts(rid) if v["stage"] == "approved"]
+    fr = [v for v in approved if v["contract"] == "country_action_rate_shift" and v["slice"] == "FR"]
+    assert [v["verdict"] for v in fr] == ["fail"]
+    raw = render_report(rid, folder)
+    first = _plain(_first_screen(raw))
+    assert "STOP: 1 gating verdict of the approved policy stops this release: 1 failed." in first
+    why = _plain(_between(raw, '<ul id="why"', "</ul>"))
+    assert (f"country_action_rate_shift · FR · approved policy (re-judgement): fail, stops the release. "
+            f"{fr[0]['sentence']}") in why
+    # both judgements, each with its own table
+    offline = _text(_between(raw, '<table id="verdicts-offline"', "</table>"))
+    rejudged = _text(_between(raw, '<table id="verdicts-approved"', "</table>"))
+    for v in release_verdicts(rid):
+        assert v["sentence"] in (offline if v["stage"] == "offline" else rejudged)
+    # the re-judged figures: the approved policy's action rate, recomputed from the judging rows
+    ev = Evaluation.load(folder)
+    j = ev.judging
+    per = ev.suggestions.set_index("merchant_id")["suggested_threshold"].to_dict() | {"M1": 0.0, "M3": 0.0}
+    thr = j["merchant_id"].map(per).fillna(ev.candidate_threshold)
+    rate = float((j["candidate_score"] >= thr).mean())
+    assert rate > 300 / 450  # France is two thirds of the judging rows
+    section = _text(_between(raw, '<div id="rejudgement">', "</div>"))
+    figures = _between(section, "action rate", "</tr>")
+    assert f"{100 * rate:.2f}%" in figures
+    assert f"global threshold <b>{ev.candidate_threshold:.4f}</b>" in section
+
+
+def test_a_waived_failure_is_shown_as_waived_not_as_a_stop(home, monkeypatch):
+    from release.cycle import check_contracts, get_release, waive_contract
+
+    rid, folder, passed = _release(home, monkeypatch, FAILING)
+    assert passed is False
+    waive_contract(rid, "big_recall_gain", actor="Risk lead (Ana)", reason="known label outage",
+                   at="2024-03-02T09:00:00+00:00")
+    assert check_contracts(rid) is True and get_release(rid)["status"] == "contracts_passed"
+    raw = render_report(rid, folder)
+    assert 'class="banner progress"' in raw and 'id="why"' not in raw and 'id="record-mismatch"' not in raw
+    assert "Risk lead (Ana)" in _plain(_between(raw, '<ul id="overrides"', "</ul>"))
+    row = [_plain(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", _between(raw, '<tr class="waived">', "</tr>"),
+                                         flags=re.S)]
+    assert row[:6] == ["big_recall_gain", "operating point", "fail (waived)", "gates", "stop",
+                       "would stop the release; waived for it by a named person"]
 
 
 def test_release_in_progress_report_has_no_stop_section(home, monkeypatch):
@@ -121,7 +443,55 @@ def test_release_in_progress_report_has_no_stop_section(home, monkeypatch):
     raw = write_report(rid, folder, paths().reports).read_text()
     assert 'class="banner progress"' in raw
     assert "IN PROGRESS: contracts passed" in raw
-    assert 'id="why"' not in raw
+    assert 'id="why"' not in raw and 'id="record-mismatch"' not in raw
+
+
+def test_a_legacy_verdict_without_on_insufficient_reads_as_a_stop(home, monkeypatch):
+    """A verdict stored before on_insufficient existed (NULL) is read as stopping (contracts.base.stops);
+    on a release whose status says otherwise, the report says so instead of showing a silent pass."""
+    from release.store import transaction, verdicts
+
+    rid, folder, passed = _release(home, monkeypatch, PASSING)
+    assert passed is True
+    with transaction() as conn:
+        conn.execute(verdicts.insert().values(
+            release_id=rid, stage="offline", contract="old_gate", kind="fixed_fpr_higher_recall", gate=True,
+            slice_type="all", slice="operating point", verdict="insufficient data", support=12,
+            sentence="Too few frauds to judge the old gate.", on_insufficient=None))
+    raw = render_report(rid, folder)
+    first = _plain(_first_screen(raw))
+    assert 'id="record-mismatch"' in raw
+    assert ("old_gate · operating point · suggested policy (offline judgement): insufficient data, "
+            "stops the release") in first
+    assert "Too few frauds to judge the old gate." in first
+
+
+def test_report_reads_an_evaluation_saved_before_the_policy_was_named(home, monkeypatch):
+    """An evaluation saved before the rebuild: slices at "suggested" (not "policy"), metrics with plain and
+    IPW only, no counterfactual support, no windows. The report still shows it, and says the split is
+    unrecorded."""
+    import json
+
+    rid, folder, _ = _release(home, monkeypatch, PASSING)
+    s = pd.read_parquet(folder / "slices.parquet")
+    s["at"] = s["at"].replace({"policy": "suggested"})
+    s.to_parquet(folder / "slices.parquet")
+    m = pd.read_parquet(folder / "metrics.parquet")
+    m = m[m["estimator"].isin(["all", "plain", "ipw"]) & ~m["slice_type"].str.contains("|", regex=False)]
+    m = m.drop(columns=["censored", "explored", "explored_frauds", "ess_frauds", "ess_legit", "members"])
+    m["model"] = m["model"].replace({"policy": "suggested", "policy-incumbent": "suggested-incumbent"})
+    m.to_parquet(folder / "metrics.parquet")
+    meta = json.loads((folder / "evaluation.json").read_text())
+    del meta["windows"]
+    (folder / "evaluation.json").write_text(json.dumps(meta))
+    raw = render_report(rid, folder)
+    assert '<table id="slices">' in raw and "country: FR" in raw
+    header = _between(raw, '<table id="counterfactual"', "</tr>")
+    assert re.findall(r"<th class=\"(?:biased)?\">(\w+)", header) == ["plain", "IPW"]
+    policy = _between(raw, "policy that would go live</td>", "</tr>")
+    assert "n/a" not in policy  # the old "suggested" rows read as the policy
+    assert 'id="judged-on"' not in raw
+    assert "no record of which rows fitted" in _plain(_between(raw, '<p class="note stopnote" id="windows"', "</p>"))
 
 
 def test_report_of_a_release_not_yet_evaluated(home):
@@ -131,7 +501,7 @@ def test_report_of_a_release_not_yet_evaluated(home):
     raw = render_report(rid, release_dir(rid))
     assert "IN PROGRESS: started" in raw
     assert "No verdicts yet." in raw
-    assert 'id="overall"' not in raw and 'id="thresholds"' not in raw
+    assert 'id="overall"' not in raw and 'id="thresholds"' not in raw and 'id="counterfactual"' not in raw
 
 
 def test_index_without_releases(home):
@@ -155,7 +525,7 @@ def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home
     approvals.edit(rid, {top[0]: 0.5}, actor="dana", reason="too loose", at="t2")
     approvals.decide(rid, "approved", actor="dana", reason="one left out", at="t3", merchants=top[:-1])
     raw = render_report(rid, folder)
-    text = htmllib.unescape(raw)
+    text = _text(raw)
     assert 'id="thresholds"' in raw and 'id="readiness"' in raw
     assert f"{len(top) - 1} approved, 1 not approved (global threshold), 1 edited by a person." in text
     assert "0.5000</b> (edited)" in text

@@ -74,7 +74,14 @@ def test_point_estimates_match_scikit_learn_per_slice(scored, result, country):
 
 
 def test_every_metric_and_difference_has_an_interval_around_its_estimate(result):
-    assert set(result.model) == {"incumbent", "candidate", "candidate-incumbent"}
+    assert set(result.model) == {"incumbent", "candidate", "candidate-incumbent", "candidate/incumbent"}
+    # the relative change of the action rate, with its own interval (only for the action rate)
+    ratio = result[result.model == "candidate/incumbent"]
+    assert set(ratio.metric) == {"action_rate"}
+    ar = result[result.metric == "action_rate"].pivot_table(index=["slice_type", "slice"], columns="model",
+                                                             values="estimate")
+    np.testing.assert_allclose(ar["candidate/incumbent"], ar["candidate"] / ar["incumbent"])
+    assert (ratio.lo <= ratio.estimate).all() and (ratio.estimate <= ratio.hi).all()
     assert set(result.metric) == {"action_rate", "recall", "fpr", "precision", "blocked_fraud_amount",
                                   "false_decline_amount"}
     assert result[["lo", "hi"]].notna().all().all()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from contracts.action_rate_shift import ActionRateShift
-from contracts.base import FAIL, PASS, Verdict
+from contracts.base import FAIL, INSUFFICIENT, PASS, Verdict
 from contracts.data_contract import DataContract
 from contracts.merchant_block_rate_stability import MerchantBlockRateStability
 from contracts.ranking_regression import RankingRegression
@@ -56,10 +56,17 @@ contracts:
   - {name: recall, kind: fixed_fpr_higher_recall}
 """))
     shift, recall = cs.contracts
-    assert (shift.slice, shift.at, shift.min_support, shift.confidence, shift.gate, shift.limits) == (
-        "country", "suggested", 1000, 0.95, True, {})
-    assert (recall.min_recall_gain, recall.require_ci_above_zero, recall.min_support, recall.gate) == (
-        0.0, True, 30, True)
+    assert (shift.slice, shift.at, shift.min_support, shift.confidence, shift.gate, shift.limits,
+            shift.on_insufficient) == ("country", "policy", 500, 0.95, True, {}, "stop")
+    assert (recall.min_recall_gain, recall.require_ci_above_zero, recall.min_support, recall.gate,
+            recall.estimator, recall.on_insufficient) == (0.0, True, 30, True, "dm", "stop")
+
+
+def test_at_suggested_is_read_as_the_policy(tmp_path):
+    """Contracts written before the policy had its name: ``at: suggested`` still means it."""
+    cs = load_contracts(write(tmp_path, "contracts:\n  - {name: s, kind: action_rate_shift, max_relative_shift: 0.3, "
+                                        "at: suggested}\n"))
+    assert cs.contracts[0].at == "policy"
 
 
 def test_an_unknown_key_fails_naming_the_file_and_key_path(tmp_path):
@@ -81,7 +88,8 @@ contracts:
     ("confidence", "0.4", "greater than 0.5"),
     ("min_support", "0", "greater than or equal to 1"),
     ("slice", "continent", "'all', 'country', 'merchant', 'category', 'card_country', 'merchant_size', 'amount_band' or 'card_segment'"),
-    ("at", "tomorrow", "'suggested' or 'operating_point'"),
+    ("at", "tomorrow", "'policy' or 'operating_point'"),
+    ("on_insufficient", "pass", "'stop' or 'warn'"),
 ])
 def test_a_bad_value_fails_naming_the_file_key_path_and_what_is_allowed(tmp_path, key, value, allowed):
     body = {"name": "recall", "kind": "fixed_fpr_higher_recall"}
@@ -137,42 +145,47 @@ def test_missing_file_not_yaml_and_not_a_mapping(tmp_path):
 
 
 class _Evaluation:
-    """The two attributes evaluate_contracts reads, shaped as analysis.evaluation.Evaluation has them."""
+    """What evaluate_contracts reads, shaped as analysis.evaluation.Evaluation has it."""
 
-    def __init__(self, overall, recall_diff, slices):
-        self.overall, self.recall_diff, self.slices = overall, recall_diff, slices
+    def __init__(self, metrics, windows=None, policy_source="suggested"):
+        self.metrics, self.windows, self.policy_source = metrics, windows or {}, policy_source
 
 
-def test_evaluate_contracts_routes_each_kind_and_gate_failures_keeps_only_gating_fails(tmp_path):
+def test_evaluate_contracts_routes_each_kind_and_gate_failures_keeps_what_stops(tmp_path):
+    from tidy import shift, slice_rows, table
+
     cs = load_contracts(write(tmp_path, """
 contracts:
   - {name: recall, kind: fixed_fpr_higher_recall, gate: true}
   - {name: shift_gate, kind: action_rate_shift, max_relative_shift: 0.25, min_support: 100, gate: true}
   - {name: shift_warn, kind: action_rate_shift, max_relative_shift: 0.25, min_support: 100, gate: false,
      at: operating_point}
+  - {name: shift_soft, kind: action_rate_shift, max_relative_shift: 0.25, min_support: 100, gate: true,
+     on_insufficient: warn}
 """))
-    slices = pd.DataFrame([
-        # suggested: FR within the limit, DE +50% and significant
-        {"at": "suggested", "slice_type": "country", "slice": "FR", "transactions": 5000,
-         "incumbent_action_rate": 0.02, "candidate_action_rate": 0.021, "candidate_only_actions": 5,
-         "incumbent_only_actions": 0},
-        {"at": "suggested", "slice_type": "country", "slice": "DE", "transactions": 5000,
-         "incumbent_action_rate": 0.02, "candidate_action_rate": 0.03, "candidate_only_actions": 50,
-         "incumbent_only_actions": 0},
-        # operating point: FR +50% and significant (only warns)
-        {"at": "operating_point", "slice_type": "country", "slice": "FR", "transactions": 5000,
-         "incumbent_action_rate": 0.02, "candidate_action_rate": 0.03, "candidate_only_actions": 50,
-         "incumbent_only_actions": 0},
-    ])
-    overall = {"incumbent_recall": 0.5, "candidate_recall": 0.55, "incumbent_fpr": 0.004,
-               "candidate_fpr": 0.004, "frauds": 200.0}
-    vs = evaluate_contracts(cs, _Evaluation(overall, {"diff": 0.05, "lo": 0.02, "hi": 0.08}, slices))
+    T = "country|actions>=100"
+    rec = {"incumbent": 0.5, "candidate": 0.55, "candidate-incumbent": (0.05, 0.02, 0.08),
+           "policy": 0.55, "policy-incumbent": (0.05, 0.02, 0.08)}
+    fpr = {"incumbent": 0.004, "candidate": 0.004, "candidate-incumbent": (0.0, -0.0001, 0.0001),
+           "policy": 0.0039, "policy-incumbent": (-0.0001, -0.0002, -0.00005)}
+    m = table(slice_rows("all", "all", "recall", "dm", rec, frauds=200), slice_rows("all", "all", "fpr", "dm", fpr),
+              # the policy: FR within the limit, DE +50% wholly beyond, NL undecided
+              shift(T, "FR", 0.02, 0.021, -0.001, 0.003, raw=0.03), shift(T, "DE", 0.02, 0.03, 0.008, 0.012, raw=0.03),
+              shift(T, "NL", 0.02, 0.024, 0.001, 0.007, raw=0.02))
+    vs = evaluate_contracts(cs, _Evaluation(m))
     got = [(v.contract, v.slice, v.verdict, v.gate) for v in vs]
-    assert got == [("recall", "all", PASS, True),
-                   ("shift_gate", "FR", PASS, True), ("shift_gate", "DE", FAIL, True),
-                   ("shift_warn", "FR", FAIL, False)]
+    assert got[:2] == [("recall", "operating point", PASS, True), ("recall", "policy", PASS, True)]
+    assert got[2:5] == [("shift_gate", "DE", FAIL, True), ("shift_gate", "FR", PASS, True),
+                        ("shift_gate", "NL", INSUFFICIENT, True)]
+    assert ("shift_warn", "DE", FAIL, False) in got  # the candidate at one global threshold: +50% everywhere
     assert all(isinstance(v, Verdict) for v in vs)
-    assert [(v.contract, v.slice) for v in gate_failures(vs)] == [("shift_gate", "DE")]
+    # what stops: the gating failure, and the gating insufficient verdict told to stop; never a warning
+    assert [(v.contract, v.slice) for v in gate_failures(vs)] == [("shift_gate", "DE"), ("shift_gate", "NL"),
+                                                                  ("shift_soft", "DE")]
+    assert [(v.contract, v.slice) for v in gate_failures(vs, {"shift_gate"})] == [("shift_soft", "DE")]
+    # re-judging the approved policy says so in its sentences
+    approved = evaluate_contracts(cs, _Evaluation(m, policy_source="approved"))
+    assert "the approved policy blocks" in next(v for v in approved if v.contract == "shift_gate").sentence
 
 
 def test_the_contracts_in_force_judge_a_real_evaluation():
@@ -195,25 +208,23 @@ def test_the_contracts_in_force_judge_a_real_evaluation():
     manifest = {"rows": n, "data_contract": [
         {"name": name, "passed": True, "observed": None, "sentence": f"{name} ok"}
         for name in ("schema", "min_rows", "both_labels", "fraud_rate_band", "no_null_features", "volume_change")]}
-    vs = evaluate_contracts(load_contracts(RELEASE_YAML), ev, manifest)
-    assert [(v.contract, v.slice) for v in vs] == [
-        ("training_set_data_contract", "schema"), ("training_set_data_contract", "min_rows"),
-        ("training_set_data_contract", "both_labels"),
-        ("training_set_data_contract", "fraud_rate_band"), ("training_set_data_contract", "no_null_features"),
-        ("training_set_data_contract", "volume_change"),
-        ("country_action_rate_shift", "DE"), ("country_action_rate_shift", "FR"),
-        ("fixed_fpr_higher_recall", "all"),
-        ("country_recall_regression", "DE"), ("country_recall_regression", "FR"),
-        ("merchant_size_recall_regression", "large"), ("merchant_size_recall_regression", "medium"),
-        ("merchant_block_rate_stability", "all"),
-        ("roc_auc_no_regression", "all"), ("pr_auc_no_regression", "all")]
+    cs = load_contracts(RELEASE_YAML)
+    vs = evaluate_contracts(cs, ev, manifest)
+    # every contract in force gives at least one verdict, in the file's order; nothing is left unjudged
+    assert list(dict.fromkeys(v.contract for v in vs)) == cs.names()
     assert all(v.verdict == PASS for v in vs[:6])
+    # the window has one day: thresholds were fitted on half the cards and judged on the others
+    assert ev.windows["method"] == "card" and ev.windows["fitting_rows"] + ev.windows["judging_rows"] == n
+    # 3,000 rows are far too few for a country's action rate (500 blocks to stand alone): pooled, judged
+    shift = [v for v in vs if v.contract == "country_action_rate_shift"]
+    assert shift[0].slice == "other countries" and "(2: DE, FR)" in shift[0].sentence
+    assert all(v.verdict != FAIL and not v.stops for v in shift[1:])  # a member only speaks when it moved
     # the candidate separates better by construction: both ranking figures gain, and the contracts read
     # the bootstrapped difference the evaluation reports
-    for v, metric in zip(vs[-2:], ("roc_auc", "pr_auc")):
-        assert v.verdict == PASS and v.candidate_value > v.incumbent_value and not v.gate
+    for metric in ("roc_auc", "pr_auc"):
+        (v,) = [v for v in vs if v.contract == f"{metric}_no_regression"]
+        assert v.candidate_value > v.incumbent_value and not v.gate
         assert f"{ev.ranking_diff[metric]['diff']:+.4f}" in v.sentence
-    recall = vs[8]
-    assert recall.verdict == PASS  # a clearly better candidate at the same FPR
-    assert recall.candidate_value == ev.overall["candidate_recall"]
-    assert recall.support == int((fraud == 1).sum())
+    op = next(v for v in vs if v.contract == "fixed_fpr_higher_recall" and v.slice == "operating point")
+    assert op.verdict == PASS  # a clearly better candidate at the same FPR, nothing censored
+    assert op.support == ev.windows["judging_frauds"]  # judged on the rows that did not fit its threshold

@@ -1,5 +1,6 @@
-"""contracts.fixed_fpr_higher_recall: at the incumbent's FPR the candidate must catch more fraud, with the
-paired-bootstrap CI of the gain above zero; FPR is never traded for recall."""
+"""contracts.fixed_fpr_higher_recall: at the operating point (the candidate's threshold fitted to the
+incumbent's FPR on fitting rows) the recall gain's interval must lie above the minimum gain; the policy
+that would go live may not raise FPR beyond the tolerance. Point and interval from the same estimator."""
 from __future__ import annotations
 
 import pytest
@@ -7,86 +8,100 @@ import pytest
 from contracts.base import FAIL, INSUFFICIENT, PASS
 from contracts.fixed_fpr_higher_recall import FixedFprHigherRecall
 
+from tidy import slice_rows, table
+
+NAN = float("nan")
+
 
 def contract(**kw) -> FixedFprHigherRecall:
-    base = {"name": "fixed_fpr_higher_recall", "kind": "fixed_fpr_higher_recall", "min_recall_gain": 0.0,
-            "require_ci_above_zero": True, "fpr_tolerance": 0.0002, "min_support": 30}
-    base.update(kw)
-    return FixedFprHigherRecall(**base)
+    return FixedFprHigherRecall(**{"name": "fixed_fpr", "kind": "fixed_fpr_higher_recall", "fpr_tolerance": 0.0002,
+                                   "min_support": 30, **kw})
 
 
-def judge(c, inc_r, cand_r, inc_f, cand_f, frauds, diff, lo, hi):
-    overall = {"incumbent_recall": inc_r, "candidate_recall": cand_r, "incumbent_fpr": inc_f,
-               "candidate_fpr": cand_f, "frauds": float(frauds)}
-    [v] = c.check(overall, {"diff": diff, "lo": lo, "hi": hi, "n_boot": 400})
-    return v
+def metrics(gain=(0.05, 0.02, 0.08), fpr=(0.0, -0.0001, 0.0001), policy_fpr=(-0.0005, -0.0008, -0.0002),
+            frauds=500, estimator="dm", explored_frauds=25, ess=80.0, censored=300, plain_gain=0.03):
+    inc_r, inc_f = 0.40, 0.004
+    rec = {"incumbent": inc_r, "candidate": inc_r + gain[0], "candidate-incumbent": gain,
+           "policy": inc_r + 0.02, "policy-incumbent": 0.02}
+    f = {"incumbent": inc_f, "candidate": inc_f + fpr[0], "candidate-incumbent": fpr,
+         "policy": inc_f + policy_fpr[0], "policy-incumbent": policy_fpr}
+    kw = dict(frauds=frauds, explored_frauds=explored_frauds, ess_frauds=ess, censored=censored)
+    return table(slice_rows("all", "all", "recall", estimator, rec, **kw),
+                 slice_rows("all", "all", "fpr", estimator, f, **kw),
+                 slice_rows("all", "all", "recall", "plain",
+                            {"incumbent": 0.1, "candidate": 0.1 + plain_gain, "candidate-incumbent": plain_gain}, **kw))
 
 
-def test_higher_recall_with_ci_above_zero_passes():
-    v = judge(contract(), 0.48, 0.52, 0.0041, 0.0041, 1250, 0.04, 0.01, 0.07)
-    assert v.verdict == PASS
-    assert v.sentence == ("At the incumbent's FPR of 0.41%, the candidate catches 52.0% of fraud vs 48.0% "
-                          "(+4.0 pts, 95% CI +1.0..+7.0) at FPR 0.41%; 1,250 matured frauds.")
-    assert (v.candidate_value, v.incumbent_value, v.support) == (0.52, 0.48, 1250)
-    assert (v.slice_type, v.slice, v.limit_value, v.gate) == ("all", "all", 0.0, True)
+def verdicts(c, m, windows=None):
+    return {v.slice: v for v in c.check(m, windows)}
 
 
-def test_lower_recall_fails():
-    v = judge(contract(), 0.483, 0.44, 0.0041, 0.0041, 1250, -0.043, -0.079, -0.006)
-    assert v.verdict == FAIL
-    assert v.sentence == ("At the incumbent's FPR of 0.41%, the candidate catches 44.0% of fraud vs 48.3% "
-                          "(-4.3 pts, 95% CI -7.9..-0.6) at FPR 0.41%; 1,250 matured frauds. "
-                          "It must catch more with the CI above zero.")
+def test_a_gain_whose_whole_interval_is_above_zero_passes_and_the_sentence_says_which_rows_judged():
+    got = verdicts(contract(), metrics(), {"fitting": "2026-03-01..2026-03-10", "judging": "2026-03-11..2026-03-21"})
+    op = got["operating point"]
+    assert op.verdict == PASS and got["policy"].verdict == PASS
+    assert op.sentence == ("At the incumbent's FPR (the candidate's threshold fitted on 2026-03-01..2026-03-10), on 500 "
+                           "matured frauds (25 explored, ESS 80) judged 2026-03-11..2026-03-21, where the incumbent's "
+                           "FPR is 0.40%: the candidate catches 45.0% vs 40.0% (+5.0 pts, 95% CI +2.0..+8.0) at FPR "
+                           "0.40% (+0.00 pts, CI -0.01..+0.01).")
+    assert (op.candidate_value, op.incumbent_value, op.support) == (pytest.approx(0.45), 0.40, 500)
 
 
-@pytest.mark.parametrize("lo", [0.0, -0.001, -0.02])
-def test_higher_recall_whose_ci_reaches_zero_fails(lo):
-    v = judge(contract(), 0.48, 0.50, 0.0041, 0.0040, 400, 0.02, lo, 0.05)
-    assert v.verdict == FAIL
-    assert v.sentence.endswith("It must catch more with the CI above zero.")
-    assert f"95% CI {100 * lo:+.1f}..+5.0" in v.sentence
+def test_a_neutral_model_is_no_gain_shown_and_stops():
+    op = verdicts(contract(), metrics(gain=(0.001, -0.01, 0.012)))["operating point"]
+    assert op.verdict == INSUFFICIENT and op.stops and "No gain shown" in op.sentence
+    assert "would decide it" in op.sentence
 
 
-def test_without_the_ci_requirement_a_positive_gain_is_enough():
+def test_a_loss_whose_whole_interval_is_below_fails():
+    op = verdicts(contract(), metrics(gain=(-0.04, -0.07, -0.01)))["operating point"]
+    assert op.verdict == FAIL and "It must catch more: the whole interval is below +0.0 pts." in op.sentence
+
+
+def test_a_minimum_gain_moves_the_floor():
+    assert verdicts(contract(min_recall_gain=0.03), metrics())["operating point"].verdict == INSUFFICIENT
+    assert verdicts(contract(min_recall_gain=0.01), metrics())["operating point"].verdict == PASS
+
+
+def test_without_the_interval_requirement_the_point_decides_but_a_missing_gain_never_passes():
     c = contract(require_ci_above_zero=False)
-    assert judge(c, 0.48, 0.50, 0.0041, 0.0040, 400, 0.02, -0.01, 0.05).verdict == PASS
-    v = judge(c, 0.48, 0.47, 0.0041, 0.0040, 400, -0.01, -0.03, 0.01)
-    assert v.verdict == FAIL and v.sentence.endswith("It must catch more.")
+    assert verdicts(c, metrics(gain=(0.01, -0.02, 0.04)))["operating point"].verdict == PASS
+    op = verdicts(c, metrics(gain=(NAN, NAN, NAN)))["operating point"]
+    assert op.verdict == INSUFFICIENT and op.stops and "never a pass" in op.sentence
 
 
-def test_a_minimum_gain_is_required_when_set():
-    c = contract(min_recall_gain=0.01)
-    v = judge(c, 0.48, 0.485, 0.0041, 0.0041, 1000, 0.005, 0.001, 0.009)
-    assert v.verdict == FAIL
-    assert v.sentence.endswith("It must catch at least +1.0 pts with the CI above zero.")
-    assert v.limit_value == 0.01
-    assert judge(c, 0.48, 0.50, 0.0041, 0.0041, 1000, 0.02, 0.005, 0.035).verdict == PASS
+def test_an_fpr_wholly_above_the_tolerance_fails_whatever_the_recall():
+    op = verdicts(contract(), metrics(fpr=(0.002, 0.0015, 0.0025)))["operating point"]
+    assert op.verdict == FAIL and "FPR is never traded for recall" in op.sentence
 
 
-def test_higher_fpr_fails_whatever_the_recall():
-    # FPR 0.41% -> 0.44%: 0.03 points above, beyond the 0.02-point tolerance, with a huge recall gain
-    v = judge(contract(), 0.40, 0.70, 0.0041, 0.0044, 1250, 0.30, 0.25, 0.35)
-    assert v.verdict == FAIL
-    assert v.sentence == ("At the incumbent's FPR of 0.41%, the candidate catches 70.0% of fraud vs 40.0% "
-                          "(+30.0 pts, 95% CI +25.0..+35.0) at FPR 0.44%; 1,250 matured frauds. "
-                          "Its FPR is higher than the incumbent's: FPR is never traded for recall.")
+def test_the_relative_tolerance():
+    # incumbent FPR 0.40%: 5% of it is 0.02 pts, as the absolute tolerance; 50% of it is 0.20 pts
+    m = metrics(policy_fpr=(0.0015, 0.0010, 0.0018))
+    assert verdicts(contract(), m)["policy"].verdict == FAIL
+    assert verdicts(contract(fpr_tolerance_relative=0.5), m)["policy"].verdict == PASS
 
 
-def test_fpr_within_the_tolerance_is_accepted():
-    # 0.01 points above the incumbent, tolerance 0.02 points
-    assert judge(contract(), 0.40, 0.45, 0.0041, 0.0042, 1250, 0.05, 0.02, 0.08).verdict == PASS
-    # the same candidate with no tolerance fails on FPR
-    v = judge(contract(fpr_tolerance=0.0), 0.40, 0.45, 0.0041, 0.0042, 1250, 0.05, 0.02, 0.08)
-    assert v.verdict == FAIL and "never traded" in v.sentence
+def test_a_policy_that_trades_fpr_for_recall_fails():
+    v = verdicts(contract(), metrics(policy_fpr=(0.002, 0.0016, 0.0024)))["policy"]
+    assert v.verdict == FAIL and v.stops and v.sentence.endswith("it trades FPR for recall.")
 
 
-@pytest.mark.parametrize("frauds", [0, 1, 29])
-def test_below_min_support_is_insufficient_data(frauds):
-    v = judge(contract(), 0.40, 0.30, 0.0041, 0.0050, frauds, -0.10, -0.3, 0.1)
+def test_too_few_frauds_or_explored_frauds_is_insufficient_with_the_plain_figure_labelled_biased():
+    assert verdicts(contract(), metrics(frauds=29))["operating point"].verdict == INSUFFICIENT
+    assert verdicts(contract(), metrics(frauds=30, gain=(0.2, 0.15, 0.25)))["operating point"].verdict == PASS
+    # no interval is narrower than one more fraud caught or missed: +5 pts (CI +2..+8) on 30 frauds is
+    # widened by 1.96/30 either side and reaches below zero
+    assert verdicts(contract(), metrics(frauds=30))["operating point"].verdict == INSUFFICIENT
+    op = verdicts(contract(), metrics(explored_frauds=0))["operating point"]
+    assert op.verdict == INSUFFICIENT and "too few explored frauds" in op.sentence
+    assert "biased by censoring" in op.sentence and "(+3.0 pts)" in op.sentence
+    # nothing censored (no policy blocked anything): the labelled rows are the whole population
+    assert verdicts(contract(), metrics(explored_frauds=0, censored=0))["operating point"].verdict == PASS
+
+
+def test_no_metrics_is_insufficient_data_never_nothing():
+    (v,) = contract().check(None)
+    assert v.verdict == INSUFFICIENT and v.stops
+    (v,) = contract().check(metrics(estimator="ipw"))  # the estimator it reads is missing
     assert v.verdict == INSUFFICIENT
-    assert v.sentence.endswith(f"; {frauds:,} matured frauds; fewer than the 30 needed to judge.")
-    assert v.support == frauds
-
-
-def test_exactly_min_support_is_judged():
-    assert judge(contract(), 0.48, 0.52, 0.0041, 0.0041, 30, 0.04, 0.01, 0.07).verdict == PASS

@@ -1,55 +1,57 @@
-"""contracts.merchant_block_rate_stability: the share of merchants whose block rate moves is bounded."""
+"""contracts.merchant_block_rate_stability: on judging rows, a merchant moved when the interval of its block-
+rate change lies wholly beyond max_change, held when wholly inside; the share that moved fails the contract
+beyond max_share, and undecided merchants make it insufficient data unless even counting them all it holds."""
 from __future__ import annotations
-
-import pandas as pd
 
 from contracts.base import FAIL, INSUFFICIENT, PASS
 from contracts.merchant_block_rate_stability import MerchantBlockRateStability
 
+from tidy import shift, table
 
-def merchants(moves: dict[str, tuple[float, float]], n: int = 500, at: str = "suggested") -> pd.DataFrame:
-    return pd.DataFrame([{"at": at, "slice_type": "merchant", "slice": m, "transactions": n,
-                          "incumbent_action_rate": a, "candidate_action_rate": b} for m, (a, b) in moves.items()])
+T = "merchant|transactions>=200"
+
+
+def merchants(moves: dict, model="policy"):
+    """merchant -> (incumbent rate, policy rate, lo, hi) of the change."""
+    return table(*[shift(T, m, a, b, lo, hi, model=model) for m, (a, b, lo, hi) in moves.items()])
 
 
 def contract(**kw):
-    base = {"name": "merchant_block_rate_stability", "kind": "merchant_block_rate_stability",
-            "max_change": 0.005, "max_share": 0.05, "min_merchant_support": 200, "min_support": 20}
-    base.update(kw)
-    return MerchantBlockRateStability(**base)
+    return MerchantBlockRateStability(**{"name": "merchant_block_rate_stability", "kind": "merchant_block_rate_stability",
+                                         "max_change": 0.005, "max_share": 0.05, "min_merchant_support": 200,
+                                         "min_support": 20, **kw})
 
 
-def test_no_merchant_moves_passes_and_says_so():
-    (v,) = contract().check(merchants({f"m{i:02d}": (0.01, 0.01) for i in range(40)}))
+HELD = (0.01, 0.011, -0.002, 0.004)
+
+
+def test_every_merchant_held_passes_and_says_so():
+    (v,) = contract().check(merchants({f"m{i}": HELD for i in range(40)}))
     assert v.verdict == PASS and v.candidate_value == 0.0 and v.support == 40
-    assert v.sentence == ("0 of 40 merchants (0.0%) would see their block rate move by more than 0.50 points; "
-                          "at most 5.0% may.")
+    assert v.sentence.startswith("0 of 40 merchant slices (0.0%) moved their block rate by more than 0.50 points")
 
 
-def test_too_many_moving_merchants_fails_and_names_the_largest_moves():
-    moves = {f"m{i:02d}": (0.01, 0.01) for i in range(37)}
-    moves.update({"big": (0.01, 0.05), "mid": (0.02, 0.01), "small": (0.01, 0.0161)})
+def test_too_many_moved_fails_and_names_the_largest_moves():
+    moves = {f"m{i}": HELD for i in range(36)}
+    moves.update({"m90": (0.01, 0.03, 0.015, 0.025), "m91": (0.02, 0.01, -0.014, -0.006),
+                  "m92": (0.01, 0.02, 0.006, 0.014), "m93": (0.03, 0.02, -0.012, -0.008)})
     (v,) = contract().check(merchants(moves))
-    assert v.verdict == FAIL and v.candidate_value == 3 / 40
-    assert v.sentence == ("3 of 40 merchants (7.5%) would see their block rate move by more than 0.50 points; "
-                          "at most 5.0% may. Largest moves: big 1.00% -> 5.00%, mid 2.00% -> 1.00%, "
-                          "small 1.00% -> 1.61%.")
+    assert v.verdict == FAIL and v.stops is False  # warn-only by default (gate: false)
+    assert v.candidate_value == 0.1 and "Largest moves: m90 1.00% -> 3.00%" in v.sentence
 
 
-def test_a_move_within_the_limit_is_not_counted():
-    moves = {f"m{i:02d}": (0.01, 0.014) for i in range(30)}  # 0.4 points each
-    assert contract().check(merchants(moves))[0].verdict == PASS
+def test_undecided_merchants_make_it_insufficient_unless_they_cannot_matter():
+    moves = {f"m{i}": HELD for i in range(37)}
+    moves.update({f"u{i}": (0.01, 0.012, -0.004, 0.008) for i in range(3)})  # 3 of 40 undecided: 7.5% at most
+    (v,) = contract().check(merchants(moves))
+    assert v.verdict == INSUFFICIENT and "up to 7.5% may have moved" in v.sentence
+    (v,) = contract(max_share=0.1).check(merchants(moves))
+    assert v.verdict == PASS
 
 
-def test_thin_merchants_are_left_out_and_too_few_merchants_is_insufficient_data():
-    moves = {f"m{i:02d}": (0.01, 0.09) for i in range(30)}
-    (v,) = contract().check(merchants(moves, n=150))  # all below min_merchant_support
-    assert v.verdict == INSUFFICIENT and v.support == 0
-    assert v.sentence == "Only 0 merchants have 200 transactions or more; 20 are needed to judge."
-
-
-def test_only_the_configured_point_is_judged():
-    rows = pd.concat([merchants({f"m{i:02d}": (0.01, 0.01) for i in range(25)}),
-                      merchants({f"m{i:02d}": (0.01, 0.05) for i in range(25)}, at="operating_point")])
-    assert contract().check(rows)[0].verdict == PASS
-    assert contract(at="operating_point").check(rows)[0].verdict == FAIL
+def test_too_few_merchant_slices_is_insufficient_and_the_configured_point_is_read():
+    (v,) = contract().check(merchants({f"m{i}": HELD for i in range(5)}))
+    assert v.verdict == INSUFFICIENT and "Only 5 merchant slices" in v.sentence
+    moved = {f"m{i}": (0.01, 0.03, 0.015, 0.025) for i in range(30)}
+    assert contract().check(merchants(moved, model="candidate"))[0].verdict == INSUFFICIENT  # no policy rows
+    assert contract(at="operating_point").check(merchants(moved, model="candidate"))[0].verdict == FAIL

@@ -1,94 +1,101 @@
-"""contracts.slice_recall_regression: a slice fails only when its recall falls beyond the limit AND the
-fall is significant (one-sided exact McNemar on the frauds the models disagree on, BH over slices)."""
+"""contracts.slice_recall_regression: a slice fails when the whole interval of its recall change lies below
+-max_drop, passes when the whole interval lies above it; thin slices are pooled; a slice without enough
+counterfactual support is insufficient data with the plain figure beside it, unless the plain figure itself
+shows a fall on real frauds."""
 from __future__ import annotations
 
-import pandas as pd
 import pytest
-from scipy.stats import binomtest
 
 from contracts.base import FAIL, INSUFFICIENT, PASS
-from contracts.slice_recall_regression import SliceRecallRegression, recall_drop_pvalues
+from contracts.slice_recall_regression import SliceRecallRegression
 
+from tidy import slice_rows, table
 
-def row(slice_, frauds, both, cand_only, inc_only, slice_type="country", at="operating_point"):
-    """Frauds both models catch, plus those only one catches; unweighted recall."""
-    return {"at": at, "slice_type": slice_type, "slice": slice_, "transactions": 100 * frauds, "frauds": frauds,
-            "incumbent_recall": (both + inc_only) / frauds, "candidate_recall": (both + cand_only) / frauds,
-            "candidate_only_catches": cand_only, "incumbent_only_catches": inc_only}
+T = "country|frauds>=30"
+NAN = float("nan")
 
 
 def contract(**kw):
-    base = {"name": "country_recall_regression", "kind": "slice_recall_regression", "slice": "country",
-            "max_drop": 0.05, "min_support": 30, "confidence": 0.95}
-    base.update(kw)
-    return SliceRecallRegression(**base)
+    return SliceRecallRegression(**{"name": "country_recall", "kind": "slice_recall_regression", "slice": "country",
+                                    "max_drop": 0.05, "min_support": 30, **kw})
 
 
-def check(c, *rows):
-    return {v.slice: v for v in c.check(pd.DataFrame(list(rows)))}
+def recall(slice_, inc, d, lo, hi, slice_type=T, estimator="dm", **kw):
+    return slice_rows(slice_type, slice_, "recall", estimator,
+                      {"incumbent": inc, "candidate": inc + d, "candidate-incumbent": (d, lo, hi)}, **kw)
 
 
-def test_p_values_are_one_sided_exact_mcnemar():
-    p = recall_drop_pvalues([2, 10, 0], [12, 2, 0])
-    assert p[0] == pytest.approx(binomtest(12, 14, 0.5, alternative="greater").pvalue)
-    assert p[1] == pytest.approx(binomtest(2, 12, 0.5, alternative="greater").pvalue)  # candidate better
-    assert p[2] == 1.0
+def window(explored_frauds=25, censored=300, estimator="dm"):
+    return recall("all", 0.4, 0.02, 0.0, 0.04, slice_type="all", estimator=estimator,
+                  explored_frauds=explored_frauds, censored=censored)
 
 
-def test_a_significant_fall_beyond_the_limit_fails_with_the_numbers():
-    v = check(contract(), row("GB", 100, 50, 1, 15))["GB"]
-    p = binomtest(15, 16, 0.5, alternative="greater").pvalue
-    assert v.verdict == FAIL and v.p_value == pytest.approx(p)
-    # paired CI of the difference on 100 frauds: d = -0.14, var = (0.16 - 0.0196)/100, half = 1.96 * 0.0375
-    assert v.sentence == (f"GB: the candidate catches 51.0% of fraud vs 65.0% (-14.0 pts, 95% CI -21.3..-6.7), "
-                          f"limit -5.0 pts, "
-                          f"100 matured frauds; significant (adjusted p={p:.2g}).")
+def check(c, *groups):
+    return {v.slice: v for v in c.check(table(*groups))}
 
 
-def test_a_gain_or_a_small_fall_passes():
-    got = check(contract(), row("US", 200, 100, 30, 2), row("FR", 100, 60, 2, 5))
-    assert got["US"].verdict == PASS and got["FR"].verdict == PASS  # FR falls 3 pts: within 5
+def test_a_fall_whose_whole_interval_is_below_the_limit_fails_with_the_numbers():
+    v = check(contract(), window(), recall("GB", 0.552, -0.142, -0.210, -0.074, frauds=87, explored_frauds=12,
+                                           ess_frauds=41.0))["GB"]
+    assert v.verdict == FAIL and v.stops
+    assert v.sentence == ("GB: the candidate catches 41.0% of fraud vs 55.2% (-14.2 pts, 95% CI -21.0..-7.4), limit "
+                          "-5.0 pts, 87 matured frauds (12 explored, ESS 41): the whole interval is below the limit.")
 
 
-def test_a_thin_slice_is_insufficient_data():
-    v = check(contract(), row("NL", 12, 2, 0, 8))["NL"]
-    assert v.verdict == INSUFFICIENT and v.p_value is None
-    assert v.sentence.endswith("12 matured frauds; fewer than the 30 needed to judge.")
+def test_a_gain_passes_and_a_fall_whose_interval_reaches_the_limit_is_insufficient():
+    got = check(contract(), window(), recall("US", 0.4, 0.03, 0.01, 0.05), recall("FR", 0.4, -0.02, -0.06, 0.01))
+    assert got["US"].verdict == PASS
+    assert got["FR"].verdict == INSUFFICIENT and got["FR"].stops and "would decide it" in got["FR"].sentence
+    assert not check(contract(on_insufficient="warn"), window(), recall("FR", 0.4, -0.02, -0.06, 0.01))["FR"].stops
 
 
-def test_a_fall_beyond_the_limit_that_is_not_significant_is_insufficient_data():
-    v = check(contract(), row("MX", 40, 20, 1, 4))["MX"]  # -7.5 pts on 5 disagreements
+def test_the_direct_method_needs_enough_explored_frauds_in_the_window_and_plain_shows_a_real_fall():
+    rows = [recall("DE", 0.4, 0.0, -0.02, 0.02, explored_frauds=0),  # a slice's own explored frauds do not matter
+            recall("DE", 0.1, -0.09, -0.12, -0.07, estimator="plain"),
+            recall("IT", 0.4, 0.0, -0.02, 0.02), recall("IT", 0.1, 0.01, -0.01, 0.03, estimator="plain")]
+    got = check(contract(), window(), *rows)
+    assert got["DE"].verdict == PASS and got["IT"].verdict == PASS
+    got = check(contract(), window(explored_frauds=0), *rows)  # the outcome model rests on nothing
+    assert got["IT"].verdict == INSUFFICIENT and "biased by censoring" in got["IT"].sentence
+    # on the labelled frauds alone DE falls 9 points, wholly beyond the limit: a fall on real frauds fails
+    assert got["DE"].verdict == FAIL and "a fall beyond the limit on real frauds" in got["DE"].sentence
+    # with nothing censored the labelled rows are everything
+    assert check(contract(), window(explored_frauds=0, censored=0), *rows)["IT"].verdict == PASS
+
+
+def test_ipw_needs_explored_frauds_in_the_slice_itself():
+    c = contract(estimator="ipw")
+    got = check(c, window(estimator="ipw"), recall("DE", 0.4, 0.0, -0.02, 0.02, estimator="ipw", explored_frauds=1),
+                recall("DE", 0.1, 0.0, -0.02, 0.02, estimator="plain"))
+    assert got["DE"].verdict == INSUFFICIENT and "too few explored frauds" in got["DE"].sentence
+
+
+def test_a_pooled_slice_with_a_collapse_of_its_own_still_fails():
+    pooled = recall("other countries", 0.4, -0.01, -0.03, 0.01, members="2: LU, MT", frauds=60)
+    own = recall("LU", 0.4, -0.35, -0.45, -0.25, slice_type="country", frauds=200)
+    got = check(contract(), window(), pooled, own, recall("MT", 0.4, 0.05, -0.2, 0.3, slice_type="country", frauds=35))
+    assert got["other countries"].verdict == PASS and "other countries (2: LU, MT)" in got["other countries"].sentence
+    assert got["LU"].verdict == FAIL and "judged on its own" in got["LU"].sentence
+    assert "MT" not in got or not got["MT"].stops
+
+
+def test_per_slice_limits_nan_figures_and_no_slices():
+    got = check(contract(limits={"US": 0.01, "USA": 0.01}), window(), recall("US", 0.4, -0.02, -0.035, -0.015, frauds=1000),
+                recall("LU", NAN, NAN, NAN, NAN))
+    assert got["US"].verdict == FAIL and got["US"].limit_value == 0.01
+    assert got["LU"].verdict == INSUFFICIENT and got["LU"].stops and "no recall could be measured" in got["LU"].sentence
+    assert got["USA"].verdict == INSUFFICIENT and "check its spelling" in got["USA"].sentence
+    (v,) = contract(slice="merchant_size").check(table(window()))
+    assert v.verdict == INSUFFICIENT and "nothing to judge" in v.sentence
+
+
+def test_one_fraud_never_decides_a_slice():
+    """Both models catching the single fraud of a slice gives a zero-width bootstrap interval; one more
+    fraud could always go either way, so no interval is narrower than that."""
+    v = check(contract(), window(), recall("LU", 0.0, 1.0, 1.0, 1.0, frauds=1))["LU"]
     assert v.verdict == INSUFFICIENT
-    assert "beyond the limit but not significant" in v.sentence
 
 
-def test_benjamini_hochberg_over_slices():
-    raw = binomtest(9, 10, 0.5, alternative="greater").pvalue  # 11/1024 = 0.0107
-    assert raw == pytest.approx(11 / 1024)
-    alone = check(contract(), row("A", 100, 50, 1, 9))["A"]
-    assert alone.verdict == FAIL and alone.p_value == pytest.approx(raw)
-    # beside four slices with no evidence (p = 0.62), A's p is the smallest of five: raw * 5 / 1 = 0.054
-    neutral = [row(c, 100, 50, 5, 5) for c in ("E", "F", "G", "H")]
-    got = check(contract(), row("A", 100, 50, 1, 9), *neutral)
-    assert got["A"].p_value == pytest.approx(raw * 5)
-    assert got["A"].verdict == INSUFFICIENT
-    # thin slices are not tested, so they do not dilute the correction
-    thin = [row(c, 10, 5, 0, 0) for c in ("T1", "T2", "T3", "T4")]
-    got = check(contract(), row("A", 100, 50, 1, 9), *thin)
-    assert got["A"].verdict == FAIL and got["A"].p_value == pytest.approx(raw)
-
-
-def test_per_slice_limits():
-    got = check(contract(limits={"US": 0.2}), row("US", 100, 50, 1, 15), row("GB", 100, 50, 1, 15))
-    assert got["US"].verdict == PASS and got["GB"].verdict == FAIL
-
-
-def test_limits_must_be_fractions_and_a_misspelt_slice_is_reported():
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError, match=r"every per-slice limit must be a fraction in \[0, 1\]"):
-        contract(limits={"US": 1.5})
-    got = check(contract(limits={"UK": 0.01}), row("GB", 100, 50, 1, 15))
-    assert got["UK"].verdict == INSUFFICIENT
-    assert got["UK"].sentence == ("UK: a limit is set for this country, but no such country is in the evaluation "
-                                  "window; check its spelling.")
+def test_limits_must_be_fractions():
+    with pytest.raises(ValueError, match=r"fraction in \[0, 1\]"):
+        contract(limits={"GB": 5})

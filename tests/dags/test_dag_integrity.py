@@ -73,7 +73,7 @@ def test_release_dag_wiring(dagbag):
     for up, down in zip(order, order[1:]):
         assert down in dag.get_task(up).downstream_task_ids
     assert dag.get_task("contracts").downstream_task_ids == {"request_approval", "stopped_report"}
-    tail = ["request_approval", "approve_thresholds", "report", "shadow", "ramp", "promote"]
+    tail = ["request_approval", "approve_thresholds", "rejudge", "report", "shadow", "ramp", "promote"]
     for up, down in zip(tail, tail[1:]):
         assert dag.get_task(up).downstream_task_ids == {down}
     from airflow.providers.standard.operators.hitl import HITLOperator

@@ -15,7 +15,7 @@ from analysis.evaluation import evaluate
 N = 8000
 
 
-def scored(seed=0, worse_fr_recall=False, random_candidate=False, thin_country=False, cand_sep=0.4):
+def scored(seed=0, worse_fr_recall=False, random_candidate=False, thin_country=False, cand_sep=0.4, steady=False):
     rng = np.random.default_rng(seed)
     merchant = rng.choice([f"M{i}" for i in range(20)], N)
     country = np.where(np.isin(merchant, [f"M{i}" for i in range(10)]), "FR", "DE")
@@ -29,6 +29,8 @@ def scored(seed=0, worse_fr_recall=False, random_candidate=False, thin_country=F
         cand[fr_fraud] = np.clip(rng.normal(0.3, 0.1, fr_fraud.sum()), 0, 1)
     if random_candidate:
         cand = rng.random(N)
+    if steady:  # the incumbent's own ranking, retrained: the same decisions but for a few near the threshold
+        cand = np.clip(inc + rng.normal(0, 0.005, N), 0, 1)
     return pd.DataFrame({"merchant_id": merchant, "merchant_country": country, "merchant_category": "grocery",
                          "card_country": country, "card_id": rng.integers(0, 5000, N),
                          "amount": np.round(rng.gamma(2.0, 40.0, N), 2), "label": fraud, "weight": 1.0,
@@ -69,7 +71,7 @@ def _verdicts(rid):
 ACTION = """
 contracts:
   - {name: shift, kind: action_rate_shift, slice: country, at: operating_point, max_relative_shift: 0.25,
-     min_support: 1000}
+     min_support: 50}
 """
 RECALL = """
 contracts:
@@ -82,7 +84,7 @@ contracts:
 STABILITY = """
 contracts:
   - {name: stability, kind: merchant_block_rate_stability, at: operating_point, max_change: 0.005,
-     max_share: 0.05, min_merchant_support: 200, min_support: 10, gate: true}
+     max_share: 0.05, min_merchant_support: 100, min_support: 10, gate: true}
 """
 DATA = """
 contracts:
@@ -94,26 +96,32 @@ def test_action_rate_shift_stops_a_shifting_candidate_and_passes_a_steady_one(re
     from release.cycle import get_release
 
     window = scored(cand_sep=0.25)  # as good as the incumbent, except ...
-    window.loc[window["merchant_country"] == "FR", "candidate_score"] += 0.15  # FR blocks far more
+    window.loc[window["merchant_country"] == "FR", "candidate_score"] += 0.3  # FR blocks far more
     rid, passed = release("2026-03-01", ACTION, window)
     assert passed is False
     rel = get_release(rid)
     # one global threshold at the incumbent's FPR: FR blocks more, so DE must block less; both are caught
     assert rel["status"] == "stopped" and rel["stop_reason"].startswith("Stopped by release contracts: DE:")
-    assert "FR: candidate blocks" in rel["stop_reason"]
-    assert _verdicts(rid)[("shift", "FR")]["verdict"] == "fail" and _verdicts(rid)[("shift", "DE")]["verdict"] == "fail"
-    rid2, passed2 = release("2026-03-15", ACTION, scored(seed=1, cand_sep=0.25))
+    assert _verdicts(rid)[("shift", "DE")]["verdict"] == "fail" and _verdicts(rid)[("shift", "FR")]["verdict"] != "pass"
+    assert "DE: the candidate blocks" in rel["stop_reason"]
+    rid2, passed2 = release("2026-03-15", ACTION, scored(seed=1, steady=True))
     assert passed2 is True and _verdicts(rid2)[("shift", "FR")]["verdict"] == "pass"
 
 
-def test_action_rate_shift_thin_country_is_insufficient(release):
-    rid, passed = release("2026-03-01", ACTION, scored(thin_country=True, cand_sep=0.25))
-    assert _verdicts(rid)[("shift", "LU")]["verdict"] == "insufficient data" and passed is True
+def test_action_rate_shift_pools_a_thin_country_and_an_unjudged_pool_stops_unless_told_to_warn(release):
+    rid, passed = release("2026-03-01", ACTION, scored(thin_country=True, steady=True))
+    v = _verdicts(rid)
+    assert "LU" not in {k[1] for k in v} or v[("shift", "LU")]["verdict"] != "pass"
+    assert v[("shift", "other countries")]["verdict"] == "insufficient data" and passed is False
+    assert "(1: LU)" in v[("shift", "other countries")]["sentence"]
+    warn = ACTION.replace("min_support: 50}", "min_support: 50, on_insufficient: warn}")
+    rid2, passed2 = release("2026-03-15", warn, scored(thin_country=True, steady=True))
+    assert passed2 is True and _verdicts(rid2)[("shift", "other countries")]["on_insufficient"] == "warn"
 
 
 def test_fixed_fpr_higher_recall_stops_a_worse_candidate(release):
     rid, passed = release("2026-03-01", RECALL, scored(random_candidate=True))
-    v = _verdicts(rid)[("recall", "all")]
+    v = _verdicts(rid)[("recall", "operating point")]
     assert passed is False and v["verdict"] == "fail" and "It must catch more" in v["sentence"]
     rid2, passed2 = release("2026-03-15", RECALL, scored(seed=2))
     assert passed2 is True
@@ -125,7 +133,7 @@ def test_slice_recall_regression_stops_a_candidate_worse_in_one_country(release)
     assert passed is False
     assert v[("country_recall", "FR")]["verdict"] == "fail"
     assert v[("country_recall", "DE")]["verdict"] == "pass"
-    assert v[("country_recall", "LU")]["verdict"] == "insufficient data"
+    assert v[("country_recall", "other countries")]["verdict"] == "insufficient data"  # LU, pooled and thin
     rid2, passed2 = release("2026-03-15", SLICE_RECALL, scored(seed=3))
     assert passed2 is True
 
@@ -163,7 +171,7 @@ def test_an_override_unblocks_exactly_one_release_and_is_on_the_record(release):
 
     assert check_contracts(rid_a) is True  # A's contracts checked again: the failure is waived
     assert get_release(rid_a)["status"] == "contracts_passed" and get_release(rid_b)["status"] == "stopped"
-    assert _verdicts(rid_a)[("recall", "all")]["verdict"] == "fail"  # the verdict itself is not rewritten
+    assert _verdicts(rid_a)[("recall", "operating point")]["verdict"] == "fail"  # the verdict is not rewritten
     waived = [a for a in audit_log() if a["action"] == "contract_waived"]
     assert [(a["actor"], a["reason"], a["entity"]) for a in waived] == [
         ("Risk lead (Ana)", "known label outage; accept for one cycle", f"release:{rid_a}")]
@@ -206,11 +214,15 @@ def test_verdicts_cli_exit_code_follows_gates_and_waivers(release):
     assert runner.invoke(app, ["verdicts", "rel-1999-01-01"]).exit_code == 2
 
 
-def test_merchant_block_rate_stability_passes_at_suggested_thresholds_and_needs_enough_merchants(release):
-    at_suggested = STABILITY.replace("at: operating_point", "at: suggested")
-    rid, passed = release("2026-03-01", at_suggested, scored())
-    assert passed is True and _verdicts(rid)[("stability", "all")]["verdict"] == "pass"
-    thin = STABILITY.replace("min_merchant_support: 200", "min_merchant_support: 5000")
+def test_merchant_block_rate_stability_is_judged_on_rows_that_did_not_fit_the_thresholds(release):
+    """At the policy, each merchant's threshold was fitted to keep its block rate on the fitting rows, so a
+    move can only show on the judging rows: with a few hundred rows a merchant cannot be told apart from a
+    0.5-point move, and the contract says so instead of passing what it could not see."""
+    at_policy = STABILITY.replace("at: operating_point", "at: suggested")  # the old name still means the policy
+    rid, passed = release("2026-03-01", at_policy, scored())
+    v = _verdicts(rid)[("stability", "all")]
+    assert v["verdict"] == "insufficient data" and "undecided" in v["sentence"] and passed is False
+    thin = STABILITY.replace("min_merchant_support: 100", "min_merchant_support: 5000")
     rid2, passed2 = release("2026-03-15", thin, scored())
     v = _verdicts(rid2)[("stability", "all")]
-    assert passed2 is True and v["verdict"] == "insufficient data" and v["support"] == 0
+    assert passed2 is False and v["verdict"] == "insufficient data" and v["support"] == 1  # all pooled into one

@@ -121,7 +121,7 @@ def test_a_new_store_is_migrated_to_head_and_matches_the_code(store):
 
     engine()
     revision, diffs = _compare(state_url())
-    assert revision == "0002" and diffs == []  # every table and column the code declares, nothing else
+    assert revision == "0003" and diffs == []  # every table and column the code declares, nothing else
 
 
 def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_rows(store):
@@ -141,7 +141,7 @@ def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_r
         conn.execute(sa.text("UPDATE models SET path = 'q'"))  # nothing refused yet
     old.dispose()
     engine()
-    assert _compare(url)[0] == "0002"
+    assert _compare(url)[0] == "0003"
     with pytest.raises(sa.exc.DatabaseError, match="models is append-only"):
         with transaction() as conn:
             conn.execute(sa.text("UPDATE models SET path = 'r'"))
@@ -152,7 +152,7 @@ def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_r
     assert migrate(eng, "0001") == "0001"
     with eng.begin() as conn:
         conn.execute(sa.text("UPDATE models SET path = 's'"))
-    assert migrate(eng, "head") == "0002"
+    assert migrate(eng, "head") == "0003"
     eng.dispose()
 
 
@@ -163,12 +163,12 @@ def test_fraudcd_db_shows_the_revision_goes_back_and_refuses_an_unknown_one(home
 
     runner = CliRunner()
     r = runner.invoke(app, ["db"])
-    assert r.exit_code == 0 and "schema revision 0002" in r.output
+    assert r.exit_code == 0 and "schema revision 0003" in r.output
     r = runner.invoke(app, ["db", "--to", "0001"])
     assert r.exit_code == 0 and "schema revision 0001" in r.output
     r = runner.invoke(app, ["db", "--to", "0009"])
     assert r.exit_code == 2 and "Cannot migrate the state store to '0009'" in r.output
-    assert "schema revision 0002" in runner.invoke(app, ["db"]).output
+    assert "schema revision 0003" in runner.invoke(app, ["db"]).output
 
 
 def test_a_store_that_already_has_the_triggers_but_no_version_table_migrates_cleanly(store):
@@ -182,12 +182,12 @@ def test_a_store_that_already_has_the_triggers_but_no_version_table_migrates_cle
         from pathlib import Path
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         eng = sa.create_engine(url)
-    assert migrate(eng, "head") == "0002"
+    assert migrate(eng, "head") == "0003"
     with eng.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
     eng.dispose()
     engine()
-    assert _compare(url)[0] == "0002"
+    assert _compare(url)[0] == "0003"
     register("model a\n")  # an audit row for the trigger to refuse to delete
     with pytest.raises(sa.exc.DatabaseError, match="audit is append-only"):
         with transaction() as conn:

@@ -1,0 +1,292 @@
+"""Planted candidates with a known truth, on a realistic evaluation window, for the release-gate battery
+(tests/contracts/test_battery.py) and its benchmark (benchmarks/bench_battery.py).
+
+The window: 20 days of card traffic, 15,000 transactions a day, 12 countries of very different size,
+2,000 merchants with heavy-tailed volume (a few carry most traffic, hundreds see a handful a week), 3% of
+them new (they first trade in the judging days), cards that are new or returning, a fraud risk that
+depends on country, merchant, card and amount. The incumbent is the production model: it logged the
+window, so what it blocked carries no label (censoring) except a logged exploration share, weighted by
+1/propensity. Every row's true fraud flag is kept beside, so the harm of each planted candidate is known.
+
+Candidates are scores built from the same latent risk with less (or more) noise: "better" ranks more
+frauds above legitimate traffic. Each plant says which contract must stop it; ``truth_policy_shift``
+measures the true action-rate shift of a policy on a fresh draw of the same world.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+COUNTRIES = ["US", "GB", "DE", "FR", "BR", "IN", "MX", "ES", "NL", "IT", "PL", "LU"]
+COUNTRY_WEIGHT = np.array([30, 14, 12, 10, 8, 7, 6, 5, 3, 3, 1.6, 0.4])
+COUNTRY_RISK = np.array([0.0, 0.2, -0.2, 0.1, 0.5, 0.3, 0.2, 0.0, -0.3, 0.1, 0.2, 0.4])
+MID_COUNTRY = "BR"  # a mid-sized country (8% of traffic)
+THIN_COUNTRY = "LU"  # 0.4% of traffic: pooled with its peers
+DAYS, FIT_DAYS = 20, 10
+EXPLORATION = 0.05
+
+
+@dataclass
+class World:
+    seed: int
+    merchants: pd.DataFrame
+    cards: pd.DataFrame
+
+
+def make_world(seed: int, n_merchants: int = 2000, n_cards: int = 60_000) -> World:
+    rng = np.random.default_rng([seed, 1])
+    cw = COUNTRY_WEIGHT / COUNTRY_WEIGHT.sum()
+    merchants = pd.DataFrame({
+        "merchant_id": [f"m{i}" for i in range(n_merchants)],  # unpadded ids, as real logs have
+        "merchant_country": rng.choice(COUNTRIES, n_merchants, p=cw),
+        "merchant_category": rng.choice(["grocery", "fuel", "fashion", "electronics", "travel", "digital"],
+                                        n_merchants),
+        "volume": rng.pareto(1.2, n_merchants) + 0.02,
+        "risk": rng.normal(0, 0.5, n_merchants),
+        "new": rng.random(n_merchants) < 0.03,
+    })
+    # traffic goes to a country by its weight, then to its merchants by their (heavy-tailed) volume
+    merchants["volume"] /= merchants.groupby("merchant_country")["volume"].transform("sum")
+    merchants["volume"] *= merchants["merchant_country"].map(dict(zip(COUNTRIES, cw)))
+    merchants["volume"] /= merchants["volume"].sum()
+    cards = pd.DataFrame({"card_id": np.arange(n_cards), "card_country": rng.choice(COUNTRIES, n_cards, p=cw),
+                          "age_days": rng.integers(0, 900, n_cards)})
+    return World(seed, merchants, cards)
+
+
+def draw_window(world: World, draw: int = 0, tx_per_day: int = 15_000, exploration: float = EXPLORATION,
+                inc_block_rate: float = 0.02) -> pd.DataFrame:
+    """One 20-day window of the world: rows with day, ids, slices, amount, true fraud, the latent risk,
+    the incumbent's score and threshold in force, and what the logging incumbent left labelled."""
+    rng = np.random.default_rng([world.seed, 2, draw])
+    m, c = world.merchants, world.cards
+    n = tx_per_day * DAYS
+    day = rng.integers(0, DAYS, n)
+    vol = m["volume"].to_numpy()
+    mi = rng.choice(len(m), n, p=vol)
+    # new merchants trade only in the judging days: moved to a judging day
+    new = m["new"].to_numpy()[mi]
+    day = np.where(new, rng.integers(FIT_DAYS, DAYS, n), day)
+    ci = rng.integers(0, len(c), n)
+    country_idx = pd.Categorical(m["merchant_country"].to_numpy()[mi], categories=COUNTRIES).codes
+    amount = np.round(rng.lognormal(3.6, 1.0, n), 2) + 0.5
+    new_card = c["age_days"].to_numpy()[ci] < 30
+    risk = (-6.4 + COUNTRY_RISK[country_idx] + m["risk"].to_numpy()[mi] + 0.9 * new_card
+            + 0.4 * np.log(amount / 40) + rng.normal(0, 1.6, n))
+    fraud = rng.random(n) < 1 / (1 + np.exp(-risk))
+    inc = _score(risk, 1.3, rng)
+    df = pd.DataFrame({
+        "day": pd.Timestamp("2031-05-01") + pd.to_timedelta(day, unit="D"),
+        "card_id": c["card_id"].to_numpy()[ci], "card_country": c["card_country"].to_numpy()[ci],
+        "card_age_days": c["age_days"].to_numpy()[ci],
+        "merchant_id": m["merchant_id"].to_numpy()[mi], "merchant_country": m["merchant_country"].to_numpy()[mi],
+        "merchant_category": m["merchant_category"].to_numpy()[mi], "amount": amount,
+        "truth": fraud.astype(float), "risk": risk, "incumbent_score": inc,
+    })
+    # the incumbent's thresholds in force: one global threshold, its own for the 30 largest merchants
+    g = float(np.quantile(inc, 1 - inc_block_rate))
+    big = m["merchant_id"].to_numpy()[np.argsort(-vol)[:30]]
+    own = pd.Series(np.clip(g + np.random.default_rng([world.seed, 9]).normal(0, 0.02, len(big)), 0.01, 0.99), index=big)
+    thr = df["merchant_id"].map(own).fillna(g).to_numpy()
+    blocked = inc >= thr
+    explored = blocked & (rng.random(n) < exploration)
+    labelled = ~blocked | explored
+    df["label"] = np.where(labelled, df["truth"], np.nan)
+    df["weight"] = np.where(explored, 1 / exploration, np.where(labelled, 1.0, np.nan))
+    df.attrs.update(inc_thresholds=own, inc_default=g)
+    return df.sort_values(["day", "card_id"], kind="stable").reset_index(drop=True)
+
+
+def _score(risk: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """A model's score: a probability that ranks by the latent risk seen through ``noise``."""
+    return 1 / (1 + np.exp(-(risk + rng.normal(0, noise, len(risk)) + 2.0)))
+
+
+def _boost(score: np.ndarray, mask: np.ndarray, factor: float) -> np.ndarray:
+    """Raise the odds of ``score`` by ``factor`` where ``mask``: the model blocks more there at any threshold."""
+    odds = score / (1 - score)
+    return np.where(mask, odds * factor / (1 + odds * factor), score)
+
+
+def thin_or_new(df: pd.DataFrame, country: str, min_rows: int) -> np.ndarray:
+    """Rows of ``country``'s merchants that are new (no fitting rows) or thin (fewer than ``min_rows`` fitting rows)."""
+    fit = df["day"] < pd.Timestamp("2031-05-01") + pd.Timedelta(days=FIT_DAYS)
+    n_fit = df[fit].groupby("merchant_id").size()
+    rows = df["merchant_id"].map(n_fit).fillna(0).to_numpy()
+    return (df["merchant_country"].to_numpy() == country) & (rows < min_rows)
+
+
+def candidate(df: pd.DataFrame, case: str, draw: int = 0) -> np.ndarray:
+    """The planted candidate's score for ``case`` on the window ``df`` (seeded by the world and ``draw``)."""
+    rng = np.random.default_rng([int(df.attrs.get("seed", 0)), 3, draw, zlib.crc32(case.encode())])
+    risk = df["risk"].to_numpy()
+    better = _score(risk, 0.35, rng)
+    country = df["merchant_country"].to_numpy()
+    if case in ("better", "approval_edit_cut"):
+        return better
+    if case == "country_shift":  # blocks ~40% more in a mid-sized country at any threshold
+        return _boost(better, country == MID_COUNTRY, 2.2)
+    if case == "shift_thin_new":  # the same, only at the country's thin and new merchants
+        return _boost(better, thin_or_new(df, MID_COUNTRY, 200), 12.0)
+    if case == "fpr_for_recall":  # the incumbent's ranking exactly (a monotone transform of its score)
+        s = df["incumbent_score"].to_numpy()
+        return s ** 0.8
+    if case == "recall_collapse":  # better everywhere, blind to fraud in one country
+        gb = np.flatnonzero(country == "GB")
+        out = better.copy()
+        out[gb] = better[rng.permutation(gb)]  # the same scores, shuffled: no signal left in GB
+        return out
+    if case == "worse":
+        return _score(risk, 2.2, rng)
+    if case == "neutral":  # the same model retrained: the incumbent's ranking, on another score scale
+        return df["incumbent_score"].to_numpy() ** 1.25
+    if case == "thin_country_shift":  # a thin country whose traffic the candidate blocks ~4x as often since the
+        judging = (df["day"] >= pd.Timestamp("2031-05-01") + pd.Timedelta(days=FIT_DAYS)).to_numpy()  # fitting days
+        return _boost(better, (country == THIN_COUNTRY) & judging, 4.0)
+    raise ValueError(f"Unknown planted case {case!r}.")
+
+
+# case -> (the contract that must stop it, or None for a good case that must pass every gate)
+CASES = {
+    "better": None,
+    "country_shift": "consistent",  # stopped only if the judged policy shift is beyond the limit
+    "shift_thin_new": "country_action_rate_shift",
+    "fpr_for_recall": "fixed_fpr_higher_recall",
+    "recall_collapse": "country_recall_regression",
+    "worse": "fixed_fpr_higher_recall",
+    "neutral": "fixed_fpr_higher_recall",
+    "thin_country_shift": "country_action_rate_shift",
+    "approval_edit_cut": "country_action_rate_shift",
+}
+
+
+MANIFEST_OK = {"rows": 1, "data_contract": [{"name": n, "passed": True, "observed": 1, "sentence": f"{n} fine"}
+                                            for n in ("schema", "min_rows", "both_labels", "fraud_rate_band",
+                                                      "no_null_features", "volume_change")]}
+
+
+def approval_edits(case: str, world: World, suggestions: pd.DataFrame) -> pd.Series | None:
+    """The thresholds people approve: every suggestion, edited for the cases whose harm is an edit."""
+    per = suggestions.set_index("merchant_id")["suggested_threshold"].copy()
+    if case == "approval_edit_cut":  # an approver multiplies one country's thresholds by 0.4
+        ids = set(world.merchants.loc[world.merchants["merchant_country"] == MID_COUNTRY, "merchant_id"])
+        per[per.index.isin(ids)] *= 0.4
+    elif case == "fpr_for_recall":  # lower thresholds everywhere: more fraud caught, a third more legit declined
+        per *= 0.55
+    return per
+
+
+def judge_case(case: str, seed: int, contracts, n_boot: int = 200, tx_per_day: int = 40_000,
+               exploration: float = EXPLORATION, ranking: bool = False, window: tuple | None = None):
+    """Run the release gates on one planted case: the offline judgement of the suggested policy, then the
+    re-judgement of the approved one. Ranking figures (ROC-AUC, PR-AUC: warn-only contracts) are left out
+    unless ``ranking``: they cost most of an evaluation's time and gate nothing. ``window``: (world, drawn
+    window) to reuse across cases of one seed. Returns (offline verdicts, re-judged verdicts, evaluation,
+    window)."""
+    from analysis.evaluation import evaluate, judge_policy
+    from contracts.evaluator import evaluate_contracts
+
+    world, base = window or (make_world(seed), draw_window(make_world(seed), tx_per_day=tx_per_day,
+                                                           exploration=exploration))
+    df = base.copy()
+    df.attrs = dict(base.attrs, seed=seed)
+    df["candidate_score"] = candidate(df, case)
+    ev = evaluate(df.drop(columns=["truth", "risk"]), df.attrs["inc_thresholds"], df.attrs["inc_default"],
+                  slice_names=["country"], n_boot=n_boot, seed=seed, pools=contracts.pools(), ranking=ranking)
+    offline = evaluate_contracts(contracts, ev, MANIFEST_OK)
+    per = approval_edits(case, world, ev.suggestions)
+    if per.equals(ev.suggestions.set_index("merchant_id")["suggested_threshold"]):
+        return offline, offline, ev, df  # approved as suggested: the same policy, the same judgement
+    judged = judge_policy(ev.judging, ev.candidate_threshold, ev.candidate_threshold, per,
+                          slice_names=["country"], n_boot=n_boot, seed=seed,
+                          pools=contracts.pools(), source="approved", windows=ev.windows, ranking=ranking)
+    rejudged = evaluate_contracts(contracts, judged, MANIFEST_OK)
+    return offline, rejudged, ev, df
+
+
+def gating_contracts(path=None):
+    """The contracts in force that can stop a release (the warn-only ones cannot change a battery verdict)."""
+    from contracts.evaluator import load_contracts
+    from release.settings import contracts_file
+
+    cs = load_contracts(path or contracts_file())
+    cs.contracts = [c for c in cs.contracts if c.gate and c.kind != "data_contract"]
+    return cs
+
+
+def stopped_by(verdicts) -> set[str]:
+    return {v.contract for v in verdicts if v.stops}
+
+
+def truth_policy_shift(case: str, seed: int, ev, evaluated: pd.DataFrame, country: str = MID_COUNTRY,
+                       tx_per_day: int = 40_000) -> float:
+    """The true relative action-rate change in ``country`` of the policy the evaluation fitted (its
+    per-merchant suggestions, the global threshold elsewhere) on a fresh draw of the same world: what
+    the policy would do to next weeks' traffic."""
+    from analysis.metrics import thresholds_for
+
+    world = make_world(seed)
+    df = draw_window(world, draw=1, tx_per_day=tx_per_day)
+    df.attrs["seed"] = seed
+    cand = candidate(df, case, draw=1)
+    # the incumbent's thresholds in force when the policy was judged (a fresh draw does not change them)
+    inc_thr = thresholds_for(df["merchant_id"], evaluated.attrs["inc_thresholds"], evaluated.attrs["inc_default"])
+    pol_thr = thresholds_for(df["merchant_id"], ev.suggestions.set_index("merchant_id")["suggested_threshold"],
+                             ev.candidate_threshold)
+    judging = (df["day"] >= pd.Timestamp("2031-05-01") + pd.Timedelta(days=FIT_DAYS)).to_numpy()
+    here = judging & (df["merchant_country"].to_numpy() == country)
+    inc = (df["incumbent_score"].to_numpy()[here] >= inc_thr[here]).mean()
+    pol = (cand[here] >= pol_thr[here]).mean()
+    return float(pol / inc - 1)
+
+
+def _seed_battery(seed: int, cases: list[str], contracts, kw: dict) -> dict:
+    """Every case of one seed on one drawn window (the window is the costly part to draw)."""
+    world = make_world(seed)
+    base = draw_window(world, tx_per_day=kw.get("tx_per_day", 40_000), exploration=kw.get("exploration", EXPLORATION))
+    out = {}
+    for case in cases:
+        off, rej, ev, _ = judge_case(case, seed, contracts, window=(world, base), **kw)
+        # verdicts only cross the process boundary: plain dataclasses
+        r = {"offline": off, "rejudged": rej, "stopped_by": stopped_by(off) | stopped_by(rej)}
+        if case == "country_shift":
+            r["truth"] = truth_policy_shift(case, seed, ev, base, tx_per_day=kw.get("tx_per_day", 40_000))
+        out[case, seed] = r
+    return out
+
+
+def run_battery(seeds, cases=None, contracts=None, workers: int = 1, **kw) -> dict:
+    """{(case, seed): {"offline", "rejudged", "stopped_by", "truth" (country_shift)}} over the planted cases,
+    seeds spread over ``workers`` processes."""
+    contracts = contracts or gating_contracts()
+    cases = list(cases or CASES)
+    out = {}
+    if workers <= 1:
+        for seed in seeds:
+            out.update(_seed_battery(seed, cases, contracts, kw))
+        return out
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for part in pool.map(_seed_battery, seeds, [cases] * len(seeds), [contracts] * len(seeds),
+                             [kw] * len(seeds)):
+            out.update(part)
+    return out
+
+
+def battery_table(results: dict) -> pd.DataFrame:
+    """Per case: the contract that must stop it, the share of seeds it did, and the share stopped at all."""
+    rows = []
+    for case, expected in CASES.items():
+        rs = [r for (c, _), r in results.items() if c == case]
+        if not rs:
+            continue
+        stopped = np.mean([bool(r["stopped_by"]) for r in rs])
+        named = np.mean([expected in r["stopped_by"] for r in rs]) if expected not in (None, "consistent") else np.nan
+        rows.append({"case": case, "must be stopped by": expected or "(good: must pass)", "seeds": len(rs),
+                     "stopped by it": named, "stopped at all": stopped})
+    return pd.DataFrame(rows)
