@@ -91,6 +91,9 @@ class SliceRecallRegression(SliceContract):
         if rows.empty:
             return self.no_slices("matured frauds")
         members = self.pooled_members(metrics, rows, "recall", self.estimator, models)
+        # a pooled country is judged alone on recall only with half the pool's support: the direct method's
+        # intervals hold its outcome model fixed, so on a few dozen frauds they are narrower than the truth
+        members = members[members["frauds"] >= self.min_support / 2] if len(members) else members
         own = self.own_failures(self.judge(metrics, members, models)) if len(members) else []
         return self.judge(metrics, rows, models) + own + self._unmatched_limits(set(rows.index) | set(members.index))
 

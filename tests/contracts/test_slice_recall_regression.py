@@ -77,6 +77,9 @@ def test_a_pooled_slice_with_a_collapse_of_its_own_still_fails():
     assert got["other countries"].verdict == PASS and "other countries (2: LU, MT)" in got["other countries"].sentence
     assert got["LU"].verdict == FAIL and "judged on its own" in got["LU"].sentence
     assert "MT" not in got or not got["MT"].stops
+    # a member with fewer than half the pool's support (30 / 2 = 15 frauds here) is left to the pool
+    thin = recall("LU", 0.4, -0.35, -0.45, -0.25, slice_type="country", frauds=14)
+    assert "LU" not in check(contract(), window(), pooled, thin)
 
 
 def test_per_slice_limits_nan_figures_and_no_slices():
