@@ -116,8 +116,9 @@ def pooled_labels(labels: pd.Series, support: np.ndarray, min_support: int, slic
     return np.where(small, name, names)[codes], {name: f"{len(members)}: {shown}"}
 
 
-def counterfactual_support(keys: dict[str, np.ndarray], label: np.ndarray, weight: np.ndarray) -> pd.DataFrame:
-    """Per (slice_type, slice): censored rows (unlabelled in a matured window: blocked by the policy of the
+def slice_counterfactual_support(keys: dict[str, np.ndarray], label: np.ndarray, weight: np.ndarray) -> pd.DataFrame:
+    """analysis.weighting.counterfactual_support for every slice at once (grouped sums, not a loop): per
+    (slice_type, slice), censored rows (unlabelled in a matured window: blocked by the policy of the
     day), explored rows and explored frauds (labelled rows carrying a weight above 1), and the Kish
     effective sample size of the frauds' and of the legitimate rows' weights."""
     labelled = ~np.isnan(label)
@@ -243,7 +244,6 @@ def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default
     inc_thr = thresholds_for(scored["merchant_id"], inc_thresholds, inc_default)
     scored["incumbent_threshold"] = inc_thr
     fit, windows = split_fit_judge(scored, fit_share, seed)
-    f = scored[fit]
     # the outcome model of the counterfactual figures: each row's fraud probability from the logging
     # policy's score, calibrated on the labelled fitting rows (explored rows weighted by 1/propensity stand
     # for the blocked region), applied to every row; judging rows never fit it. Only the logged score: a
@@ -343,7 +343,7 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
             t = t[t["estimator"] == "ipw"].drop(columns=["transactions", "labelled", "frauds"])
             extra.append(t.assign(estimator=est).merge(sup, on=["slice_type", "slice"], how="left"))
         metrics = pd.concat([metrics, *extra], ignore_index=True)
-    support = counterfactual_support(keys, label, weight)
+    support = slice_counterfactual_support(keys, label, weight)
     metrics = metrics.merge(support, on=["slice_type", "slice"], how="left")
     metrics["members"] = [members.get((t, s)) for t, s in zip(metrics["slice_type"], metrics["slice"])]
 

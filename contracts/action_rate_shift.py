@@ -106,7 +106,7 @@ class ActionRateShift(SliceContract):
             else:
                 rlo, rhi = (lo / inc, hi / inc) if inc > 0 else (float("nan"), float("nan"))
             name = str(s)
-            members = r.get("members") if hasattr(r, "get") else None
+            members = r.get("members")
             label = f"{name} ({members})" if isinstance(members, str) and members else name
             if not finite(d, lo, hi):
                 out.append(self.verdict(name, INSUFFICIENT, None, inc, rel, n,

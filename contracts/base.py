@@ -102,7 +102,7 @@ class Verdict:
     def stops(self) -> bool:
         """True when this verdict stops the release: a gating failure, or a gating contract that could not
         be judged and was told to stop then."""
-        return self.gate and (self.verdict == FAIL or (self.verdict == INSUFFICIENT and self.on_insufficient == STOP))
+        return stops(self)
 
 
 def stops(v: dict | Verdict) -> bool:
@@ -110,6 +110,18 @@ def stops(v: dict | Verdict) -> bool:
     get = v.get if isinstance(v, dict) else (lambda k, d=None: getattr(v, k, d))
     return bool(get("gate")) and (get("verdict") == FAIL or (get("verdict") == INSUFFICIENT
                                                              and (get("on_insufficient") or STOP) == STOP))
+
+
+def counterfactual_ok(r, estimator: str, min_explored_frauds: float, min_ess: float) -> bool:
+    """Whether a metrics row's counterfactual figure has its support: plain needs none; nothing censored
+    means the labelled rows are the whole population; else enough explored frauds and effective sample
+    size (analysis.weighting.CounterfactualConfig holds the default minimums)."""
+    import pandas as pd
+
+    if estimator == "plain" or r.get("censored", 1) == 0:
+        return True
+    ef, ess = r.get("explored_frauds"), r.get("ess_frauds")
+    return not pd.isna(ef) and ef >= min_explored_frauds and not pd.isna(ess) and ess >= min_ess
 
 
 def pct(x: float, digits: int = 2) -> str:

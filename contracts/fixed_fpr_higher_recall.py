@@ -51,7 +51,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from analysis.weighting import CounterfactualConfig
-from contracts.base import (FAIL, INSUFFICIENT, PASS, STOP, OnInsufficient, Verdict, data_to_decide, finite, widened,
+from contracts.base import (FAIL, counterfactual_ok, INSUFFICIENT, PASS, STOP, OnInsufficient, Verdict, data_to_decide, finite, widened,
                             judge_at_least, judge_at_most, pct, wide_metric)
 
 _CF = CounterfactualConfig()  # the counterfactual support minimums: one definition (analysis.weighting)
@@ -109,8 +109,7 @@ class FixedFprHigherRecall(BaseModel):
         cf = ""
         if self.estimator != "plain" and "explored_frauds" in r:
             cf = f" ({int(r['explored_frauds']):,} explored, ESS {float(r['ess_frauds']):.0f})"
-        enough_cf = (self.estimator == "plain" or r.get("censored", 1) == 0 or ("explored_frauds" in r and r["explored_frauds"] >= self.min_explored_frauds
-                                                 and r["ess_frauds"] >= self.min_ess))
+        enough_cf = counterfactual_ok(r, self.estimator, self.min_explored_frauds, self.min_ess)
         out = []
         # ---- the operating point: model quality at the incumbent's FPR
         d, lo, hi = r["candidate-incumbent"], r["candidate-incumbent_lo"], r["candidate-incumbent_hi"]

@@ -48,7 +48,7 @@ import pandas as pd
 from pydantic import Field
 
 from analysis.weighting import CounterfactualConfig
-from contracts.base import (FAIL, INSUFFICIENT, PASS, SliceContract, Verdict, data_to_decide, finite, widened,
+from contracts.base import (FAIL, counterfactual_ok, INSUFFICIENT, PASS, SliceContract, Verdict, data_to_decide, finite, widened,
                             judge_at_least, pct, wide_metric)
 
 
@@ -74,13 +74,8 @@ class SliceRecallRegression(SliceContract):
     def counterfactual_ok(self, r, window=None) -> bool:
         """Enough explored frauds to carry the counterfactual figure: per slice for IPW; for DR, whose
         outcome model is one calibration over the whole window, in the window."""
-        if self.estimator == "dm" and window is not None:
-            r = window
-        if self.estimator == "plain" or r.get("censored", 1) == 0:  # nothing blocked: labelled rows are all
-            return True
-        ef, ess = r.get("explored_frauds"), r.get("ess_frauds")
-        return (ef is not None and not pd.isna(ef) and ef >= self.min_explored_frauds
-                and ess is not None and not pd.isna(ess) and ess >= self.min_ess)
+        src = window if self.estimator == "dm" and window is not None else r
+        return counterfactual_ok(src, self.estimator, self.min_explored_frauds, self.min_ess)
 
     def point_beyond(self, v: Verdict) -> bool:
         return v.incumbent_value is not None and v.incumbent_value - v.candidate_value > (v.limit_value or 0.0)

@@ -189,8 +189,10 @@ def judge_case(case: str, seed: int, contracts, n_boot: int = 200, tx_per_day: i
     from analysis.evaluation import evaluate, judge_policy
     from contracts.evaluator import evaluate_contracts
 
-    world, base = window or (make_world(seed), draw_window(make_world(seed), tx_per_day=tx_per_day,
-                                                           exploration=exploration))
+    if window is None:
+        world = make_world(seed)
+        window = (world, draw_window(world, tx_per_day=tx_per_day, exploration=exploration))
+    world, base = window
     df = base.copy()
     df.attrs = dict(base.attrs, seed=seed)
     df["candidate_score"] = candidate(df, case)
