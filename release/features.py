@@ -175,7 +175,12 @@ def _rolling(df, key: str, windows: dict[str, tuple[str, ...]], extra: tuple = (
         aggs = _aggs(names) + (list(extra) if period == "1d" else [])
         r = d.rolling(index_column="ts", period=period, closed="left", group_by=key).agg(aggs)
         if not (r[key].equals(d[key]) and r["ts"].equals(d["ts"])):
-            raise RuntimeError(f"rolling windows over {key} came back in a different row order")
+            # Polars returns the groups in an order of its own ("1", "2", "10" where the sort gave "1", "10",
+            # "2"). Rows of one key at one instant have the same window [t - w, t), so sorting the result the
+            # way the rows were sorted realigns it exactly, whatever the ids look like.
+            r = r.sort([key, "ts"], maintain_order=True)
+            if not (r[key].equals(d[key]) and r["ts"].equals(d["ts"])):
+                raise RuntimeError(f"rolling windows over {key} came back in a different row order")
         cols.append(r.drop(key, "ts"))
         del r
     out = pl.concat(cols, how="horizontal")

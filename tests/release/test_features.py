@@ -262,3 +262,37 @@ def test_longer_windows_maxima_and_distinct_merchants(card1_events):
     assert f.loc[4, ["merchant_tx_1h", "merchant_tx_24h", "merchant_tx_7d", "merchant_amount_24h"]].tolist() == [
         1, 2, 2, 30.0]
     assert f.loc[4, "amount_vs_merchant_avg_7d"] == pytest.approx(40 / 16)
+
+
+def _brute_force_windows(tx: pd.DataFrame, key: str, hours: int) -> pd.Series:
+    """Count of the same key's transactions in [t - w, t), one row at a time: slow and obviously right."""
+    out = {}
+    w = pd.Timedelta(hours=hours)
+    for _, g in tx.groupby(key):
+        t = g["ts"].to_numpy()
+        for tx_id, ti in zip(g["tx_id"], t):
+            out[tx_id] = int(((t >= ti - w) & (t < ti)).sum())
+    return pd.Series(out)
+
+
+@pytest.mark.parametrize("style", ["unpadded", "hostile"])
+def test_ids_as_real_logs_have_them(tmp_path, style):
+    """Unpadded ids ("1", "10", "2": Polars' grouped rolling returns groups in an order of its own, unlike
+    the sort), unicode, commas and quotes, and 12,000 merchants: every window count matches a brute force."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n = 30_000
+    name = (lambda i: str(i)) if style == "unpadded" else (lambda i: f'tërm,"{i}\u00e9')
+    cards = [name(i) for i in rng.integers(0, 3_000, n)]
+    merchants = [name(i) for i in rng.integers(0, 12_000, n)]
+    stamps = pd.Timestamp(D, tz="UTC") + pd.to_timedelta(np.sort(rng.integers(0, 3 * 86_400, n)), unit="s")
+    rows = [(i, stamps[i], cards[i], merchants[i], float(rng.integers(1, 300))) for i in range(n)]
+    events = tmp_path / "events"
+    write_events(events, rows, {D, D + dt.timedelta(days=1), D + dt.timedelta(days=2)})
+    f = compute_features(events, D, D + dt.timedelta(days=3)).set_index("tx_id").sort_index()
+    assert len(f) == n and f["merchant_id"].nunique() > 10_000
+    tx = pd.DataFrame({"tx_id": range(n), "ts": stamps, "card_id": cards, "merchant_id": merchants})
+    assert (f["card_tx_24h"] == _brute_force_windows(tx, "card_id", 24).sort_index()).all()
+    assert (f["merchant_tx_24h"] == _brute_force_windows(tx, "merchant_id", 24).sort_index()).all()
+    assert f.loc[0, "card_id"] == cards[0] and f.loc[n - 1, "merchant_id"] == merchants[n - 1]
