@@ -51,7 +51,7 @@ def load() -> str:
 def build(home: Path, days: int, tx_per_day: int) -> dict:
     """World, snapshot, two registered models with approved thresholds, production tagged."""
     from release import approvals, registry
-    from release.features import LOOKBACK_DAYS
+    from release.pipeline import pipeline
     from release.settings import config_dir
     from release.training import load_workflow, train_model
     from release.training_set import build_training_set
@@ -59,7 +59,7 @@ def build(home: Path, days: int, tx_per_day: int) -> dict:
 
     cfg = WorldConfig(days=days, tx_per_day=tx_per_day, dispute_median_days=2.0, dispute_max_days=5)
     seed_day = cfg.start + dt.timedelta(days=days - 5)  # five days left to replay: a warm-up, then one per phase
-    assert days - 4 >= LOOKBACK_DAYS, "the service seeds LOOKBACK_DAYS of history"
+    assert days - 4 >= pipeline().features.lookback_days, "the service seeds lookback_days of history"
     marker = home / "world.json"
     if marker.exists() and json.loads(marker.read_text())["cfg"] == json.loads(cfg.model_dump_json()):
         return json.loads(marker.read_text())

@@ -128,8 +128,12 @@ def train(workflow: str = typer.Option(..., "--workflow", help="training workflo
 
 
 @app.command("training-set")
-def training_set(as_of: str = typer.Option(..., help="YYYY-MM-DD"), maturity_days: int = 60) -> None:
-    """Build (or find) the training-set snapshot as of a date."""
+def training_set(as_of: str = typer.Option(..., help="YYYY-MM-DD"),
+                 maturity_days: Optional[int] = typer.Option(
+                     None, help="default: labels.maturity_days of the pipeline configuration (config/pipeline.yaml)"),
+                 ) -> None:
+    """Build (or find) the training-set snapshot as of a date. A maturity other than the configured one
+    builds a snapshot of another lineage (its volume check compares only with its own lineage)."""
     from release.cycle import build_snapshot
     from release.training_set import DataContractError
 

@@ -27,7 +27,8 @@ from release.store import (engine, evaluation_summary, ramp_steps as ramp_steps_
                            verdicts, write_audit)
 from release.training import load_workflow, score, split_windows, train_model
 from release.overrides import add_override, overrides_for, waived_contracts
-from release.training_set import Snapshot, build_training_set, latest_snapshot, resolve_snapshot
+from release.training_set import (Snapshot, build_training_set, latest_snapshot, resolve_snapshot,
+                                  snapshot_settings)
 
 PIPELINE = "fraud-cd pipeline"
 BOOTSTRAP_ACTOR = "fraud-cd bootstrap"
@@ -75,25 +76,47 @@ def _update_release(release_id: str, **values) -> None:
 
 # ---- stages -------------------------------------------------------------------------------------------
 
-def ingest_interval(start: str | dt.date, end: str | dt.date) -> dict:
-    """Normalise the days [start, end) of a team's own transaction log into the event logs, when a column
-    mapping is configured (``FRAUDCD_SOURCE`` or config/source.yaml); otherwise the event logs are used as
-    they are. Idempotent: a rerun writes the same files."""
+def ingest_interval(start, end, run_after=None) -> dict:
+    """Normalise the days a run covers (``release.pipeline.run_period``: its data interval; a zero-length or
+    absent one covers the cadence's days before its end) of a team's own transaction log into the event
+    logs, when a column mapping is configured (``FRAUDCD_SOURCE``, the pipeline configuration's ``source``
+    or config/source.yaml); otherwise the event logs are used as they are. A configured source with no
+    transaction in the period is an error, never a success that ingested nothing. Idempotent: a rerun
+    writes the same files."""
+    from release.pipeline import pipeline, run_period
     from release.settings import source_mapping
-    from release.source import ingest_source
+    from release.source import SourceError, ingest_source
 
+    first, last = run_period(start, end, run_after, pipeline().schedule.training_set.every_days)
     mapping = source_mapping()
     if mapping is None:
-        return {"ingested": False, "reason": "no source mapping configured: the event logs are read as they are"}
-    counts = ingest_source(mapping, paths().events, as_date(start), as_date(end))
-    return {"ingested": True, **{k: counts[k] for k in ("source", "rows", "days", "disputes", "labels")}}
+        return {"ingested": False, "period": [first.isoformat(), last.isoformat()],
+                "reason": "no source mapping configured: the event logs are read as they are"}
+    counts = ingest_source(mapping, paths().events, first, last)
+    if not counts["rows"]:
+        raise SourceError(f"{mapping}: no transactions in {first} .. {last - dt.timedelta(days=1)} (the run's "
+                          f"period); the source holds none for these days. Check the export, or run the DAG for "
+                          "dates the log covers (pipeline.yaml schedule.training_set.start_date).")
+    return {"ingested": True, "period": [first.isoformat(), last.isoformat()],
+            **{k: counts[k] for k in ("source", "rows", "days", "disputes", "labels")}}
 
 
-def build_snapshot(as_of: str | dt.date, maturity_days: int = 60, history_days: int = 120) -> str:
-    d = as_date(as_of)
-    prev = latest_snapshot(paths().snapshots, before=d)
+def build_snapshot(as_of, maturity_days: int | None = None, history_days: int | None = None,
+                   run_after=None) -> str:
+    """Build the training-set snapshot as of the end of the run's period (``as_of``; a run without one uses
+    ``run_after``), with the pipeline configuration's maturity, history and feature settings unless given.
+    Its volume check compares with the latest earlier snapshot of the same lineage."""
+    from release.pipeline import lineage_key, lineage_of, pipeline, run_period
+
+    _, d = run_period(None, as_of, run_after)
+    cfg = pipeline()
+    maturity_days = cfg.labels.maturity_days if maturity_days is None else maturity_days
+    history_days = cfg.training_set.history_days if history_days is None else history_days
+    lineage = lineage_key(lineage_of(maturity_days, history_days, cfg.features))
+    prev = latest_snapshot(paths().snapshots, before=d, lineage=lineage)
     snap = build_training_set(paths().events, paths().snapshots, d, maturity_days=maturity_days,
-                              history_days=history_days, previous_rows=prev.manifest["rows"] if prev else None)
+                              history_days=history_days, features=cfg.features,
+                              previous_rows=prev.manifest["rows"] if prev else None)
     return snap.hash
 
 
@@ -205,6 +228,11 @@ def evaluate_release(release_id: str) -> str:
     inc = registry.get_model(rel["incumbent_model_id"])
     wf = load_workflow(rel["workflow"])
     _, ev = split_windows(pd.read_parquet(_snapshot(rel).data), wf)
+    leak = evaluation_leak(cand, _snapshot(rel).manifest, ev)
+    if leak:
+        at = at_of(as_date(rel["as_of"]))
+        _stop(release_id, leak, at, [])
+        raise ReleaseStopped(leak)
     ev = ev.copy()
     ev["incumbent_score"] = score(inc.booster(), ev, inc.features)
     ev["candidate_score"] = score(cand.booster(), ev, cand.features)
@@ -222,6 +250,35 @@ def evaluate_release(release_id: str) -> str:
              "transactions": int(r.transactions), "frauds": int(r.frauds)} for r in summary.itertuples()])
     _update_release(release_id, status="evaluated")
     return str(folder)
+
+
+def evaluation_leak(cand: registry.Model, release_manifest: dict, ev: pd.DataFrame) -> str | None:
+    """Why the candidate cannot be judged on these evaluation rows, or None: the rows must be out of time
+    for the candidate's training window (a workflow may pin another snapshot or its own windows) and share
+    its label maturity (rows of another maturity carry other labels and another fraud-rate feature)."""
+    if ev.empty:
+        return "The evaluation window holds no rows: nothing to judge the candidate on."
+    cand_snap = paths().snapshots / cand.snapshot_hash / "manifest.json"
+    if cand_snap.exists():
+        cand_features, cand_maturity = snapshot_settings(json.loads(cand_snap.read_text()))
+        ev_features, ev_maturity = snapshot_settings(release_manifest)
+        if cand_maturity != ev_maturity:
+            return (f"The candidate {cand.id[:12]} was trained on a snapshot of {cand_maturity}-day label maturity, "
+                    f"the evaluation rows come from one of {ev_maturity} days: labels and features would not mean "
+                    "the same. Train the candidate on the release's lineage (or change labels.maturity_days for both).")
+        if cand_features != ev_features:
+            return (f"The candidate {cand.id[:12]} was trained on features computed with other settings "
+                    f"({cand_features.model_dump(mode='json')}) than the evaluation rows' "
+                    f"({ev_features.model_dump(mode='json')}): it would be scored on features it never saw. "
+                    "Train it on the release's lineage.")
+    train_end = cand.metrics.get("training", {}).get("train_end")
+    first = str(pd.to_datetime(ev["day"]).min().date())
+    if train_end and str(train_end)[:10] >= first:
+        return (f"Leaky evaluation: the candidate {cand.id[:12]} was trained on rows up to {str(train_end)[:10]}, "
+                f"and the evaluation rows start {first}, inside its training window. Evaluation rows must be out "
+                "of time for the candidate: unpin the workflow's snapshot or move its train_window before the "
+                "evaluation window.")
+    return None
 
 
 def _label_completeness(windows: dict, as_of: dt.date) -> dict:
@@ -433,9 +490,9 @@ def _live_traffic(release_id: str, start: dt.date, end: dt.date) -> pd.DataFrame
     """Replayed live traffic for [start, end), scored by production (with its live thresholds) and by
     the candidate (with its approved thresholds)."""
     rel = get_release(release_id)
-    # the same label maturity as the training snapshot, so the merchant fraud rate means the same online
-    maturity = _snapshot(rel).manifest["config"]["maturity_days"]
-    df = compute_features(paths().events, start, end, maturity_days=maturity)
+    # the same label maturity and feature settings as the training snapshot, so features mean the same online
+    features, maturity = snapshot_settings(_snapshot(rel).manifest)
+    df = compute_features(paths().events, start, end, maturity_days=maturity, features=features)
     inc = registry.get_model(rel["incumbent_model_id"])
     cand = registry.get_model(rel["candidate_model_id"])
     ig, iper = _incumbent_thresholds(inc.id)

@@ -21,8 +21,8 @@ import duckdb
 import pandas as pd
 
 from release.io import list_partitions
+from release.pipeline import Features, pipeline
 
-FEATURES_VERSION = "f3"
 CATEGORIES = ["grocery", "fuel", "restaurants", "fashion", "electronics", "travel", "digital_goods",
               "gambling"]
 FEATURE_COLUMNS = [
@@ -34,17 +34,15 @@ FEATURE_COLUMNS = [
 ]
 # Features allowed to be null: an unknown category; a fraud rate before any label anywhere has matured.
 NULLABLE_FEATURES = ("category_code", "merchant_fraud_rate")
-# How far back the window features look: enough history before a window's start for every aggregate.
-LOOKBACK_DAYS = 60
-# Card age is "days since first seen", capped: an uncapped age would depend on how far back the query
-# happened to read (a training window reads more history than a week of live traffic), so the same
-# transaction would get different features offline and online. Capped below LOOKBACK_DAYS, it cannot.
-CARD_AGE_CAP_DAYS = 30
-# The merchant fraud rate counts matured transactions of the last RATE_WINDOW_DAYS before maturity.
-RATE_WINDOW_DAYS = 90
-# Prior strength (in transactions) of the shrinkage toward the all-merchant rate.
-RATE_PRIOR_TX = 200
-DEFAULT_MATURITY_DAYS = 60
+# The settings of these definitions (the fraud rate's window and prior, the card-age cap, the lookback)
+# and the label maturity are the pipeline configuration's (release/pipeline.py), never constants here.
+
+
+def settings(features: Features | None = None, maturity_days: int | None = None) -> tuple[Features, int]:
+    """The feature settings and label maturity to use: those given, else the pipeline configuration's."""
+    cfg = pipeline() if features is None or maturity_days is None else None
+    return (features if features is not None else cfg.features,
+            int(maturity_days) if maturity_days is not None else cfg.labels.maturity_days)
 
 
 def _sql_list(files: list[Path]) -> str:
@@ -55,18 +53,21 @@ def _ts(day: dt.date) -> str:
     return f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"
 
 
-def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int = DEFAULT_MATURITY_DAYS) -> str:
+def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int | None = None,
+                  features: Features | None = None) -> str:
     """The SQL that computes features for transactions with start <= day < end from the event logs and
     the registered relations ``card_windows`` and ``merchant_windows`` (see ``window_features``).
     Unordered: callers sort once, where the rows land."""
     events = Path(events)
+    features, maturity_days = settings(features, maturity_days)
+    rate_window, prior = features.merchant_fraud_rate.window_days, features.merchant_fraud_rate.prior_tx
     if not any(list_partitions(events / "transactions", start, end)):
         raise FileNotFoundError(
             f"No transactions found in {events / 'transactions'} for days {start} .. {end - dt.timedelta(days=1)}."
             " Simulate a world (`fraudcd simulate`), ingest your own log (`fraudcd ingest`), or point"
             " FRAUDCD_HOME at your event logs.")
-    rate_from = start - dt.timedelta(days=maturity_days + RATE_WINDOW_DAYS + 1)
-    tx_files = list_partitions(events / "transactions", start - dt.timedelta(days=LOOKBACK_DAYS), end)
+    rate_from = start - dt.timedelta(days=maturity_days + rate_window + 1)
+    tx_files = list_partitions(events / "transactions", start - dt.timedelta(days=features.lookback_days), end)
     dec_files = list_partitions(events / "decisions", start, end)
     hist_tx = list_partitions(events / "transactions", rate_from, end)
     hist_dec = list_partitions(events / "decisions", rate_from, end)
@@ -75,7 +76,7 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
         raise FileNotFoundError(f"No decisions found in {events / 'decisions'} for days {start} .. "
                                 f"{end - dt.timedelta(days=1)}: every transaction needs the decision taken on it.")
     cats = ", ".join(f"'{c}'" for c in CATEGORIES)
-    m, w = int(maturity_days), RATE_WINDOW_DAYS
+    m, w = int(maturity_days), int(rate_window)
     epoch = "DATE '1970-01-01'"
     disputes = (f"SELECT tx_id, dispute_ts FROM read_parquet({_sql_list(dis_files)})" if dis_files else
                 "SELECT CAST(NULL AS BIGINT) AS tx_id, CAST(NULL AS TIMESTAMPTZ) AS dispute_ts WHERE false")
@@ -118,7 +119,7 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
     ), rate AS (
         SELECT mden.merchant_id, mden.dn, CAST(mden.allowed AS BIGINT) AS merchant_matured_tx,
                CASE WHEN gden.allowed > 0 THEN
-                   (mnum.frauds + {RATE_PRIOR_TX} * gnum.frauds / gden.allowed) / (mden.allowed + {RATE_PRIOR_TX})
+                   (mnum.frauds + {float(prior)!r} * gnum.frauds / gden.allowed) / (mden.allowed + {float(prior)!r})
                END::DOUBLE AS merchant_fraud_rate
         FROM mden JOIN mnum USING (merchant_id, dn) JOIN gden USING (dn) JOIN gnum USING (dn)
     ), f AS (
@@ -135,7 +136,7 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
         f.card_tx_1h, f.card_tx_24h, f.card_amount_24h, f.card_tx_7d, f.card_amount_7d, f.card_tx_30d,
         f.amount / (coalesce(f.card_avg_30d, f.amount) + 1) AS amount_vs_card_avg_30d,
         f.amount / (coalesce(f.card_max_30d, f.amount) + 1) AS amount_vs_card_max_30d,
-        least(date_diff('second', f.card_first_seen, f.ts) / 86400.0, {CARD_AGE_CAP_DAYS}) AS card_age_days,
+        least(date_diff('second', f.card_first_seen, f.ts) / 86400.0, {int(features.card_age_cap_days)}) AS card_age_days,
         f.card_merchants_24h,
         f.merchant_tx_1h, f.merchant_tx_24h, f.merchant_tx_7d, f.merchant_amount_24h,
         f.amount / (coalesce(f.merchant_avg_7d, f.amount) + 1) AS amount_vs_merchant_avg_7d,
@@ -213,22 +214,27 @@ def connect(threads: int = 2, memory_limit: str | None = None) -> duckdb.DuckDBP
 
 
 def compute_features(events: Path, start: dt.date, end: dt.date, con: duckdb.DuckDBPyConnection | None = None,
-                     threads: int = 2, maturity_days: int = DEFAULT_MATURITY_DAYS) -> pd.DataFrame:
+                     threads: int = 2, maturity_days: int | None = None,
+                     features: Features | None = None) -> pd.DataFrame:
     """Transactions with start <= day < end, with point-in-time features, joined to their decisions,
     ordered by time."""
     con = con or connect(threads)
-    with window_relations(con, events, start, end):
-        return con.execute(f"SELECT * FROM ({feature_query(events, start, end, maturity_days)}) "
+    features, maturity_days = settings(features, maturity_days)
+    with window_relations(con, events, start, end, features):
+        return con.execute(f"SELECT * FROM ({feature_query(events, start, end, maturity_days, features)}) "
                            "ORDER BY ts, tx_id").df()
 
 
 @contextlib.contextmanager
-def window_relations(con: duckdb.DuckDBPyConnection, events: Path, start: dt.date, end: dt.date):
+def window_relations(con: duckdb.DuckDBPyConnection, events: Path, start: dt.date, end: dt.date,
+                     features: Features | None = None):
     """Register ``card_windows`` and ``merchant_windows`` in ``con`` for the duration of the block:
-    the window aggregates of every transaction from LOOKBACK_DAYS before start up to end."""
+    the window aggregates of every transaction from the configured lookback before start up to end."""
     import polars as pl
 
-    tx_files = list_partitions(Path(events) / "transactions", start - dt.timedelta(days=LOOKBACK_DAYS), end)
+    features, _ = settings(features, 0)
+    tx_files = list_partitions(Path(events) / "transactions", start - dt.timedelta(days=features.lookback_days),
+                               end)
     if not tx_files:
         feature_query(events, start, end)  # raises the clear "no transactions" error
     tx = pl.from_arrow(con.sql(f"SELECT tx_id, ts, card_id, merchant_id, amount FROM read_parquet("

@@ -2,7 +2,7 @@
 for a batch.
 
 The scoring service keeps each card's and each merchant's recent transactions in memory: seeded at
-start from the event logs (days [seed_day - LOOKBACK_DAYS, seed_day)), then appended with every scored
+start from the event logs (days [seed_day - lookback_days, seed_day)), then appended with every scored
 request. A request's features use only what is strictly earlier than its timestamp (windows
 ``[t - w, t)``, as offline: another transaction at the same instant is not known).
 
@@ -14,8 +14,8 @@ service scores in time order (tested on a replayed day, ``tests/release/test_onl
   amount_vs_card_avg_30d, amount_vs_card_max_30d, card_merchants_24h;
 - merchant windows: merchant_tx_1h, merchant_tx_24h, merchant_tx_7d, merchant_amount_24h,
   amount_vs_merchant_avg_7d;
-- card_age_days: "days since first seen", capped at CARD_AGE_CAP_DAYS, first seen counted from the
-  service's seed day minus LOOKBACK_DAYS, exactly as an offline call whose window starts on the seed
+- card_age_days: "days since first seen", capped at card_age_cap_days, first seen counted from the
+  service's seed day minus lookback_days, exactly as an offline call whose window starts on the seed
   day. (An offline call starting on another day reads a different lookback; the two can then differ
   for a card whose only activity before the last 30 days lies more than 60 days back. That is a
   property of the offline definition, which the cap keeps rare.)
@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from release.features import (CARD_AGE_CAP_DAYS, CATEGORIES, DEFAULT_MATURITY_DAYS, LOOKBACK_DAYS,
-                              RATE_PRIOR_TX, RATE_WINDOW_DAYS, _sql_list, connect)
+from release.features import CATEGORIES, _sql_list, connect, settings
+from release.pipeline import Features
 from release.io import list_partitions
 
 US = 1_000_000  # timestamps are integer microseconds since the epoch, as in the event logs
@@ -106,13 +106,16 @@ class RatePrep:
     window: pd.DataFrame  # tx_id, merchant_id: the allowed transactions of [day - m - w, day - m - 1]
     allowed: pd.Series  # per merchant
     frauds: pd.Series  # per merchant: disputes of window transactions that arrived by day - 2
+    prior_tx: float  # the shrinkage's prior weight (the feature settings')
 
 
-def prepare_rates(events: Path, day: dt.date, maturity_days: int = DEFAULT_MATURITY_DAYS) -> RatePrep:
-    """The heavy part of ``merchant_fraud_rates`` (reads ~RATE_WINDOW_DAYS days of logs); safe to run a
+def prepare_rates(events: Path, day: dt.date, maturity_days: int | None = None,
+                  features: Features | None = None) -> RatePrep:
+    """The heavy part of ``merchant_fraud_rates`` (reads the fraud rate's window of logs); safe to run a
     day ahead, in the background."""
     events = Path(events)
-    m, w = int(maturity_days), RATE_WINDOW_DAYS
+    features, maturity_days = settings(features, maturity_days)
+    m, w = int(maturity_days), int(features.merchant_fraud_rate.window_days)
     lo, hi = day - dt.timedelta(days=m + w), day - dt.timedelta(days=m + 1)  # the window, both ends included
     tx = list_partitions(events / "transactions", lo, hi + dt.timedelta(days=1))
     dec = list_partitions(events / "decisions", lo, hi + dt.timedelta(days=1))
@@ -130,7 +133,7 @@ def prepare_rates(events: Path, day: dt.date, maturity_days: int = DEFAULT_MATUR
     finally:
         con.close()
     return RatePrep(day=day, window=window, allowed=window["merchant_id"].value_counts(),
-                    frauds=_frauds(window, disputes))
+                    frauds=_frauds(window, disputes), prior_tx=float(features.merchant_fraud_rate.prior_tx))
 
 
 def _frauds(window: pd.DataFrame, disputes: pd.DataFrame) -> pd.Series:
@@ -153,36 +156,37 @@ def finish_rates(events: Path, prep: RatePrep) -> tuple[dict, float | None]:
     g_allowed, g_frauds = int(prep.allowed.sum()), int(frauds.sum())
     if g_allowed <= 0:
         return {}, None
-    prior = RATE_PRIOR_TX * g_frauds / g_allowed
+    k_prior = prep.prior_tx
+    prior = k_prior * g_frauds / g_allowed
     f = frauds.reindex(prep.allowed.index, fill_value=0)
-    rates = {mid: ((int(k) + prior) / (int(a) + RATE_PRIOR_TX), int(a))
+    rates = {mid: ((int(k) + prior) / (int(a) + k_prior), int(a))
              for mid, a, k in zip(prep.allowed.index, prep.allowed.to_numpy(), f.to_numpy())}
-    return rates, (0 + prior) / (0 + RATE_PRIOR_TX)
+    return rates, (0 + prior) / (0 + k_prior)
 
 
-def merchant_fraud_rates(events: Path, day: dt.date,
-                         maturity_days: int = DEFAULT_MATURITY_DAYS) -> tuple[dict, float | None]:
+def merchant_fraud_rates(events: Path, day: dt.date, maturity_days: int | None = None,
+                         features: Features | None = None) -> tuple[dict, float | None]:
     """Every merchant's (merchant_fraud_rate, merchant_matured_tx) on ``day``, and the all-merchant rate
     (what a merchant with no matured transactions gets). The same definition as the ``rate`` relation of
     ``release.features.feature_query`` (tested equal): allowed transactions of the days
-    [day - maturity - RATE_WINDOW_DAYS, day - maturity - 1], each dispute counted from the day after it
-    arrived, shrunk toward the all-merchant rate with RATE_PRIOR_TX transactions of prior weight."""
-    return finish_rates(events, prepare_rates(events, day, maturity_days))
+    [day - maturity - window, day - maturity - 1], each dispute counted from the day after it arrived,
+    shrunk toward the all-merchant rate with the configured prior weight (in transactions)."""
+    return finish_rates(events, prepare_rates(events, day, maturity_days, features))
 
 
 class OnlineFeatures:
     """Per-card and per-merchant history in memory; ``features_and_add`` gives one transaction's
     point-in-time features and then remembers it. Thread-safe."""
 
-    def __init__(self, events: Path, seed_day: dt.date, maturity_days: int = DEFAULT_MATURITY_DAYS,
-                 prepare_ahead: bool = True):
+    def __init__(self, events: Path, seed_day: dt.date, maturity_days: int | None = None,
+                 features: Features | None = None, prepare_ahead: bool = True):
         self.events = Path(events)
         self.prepare_ahead = prepare_ahead
         self._rate_lock = threading.Lock()
         self._prepared: dict[dt.date, RatePrep] = {}
         self._preparing: dict[dt.date, threading.Thread] = {}
         self.seed_day = seed_day
-        self.maturity_days = int(maturity_days)
+        self.settings, self.maturity_days = settings(features, maturity_days)
         self._cards: dict[str, _History] = {}
         self._merchants: dict[str, _History] = {}
         self._rates: OrderedDict[dt.date, tuple[dict, float | None]] = OrderedDict()
@@ -194,7 +198,7 @@ class OnlineFeatures:
     # ---- history ------------------------------------------------------------------------------------
 
     def _seed(self) -> int:
-        files = list_partitions(self.events / "transactions", self.seed_day - dt.timedelta(days=LOOKBACK_DAYS),
+        files = list_partitions(self.events / "transactions", self.seed_day - dt.timedelta(days=self.settings.lookback_days),
                                 self.seed_day)
         if not files:
             return 0
@@ -264,7 +268,7 @@ class OnlineFeatures:
             worker = self._preparing.pop(day, None)
             if worker is not None:
                 worker.join()
-            prep = self._prepared.pop(day, None) or prepare_rates(self.events, day, self.maturity_days)
+            prep = self._prepared.pop(day, None) or prepare_rates(self.events, day, self.maturity_days, self.settings)
             got = finish_rates(self.events, prep)
             self._rates[day] = got
             while len(self._rates) > 3:
@@ -284,7 +288,7 @@ class OnlineFeatures:
 
     def _prepare(self, day: dt.date) -> None:
         try:
-            self._prepared[day] = prepare_rates(self.events, day, self.maturity_days)
+            self._prepared[day] = prepare_rates(self.events, day, self.maturity_days, self.settings)
         except Exception:  # noqa: BLE001 - the day's first request then computes it in full
             import logging
 
@@ -332,7 +336,7 @@ class OnlineFeatures:
         out["amount_vs_card_avg_30d"] = amount / (avg30 + 1)
         out["amount_vs_card_max_30d"] = amount / (max30 + 1)
         first = ts if c.first_seen is None else min(c.first_seen, ts)
-        out["card_age_days"] = min((ts // US - first // US) / 86400.0, float(CARD_AGE_CAP_DAYS))
+        out["card_age_days"] = min((ts // US - first // US) / 86400.0, float(self.settings.card_age_cap_days))
         out["card_merchants_24h"] = float(len(set(c.merchant[lo24h:hi])))
         m = self._merchants.get(merchant_id)
         if m is None:

@@ -48,7 +48,7 @@ import pandas as pd
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from release.config import load_yaml_model
-from release.features import DEFAULT_MATURITY_DAYS, FEATURE_COLUMNS
+from release.features import FEATURE_COLUMNS
 from release.online_features import OnlineFeatures, epoch_us
 from release.ramp import PAUSED, RAMPING, card_bucket
 
@@ -271,7 +271,7 @@ class ScoringService:
         self.log = DecisionLog(flush_every=self.config.decision_log.flush_every,
                                flush_ms=self.config.decision_log.flush_ms,
                                compact_after_s=self.config.decision_log.compact_after_s)
-        self.features = OnlineFeatures(self.events, self.seed_day, self._maturity_days())
+        self.features = OnlineFeatures(self.events, self.seed_day, *self._feature_settings())
         self._seen: OrderedDict[str, dict] = OrderedDict()
         self.resumed_rows = self._resume_from_log()
         self._queue: queue.Queue = queue.Queue(maxsize=self.config.shadow_queue)
@@ -280,17 +280,23 @@ class ScoringService:
         self._controller = None
         self._want_controller = controller
 
-    def _maturity_days(self) -> int:
-        if self.config.maturity_days is not None:
-            return self.config.maturity_days
+    def _feature_settings(self):
+        """(label maturity, feature settings) of the production model's snapshot: live features are
+        computed as its training rows were. The service configuration may override the maturity."""
         from release import registry
+        from release.pipeline import pipeline
         from release.settings import paths
+        from release.training_set import snapshot_settings
 
         prod = registry.tagged("production")
         manifest = paths().snapshots / prod.snapshot_hash / "manifest.json" if prod else None
         if manifest is not None and manifest.exists():
-            return int(json.loads(manifest.read_text())["config"]["maturity_days"])
-        return DEFAULT_MATURITY_DAYS
+            features, maturity = snapshot_settings(json.loads(manifest.read_text()))
+        else:
+            features, maturity = pipeline().features, pipeline().labels.maturity_days
+        if self.config.maturity_days is not None:
+            maturity = self.config.maturity_days
+        return maturity, features
 
     def _resume_from_log(self) -> int:
         """After a restart: the transactions this service already scored (on or after the seed day) go

@@ -69,10 +69,16 @@ def contracts_file() -> Path:
 
 def source_mapping() -> Path | None:
     """The column mapping of a team's own transaction log, if one is configured: ``FRAUDCD_SOURCE``, else
-    ``<config>/source.yaml`` when it exists. None: the event logs under FRAUDCD_HOME are read as they are."""
+    the pipeline configuration's ``source``, else ``<config>/source.yaml`` when it exists. None: the event
+    logs under FRAUDCD_HOME are read as they are."""
+    from release.pipeline import pipeline
+
     env = os.environ.get("FRAUDCD_SOURCE")
     if env:
         return Path(env).resolve()
+    configured = pipeline().source_path()
+    if configured is not None:
+        return configured
     p = config_dir() / "source.yaml"
     return p if p.exists() else None
 

@@ -6,7 +6,9 @@ so they carry no label (censoring); exploration rows (would-be blocks let throug
 inverse-propensity weight. Immature rows never enter the snapshot.
 
 Snapshots are content-addressed: the hash covers the input partitions' bytes, the build configuration
-and the feature-code version, so the same inputs give the same hash and a rerun is a no-op.
+(maturity, history, feature settings) and the feature code itself, so the same inputs give the same hash
+and a rerun is a no-op. Maturity, history and feature settings make a snapshot's lineage: a build's volume
+check compares it with the latest earlier snapshot of its own lineage, never one of another maturity.
 """
 from __future__ import annotations
 
@@ -22,9 +24,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from release.features import (FEATURE_COLUMNS, FEATURES_VERSION, LOOKBACK_DAYS, NULLABLE_FEATURES,
-                              RATE_WINDOW_DAYS, _sql_list, connect, feature_query,
-                              window_relations)
+from release.features import FEATURE_COLUMNS, NULLABLE_FEATURES, _sql_list, connect, feature_query, window_relations
+from release.pipeline import Features, feature_code_digest, lineage_key, lineage_of, pipeline
 from release import data_quality
 from release.data_quality import DATA_CHECKS  # noqa: F401  (re-exported: contracts name these)
 from release.io import file_sha256, list_partitions
@@ -136,12 +137,14 @@ def check_data_contract(df: pd.DataFrame, *, required_columns: list[str] | None 
     return checks
 
 
-def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date, maturity_days: int) -> list[list[str]]:
+def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date, maturity_days: int,
+            features: Features) -> list[list[str]]:
     """Every partition the build reads: transactions and decisions back to the oldest the features
     look at (the merchant fraud rate reaches furthest), disputes up to as-of; and the transactions and
     disputes the manifest's label completeness rests on (its cohorts, as_of - horizon - cohort days to
     as_of - horizon, which the features' reach already covers with the default windows)."""
-    first = start - dt.timedelta(days=max(LOOKBACK_DAYS, maturity_days + RATE_WINDOW_DAYS + 1))
+    first = start - dt.timedelta(days=max(features.lookback_days,
+                                          maturity_days + features.merchant_fraud_rate.window_days + 1))
     cohort_end = as_of - dt.timedelta(days=label_completeness.HORIZON_DAYS)
     cohort_start = cohort_end - dt.timedelta(days=label_completeness.COHORT_DAYS)
     files = (list_partitions(events / "transactions", min(first, cohort_start), max(end, cohort_end))
@@ -150,22 +153,29 @@ def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date, maturity
     return [[str(f.relative_to(events)), file_sha256(f)] for f in files]
 
 
-def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date, *, maturity_days: int = 60,
-                       history_days: int = 120, previous_rows: int | None = None,
-                       memory_limit: str = "3GB") -> Snapshot:
+def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date, *, maturity_days: int | None = None,
+                       history_days: int | None = None, features: Features | None = None,
+                       previous_rows: int | None = None, memory_limit: str = "3GB") -> Snapshot:
     """Build (or find) the snapshot of matured, labelled rows with ts in
     [as_of - history_days, as_of - maturity_days). Idempotent: same inputs, same hash, same folder.
+    Maturity, history and feature settings default to the pipeline configuration's.
 
     The rows stay in DuckDB (spilling to disk past ``memory_limit``) from the feature query to the
     Parquet file; only the columns the labels and the data contract need come into pandas."""
+    cfg = pipeline()
+    maturity_days = cfg.labels.maturity_days if maturity_days is None else maturity_days
+    history_days = cfg.training_set.history_days if history_days is None else history_days
+    features = cfg.features if features is None else features
     _check_int("maturity_days", maturity_days, 1, 180)
     _check_int("history_days", history_days, maturity_days + 1, 3650)
     events, snapshots = Path(events), Path(snapshots)
     start = as_of - dt.timedelta(days=history_days)
     end = as_of - dt.timedelta(days=maturity_days)
+    lineage = lineage_of(maturity_days, history_days, features)
     config = {"as_of": as_of.isoformat(), "maturity_days": maturity_days, "history_days": history_days,
-              "features_version": FEATURES_VERSION}
-    inputs = _inputs(events, start, end, as_of, maturity_days)
+              "features": features.model_dump(mode="json"), "feature_code": feature_code_digest(),
+              "lineage": lineage_key(lineage)}
+    inputs = _inputs(events, start, end, as_of, maturity_days, features)
     digest = hashlib.sha256(json.dumps({"config": config, "inputs": inputs}, sort_keys=True).encode()).hexdigest()
     snap = Snapshot(hash=digest, path=snapshots / digest)
     if (snap.path / "manifest.json").exists():
@@ -179,11 +189,11 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
         disputes = (f"read_parquet({_sql_list(dispute_files)})" if dispute_files else
                     "(SELECT CAST(NULL AS BIGINT) AS tx_id, CAST(NULL AS TIMESTAMPTZ) AS dispute_ts WHERE false)")
         at = pd.Timestamp(as_of, tz="UTC")
-        with window_relations(con, events, start, end):
+        with window_relations(con, events, start, end, features):
             con.execute(f"""CREATE TEMP TABLE snap AS
                 WITH known AS ({known_disputes_sql(disputes, at)})
                 SELECT f.*, {label_sql(at, maturity_days)}
-                FROM ({feature_query(events, start, end, maturity_days)}) f LEFT JOIN known USING (tx_id)""")
+                FROM ({feature_query(events, start, end, maturity_days, features)}) f LEFT JOIN known USING (tx_id)""")
         con.execute("ALTER TABLE snap DROP COLUMN matured")
         rows, labelled, frauds, blocked, explored = con.execute(
             "SELECT count(*), count(label), count(*) FILTER (WHERE label = 1),"
@@ -227,14 +237,30 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
     return snap
 
 
-def latest_snapshot(snapshots: str | Path, before: dt.date | None = None) -> Snapshot | None:
+def snapshot_settings(manifest: dict) -> tuple[Features, int]:
+    """The feature settings and label maturity a snapshot was built with: whoever scores for its model
+    (shadow, the scoring service) computes features the same way."""
+    cfg = manifest["config"]
+    feats = Features.model_validate(cfg["features"]) if "features" in cfg else Features()
+    return feats, int(cfg["maturity_days"])
+
+
+def configured_lineage() -> str:
+    """The lineage key of the snapshots the pipeline configuration builds."""
+    return lineage_key(pipeline().lineage())
+
+
+def latest_snapshot(snapshots: str | Path, before: dt.date | None = None, lineage: str | None = None) -> Snapshot | None:
     """The most recent good snapshot by as-of date (builds that failed their contract never land);
-    with ``before``, the most recent one whose as-of date is earlier than it."""
+    with ``before``, the most recent one whose as-of date is earlier than it; with ``lineage``, only
+    snapshots of that lineage (same maturity, history and feature settings)."""
     best = None
     for m in Path(snapshots).glob("*/manifest.json"):
         if m.parent.name.startswith("."):  # an in-flight (or crashed) build's temp folder has not landed
             continue
         man = json.loads(m.read_text())
+        if lineage is not None and man["config"].get("lineage") != lineage:
+            continue
         key = man["config"]["as_of"]
         if before is not None and key >= before.isoformat():
             continue
@@ -244,13 +270,14 @@ def latest_snapshot(snapshots: str | Path, before: dt.date | None = None) -> Sna
 
 
 def resolve_snapshot(snapshots: str | Path, selector: str) -> Snapshot:
-    """A training workflow's snapshot selector: "latest" (the most recent good build), a snapshot hash,
-    or "as_of:YYYY-MM-DD" (the most recent build before that date)."""
+    """A training workflow's snapshot selector: "latest" (the most recent good build of the configured
+    lineage: the pipeline configuration's maturity, history and feature settings), a snapshot hash, or
+    "as_of:YYYY-MM-DD" (the most recent build of that lineage before that date)."""
     snapshots = Path(snapshots)
     if selector == "latest":
-        snap = latest_snapshot(snapshots)
+        snap = latest_snapshot(snapshots, lineage=configured_lineage())
     elif selector.startswith("as_of:"):
-        snap = latest_snapshot(snapshots, before=dt.date.fromisoformat(selector[6:]))
+        snap = latest_snapshot(snapshots, before=dt.date.fromisoformat(selector[6:]), lineage=configured_lineage())
     else:
         snap = Snapshot(hash=selector, path=snapshots / selector)
         if not (snap.path / "manifest.json").exists():

@@ -20,7 +20,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}"
 os.environ["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(_SESSION_DIR / "airflow" / "logs")
 os.environ["FRAUDCD_HOME"] = str(_SESSION_DIR / "home")
-for var in ("FRAUDCD_STATE_URL", "FRAUDCD_CONFIG", "FRAUDCD_CONTRACTS"):
+for var in ("FRAUDCD_STATE_URL", "FRAUDCD_CONFIG", "FRAUDCD_CONTRACTS", "FRAUDCD_PIPELINE", "FRAUDCD_SOURCE"):
     os.environ.pop(var, None)
 
 

@@ -31,6 +31,9 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from release.approval_task import ThresholdApprovalOperator
+from release.pipeline import pipeline
+
+SCHEDULE = pipeline().schedule.release  # start date and cadence: config/pipeline.yaml
 
 # How long the approval task waits for a person (seconds). Bounded on purpose.
 APPROVAL_TIMEOUT_S = int(os.environ.get("FRAUDCD_APPROVAL_TIMEOUT_S", str(3 * 24 * 3600)))
@@ -38,8 +41,9 @@ APPROVAL_TIMEOUT_S = int(os.environ.get("FRAUDCD_APPROVAL_TIMEOUT_S", str(3 * 24
 
 @dag(
     dag_id=Path(__file__).stem,
-    schedule=timedelta(days=14),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    schedule=timedelta(days=SCHEDULE.every_days),
+    start_date=pendulum.datetime(SCHEDULE.start_date.year, SCHEDULE.start_date.month, SCHEDULE.start_date.day,
+                                 tz="UTC"),
     catchup=False,
     max_active_runs=1,
     tags=["fraud-cd", "release"],
@@ -53,17 +57,19 @@ APPROVAL_TIMEOUT_S = int(os.environ.get("FRAUDCD_APPROVAL_TIMEOUT_S", str(3 * 24
 )
 def release():
     @task
-    def snapshot(data_interval_end=None) -> str:
+    def snapshot(data_interval_end=None, dag_run=None) -> str:
         from release.cycle import build_snapshot
 
-        return build_snapshot(data_interval_end)
+        return build_snapshot(data_interval_end, run_after=getattr(dag_run, "run_after", None))
 
     @task
-    def start(snapshot_hash: str, data_interval_end=None, params=None) -> str:
+    def start(snapshot_hash: str, data_interval_end=None, dag_run=None, params=None) -> str:
         from release.cycle import start_release
+        from release.pipeline import run_period
 
         params = params or {}
-        return start_release(data_interval_end, snapshot_hash, params.get("workflow"), params.get("overrides"))
+        _, as_of = run_period(None, data_interval_end, getattr(dag_run, "run_after", None))
+        return start_release(as_of, snapshot_hash, params.get("workflow"), params.get("overrides"))
 
     @task
     def incumbent(rid: str) -> str:

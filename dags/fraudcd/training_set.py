@@ -1,11 +1,14 @@
 """
 ### training_set
 
-Daily: ingest the day from a team's own transaction log when a column mapping is configured
-(`FRAUDCD_SOURCE`), then rebuild the training-set snapshot as of the end of the data interval, even when no release
-follows, so a broken data job is found weeks before it would block one.
+Daily (start date and cadence: `schedule.training_set` of the pipeline configuration, config/pipeline.yaml):
+ingest the run's days from a team's own transaction log when a column mapping is configured, then rebuild the
+training-set snapshot as of the end of the run's period, even when no release follows, so a broken data job is
+found weeks before it would block one. The period is the data interval; a zero-length one (manual and trigger
+runs) or none at all covers the cadence's days before its end (or before `run_after`). A configured source with
+no transaction in the period fails the task.
 
-Point-in-time features, labels only once matured (60 days), blocked rows unlabelled, exploration rows
+Point-in-time features, labels only once matured (`labels.maturity_days`), blocked rows unlabelled, exploration rows
 weighted by 1/propensity, a data contract that refuses a bad build (the last good snapshot stays), and
 a content hash: rerunning the same interval finds the same snapshot. Publishes the `fraudcd-training-set`
 asset.
@@ -18,13 +21,17 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import Asset, dag, task
 
+from release.pipeline import pipeline
+
 TRAINING_SET = Asset("fraudcd-training-set")
+SCHEDULE = pipeline().schedule.training_set
 
 
 @dag(
     dag_id=Path(__file__).stem,
-    schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    schedule=timedelta(days=SCHEDULE.every_days),
+    start_date=pendulum.datetime(SCHEDULE.start_date.year, SCHEDULE.start_date.month, SCHEDULE.start_date.day,
+                                 tz="UTC"),
     catchup=False,
     max_active_runs=1,
     tags=["fraud-cd", "data"],
@@ -33,16 +40,16 @@ TRAINING_SET = Asset("fraudcd-training-set")
 )
 def training_set():
     @task
-    def ingest(data_interval_start=None, data_interval_end=None) -> dict:
+    def ingest(data_interval_start=None, data_interval_end=None, dag_run=None) -> dict:
         from release.cycle import ingest_interval
 
-        return ingest_interval(data_interval_start, data_interval_end)
+        return ingest_interval(data_interval_start, data_interval_end, getattr(dag_run, "run_after", None))
 
     @task(outlets=[TRAINING_SET])
-    def build(data_interval_end=None) -> str:
+    def build(data_interval_end=None, dag_run=None) -> str:
         from release.cycle import build_snapshot
 
-        return build_snapshot(data_interval_end)
+        return build_snapshot(data_interval_end, run_after=getattr(dag_run, "run_after", None))
 
     ingest() >> build()
 

@@ -7,7 +7,11 @@ import math
 import pandas as pd
 import pytest
 
-from release.features import CARD_AGE_CAP_DAYS, CATEGORIES, LOOKBACK_DAYS, compute_features
+from release.features import CATEGORIES, compute_features
+from release.pipeline import PipelineConfig
+
+CARD_AGE_CAP_DAYS = PipelineConfig().features.card_age_cap_days
+LOOKBACK_DAYS = PipelineConfig().features.lookback_days
 from release.io import write_partition
 
 D = dt.date(2026, 3, 10)
@@ -204,7 +208,7 @@ RATE_DISPUTES = [(101, back(10)), (102, ts(D, 8)), (105, back(40)), (106, back(1
 
 
 def test_merchant_fraud_rate_counts_only_matured_labels_known_before_the_day(tmp_path):
-    from release.features import RATE_PRIOR_TX as K
+    K = PipelineConfig().features.merchant_fraud_rate.prior_tx
 
     events = tmp_path / "events"
     write_decided(events, RATE_HISTORY + [

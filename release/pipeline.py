@@ -1,0 +1,172 @@
+"""The pipeline configuration: one validated YAML file (``config/pipeline.yaml``, or ``FRAUDCD_PIPELINE``)
+holding every time setting of the pipeline, read by the DAGs (start dates and cadences included), the
+training-set build, the feature engines (offline and online) and the CLI. Nothing else hard-codes them.
+
+- ``labels.maturity_days``: a transaction's label counts once it is this old.
+- ``training_set.history_days``: how far back a snapshot reaches (its matured window is
+  [as_of - history_days, as_of - maturity_days)).
+- ``features``: the settings of the feature definitions: the merchant (or terminal) fraud rate's window
+  and prior, the card-age cap, how far back window features read.
+- ``schedule``: start date and cadence of the daily training-set DAG and of the release DAG.
+- ``source``: the column mapping of a team's own transaction log (relative to this file), if any.
+
+What defines a snapshot lineage (labels, history, features) is hashed into every snapshot; a change of any
+of them starts a new lineage, whose volume check compares like with like.
+
+Errors name the file, the key and what is allowed; unknown and duplicate keys are errors (a typo never
+silently drops a setting).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from release.config import load_yaml_model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Labels(_Strict):
+    maturity_days: int = Field(60, ge=1, le=180)
+
+
+class TrainingSet(_Strict):
+    history_days: int = Field(120, ge=2, le=3650)
+
+
+class FraudRate(_Strict):
+    """The merchant's (or the mapped stand-in's, e.g. a terminal's) fraud rate: matured transactions of the
+    last ``window_days`` before maturity, shrunk toward the all-merchant rate with ``prior_tx`` transactions
+    of prior weight."""
+    window_days: int = Field(90, ge=1, le=730)
+    prior_tx: float = Field(200.0, gt=0)  # > 0: a merchant with no matured row gets the prior
+
+
+class Features(_Strict):
+    merchant_fraud_rate: FraudRate = FraudRate()
+    # "days since first seen", capped below lookback_days so offline and online agree (see features.py)
+    card_age_cap_days: int = Field(30, ge=1, le=365)
+    # how far back window features read before a window's start: at least the longest window (30 days)
+    lookback_days: int = Field(60, ge=31, le=730)
+
+    @model_validator(mode="after")
+    def _cap_below_lookback(self):
+        if self.card_age_cap_days >= self.lookback_days:
+            raise ValueError(f"card_age_cap_days ({self.card_age_cap_days}) must be below lookback_days "
+                             f"({self.lookback_days}): an age capped above what is read depends on the query")
+        return self
+
+
+class DagSchedule(_Strict):
+    start_date: dt.date
+    every_days: int = Field(ge=1, le=366)
+
+
+class Schedule(_Strict):
+    training_set: DagSchedule = DagSchedule(start_date=dt.date(2026, 1, 1), every_days=1)
+    release: DagSchedule = DagSchedule(start_date=dt.date(2026, 1, 1), every_days=14)
+
+
+class PipelineConfig(_Strict):
+    labels: Labels = Labels()
+    training_set: TrainingSet = TrainingSet()
+    features: Features = Features()
+    schedule: Schedule = Schedule()
+    source: str | None = None  # a column-mapping YAML, relative to the pipeline file's folder
+    path: str | None = Field(None, exclude=True)  # where it was read from (set on load, not in the file)
+
+    @model_validator(mode="after")
+    def _history_beyond_maturity(self):
+        if self.training_set.history_days <= self.labels.maturity_days:
+            raise ValueError(f"training_set.history_days ({self.training_set.history_days}) must exceed "
+                             f"labels.maturity_days ({self.labels.maturity_days}): no matured window otherwise")
+        return self
+
+    def lineage(self) -> dict:
+        return lineage_of(self.labels.maturity_days, self.training_set.history_days, self.features)
+
+    def source_path(self) -> Path | None:
+        if self.source is None:
+            return None
+        p = Path(self.source).expanduser()
+        return p if p.is_absolute() or self.path is None else (Path(self.path).parent / p).resolve()
+
+
+def pipeline_file() -> Path:
+    from release.settings import config_dir
+
+    return Path(os.environ.get("FRAUDCD_PIPELINE", config_dir() / "pipeline.yaml")).resolve()
+
+
+def load_pipeline(path: str | Path | None = None) -> PipelineConfig:
+    """The pipeline configuration at ``path`` (default: ``pipeline_file()``; embedded defaults when that
+    file does not exist and no path was given)."""
+    p = Path(path) if path is not None else pipeline_file()
+    if path is None and not p.exists():
+        return PipelineConfig()
+    cfg = load_yaml_model(p, PipelineConfig)
+    return cfg.model_copy(update={"path": str(p.resolve())})
+
+
+@lru_cache(maxsize=8)
+def _cached(path: str, mtime_ns: int) -> PipelineConfig:
+    return load_pipeline(path)
+
+
+def pipeline() -> PipelineConfig:
+    """The configuration in force, re-read when its file changes."""
+    p = pipeline_file()
+    if not p.exists():
+        return PipelineConfig()
+    return _cached(str(p), p.stat().st_mtime_ns)
+
+
+def feature_code_digest() -> str:
+    """The hash of the feature definitions themselves (the offline engine's SQL and windows), so a snapshot's
+    hash changes when the feature code changes, without a hand-bumped version string."""
+    from release import features
+
+    return hashlib.sha256(Path(features.__file__).read_bytes()).hexdigest()[:16]
+
+
+def lineage_of(maturity_days: int, history_days: int, features: Features) -> dict:
+    """What makes two snapshots comparable: label maturity, history and the feature settings."""
+    return {"maturity_days": int(maturity_days), "history_days": int(history_days),
+            "features": features.model_dump(mode="json")}
+
+
+def lineage_key(lineage: dict) -> str:
+    return hashlib.sha256(json.dumps(lineage, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_period(start: dt.datetime | dt.date | str | None, end: dt.datetime | dt.date | str | None,
+               run_after: dt.datetime | dt.date | str | None = None, every_days: int = 1) -> tuple[dt.date, dt.date]:
+    """The days [first, end) a run covers, from what Airflow 3 really gives a task: a data interval
+    [start, end); a zero-length one (trigger timetables, manual runs: start == end); or none at all (a run
+    without a logical date), where the run's ``run_after`` stands in for its end. A zero-length or absent
+    interval covers the ``every_days`` days before its end. Never an empty period: an interval that would
+    cover no whole day is an error, not a silent no-op."""
+    def day(x) -> dt.date | None:
+        if x is None:
+            return None
+        if isinstance(x, dt.datetime):
+            return x.date()
+        if isinstance(x, dt.date):
+            return x
+        return dt.datetime.fromisoformat(str(x)).date()
+
+    last = day(end) or day(run_after)
+    if last is None:
+        raise ValueError("The run has no data interval and no run_after: cannot tell which days it covers.")
+    first = day(start)
+    if first is None or first >= last:
+        first = last - dt.timedelta(days=int(every_days))
+    return first, last
