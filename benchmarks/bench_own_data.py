@@ -53,7 +53,10 @@ PIPELINE = """\
 labels: {{maturity_days: 7}}          # labels arrive within a week here: use them after a week
 training_set: {{history_days: 60}}
 features:
-  merchant_fraud_rate: {{window_days: {window}, prior_tx: {prior}}}
+  risk:                               # the terminal (standing in for the merchant): fast and slow fraud rates
+    - {{rate: terminal_fraud_rate_1d, count: terminal_matured_tx_1d, window_days: 1, prior_tx: {prior}}}
+    - {{rate: terminal_fraud_rate_7d, count: terminal_matured_tx_7d, window_days: 7, prior_tx: {prior}}}
+    - {{rate: terminal_fraud_rate_30d, count: terminal_matured_tx_30d, window_days: 30, prior_tx: {prior}}}
 schedule:
   training_set: {{start_date: 2018-04-01, every_days: 1}}
   release: {{start_date: 2018-05-01, every_days: 14}}
@@ -67,7 +70,8 @@ features: [amount, log_amount, hour,
            card_tx_1h, card_tx_24h, card_amount_24h, card_tx_7d, card_amount_7d, card_tx_30d,
            amount_vs_card_avg_30d, amount_vs_card_max_30d, card_age_days, card_merchants_24h,
            merchant_tx_1h, merchant_tx_24h, merchant_tx_7d, merchant_amount_24h, amount_vs_merchant_avg_7d,
-           merchant_fraud_rate, merchant_matured_tx]
+           terminal_fraud_rate_1d, terminal_matured_tx_1d, terminal_fraud_rate_7d, terminal_matured_tx_7d,
+           terminal_fraud_rate_30d, terminal_matured_tx_30d]
 train_window: {{start: {train0}, end: {train1}}}
 eval_window: {{start: {test0}, end: {test1}}}
 seed: 7
@@ -87,11 +91,11 @@ def fraudcd(*args: str, env: dict) -> str:
     return r.stdout
 
 
-def project_scores(log: Path, work: Path, window: int, prior: float) -> dict:
+def project_scores(log: Path, work: Path, prior: float) -> dict:
     """The documented path on ``log``; ROC-AUC and AP of the candidate on the test week."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "source.yaml").write_text(MAPPING.format(log=log))
-    (work / "pipeline.yaml").write_text(PIPELINE.format(window=window, prior=prior))
+    (work / "pipeline.yaml").write_text(PIPELINE.format(prior=prior))
     (work / "workflow.yaml").write_text(WORKFLOW.format(train0=TRAIN[0], train1=TRAIN[1], test0=TEST[0],
                                                         test1=TEST[1]))
     env = dict(os.environ, FRAUDCD_HOME=str(work / "home"), FRAUDCD_PIPELINE=str(work / "pipeline.yaml"))
@@ -124,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--terminals", type=int, default=10000)
     ap.add_argument("--days", type=int, default=183)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rate-window", type=int, default=28, help="merchant (terminal) fraud-rate window, days")
-    ap.add_argument("--rate-prior", type=float, default=5.0, help="its prior weight, in transactions")
+    ap.add_argument("--rate-prior", type=float, default=1.0, help="the terminal fraud rates' prior weight, in "
+                    "transactions")
     ap.add_argument("--keep", type=Path, help="work here and keep the files (default: a temp folder)")
     args = ap.parse_args(argv)
 
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         base = hb.baseline_scores(hb.read_log(log), seed=args.seed)
         t2 = time.perf_counter()
-        proj = project_scores(log.resolve(), work / "project", args.rate_window, args.rate_prior)
+        proj = project_scores(log.resolve(), work / "project", args.rate_prior)
         t3 = time.perf_counter()
     print(f"handbook world: {args.customers} customers, {args.terminals} terminals, {args.days} days, seed "
           f"{args.seed}: {len(df):,} transactions, {int(df['TX_FRAUD'].sum()):,} frauds (generated {t1 - t0:.1f} s)")

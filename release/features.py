@@ -25,15 +25,31 @@ from release.pipeline import Features, pipeline
 
 CATEGORIES = ["grocery", "fuel", "restaurants", "fashion", "electronics", "travel", "digital_goods",
               "gambling"]
-FEATURE_COLUMNS = [
+# The window and static features; the delayed-label risk features (the merchant's fraud rate and matured
+# count, over the windows the pipeline configuration lists) follow them: ``feature_columns``.
+BASE_FEATURE_COLUMNS = [
     "amount", "log_amount", "cross_border", "hour", "category_code",
     "card_tx_1h", "card_tx_24h", "card_amount_24h", "card_tx_7d", "card_amount_7d", "card_tx_30d",
     "amount_vs_card_avg_30d", "amount_vs_card_max_30d", "card_age_days", "card_merchants_24h",
     "merchant_tx_1h", "merchant_tx_24h", "merchant_tx_7d", "merchant_amount_24h", "amount_vs_merchant_avg_7d",
-    "merchant_fraud_rate", "merchant_matured_tx",
 ]
-# Features allowed to be null: an unknown category; a fraud rate before any label anywhere has matured.
-NULLABLE_FEATURES = ("category_code", "merchant_fraud_rate")
+
+
+def feature_columns(features: Features | None = None) -> list[str]:
+    """Every feature column, under the given (default: the configured) feature settings."""
+    features = features if features is not None else pipeline().features
+    return BASE_FEATURE_COLUMNS + features.columns()
+
+
+# The columns under the embedded default settings (tests and benchmarks of the default world); the
+# pipeline reads ``feature_columns(settings)``.
+FEATURE_COLUMNS = BASE_FEATURE_COLUMNS + Features().columns()
+
+
+def nullable_features(features: Features | None = None) -> tuple[str, ...]:
+    """Features allowed to be null: an unknown category; a fraud rate before any label anywhere has matured."""
+    features = features if features is not None else pipeline().features
+    return ("category_code", *(r.rate for r in features.risk))
 # The settings of these definitions (the fraud rate's window and prior, the card-age cap, the lookback)
 # and the label maturity are the pipeline configuration's (release/pipeline.py), never constants here.
 
@@ -60,13 +76,12 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
     Unordered: callers sort once, where the rows land."""
     events = Path(events)
     features, maturity_days = settings(features, maturity_days)
-    rate_window, prior = features.merchant_fraud_rate.window_days, features.merchant_fraud_rate.prior_tx
     if not any(list_partitions(events / "transactions", start, end)):
         raise FileNotFoundError(
             f"No transactions found in {events / 'transactions'} for days {start} .. {end - dt.timedelta(days=1)}."
             " Simulate a world (`fraudcd simulate`), ingest your own log (`fraudcd ingest`), or point"
             " FRAUDCD_HOME at your event logs.")
-    rate_from = start - dt.timedelta(days=maturity_days + rate_window + 1)
+    rate_from = start - dt.timedelta(days=maturity_days + features.widest_window() + 1)
     tx_files = list_partitions(events / "transactions", start - dt.timedelta(days=features.lookback_days), end)
     dec_files = list_partitions(events / "decisions", start, end)
     hist_tx = list_partitions(events / "transactions", rate_from, end)
@@ -76,7 +91,7 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
         raise FileNotFoundError(f"No decisions found in {events / 'decisions'} for days {start} .. "
                                 f"{end - dt.timedelta(days=1)}: every transaction needs the decision taken on it.")
     cats = ", ".join(f"'{c}'" for c in CATEGORIES)
-    m, w = int(maturity_days), int(rate_window)
+    m = int(maturity_days)
     epoch = "DATE '1970-01-01'"
     disputes = (f"SELECT tx_id, dispute_ts FROM read_parquet({_sql_list(dis_files)})" if dis_files else
                 "SELECT CAST(NULL AS BIGINT) AS tx_id, CAST(NULL AS TIMESTAMPTZ) AS dispute_ts WHERE false")
@@ -92,37 +107,16 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
     ), gd AS (
         SELECT dn, sum(allowed) AS allowed FROM md GROUP BY ALL
     ), known AS (  -- a dispute counts on day d when its transaction matured by d and it arrived before d
-        SELECT h.merchant_id,
-               greatest(date_diff('day', {epoch}, CAST(s.dispute_ts AS DATE)) + 1, h.dn + {m + 1}) AS lo,
-               h.dn + {m + w} AS hi
+        SELECT h.merchant_id, h.dn AS tdn,
+               greatest(date_diff('day', {epoch}, CAST(s.dispute_ts AS DATE)) + 1, h.dn + {m + 1}) AS lo
         FROM ({disputes}) s JOIN hist h USING (tx_id)
         WHERE h.action = 'allow'
     ), target AS (
         SELECT DISTINCT merchant_id, date_diff('day', {epoch}, CAST(ts AS DATE)) AS dn FROM tx
         WHERE ts >= {_ts(start)} AND ts < {_ts(end)}
-    ), mden AS (
-        SELECT t.merchant_id, t.dn, coalesce(sum(md.allowed), 0) AS allowed
-        FROM target t LEFT JOIN md ON md.merchant_id = t.merchant_id
-             AND md.dn BETWEEN t.dn - {m + w} AND t.dn - {m + 1}
-        GROUP BY ALL
-    ), mnum AS (
-        SELECT t.merchant_id, t.dn, count(k.lo) AS frauds
-        FROM target t LEFT JOIN known k ON k.merchant_id = t.merchant_id AND t.dn BETWEEN k.lo AND k.hi
-        GROUP BY ALL
     ), days AS (SELECT DISTINCT dn FROM target
-    ), gden AS (
-        SELECT days.dn, coalesce(sum(gd.allowed), 0) AS allowed
-        FROM days LEFT JOIN gd ON gd.dn BETWEEN days.dn - {m + w} AND days.dn - {m + 1} GROUP BY ALL
-    ), gnum AS (
-        SELECT days.dn, count(k.lo) AS frauds FROM days LEFT JOIN known k ON days.dn BETWEEN k.lo AND k.hi
-        GROUP BY ALL
-    ), rate AS (
-        SELECT mden.merchant_id, mden.dn, CAST(mden.allowed AS BIGINT) AS merchant_matured_tx,
-               CASE WHEN gden.allowed > 0 THEN
-                   (mnum.frauds + {float(prior)!r} * gnum.frauds / gden.allowed) / (mden.allowed + {float(prior)!r})
-               END::DOUBLE AS merchant_fraud_rate
-        FROM mden JOIN mnum USING (merchant_id, dn) JOIN gden USING (dn) JOIN gnum USING (dn)
-    ), f AS (
+    ){"".join(_rate_ctes(i, r, m, epoch) for i, r in enumerate(features.risk))}
+    , f AS (
         SELECT * FROM tx JOIN card_windows USING (tx_id) JOIN merchant_windows USING (tx_id)
         WHERE tx.ts >= {_ts(start)} AND tx.ts < {_ts(end)}
     )
@@ -140,12 +134,43 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
         f.card_merchants_24h,
         f.merchant_tx_1h, f.merchant_tx_24h, f.merchant_tx_7d, f.merchant_amount_24h,
         f.amount / (coalesce(f.merchant_avg_7d, f.amount) + 1) AS amount_vs_merchant_avg_7d,
-        r.merchant_fraud_rate, r.merchant_matured_tx,
+        {", ".join(f"r{i}.{r.rate}, r{i}.{r.count}" for i, r in enumerate(features.risk))},
         d.action, d.explored, d.propensity
     FROM f JOIN read_parquet({_sql_list(dec_files)}) d USING (tx_id)
-    LEFT JOIN rate r ON r.merchant_id = f.merchant_id AND r.dn = date_diff('day', {epoch}, CAST(f.ts AS DATE))
+    {" ".join(f"LEFT JOIN rate{i} r{i} ON r{i}.merchant_id = f.merchant_id AND r{i}.dn = "
+              f"date_diff('day', {epoch}, CAST(f.ts AS DATE))" for i in range(len(features.risk)))}
     WHERE f.ts >= {_ts(start)} AND f.ts < {_ts(end)}
     """
+
+
+def _rate_ctes(i: int, r, m: int, epoch: str) -> str:
+    """The relation ``rate{i}`` of risk feature ``r``: per merchant and day d, the allowed transactions of
+    the days [d - m - w, d - m - 1] (matured by d) and the disputes among them known by d, shrunk toward
+    the all-merchant rate of the same days with ``prior_tx`` transactions of prior weight."""
+    w, k = int(r.window_days), float(r.prior_tx)
+    return f"""
+    , mden{i} AS (
+        SELECT t.merchant_id, t.dn, coalesce(sum(md.allowed), 0) AS allowed
+        FROM target t LEFT JOIN md ON md.merchant_id = t.merchant_id
+             AND md.dn BETWEEN t.dn - {m + w} AND t.dn - {m + 1}
+        GROUP BY ALL
+    ), mnum{i} AS (
+        SELECT t.merchant_id, t.dn, count(k.lo) AS frauds
+        FROM target t LEFT JOIN known k ON k.merchant_id = t.merchant_id AND t.dn BETWEEN k.lo AND k.tdn + {m + w}
+        GROUP BY ALL
+    ), gden{i} AS (
+        SELECT days.dn, coalesce(sum(gd.allowed), 0) AS allowed
+        FROM days LEFT JOIN gd ON gd.dn BETWEEN days.dn - {m + w} AND days.dn - {m + 1} GROUP BY ALL
+    ), gnum{i} AS (
+        SELECT days.dn, count(k.lo) AS frauds FROM days LEFT JOIN known k ON days.dn BETWEEN k.lo AND k.tdn + {m + w}
+        GROUP BY ALL
+    ), rate{i} AS (
+        SELECT mden{i}.merchant_id, mden{i}.dn, CAST(mden{i}.allowed AS BIGINT) AS {r.count},
+               CASE WHEN gden{i}.allowed > 0 THEN
+                   (mnum{i}.frauds + {k!r} * gnum{i}.frauds / gden{i}.allowed) / (mden{i}.allowed + {k!r})
+               END::DOUBLE AS {r.rate}
+        FROM mden{i} JOIN mnum{i} USING (merchant_id, dn) JOIN gden{i} USING (dn) JOIN gnum{i} USING (dn)
+    )"""
 
 
 CARD_WINDOWS = {"1h": ("card_tx_1h",), "1d": ("card_tx_24h", "card_amount_24h"),

@@ -19,7 +19,8 @@ service scores in time order (tested on a replayed day, ``tests/release/test_onl
   day. (An offline call starting on another day reads a different lookback; the two can then differ
   for a card whose only activity before the last 30 days lies more than 60 days back. That is a
   property of the offline definition, which the cap keeps rare.)
-- merchant_fraud_rate, merchant_matured_tx: a daily batch feature. The service computes the whole
+- the risk features (merchant_fraud_rate, merchant_matured_tx by default; one rate and count per risk
+  window of the pipeline configuration): daily batch features. The service computes the whole
   table (every merchant, plus the all-merchant rate for merchants it has never seen) for a day from
   the event logs the first time a request of that day arrives. Exact when that day's inputs (matured
   decisions, disputes that arrived before the day) are in the event logs by then; a dispute logged
@@ -98,77 +99,88 @@ class _History:
 
 @dataclass
 class RatePrep:
-    """Most of a day's merchant fraud-rate table, computed ahead: the allowed transactions of the
-    denominator window (final long before the day) and the disputes that arrived up to two days
-    before it. ``finish_rates`` adds the disputes of the day before, which are final only once it ends."""
+    """Most of a day's risk-feature tables, computed ahead: the allowed transactions of the widest
+    denominator window (final long before the day) and, per risk feature, the disputes of its window that
+    arrived up to two days before the day. ``finish_rates`` adds the disputes of the day before, which are
+    final only once it ends."""
 
     day: dt.date
-    window: pd.DataFrame  # tx_id, merchant_id: the allowed transactions of [day - m - w, day - m - 1]
-    allowed: pd.Series  # per merchant
-    frauds: pd.Series  # per merchant: disputes of window transactions that arrived by day - 2
-    prior_tx: float  # the shrinkage's prior weight (the feature settings')
+    window: pd.DataFrame  # tx_id, merchant_id, day: the allowed transactions of the widest window
+    risk: list  # the risk features' settings (release.pipeline.RiskFeature), in order
+    parts: list  # per risk feature: (its window's rows, allowed per merchant, frauds per merchant by day - 2)
 
 
 def prepare_rates(events: Path, day: dt.date, maturity_days: int | None = None,
                   features: Features | None = None) -> RatePrep:
-    """The heavy part of ``merchant_fraud_rates`` (reads the fraud rate's window of logs); safe to run a
+    """The heavy part of ``merchant_fraud_rates`` (reads the widest risk window of logs); safe to run a
     day ahead, in the background."""
     events = Path(events)
     features, maturity_days = settings(features, maturity_days)
-    m, w = int(maturity_days), int(features.merchant_fraud_rate.window_days)
+    m, w = int(maturity_days), int(features.widest_window())
     lo, hi = day - dt.timedelta(days=m + w), day - dt.timedelta(days=m + 1)  # the window, both ends included
     tx = list_partitions(events / "transactions", lo, hi + dt.timedelta(days=1))
     dec = list_partitions(events / "decisions", lo, hi + dt.timedelta(days=1))
     dis = list_partitions(events / "disputes", lo, day - dt.timedelta(days=1))  # arrived by day - 2
     con = connect(threads=1)
     try:
-        window = pd.DataFrame({"tx_id": pd.Series(dtype="int64"), "merchant_id": pd.Series(dtype=object)})
+        window = pd.DataFrame({"tx_id": pd.Series(dtype="int64"), "merchant_id": pd.Series(dtype=object),
+                               "day": pd.Series(dtype="datetime64[s]")})
         if tx and dec:
             window = con.execute(f"""
-                SELECT t.tx_id, t.merchant_id FROM read_parquet({_sql_list(tx)}) t
+                SELECT t.tx_id, t.merchant_id, CAST(t.ts AS DATE) AS day FROM read_parquet({_sql_list(tx)}) t
                 JOIN read_parquet({_sql_list(dec)}) d USING (tx_id)
                 WHERE d.action = 'allow' AND CAST(t.ts AS DATE) BETWEEN DATE '{lo}' AND DATE '{hi}'""").df()
         disputes = con.execute(f"SELECT tx_id FROM read_parquet({_sql_list(dis)}) WHERE CAST(dispute_ts AS DATE) <= "
                                f"DATE '{day - dt.timedelta(days=2)}'").df() if dis else pd.DataFrame({"tx_id": []})
     finally:
         con.close()
-    return RatePrep(day=day, window=window, allowed=window["merchant_id"].value_counts(),
-                    frauds=_frauds(window, disputes), prior_tx=float(features.merchant_fraud_rate.prior_tx))
+    days = pd.to_datetime(window["day"]).dt.date
+    parts = []
+    for r in features.risk:
+        mine = window[(days >= day - dt.timedelta(days=m + r.window_days)).to_numpy()]
+        parts.append((mine, mine["merchant_id"].value_counts(), _frauds(mine, disputes)))
+    return RatePrep(day=day, window=window, risk=list(features.risk), parts=parts)
 
 
 def _frauds(window: pd.DataFrame, disputes: pd.DataFrame) -> pd.Series:
     """Disputes per merchant (each dispute row counts, as the offline join counts them)."""
-    hit = disputes[["tx_id"]].astype({"tx_id": "int64"}).merge(window, on="tx_id")
+    hit = disputes[["tx_id"]].astype({"tx_id": "int64"}).merge(window[["tx_id", "merchant_id"]], on="tx_id")
     return hit["merchant_id"].value_counts()
 
 
-def finish_rates(events: Path, prep: RatePrep) -> tuple[dict, float | None]:
-    """The day's table from its preparation plus the disputes that arrived the day before (one partition)."""
+def finish_rates(events: Path, prep: RatePrep) -> list[tuple[dict, float | None]]:
+    """The day's tables from its preparation plus the disputes that arrived the day before (one partition):
+    per risk feature, every merchant's (rate, matured count) and the all-merchant rate."""
     day = prep.day
     files = list_partitions(Path(events) / "disputes", day - dt.timedelta(days=1), day)
-    frauds = prep.frauds
+    last = None
     if files:  # one small partition: read directly (a DuckDB connection alone costs ~15 ms)
         import pyarrow.parquet as pq
 
         last = pd.concat([pq.read_table(f, columns=["tx_id", "dispute_ts"]).to_pandas() for f in files])
-        arrived = pd.to_datetime(last["dispute_ts"], utc=True).dt.date == day - dt.timedelta(days=1)
-        frauds = frauds.add(_frauds(prep.window, last[arrived]), fill_value=0)
-    g_allowed, g_frauds = int(prep.allowed.sum()), int(frauds.sum())
-    if g_allowed <= 0:
-        return {}, None
-    k_prior = prep.prior_tx
-    prior = k_prior * g_frauds / g_allowed
-    f = frauds.reindex(prep.allowed.index, fill_value=0)
-    rates = {mid: ((int(k) + prior) / (int(a) + k_prior), int(a))
-             for mid, a, k in zip(prep.allowed.index, prep.allowed.to_numpy(), f.to_numpy())}
-    return rates, (0 + prior) / (0 + k_prior)
+        last = last[pd.to_datetime(last["dispute_ts"], utc=True).dt.date == day - dt.timedelta(days=1)]
+    out = []
+    for r, (window, allowed, frauds) in zip(prep.risk, prep.parts):
+        if last is not None:
+            frauds = frauds.add(_frauds(window, last), fill_value=0)
+        g_allowed, g_frauds = int(allowed.sum()), int(frauds.sum())
+        if g_allowed <= 0:
+            out.append(({}, None))
+            continue
+        k = float(r.prior_tx)
+        prior = k * g_frauds / g_allowed
+        f = frauds.reindex(allowed.index, fill_value=0)
+        rates = {mid: ((int(n) + prior) / (int(a) + k), int(a))
+                 for mid, a, n in zip(allowed.index, allowed.to_numpy(), f.to_numpy())}
+        out.append((rates, (0 + prior) / (0 + k)))
+    return out
 
 
 def merchant_fraud_rates(events: Path, day: dt.date, maturity_days: int | None = None,
-                         features: Features | None = None) -> tuple[dict, float | None]:
-    """Every merchant's (merchant_fraud_rate, merchant_matured_tx) on ``day``, and the all-merchant rate
-    (what a merchant with no matured transactions gets). The same definition as the ``rate`` relation of
-    ``release.features.feature_query`` (tested equal): allowed transactions of the days
+                         features: Features | None = None) -> list[tuple[dict, float | None]]:
+    """Per risk feature: every merchant's (rate, matured count) on ``day``, and the all-merchant rate
+    (what a merchant with no matured transactions gets). The same definition as the ``rate{i}`` relations
+    of ``release.features.feature_query`` (tested equal): allowed transactions of the days
     [day - maturity - window, day - maturity - 1], each dispute counted from the day after it arrived,
     shrunk toward the all-merchant rate with the configured prior weight (in transactions)."""
     return finish_rates(events, prepare_rates(events, day, maturity_days, features))
@@ -189,7 +201,7 @@ class OnlineFeatures:
         self.settings, self.maturity_days = settings(features, maturity_days)
         self._cards: dict[str, _History] = {}
         self._merchants: dict[str, _History] = {}
-        self._rates: OrderedDict[dt.date, tuple[dict, float | None]] = OrderedDict()
+        self._rates: OrderedDict[dt.date, list[tuple[dict, float | None]]] = OrderedDict()
         self._lock = threading.Lock()
         self._newest = 0
         self._since_prune = 0
@@ -254,8 +266,8 @@ class OnlineFeatures:
 
     # ---- the daily merchant fraud rate --------------------------------------------------------------
 
-    def rate_table(self, day: dt.date) -> tuple[dict, float | None]:
-        """The merchant fraud rates of ``day``, computed once per day from the event logs. Most of the
+    def rate_table(self, day: dt.date) -> list[tuple[dict, float | None]]:
+        """The risk-feature tables (merchant fraud rates) of ``day``, computed once per day from the event logs. Most of the
         next day's table is prepared in a background thread as soon as this one is done, so the first
         request of a day waits only for the last day's disputes (one partition), not for ~90 days of logs."""
         got = self._rates.get(day)
@@ -300,20 +312,22 @@ class OnlineFeatures:
                          merchant_category: str, amount: float) -> dict[str, float]:
         """The transaction's features from what was known strictly before ``ts``; then remember it."""
         day = dt.date(1970, 1, 1) + dt.timedelta(microseconds=ts)
-        rates, global_rate = self.rate_table(day)  # outside the lock: once a day it reads the logs
+        tables = self.rate_table(day)  # outside the lock: once a day it reads the logs
         with self._lock:
             f = self._features(ts, card_id, merchant_id, amount)
             self._add(ts, card_id, merchant_id, amount)
             self._since_prune += 1
             if self._since_prune >= PRUNE_EVERY:
                 self._prune_all()
-        rate, matured = rates.get(merchant_id, (global_rate, 0))
         secs = ts // US
         f.update(
             amount=amount, log_amount=math.log1p(amount), cross_border=float(card_country != merchant_country),
             hour=float((secs % 86400) // 3600), category_code=_CATEGORY_CODE.get(merchant_category, math.nan),
-            merchant_fraud_rate=math.nan if rate is None else rate, merchant_matured_tx=float(matured),
         )
+        for r, (rates, global_rate) in zip(self.settings.risk, tables):
+            rate, matured = rates.get(merchant_id, (global_rate, 0))
+            f[r.rate] = math.nan if rate is None else rate
+            f[r.count] = float(matured)
         return f
 
     def _features(self, ts: int, card_id: str, merchant_id: str, amount: float) -> dict[str, float]:

@@ -5,8 +5,9 @@ training-set build, the feature engines (offline and online) and the CLI. Nothin
 - ``labels.maturity_days``: a transaction's label counts once it is this old.
 - ``training_set.history_days``: how far back a snapshot reaches (its matured window is
   [as_of - history_days, as_of - maturity_days)).
-- ``features``: the settings of the feature definitions: the merchant (or terminal) fraud rate's window
-  and prior, the card-age cap, how far back window features read.
+- ``features``: the settings of the feature definitions: the delayed-label risk features (the merchant's,
+  or a terminal's, fraud rate over one or more windows, each with its prior), the card-age cap, how far
+  back window features read.
 - ``schedule``: start date and cadence of the daily training-set DAG and of the release DAG.
 - ``source``: the column mapping of a team's own transaction log (relative to this file), if any.
 
@@ -42,27 +43,50 @@ class TrainingSet(_Strict):
     history_days: int = Field(120, ge=2, le=3650)
 
 
-class FraudRate(_Strict):
-    """The merchant's (or the mapped stand-in's, e.g. a terminal's) fraud rate: matured transactions of the
-    last ``window_days`` before maturity, shrunk toward the all-merchant rate with ``prior_tx`` transactions
-    of prior weight."""
-    window_days: int = Field(90, ge=1, le=730)
-    prior_tx: float = Field(200.0, gt=0)  # > 0: a merchant with no matured row gets the prior
+class RiskFeature(_Strict):
+    """A delayed-label risk feature of the merchant (or of the column that stands in for it, e.g. a
+    terminal): the fraud rate of its matured, allowed transactions of the ``window_days`` days before
+    maturity, each dispute counted from the day after it arrived, shrunk toward the all-merchant rate with
+    ``prior_tx`` transactions of prior weight; and the count of those matured transactions. ``rate`` and
+    ``count`` name the two feature columns."""
+    rate: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    count: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    window_days: int = Field(ge=1, le=730)
+    prior_tx: float = Field(gt=0)  # > 0: a merchant with no matured transaction gets the all-merchant rate
+
+
+DEFAULT_RISK = RiskFeature(rate="merchant_fraud_rate", count="merchant_matured_tx", window_days=90, prior_tx=200.0)
 
 
 class Features(_Strict):
-    merchant_fraud_rate: FraudRate = FraudRate()
+    """The settings of the feature definitions (release/features.py is the one definition of each
+    feature; the offline and online engines both read these)."""
+    risk: list[RiskFeature] = Field(default_factory=lambda: [DEFAULT_RISK], min_length=1)
     # "days since first seen", capped below lookback_days so offline and online agree (see features.py)
     card_age_cap_days: int = Field(30, ge=1, le=365)
     # how far back window features read before a window's start: at least the longest window (30 days)
     lookback_days: int = Field(60, ge=31, le=730)
 
     @model_validator(mode="after")
-    def _cap_below_lookback(self):
+    def _consistent(self):
         if self.card_age_cap_days >= self.lookback_days:
             raise ValueError(f"card_age_cap_days ({self.card_age_cap_days}) must be below lookback_days "
                              f"({self.lookback_days}): an age capped above what is read depends on the query")
+        from release.features import BASE_FEATURE_COLUMNS
+
+        names = [n for r in self.risk for n in (r.rate, r.count)]
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(BASE_FEATURE_COLUMNS)))
+        if clash:
+            raise ValueError(f"risk feature names must be unique and not those of other features; {clash} "
+                             f"clash (other features: {BASE_FEATURE_COLUMNS})")
         return self
+
+    def columns(self) -> list[str]:
+        """The risk features' columns, in order."""
+        return [n for r in self.risk for n in (r.rate, r.count)]
+
+    def widest_window(self) -> int:
+        return max(r.window_days for r in self.risk)
 
 
 class DagSchedule(_Strict):
@@ -78,7 +102,7 @@ class Schedule(_Strict):
 class PipelineConfig(_Strict):
     labels: Labels = Labels()
     training_set: TrainingSet = TrainingSet()
-    features: Features = Features()
+    features: Features = Field(default_factory=Features)
     schedule: Schedule = Schedule()
     source: str | None = None  # a column-mapping YAML, relative to the pipeline file's folder
     path: str | None = Field(None, exclude=True)  # where it was read from (set on load, not in the file)

@@ -48,7 +48,8 @@ import pandas as pd
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from release.config import load_yaml_model
-from release.features import FEATURE_COLUMNS
+from release.features import feature_columns
+from release.training_set import model_settings
 from release.online_features import OnlineFeatures, epoch_us
 from release.ramp import PAUSED, RAMPING, card_bucket
 
@@ -199,11 +200,12 @@ class DeploymentLoader:
         production = None
         if prod_model is None:
             problems.append("no production model is tagged in the registry")
-        elif [f for f in prod_model.features if f not in FEATURE_COLUMNS]:
+        elif [f for f in prod_model.features if f not in feature_columns(model_settings(prod_model.snapshot_hash)[0])]:
             # refuse the snapshot: the watcher keeps serving the last good one (at start: no start)
-            unknown = [f for f in prod_model.features if f not in FEATURE_COLUMNS]
+            allowed = feature_columns(model_settings(prod_model.snapshot_hash)[0])
+            unknown = [f for f in prod_model.features if f not in allowed]
             raise DeploymentRefused(f"The production model {prod_model.id} needs features the service does not "
-                                    f"compute: {unknown}; allowed: {FEATURE_COLUMNS}.")
+                                    f"compute: {unknown}; allowed: {allowed}.")
         else:
             live = approvals.live_thresholds(prod_model.id)
             if live is None:
@@ -284,16 +286,9 @@ class ScoringService:
         """(label maturity, feature settings) of the production model's snapshot: live features are
         computed as its training rows were. The service configuration may override the maturity."""
         from release import registry
-        from release.pipeline import pipeline
-        from release.settings import paths
-        from release.training_set import snapshot_settings
 
         prod = registry.tagged("production")
-        manifest = paths().snapshots / prod.snapshot_hash / "manifest.json" if prod else None
-        if manifest is not None and manifest.exists():
-            features, maturity = snapshot_settings(json.loads(manifest.read_text()))
-        else:
-            features, maturity = pipeline().features, pipeline().labels.maturity_days
+        features, maturity = model_settings(prod.snapshot_hash if prod else None)
         if self.config.maturity_days is not None:
             maturity = self.config.maturity_days
         return maturity, features

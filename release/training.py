@@ -34,11 +34,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from release.config import load_yaml_model
-from release.features import FEATURE_COLUMNS
+from release.features import feature_columns
 from release.training_set import EVAL_DAYS
 
-FILTER_COLUMNS = FEATURE_COLUMNS + ["card_country", "merchant_id", "merchant_country", "merchant_category",
-                                    "action", "explored"]
+# Columns a row filter may test besides the features
+FILTER_EXTRA_COLUMNS = ["card_country", "merchant_id", "merchant_country", "merchant_category", "action", "explored"]
 
 
 class RowFilter(BaseModel):
@@ -50,8 +50,9 @@ class RowFilter(BaseModel):
     @field_validator("column")
     @classmethod
     def _column(cls, v: str) -> str:
-        if v not in FILTER_COLUMNS:
-            raise ValueError(f"unknown column {v!r}; allowed: {FILTER_COLUMNS}")
+        allowed = feature_columns() + FILTER_EXTRA_COLUMNS
+        if v not in allowed:
+            raise ValueError(f"unknown column {v!r}; allowed: {allowed}")
         return v
 
     @model_validator(mode="after")
@@ -121,9 +122,10 @@ class Workflow(BaseModel):
     @field_validator("features", "categorical_features")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        unknown = [f for f in v if f not in FEATURE_COLUMNS]
+        allowed = feature_columns()  # under the configured feature settings (config/pipeline.yaml)
+        unknown = [f for f in v if f not in allowed]
         if unknown:
-            raise ValueError(f"unknown feature(s) {unknown}; allowed: {FEATURE_COLUMNS}")
+            raise ValueError(f"unknown feature(s) {unknown}; allowed: {allowed}")
         return v
 
     @field_validator("snapshot")

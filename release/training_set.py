@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from release.features import FEATURE_COLUMNS, NULLABLE_FEATURES, _sql_list, connect, feature_query, window_relations
+from release.features import _sql_list, connect, feature_columns, feature_query, nullable_features, window_relations
 from release.pipeline import Features, feature_code_digest, lineage_key, lineage_of, pipeline
 from release import data_quality
 from release.data_quality import DATA_CHECKS  # noqa: F401  (re-exported: contracts name these)
@@ -35,7 +35,8 @@ from release.settings import code_version
 
 # The columns the data contract reads from a snapshot (string columns stay out: they cost memory and
 # no rule reads them); the schema check requires all of them.
-SNAPSHOT_CHECKED_COLUMNS = ["tx_id", *FEATURE_COLUMNS, "explored", "propensity", "label", "weight"]
+def snapshot_checked_columns(features: Features | None = None) -> list[str]:
+    return ["tx_id", *feature_columns(features), "explored", "propensity", "label", "weight"]
 # The default evaluation window: the last this many days of the matured window (Workflow.eval_days).
 EVAL_DAYS = 21
 
@@ -111,24 +112,25 @@ def matured_labels(tx: pd.DataFrame, disputes: pd.DataFrame, as_of: pd.Timestamp
 
 def data_checks(df: pd.DataFrame, *, required_columns: list[str] | None = None, min_rows: int = 100,
                 fraud_rate_band: tuple[float, float] = (1e-4, 0.2), previous_rows: int | None = None,
-                max_volume_change: float = 0.5) -> list[dict]:
+                max_volume_change: float = 0.5, features: Features | None = None) -> list[dict]:
     """The training set's data contract, one named check per rule (names in DATA_CHECKS, which release
     contracts reference), evaluated by Great Expectations: each with passed, the observed value, a
     sentence and the expectation that decided it."""
     return data_quality.data_checks(
-        df, feature_columns=FEATURE_COLUMNS, nullable_features=NULLABLE_FEATURES, required_columns=required_columns,
+        df, feature_columns=feature_columns(features), nullable_features=nullable_features(features),
+        required_columns=required_columns,
         min_rows=min_rows, fraud_rate_band=fraud_rate_band, previous_rows=previous_rows,
         max_volume_change=max_volume_change)
 
 
 def check_data_contract(df: pd.DataFrame, *, required_columns: list[str] | None = None, min_rows: int = 100,
                         fraud_rate_band: tuple[float, float] = (1e-4, 0.2), previous_rows: int | None = None,
-                        max_volume_change: float = 0.5) -> list[dict]:
+                        max_volume_change: float = 0.5, features: Features | None = None) -> list[dict]:
     """Refuse a snapshot that is empty, one-class, outside the fraud-rate band, has nulls in features, or
     whose volume moved more than ``max_volume_change`` against the previous build. Returns the named
     checks (all passed) for the manifest."""
     checks = data_checks(df, required_columns=required_columns, min_rows=min_rows, fraud_rate_band=fraud_rate_band,
-                         previous_rows=previous_rows, max_volume_change=max_volume_change)
+                         previous_rows=previous_rows, max_volume_change=max_volume_change, features=features)
     problems = [c["sentence"] for c in checks if not c["passed"]]
     # one reason per broken rule: a fraud rate that cannot be measured is already said by both_labels
     problems = [p for p in problems if not p.startswith("the matured fraud rate cannot")]
@@ -144,7 +146,7 @@ def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date, maturity
     disputes the manifest's label completeness rests on (its cohorts, as_of - horizon - cohort days to
     as_of - horizon, which the features' reach already covers with the default windows)."""
     first = start - dt.timedelta(days=max(features.lookback_days,
-                                          maturity_days + features.merchant_fraud_rate.window_days + 1))
+                                          maturity_days + features.widest_window() + 1))
     cohort_end = as_of - dt.timedelta(days=label_completeness.HORIZON_DAYS)
     cohort_start = cohort_end - dt.timedelta(days=label_completeness.COHORT_DAYS)
     files = (list_partitions(events / "transactions", min(first, cohort_start), max(end, cohort_end))
@@ -205,8 +207,10 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
         con.close()  # DuckDB's memory is released before the contract loads its columns
         # the data contract reads numbers only (Arrow to pandas: no per-value Python objects); a failure
         # raises here and the temp folder goes: nothing lands, the last good snapshot stays
-        checked = pq.read_table(tmp / "data.parquet", columns=SNAPSHOT_CHECKED_COLUMNS).to_pandas()
-        checks = check_data_contract(checked, required_columns=SNAPSHOT_CHECKED_COLUMNS, previous_rows=previous_rows)
+        checked_columns = snapshot_checked_columns(features)
+        checked = pq.read_table(tmp / "data.parquet", columns=checked_columns).to_pandas()
+        checks = check_data_contract(checked, required_columns=checked_columns, previous_rows=previous_rows,
+                                     features=features)
         del checked
         # how many of the eventual disputes of the matured window, and of its default evaluation window,
         # had arrived at as_of: a description of the labels, not part of the hash (its inputs are hashed)
@@ -243,6 +247,17 @@ def snapshot_settings(manifest: dict) -> tuple[Features, int]:
     cfg = manifest["config"]
     feats = Features.model_validate(cfg["features"]) if "features" in cfg else Features()
     return feats, int(cfg["maturity_days"])
+
+
+def model_settings(snapshot_hash: str | None) -> tuple[Features, int]:
+    """The feature settings and label maturity of the snapshot a model was trained on (the pipeline
+    configuration's when the snapshot is not here)."""
+    from release.settings import paths
+
+    manifest = paths().snapshots / snapshot_hash / "manifest.json" if snapshot_hash else None
+    if manifest is not None and manifest.exists():
+        return snapshot_settings(json.loads(manifest.read_text()))
+    return pipeline().features, pipeline().labels.maturity_days
 
 
 def configured_lineage() -> str:

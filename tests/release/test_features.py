@@ -208,7 +208,7 @@ RATE_DISPUTES = [(101, back(10)), (102, ts(D, 8)), (105, back(40)), (106, back(1
 
 
 def test_merchant_fraud_rate_counts_only_matured_labels_known_before_the_day(tmp_path):
-    K = PipelineConfig().features.merchant_fraud_rate.prior_tx
+    K = PipelineConfig().features.risk[0].prior_tx
 
     events = tmp_path / "events"
     write_decided(events, RATE_HISTORY + [

@@ -55,7 +55,7 @@ def test_online_features_equal_offline_on_replayed_days(tiny, tiny_events):
 def test_merchant_fraud_rates_equal_the_offline_rate_relation(tiny, tiny_events):
     day = tiny.cfg.start + dt.timedelta(days=tiny.cfg.days - 1)
     offline = compute_features(tiny_events, day, day + dt.timedelta(days=1), maturity_days=tiny.maturity_days)
-    rates, global_rate = merchant_fraud_rates(tiny_events, day, tiny.maturity_days)
+    (rates, global_rate), = merchant_fraud_rates(tiny_events, day, tiny.maturity_days)
     per = offline.groupby("merchant_id")[["merchant_fraud_rate", "merchant_matured_tx"]].first()
     for mid, row in per.iterrows():
         rate, matured = rates.get(mid, (global_rate, 0))
@@ -76,8 +76,8 @@ def test_a_rate_table_prepared_a_day_ahead_counts_the_disputes_that_arrive_after
     shutil.move(yesterday, tmp_path / "later")  # not yet arrived when the table is prepared
     prep = prepare_rates(events, day, tiny.maturity_days)
     shutil.move(tmp_path / "later", yesterday)  # ... but by the time the day begins
-    rates, global_rate = finish_rates(events, prep)
-    assert (rates, global_rate) == merchant_fraud_rates(events, day, tiny.maturity_days)
+    (rates, global_rate), = finish_rates(events, prep)
+    assert [(rates, global_rate)] == merchant_fraud_rates(events, day, tiny.maturity_days)
     offline = compute_features(events, day, day + dt.timedelta(days=1), maturity_days=tiny.maturity_days)
     for mid, rate in offline.groupby("merchant_id")["merchant_fraud_rate"].first().items():
         assert rates.get(mid, (global_rate, 0))[0] == pytest.approx(rate, rel=1e-12)
@@ -139,3 +139,32 @@ def test_unknown_card_merchant_and_category(empty_events):
 def test_a_transaction_time_needs_a_timezone():
     with pytest.raises(ValueError, match="needs a timezone"):
         epoch_us(dt.datetime(2026, 3, 10, 10, 0))
+
+
+def test_several_risk_windows_are_equal_online_and_offline(tiny, tiny_events):
+    """The declarative risk features: three windows of the merchant fraud rate (1, 7 and 30 days, each
+    with its prior), every column the same online as offline on two replayed days."""
+    from release.features import feature_columns
+    from release.pipeline import Features, RiskFeature
+
+    spec = Features(risk=[RiskFeature(rate=f"mfr_{w}d", count=f"mtx_{w}d", window_days=w, prior_tx=p)
+                          for w, p in ((1, 1.0), (7, 5.0), (30, 50.0))])
+    seed = tiny.cfg.start + dt.timedelta(days=tiny.cfg.days - 2)
+    end = seed + dt.timedelta(days=2)
+    offline = compute_features(tiny_events, seed, end, maturity_days=tiny.maturity_days,
+                               features=spec).set_index("tx_id")
+    online = OnlineFeatures(tiny_events, seed, maturity_days=tiny.maturity_days, features=spec)
+    tx = offline.sort_values(["ts"], kind="stable")
+    rows = {}
+    for r in tx.itertuples():
+        rows[r.Index] = online.features_and_add(epoch_us(r.ts), str(r.card_id), r.card_country, r.merchant_id,
+                                                r.merchant_country, r.merchant_category, r.amount)
+    got = pd.DataFrame.from_dict(rows, orient="index").loc[offline.index]
+    assert sorted(got.columns) == sorted(feature_columns(spec))
+    for c in spec.columns():
+        np.testing.assert_allclose(got[c].astype(float), offline[c].astype(float), rtol=1e-9, atol=1e-12,
+                                   err_msg=f"risk feature {c} differs online")
+    # the windows differ: a 1-day rate is not the 30-day one, and the counts grow with the window
+    assert (offline["mtx_1d"] <= offline["mtx_7d"]).all() and (offline["mtx_7d"] <= offline["mtx_30d"]).all()
+    assert (offline["mtx_1d"] < offline["mtx_30d"]).mean() > 0.5
+    assert not np.allclose(offline["mfr_1d"], offline["mfr_30d"])

@@ -30,11 +30,12 @@ def test_the_shipped_file_is_the_embedded_defaults():
 
 
 def test_settings_are_read_from_the_file_and_reread_when_it_changes(tmp_path, monkeypatch):
-    p = write(tmp_path, "labels: {maturity_days: 7}\nfeatures: {merchant_fraud_rate: {window_days: 28, prior_tx: 5}}\n"
+    p = write(tmp_path, "labels: {maturity_days: 7}\nfeatures: {risk: [{rate: r28, count: n28, window_days: 28, "
+                        "prior_tx: 5}]}\n"
                         "schedule: {release: {start_date: 2018-05-01, every_days: 7}}\n")
     monkeypatch.setenv("FRAUDCD_PIPELINE", str(p))
     cfg = pipeline()
-    assert cfg.labels.maturity_days == 7 and cfg.features.merchant_fraud_rate.window_days == 28
+    assert cfg.labels.maturity_days == 7 and cfg.features.risk[0].window_days == 28
     assert cfg.schedule.release.start_date == dt.date(2018, 5, 1) and cfg.schedule.release.every_days == 7
     assert cfg.schedule.training_set.every_days == 1  # what the file leaves out keeps its default
     import os
@@ -52,7 +53,13 @@ def test_settings_are_read_from_the_file_and_reread_when_it_changes(tmp_path, mo
     ("labels: {maturity_days: 0}\n", "labels.maturity_days", "greater than or equal to 1"),
     ("training_set: {history_days: 50}\n", "", "must exceed labels.maturity_days"),
     ("features: {card_age_cap_days: 90}\n", "features", "must be below lookback_days"),
-    ("features: {merchant_fraud_rate: {prior_tx: 0}}\n", "features.merchant_fraud_rate.prior_tx", "greater than 0"),
+    ("features: {risk: [{rate: a, count: b, window_days: 7, prior_tx: 0}]}\n", "features.risk.0.prior_tx",
+     "greater than 0"),
+    ("features: {risk: [{rate: a, count: amount, window_days: 7, prior_tx: 1}]}\n", "features", "['amount'] clash"),
+    ("features: {risk: [{rate: a, count: b, window_days: 7, prior_tx: 1}, {rate: a, count: c, window_days: 1, "
+     "prior_tx: 1}]}\n", "features", "['a'] clash"),
+    ("features: {risk: [{rate: 'A b', count: b, window_days: 7, prior_tx: 1}]}\n", "features.risk.0.rate", "pattern"),
+    ("features: {risk: []}\n", "features.risk", "at least 1 item"),
     ("schedule: {release: {every_days: 14}}\n", "schedule.release.start_date", "Field required"),
     ("- just a list\n", "", "mapping at the top level"),
 ])
@@ -161,11 +168,13 @@ def test_feature_settings_change_the_snapshot_hash(home, monkeypatch, tmp_path):
     _snapshot_world(home)
     a = build_snapshot("2018-06-01")
     monkeypatch.setenv("FRAUDCD_PIPELINE", str(write(
-        tmp_path, "features: {merchant_fraud_rate: {window_days: 28, prior_tx: 5}}\n")))
+        tmp_path, "features: {risk: [{rate: merchant_fraud_rate, count: merchant_matured_tx, window_days: 28, "
+                  "prior_tx: 5}]}\n")))
     b = build_snapshot("2018-06-01")
     assert a != b
     cfg = json.loads((home / "snapshots" / b / "manifest.json").read_text())["config"]
-    assert cfg["features"]["merchant_fraud_rate"] == {"window_days": 28, "prior_tx": 5.0} and cfg["feature_code"]
+    assert cfg["features"]["risk"] == [{"rate": "merchant_fraud_rate", "count": "merchant_matured_tx",
+                                        "window_days": 28, "prior_tx": 5.0}] and cfg["feature_code"]
 
 
 def _model(snapshot_hash: str, train_end: str):
@@ -198,7 +207,8 @@ def test_latest_is_the_latest_of_the_configured_lineage(home, tmp_path, monkeypa
     _snapshot_world(home)
     a = build_snapshot("2018-06-01")
     monkeypatch.setenv("FRAUDCD_PIPELINE", str(write(
-        tmp_path, "features: {merchant_fraud_rate: {window_days: 7, prior_tx: 1}}\n")))
+        tmp_path, "features: {risk: [{rate: merchant_fraud_rate, count: merchant_matured_tx, window_days: 7, "
+                  "prior_tx: 1}]}\n")))
     b = build_snapshot("2018-06-01")  # same date, other feature settings
     assert resolve_snapshot(home / "snapshots", "latest").hash == b
     monkeypatch.delenv("FRAUDCD_PIPELINE")
