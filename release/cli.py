@@ -846,6 +846,116 @@ def audit(limit: int = 30, as_json: bool = typer.Option(False, "--json")) -> Non
     console.print(t)
 
 
+@app.command("handbook-log")
+def handbook_log(out: str = typer.Option(..., "--out", help="CSV file to write"),
+                 customers: int = typer.Option(5000, help="customers"),
+                 terminals: int = typer.Option(10000, help="terminals"),
+                 days: int = typer.Option(183, help="days from --start"),
+                 start: str = typer.Option("2018-04-01", help="first day, YYYY-MM-DD"),
+                 seed: int = typer.Option(0, help="seed"),
+                 hostile_ids: bool = typer.Option(False, "--hostile-ids", help="ids with commas, quotes, unicode")) -> None:
+    """Write a public-style transaction log (the Fraud Detection Handbook's simulator: customer and terminal
+    ids, amounts, a fraud flag and nothing else) to try fraud-cd on data it was not built around."""
+    from pathlib import Path
+
+    from simulation.handbook import generate, write_log
+
+    try:
+        dt.date.fromisoformat(start)
+        df = generate(n_customers=customers, n_terminals=terminals, start=start, n_days=days, seed=seed,
+                      hostile_ids=hostile_ids)
+    except ValueError as e:
+        _fail(str(e), 2)
+    path = write_log(df, Path(out))
+    console.print(f"wrote {len(df):,} transactions ({int(df['TX_FRAUD'].sum()):,} frauds) of "
+                  f"{df['TX_DATETIME'].min():%Y-%m-%d} .. {df['TX_DATETIME'].max():%Y-%m-%d} to {path}", highlight=False)
+
+
+def _airflow_home_env():
+    from release.airflow_env import migrate_airflow_db
+    from release.demo import cycle_env
+    from release.settings import paths
+
+    env = cycle_env(paths().home)
+    migrate_airflow_db(env)
+    return env
+
+
+@app.command()
+def backfill(start: str = typer.Option(..., help="first as-of date, YYYY-MM-DD"),
+             end: str = typer.Option(..., help="last as-of date, YYYY-MM-DD (included)"),
+             every: Optional[int] = typer.Option(None, help="days between builds; default: the training_set "
+                                                            "DAG's cadence (config/pipeline.yaml)")) -> None:
+    """Build the training-set snapshots of past dates through Airflow: one `training_set` DAG run per date
+    (ingesting the run's days from the configured source first), so a new user's history has the
+    snapshots the daily DAG would have built. Reruns find the snapshots already there."""
+    from release.demo import CycleFailed, run_dag
+    from release.pipeline import pipeline
+    from release.settings import paths
+
+    try:
+        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    except ValueError as e:
+        _fail(f"--start/--end: {e}", 2)
+    step = every or pipeline().schedule.training_set.every_days
+    if last < first or step < 1:
+        _fail(f"--end ({last}) must not be before --start ({first}), and --every must be >= 1", 2)
+    env = _airflow_home_env()
+    logs = paths().home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    d = first
+    while d <= last:
+        try:
+            run_dag("training_set", d.isoformat(), env, logs / f"training_set-{d}.log")
+        except CycleFailed as e:
+            _fail(str(e), 1)
+        console.print(f"training_set {d}: built", highlight=False)
+        d += dt.timedelta(days=step)
+
+
+@app.command("release")
+def release_run(as_of: str = typer.Option(..., "--as-of", help="the release's date, YYYY-MM-DD"),
+                workflow: Optional[str] = typer.Option(None, help="training workflow YAML; default: the pipeline "
+                                                                  "configuration's workflow"),
+                approve_as: Optional[str] = typer.Option(
+                    None, "--approve-as", help="approve the suggested thresholds unedited as this named person "
+                                               "when asked (scripts, benchmarks); otherwise a person approves "
+                                               "with `fraudcd thresholds approve` or in the Airflow UI")) -> None:
+    """Run one release for a date through Airflow: the `training_set` DAG, then the `release` DAG
+    (snapshot, candidate, evaluation, contracts, threshold suggestions, approval, re-judgement, report,
+    shadow, ramp). It waits at the approval until a person answers (bounded by
+    FRAUDCD_APPROVAL_TIMEOUT_S). Exit 1 when the release stopped or a DAG run failed."""
+    from pathlib import Path
+
+    from release.cycle import get_release
+    from release.demo import CycleFailed, run_cycle
+    from release.settings import paths
+
+    try:
+        day = dt.date.fromisoformat(as_of)
+    except ValueError as e:
+        _fail(f"--as-of: {e}", 2)
+    if workflow is not None and not Path(workflow).exists():
+        _fail(f"--workflow: no such file {workflow}", 2)
+    env = _airflow_home_env()
+    rid = f"rel-{day.isoformat()}"
+    if approve_as is None:
+        err.print(f"The release waits for a person: `fraudcd thresholds show --release {rid}`, then "
+                  f"`fraudcd thresholds approve --release {rid} --reason ...` (or edit/reject), or the Airflow "
+                  "UI's Required actions.", highlight=False)
+    try:
+        rid = run_cycle(day, env, paths().home / "logs", approve_as,
+                        workflow=str(Path(workflow).resolve()) if workflow else None, console=console)
+    except CycleFailed as e:
+        _fail(str(e), 1)
+    rel = get_release(rid)
+    console.print(f"release {rid}: {rel['status']}" + (f" ({rel['stop_reason']})" if rel.get("stop_reason") else ""),
+                  highlight=False)
+    if rel.get("report_path"):
+        console.print(f"report: {rel['report_path']}", highlight=False)
+    raise typer.Exit(1 if rel["status"] == "stopped" else 0)
+
+
 @app.command()
 def demo(days: int = 150, tx_per_day: int = typer.Option(3000, "--tx-per-day"),
          approver: str = typer.Option("demo-approver (automated demo)", help="recorded as the approver")) -> None:

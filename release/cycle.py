@@ -130,7 +130,9 @@ def start_release(as_of: str | dt.date, snapshot_hash: str, workflow: str | None
                   overrides: list[dict] | None = None) -> str:
     d = as_date(as_of)
     rid = release_id_for(d)
-    wf = str(Path(workflow) if workflow else config_dir() / "workflows" / "default.yaml")
+    from release.pipeline import pipeline
+
+    wf = str(Path(workflow) if workflow else pipeline().workflow_path())
     with transaction() as conn:
         exists = conn.execute(sa.select(releases.c.id).where(releases.c.id == rid)).first()
         vals = dict(as_of=d.isoformat(), status="started", snapshot_hash=snapshot_hash, workflow=wf,

@@ -10,6 +10,7 @@ training-set build, the feature engines (offline and online) and the CLI. Nothin
   back window features read.
 - ``schedule``: start date and cadence of the daily training-set DAG and of the release DAG.
 - ``source``: the column mapping of a team's own transaction log (relative to this file), if any.
+- ``workflow``: the training workflow the release trains its candidate with (relative to this file).
 
 What defines a snapshot lineage (labels, history, features) is hashed into every snapshot; a change of any
 of them starts a new lineage, whose volume check compares like with like.
@@ -105,6 +106,7 @@ class PipelineConfig(_Strict):
     features: Features = Field(default_factory=Features)
     schedule: Schedule = Schedule()
     source: str | None = None  # a column-mapping YAML, relative to the pipeline file's folder
+    workflow: str | None = None  # the release's training workflow (default config/workflows/default.yaml)
     path: str | None = Field(None, exclude=True)  # where it was read from (set on load, not in the file)
 
     @model_validator(mode="after")
@@ -117,11 +119,20 @@ class PipelineConfig(_Strict):
     def lineage(self) -> dict:
         return lineage_of(self.labels.maturity_days, self.training_set.history_days, self.features)
 
-    def source_path(self) -> Path | None:
-        if self.source is None:
+    def _relative(self, value: str | None) -> Path | None:
+        if value is None:
             return None
-        p = Path(self.source).expanduser()
+        p = Path(value).expanduser()
         return p if p.is_absolute() or self.path is None else (Path(self.path).parent / p).resolve()
+
+    def source_path(self) -> Path | None:
+        return self._relative(self.source)
+
+    def workflow_path(self) -> Path:
+        """The training workflow the release DAG runs when its run does not name one."""
+        from release.settings import config_dir
+
+        return self._relative(self.workflow) or config_dir() / "workflows" / "default.yaml"
 
 
 def pipeline_file() -> Path:
