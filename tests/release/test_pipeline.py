@@ -217,3 +217,24 @@ def test_latest_is_the_latest_of_the_configured_lineage(home, tmp_path, monkeypa
     man = json.loads((home / "snapshots" / a / "manifest.json").read_text())
     msg = evaluation_leak(_model(b, "2018-03-01"), man, pd.DataFrame({"day": [dt.date(2018, 4, 1)]}))
     assert msg and "other settings" in msg
+
+
+def test_a_workflow_that_trains_on_the_evaluation_days_stops_the_release_saying_why(home, tmp_path):
+    """Through the release stages: a workflow whose training window covers the evaluation window (the leak
+    found with a pinned snapshot) stops the release at evaluation, with the sentence on the record."""
+    from release.cycle import (ReleaseStopped, build_snapshot, ensure_incumbent, evaluate_release, get_release,
+                               start_release, train_candidate)
+    from release.settings import config_dir
+
+    _snapshot_world(home)
+    snap = build_snapshot("2018-06-08")  # matured window 2018-03-01 .. 04-08; evaluation: its last 21 days
+    wf = tmp_path / "leaky.yaml"
+    wf.write_text((config_dir() / "workflows" / "default.yaml").read_text().replace(
+        "eval_days: 21", "eval_days: 21\ntrain_window: {start: 2018-03-01, end: 2018-04-09}"))
+    rid = start_release("2018-06-08", snap, workflow=str(wf))
+    ensure_incumbent(rid)
+    train_candidate(rid)
+    with pytest.raises(ReleaseStopped, match="Leaky evaluation"):
+        evaluate_release(rid)
+    rel = get_release(rid)
+    assert rel["status"] == "stopped" and "2018-04-08" in rel["stop_reason"] and "2018-03-19" in rel["stop_reason"]
