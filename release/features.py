@@ -25,14 +25,10 @@ from release.pipeline import Features, pipeline
 
 CATEGORIES = ["grocery", "fuel", "restaurants", "fashion", "electronics", "travel", "digital_goods",
               "gambling"]
-# The window and static features; the delayed-label risk features (the merchant's fraud rate and matured
-# count, over the windows the pipeline configuration lists) follow them: ``feature_columns``.
-BASE_FEATURE_COLUMNS = [
-    "amount", "log_amount", "cross_border", "hour", "category_code",
-    "card_tx_1h", "card_tx_24h", "card_amount_24h", "card_tx_7d", "card_amount_7d", "card_tx_30d",
-    "amount_vs_card_avg_30d", "amount_vs_card_max_30d", "card_age_days", "card_merchants_24h",
-    "merchant_tx_1h", "merchant_tx_24h", "merchant_tx_7d", "merchant_amount_24h", "amount_vs_merchant_avg_7d",
-]
+# The static features; the window aggregates (card and merchant counts, sums, distinct merchants, amount
+# against the window's mean or maximum) and the delayed-label risk features (the merchant's fraud rate and
+# matured count) follow them, as the pipeline configuration declares them: ``feature_columns``.
+BASE_FEATURE_COLUMNS = ["amount", "log_amount", "cross_border", "hour", "category_code", "card_age_days"]
 
 
 def feature_columns(features: Features | None = None) -> list[str]:
@@ -127,13 +123,8 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
         CAST(f.card_country <> f.merchant_country AS INTEGER) AS cross_border,
         hour(f.ts) AS hour,
         CAST(list_position([{cats}], f.merchant_category) - 1 AS DOUBLE) AS category_code,
-        f.card_tx_1h, f.card_tx_24h, f.card_amount_24h, f.card_tx_7d, f.card_amount_7d, f.card_tx_30d,
-        f.amount / (coalesce(f.card_avg_30d, f.amount) + 1) AS amount_vs_card_avg_30d,
-        f.amount / (coalesce(f.card_max_30d, f.amount) + 1) AS amount_vs_card_max_30d,
         least(date_diff('second', f.card_first_seen, f.ts) / 86400.0, {int(features.card_age_cap_days)}) AS card_age_days,
-        f.card_merchants_24h,
-        f.merchant_tx_1h, f.merchant_tx_24h, f.merchant_tx_7d, f.merchant_amount_24h,
-        f.amount / (coalesce(f.merchant_avg_7d, f.amount) + 1) AS amount_vs_merchant_avg_7d,
+        {"".join(_window_select(w) + ", " for w in features.windows)}
         {", ".join(f"r{i}.{r.rate}, r{i}.{r.count}" for i, r in enumerate(features.risk))},
         d.action, d.explored, d.propensity
     FROM f JOIN read_parquet({_sql_list(dec_files)}) d USING (tx_id)
@@ -173,21 +164,28 @@ def _rate_ctes(i: int, r, m: int, epoch: str) -> str:
     )"""
 
 
-CARD_WINDOWS = {"1h": ("card_tx_1h",), "1d": ("card_tx_24h", "card_amount_24h"),
-                "7d": ("card_tx_7d", "card_amount_7d"), "30d": ("card_tx_30d", "card_avg_30d", "card_max_30d")}
-MERCHANT_WINDOWS = {"1h": ("merchant_tx_1h",), "1d": ("merchant_tx_24h", "merchant_amount_24h"),
-                    "7d": ("merchant_tx_7d", "merchant_avg_7d")}
+def _window_select(w) -> str:
+    """The SELECT expression of window feature ``w`` from its rolling aggregate (``_w_<name>``)."""
+    if w.aggregation in ("amount_over_mean", "amount_over_max"):
+        return f"f.amount / (coalesce(f._w_{w.name}, f.amount) + 1) AS {w.name}"
+    return f"f._w_{w.name} AS {w.name}"
 
 
-def _aggs(names: tuple[str, ...]) -> list:
+# empty windows: a count, a sum and a number of distinct merchants of nothing are 0; a mean or a maximum
+# of nothing stays null (the amount stands in for it)
+_FILLED = ("count", "sum", "distinct_merchants")
+
+
+def _agg(w):
     import polars as pl
 
-    make = {"tx": pl.len().cast(pl.Int64), "amount": pl.col("amount").sum(), "avg": pl.col("amount").mean(),
-            "max": pl.col("amount").max()}
-    return [make[n.split("_")[1]].alias(n) for n in names]
+    expr = {"count": pl.len().cast(pl.Int64), "sum": pl.col("amount").sum(),
+            "distinct_merchants": pl.col("merchant_id").n_unique().cast(pl.Int64),
+            "amount_over_mean": pl.col("amount").mean(), "amount_over_max": pl.col("amount").max()}[w.aggregation]
+    return expr.alias(f"_w_{w.name}")
 
 
-def _rolling(df, key: str, windows: dict[str, tuple[str, ...]], extra: tuple = (), first_seen: bool = False):
+def _rolling(df, key: str, windows: dict[str, list], first_seen: bool = False):
     """Grouped rolling windows [t - w, t) over rows sorted by (key, ts), one pass per window length.
     Returns tx_id and the aggregates, row-aligned with the sorted rows (checked: a misalignment would
     silently give one transaction another's history)."""
@@ -197,8 +195,8 @@ def _rolling(df, key: str, windows: dict[str, tuple[str, ...]], extra: tuple = (
     cols = [d.select("tx_id")]
     if first_seen:
         cols.append(d.select(pl.col("ts").min().over(key).alias("card_first_seen")))
-    for period, names in windows.items():
-        aggs = _aggs(names) + (list(extra) if period == "1d" else [])
+    for period, ws in windows.items():
+        aggs = [_agg(w) for w in ws]
         r = d.rolling(index_column="ts", period=period, closed="left", group_by=key).agg(aggs)
         if not (r[key].equals(d[key]) and r["ts"].equals(d["ts"])):
             # Polars returns the groups in an order of its own ("1", "2", "10" where the sort gave "1", "10",
@@ -210,22 +208,26 @@ def _rolling(df, key: str, windows: dict[str, tuple[str, ...]], extra: tuple = (
         cols.append(r.drop(key, "ts"))
         del r
     out = pl.concat(cols, how="horizontal")
-    # empty windows: a count of 0 and a sum of 0; a mean or maximum of nothing stays null
-    fill = [c for c in out.columns if c.endswith(("_tx_1h", "_tx_24h", "_tx_7d", "_tx_30d", "_amount_24h",
-                                                   "_amount_7d", "merchants_24h"))]
-    return out.with_columns(pl.col(fill).fill_null(0))
+    fill = [f"_w_{w.name}" for ws in windows.values() for w in ws if w.aggregation in _FILLED]
+    return out.with_columns(pl.col(fill).fill_null(0)) if fill else out
 
 
-def window_features(tx):
-    """Card and merchant window aggregates for every row of ``tx`` (a Polars frame with tx_id, ts,
-    card_id, merchant_id, amount): counts, sums, means and maxima over [t - w, t), distinct merchants
-    per card in the day before, and when the card was first seen in these rows. Two frames keyed by
-    tx_id (card windows, merchant windows), each in its own row order."""
-    import polars as pl
+def window_features(tx, features: Features | None = None):
+    """The declared card and merchant window aggregates for every row of ``tx`` (a Polars frame with
+    tx_id, ts, card_id, merchant_id, amount) over [t - w, t), and when the card was first seen in these
+    rows. Two frames keyed by tx_id (card windows, merchant windows), each in its own row order; one
+    grouped rolling pass per entity and window length."""
+    features, _ = settings(features, 0)
 
-    card = _rolling(tx, "card_id", CARD_WINDOWS, first_seen=True,
-                    extra=(pl.col("merchant_id").n_unique().cast(pl.Int64).alias("card_merchants_24h"),))
-    merchant = _rolling(tx, "merchant_id", MERCHANT_WINDOWS)
+    def by_period(entity):
+        out: dict[str, list] = {}
+        for w in features.windows:
+            if w.entity == entity:
+                out.setdefault(w.window, []).append(w)
+        return out
+
+    card = _rolling(tx, "card_id", by_period("card"), first_seen=True)
+    merchant = _rolling(tx, "merchant_id", by_period("merchant"))
     return card, merchant
 
 
@@ -264,7 +266,7 @@ def window_relations(con: duckdb.DuckDBPyConnection, events: Path, start: dt.dat
         feature_query(events, start, end)  # raises the clear "no transactions" error
     tx = pl.from_arrow(con.sql(f"SELECT tx_id, ts, card_id, merchant_id, amount FROM read_parquet("
                                f"{_sql_list(tx_files)})").to_arrow_table())
-    card, merchant = window_features(tx)
+    card, merchant = window_features(tx, features)
     del tx
     con.register("card_windows", card.to_arrow())
     con.register("merchant_windows", merchant.to_arrow())

@@ -53,7 +53,6 @@ from release.io import list_partitions
 
 US = 1_000_000  # timestamps are integer microseconds since the epoch, as in the event logs
 HOUR, DAY = 3600 * US, 86400 * US
-CARD_KEEP, MERCHANT_KEEP = 30 * DAY, 7 * DAY  # the longest window of each
 PRUNE_EVERY = 50_000  # forget what no window can see any more, every this many transactions
 _CATEGORY_CODE = {c: float(i) for i, c in enumerate(CATEGORIES)}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -186,6 +185,9 @@ def merchant_fraud_rates(events: Path, day: dt.date, maturity_days: int | None =
     return finish_rates(events, prepare_rates(events, day, maturity_days, features))
 
 
+_EMPTY = _History()  # a card or merchant never seen (never written to)
+
+
 class OnlineFeatures:
     """Per-card and per-merchant history in memory; ``features_and_add`` gives one transaction's
     point-in-time features and then remembers it. Thread-safe."""
@@ -251,11 +253,14 @@ class OnlineFeatures:
             self._newest = ts
 
     def _prune_all(self) -> None:
+        """Forget what no declared window can see any more (the longest window of each entity, plus a day)."""
         self._since_prune = 0
+        card_keep, merchant_keep = (self.settings.longest_window_us("card"),
+                                    self.settings.longest_window_us("merchant"))
         for h in self._cards.values():
-            h.prune(self._newest - CARD_KEEP - DAY)
+            h.prune(self._newest - card_keep - DAY)
         for h in self._merchants.values():
-            h.prune(self._newest - MERCHANT_KEEP - DAY)
+            h.prune(self._newest - merchant_keep - DAY)
 
     @property
     def cards(self) -> int:
@@ -331,44 +336,27 @@ class OnlineFeatures:
         return f
 
     def _features(self, ts: int, card_id: str, merchant_id: str, amount: float) -> dict[str, float]:
+        """The declared window aggregates (release.pipeline.WindowFeature) and the card's age, from the
+        history strictly before ``ts``: the same definitions as release.features computes offline."""
         out: dict[str, float] = {}
-        c = self._cards.get(card_id)
-        if c is None:
-            c = _History()
-        hi = bisect.bisect_left(c.ts, ts)  # strictly before ts
-        lo1h, lo24h = bisect.bisect_left(c.ts, ts - HOUR), bisect.bisect_left(c.ts, ts - DAY)
-        lo7d, lo30d = bisect.bisect_left(c.ts, ts - 7 * DAY), bisect.bisect_left(c.ts, ts - 30 * DAY)
-        a24, a7, a30 = c.amount[lo24h:hi], c.amount[lo7d:hi], c.amount[lo30d:hi]
-        out["card_tx_1h"] = float(hi - lo1h)
-        out["card_tx_24h"] = float(len(a24))
-        out["card_amount_24h"] = float(sum(a24))
-        out["card_tx_7d"] = float(len(a7))
-        out["card_amount_7d"] = float(sum(a7))
-        out["card_tx_30d"] = float(len(a30))
-        avg30 = sum(a30) / len(a30) if a30 else amount
-        max30 = max(a30) if a30 else amount
-        out["amount_vs_card_avg_30d"] = amount / (avg30 + 1)
-        out["amount_vs_card_max_30d"] = amount / (max30 + 1)
+        c = self._cards.get(card_id) or _EMPTY
+        m = self._merchants.get(merchant_id) or _EMPTY
+        hi = {"card": bisect.bisect_left(c.ts, ts), "merchant": bisect.bisect_left(m.ts, ts)}  # strictly before
+        for w in self.settings.windows:
+            h = c if w.entity == "card" else m
+            lo = bisect.bisect_left(h.ts, ts - w.window_us())
+            n = hi[w.entity] - lo
+            agg = w.aggregation
+            if agg == "count":
+                out[w.name] = float(n)
+            elif agg == "sum":
+                out[w.name] = float(sum(h.amount[lo:hi[w.entity]]))
+            elif agg == "distinct_merchants":
+                out[w.name] = float(len(set(h.merchant[lo:hi[w.entity]])))
+            else:
+                a = h.amount[lo:hi[w.entity]]
+                base = (sum(a) / len(a) if agg == "amount_over_mean" else max(a)) if a else amount
+                out[w.name] = amount / (base + 1)
         first = ts if c.first_seen is None else min(c.first_seen, ts)
         out["card_age_days"] = min((ts // US - first // US) / 86400.0, float(self.settings.card_age_cap_days))
-        out["card_merchants_24h"] = float(len(set(c.merchant[lo24h:hi])))
-        m = self._merchants.get(merchant_id)
-        if m is None:
-            m = _History()
-        hi = bisect.bisect_left(m.ts, ts)
-        lo1h, lo24h, lo7d = (bisect.bisect_left(m.ts, ts - HOUR), bisect.bisect_left(m.ts, ts - DAY),
-                             bisect.bisect_left(m.ts, ts - 7 * DAY))
-        m24, m7 = m.amount[lo24h:hi], m.amount[lo7d:hi]
-        out["merchant_tx_1h"] = float(hi - lo1h)
-        out["merchant_tx_24h"] = float(len(m24))
-        out["merchant_tx_7d"] = float(len(m7))
-        out["merchant_amount_24h"] = float(sum(m24))
-        avg7 = sum(m7) / len(m7) if m7 else amount
-        out["amount_vs_merchant_avg_7d"] = amount / (avg7 + 1)
         return out
-
-
-def feature_vector(f: dict[str, float], names: list[str]) -> np.ndarray:
-    """One row in a model's feature order, as LightGBM wants it (float64, NaN for unknown)."""
-    return np.array([[f[n] for n in names]], dtype=np.float64)
-

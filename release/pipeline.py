@@ -27,6 +27,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from release.config import load_yaml_model
@@ -56,12 +58,51 @@ class RiskFeature(_Strict):
     prior_tx: float = Field(gt=0)  # > 0: a merchant with no matured transaction gets the all-merchant rate
 
 
+class WindowFeature(_Strict):
+    """A window aggregate of one entity's transactions in [t - window, t) (the transaction itself and
+    anything at the same instant are not known): ``count``; ``sum`` of amounts; ``distinct_merchants``
+    (cards only); ``amount_over_mean`` / ``amount_over_max``: the amount against the window's mean or
+    maximum amount, amount / (mean + 1), the amount itself standing in for an empty window. ``entity``:
+    the card, or the merchant (or the column mapped to stand in for it, e.g. a terminal)."""
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    entity: Literal["card", "merchant"]
+    window: str = Field(pattern=r"^[1-9][0-9]*[hd]$")  # hours or days, e.g. 1h, 24h, 7d, 30d
+    aggregation: Literal["count", "sum", "distinct_merchants", "amount_over_mean", "amount_over_max"]
+
+    @model_validator(mode="after")
+    def _distinct_for_cards(self):
+        if self.aggregation == "distinct_merchants" and self.entity != "card":
+            raise ValueError(f"{self.name}: distinct_merchants counts a card's merchants; entity must be card")
+        return self
+
+    def window_us(self) -> int:
+        n, unit = int(self.window[:-1]), self.window[-1]
+        return n * (3600 if unit == "h" else 86400) * 1_000_000
+
+
+def _w(name, entity, window, aggregation):
+    return WindowFeature(name=name, entity=entity, window=window, aggregation=aggregation)
+
+
+DEFAULT_WINDOWS = [
+    _w("card_tx_1h", "card", "1h", "count"), _w("card_tx_24h", "card", "24h", "count"),
+    _w("card_amount_24h", "card", "24h", "sum"), _w("card_tx_7d", "card", "7d", "count"),
+    _w("card_amount_7d", "card", "7d", "sum"), _w("card_tx_30d", "card", "30d", "count"),
+    _w("amount_vs_card_avg_30d", "card", "30d", "amount_over_mean"),
+    _w("amount_vs_card_max_30d", "card", "30d", "amount_over_max"),
+    _w("card_merchants_24h", "card", "24h", "distinct_merchants"),
+    _w("merchant_tx_1h", "merchant", "1h", "count"), _w("merchant_tx_24h", "merchant", "24h", "count"),
+    _w("merchant_tx_7d", "merchant", "7d", "count"), _w("merchant_amount_24h", "merchant", "24h", "sum"),
+    _w("amount_vs_merchant_avg_7d", "merchant", "7d", "amount_over_mean"),
+]
+
 DEFAULT_RISK = RiskFeature(rate="merchant_fraud_rate", count="merchant_matured_tx", window_days=90, prior_tx=200.0)
 
 
 class Features(_Strict):
     """The settings of the feature definitions (release/features.py is the one definition of each
     feature; the offline and online engines both read these)."""
+    windows: list[WindowFeature] = Field(default_factory=lambda: list(DEFAULT_WINDOWS))
     risk: list[RiskFeature] = Field(default_factory=lambda: [DEFAULT_RISK], min_length=1)
     # "days since first seen", capped below lookback_days so offline and online agree (see features.py)
     card_age_cap_days: int = Field(30, ge=1, le=365)
@@ -75,16 +116,22 @@ class Features(_Strict):
                              f"({self.lookback_days}): an age capped above what is read depends on the query")
         from release.features import BASE_FEATURE_COLUMNS
 
-        names = [n for r in self.risk for n in (r.rate, r.count)]
+        names = self.columns()
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(BASE_FEATURE_COLUMNS)))
         if clash:
-            raise ValueError(f"risk feature names must be unique and not those of other features; {clash} "
-                             f"clash (other features: {BASE_FEATURE_COLUMNS})")
+            raise ValueError(f"window and risk feature names must be unique and not those of other features; "
+                             f"{clash} clash (other features: {BASE_FEATURE_COLUMNS})")
+        long = [w.name for w in self.windows if w.window_us() > self.lookback_days * 86400 * 1_000_000]
+        if long:
+            raise ValueError(f"windows {long} reach further back than lookback_days ({self.lookback_days})")
         return self
 
     def columns(self) -> list[str]:
-        """The risk features' columns, in order."""
-        return [n for r in self.risk for n in (r.rate, r.count)]
+        """The window and risk features' columns, in order."""
+        return [w.name for w in self.windows] + [n for r in self.risk for n in (r.rate, r.count)]
+
+    def longest_window_us(self, entity: str) -> int:
+        return max((w.window_us() for w in self.windows if w.entity == entity), default=0)
 
     def widest_window(self) -> int:
         return max(r.window_days for r in self.risk)
