@@ -77,7 +77,7 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
             f"No transactions found in {events / 'transactions'} for days {start} .. {end - dt.timedelta(days=1)}."
             " Simulate a world (`fraudcd simulate`), ingest your own log (`fraudcd ingest`), or point"
             " FRAUDCD_HOME at your event logs.")
-    rate_from = start - dt.timedelta(days=maturity_days + features.widest_window() + 1)
+    rate_from = start - dt.timedelta(days=features.reach(maturity_days) + 1)
     tx_files = list_partitions(events / "transactions", start - dt.timedelta(days=features.lookback_days), end)
     dec_files = list_partitions(events / "decisions", start, end)
     hist_tx = list_partitions(events / "transactions", rate_from, end)
@@ -102,16 +102,15 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
         SELECT merchant_id, dn, count(*) FILTER (WHERE action = 'allow') AS allowed FROM hist GROUP BY ALL
     ), gd AS (
         SELECT dn, sum(allowed) AS allowed FROM md GROUP BY ALL
-    ), known AS (  -- a dispute counts on day d when its transaction matured by d and it arrived before d
-        SELECT h.merchant_id, h.dn AS tdn,
-               greatest(date_diff('day', {epoch}, CAST(s.dispute_ts AS DATE)) + 1, h.dn + {m + 1}) AS lo
+    ), known AS (  -- a dispute counts on day d when it arrived before d (and its transaction is in the window)
+        SELECT h.merchant_id, h.dn AS tdn, date_diff('day', {epoch}, CAST(s.dispute_ts AS DATE)) + 1 AS dlo
         FROM ({disputes}) s JOIN hist h USING (tx_id)
         WHERE h.action = 'allow'
     ), target AS (
         SELECT DISTINCT merchant_id, date_diff('day', {epoch}, CAST(ts AS DATE)) AS dn FROM tx
         WHERE ts >= {_ts(start)} AND ts < {_ts(end)}
     ), days AS (SELECT DISTINCT dn FROM target
-    ){"".join(_rate_ctes(i, r, m, epoch) for i, r in enumerate(features.risk))}
+    ){"".join(_rate_ctes(i, r, r.delay(m), epoch) for i, r in enumerate(features.risk))}
     , f AS (
         SELECT * FROM tx JOIN card_windows USING (tx_id) JOIN merchant_windows USING (tx_id)
         WHERE tx.ts >= {_ts(start)} AND tx.ts < {_ts(end)}
@@ -136,8 +135,9 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
 
 def _rate_ctes(i: int, r, m: int, epoch: str) -> str:
     """The relation ``rate{i}`` of risk feature ``r``: per merchant and day d, the allowed transactions of
-    the days [d - m - w, d - m - 1] (matured by d) and the disputes among them known by d, shrunk toward
-    the all-merchant rate of the same days with ``prior_tx`` transactions of prior weight."""
+    the days [d - m - w, d - m - 1] (m: the feature's delay, by default the label maturity) and the disputes
+    among them known by d, shrunk toward the all-merchant rate of the same days with ``prior_tx``
+    transactions of prior weight."""
     w, k = int(r.window_days), float(r.prior_tx)
     return f"""
     , mden{i} AS (
@@ -146,14 +146,16 @@ def _rate_ctes(i: int, r, m: int, epoch: str) -> str:
              AND md.dn BETWEEN t.dn - {m + w} AND t.dn - {m + 1}
         GROUP BY ALL
     ), mnum{i} AS (
-        SELECT t.merchant_id, t.dn, count(k.lo) AS frauds
-        FROM target t LEFT JOIN known k ON k.merchant_id = t.merchant_id AND t.dn BETWEEN k.lo AND k.tdn + {m + w}
+        SELECT t.merchant_id, t.dn, count(k.dlo) AS frauds
+        FROM target t LEFT JOIN known k ON k.merchant_id = t.merchant_id AND t.dn >= k.dlo
+             AND t.dn BETWEEN k.tdn + {m + 1} AND k.tdn + {m + w}
         GROUP BY ALL
     ), gden{i} AS (
         SELECT days.dn, coalesce(sum(gd.allowed), 0) AS allowed
         FROM days LEFT JOIN gd ON gd.dn BETWEEN days.dn - {m + w} AND days.dn - {m + 1} GROUP BY ALL
     ), gnum{i} AS (
-        SELECT days.dn, count(k.lo) AS frauds FROM days LEFT JOIN known k ON days.dn BETWEEN k.lo AND k.tdn + {m + w}
+        SELECT days.dn, count(k.dlo) AS frauds FROM days LEFT JOIN known k ON days.dn >= k.dlo
+             AND days.dn BETWEEN k.tdn + {m + 1} AND k.tdn + {m + w}
         GROUP BY ALL
     ), rate{i} AS (
         SELECT mden{i}.merchant_id, mden{i}.dn, CAST(mden{i}.allowed AS BIGINT) AS {r.count},

@@ -115,8 +115,9 @@ def prepare_rates(events: Path, day: dt.date, maturity_days: int | None = None,
     day ahead, in the background."""
     events = Path(events)
     features, maturity_days = settings(features, maturity_days)
-    m, w = int(maturity_days), int(features.widest_window())
-    lo, hi = day - dt.timedelta(days=m + w), day - dt.timedelta(days=m + 1)  # the window, both ends included
+    delays = [r.delay(maturity_days) for r in features.risk]
+    # every feature's window, both ends included, lies within [lo, hi]
+    lo, hi = day - dt.timedelta(days=features.reach(maturity_days)), day - dt.timedelta(days=min(delays) + 1)
     tx = list_partitions(events / "transactions", lo, hi + dt.timedelta(days=1))
     dec = list_partitions(events / "decisions", lo, hi + dt.timedelta(days=1))
     dis = list_partitions(events / "disputes", lo, day - dt.timedelta(days=1))  # arrived by day - 2
@@ -135,8 +136,9 @@ def prepare_rates(events: Path, day: dt.date, maturity_days: int | None = None,
         con.close()
     days = pd.to_datetime(window["day"]).dt.date
     parts = []
-    for r in features.risk:
-        mine = window[(days >= day - dt.timedelta(days=m + r.window_days)).to_numpy()]
+    for r, d in zip(features.risk, delays):
+        mine = window[((days >= day - dt.timedelta(days=d + r.window_days))
+                       & (days <= day - dt.timedelta(days=d + 1))).to_numpy()]
         parts.append((mine, mine["merchant_id"].value_counts(), _frauds(mine, disputes)))
     return RatePrep(day=day, window=window, risk=list(features.risk), parts=parts)
 

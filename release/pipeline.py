@@ -48,14 +48,19 @@ class TrainingSet(_Strict):
 
 class RiskFeature(_Strict):
     """A delayed-label risk feature of the merchant (or of the column that stands in for it, e.g. a
-    terminal): the fraud rate of its matured, allowed transactions of the ``window_days`` days before
-    maturity, each dispute counted from the day after it arrived, shrunk toward the all-merchant rate with
-    ``prior_tx`` transactions of prior weight; and the count of those matured transactions. ``rate`` and
-    ``count`` name the two feature columns."""
+    terminal): the fraud rate of its allowed transactions of the ``window_days`` days before its delay
+    (``delay_days``; default: the label maturity), each dispute counted from the day after it arrived,
+    shrunk toward the all-merchant rate with ``prior_tx`` transactions of prior weight; and the count of
+    those transactions. A delay shorter than the maturity gives a fresher signal on labels still arriving
+    (the disputes known so far). ``rate`` and ``count`` name the two feature columns."""
     rate: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     count: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     window_days: int = Field(ge=1, le=730)
     prior_tx: float = Field(gt=0)  # > 0: a merchant with no matured transaction gets the all-merchant rate
+    delay_days: int | None = Field(None, ge=1, le=180)
+
+    def delay(self, maturity_days: int) -> int:
+        return int(self.delay_days if self.delay_days is not None else maturity_days)
 
 
 class WindowFeature(_Strict):
@@ -133,8 +138,9 @@ class Features(_Strict):
     def longest_window_us(self, entity: str) -> int:
         return max((w.window_us() for w in self.windows if w.entity == entity), default=0)
 
-    def widest_window(self) -> int:
-        return max(r.window_days for r in self.risk)
+    def reach(self, maturity_days: int) -> int:
+        """How many days before a day the risk features read: the largest delay plus window."""
+        return max(r.delay(maturity_days) + r.window_days for r in self.risk)
 
 
 class DagSchedule(_Strict):

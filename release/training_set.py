@@ -145,8 +145,7 @@ def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date, maturity
     look at (the merchant fraud rate reaches furthest), disputes up to as-of; and the transactions and
     disputes the manifest's label completeness rests on (its cohorts, as_of - horizon - cohort days to
     as_of - horizon, which the features' reach already covers with the default windows)."""
-    first = start - dt.timedelta(days=max(features.lookback_days,
-                                          maturity_days + features.widest_window() + 1))
+    first = start - dt.timedelta(days=max(features.lookback_days, features.reach(maturity_days) + 1))
     cohort_end = as_of - dt.timedelta(days=label_completeness.HORIZON_DAYS)
     cohort_start = cohort_end - dt.timedelta(days=label_completeness.COHORT_DAYS)
     files = (list_partitions(events / "transactions", min(first, cohort_start), max(end, cohort_end))

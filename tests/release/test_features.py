@@ -237,6 +237,23 @@ def test_merchant_fraud_rate_follows_the_maturity_window(tmp_path):
     assert f.loc[1, "merchant_matured_tx"] == 4
 
 
+def test_a_risk_feature_with_its_own_delay_uses_the_disputes_known_so_far(tmp_path):
+    """delay_days shorter than the label maturity: a fresher rate on labels still arriving. On day D, a
+    30-day delay and a 90-day window count days D-120 .. D-31 (101, 102, 104, 105) with the disputes that
+    arrived before D (101 and 105: 105 has not matured for labels, its dispute is known all the same),
+    beside the default feature on 60 days (101, 102, 104; fraud 101)."""
+    from release.pipeline import DEFAULT_RISK, Features, RiskFeature
+
+    events = tmp_path / "events"
+    write_decided(events, RATE_HISTORY + [(1, ts(D, 12), 1, "MA", 5.0, "allow")], RATE_DISPUTES)
+    fresh = RiskFeature(rate="fresh_rate", count="fresh_tx", window_days=90, prior_tx=1.0, delay_days=30)
+    f = compute_features(events, D, D + dt.timedelta(days=1), features=Features(risk=[DEFAULT_RISK, fresh]))
+    f = f.set_index("tx_id")
+    assert f.loc[1, "fresh_tx"] == 4 and f.loc[1, "merchant_matured_tx"] == 3
+    # all merchants: MA's four and MB's two rows, frauds 101, 105 and 201: prior 3/6 with weight 1
+    assert f.loc[1, "fresh_rate"] == pytest.approx((2 + 1 * 3 / 6) / (4 + 1))
+
+
 def test_before_any_label_matures_the_fraud_rate_is_unknown_not_zero(card1_events):
     f = compute_features(card1_events, D, D + dt.timedelta(days=1))
     assert f["merchant_fraud_rate"].isna().all() and (f["merchant_matured_tx"] == 0).all()

@@ -144,7 +144,8 @@ def test_a_transaction_time_needs_a_timezone():
 def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events):
     """The declarative spec, not the default one: window aggregates of other lengths and kinds (a 2-hour
     card sum, a 3-day merchant count, 12-hour distinct merchants, the amount against a 14-day maximum) and
-    three windows of the merchant fraud rate (1, 7 and 30 days, each with its prior): every column the
+    three windows of the merchant fraud rate (1, 7 and 30 days, each with its prior; the 1-day one with a
+    3-day delay instead of the label maturity): every column the
     same online as offline on two replayed days."""
     from release.features import feature_columns
     from release.pipeline import Features, RiskFeature, WindowFeature
@@ -155,8 +156,8 @@ def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events):
         ("amount_vs_card_max_14d", "card", "14d", "amount_over_max"),
         ("amount_vs_merchant_avg_2d", "merchant", "2d", "amount_over_mean"))]
     spec = Features(windows=windows,
-                    risk=[RiskFeature(rate=f"mfr_{w}d", count=f"mtx_{w}d", window_days=w, prior_tx=p)
-                          for w, p in ((1, 1.0), (7, 5.0), (30, 50.0))])
+                    risk=[RiskFeature(rate=f"mfr_{w}d", count=f"mtx_{w}d", window_days=w, prior_tx=p, delay_days=d)
+                          for w, p, d in ((1, 1.0, 3), (7, 5.0, None), (30, 50.0, None))])
     seed = tiny.cfg.start + dt.timedelta(days=tiny.cfg.days - 2)
     end = seed + dt.timedelta(days=2)
     offline = compute_features(tiny_events, seed, end, maturity_days=tiny.maturity_days,
@@ -173,7 +174,6 @@ def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events):
         np.testing.assert_allclose(got[c].astype(float), offline[c].astype(float), rtol=1e-9, atol=1e-12,
                                    err_msg=f"risk feature {c} differs online")
     # the windows differ: a 1-day rate is not the 30-day one, and the counts grow with the window
-    assert (offline["mtx_1d"] <= offline["mtx_7d"]).all() and (offline["mtx_7d"] <= offline["mtx_30d"]).all()
-    assert (offline["mtx_1d"] < offline["mtx_30d"]).mean() > 0.5
+    assert (offline["mtx_7d"] <= offline["mtx_30d"]).all() and (offline["mtx_1d"] < offline["mtx_30d"]).mean() > 0.5
     assert not np.allclose(offline["mfr_1d"], offline["mfr_30d"])
     assert (offline["merchant_tx_3d"] > 0).mean() > 0.5 and (offline["card_sum_2h"] > 0).mean() > 0.01

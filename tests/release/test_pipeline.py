@@ -182,7 +182,7 @@ def test_feature_settings_change_the_snapshot_hash(home, monkeypatch, tmp_path):
     assert a != b
     cfg = json.loads((home / "snapshots" / b / "manifest.json").read_text())["config"]
     assert cfg["features"]["risk"] == [{"rate": "merchant_fraud_rate", "count": "merchant_matured_tx",
-                                        "window_days": 28, "prior_tx": 5.0}] and cfg["feature_code"]
+                                        "window_days": 28, "prior_tx": 5.0, "delay_days": None}] and cfg["feature_code"]
 
 
 def _model(snapshot_hash: str, train_end: str):
