@@ -21,14 +21,14 @@ import duckdb
 import pandas as pd
 
 from release.io import list_partitions
-from release.pipeline import Features, pipeline
+from release.pipeline import STATIC_FEATURES, Features, pipeline
 
 CATEGORIES = ["grocery", "fuel", "restaurants", "fashion", "electronics", "travel", "digital_goods",
               "gambling"]
 # The static features; the window aggregates (card and merchant counts, sums, distinct merchants, amount
 # against the window's mean or maximum) and the delayed-label risk features (the merchant's fraud rate and
 # matured count) follow them, as the pipeline configuration declares them: ``feature_columns``.
-BASE_FEATURE_COLUMNS = ["amount", "log_amount", "cross_border", "hour", "category_code", "card_age_days"]
+BASE_FEATURE_COLUMNS = STATIC_FEATURES  # named where the settings are validated (release.pipeline)
 
 
 def feature_columns(features: Features | None = None) -> list[str]:

@@ -34,6 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from release.config import load_yaml_model
 
 
+# The static features (release/features.py defines them): window and risk features may not take their names.
+# Here, not there, so that validating a configuration (as the DAG files do when parsed) loads no engine.
+STATIC_FEATURES = ["amount", "log_amount", "cross_border", "hour", "category_code", "card_age_days"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -119,13 +124,11 @@ class Features(_Strict):
         if self.card_age_cap_days >= self.lookback_days:
             raise ValueError(f"card_age_cap_days ({self.card_age_cap_days}) must be below lookback_days "
                              f"({self.lookback_days}): an age capped above what is read depends on the query")
-        from release.features import BASE_FEATURE_COLUMNS
-
         names = self.columns()
-        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(BASE_FEATURE_COLUMNS)))
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(STATIC_FEATURES)))
         if clash:
             raise ValueError(f"window and risk feature names must be unique and not those of other features; "
-                             f"{clash} clash (other features: {BASE_FEATURE_COLUMNS})")
+                             f"{clash} clash (other features: {STATIC_FEATURES})")
         long = [w.name for w in self.windows if w.window_us() > self.lookback_days * 86400 * 1_000_000]
         if long:
             raise ValueError(f"windows {long} reach further back than lookback_days ({self.lookback_days})")
