@@ -203,6 +203,7 @@ class OnlineFeatures:
         self._preparing: dict[dt.date, threading.Thread] = {}
         self.seed_day = seed_day
         self.settings, self.maturity_days = settings(features, maturity_days)
+        self._groups = self._window_groups()
         self._cards: dict[str, _History] = {}
         self._merchants: dict[str, _History] = {}
         self._rates: OrderedDict[dt.date, list[tuple[dict, float | None]]] = OrderedDict()
@@ -337,28 +338,34 @@ class OnlineFeatures:
             f[r.count] = float(matured)
         return f
 
+    def _window_groups(self) -> list[tuple[str, int, list]]:
+        """The declared windows grouped by (entity, length): one bisect and one slice per group."""
+        groups: dict[tuple[str, int], list] = {}
+        for w in self.settings.windows:
+            groups.setdefault((w.entity, w.window_us()), []).append((w.name, w.aggregation))
+        return [(entity, length, feats) for (entity, length), feats in groups.items()]
+
     def _features(self, ts: int, card_id: str, merchant_id: str, amount: float) -> dict[str, float]:
         """The declared window aggregates (release.pipeline.WindowFeature) and the card's age, from the
         history strictly before ``ts``: the same definitions as release.features computes offline."""
         out: dict[str, float] = {}
         c = self._cards.get(card_id) or _EMPTY
         m = self._merchants.get(merchant_id) or _EMPTY
-        hi = {"card": bisect.bisect_left(c.ts, ts), "merchant": bisect.bisect_left(m.ts, ts)}  # strictly before
-        for w in self.settings.windows:
-            h = c if w.entity == "card" else m
-            lo = bisect.bisect_left(h.ts, ts - w.window_us())
-            n = hi[w.entity] - lo
-            agg = w.aggregation
-            if agg == "count":
-                out[w.name] = float(n)
-            elif agg == "sum":
-                out[w.name] = float(sum(h.amount[lo:hi[w.entity]]))
-            elif agg == "distinct_merchants":
-                out[w.name] = float(len(set(h.merchant[lo:hi[w.entity]])))
-            else:
-                a = h.amount[lo:hi[w.entity]]
-                base = (sum(a) / len(a) if agg == "amount_over_mean" else max(a)) if a else amount
-                out[w.name] = amount / (base + 1)
+        hi_c, hi_m = bisect.bisect_left(c.ts, ts), bisect.bisect_left(m.ts, ts)  # strictly before ts
+        for entity, length, feats in self._groups:
+            h, hi = (c, hi_c) if entity == "card" else (m, hi_m)
+            lo = bisect.bisect_left(h.ts, ts - length, 0, hi)
+            a = h.amount[lo:hi]
+            for name, agg in feats:
+                if agg == "count":
+                    out[name] = float(hi - lo)
+                elif agg == "sum":
+                    out[name] = float(sum(a))
+                elif agg == "distinct_merchants":
+                    out[name] = float(len(set(h.merchant[lo:hi])))
+                else:
+                    base = (sum(a) / len(a) if agg == "amount_over_mean" else max(a)) if a else amount
+                    out[name] = amount / (base + 1)
         first = ts if c.first_seen is None else min(c.first_seen, ts)
         out["card_age_days"] = min((ts // US - first // US) / 86400.0, float(self.settings.card_age_cap_days))
         return out
