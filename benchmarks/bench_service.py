@@ -14,6 +14,9 @@ replayer (httpx, in this process: the load generator shares the two cores with t
    (this process polls the store's version every 2 ms), when the service first decided on the new
    version, when it last let the candidate decide, and how many requests failed.
 
+Authentication is on, as shipped (a bearer token with both roles, generated for the run and handed to
+the service in its environment): the measured latency includes checking it.
+
 Latency is client-side (send to answer, HTTP included) and server-side (the service's own measure of
 the critical path, from the decision log). Machines here are shared and noisy: read the ratios
 measured in the same run (shadow on vs off, service vs raw predict), not the absolute milliseconds.
@@ -27,6 +30,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -42,6 +46,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 AT = "2026-03-01T00:00:00+00:00"
 WHO = "bench (automated)"
+TOKEN = secrets.token_urlsafe(32)  # this run's bearer token (scoring and operator)
 
 
 def load() -> str:
@@ -107,8 +112,9 @@ class Service:
     def __init__(self, home: Path, seed_day: str, port: int):
         self.url = f"http://127.0.0.1:{port}"
         cfg = home / "service.yaml"
-        cfg.write_text("maturity_days: 5\n")
-        env = {**os.environ, "FRAUDCD_HOME": str(home)}
+        cfg.write_text("maturity_days: 5\nauth:\n  tokens: [{name: bench, roles: [scoring, operator], "
+                       "env: FRAUDCD_BENCH_TOKEN}]\n")
+        env = {**os.environ, "FRAUDCD_HOME": str(home), "FRAUDCD_BENCH_TOKEN": TOKEN}
         self.log = open(home / "serve.log", "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "release.cli", "serve", "--port", str(port),
                                       "--seed-day", seed_day, "--config", str(cfg)], cwd=PROJECT_ROOT, env=env,
@@ -129,7 +135,7 @@ class Service:
     def state(self) -> dict:
         import httpx
 
-        return httpx.get(self.url + "/state", timeout=5).json()
+        return httpx.get(self.url + "/state", timeout=5, headers={"authorization": f"Bearer {TOKEN}"}).json()
 
     def wait_for(self, version: int) -> None:
         while self.state()["deployment"]["version"] < version:
@@ -197,12 +203,14 @@ def main() -> int:
             """The day's first transaction alone (it triggers the once-a-day merchant fraud-rate table,
             timed apart), then the rest of the day at ``rate``."""
             bodies = day_requests(home / "events", day)
-            first = asyncio.run(replay(svc.url, bodies[:1], rate=0, concurrency=1))
+            first = asyncio.run(replay(svc.url, bodies[:1], rate=0, concurrency=1, token=TOKEN))
             rollover_ms.append(first.answers[0].latency_ms)
-            return asyncio.run(replay(svc.url, bodies[1:], rate=rate, concurrency=concurrency, on_tick=on_tick))
+            return asyncio.run(replay(svc.url, bodies[1:], rate=rate, concurrency=concurrency, on_tick=on_tick,
+                                      token=TOKEN))
 
         print("  warm-up", file=sys.stderr)  # first requests, first day's rate table, caches: not counted
-        asyncio.run(replay(svc.url, day_requests(home / "events", warm_day, args.warm_up), rate=args.rate))
+        asyncio.run(replay(svc.url, day_requests(home / "events", warm_day, args.warm_up), rate=args.rate,
+                           token=TOKEN))
         print("  phase: shadow off", file=sys.stderr)
         off = run(days[0], args.rate)
         v = ramp.start_shadow("rel-bench", info["candidate"], at=AT, actor=WHO, reason="bench: shadow on")["version"]

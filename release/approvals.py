@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import re
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from release.store import (engine, releases, threshold_items, threshold_sets, threshold_versions, thresholds,
-                           transaction, write_audit)
+from release.config import shown
+from release.store import (audit, engine, releases, threshold_items, threshold_sets, threshold_versions,
+                           thresholds, transaction, write_audit)
 
 GLOBAL = "__global__"
 PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
 AUTO_APPROVED, NOT_APPROVED = "auto_approved", "not_approved"
+SUPERSEDED = "superseded"  # a pending set a rerun of its release replaced (its rows are kept)
 THRESHOLD_RANGE = (0.0, 1.0)  # scores are probabilities: a threshold outside [0, 1] blocks all or nothing
 MAX_ERRORS_SHOWN = 20
 
@@ -148,9 +152,9 @@ def parse_threshold(raw) -> tuple[float | None, str | None]:
     try:
         x = float(text)
     except ValueError:
-        return None, f"{text!r} is not a number; expected a number in [{lo:g}, {hi:g}]"
+        return None, f"{shown(text)} is not a number; expected a number in [{lo:g}, {hi:g}]"
     if not math.isfinite(x) or not lo <= x <= hi:
-        return None, f"{text} is out of range; expected a number in [{lo:g}, {hi:g}]"
+        return None, f"{text if len(text) <= 40 else shown(text)} is out of range; expected a number in [{lo:g}, {hi:g}]"
     return x, None
 
 
@@ -159,11 +163,11 @@ def validate_edits(edits: Mapping[str, object], known: set[str], release_id: str
     errors, out = [], {}
     for m, raw in edits.items():
         if m not in known:
-            errors.append(f"merchant {m!r} is not among the {len(known):,} suggestions of {release_id}")
+            errors.append(f"merchant {shown(m)} is not among the {len(known):,} suggestions of {release_id}")
             continue
         x, problem = parse_threshold(raw)
         if problem:
-            errors.append(f"merchant {m!r}: threshold {problem}")
+            errors.append(f"merchant {shown(m)}: threshold {problem}")
         else:
             out[m] = x
     if errors:
@@ -197,18 +201,22 @@ def _write_versions(conn, model_id: str, rows: pd.DataFrame, *, set_id: int | No
 
 def create_set(model_id: str, release_id: str | None, suggestions: pd.DataFrame, global_threshold: float, *,
                at: str, actor: str, reason: str, status: str = PENDING, automatic: bool = False) -> int:
-    """Record a threshold set (idempotent per release and model: a rerun replaces a pending set, never a
-    decided one). A set created approved (the bootstrap incumbent's) goes live at once."""
+    """Record a threshold set (idempotent per release and model: a rerun never undoes a decided set). A
+    rerun while the release's set is still pending supersedes it: a person's edits carry over to the new
+    set where the same model still suggests a threshold for that merchant; every other edit is dropped,
+    and each one, carried or dropped, is named in the audit (who edited, when, the values). A set created
+    approved (the bootstrap incumbent's) goes live at once."""
     with transaction() as conn:
+        superseded = []
         if release_id is not None:
-            old = conn.execute(sa.select(threshold_sets.c.id, threshold_sets.c.status).where(
-                (threshold_sets.c.release_id == release_id) & (threshold_sets.c.model_id == model_id))).first()
-            if old is not None:
-                if old.status != PENDING:
-                    return old.id  # already decided: a rerun must not undo a person's decision
-                for t in (thresholds, threshold_items):
-                    conn.execute(t.delete().where(t.c.set_id == old.id))
-                conn.execute(threshold_sets.delete().where(threshold_sets.c.id == old.id))
+            earlier = conn.execute(sa.select(threshold_sets.c.id, threshold_sets.c.model_id, threshold_sets.c.status,
+                                             threshold_sets.c.release_id)
+                                   .where(threshold_sets.c.release_id == release_id)
+                                   .order_by(threshold_sets.c.id.desc())).all()
+            decided = [r for r in earlier if r.model_id == model_id and r.status not in (PENDING, SUPERSEDED)]
+            if decided:
+                return decided[0].id  # already decided: a rerun must not undo a person's decision
+            superseded = [r for r in earlier if r.status == PENDING]
         set_id = conn.execute(threshold_sets.insert().values(
             model_id=model_id, release_id=release_id, status=status, global_threshold=float(global_threshold),
             created_at=at, decided_by=actor if status != PENDING else None,
@@ -235,6 +243,8 @@ def create_set(model_id: str, release_id: str | None, suggestions: pd.DataFrame,
                     after={"model_id": model_id, "release_id": release_id, "status": status,
                            "merchants": int(len(s)), "global_threshold": float(global_threshold)},
                     reason=reason)
+        for old in superseded:
+            _supersede(conn, old, set_id, model_id, at=at, actor=actor)
         if status == APPROVED:
             live = pd.DataFrame({"merchant_id": [GLOBAL] + list(s["merchant_id"].astype(str)),
                                  "value": [float(global_threshold)] + list(s["suggested_threshold"].astype(float))})
@@ -242,6 +252,69 @@ def create_set(model_id: str, release_id: str | None, suggestions: pd.DataFrame,
                 AUTO_APPROVED if automatic else APPROVED, automatic, actor, reason)
             _write_versions(conn, model_id, live, set_id=set_id, at=at)
     return int(set_id)
+
+
+def _edit_authors(conn, set_id: int) -> dict[str, dict]:
+    """merchant -> who made the standing edit of a pending set (edited_by, edited_at, edit_reason), from
+    its audit rows: a person's edit, or one carried over from a set a rerun superseded."""
+    rows = conn.execute(sa.select(audit.c.actor, audit.c.at, audit.c.action, audit.c.reason, audit.c.after_json)
+                        .where((audit.c.entity == f"thresholds:{set_id}")
+                               & audit.c.action.in_(["thresholds_edited", "thresholds_edits_carried_over"]))
+                        .order_by(audit.c.id)).all()
+    out = {}
+    for r in rows:
+        for m, v in json.loads(r.after_json or "{}").items():
+            if r.action == "thresholds_edited" and not m.startswith("_"):
+                out[m] = {"edited_by": r.actor, "edited_at": r.at, "edit_reason": r.reason}
+            elif r.action == "thresholds_edits_carried_over" and isinstance(v, dict):
+                out[m] = {k: v.get(k) for k in ("edited_by", "edited_at", "edit_reason")}
+    return out
+
+
+def _supersede(conn, old, new_set_id: int, model_id: str, *, at: str, actor: str) -> None:
+    """Close the pending set ``old`` as superseded by ``new_set_id``: carry its edits to the new set where
+    the same model suggests a threshold for the merchant, drop the rest, and audit each edit either way."""
+    t, i = thresholds, threshold_items
+    edited = conn.execute(sa.select(t.c.merchant_id, t.c.value, i.c.suggested)
+                          .select_from(t.join(i, (i.c.set_id == t.c.set_id) & (i.c.merchant_id == t.c.merchant_id)))
+                          .where((t.c.set_id == old.id) & i.c.edited)).all()
+    authors = _edit_authors(conn, old.id)
+    new = dict(conn.execute(sa.select(t.c.merchant_id, t.c.value).where(t.c.set_id == new_set_id)).all())
+    carried, dropped = {}, {}
+    for r in edited:
+        who = authors.get(r.merchant_id, {"edited_by": "unknown (no audit row)", "edited_at": None,
+                                           "edit_reason": None})
+        entry = {**who, "suggested_before": r.suggested, "edited_value": r.value}
+        if old.model_id == model_id and r.merchant_id in new:
+            carried[r.merchant_id] = {**entry, "suggested_now": new[r.merchant_id], "value": r.value}
+        else:
+            why = ("the rerun's candidate is another model" if old.model_id != model_id
+                   else "the rerun suggests no threshold for this merchant")
+            dropped[r.merchant_id] = {**entry, "why": why}
+    conn.execute(threshold_sets.update().where(threshold_sets.c.id == old.id).values(
+        status=SUPERSEDED, decided_by=actor, decided_at=at, automatic=True,
+        reason=f"superseded by threshold set {new_set_id} (a rerun of release {old.release_id})"))
+    conn.execute(i.update().where((i.c.set_id == old.id) & (i.c.outcome == PENDING)).values(outcome=SUPERSEDED))
+    if carried:
+        names = list(carried)
+        conn.execute(t.update().where((t.c.set_id == new_set_id) & (t.c.merchant_id == sa.bindparam("m")))
+                     .values(value=sa.bindparam("v")), [{"m": m, "v": carried[m]["value"]} for m in names])
+        conn.execute(i.update().where((i.c.set_id == new_set_id) & i.c.merchant_id.in_(names)).values(edited=True))
+        write_audit(conn, at=at, actor=actor, action="thresholds_edits_carried_over", entity=f"thresholds:{new_set_id}",
+                    before={m: carried[m]["suggested_now"] for m in names},
+                    after={**carried, "_from_set": old.id, "_release_id": old.release_id},
+                    reason=f"{len(names)} edit(s) of superseded set {old.id} kept: "
+                           + ", ".join(f"{m} by {carried[m]['edited_by']}" for m in names[:10])
+                           + (" ..." if len(names) > 10 else ""))
+    write_audit(conn, at=at, actor=actor, action="thresholds_superseded", entity=f"thresholds:{old.id}",
+                before={"status": PENDING, "model_id": old.model_id},
+                after={"status": SUPERSEDED, "by_set": new_set_id, "release_id": old.release_id, "model_id": model_id,
+                       "edits_carried_over": sorted(carried), "edits_dropped": dropped},
+                reason=f"release {old.release_id} was rerun; "
+                       + (f"{len(dropped)} edit(s) dropped: "
+                          + ", ".join(f"{m} by {d['edited_by']} ({d['why']})" for m, d in list(dropped.items())[:10])
+                          + (" ..." if len(dropped) > 10 else "")
+                          if dropped else "no edit was dropped"))
 
 
 def edit(release_id: str, edits: Mapping[str, object], *, actor: str, reason: str, at: str,
@@ -350,8 +423,6 @@ def _decide(conn, s, decision: str, *, actor: str, reason: str, at: str, merchan
 
 def auto_actor_from_audit(conn, set_id: int) -> str:
     """The automation actor that approved items of this set (recorded when it did)."""
-    from release.store import audit
-
     r = conn.execute(sa.select(audit.c.actor).where((audit.c.entity == f"thresholds:{set_id}")
                                                     & (audit.c.action == "thresholds_auto_approved"))
                      .order_by(audit.c.id.desc())).first()
@@ -477,11 +548,43 @@ def rollback(model_id: str, *, actor: str, reason: str, at: str, merchants: list
 
 CSV_COLUMNS = ["merchant_id", "segment", "policy", "support", "shrunk", "current_threshold",
                "suggested_threshold", "threshold", "reason"]
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection). Export puts a
+# single quote before such a cell (OWASP's advice) unless it is a plain number ("-0.5" is a number, not
+# a formula, and stays one); import removes exactly that quote. A cell that already starts with a quote
+# followed by one of these (or another quote) gets a quote too, so the escaping undoes exactly.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def escape_cell(text: str) -> str:
+    """The cell as written to an export: formula-like text gets a leading single quote."""
+    if (text.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text)) or \
+            (text.startswith("'") and text[1:2] in (*FORMULA_START, "'")):
+        return "'" + text
+    return text
+
+
+def unescape_cell(text: str) -> str:
+    """The inverse of escape_cell: a leading quote before a formula character (or a quote) goes."""
+    return text[1:] if text.startswith("'") and text[1:2] in (*FORMULA_START, "'") else text
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))  # full precision: an untouched row imports as unchanged
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return escape_cell(str(v))
 
 
 def export_csv(release_id: str) -> str:
     """The release's suggestions as CSV for a spreadsheet: edit the ``threshold`` column (only), then
-    import. Full float precision, so untouched rows import as unchanged."""
+    import. Full float precision, so untouched rows import as unchanged; formula-like text is escaped
+    (see FORMULA_START), so opening the file cannot run anything."""
     s = pending_set(release_id)
     if s is None:
         raise ApprovalError(f"Release {release_id!r} has no threshold suggestions to export.")
@@ -490,38 +593,65 @@ def export_csv(release_id: str) -> str:
                         "policy": items["policy"].fillna(""), "support": items["support"].fillna(0).astype(int),
                         "shrunk": items["shrunk"].fillna(False).astype(bool), "current_threshold": items["current"],
                         "suggested_threshold": items["suggested"], "threshold": items["proposed"],
-                        "reason": items["reason"]})
-    return out.to_csv(index=False)
+                        "reason": items["reason"].fillna("")})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; and a cell holding a CR is quoted
+    w.writerow(CSV_COLUMNS)
+    w.writerows([_cell(v) for v in row] for row in out[CSV_COLUMNS].itertuples(index=False, name=None))
+    return buf.getvalue()
+
+
+def _csv_rows(reader):
+    """(spreadsheet row number, cells) of a csv.reader; a file the csv module cannot read (a cell past
+    its size limit, a broken quote) becomes a ThresholdInputError naming the row."""
+    i = 1
+    while True:
+        i += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            limit = csv.field_size_limit()
+            why = (f"a cell is longer than {limit:,} characters; no merchant id or threshold is that long"
+                   if "field limit" in str(e) else f"not readable as CSV ({e})")
+            raise ThresholdInputError([f"row {i}: {why}"], "CSV") from None
+        yield i, row
 
 
 def read_csv_edits(text: str, known: set[str], release_id: str) -> dict[str, float]:
-    """merchant -> threshold from an edited export. Every problem is reported with its spreadsheet row
+    """merchant -> threshold from an edited export. Ids are taken exactly as written (no trimming: " M1 "
+    is not M1); export's formula escaping is undone. Every problem is reported with its spreadsheet row
     (the header is row 1), column and value; any problem and nothing is returned."""
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))  # a spreadsheet's byte-order mark
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise ThresholdInputError(["the file is empty; expected a header row with merchant_id and threshold"], "CSV")
+    except csv.Error as e:
+        raise ThresholdInputError([f"row 1 (header): not readable as CSV ({e})"], "CSV") from None
     missing = [c for c in ("merchant_id", "threshold") if c not in header]
     if missing:
         raise ThresholdInputError([f"row 1 (header): no {', '.join(repr(c) for c in missing)} column; expected "
                                    f"columns merchant_id and threshold (others are ignored); got "
-                                   f"{', '.join(repr(h) for h in header)}"], "CSV")
+                                   f"{', '.join(shown(h, 40) for h in header[:20])}"], "CSV")
     mi, ti = header.index("merchant_id"), header.index("threshold")
     errors, out, first_row = [], {}, {}
-    for i, row in enumerate(reader, start=2):
-        if not any(c.strip() for c in row):
+    for i, row in _csv_rows(reader):
+        if not any(row):
             continue  # a blank line
         if len(row) != len(header):
             errors.append(f"row {i}: {len(row)} cells; expected {len(header)} like the header")
             continue
-        m, raw = row[mi].strip(), row[ti]
+        m, raw = unescape_cell(row[mi]), unescape_cell(row[ti])
         if not m:
             errors.append(f"row {i}, column merchant_id: empty; expected a merchant id of {release_id}")
             continue
         if m not in known:
-            errors.append(f"row {i}, column merchant_id: {m!r} is not among the {len(known):,} suggestions of "
-                          f"{release_id}")
+            hint = ("; ids are taken exactly as written, and this one has spaces around it"
+                    if m.strip() in known else "")
+            errors.append(f"row {i}, column merchant_id: {shown(m)} is not among the {len(known):,} suggestions of "
+                          f"{release_id}{hint}")
             continue
         if m in first_row:
             errors.append(f"row {i}, column merchant_id: {m!r} appears again (first at row {first_row[m]}); "

@@ -1,18 +1,20 @@
 """`fraudcd`: one entry point for people and scripts.
 
-Exit codes: 0 ok; 1 a contract failed or the action was refused; 2 bad input.
+Exit codes: 0 ok; 1 a contract failed or the action was refused; 2 bad input (a missing, damaged or
+unmigrated state store included).
 """
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import sys
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 thresholds_app = typer.Typer(no_args_is_help=True, help="Show, approve, edit, reject, export/import, roll back "
@@ -31,8 +33,43 @@ def _now() -> str:
 
 
 def _fail(msg: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {msg}")
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, emoji=False)
     raise typer.Exit(code)
+
+
+def _out(line: str, c: Console | None = None) -> None:
+    """Print a line that holds data as it is: no markup, no emoji codes (a merchant may be named
+    `[bold red]M1` and a person `--as '[/]'`)."""
+    (c or console).print(line, markup=False, emoji=False, highlight=False)
+
+
+def _note(kind: str, line: str, colour: str = "yellow") -> None:
+    """`kind: line` on standard error, the kind coloured, the line as it is."""
+    err.print(Text.assemble((f"{kind}:", colour), " ", line), highlight=False)
+
+
+def _row(t: Table, *cells) -> None:
+    """A table row whose cells print as they are (Text is never read as markup); pass a Text to style one."""
+    t.add_row(*[c if isinstance(c, Text) else Text("" if c is None else str(c)) for c in cells])
+
+
+@app.callback()
+def _cli(ctx: typer.Context) -> None:
+    from release.store import acting
+
+    # every audit row a command writes records that it came from the CLI, and which command
+    ctx.with_resource(acting("cli", command=f"fraudcd {ctx.invoked_subcommand}"))
+
+
+def _store(mode: str) -> None:
+    """Check the state store before a command uses it (see release.store.open_store): a missing, damaged
+    or unmigrated store is bad input (exit 2) with the command that fixes it."""
+    from release import store
+
+    try:
+        store.open_store(mode)
+    except store.StoreError as e:
+        _fail(str(e), 2)
 
 
 def _emit(obj, as_json: bool, table: Table | None = None) -> None:
@@ -65,8 +102,8 @@ def simulate(days: int = typer.Option(150, help="days of history"),
     with Progress(console=err, transient=True) as prog:
         t = prog.add_task("simulating days", total=cfg.days)
         totals = run(cfg, paths().events, progress=lambda done, total: prog.update(t, completed=done))
-    console.print(f"simulated {cfg.days} days from {cfg.start} into {paths().events}: "
-                  + ", ".join(f"{k} {v:,}" for k, v in totals.items()))
+    _out(f"simulated {cfg.days} days from {cfg.start} into {paths().events}: "
+         + ", ".join(f"{k} {v:,}" for k, v in totals.items()))
 
 
 @app.command()
@@ -85,18 +122,18 @@ def ingest(mapping: str = typer.Option(..., "--mapping", help="column-mapping YA
         _fail(str(ex), 2)
     if as_json:
         return _emit(counts, True)
-    console.print(f"ingested {counts['source']} into {counts['events']}: {counts['rows']:,} transactions on "
-                  f"{counts['days']} days ({counts['first_day']} .. {counts['last_day']}), {counts['blocked']:,} "
-                  f"blocked, {counts['disputes']:,} disputes; labels: {counts['labels']}")
+    _out(f"ingested {counts['source']} into {counts['events']}: {counts['rows']:,} transactions on "
+         f"{counts['days']} days ({counts['first_day']} .. {counts['last_day']}), {counts['blocked']:,} "
+         f"blocked, {counts['disputes']:,} disputes; labels: {counts['labels']}")
     for k, v in counts["missing"].items():
-        console.print(f"  missing {k}: {v}")
+        _out(f"  missing {k}: {v}")
     for k, v in counts["filled_nulls"].items():
-        console.print(f"  {k}: {v:,} empty value(s) filled")
+        _out(f"  {k}: {v:,} empty value(s) filled")
     for n in counts["notes"]:
-        err.print(f"[yellow]note:[/] {n}")
+        _note("note", str(n))
     if counts["labels"] == "none":
-        err.print("[yellow]warning:[/] no labels mapped (dispute_ts or fraud_flag): no disputes written; "
-                  "training-set builds will refuse one-class data")
+        _note("warning", "no labels mapped (dispute_ts or fraud_flag): no disputes written; "
+                         "training-set builds will refuse one-class data")
 
 
 @app.command()
@@ -108,22 +145,24 @@ def train(workflow: str = typer.Option(..., "--workflow", help="training workflo
     from release.config import ConfigError
     from release.cycle import train_workflow
 
+    who, why = _actor(actor), _reason_given(reason)
+    _store("create")  # the first model registered may start the store
     try:
-        model = train_workflow(workflow, actor=actor, reason=reason, at=_now())
+        model = train_workflow(workflow, actor=who, reason=why, at=_now())
     except (ConfigError, FileNotFoundError, ValueError) as e:
         _fail(str(e), 2)
     out = {"model_id": model.id, "workflow": model.workflow, "snapshot": model.snapshot_hash,
            "code_version": model.code_version, "metrics": model.metrics}
     if as_json:
         return _emit(out, True)
-    t = Table(title=f"model {model.id}")
+    t = Table(title=Text(f"model {model.id}"))
     t.add_column("field")
     t.add_column("value")
     for k in ("workflow", "snapshot", "code_version"):
-        t.add_row(k, str(out[k]))
+        _row(t, k, out[k])
     for k, v in model.metrics.get("training", {}).items():
         if k not in ("features", "filters"):
-            t.add_row(k, str(v))
+            _row(t, k, v)
     console.print(t)
 
 
@@ -141,7 +180,7 @@ def training_set(as_of: str = typer.Option(..., help="YYYY-MM-DD"),
         h = build_snapshot(as_of, maturity_days=maturity_days)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), 1 if isinstance(e, DataContractError) else 2)
-    console.print(h)
+    _out(str(h))
 
 
 @app.command()
@@ -150,6 +189,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     from release import ramp, registry
     from release.cycle import latest_release, release_verdicts
 
+    _store("read")
     tags = {t: (m.id if (m := registry.tagged(t)) else None) for t in registry.TAGS}
     r = ramp.current()
     rel = latest_release()
@@ -160,32 +200,35 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         return _emit(obj, True)
     t = Table(title="fraud-cd status", show_header=False)
     for k, v in tags.items():
-        t.add_row(k, v or "-")
-    t.add_row("ramp", f"{r['state']} at {r['pct']:g}% (release {r['release_id'] or '-'})")
+        _row(t, k, v or "-")
+    _row(t, "ramp", f"{r['state']} at {r['pct']:g}% (release {r['release_id'] or '-'})")
     if rel:
-        t.add_row("last release", f"{rel['id']}: {rel['status']}")
+        _row(t, "last release", f"{rel['id']}: {rel['status']}")
         if rel["stop_reason"]:
-            t.add_row("why", rel["stop_reason"])
+            _row(t, "why", rel["stop_reason"])
         if rel["report_path"]:
-            t.add_row("report", rel["report_path"])
+            _row(t, "report", rel["report_path"])
     if vs:
-        t.add_row("last verdicts", _verdict_summary(vs))
+        _row(t, "last verdicts", _verdict_summary(vs))
     console.print(t)
 
 
 _COLOUR = {"pass": "green", "fail": "red", "insufficient data": "yellow"}
 
 
-def _verdict_summary(vs: list[dict]) -> str:
+def _verdict_summary(vs: list[dict]) -> Text:
     """One line per stage: counts of each verdict (the detail is `fraudcd verdicts RELEASE`)."""
-    lines = []
-    for stage in dict.fromkeys(v["stage"] for v in vs):
+    out = Text()
+    for i, stage in enumerate(dict.fromkeys(v["stage"] for v in vs)):
         counts = {}
         for v in vs:
             if v["stage"] == stage:
                 counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
-        lines.append(f"{stage}: " + ", ".join(f"[{_COLOUR[k]}]{n} {k}[/]" for k, n in counts.items()))
-    return "\n".join(lines)
+        out.append(("\n" if i else "") + f"{stage}: ")
+        for j, (k, n) in enumerate(counts.items()):
+            out.append(", " if j else "")
+            out.append(f"{n} {k}", style=_COLOUR.get(k, ""))
+    return out
 
 
 def _verdict_table(vs: list[dict]) -> None:
@@ -195,8 +238,10 @@ def _verdict_table(vs: list[dict]) -> None:
         if (v["stage"], v["contract"]) != key:
             key = (v["stage"], v["contract"])
             gate = "gate" if v["gate"] else "warn only"
-            console.print(f"\n[bold]{v['stage']} / {v['contract']}[/] ({gate})")
-        console.print(f"  [{_COLOUR[v['verdict']]}]{v['verdict']:>17}[/]  {v['sentence']}", highlight=False)
+            console.print(Text.assemble("\n", (f"{v['stage']} / {v['contract']}", "bold"), f" ({gate})"),
+                          highlight=False)
+        console.print(Text.assemble("  ", (f"{v['verdict']:>17}", _COLOUR.get(v["verdict"], "")), "  ",
+                                    str(v["sentence"])), highlight=False)
 
 
 @app.command()
@@ -204,6 +249,7 @@ def verdicts(release: str, as_json: bool = typer.Option(False, "--json")) -> Non
     """Every verdict of a release, with the sentence that explains it. Exit 1 if a gate failed."""
     from release.cycle import get_release, release_verdicts
 
+    _store("read")
     try:
         rel = get_release(release)
     except KeyError as e:
@@ -216,20 +262,46 @@ def verdicts(release: str, as_json: bool = typer.Option(False, "--json")) -> Non
     if as_json:
         _emit({"release": rel, "verdicts": vs, "overrides": waivers}, True)
     else:
-        console.print(f"{release}: {rel['status']}" + (f" - {rel['stop_reason']}" if rel["stop_reason"] else ""),
-                      highlight=False)
+        _out(f"{release}: {rel['status']}" + (f" - {rel['stop_reason']}" if rel["stop_reason"] else ""))
         for o in waivers:
-            console.print(f"[yellow]override:[/] {o['contract']} waived for this release by {o['actor']} at "
-                          f"{o['at']}: {o['reason']}", highlight=False)
+            console.print(Text.assemble(("override:", "yellow"), f" {o['contract']} waived for this release by "
+                                        f"{o['actor']} at {o['at']}: {o['reason']}"), highlight=False)
         _verdict_table(vs)
     if any(v["gate"] and v["verdict"] == "fail" and v["contract"] not in waived for v in vs):
         raise typer.Exit(1)
 
 
-def _actor(name: Optional[str]) -> str:
+MAX_NAME = 200  # the audit log's actor column
+
+
+def _actor(name: Optional[str], option: str = "--as") -> str:
+    """A person's stated name: required, printable, at most MAX_NAME characters, and not a name of
+    fraud-cd's own automation (a person's change must not read as the pipeline's)."""
+    from release.store import automation_name
+
     if name is None or not name.strip():
-        _fail("say who you are with --as NAME (every money-moving change records who made it)", 2)
-    return name.strip()
+        _fail(f"say who you are with {option} NAME (every money-moving change records who made it)", 2)
+    name = name.strip()
+    if any(not ch.isprintable() for ch in name) or len(name) > MAX_NAME:
+        _fail(f"{option} must be a name of at most {MAX_NAME} printable characters (no newlines or control "
+              f"characters); got {name[:60]!r}{'...' if len(name) > 60 else ''} ({len(name)} characters)", 2)
+    if automation_name(name):
+        _fail(f"{option} {name!r} is reserved: names beginning with 'fraud-cd' belong to fraud-cd's own automation "
+              "(pipeline, bootstrap, ramp controller), so a person's change cannot look like theirs. Give your own "
+              "name, e.g. --as 'ana (on-call)'.", 2)
+    return name
+
+
+def _actor_or_login(name: Optional[str]) -> str:
+    """The stated name, or the OS login, said out loud (and marked in the audit row) when none is given."""
+    from release.store import note_context, os_user
+
+    if name is not None:
+        return _actor(name)
+    login = os_user()
+    _note("note", f"no --as given: recorded as {login!r} (your OS login); say who you are with --as NAME")
+    note_context(actor_source="os_user")
+    return login
 
 
 def _thresholds_set(release: str) -> dict:
@@ -258,7 +330,7 @@ def _airflow_request(release: str) -> dict | None:
     try:
         return hitl.open_request(release)
     except Exception as e:  # noqa: BLE001 - the state store decision stands without Airflow
-        err.print(f"[yellow]note:[/] could not read Airflow's metadata database: {e}")
+        _note("note", f"could not read Airflow's metadata database: {e}")
         return None
 
 
@@ -276,7 +348,7 @@ def _answer_airflow(release: str, s: dict, who: str) -> str:
     try:
         r = hitl.respond(release, option, user=who, reason=s["reason"] or "", merchants=merchants)
     except Exception as e:  # noqa: BLE001
-        return (f"[yellow]warning:[/] the decision is recorded, but answering the waiting Airflow task failed "
+        return (f"warning: the decision is recorded, but answering the waiting Airflow task failed "
                 f"({type(e).__name__}: {e}); run the same command again to retry")
     if r is None:
         return ("no Airflow approval task is waiting for this release; its approve_thresholds task takes the "
@@ -296,6 +368,7 @@ def thresholds_show(release: str = typer.Option(..., help="release id, e.g. rel-
     from release import approvals
     from release.settings import paths
 
+    _store("read")
     s = _thresholds_set(release)
     items = approvals.set_items(s["id"])
     detail = paths().releases / release / "suggestions.parquet"
@@ -318,13 +391,14 @@ def thresholds_show(release: str = typer.Option(..., help="release id, e.g. rel-
         return _emit({"set": s, "outcomes": counts, "edited": int(items["edited"].sum()), "airflow_request": req,
                       "thresholds": rows}, True)
     by = f" by {s['decided_by']} at {s['decided_at']} ({s['reason']})" if s["decided_by"] else ""
-    console.print(f"{release}: threshold set {s['id']} for model {s['model_id']}: [bold]{s['status']}[/]{by}; "
-                  f"global threshold {s['global_threshold']:.4f}; {len(items):,} merchants ("
-                  + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in counts.items())
-                  + f", {int(items['edited'].sum()):,} edited)", highlight=False)
+    console.print(Text.assemble(f"{release}: threshold set {s['id']} for model {s['model_id']}: ",
+                                (str(s["status"]), "bold"),
+                                f"{by}; global threshold {s['global_threshold']:.4f}; {len(items):,} merchants ("
+                                + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in counts.items())
+                                + f", {int(items['edited'].sum()):,} edited)"), highlight=False)
     if req:
-        console.print(f"Airflow: task {req['dag_id']}.{req['task_id']} is waiting for a decision"
-                      + (f" until {req['deadline']}" if req["deadline"] else ""), highlight=False)
+        _out(f"Airflow: task {req['dag_id']}.{req['task_id']} is waiting for a decision"
+             + (f" until {req['deadline']}" if req["deadline"] else ""))
     t = Table()
     for c in ("merchant", "segment", "transactions", "current", "suggested", "block rate now -> expected",
               "recall before -> after", "status", "reason"):
@@ -342,11 +416,11 @@ def thresholds_show(release: str = typer.Option(..., help="release id, e.g. rel-
         cur = _fmt(r["current"])
         if cur == "-" and r.get("threshold_in_force") == r.get("threshold_in_force") and "threshold_in_force" in r:
             cur = f"{_fmt(r['threshold_in_force'])} (global)"  # it had none of its own
-        t.add_row(str(r["merchant_id"]), str(r["segment"]), f"{int(r['support'] or 0):,}", cur, proposed,
-                  rate, rec, str(r["outcome"]).replace("_", " ") + (" (thin)" if r["shrunk"] else ""), str(r["reason"]))
+        _row(t, r["merchant_id"], r["segment"], f"{int(r['support'] or 0):,}", cur, proposed,
+             rate, rec, str(r["outcome"]).replace("_", " ") + (" (thin)" if r["shrunk"] else ""), r["reason"])
     console.print(t)
     if len(items) > limit:
-        console.print(f"... {len(items) - limit:,} more (--limit, --json, or `fraudcd thresholds export`)")
+        _out(f"... {len(items) - limit:,} more (--limit, --json, or `fraudcd thresholds export`)")
 
 
 def _decide(release: str, decision: str, actor: Optional[str], reason: str, merchants: Optional[List[str]] = None,
@@ -355,6 +429,7 @@ def _decide(release: str, decision: str, actor: Optional[str], reason: str, merc
 
     who = _actor(actor)
     why = _reason_given(reason)
+    _store("write")
     _thresholds_set(release)
     try:
         out = approvals.decide(release, decision, actor=who, reason=why, at=_now(), merchants=merchants or None)
@@ -368,15 +443,14 @@ def _decide(release: str, decision: str, actor: Optional[str], reason: str, merc
     if as_json:
         return _emit({**out, "release": release, "by": who, "airflow": airflow}, True)
     if decision == approvals.APPROVED:
-        console.print(f"thresholds of {release} approved by {who}: {out['approved']:,} merchants approved"
-                      + (f" ({out['edited']:,} edited)" if out["edited"] else "")
-                      + (f", {out['auto_approved']:,} auto-approved" if out["auto_approved"] else "")
-                      + (f", {out['not_approved']:,} not approved (the global threshold applies to them)"
-                         if out["not_approved"] else ""), highlight=False)
+        _out(f"thresholds of {release} approved by {who}: {out['approved']:,} merchants approved"
+             + (f" ({out['edited']:,} edited)" if out["edited"] else "")
+             + (f", {out['auto_approved']:,} auto-approved" if out["auto_approved"] else "")
+             + (f", {out['not_approved']:,} not approved (the global threshold applies to them)"
+                if out["not_approved"] else ""))
     else:
-        console.print(f"thresholds of {release} rejected by {who}: nothing goes live, the release stops",
-                      highlight=False)
-    console.print(airflow, highlight=False)
+        _out(f"thresholds of {release} rejected by {who}: nothing goes live, the release stops")
+    _out(airflow)
 
 
 @thresholds_app.command("approve")
@@ -404,12 +478,12 @@ def _edited(release: str, out: dict, who: str, as_json: bool) -> None:
     if as_json:
         return _emit({**out, "release": release, "by": who}, True)
     where = "live (new versions of the model's thresholds)" if out["live"] else "in the pending set"
-    console.print(f"{out['changed']:,} threshold(s) of {release} changed {where} by {who}"
-                  + (f"; {out['unchanged']:,} already had that value" if out["unchanged"] else "")
-                  + (f"; change id {out['change_id']} (`fraudcd thresholds rollback --change {out['change_id']}`)"
-                     if out["change_id"] else ""), highlight=False)
+    _out(f"{out['changed']:,} threshold(s) of {release} changed {where} by {who}"
+         + (f"; {out['unchanged']:,} already had that value" if out["unchanged"] else "")
+         + (f"; change id {out['change_id']} (`fraudcd thresholds rollback --change {out['change_id']}`)"
+            if out["change_id"] else ""))
     for m, e in list(out["edits"].items())[:20]:
-        console.print(f"  {m}: {_fmt(e['before'])} -> {_fmt(e['after'])}", highlight=False)
+        _out(f"  {m}: {_fmt(e['before'])} -> {_fmt(e['after'])}")
 
 
 @thresholds_app.command("edit")
@@ -431,6 +505,7 @@ def thresholds_edit(release: str = typer.Option(..., help="release id"),
     dup = sorted({m for m in merchant if merchant.count(m) > 1})
     if dup:
         _fail(f"each merchant at most once; repeated: {', '.join(dup)}", 2)
+    _store("write")
     _thresholds_set(release)
     try:
         out = approvals.edit(release, dict(zip(merchant, threshold)), actor=who, reason=why, at=_now())
@@ -450,14 +525,15 @@ def thresholds_export(release: str = typer.Option(..., help="release id"),
     from release import approvals
     from release.io import atomic_write_text
 
+    _store("read")
     _thresholds_set(release)
     text = approvals.export_csv(release)
     if out == "-":
         sys.stdout.write(text)
         return
     atomic_write_text(text, Path(out))
-    err.print(f"wrote {text.count(chr(10)) - 1:,} merchants of {release} to {out}; edit the threshold column, then "
-              f"`fraudcd thresholds import --release {release} --file {out} --as NAME --reason ...`")
+    _out(f"wrote {text.count(chr(10)) - 1:,} merchants of {release} to {out}; edit the threshold column, then "
+         f"`fraudcd thresholds import --release {release} --file {out} --as NAME --reason ...`", err)
 
 
 @thresholds_app.command("import")
@@ -473,9 +549,12 @@ def thresholds_import(release: str = typer.Option(..., help="release id"),
 
     who = _actor(actor)
     why = _reason_given(reason)
+    _store("write")
     _thresholds_set(release)
     try:
-        text = Path(file).read_text(encoding="utf-8-sig")  # a spreadsheet may add a byte-order mark
+        # a spreadsheet may add a byte-order mark; newline="" keeps a carriage return inside a quoted cell
+        with open(Path(file), encoding="utf-8-sig", newline="") as f:
+            text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         _fail(f"cannot read {file}: {e}", 2)
     try:
@@ -513,6 +592,7 @@ def thresholds_rollback(merchant: Optional[List[str]] = typer.Option(
     why = _reason_given(reason)
     if bool(merchant) == (change is not None):
         _fail("name the merchants to roll back (--merchant, repeatable) or one --change, not both", 2)
+    _store("write")
     mid = _model_or_production(model)
     try:
         out = approvals.rollback(mid, merchants=merchant or None, change_id=change, actor=who, reason=why, at=_now())
@@ -522,9 +602,9 @@ def thresholds_rollback(merchant: Optional[List[str]] = typer.Option(
         _fail(str(e), 1)
     if as_json:
         return _emit(out, True)
-    console.print(f"thresholds of model {mid} rolled back by {who} (change {out['change_id']}):", highlight=False)
+    _out(f"thresholds of model {mid} rolled back by {who} (change {out['change_id']}):")
     for m, e in list(out["merchants"].items())[:20]:
-        console.print(f"  {m}: {_fmt(e['before'])} -> {_fmt(e['after'])}", highlight=False)
+        _out(f"  {m}: {_fmt(e['before'])} -> {_fmt(e['after'])}")
 
 
 @thresholds_app.command("history")
@@ -535,18 +615,19 @@ def thresholds_history(merchant: Optional[str] = typer.Option(None, "--merchant"
     """Every version of a model's live thresholds: who changed what, when, why, and the change id."""
     from release import approvals
 
+    _store("read")
     mid = _model_or_production(model)
     h = approvals.history(mid, merchant).tail(limit)
     if as_json:
         return _emit(h.astype(object).where(h.notna(), None).to_dict("records"), True)
-    t = Table(title=f"threshold versions of model {mid}")
+    t = Table(title=Text(f"threshold versions of model {mid}"))
     for c in ("change", "merchant", "version", "before", "after", "what"):
         t.add_column(c, no_wrap=True)
     for c in ("at", "who", "why"):
         t.add_column(c)
     for r in h.to_dict("records"):
-        t.add_row(str(r["change_id"]), r["merchant_id"], str(r["version"]), _fmt(r["previous_value"]), _fmt(r["value"]),
-                  r["change"] + (" (automatic)" if r["automatic"] else ""), r["at"], r["actor"], r["reason"])
+        _row(t, r["change_id"], r["merchant_id"], r["version"], _fmt(r["previous_value"]), _fmt(r["value"]),
+             r["change"] + (" (automatic)" if r["automatic"] else ""), r["at"], r["actor"], r["reason"])
     console.print(t)
 
 
@@ -557,6 +638,7 @@ def thresholds_readiness(as_json: bool = typer.Option(False, "--json")) -> None:
     from analysis.thresholds import load_threshold_config
     from release import approvals
 
+    _store("read")
     auto = load_threshold_config().automation
     r = approvals.readiness(auto.readiness_releases, auto.auto_approve.after_unedited_releases)
     ready = set(approvals.segments_ready(r, auto.auto_approve))
@@ -571,26 +653,51 @@ def thresholds_readiness(as_json: bool = typer.Option(False, "--json")) -> None:
     for c in ("segment", "releases", "suggestions", "accepted unedited", "streak", "auto-approve"):
         t.add_column(c)
     for x in r.to_dict("records"):
-        t.add_row(x["segment"], str(x["releases"]), f"{x['suggestions']:,}",
-                  f"{x['accepted_unedited']:,} ({_fmt(100 * x['share_unedited'], '.0f')}%)", str(x["streak"]),
-                  x["auto_approve"])
+        _row(t, x["segment"], x["releases"], f"{x['suggestions']:,}",
+             f"{x['accepted_unedited']:,} ({_fmt(100 * x['share_unedited'], '.0f')}%)", x["streak"], x["auto_approve"])
     console.print(t)
 
 
 @app.command()
-def db(to: Optional[str] = typer.Option(None, help="migrate to this revision (e.g. head, or 0001 to go back)")) -> None:
-    """The state store's schema revision (Alembic), or move it with --to. Stores migrate to head by
-    themselves when first opened; this is for looking, and for going back."""
-    from alembic.util.exc import CommandError
-
-    from release.settings import state_url
-    from release.store import engine, migrate
+def db(to: Optional[str] = typer.Option(None, help="move the schema to this revision: head, or an older one "
+                                                    "(not below the append-only revision 0002)"),
+       create: bool = typer.Option(False, "--create", help="start a new, empty store where none is (a missing or "
+                                                           "empty file); an existing store is left as it is"),
+       actor: Optional[str] = typer.Option(None, "--as", help="who (recorded); needed to go back a revision"),
+       reason: Optional[str] = typer.Option(None, help="why (recorded); needed to go back a revision")) -> None:
+    """The state store's schema revision (Alembic), or move it with --to, or start a store with --create.
+    Nothing else creates or migrates a store, except the commands that start one (train, release,
+    backfill, demo: a new store only). Every move is written to the audit log."""
+    from release import store
 
     try:
-        rev = migrate(engine(), to or "head")
-    except CommandError as e:
-        _fail(f"Cannot migrate the state store to {to!r}: {e}", 2)
-    console.print(f"state store {state_url()}: schema revision {rev}", highlight=False)
+        rev = store.store_revision()
+    except store.StoreError as e:
+        _fail(str(e), 2)
+    if rev is None and not create:
+        _fail(str(store.missing_store()), 2)
+    if create and rev is None:
+        who = _actor_or_login(actor)
+        _, rev = store.create_store(actor=who, reason=_reason_given(reason) if reason else "new state store")
+        _out(f"created a new state store at {store.where()} (schema revision {rev}), recorded as {who}")
+    if to is not None:
+        try:
+            target = store.migration_target(to)
+        except ValueError as e:
+            _fail(str(e), 2)
+        revs = store.revisions()
+        down = rev in revs and revs.index(target) < revs.index(rev)
+        who = _actor(actor) if down else _actor_or_login(actor)
+        why = _reason_given(reason or "") if down else (reason or "").strip() or f"schema upgrade to {target}"
+        try:
+            rev = store.migrate(store.writer_engine(), to, actor=who, reason=why)
+        except ValueError as e:
+            _fail(str(e), 2)
+        except Exception as e:  # noqa: BLE001 - Alembic's own errors, said in one line
+            _fail(f"Cannot migrate the state store to {to!r}: {type(e).__name__}: {e}", 2)
+    head = store.head_revision()
+    behind = "" if rev == head else f" (this fraud-cd reads and writes {head}: run `fraudcd db --to head`)"
+    _out(f"state store {store.where()}: schema revision {rev}{behind}")
 
 
 @app.command()
@@ -603,11 +710,12 @@ def override(release: str = typer.Option(..., help="the release the waiver appli
     from release.overrides import OverrideError
 
     who = _actor(actor)
+    _store("write")
     try:
         o = waive_contract(release, contract, actor=who, reason=reason, at=_now())
     except OverrideError as e:
         _fail(str(e), 2)
-    console.print(f"{o['contract']} waived for {o['release_id']} by {o['actor']}: {o['reason']}", highlight=False)
+    _out(f"{o['contract']} waived for {o['release_id']} by {o['actor']}: {o['reason']}")
 
 
 @app.command()
@@ -616,14 +724,15 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     """Roll back: a ramping candidate goes to 0% at once; after a promotion, the previous model returns."""
     from release import ramp
 
-    who = actor or getpass.getuser()
     if not reason.strip():
         _fail("give a reason with --reason", 2)
+    _store("write")
+    who = _actor_or_login(actor)
     try:
         out = ramp.rollback(at=_now(), actor=who, reason=reason)
     except ramp.RampError as e:
         _fail(str(e), 1)
-    console.print(f"rolled back by {who}: ramp {out['state']} at {out['pct']:g}%")
+    _out(f"rolled back by {who}: ramp {out['state']} at {out['pct']:g}%")
 
 
 def _ramp_line(r: dict) -> str:
@@ -638,14 +747,15 @@ def ramp_status(as_json: bool = typer.Option(False, "--json")) -> None:
 
     from release.cycle import ramp_step_log
 
+    _store("read")
     r = ramp.current()
     steps = ramp_step_log(r["release_id"]) if r["release_id"] else []
     prod = registry.tagged("production")
     if as_json:
         return _emit({**r, "production_model_id": prod.id if prod else None, "step_started_at": ramp.step_started_at(),
                       "steps": steps}, True)
-    console.print(_ramp_line(r), highlight=False)
-    console.print(f"production: {prod.id if prod else '-'}", highlight=False)
+    _out(_ramp_line(r))
+    _out(f"production: {prod.id if prod else '-'}")
     if steps:
         t = Table(title="ramp steps")
         for c in ("step", "share of cards", "transactions", "on the candidate", "outcome", "at", "why"):
@@ -653,8 +763,8 @@ def ramp_status(as_json: bool = typer.Option(False, "--json")) -> None:
         for st in steps:
             colour = "green" if st["outcome"] == "passed" else "red"
             why = "; ".join(json.loads(st["details_json"]).get("breaches", []))
-            t.add_row(str(st["step"]), f"{st['pct']:g}%", f"{st['rows']:,}", f"{st['candidate_rows']:,}",
-                      f"[{colour}]{st['outcome']}[/]", st["at"], why)
+            _row(t, st["step"], f"{st['pct']:g}%", f"{st['rows']:,}", f"{st['candidate_rows']:,}",
+                 Text(str(st["outcome"]), style=colour), st["at"], why)
         console.print(t)
 
 
@@ -670,7 +780,7 @@ def _ramp_change(fn, as_json: bool, done: str, **kw) -> None:
         _fail(str(e), 2)
     if as_json:
         return _emit(out, True)
-    console.print(f"{done}. " + _ramp_line(out), highlight=False)
+    _out(f"{done}. " + _ramp_line(out))
 
 
 def _reason(reason: str) -> str:
@@ -689,7 +799,9 @@ def ramp_set(pct: float = typer.Argument(..., help="share of cards routed to the
 
     if not 0 <= pct <= 100:
         _fail(f"PCT must be a percentage in [0, 100]; got {pct:g}", 2)
-    _ramp_change(ramp.set_pct, as_json, f"ramp set to {pct:g}%", pct=pct, actor=_actor(actor), reason=_reason(reason))
+    who, why = _actor(actor), _reason(reason)
+    _store("write")
+    _ramp_change(ramp.set_pct, as_json, f"ramp set to {pct:g}%", pct=pct, actor=who, reason=why)
 
 
 @ramp_app.command("pause")
@@ -699,7 +811,9 @@ def ramp_pause(reason: str = typer.Option(..., help="why (recorded)"),
     """Hold the candidate's share where it is: no automatic step, guardrails still watch."""
     from release import ramp
 
-    _ramp_change(ramp.pause, as_json, "ramp paused", actor=actor or getpass.getuser(), reason=_reason(reason))
+    why = _reason(reason)
+    _store("write")
+    _ramp_change(ramp.pause, as_json, "ramp paused", actor=_actor_or_login(actor), reason=why)
 
 
 @ramp_app.command("resume")
@@ -709,7 +823,9 @@ def ramp_resume(actor: Optional[str] = typer.Option(None, "--as", help="who (rec
     """Let the ramp controller advance the paused ramp again."""
     from release import ramp
 
-    _ramp_change(ramp.resume, as_json, "ramp resumed", actor=_actor(actor), reason=_reason(reason))
+    who, why = _actor(actor), _reason(reason)
+    _store("write")
+    _ramp_change(ramp.resume, as_json, "ramp resumed", actor=who, reason=why)
 
 
 @ramp_app.command("rollback")
@@ -719,7 +835,9 @@ def ramp_rollback(reason: str = typer.Option(..., help="why (recorded)"),
     """The candidate goes to 0% at once (after a promotion: the previous model and its thresholds return)."""
     from release import ramp
 
-    _ramp_change(ramp.rollback, as_json, "rolled back", actor=actor or getpass.getuser(), reason=_reason(reason))
+    why = _reason(reason)
+    _store("write")
+    _ramp_change(ramp.rollback, as_json, "rolled back", actor=_actor_or_login(actor), reason=why)
 
 
 @ramp_app.command("promote")
@@ -729,7 +847,9 @@ def ramp_promote(actor: Optional[str] = typer.Option(None, "--as", help="who (re
     """Make the candidate at 100% production; the old production model is kept as previous."""
     from release import ramp
 
-    _ramp_change(ramp.promote, as_json, "promoted", actor=_actor(actor), reason=_reason(reason))
+    who, why = _actor(actor), _reason(reason)
+    _store("write")
+    _ramp_change(ramp.promote, as_json, "promoted", actor=who, reason=why)
 
 
 @ramp_app.command("watch")
@@ -742,13 +862,14 @@ def ramp_watch(once: bool = typer.Option(False, "--once", help="check once and e
     from release.controller import tick
     from release.decision_log import LogReader
 
+    _store("write")
     reader = LogReader()  # across checks: reads only the decision-log files written since the last one
     while True:
         out = tick(reader=reader)
         if as_json:
             _emit(out, True)
         else:
-            console.print(f"{_now()} {out['action']}: {out.get('why') or out.get('to', '')}", highlight=False)
+            _out(f"{_now()} {out['action']}: {out.get('why') or out.get('to', '')}")
         if once:
             return
         time.sleep(every)
@@ -764,6 +885,7 @@ def ramp_diffs(release: Optional[str] = typer.Option(None, help="default: the re
     from release.shadow import decision_diffs, live_traffic, online_action_rate_verdicts
     from release.settings import config_dir
 
+    _store("read")
     rid = release or ramp.current()["release_id"]
     if rid is None:
         _fail("no release is on the ramp; name one with --release", 2)
@@ -778,14 +900,14 @@ def ramp_diffs(release: Optional[str] = typer.Option(None, help="default: the re
     if as_json:
         _emit({"release_id": rid, "diffs": diffs.to_dict("records"), "verdicts": [v.as_dict() for v in vs]}, True)
     else:
-        t = Table(title=f"{rid}: decisions of production vs candidate on {len(traffic):,} live transactions")
+        t = Table(title=Text(f"{rid}: decisions of production vs candidate on {len(traffic):,} live transactions"))
         for c in ("slice", "transactions", "production blocks", "candidate blocks", "disagree", "only-candidate $",
                   "only-production $"):
             t.add_column(c)
         for r in diffs.itertuples():
-            t.add_row(f"{r.slice_type}: {r.slice}", f"{r.transactions:,}", f"{r.production_action_rate:.2%}",
-                      f"{r.candidate_action_rate:.2%}", f"{r.disagreement_rate:.2%}",
-                      f"{r.only_candidate_blocks_amount:,.0f}", f"{r.only_production_blocks_amount:,.0f}")
+            _row(t, f"{r.slice_type}: {r.slice}", f"{r.transactions:,}", f"{r.production_action_rate:.2%}",
+                 f"{r.candidate_action_rate:.2%}", f"{r.disagreement_rate:.2%}",
+                 f"{r.only_candidate_blocks_amount:,.0f}", f"{r.only_production_blocks_amount:,.0f}")
         console.print(t)
         _verdict_table([{"stage": "live", **v.as_dict()} for v in vs])
     if any(v.verdict == "fail" for v in vs):
@@ -814,6 +936,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
         _fail(str(e), 2)
     if not 0 < port < 65536:
         _fail(f"--port must be in [1, 65535]; got {port}", 2)
+    _store("write")
     run(host=host, port=port, seed_day=day, controller=controller, config=Path(config) if config else None)
 
 
@@ -835,14 +958,20 @@ def audit(limit: int = 30, as_json: bool = typer.Option(False, "--json")) -> Non
     """The append-only audit log: who, when, what, why, before and after."""
     from release.store import audit_log
 
+    _store("read")
     rows = audit_log(limit=limit)
     if as_json:
         return _emit(rows, True)
     t = Table(title="audit log")
-    for c in ("at", "actor", "action", "entity", "reason"):
+    for c in ("at", "actor", "os user / via", "action", "entity", "reason"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["at"], r["actor"], r["action"], r["entity"], r["reason"])
+        via = f"{r['os_user'] or '-'} / {r['via'] or '-'}"
+        airflow = json.loads(r["context_json"] or "{}").get("airflow")
+        if airflow:
+            via += f" ({airflow.get('dag_id', '?')}.{airflow.get('task_id', '?')})"
+        what = r["action"] + (f" (data date {r['logical_date'][:10]})" if r["logical_date"] else "")
+        _row(t, r["at"], r["actor"], via, what, r["entity"], r["reason"])
     console.print(t)
 
 
@@ -867,8 +996,8 @@ def handbook_log(out: str = typer.Option(..., "--out", help="CSV file to write")
     except ValueError as e:
         _fail(str(e), 2)
     path = write_log(df, Path(out))
-    console.print(f"wrote {len(df):,} transactions ({int(df['TX_FRAUD'].sum()):,} frauds) of "
-                  f"{df['TX_DATETIME'].min():%Y-%m-%d} .. {df['TX_DATETIME'].max():%Y-%m-%d} to {path}", highlight=False)
+    _out(f"wrote {len(df):,} transactions ({int(df['TX_FRAUD'].sum()):,} frauds) of "
+         f"{df['TX_DATETIME'].min():%Y-%m-%d} .. {df['TX_DATETIME'].max():%Y-%m-%d} to {path}")
 
 
 def _airflow_home_env():
@@ -900,6 +1029,7 @@ def backfill(start: str = typer.Option(..., help="first as-of date, YYYY-MM-DD")
     step = every or pipeline().schedule.training_set.every_days
     if last < first or step < 1:
         _fail(f"--end ({last}) must not be before --start ({first}), and --every must be >= 1", 2)
+    _store("create")
     env = _airflow_home_env()
     logs = paths().home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -909,7 +1039,7 @@ def backfill(start: str = typer.Option(..., help="first as-of date, YYYY-MM-DD")
             run_dag("training_set", d.isoformat(), env, logs / f"training_set-{d}.log")
         except CycleFailed as e:
             _fail(str(e), 1)
-        console.print(f"training_set {d}: built", highlight=False)
+        _out(f"training_set {d}: built")
         d += dt.timedelta(days=step)
 
 
@@ -937,22 +1067,24 @@ def release_run(as_of: str = typer.Option(..., "--as-of", help="the release's da
         _fail(f"--as-of: {e}", 2)
     if workflow is not None and not Path(workflow).exists():
         _fail(f"--workflow: no such file {workflow}", 2)
+    if approve_as is not None:
+        approve_as = _actor(approve_as, "--approve-as")
+    _store("create")
     env = _airflow_home_env()
     rid = f"rel-{day.isoformat()}"
     if approve_as is None:
-        err.print(f"The release waits for a person: `fraudcd thresholds show --release {rid}`, then "
-                  f"`fraudcd thresholds approve --release {rid} --reason ...` (or edit/reject), or the Airflow "
-                  "UI's Required actions.", highlight=False)
+        _out(f"The release waits for a person: `fraudcd thresholds show --release {rid}`, then "
+             f"`fraudcd thresholds approve --release {rid} --reason ...` (or edit/reject), or the Airflow "
+             "UI's Required actions.", err)
     try:
         rid = run_cycle(day, env, paths().home / "logs", approve_as,
                         workflow=str(Path(workflow).resolve()) if workflow else None, console=console)
     except CycleFailed as e:
         _fail(str(e), 1)
     rel = get_release(rid)
-    console.print(f"release {rid}: {rel['status']}" + (f" ({rel['stop_reason']})" if rel.get("stop_reason") else ""),
-                  highlight=False)
+    _out(f"release {rid}: {rel['status']}" + (f" ({rel['stop_reason']})" if rel.get("stop_reason") else ""))
     if rel.get("report_path"):
-        console.print(f"report: {rel['report_path']}", highlight=False)
+        _out(f"report: {rel['report_path']}")
     raise typer.Exit(1 if rel["status"] == "stopped" else 0)
 
 
@@ -962,12 +1094,22 @@ def demo(days: int = 150, tx_per_day: int = typer.Option(3000, "--tx-per-day"),
     """Simulate a world, then run one whole release cycle through Airflow."""
     from release.demo import run_demo
 
+    approver = _actor(approver, "--approver")  # the demo's own store is under FRAUDCD_HOME/demo, made by its cycle
     code = run_demo(days=days, tx_per_day=tx_per_day, approver=approver, console=console)
     raise typer.Exit(code)
 
 
 def main() -> None:
-    app()
+    from release.config import ConfigError
+    from release.io import apply_umask
+    from release.store import StoreError
+
+    apply_umask()  # one permission policy for everything this process writes (release/io.py)
+    try:
+        app()
+    except (StoreError, ConfigError) as e:  # a broken store or configuration: said, not a traceback
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

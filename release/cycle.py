@@ -1,12 +1,15 @@
 """The release cycle's stages. Each is a plain function one Airflow task calls; they hand each other
 references (a release id; the release row holds snapshot hash and model ids), never data.
 
-Time comes from the DAG's data interval (``as_of``), never the wall clock: the same interval gives the
-same release id, the same snapshot and the same verdicts, so a rerun is idempotent.
+What a stage computes comes from the DAG's data interval (``as_of``), never the wall clock: the same
+interval gives the same release id, the same snapshot and the same verdicts, so a rerun is idempotent.
+The record of when it happened is the exception: audit rows (and the ``at``/``updated_at`` of state
+changes) carry the wall clock, the data date beside it as the audit row's ``logical_date``.
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 
@@ -23,8 +26,8 @@ from release.features import compute_features
 from release.io import atomic_write_parquet
 from release.settings import code_version, config_dir, contracts_file, paths
 from release.shadow import decision_diffs, online_action_rate_verdicts, ramp_step_check, ramp_steps
-from release.store import (engine, evaluation_summary, ramp_steps as ramp_steps_table, releases, transaction,
-                           verdicts, write_audit)
+from release.store import (acting, engine, evaluation_summary, logical_date, ramp_steps as ramp_steps_table,
+                           releases, transaction, utc_now, verdicts, write_audit)
 from release.training import load_workflow, score, split_windows, train_model
 from release.overrides import add_override, overrides_for, waived_contracts
 from release.training_set import (Snapshot, build_training_set, latest_snapshot, resolve_snapshot,
@@ -53,8 +56,19 @@ def as_date(as_of: str | dt.date | dt.datetime) -> dt.date:
 
 
 def at_of(as_of: dt.date) -> str:
-    """The audit time of a pipeline action: the end of its data interval."""
+    """The logical date of a pipeline action: the end of its data interval. Audit rows carry it as
+    ``logical_date``; their ``at`` is the wall clock, so the log reads in the order things happened."""
     return f"{as_of.isoformat()}T00:00:00+00:00"
+
+
+def _stage(fn):
+    """A stage of one release (first argument: the release id): the audit rows it writes record the
+    release's data date as their logical date."""
+    @functools.wraps(fn)
+    def run(release_id: str, *args, **kwargs):
+        with logical_date(at_of(as_date(get_release(release_id)["as_of"]))):
+            return fn(release_id, *args, **kwargs)
+    return run
 
 
 def release_dir(release_id: str) -> Path:
@@ -136,7 +150,7 @@ def start_release(as_of: str | dt.date, snapshot_hash: str, workflow: str | None
     with transaction() as conn:
         exists = conn.execute(sa.select(releases.c.id).where(releases.c.id == rid)).first()
         vals = dict(as_of=d.isoformat(), status="started", snapshot_hash=snapshot_hash, workflow=wf,
-                    updated_at=at_of(d), stop_reason=None)
+                    updated_at=utc_now(), stop_reason=None)
         if exists:
             conn.execute(releases.update().where(releases.c.id == rid).values(**vals))
         else:
@@ -148,7 +162,8 @@ def start_release(as_of: str | dt.date, snapshot_hash: str, workflow: str | None
         if missing:
             raise ValueError(f"An override needs contract, by and reason; {o!r} lacks {', '.join(sorted(missing))}.")
         if o["contract"] not in have:
-            waive_contract(rid, o["contract"], actor=o["by"], reason=o["reason"], at=at_of(d))
+            with logical_date(at_of(d)):
+                waive_contract(rid, o["contract"], actor=o["by"], reason=o["reason"], at=utc_now())
     return rid
 
 
@@ -179,6 +194,7 @@ def train_workflow(workflow_path: str | Path, *, actor: str, reason: str, at: st
     return model
 
 
+@_stage
 def ensure_incumbent(release_id: str) -> str:
     """The production model; on the very first cycle, train a bootstrap incumbent and tag it production,
     so there is always something to compare against (the report says so)."""
@@ -188,7 +204,7 @@ def ensure_incumbent(release_id: str) -> str:
         _update_release(release_id, incumbent_model_id=prod.id,
                         incumbent_bootstrap=prod.created_by == BOOTSTRAP_ACTOR)
         return prod.id
-    at = at_of(as_date(rel["as_of"]))
+    at = utc_now()
     snap = _snapshot(rel)
     model = _train_and_register(snap, config_dir() / "workflows" / "bootstrap.yaml", at, BOOTSTRAP_ACTOR)
     df = pd.read_parquet(snap.data)
@@ -206,9 +222,10 @@ def ensure_incumbent(release_id: str) -> str:
     return model.id
 
 
+@_stage
 def train_candidate(release_id: str) -> str:
     rel = get_release(release_id)
-    at = at_of(as_date(rel["as_of"]))
+    at = utc_now()
     model = _train_and_register(_snapshot(rel), Path(rel["workflow"]), at, PIPELINE)
     with transaction() as conn:
         registry.set_tag(conn, "candidate", model.id, at=at, actor=PIPELINE, reason=f"trained for {release_id}")
@@ -223,6 +240,7 @@ def _incumbent_thresholds(model_id: str) -> tuple[float, pd.Series]:
     return live
 
 
+@_stage
 def evaluate_release(release_id: str) -> str:
     """Score both models on the snapshot's out-of-time evaluation window and compute slice metrics."""
     rel = get_release(release_id)
@@ -232,7 +250,7 @@ def evaluate_release(release_id: str) -> str:
     _, ev = split_windows(pd.read_parquet(_snapshot(rel).data), wf)
     leak = evaluation_leak(cand, _snapshot(rel).manifest, ev)
     if leak:
-        at = at_of(as_date(rel["as_of"]))
+        at = utc_now()
         _stop(release_id, leak, at, [])
         raise ReleaseStopped(leak)
     ev = ev.copy()
@@ -310,10 +328,11 @@ def _store_verdicts(release_id: str, stage: str, vs, at: str) -> None:
             conn.execute(verdicts.insert(), [{"release_id": release_id, "stage": stage, **v.as_dict()} for v in vs])
 
 
+@_stage
 def check_contracts(release_id: str) -> bool:
     """Judge the evaluation against the contracts in force; True when no gating contract failed."""
     rel = get_release(release_id)
-    at = at_of(as_date(rel["as_of"]))
+    at = utc_now()
     ev = Evaluation.load(release_dir(release_id))
     snap = _snapshot(rel)
     manifest = snap.manifest if (snap.path / "manifest.json").exists() else None
@@ -334,6 +353,7 @@ def check_contracts(release_id: str) -> bool:
     return True
 
 
+@_stage
 def request_threshold_approval(release_id: str) -> int:
     """Record the candidate's suggested thresholds as a pending set. If the opt-in auto-approval is on
     (config/thresholds.yaml), segments whose recent suggestions were all accepted unedited are approved
@@ -341,7 +361,7 @@ def request_threshold_approval(release_id: str) -> int:
     from analysis.thresholds import load_threshold_config
 
     rel = get_release(release_id)
-    at = at_of(as_date(rel["as_of"]))
+    at = utc_now()
     ev = Evaluation.load(release_dir(release_id))
     set_id = approvals.create_set(rel["candidate_model_id"], release_id, ev.suggestions, ev.candidate_threshold,
                                   at=at, actor=PIPELINE, reason="suggested per-merchant thresholds for the candidate")
@@ -378,15 +398,24 @@ def threshold_approval_summary(release_id: str, top: int = 10) -> str:
     return "\n".join(lines)
 
 
+@_stage
 def apply_threshold_response(release_id: str, option: str, params: dict, *, responder: str, at: str) -> str:
     """A response to the Airflow approval task. If the decision is already recorded (it came from the
     CLI, which answers the task afterwards) nothing changes; otherwise the response from the Airflow UI
     is applied: its edits and decision in one transaction, with the responder as actor. Returns the
     set's status."""
-    from release.hitl import APPROVE_ALL, APPROVE_SOME, REJECT
-
     s = approvals.pending_set(release_id)
     if s is not None and s["status"] == approvals.PENDING:
+        _respond_as_airflow_user(release_id, option, params, responder=responder, at=at)
+    approval_decided(release_id)
+    return approvals.pending_set(release_id)["status"]
+
+
+def _respond_as_airflow_user(release_id: str, option: str, params: dict, *, responder: str, at: str) -> None:
+    """The Airflow UI's response, recorded with the Airflow user beside the stated name."""
+    from release.hitl import APPROVE_ALL, APPROVE_SOME, REJECT
+
+    with acting(None, airflow_user=responder):
         reason = (params.get("reason") or "").strip() or "(no reason given in the Airflow form)"
         actor = f"{responder} (via Airflow)"
         merchants = list(params.get("merchants") or [])
@@ -404,19 +433,19 @@ def apply_threshold_response(release_id: str, option: str, params: dict, *, resp
         else:
             raise ValueError(f"Unknown response {option!r}; expected one of {APPROVE_ALL!r}, {APPROVE_SOME!r}, "
                              f"{REJECT!r}.")
-    approval_decided(release_id)
-    return approvals.pending_set(release_id)["status"]
 
 
+@_stage
 def expire_threshold_approval(release_id: str, waited: str) -> None:
     """Nobody decided within the approval task's response timeout: nothing goes live, the release stops."""
     rel = get_release(release_id)
-    at = at_of(as_date(rel["as_of"]))
+    at = utc_now()
     approvals.expire(release_id, actor=PIPELINE, at=at,
                      reason=f"no decision on the suggested thresholds within {waited}; nothing went live")
     approval_decided(release_id)
 
 
+@_stage
 def approval_decided(release_id: str) -> bool:
     """True once the thresholds were decided (by a person, the automation, or nobody in time). A
     rejection or an expiry stops the release (the report still gets written and says who and why);
@@ -427,7 +456,7 @@ def approval_decided(release_id: str) -> bool:
     rel = get_release(release_id)
     if rel["status"] != "awaiting_approval":  # a rerun of the task after the decision was recorded
         return True
-    at = at_of(as_date(rel["as_of"]))
+    at = utc_now()
     if s["status"] in (approvals.REJECTED, approvals.EXPIRED):
         reason = (f"Thresholds rejected by {s['decided_by']}: {s['reason']}" if s["status"] == approvals.REJECTED
                   else f"Thresholds not decided: {s['reason']}.")
@@ -439,6 +468,7 @@ def approval_decided(release_id: str) -> bool:
     return True
 
 
+@_stage
 def rejudge_approved_policy(release_id: str) -> bool:
     """Judge the offline contracts again on the policy people approved (partial approvals, edits: every
     merchant not approved gets the global threshold), on the same judging rows as the suggestions, before
@@ -450,7 +480,7 @@ def rejudge_approved_policy(release_id: str) -> bool:
     rel = get_release(release_id)
     if rel["status"] not in ("approved", "rejudged"):
         return rel["status"] == "rejudged"
-    at = at_of(as_date(rel["as_of"]))
+    at = utc_now()
     folder = release_dir(release_id)
     ev = Evaluation.load(folder)
     live = approvals.live_thresholds(rel["candidate_model_id"])
@@ -509,6 +539,7 @@ def _live_traffic(release_id: str, start: dt.date, end: dt.date) -> pd.DataFrame
     return df
 
 
+@_stage
 def run_shadow(release_id: str) -> bool:
     """Shadow the candidate on the most recent traffic before the ramp's; True when the online
     contracts hold. A release that is not approved (stopped, rejected) never reaches traffic."""
@@ -516,7 +547,7 @@ def run_shadow(release_id: str) -> bool:
     if rel["status"] not in ("rejudged", "shadow_passed"):  # approved and re-judged, or a rerun
         return False
     d = as_date(rel["as_of"])
-    at = at_of(d)
+    at = utc_now()
     plan = ramp.load_plan(config_dir() / "ramp.yaml")
     end = d - dt.timedelta(days=plan.ramp_days)
     traffic = _live_traffic(release_id, end - dt.timedelta(days=plan.shadow.days), end)
@@ -541,11 +572,12 @@ def run_shadow(release_id: str) -> bool:
     return True
 
 
+@_stage
 def run_ramp(release_id: str) -> dict:
     """Walk the ramp plan on replayed traffic; a guardrail breach rolls back to 0% on its own."""
     rel = get_release(release_id)
     d = as_date(rel["as_of"])
-    at = at_of(d)
+    at = utc_now()
     plan = ramp.load_plan(config_dir() / "ramp.yaml")
     traffic = _live_traffic(release_id, d - dt.timedelta(days=plan.ramp_days), d)
     with transaction() as conn:
@@ -574,10 +606,11 @@ def run_ramp(release_id: str) -> dict:
     return ramp.current()
 
 
+@_stage
 def finish(release_id: str) -> str:
     """Promote a candidate that reached 100%; otherwise leave the record as the ramp left it."""
     rel = get_release(release_id)
-    at = at_of(as_date(rel["as_of"]))
+    at = utc_now()
     state = ramp.current()
     if state["state"] == ramp.RAMPING and state["pct"] >= 100 and state["release_id"] == release_id:
         ramp.promote(at=at, actor=PIPELINE, reason=f"{release_id}: every ramp step passed its guardrails")

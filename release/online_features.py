@@ -40,7 +40,7 @@ import bisect
 import datetime as dt
 import math
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +54,7 @@ from release.io import list_partitions
 US = 1_000_000  # timestamps are integer microseconds since the epoch, as in the event logs
 HOUR, DAY = 3600 * US, 86400 * US
 PRUNE_EVERY = 50_000  # forget what no window can see any more, every this many transactions
+PRESENT_SAMPLE = 1001  # pruning measures "now" as the median time of this many latest transactions
 _CATEGORY_CODE = {c: float(i) for i, c in enumerate(CATEGORIES)}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -208,7 +209,7 @@ class OnlineFeatures:
         self._merchants: dict[str, _History] = {}
         self._rates: OrderedDict[dt.date, list[tuple[dict, float | None]]] = OrderedDict()
         self._lock = threading.Lock()
-        self._newest = 0
+        self._recent: deque[int] = deque(maxlen=PRESENT_SAMPLE)  # times of the latest transactions added
         self._since_prune = 0
         self.seeded_rows = self._seed()
 
@@ -252,18 +253,30 @@ class OnlineFeatures:
         if m is None:
             m = self._merchants[merchant] = _History()
         m.add(ts, amount, None)
-        if ts > self._newest:
-            self._newest = ts
+        self._recent.append(ts)
+
+    def present(self) -> int | None:
+        """What pruning takes as "now": the median time of the latest PRESENT_SAMPLE transactions added.
+        Not the largest time ever seen: one transaction far in the future (a year-2200 request, a bad log
+        row) must not make every window look old and empty. It moves only when most recent traffic
+        does; until then pruning keeps more than it needs, which costs memory, never a count."""
+        if not self._recent:
+            return None
+        return sorted(self._recent)[len(self._recent) // 2]
 
     def _prune_all(self) -> None:
-        """Forget what no declared window can see any more (the longest window of each entity, plus a day)."""
+        """Forget what no declared window can see any more (the longest window of each entity, plus a day,
+        before the present)."""
         self._since_prune = 0
+        now = self.present()
+        if now is None:
+            return
         card_keep, merchant_keep = (self.settings.longest_window_us("card"),
                                     self.settings.longest_window_us("merchant"))
         for h in self._cards.values():
-            h.prune(self._newest - card_keep - DAY)
+            h.prune(now - card_keep - DAY)
         for h in self._merchants.values():
-            h.prune(self._newest - merchant_keep - DAY)
+            h.prune(now - merchant_keep - DAY)
 
     @property
     def cards(self) -> int:

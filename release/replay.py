@@ -8,6 +8,9 @@ Open loop: request i is sent at start + i / rate whether or not earlier answers 
 schedule slips, and the slip is reported). ``--rate 0`` sends as fast as ``concurrency`` allows
 (closed loop, for throughput).
 Exit codes: 0 every request answered 200; 1 some failed; 2 bad input.
+
+The service wants a bearer token with the ``scoring`` role: ``fraudcd replay`` sends the one in
+``FRAUDCD_SCORING_TOKEN`` (the variable the default config/service.yaml reads it from), if set.
 """
 from __future__ import annotations
 
@@ -85,17 +88,18 @@ class _Connection:
     """One keep-alive HTTP/1.1 connection speaking just enough of the protocol to POST JSON and read
     the answer: a lean client, so the load generator takes as little of the machine as it can."""
 
-    def __init__(self, host: str, port: int, timeout_s: float):
+    def __init__(self, host: str, port: int, timeout_s: float, token: str | None = None):
         self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.auth = b"Authorization: Bearer %s\r\n" % token.encode() if token else b""
         self.reader = self.writer = None
 
     async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         try:
-            self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                              b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), len(payload),
-                                                                  payload))
+            self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), self.auth,
+                                                                  len(payload), payload))
             head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), self.timeout_s)
             status = int(head[9:12])
             length = 0
@@ -114,10 +118,11 @@ class _Connection:
 
 
 async def replay(url: str, bodies: list[dict], rate: float = 0.0, concurrency: int = 32,
-                 timeout_s: float = 10.0, on_tick=None) -> ReplayResult:
+                 timeout_s: float = 10.0, on_tick=None, token: str | None = None) -> ReplayResult:
     """Send ``bodies`` to ``url``/score at ``rate`` requests per second (0: as fast as possible), over at
     most ``concurrency`` keep-alive connections. ``on_tick(i, elapsed_s)``, if given, is awaited
-    before request i is sent (used to act mid-replay). A request that gets no answer (connection
+    before request i is sent (used to act mid-replay). ``token``: sent as ``Authorization: Bearer``.
+    A request that gets no answer (connection
     error, timeout) is recorded with status 0 and not retried."""
     from urllib.parse import urlsplit
 
@@ -125,7 +130,7 @@ async def replay(url: str, bodies: list[dict], rate: float = 0.0, concurrency: i
     payloads = [json.dumps(b).encode() for b in bodies]
     idle: asyncio.Queue = asyncio.Queue()
     for _ in range(concurrency):
-        idle.put_nowait(_Connection(u.hostname or "127.0.0.1", u.port or 80, timeout_s))
+        idle.put_nowait(_Connection(u.hostname or "127.0.0.1", u.port or 80, timeout_s, token))
     answers: list[Answer | None] = [None] * len(bodies)
     t0, wall0 = time.perf_counter(), time.time()
     slip = 0.0
@@ -174,7 +179,10 @@ def replay_command(day: str, rate: float = 300.0, url: str = "http://127.0.0.1:8
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    res = asyncio.run(replay(url, bodies, rate=rate, concurrency=concurrency))
+    import os
+
+    res = asyncio.run(replay(url, bodies, rate=rate, concurrency=concurrency,
+                             token=os.environ.get("FRAUDCD_SCORING_TOKEN") or None))
     s = res.summary()
     if as_json:
         typer.echo(json.dumps(s, indent=2))

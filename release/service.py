@@ -24,36 +24,60 @@ The shadow worker queue is bounded: when it is full the shadow score is dropped 
 error-rate guardrail.
 
 One process, one worker: the feature history is in this process's memory (see online_features for
-what that means at scale). A retried transaction id gets the first answer again and is not counted
-twice in the history (idempotent).
+what that means at scale).
+
+What a request must be (anything else is refused before it touches the history, the clock or the log):
+
+- authenticated: ``Authorization: Bearer <token>``, tokens configured under ``auth`` in
+  config/service.yaml, each read from the environment variable it names (never written in the file).
+  ``POST /score`` needs the ``scoring`` role, ``/state`` and the docs (``/docs``, ``/redoc``,
+  ``/openapi.json``) need ``operator``; ``/healthz`` is open. 401 without a known token, 403 without
+  the role. Authentication is off only with ``auth: {enabled: false}`` written out, and the service
+  then says so in a warning at start. The token's name is recorded with each decision (``client``).
+- a JSON object (``Content-Type: application/json``) of at most ``max_body_bytes``; ids of at most
+  128 characters (or 64-bit integers); an amount that is a finite JSON number (a string such as
+  "12.5" or a boolean is not coerced); every field named, no other field. 422 naming the field, what is
+  allowed and what was given.
+- timed near the service's clock: ``ts`` within ``request_time`` of it (the latest accepted
+  transaction time for replays of simulated days, or this machine's clock; see RequestTimeConfig). A
+  year-2200 request is a 422, so it cannot age every card's history out of its windows.
+- idempotent on its content: a retried tx_id with the same body gets the first answer again
+  (``"retry": true``), is not counted twice in the history and not logged twice; the same tx_id with
+  another body is a 409 (the first answer stands). Remembered for the last 200,000 transactions.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import hashlib
 import json
 import logging
+import math
+import os
 import queue
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import numpy as np
 import pandas as pd
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictStr,
+                      WithJsonSchema, model_validator)
+from pydantic_core import PydanticCustomError
 
-from release.config import load_yaml_model
+from release.config import MAX_SHOWN_CHARS, load_yaml_model, shown
 from release.features import feature_columns
 from release.training_set import model_settings
-from release.online_features import OnlineFeatures, epoch_us
+from release.online_features import US, OnlineFeatures, epoch_us
 from release.ramp import PAUSED, RAMPING, card_bucket
 
 log = logging.getLogger("fraudcd.service")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 # ---- configuration ------------------------------------------------------------------------------------
@@ -63,6 +87,103 @@ class DecisionLogConfig(BaseModel):
     flush_every: int = Field(1000, ge=1)
     flush_ms: int = Field(200, ge=1, le=10_000)
     compact_after_s: float | None = Field(600, ge=0)  # merge batch files older than this; null: never
+    # when the decision journal cannot be written (a full disk): refuse with 503, or answer flagged unlogged
+    on_failure: Literal["fail_closed", "keep_answering"] = "fail_closed"
+
+
+class RequestTimeConfig(BaseModel):
+    """How far a request's ``ts`` may lie from the service's clock (further: 422, nothing touched).
+
+    ``clock: event``: the service's clock is the latest transaction time it has accepted (at start: the
+    seed day's midnight, then the latest time resumed from the decision log); for replays of simulated
+    days, whose times are not today's. A request may move it forward by at most ``max_ahead_seconds``
+    at a time. ``clock: wall``: this machine's UTC clock; for live traffic (e.g. ``max_ahead_seconds: 300``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    clock: Literal["event", "wall"] = "event"
+    max_ahead_seconds: int = Field(86_400, ge=1, le=366 * 86_400)
+    max_behind_seconds: int = Field(86_400, ge=1, le=366 * 86_400)
+
+
+SCORING, OPERATOR = "scoring", "operator"
+MIN_TOKEN_CHARS = 16
+
+
+class TokenConfig(BaseModel):
+    """One bearer token: who holds it (``name``, recorded as the subject), what it may do (``roles``:
+    ``scoring`` calls POST /score; ``operator`` reads /state, /docs and /openapi.json), and where its
+    secret is: ``env`` names the environment variable that holds it (the way to configure a real token);
+    ``value`` is the token itself, for tests only (never commit a real one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    roles: list[Literal["scoring", "operator"]] = Field(min_length=1)
+    env: str | None = Field(None, min_length=1, max_length=128)
+    value: str | None = Field(None, repr=False)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.env is None) == (self.value is None):
+            raise ValueError(f"the token {self.name!r} needs exactly one of env (the name of the environment "
+                             "variable holding it) or value (tests only); got "
+                             + ("both" if self.env is not None else "neither"))
+        return self
+
+
+def _default_tokens() -> list[TokenConfig]:
+    return [TokenConfig(name="scoring-client", roles=[SCORING], env="FRAUDCD_SCORING_TOKEN"),
+            TokenConfig(name="operator", roles=[OPERATOR], env="FRAUDCD_OPERATOR_TOKEN")]
+
+
+class AuthError(ValueError):
+    """Authentication is on but its tokens cannot be used (unset variable, too short, duplicated)."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who sent a request: the token's name and roles (or the anonymous caller when auth is off)."""
+
+    name: str
+    roles: frozenset[str]
+
+
+ANONYMOUS = Subject("anonymous (auth off)", frozenset({SCORING, OPERATOR}))
+
+
+class AuthConfig(BaseModel):
+    """Bearer tokens (``Authorization: Bearer <token>``). On unless ``enabled: false`` is written out."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    tokens: list[TokenConfig] = Field(default_factory=_default_tokens)
+
+    def resolve(self, environ: Mapping[str, str] | None = None) -> dict[bytes, Subject] | None:
+        """The tokens by their SHA-256 digest (a request's token is hashed and looked up: no comparison
+        of secrets), or None when authentication is off. Raises AuthError naming the token and what to do."""
+        if not self.enabled:
+            return None
+        environ = os.environ if environ is None else environ
+        off = "or turn authentication off explicitly with `auth: {enabled: false}` (a demo on loopback only)"
+        out: dict[bytes, Subject] = {}
+        for i, t in enumerate(self.tokens):
+            where = f"auth.tokens[{i}] ({t.name!r})"
+            secret = t.value if t.value is not None else environ.get(t.env, "")
+            if not secret:
+                raise AuthError(f"{where}: the environment variable {t.env} is not set or empty. Set it to the token "
+                                f"clients send as `Authorization: Bearer <token>`, {off}.")
+            if len(secret) < MIN_TOKEN_CHARS or secret != secret.strip():
+                raise AuthError(f"{where}: a token must be at least {MIN_TOKEN_CHARS} characters without surrounding "
+                                f"spaces; got {len(secret)} characters. Generate one with "
+                                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`.")
+            digest = hashlib.sha256(secret.encode()).digest()
+            if digest in out:
+                raise AuthError(f"{where}: the same token as {out[digest].name!r}; each holder needs its own token "
+                                "(the token names who sent a request).")
+            out[digest] = Subject(t.name, frozenset(t.roles))
+        if not any(SCORING in s.roles for s in out.values()):
+            raise AuthError(f"auth.tokens: no token has the role {SCORING!r}, so nobody could call POST /score; "
+                            f"got roles {sorted({r for s in out.values() for r in s.roles})}. Add one, {off}.")
+        return out
 
 
 class ServiceConfig(BaseModel):
@@ -76,6 +197,9 @@ class ServiceConfig(BaseModel):
     decision_log: DecisionLogConfig = DecisionLogConfig()
     controller_poll_ms: int = Field(1000, ge=50)
     maturity_days: int | None = Field(None, ge=1, le=180)  # default: the production model's snapshot's
+    request_time: RequestTimeConfig = RequestTimeConfig()
+    auth: AuthConfig = AuthConfig()
+    max_body_bytes: int = Field(16_384, ge=1024, le=1_048_576)
 
 
 def load_service_config(path: Path | None = None) -> ServiceConfig:
@@ -86,22 +210,53 @@ def load_service_config(path: Path | None = None) -> ServiceConfig:
 
 # ---- the request ----------------------------------------------------------------------------------------
 
-Ident = Annotated[StrictStr | StrictInt, AfterValidator(lambda v: str(v)),
-                  Field(description="string or integer id")]
+MAX_ID_CHARS = 128
+_INT64 = 2 ** 63
+
+
+def _ident(v: Any) -> str:
+    """An id is a string of 1..MAX_ID_CHARS characters or a (64-bit) integer; it is kept as a string."""
+    if isinstance(v, str):
+        if 1 <= len(v) <= MAX_ID_CHARS:
+            return v
+        raise PydanticCustomError("ident_length", "must be a string of 1 to {max} characters or an integer id; "
+                                  "got a string of {n} characters", {"max": MAX_ID_CHARS, "n": len(v)})
+    if isinstance(v, int) and not isinstance(v, bool):
+        if -_INT64 <= v < _INT64:
+            return str(v)
+        raise PydanticCustomError("ident_range", "an integer id must fit in 64 bits (|id| < 2**63)")
+    raise PydanticCustomError("ident_type", "Input should be a string or an integer id (got {kind})",
+                              {"kind": type(v).__name__})
+
+
+Ident = Annotated[str, PlainValidator(_ident),
+                  WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+                                            {"type": "integer"}], "description": "string or integer id"})]
+
+
+def _iso_time(v: Any) -> Any:
+    """A time is an ISO 8601 string (or a datetime, from Python): a number is not taken as epoch seconds."""
+    if isinstance(v, (str, dt.datetime)):
+        return v
+    raise PydanticCustomError("ts_type", "must be an ISO 8601 time with a timezone, e.g. 2026-03-01T10:00:00Z "
+                              "(got {kind}; numbers are not read as epoch seconds)", {"kind": type(v).__name__})
 
 
 class ScoreRequest(BaseModel):
-    """One transaction to score. Unknown fields are refused (a misspelt field is a bug, not a hint)."""
+    """One transaction to score. Unknown fields are refused (a misspelt field is a bug, not a hint);
+    nothing is coerced (a string or a boolean is not an amount)."""
 
     model_config = ConfigDict(extra="forbid")
     tx_id: Ident
-    ts: AwareDatetime = Field(description="when the transaction happened, with a timezone (ISO 8601)")
+    ts: Annotated[AwareDatetime, BeforeValidator(_iso_time)] = Field(
+        description="when the transaction happened, with a timezone (ISO 8601)")
     card_id: Ident
-    card_country: str = Field(min_length=2, max_length=3)
-    merchant_id: str = Field(min_length=1, max_length=64)
-    merchant_country: str = Field(min_length=2, max_length=3)
-    merchant_category: str = Field(min_length=1, max_length=64)
-    amount: float = Field(gt=0, le=1e9, allow_inf_nan=False)
+    card_country: StrictStr = Field(min_length=2, max_length=3)
+    merchant_id: StrictStr = Field(min_length=1, max_length=64)
+    merchant_country: StrictStr = Field(min_length=2, max_length=3)
+    merchant_category: StrictStr = Field(min_length=1, max_length=64)
+    amount: float = Field(gt=0, le=1e9, allow_inf_nan=False, strict=True,
+                          description="a JSON number in (0, 1e9]; a string or a boolean is refused")
 
 
 # ---- the deployment snapshot --------------------------------------------------------------------------
@@ -238,6 +393,8 @@ class Counters:
     candidate_errors: int = 0
     reloads: int = 0
     reload_errors: int = 0
+    conflicts: int = 0  # a reused tx_id with another body (409)
+    refused_times: int = 0  # a ts too far from the service's clock (422)
     started_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -245,6 +402,44 @@ def _explore_draw(seed: int, tx_id: str) -> float:
     """A uniform draw in [0, 1) that depends only on the seed and the transaction id."""
     h = hashlib.blake2b(f"{seed}:{tx_id}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2.0 ** 64
+
+
+def _fingerprint(ts_us: int, card_id: str, card_country: str, merchant_id: str, merchant_country: str,
+                 merchant_category: str, amount: float) -> bytes:
+    """What a transaction is, apart from its id: a retry must match it exactly (the same instant, ids,
+    countries, category and amount; 7 and "7" are the same id, "Z" and "+00:00" the same time)."""
+    key = repr((int(ts_us), str(card_id), str(card_country), str(merchant_id), str(merchant_country),
+                str(merchant_category), float(amount)))
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+def _iso(us: int) -> str:
+    return (_EPOCH + dt.timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
+
+
+def _span(seconds: int) -> str:
+    for unit, n in (("day", 86_400), ("hour", 3600), ("minute", 60)):
+        if seconds % n == 0:
+            k = seconds // n
+            return f"{k} {unit}{'s' if k != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def _bad(field_name: str, problem: str, got: Any) -> dict:
+    """A 422 body in the shape of the request validation errors."""
+    return {"error": f"Bad request: {field_name}: {problem} (got {shown(got)})",
+            "fields": [{"field": field_name, "problem": problem, "got": _json_safe(got)}]}
+
+
+def _json_safe(v: Any) -> Any:
+    """A value echoed back in an error: as it was if JSON can carry it and it is short, else its repr, cut."""
+    if v is None or isinstance(v, bool) or isinstance(v, int) and abs(v) < 2 ** 53:
+        return v
+    if isinstance(v, float) and math.isfinite(v):
+        return v
+    if isinstance(v, str) and len(v) <= MAX_SHOWN_CHARS:
+        return v
+    return shown(v)
 
 
 def default_seed_day(events: Path) -> dt.date:
@@ -272,9 +467,15 @@ class ScoringService:
         self.counters = Counters()
         self.log = DecisionLog(flush_every=self.config.decision_log.flush_every,
                                flush_ms=self.config.decision_log.flush_ms,
-                               compact_after_s=self.config.decision_log.compact_after_s)
+                               compact_after_s=self.config.decision_log.compact_after_s,
+                               on_failure=self.config.decision_log.on_failure)
+        self.log.recover()  # after a hard stop: journaled decisions no batch file holds, before reading the log
         self.features = OnlineFeatures(self.events, self.seed_day, *self._feature_settings())
-        self._seen: OrderedDict[str, dict] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[bytes, dict]] = OrderedDict()  # tx_id -> (body fingerprint, answer)
+        rt = self.config.request_time
+        self._ahead_us, self._behind_us = rt.max_ahead_seconds * US, rt.max_behind_seconds * US
+        self._event_clock_us = epoch_us(pd.Timestamp(self.seed_day, tz="UTC"))  # clock: event (see _now_us)
+        self.refused_on_resume = 0
         self.resumed_rows = self._resume_from_log()
         self._queue: queue.Queue = queue.Queue(maxsize=self.config.shadow_queue)
         self._stop = threading.Event()
@@ -295,22 +496,63 @@ class ScoringService:
 
     def _resume_from_log(self) -> int:
         """After a restart: the transactions this service already scored (on or after the seed day) go
-        back into the feature history, and their answers into the retry cache."""
+        back into the feature history, and their answers into the retry cache. Each is held to the request
+        time bound a request meets now, in time order (the event clock moves as it did): a row an older
+        version accepted outside it (e.g. a year-2200 time) keeps its cached answer but stays out of the
+        history, with a warning."""
         from release.decision_log import read_decision_log
 
         df = read_decision_log(self.log.folder)
         if df.empty:
             return 0
         df = df[df["ts"] >= pd.Timestamp(self.seed_day, tz="UTC")].drop_duplicates("tx_id", keep="first")
-        self.features.add_many(df[["ts", "card_id", "merchant_id", "amount"]])
-        for r in df.itertuples(index=False):
-            self._remember(r.tx_id, self._response(r._asdict()))
-        return len(df)
+        df = df.sort_values("ts", kind="stable")
+        ts_us = pd.to_datetime(df["ts"], utc=True).astype("datetime64[us, UTC]").astype("int64").to_numpy()
+        keep = np.ones(len(df), dtype=bool)
+        for i, t in enumerate(ts_us.tolist()):
+            if self._time_problem(t, behind=False) is None:  # a logged time long past is history, not a problem
+                self._advance_clock(t)
+            else:
+                keep[i] = False
+        self.refused_on_resume = int((~keep).sum())
+        if self.refused_on_resume:
+            bad = df.loc[~keep, "ts"]
+            log.warning("resuming from %s: %d logged transaction(s) lie outside the request time bound "
+                        "(%s .. %s) and stay out of the feature history", self.log.folder, self.refused_on_resume,
+                        bad.min(), bad.max())
+        self.features.add_many(df.loc[keep, ["ts", "card_id", "merchant_id", "amount"]])
+        for r, t in zip(df.itertuples(index=False), ts_us.tolist()):
+            self._remember(r.tx_id, _fingerprint(t, r.card_id, r.card_country, r.merchant_id, r.merchant_country,
+                                                 r.merchant_category, r.amount), self._response(r._asdict()))
+        return int(keep.sum())
 
-    def _remember(self, tx_id: str, response: dict) -> None:
-        self._seen[tx_id] = response
+    def _remember(self, tx_id: str, fingerprint: bytes, response: dict) -> None:
+        self._seen[tx_id] = (fingerprint, response)
         if len(self._seen) > 200_000:
             self._seen.popitem(last=False)
+
+    # ---- the request time bound -----------------------------------------------------------------------
+
+    def _now_us(self) -> int:
+        if self.config.request_time.clock == "wall":
+            return time.time_ns() // 1000
+        return self._event_clock_us
+
+    def _advance_clock(self, ts_us: int) -> None:
+        if ts_us > self._event_clock_us:
+            self._event_clock_us = ts_us
+
+    def _time_problem(self, ts_us: int, behind: bool = True) -> str | None:
+        """None if ``ts_us`` is within the configured bound of the service's clock, else why not."""
+        now = self._now_us()
+        if (not behind or now - self._behind_us <= ts_us) and ts_us <= now + self._ahead_us:
+            return None
+        rt = self.config.request_time
+        clock = ("this machine's UTC clock" if rt.clock == "wall" else
+                 "the latest transaction time accepted")
+        return (f"must be within {_span(rt.max_behind_seconds)} before and {_span(rt.max_ahead_seconds)} after "
+                f"the service's clock ({clock}, {_iso(now)}; request_time in the service configuration): between "
+                f"{_iso(now - self._behind_us)} and {_iso(now + self._ahead_us)}")
 
     @staticmethod
     def _response(rec: dict) -> dict:
@@ -388,21 +630,41 @@ class ScoringService:
 
     # ---- one request --------------------------------------------------------------------------------
 
-    def score(self, req: ScoreRequest) -> tuple[int, dict]:
+    def score(self, req: ScoreRequest, client: str | None = None) -> tuple[int, dict]:
+        """(HTTP status, body). 200: the answer (a retry of the same body gets the first answer again);
+        409: the tx_id was scored with another body; 422: ts too far from the service's clock; 503: no
+        production model. Only a 200 that is not a retry touches the history, the clock or the log.
+        ``client``: who sent it (the token's name), recorded with the decision."""
         t0 = time.perf_counter()
         d = self.deployment  # read once: this request finishes on this snapshot
         if d.production is None:
             return 503, {"error": "Not serving: " + "; ".join(d.problems)}
         tx_id = req.tx_id
+        ts_us = epoch_us(req.ts)
+        card, merchant = req.card_id, req.merchant_id
+        fp = _fingerprint(ts_us, card, req.card_country, merchant, req.merchant_country, req.merchant_category,
+                          req.amount)
         again = self._seen.get(tx_id)
         if again is not None:
+            if again[0] != fp:
+                self.counters.conflicts += 1
+                first = again[1]
+                return 409, {"error": f"Conflict: tx_id {shown(tx_id)} was already scored with another body (a "
+                                      "different time, card, merchant, country, category or amount); a tx_id names "
+                                      "one transaction. Resend the same body to get its answer again, or give "
+                                      "this transaction its own tx_id.",
+                             "tx_id": tx_id, "first_answer": {k: first[k] for k in ("decision", "deployment_version")}}
             self.counters.retries += 1
-            return 200, {**again, "retry": True}
+            return 200, {**again[1], "retry": True}
+        problem = self._time_problem(ts_us)
+        if problem is not None:
+            self.counters.refused_times += 1
+            return 422, _bad("ts", problem, req.ts.isoformat())
         self.counters.requests += 1
-        card, merchant = req.card_id, req.merchant_id
         known = self.features.knows_merchant(merchant)
-        f = self.features.features_and_add(epoch_us(req.ts), card, req.card_country, merchant,
+        f = self.features.features_and_add(ts_us, card, req.card_country, merchant,
                                            req.merchant_country, req.merchant_category, req.amount)
+        self._advance_clock(ts_us)
         routed = d.routed(card)
         serving, role, other, other_role = ((d.candidate, "candidate", d.production, "production") if routed else
                                             (d.production, "production", d.candidate, "candidate"))
@@ -435,13 +697,14 @@ class ScoringService:
             "propensity": propensity,
             f"{role}_model_id": serving.model_id, f"{role}_score": s, f"{role}_threshold": t,
             f"{role}_block": would_block,
-            "shadow": "none", "candidate_error": candidate_error,
+            "shadow": "none", "candidate_error": candidate_error, "client": client,
         }
         if d.candidate is not None:
             rec["candidate_model_id"] = d.candidate.model_id
         rec["production_model_id"] = d.production.model_id
         response = self._response(rec)
         rec["latency_ms"] = (time.perf_counter() - t0) * 1000
+        self.log.journal(rec)  # the HTTP answer waits until it is on disk (acknowledged())
         if other is not None:
             try:
                 self._queue.put_nowait((rec, f, other, other_role))
@@ -451,22 +714,46 @@ class ScoringService:
                 self.log.append(rec)
         else:
             self.log.append(rec)
-        self._remember(tx_id, response)
+        self._remember(tx_id, fp, response)
         return 200, response
+
+    async def acknowledged(self, code: int, body: dict) -> tuple[int, dict]:
+        """The answer once its decision is on disk (release.decision_log): unchanged; or, if the journal
+        failed, 503 (``on_failure: fail_closed``) or the answer flagged ``"logged": false`` (keep_answering)."""
+        pending = self.log.durable(body["request_id"]) if code == 200 and "request_id" in body else None
+        if pending is None:
+            return code, body
+        try:
+            await asyncio.wrap_future(pending)
+        except OSError as e:
+            if self.log.on_failure == "keep_answering":
+                return 200, {**body, "logged": False}
+            self._seen.pop(body["tx_id"], None)  # not given: a retry is decided afresh
+            return 503, {"error": f"Not serving: the decision log cannot be written ({type(e).__name__}: {e}); "
+                                  "decision_log.on_failure is fail_closed, so no decision is given unlogged."}
+        return code, body
 
     def state(self) -> dict:
         c = self.counters
         return {"deployment": self.deployment.summary(),
                 "features": {"seed_day": self.seed_day.isoformat(), "seeded_rows": self.features.seeded_rows,
-                             "resumed_rows": self.resumed_rows, "cards": self.features.cards,
-                             "maturity_days": self.features.maturity_days},
+                             "resumed_rows": self.resumed_rows, "refused_on_resume": self.refused_on_resume,
+                             "cards": self.features.cards, "maturity_days": self.features.maturity_days},
+                "request_time": {**self.config.request_time.model_dump(), "now": _iso(self._now_us())},
                 "counters": {**c.__dict__, "shadow_queue": self._queue.qsize()},
                 "decision_log": {"folder": str(self.log.folder), "appended": self.log.appended,
-                                 "written": self.log.written, "pending": self.log.pending, "files": self.log.files},
+                                 "written": self.log.written, "pending": self.log.pending, "files": self.log.files,
+                                 **self.log.health()},
                 "controller": None if self._controller is None else self._controller.last}
 
 
-# ---- HTTP ---------------------------------------------------------------------------------------------
+# ---- HTTP ----------------------------------------------------------------------------------------------
+
+_PROBLEMS = {  # pydantic's words for some errors, made to say what is allowed
+    ("amount", "float_type"): "Input should be a valid number: a JSON number in (0, 1e9], not a string or a boolean",
+    ("amount", "finite_number"): "Input should be a finite number: NaN and Infinity are not amounts",
+}
+
 
 def _field_errors(exc) -> list[dict]:
     out = []
@@ -476,36 +763,137 @@ def _field_errors(exc) -> list[dict]:
             why = e.get("ctx", {}).get("error", "decode error")
             out.append({"field": "(body)", "problem": f"not valid JSON ({why} at character {pos})", "got": None})
             continue
-        # a union's alternatives add their type to the location (tx_id.str, tx_id.int): the field is the first part
         loc = [str(p) for p in e.get("loc", ()) if p != "body"]
         field = loc[0] if loc else "(body)"
-        problem = e.get("msg", "")
-        if len(loc) == 2 and loc[1] in ("str", "int"):
-            problem = "Input should be a string or an integer id"
         if any(d["field"] == field for d in out):  # one line per field
             continue
+        problem = _PROBLEMS.get((field, e.get("type")), e.get("msg", ""))
+        if field == "(body)" and e.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+            problem = "the body must be one JSON object with the transaction's fields"
         got = e.get("input") if e.get("type") != "missing" else None
-        out.append({"field": field, "problem": problem, "got": got})
+        out.append({"field": field, "problem": problem, "got": _json_safe(got)})
     return out
 
 
-def create_app(service_factory) -> Any:
+def _error_body(fields: list[dict]) -> dict:
+    msg = "; ".join(f"{f['field']}: {f['problem']}" + (f" (got {shown(f['got'])})" if f["got"] is not None else "")
+                    for f in fields)
+    return {"error": f"Bad request: {msg}", "fields": fields}
+
+
+_SUBJECT: contextvars.ContextVar[str | None] = contextvars.ContextVar("fraudcd_subject", default=None)
+
+
+class _Gate:
+    """ASGI middleware in front of every route: authentication, then the body size limit and content type.
+
+    - ``/healthz`` is open (liveness probes); ``POST /score`` needs a token with the ``scoring`` role;
+      everything else (``/state``, ``/docs``, ``/redoc``, ``/openapi.json``) needs ``operator``. No
+      token or an unknown one: 401; a token without the role: 403. The subject (the token's name) is
+      handed to the route in a context variable.
+    - A body longer than ``max_body_bytes``: 413, before it is parsed.
+    - ``/score`` takes ``application/json`` only: anything else is a 422 saying so.
+    Pure ASGI (no BaseHTTPMiddleware): a dictionary lookup and a hash per request."""
+
+    OPEN = frozenset({"/healthz"})  # a probe reads ok and the deployment version, nothing else
+
+    def __init__(self, app, tokens: dict[bytes, Subject] | None, max_body_bytes: int):
+        self.app, self.tokens, self.max_body = app, tokens, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in self.OPEN:
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        need = SCORING if path == "/score" else OPERATOR
+        headers = dict(scope["headers"])  # lower-cased names; a repeated header: the last one
+        if self.tokens is None:
+            subject = ANONYMOUS
+        else:
+            auth = headers.get(b"authorization", b"")
+            scheme, _, token = auth.partition(b" ")
+            subject = (self.tokens.get(hashlib.sha256(token.strip()).digest())
+                       if scheme.lower() == b"bearer" and token.strip() else None)
+            if subject is None:
+                why = "no bearer token was sent" if not auth else "the bearer token is not one this service knows"
+                return await _send_json(send, 401, {"error": f"Unauthorized: {why}. {path} needs a token with the "
+                                                             f"role {need!r}: `Authorization: Bearer <token>`."},
+                                        [(b"www-authenticate", b'Bearer realm="fraud-cd"')])
+            if need not in subject.roles:
+                return await _send_json(send, 403, {"error": f"Forbidden: {path} needs the role {need!r}; the token "
+                                                             f"of {subject.name!r} has {sorted(subject.roles)}."})
+        _SUBJECT.set(subject.name)  # the route runs in this task: it reads who sent the request
+        if scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return await _send_json(send, 413, {"error": f"Request body too large: at most {self.max_body:,} bytes "
+                                                         f"(max_body_bytes); Content-Length says {shown(length.decode('latin-1'))}."})
+        if path == "/score":
+            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if ctype != b"application/json":
+                got = ctype.decode("latin-1") or None
+                return await _send_json(send, 422, _error_body([{
+                    "field": "(body)", "got": _json_safe(got),
+                    "problem": "the Content-Type must be application/json" + ("" if got else " (none was sent)")}]))
+        chunks, size = [], 0
+        while True:  # read the whole body (bounded) before any route sees it
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return await _send_json(send, 413, {"error": f"Request body too large: at most {self.max_body:,} "
+                                                             "bytes (max_body_bytes)."})
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                break
+        body, given = b"".join(chunks), False
+
+        async def replayed():
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replayed, send)
+
+
+async def _send_json(send, status: int, content: dict, headers: list | None = None) -> None:
+    raw = json.dumps(content).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": raw})
+
+
+def create_app(service_factory, config: ServiceConfig | None = None) -> Any:
     """The FastAPI app. ``service_factory()`` builds the ScoringService at start-up (in the lifespan),
-    so a bad configuration fails the start, not the first request."""
+    so a bad configuration fails the start, not the first request. ``config`` gives the authentication
+    and the body limit (default: ServiceConfig(), i.e. tokens from FRAUDCD_SCORING_TOKEN and
+    FRAUDCD_OPERATOR_TOKEN); unusable tokens raise AuthError here, before anything listens."""
     from fastapi import FastAPI, Request
+    from fastapi.exception_handlers import http_exception_handler
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException
 
+    config = config or ServiceConfig()
+    tokens = config.auth.resolve()
     holder: dict[str, ScoringService] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        if tokens is None:
+            log.warning("authentication is OFF (auth: {enabled: false}): anyone who can reach this port can score "
+                        "and read /state. For a demo on loopback only.")
         svc = service_factory()
         svc.start()
         holder["svc"] = svc
-        log.warning("serving: deployment v%s (%s at %g%%), seed day %s, %s cards in history",
+        log.warning("serving: deployment v%s (%s at %g%%), seed day %s, %s cards in history, auth %s",
                     svc.deployment.version, svc.deployment.state, svc.deployment.pct, svc.seed_day,
-                    svc.features.cards)
+                    svc.features.cards, "off" if tokens is None else f"on ({len(tokens)} tokens)")
         try:
             yield
         finally:
@@ -516,14 +904,26 @@ def create_app(service_factory) -> Any:
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError):
-        fields = _field_errors(exc)
-        msg = "; ".join(f"{f['field']}: {f['problem']}" + (f" (got {f['got']!r})" if f["got"] is not None else "")
-                        for f in fields)
-        return JSONResponse(status_code=422, content={"error": f"Bad request: {msg}", "fields": fields})
+        try:
+            content = _error_body(_field_errors(exc))
+        except Exception:  # noqa: BLE001 - the handler of a bad request must not fail itself
+            log.exception("describing a bad request failed")
+            content = {"error": "Bad request: the body does not validate (and describing why failed; see the "
+                                "service log)", "fields": []}
+        return JSONResponse(status_code=422, content=content)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 400 and request.url.path == "/score":  # FastAPI: "There was an error parsing the body"
+            return JSONResponse(status_code=422, content=_error_body([{
+                "field": "(body)", "got": None,
+                "problem": "not valid JSON (it could not be parsed: not UTF-8, or nested too deeply)"}]))
+        return await http_exception_handler(request, exc)
 
     @app.post("/score")
     async def score(req: ScoreRequest):
-        code, body = holder["svc"].score(req)
+        code, body = holder["svc"].score(req, client=_SUBJECT.get())
+        code, body = await holder["svc"].acknowledged(code, body)  # the decision is on disk, or not given
         return Response(content=json.dumps(body), status_code=code, media_type="application/json")
 
     @app.get("/state")
@@ -537,13 +937,22 @@ def create_app(service_factory) -> Any:
         return JSONResponse(status_code=200 if ok else 503,
                             content={"ok": ok, "version": svc.deployment.version if svc else None})
 
+    app.add_middleware(_Gate, tokens=tokens, max_body_bytes=config.max_body_bytes)
     return app
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, seed_day: dt.date | None = None, controller: bool = False,
           config: Path | None = None) -> None:
+    import sys
+
     import uvicorn
 
     cfg = load_service_config(config)
-    app = create_app(lambda: ScoringService(cfg, seed_day=seed_day, controller=controller))
+    try:
+        app = create_app(lambda: ScoringService(cfg, seed_day=seed_day, controller=controller), cfg)
+    except AuthError as e:
+        from release.settings import config_dir
+
+        sys.stderr.write(f"error: {config or config_dir() / 'service.yaml'}: {e}\n")
+        raise SystemExit(2) from None
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=30)

@@ -7,7 +7,12 @@
   ``config/source.example.yaml``); the daily training-set DAG ingests its data interval from it.
 
 Configuration (training workflows, contracts, ramp plan) is YAML in ``<project>/config`` and
-``<project>/contracts``; ``FRAUDCD_CONFIG`` points elsewhere.
+``<project>/contracts``; ``FRAUDCD_CONFIG`` points elsewhere. It is read strictly (release/config.py: no
+duplicate keys, no aliases, no type coercion, only true/false are booleans).
+
+Everything under ``FRAUDCD_HOME`` follows one permission policy (release/io.py): files 0640, folders
+0750, narrowed by the umask: the owner writes, the owner's group (the people who receive reports) reads,
+other users get nothing.
 """
 from __future__ import annotations
 

@@ -18,12 +18,20 @@ A workflow (all keys but ``name`` and ``features`` optional)::
     validation: {days: 7, early_stopping_rounds: 30}     # the last days of the training window
     lightgbm: {learning_rate: 0.03, num_leaves: 15}
 
+``lightgbm`` is checked when the workflow loads, with LightGBM itself: every key must be a LightGBM
+parameter or one of its aliases (at most one name per parameter); keys the workflow sets elsewhere are
+refused (``num_iterations``: use ``num_boost_round``; ``seed``; ``early_stopping_round``: use
+``validation.early_stopping_rounds``; ``categorical_feature``: use ``categorical_features``), as are the
+command-line parameters that name files; the objective must give probabilities (binary or
+cross_entropy); and the values must be accepted by LightGBM (one boosting round on a few made-up rows).
+
 Class imbalance is handled deliberately: ``positive_weight`` multiplies fraud rows' weights (stated in
 the workflow, recorded with the model), never left to LightGBM's defaults by accident.
 """
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -31,11 +39,24 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from release.config import load_yaml_model
+from release.config import load_yaml_model, shown
 from release.features import feature_columns
 from release.training_set import EVAL_DAYS
+
+# LightGBM parameters the workflow sets through its own keys, or that only LightGBM's command line uses
+# (data and model files): a workflow's ``lightgbm`` may not name them (or any alias of them).
+LIGHTGBM_SET_ELSEWHERE = {"num_iterations": "num_boost_round", "seed": "seed",
+                          "early_stopping_round": "validation.early_stopping_rounds",
+                          "categorical_feature": "categorical_features"}
+LIGHTGBM_COMMAND_LINE_ONLY = {"task", "data", "valid", "input_model", "output_model", "output_result", "config",
+                              "save_binary", "convert_model", "convert_model_language", "machine_list_filename",
+                              "initscore_filename", "forcedsplits_filename", "forcedbins_filename",
+                              "label_column", "weight_column", "group_column", "ignore_column", "header",
+                              "two_round", "snapshot_freq", "predict_raw_score", "predict_leaf_index",
+                              "predict_contrib", "precise_float_parser", "parser_config_file"}
+PROBABILITY_OBJECTIVES = {"binary", "cross_entropy", "xentropy"}  # the model's score is a fraud probability
 
 # Columns a row filter may test besides the features
 FILTER_EXTRA_COLUMNS = ["card_country", "merchant_id", "merchant_country", "merchant_category", "action", "explored"]
@@ -126,6 +147,28 @@ class Workflow(BaseModel):
         unknown = [f for f in v if f not in allowed]
         if unknown:
             raise ValueError(f"unknown feature(s) {unknown}; allowed: {allowed}")
+        twice = sorted({f for f in v if v.count(f) > 1})
+        if twice:
+            raise ValueError(f"feature(s) {twice} listed more than once; list each feature once")
+        return v
+
+    @field_validator("categorical_features")
+    @classmethod
+    def _categoricals_are_features(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        features = info.data.get("features")
+        missing = [f for f in v if features is not None and f not in features]
+        if missing:
+            raise ValueError(f"{missing} not in features; a categorical feature must also be listed in features "
+                             f"(got features {features})")
+        return v
+
+    @field_validator("lightgbm")
+    @classmethod
+    def _lightgbm_parameters(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        problems = lightgbm_parameter_problems(v, info.data.get("features"), info.data.get("categorical_features"),
+                                               info.data.get("seed", 7))
+        if problems:
+            raise ValueError("; ".join(problems))
         return v
 
     @field_validator("snapshot")
@@ -148,6 +191,88 @@ class Workflow(BaseModel):
                 self.validation.days >= (self.train_window.end - self.train_window.start).days:
             raise ValueError(f"validation.days ({self.validation.days}) must be shorter than the training window")
         return self
+
+
+def _lightgbm_aliases() -> dict[str, str]:
+    """Every LightGBM parameter name and alias -> its canonical name, from LightGBM itself."""
+    from lightgbm.basic import _ConfigAliases  # LightGBM's own table (LGBM_DumpParamAliases)
+
+    out = {}
+    for name, aliases in _ConfigAliases._get_all_param_aliases().items():
+        for a in [name, *aliases]:
+            out[a] = name
+    return out
+
+
+def lightgbm_params(wf: "Workflow", num_threads: int = 2) -> dict[str, Any]:
+    """The parameters LightGBM trains with: the workflow's ``lightgbm`` over fixed defaults."""
+    return _params(wf.lightgbm, wf.seed, num_threads)
+
+
+def _params(lightgbm: dict[str, Any], seed: int, num_threads: int) -> dict[str, Any]:
+    return {"objective": "binary", "verbosity": -1, "seed": seed, "deterministic": True,
+            "force_col_wise": True, "num_threads": num_threads, **lightgbm}
+
+
+def _lightgbm_refuses(params: dict[str, Any], features: list[str], categorical: list[str]) -> str | None:
+    """LightGBM's own complaint about ``params`` after one boosting round on a few made-up rows, or None."""
+    rng = np.random.default_rng(0)
+    n = 40
+    x = pd.DataFrame(rng.random((n, len(features))), columns=features)
+    for c in categorical:
+        x[c] = rng.integers(0, 4, n).astype(float)
+    y = np.arange(n) % 2
+    try:
+        ds = lgb.Dataset(x, label=y, weight=np.ones(n), categorical_feature=categorical or "auto", params=params,
+                         free_raw_data=False)
+        lgb.train(params, ds, num_boost_round=1, valid_sets=[lgb.Dataset(x, label=y, reference=ds)])
+    except lgb.basic.LightGBMError as e:
+        return re.sub(r"\s+at /\S+, line \d+\s*\.?", "", str(e)).strip()
+    return None
+
+
+def lightgbm_parameter_problems(lightgbm: dict[str, Any], features: list[str] | None = None,
+                                categorical: list[str] | None = None, seed: int = 7) -> list[str]:
+    """What is wrong with a workflow's ``lightgbm`` parameters (empty: nothing), naming each key. The
+    values are tried by LightGBM itself when the workflow's features are known (valid)."""
+    aliases = _lightgbm_aliases()
+    problems, canonical = [], {}
+    for key, value in lightgbm.items():
+        name = aliases.get(key)
+        if name is None:
+            near = difflib.get_close_matches(key, list(aliases), n=1)
+            problems.append(f"lightgbm.{key}: not a LightGBM parameter"
+                            + (f" (did you mean {near[0]!r}?)" if near else ""))
+            continue
+        label = key if key == name else f"{key} (LightGBM's {name})"
+        if name in canonical:
+            problems.append(f"lightgbm.{key}: sets {name} again (already set as {canonical[name]!r}); give it once")
+            continue
+        canonical[name] = key
+        if name in LIGHTGBM_SET_ELSEWHERE:
+            problems.append(f"lightgbm.{label}: set it with the workflow's {LIGHTGBM_SET_ELSEWHERE[name]} key")
+        elif name in LIGHTGBM_COMMAND_LINE_ONLY:
+            problems.append(f"lightgbm.{label}: a LightGBM command-line parameter; not allowed in a workflow")
+        elif not (_scalar(value) or (isinstance(value, list) and value and all(map(_scalar, value)))):
+            problems.append(f"lightgbm.{key}: expected a number, a string, true/false or a list of them; "
+                            f"got {shown(value)}")
+        elif name == "objective" and value not in PROBABILITY_OBJECTIVES:
+            problems.append(f"lightgbm.{key}: the model must score fraud probabilities, so the objective must be "
+                            f"one of {sorted(PROBABILITY_OBJECTIVES)}; got {shown(value)}")
+    if problems or features is None or categorical is None:
+        return problems
+    if _lightgbm_refuses(_params(lightgbm, seed, 1), features, categorical) is None:
+        return []
+    for key, value in lightgbm.items():  # name the culprit(s): each parameter alone over the defaults
+        why = _lightgbm_refuses(_params({key: value}, seed, 1), features, categorical)
+        if why:
+            problems.append(f"lightgbm.{key}: LightGBM refuses {shown(value)}: {why}")
+    return problems or ["LightGBM refuses these parameters together: "
+                        + str(_lightgbm_refuses(_params(lightgbm, seed, 1), features, categorical))]
+
+
+def _scalar(v: object) -> bool:
+    return isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not np.isfinite(v))
 
 
 def load_workflow(path: str | Path) -> Workflow:
@@ -204,8 +329,7 @@ def train_model(snapshot_data: Path, wf: Workflow) -> tuple[str, dict]:
     if train["label"].nunique() < 2:
         raise ValueError(f"The training window of {snapshot_data} has {len(train)} labelled rows and only one class;"
                          " cannot train.")
-    params = {"objective": "binary", "verbosity": -1, "seed": wf.seed, "deterministic": True,
-              "force_col_wise": True, "num_threads": 2, **wf.lightgbm}
+    params = lightgbm_params(wf)
     valid = None
     if wf.validation is not None:
         days = pd.to_datetime(train["day"])

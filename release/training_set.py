@@ -16,7 +16,6 @@ import datetime as dt
 import hashlib
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from release.features import _sql_list, connect, feature_columns, feature_query,
 from release.pipeline import Features, feature_code_digest, lineage_key, lineage_of, pipeline
 from release import data_quality
 from release.data_quality import DATA_CHECKS  # noqa: F401  (re-exported: contracts name these)
-from release.io import file_sha256, list_partitions
+from release.io import file_sha256, list_partitions, owned_temp_dir, remove_stale_temp_dirs
 from release import label_completeness
 from release.settings import code_version
 
@@ -39,6 +38,8 @@ def snapshot_checked_columns(features: Features | None = None) -> list[str]:
     return ["tx_id", *feature_columns(features), "explored", "propensity", "label", "weight"]
 # The default evaluation window: the last this many days of the matured window (Workflow.eval_days).
 EVAL_DAYS = 21
+# A build writes into <snapshots>/.tmp-XXXX and renames it to the snapshot's hash once it passes its contract
+SNAPSHOT_TEMP_PREFIX = ".tmp-"
 
 
 class DataContractError(ValueError):
@@ -181,9 +182,9 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
     snap = Snapshot(hash=digest, path=snapshots / digest)
     if (snap.path / "manifest.json").exists():
         return snap
-    snapshots.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=snapshots, prefix=".tmp-"))
-    try:
+    # a killed build's temp folder is removed here; one another build is still writing is left alone
+    remove_stale_temp_dirs(snapshots, SNAPSHOT_TEMP_PREFIX)
+    with owned_temp_dir(snapshots, SNAPSHOT_TEMP_PREFIX) as tmp:
         con = connect(memory_limit=memory_limit)
         con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
         dispute_files = list_partitions(events / "disputes", start, as_of)
@@ -235,8 +236,6 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
         except OSError:
             if not (snap.path / "manifest.json").exists():  # lost a race to an identical build: fine
                 raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return snap
 
 

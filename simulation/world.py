@@ -15,6 +15,11 @@ The hard parts are built in: heavy-tailed merchant volume, several fraud scenari
 card testing bursts, account takeover, a compromised merchant, and a scenario that starts mid-history),
 disputes that arrive weeks late, and a rule-based deployed policy whose blocks hide labels, except for a
 logged exploration share.
+
+A simulation lands whole: the world is written into a temp folder beside ``out`` and swapped in at the
+end, so a killed ``fraudcd simulate`` leaves the previous world as it was (and its temp folder, which
+the next simulation removes). A new world replaces the old one entirely: no day of an earlier world
+survives beside it.
 """
 from __future__ import annotations
 
@@ -24,11 +29,9 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from release.io import write_partition
+from release.io import atomic_write_parquet, owned_temp_dir, remove_stale_temp_dirs, replace_dir, write_partition
 
 COUNTRIES = ["US", "GB", "DE", "FR", "BR", "IN", "MX", "ES", "NL", "NG", "CA", "AU", "IT", "PL", "JP",
              "SE", "TR", "ZA", "AR", "SG"]
@@ -264,11 +267,21 @@ def _disputes(cfg: WorldConfig, df: pd.DataFrame, dec: pd.DataFrame, rng: np.ran
 
 def simulate(cfg: WorldConfig, out: str | Path,
              progress: Callable[[int, int], None] | None = None) -> dict:
-    """Simulate ``cfg.days`` days and write the event logs under ``out``. Deterministic for a seed.
+    """Simulate ``cfg.days`` days and write the event logs under ``out``, replacing what was there in one
+    step (see the module docstring). Deterministic for a seed.
 
-    Returns counts: transactions, frauds, blocks, explored, disputes (written before the horizon).
+    Returns counts: transactions, frauds, blocked, explored, disputes (written before the horizon).
     """
-    out = Path(out)
+    out = Path(out).absolute()
+    prefix = f".{out.name}.tmp-"
+    remove_stale_temp_dirs(out.parent, prefix)  # worlds of killed simulations
+    with owned_temp_dir(out.parent, prefix) as tmp:
+        totals = _simulate_into(cfg, tmp, progress)
+        replace_dir(tmp, out)
+    return totals
+
+
+def _simulate_into(cfg: WorldConfig, out: Path, progress: Callable[[int, int], None] | None) -> dict:
     rng = np.random.default_rng(cfg.seed)
     merchants, cards = _world_entities(cfg, rng)
     horizon = pd.Timestamp(cfg.end, tz="UTC")
@@ -295,8 +308,5 @@ def simulate(cfg: WorldConfig, out: str | Path,
     disputes["day"] = disputes["dispute_ts"].dt.date
     for date, g in disputes.groupby("day"):
         write_partition(out / "disputes", date, g.drop(columns="day").sort_values("tx_id"))
-    meta = merchants.drop(columns="volume")
-    tbl = pa.Table.from_pandas(meta, preserve_index=False)
-    (out / "reference").mkdir(parents=True, exist_ok=True)
-    pq.write_table(tbl, out / "reference" / "merchants.parquet")
+    atomic_write_parquet(merchants.drop(columns="volume"), out / "reference" / "merchants.parquet")
     return totals

@@ -142,8 +142,10 @@ def test_approval_and_every_money_move_are_audited(world):
     for needed in ("register_model", "move_tag", "ramp_shadow", "ramp_set", "promote"):
         assert needed in actions
     assert all(a["actor"] and a["reason"] and a["at"] for a in trail)
-    # pipeline changes carry the data interval's time, never the wall clock
-    assert {a["at"][:10] for a in trail if a["actor"] == "fraud-cd pipeline"} <= {"2026-05-17", "2026-05-31"}
+    # pipeline changes carry the wall clock as their time and the data interval's date as their own field
+    pipeline_rows = [a for a in trail if a["actor"] == "fraud-cd pipeline"]
+    assert {(a["logical_date"] or "")[:10] for a in pipeline_rows} <= {"2026-05-17", "2026-05-31"}
+    assert all(a["at"][:10] >= dt.date.today().isoformat() for a in pipeline_rows)
 
 
 def test_report_on_disk_says_ship(world):

@@ -384,3 +384,34 @@ def test_auto_approved_suggestions_a_person_later_edits_break_the_streak(home):
     assert readiness(6, 4).set_index("segment").loc["small", "streak"] == 4  # automation is not a review
     edit("rel-5", {"S1": 0.45}, actor="dana", reason="too loose after all", at="t")
     assert readiness(6, 4).set_index("segment").loc["small", "streak"] == 0
+
+
+def test_a_rerun_for_another_model_supersedes_the_pending_set_and_audits_every_dropped_edit(home):
+    from release.approvals import edit, set_items
+
+    m, other = model("m\n"), model("other\n")
+    first = new_set(m, "rel-1", 0.8, M1=0.6, M2=0.9)
+    edit("rel-1", {"M1": 0.5}, actor="dana", reason="chargebacks last week", at="t2")
+    second = new_set(other, "rel-1", 0.7, M1=0.6, M2=0.9)  # the rerun trained another candidate
+    assert pending_set("rel-1")["id"] == second
+    assert not set_items(second)["edited"].any()  # one model's threshold is no value for another's scores
+    assert set_items(first).set_index("merchant_id")["outcome"].tolist() == ["superseded", "superseded"]
+    row = [r for r in audit_log() if r["action"] == "thresholds_superseded"][-1]
+    assert row["entity"] == f"thresholds:{first}"
+    dropped = json.loads(row["after_json"])["edits_dropped"]
+    assert dropped == {"M1": {"edited_by": "dana", "edited_at": "t2", "edit_reason": "chargebacks last week",
+                              "suggested_before": 0.6, "edited_value": 0.5,
+                              "why": "the rerun's candidate is another model"}}
+
+
+def test_edits_carried_over_by_one_rerun_survive_the_next_with_their_author(home):
+    from release.approvals import edit, set_items
+
+    m = model()
+    new_set(m, "rel-1", 0.8, M1=0.6)
+    edit("rel-1", {"M1": 0.5}, actor="dana", reason="r", at="t2")
+    new_set(m, "rel-1", 0.8, M1=0.6)
+    third = new_set(m, "rel-1", 0.8, M1=0.62)
+    assert set_items(third).set_index("merchant_id").loc["M1", "proposed"] == 0.5
+    carried = json.loads([r for r in audit_log() if r["action"] == "thresholds_edits_carried_over"][-1]["after_json"])
+    assert carried["M1"]["edited_by"] == "dana" and carried["M1"]["suggested_now"] == 0.62

@@ -80,6 +80,9 @@ def test_bad_input_exits_2_and_a_refusal_exits_1(shadowing, args, code, message)
 
 def test_nothing_to_ramp_is_refused(home):
     r = fraudcd("ramp", "set", "5", "--as", "ana", "--reason", "x")
+    assert r.exit_code == 2 and "No state store at" in r.output and not (home / "state.db").exists()
+    assert fraudcd("db", "--create", "--as", "ana").exit_code == 0
+    r = fraudcd("ramp", "set", "5", "--as", "ana", "--reason", "x")
     assert r.exit_code == 1 and "nothing to ramp" in r.output
 
 
@@ -89,4 +92,10 @@ def test_rollback_is_one_command_and_defaults_to_your_login(shadowing):
     assert r.exit_code == 0
     st = ramp.current()
     assert (st["state"], st["pct"], st["reason"]) == ("rolled_back", 0.0, "3 a.m. page: declines up in BR")
-    assert st["updated_by"]  # the login of whoever typed it
+    from release.store import os_user
+
+    assert st["updated_by"] == os_user()  # the login of whoever typed it, said out loud
+    assert f"no --as given: recorded as {os_user()!r} (your OS login)" in " ".join(r.output.split())
+    row = audit_log()[-1]
+    assert (row["actor"], row["os_user"], row["via"]) == (os_user(), os_user(), "cli")
+    assert json.loads(row["context_json"])["actor_source"] == "os_user"

@@ -55,6 +55,7 @@ def test_show_lists_suggestions_largest_first_and_as_json(rel):
 
 
 def test_show_of_an_unknown_release_is_bad_input(home):
+    fraudcd("db", "--create")
     r = fraudcd("thresholds", "show", "--release", "rel-nope")
     assert r.exit_code == 2 and "has no threshold suggestions" in said(r)
 

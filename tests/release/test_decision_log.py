@@ -1,4 +1,5 @@
-"""The decision log: batched, atomic, durable Parquet appends; readers deduplicate on request id."""
+"""The decision log: batched, atomic Parquet appends; a journal fsync'ed (group commit) before an answer,
+recovered once after a kill; a full journal refused or counted as configured; readers deduplicate on request id."""
 from __future__ import annotations
 
 import datetime as dt
@@ -148,3 +149,164 @@ def test_a_reader_kept_across_looks_reads_only_new_files_and_survives_compaction
     log.flush()
     df = reader.read()
     assert df["request_id"].tolist() == ["0", "1", "2", "3"] and len(reader._cache) == 2
+
+
+# ---------------------------------------------------------------- the journal: acknowledged means on disk
+
+def journaled(log: DecisionLog, records: list[dict]) -> None:
+    """Journal ``records`` and wait for each acknowledgement, as the service does before answering."""
+    for f in [log.journal(r) for r in records]:
+        assert f.result(timeout=10) is None
+
+
+def killed(log: DecisionLog) -> None:
+    """What kill -9 leaves behind: the files as they are (no flush, no close); its locks die with its fds."""
+    import os
+
+    for seg in log._segments:
+        if seg.fd != -1:
+            os.close(seg.fd)
+            seg.fd = -1
+
+
+def test_acknowledged_records_a_kill_left_in_memory_are_recovered_once(tmp_path):
+    log = DecisionLog(tmp_path, flush_every=10_000, flush_ms=10_000).start()
+    records = [rec(i, candidate_model_id="cand", shadow="none") for i in range(50)]
+    journaled(log, records)
+    for r in records[:20]:  # 20 complete records reached a batch file before the kill; 30 were in memory
+        log.append({**r, "shadow": "scored", "candidate_score": 0.5})
+    log.flush()
+    for r in records[20:]:
+        log.append(r)
+    killed(log)
+    report = DecisionLog(tmp_path).recover()
+    assert (report["recovered"], report["already_logged"], report["torn_lines"]) == (30, 20, 0)
+    df = read_decision_log(tmp_path)
+    assert sorted(df["request_id"], key=int) == [str(i) for i in range(50)]
+    assert (df.set_index("request_id").loc[["0", "19"], "shadow"] == "scored").all()
+    assert (df.set_index("request_id").loc[["20", "49"], "shadow"] == "lost").all()  # shadow was still to come
+    assert not list((tmp_path / "journal").glob("*.wal"))
+    assert DecisionLog(tmp_path).recover()["recovered"] == 0  # a second start recovers nothing more
+    rows = pd.concat([pd.read_parquet(p) for p in tmp_path.glob("day=*/part-*.parquet")])
+    assert rows["request_id"].is_unique  # not a duplicate on disk either
+
+
+def test_a_torn_journal_line_is_skipped_and_everything_before_it_recovered(tmp_path):
+    from release.decision_log import journal_line
+
+    (tmp_path / "journal").mkdir(parents=True)
+    line = journal_line(rec(3))
+    damaged = journal_line(rec(4)).replace(b'"card_id":"c"', b'"card_id":"X"')  # its checksum no longer fits
+    (tmp_path / "journal" / "1-1-000001.wal").write_bytes(
+        journal_line(rec(1)) + journal_line(rec(2)) + damaged + line + line[:len(line) // 2])
+    report = DecisionLog(tmp_path).recover()
+    assert (report["recovered"], report["torn_lines"]) == (3, 2)
+    assert read_decision_log(tmp_path)["request_id"].tolist() == ["1", "2", "3"]
+
+
+def test_a_complete_orphaned_batch_is_recovered_and_a_torn_one_reported(tmp_path, caplog):
+    """The issue's case: a batch killed between its fsync and its rename, left as .tmp-part-*.parquet."""
+    from release.decision_log import _table
+
+    log = DecisionLog(tmp_path)
+    log.append(rec(0))
+    log.flush()
+    day = next(tmp_path.glob("day=*"))
+    orphan = day / ".tmp-part-1-1-000002.parquet"
+    _table([rec(i) for i in range(35)]).to_pandas().to_parquet(orphan)  # 0 is logged already
+    torn = day / ".tmp-part-1-1-000003.parquet"
+    _table([rec(i) for i in range(100, 110)]).to_pandas().to_parquet(torn)
+    torn.write_bytes(torn.read_bytes()[:200])
+    assert len(read_decision_log(tmp_path)) == 1  # readers ignore both, and do not crash on the torn one
+    report = DecisionLog(tmp_path).recover()
+    assert (report["orphans"], report["recovered"], report["already_logged"]) == (2, 34, 1)
+    assert report["orphans_unreadable"] == [str(day / ".unreadable-part-1-1-000003.parquet")]
+    assert "cannot be read" in caplog.text
+    df = read_decision_log(tmp_path)
+    assert sorted(df["request_id"], key=int) == [str(i) for i in range(35)]
+    assert not orphan.exists() and not torn.exists()
+
+
+def test_recovery_leaves_a_live_writers_journal_alone(tmp_path):
+    live = DecisionLog(tmp_path, flush_ms=10_000).start()
+    journaled(live, [rec(1)])
+    report = DecisionLog(tmp_path).recover()
+    assert (report["journal_segments"], report["recovered"]) == (0, 0)  # its lock is held: not ours to take
+    live.append(rec(1))
+    live.close()
+    assert read_decision_log(tmp_path)["request_id"].tolist() == ["1"]
+    assert not list((tmp_path / "journal").glob("*.wal"))  # a graceful stop needs no journal
+
+
+def test_concurrent_acknowledgements_share_fsyncs(tmp_path, monkeypatch):
+    """Group commit: 8 threads each waiting for its own record take far fewer fsyncs than records."""
+    import os
+
+    import release.decision_log as dl
+
+    calls = []
+    real = os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        time.sleep(0.004)  # a disk's fsync
+        return real(fd)
+
+    monkeypatch.setattr(dl.os, "fsync", fsync)
+    log = DecisionLog(tmp_path, flush_ms=10_000).start()
+
+    def client(k):
+        for i in range(25):
+            log.journal(rec(k * 100 + i)).result(timeout=10)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.journaled == 200 and len(calls) < 120
+    log.close()
+
+
+@pytest.mark.parametrize("policy, refused, unlogged, logged", [("fail_closed", 1, 0, ["1"]),
+                                                                ("keep_answering", 0, 1, ["1", "2"])])
+def test_a_journal_that_cannot_be_written_refuses_or_counts_as_configured(tmp_path, monkeypatch, caplog, policy,
+                                                                          refused, unlogged, logged):
+    import errno
+    import os
+
+    import release.decision_log as dl
+
+    log = DecisionLog(tmp_path, on_failure=policy).start()
+    journaled(log, [rec(1)])
+    monkeypatch.setattr(dl.os, "write", lambda fd, b: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+    failed = log.journal(r2 := rec(2))
+    with pytest.raises(OSError, match="No space"):
+        failed.result(timeout=5)
+    assert log.durable("2") is failed and log.durable("2") is None  # handed to the answer once
+    monkeypatch.undo()
+    log.append(rec(1))
+    log.append(r2)  # the shadow worker appends every record; a refused one is dropped
+    log.close()
+    h = log.health()
+    assert (h["refused"], h["unlogged"], h["on_failure"]) == (refused, unlogged, policy)
+    assert "cannot be written" in caplog.text and policy in caplog.text
+    assert read_decision_log(tmp_path)["request_id"].tolist() == logged
+
+
+def test_an_unreadable_batch_file_is_skipped_not_fatal(tmp_path, caplog):
+    from release.decision_log import LogReader
+
+    log = DecisionLog(tmp_path)
+    log.append(rec(1))
+    log.flush()
+    bad = next(tmp_path.glob("day=*")) / "part-0-0-000000.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    reader = LogReader(tmp_path)
+    assert reader.read()["request_id"].tolist() == ["1"]
+    assert list(reader.unreadable) == [bad] and "cannot be read" in caplog.text
+
+
+def test_a_bad_failure_policy_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="'on_failure' parameter of DecisionLog must be one of"):
+        DecisionLog(tmp_path, on_failure="shrug")

@@ -83,3 +83,27 @@ def test_file_sha256_is_the_sha256_of_the_bytes(tmp_path):
     data = bytes(range(256)) * 5000  # larger than one read chunk
     p.write_bytes(data)
     assert file_sha256(p) == hashlib.sha256(data).hexdigest()
+
+
+def test_replace_dir_swaps_a_folder_in_whole_and_the_old_one_goes_with_the_temp_folder(tmp_path):
+    from release.io import owned_temp_dir, replace_dir
+
+    target = tmp_path / "world"
+    (target / "old-only").mkdir(parents=True)
+    (target / "old-only" / "a.txt").write_text("old")
+    with owned_temp_dir(tmp_path, ".world.tmp-") as tmp:
+        (tmp / "b.txt").write_text("new")
+        replace_dir(tmp, target)
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # nothing of the old folder survives
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]  # the old folder went with the temp one
+
+
+def test_remove_stale_temp_dirs_removes_only_unheld_folders(tmp_path):
+    from release.io import owned_temp_dir, remove_stale_temp_dirs
+
+    (tmp_path / ".tmp-dead").mkdir()  # a killed build's: nobody holds it
+    (tmp_path / ".tmp-file").write_text("not a folder")
+    with owned_temp_dir(tmp_path, ".tmp-") as live:
+        assert remove_stale_temp_dirs(tmp_path, ".tmp-") == [tmp_path / ".tmp-dead"]
+        assert live.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-file"]

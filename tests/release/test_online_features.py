@@ -177,3 +177,33 @@ def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events):
     assert (offline["mtx_7d"] <= offline["mtx_30d"]).all() and (offline["mtx_1d"] < offline["mtx_30d"]).mean() > 0.5
     assert not np.allclose(offline["mfr_1d"], offline["mfr_30d"])
     assert (offline["merchant_tx_3d"] > 0).mean() > 0.5 and (offline["card_sum_2h"] > 0).mean() > 0.01
+
+
+def test_one_transaction_far_in_the_future_does_not_age_out_the_history(empty_events):
+    """Issue 16, item 1: pruning took the largest time ever seen as "now", so one row dated 2200 (a
+    request, or a decision-log row resumed at a restart) made every card's history look older than every
+    window and dropped it. Pruning now measures the present by the median of the latest transactions."""
+    o = OnlineFeatures(empty_events, D)
+    args = ("US", "MA", "US", "grocery")
+    for h in range(1, 9):
+        o.features_and_add(at(h), "1", *args, 10.0)
+    poisoned = pd.DataFrame({"ts": [pd.Timestamp("2200-01-01", tz="UTC")], "card_id": ["2"],
+                             "merchant_id": ["MA"], "amount": [1.0]})
+    o.add_many(poisoned)  # as a restart resumes a logged row; add_many prunes
+    assert at(1) <= o.present() <= at(8)  # the present is among the real times, not in 2200
+    f = o.features_and_add(at(10), "1", *args, 10.0)
+    assert f["card_tx_24h"] == 8 and f["card_amount_24h"] == 80.0 and f["merchant_tx_24h"] == 8
+
+
+def test_pruning_forgets_what_no_window_can_see(empty_events):
+    """The robust present still prunes: transactions older than the longest window plus a day before the
+    median of the latest ones are forgotten (the card's age is kept)."""
+    o = OnlineFeatures(empty_events, D)
+    args = ("US", "MA", "US", "grocery")
+    o.features_and_add(at(1), "1", *args, 10.0)
+    late = D + dt.timedelta(days=40)
+    for h in range(3):
+        o.features_and_add(at(h, day=late), "2", *args, 5.0)
+    o._prune_all()
+    assert o._cards["1"].ts == [] and o._cards["1"].first_seen == at(1)
+    assert len(o._cards["2"].ts) == 3

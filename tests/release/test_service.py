@@ -1,6 +1,9 @@
 """The scoring service, run for real (`fraudcd serve` on a loopback port) against a real SQLite state
 store and real LightGBM models: bad requests, thresholds, shadow, sticky routing, live reloads, restart
-mid-ramp, and a rollback under load that loses neither a request nor a decision-log record."""
+mid-ramp, and a rollback under load that loses neither a request nor a decision-log record.
+
+Authentication is on, as shipped: one test token with both roles, read from the environment
+(tests/release/test_service_hostile.py refuses every other way in)."""
 from __future__ import annotations
 
 import asyncio
@@ -31,6 +34,27 @@ def ctl(fn, *args, reason="test"):
     return fn(*args, at=dt.datetime.now(dt.timezone.utc).isoformat(), actor="on-call (test)", reason=reason)
 
 
+TOKEN = "a-test-token-with-both-roles"
+AUTH_YAML = "auth:\n  tokens: [{name: test client, roles: [scoring, operator], env: FRAUDCD_TEST_TOKEN}]\n"
+
+
+def secured(world: dw.World) -> dw.World:
+    """The world's service configuration with authentication on: the test token, from the environment."""
+    world.config.write_text(world.config.read_text() + AUTH_YAML)
+    return world
+
+
+def server(world: dw.World, env: dict | None = None, **kw) -> dw.Server:
+    """`fraudcd serve` with the test token in its environment, and a client that sends it."""
+    srv = dw.Server(world, env={"FRAUDCD_TEST_TOKEN": TOKEN, **(env or {})}, **kw)
+    srv.client.headers["authorization"] = f"Bearer {TOKEN}"
+    return srv
+
+
+def send(url, bodies, **kw):
+    return asyncio.run(replay(url, bodies, token=TOKEN, **kw))
+
+
 @pytest.fixture(scope="module")
 def live(tiny, tiny_events, tiny_snapshot, tmp_path_factory):
     """One running service. Its candidate's approved threshold is 0: it would block everything, so any
@@ -39,8 +63,8 @@ def live(tiny, tiny_events, tiny_snapshot, tmp_path_factory):
     home.mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FRAUDCD_HOME", str(home))
-        world = dw.make_world(home, tiny, tiny_events, tiny_snapshot, candidate_threshold=0.0)
-        srv = dw.Server(world)
+        world = secured(dw.make_world(home, tiny, tiny_events, tiny_snapshot, candidate_threshold=0.0))
+        srv = server(world)
         try:
             yield world, srv
         finally:
@@ -52,6 +76,10 @@ def live(tiny, tiny_events, tiny_snapshot, tmp_path_factory):
 @pytest.mark.parametrize("change, field, problem", [
     ({"amount": None}, "amount", "Field required"),
     ({"amount": "twelve"}, "amount", "valid number"),
+    ({"amount": "12.5"}, "amount", "not a string or a boolean"),
+    ({"amount": True}, "amount", "not a string or a boolean"),
+    ({"ts": "2200-01-01T00:00:00Z"}, "ts", "must be within 1 day before and 1 day after the service's clock"),
+    ({"tx_id": "x" * 129}, "tx_id", "1 to 128 characters"),
     ({"amount": -5}, "amount", "greater than 0"),
     ({"ts": "2026-01-20T12:00:00"}, "ts", "timezone"),
     ({"ts": "yesterday"}, "ts", "datetime"),
@@ -101,6 +129,37 @@ def test_a_retried_transaction_gets_the_same_answer(live):
     assert again.pop("retry") is True and again == first
 
 
+def test_a_reused_tx_id_with_another_body_is_a_conflict_and_logged_once(live):
+    """Issue 16, item 2: the second transaction under a used id was answered with the first one's
+    decision and never scored nor logged. Now it is a 409 saying so; the first answer stands, and the
+    log holds the id once."""
+    world, srv = live
+    first = srv.score(body("reuse-1", 8, amount=30.0))
+    other = srv.score(body("reuse-1", 9, amount=4000.0))
+    assert first.status_code == 200 and other.status_code == 409
+    assert other.json()["error"].startswith("Conflict: tx_id 'reuse-1' was already scored with another body")
+    assert other.json()["first_answer"]["decision"] == first.json()["decision"]
+    again = srv.score(body("reuse-1", 8, amount=30.0))
+    assert again.status_code == 200 and again.json()["retry"] is True
+    import time
+
+    time.sleep(0.5)  # three flush periods: a second record would be written by now
+    log = wait_for_log(world, {"reuse-1"})
+    assert len(log) == 1 and (log["card_id"] == "8").all() and (log["amount"] == 30.0).all()
+    assert srv.state()["counters"]["conflicts"] >= 1
+
+
+def test_requests_without_the_token_are_refused_and_the_probe_is_open(live):
+    _, srv = live
+    import httpx
+
+    assert httpx.post(srv.url + "/score", json=body("no-token-1", 1)).status_code == 401
+    for path in ("/state", "/docs", "/openapi.json"):
+        assert httpx.get(srv.url + path).status_code == 401, path
+        assert srv.client.get(path).status_code == 200, path
+    assert httpx.get(srv.url + "/healthz").json()["ok"] is True
+
+
 # ---------------------------------------------------------------- shadow, routing, reloads
 
 def test_shadow_never_changes_the_returned_decision(live):
@@ -108,7 +167,7 @@ def test_shadow_never_changes_the_returned_decision(live):
     v = ctl(ramp.start_shadow, dw.RELEASE, world.candidate)["version"]
     srv.wait_for_version(v)
     bodies = [body(f"shadow-{i}", 1000 + i % 150, minute=i % 600, amount=5.0 + 37 * (i % 13)) for i in range(300)]
-    answers = asyncio.run(replay(srv.url, bodies, rate=0, concurrency=8)).answers
+    answers = send(srv.url, bodies, rate=0, concurrency=8).answers
     assert {a.status for a in answers} == {200}
     assert {a.body["served_by"] for a in answers} == {"production"}
     log = wait_for_log(world, {a.tx_id for a in answers})
@@ -146,7 +205,7 @@ def test_routing_is_sticky_by_card_at_every_ramp_step(live):
         # every card in the step, a third of them twice at different times: a card must see one model
         bodies = [body(f"route-{pct}-{r}-{c}", c, minute=step * 60 + r)
                   for r in range(2) for c in cards[:300 - 200 * r]]
-        answers = asyncio.run(replay(srv.url, bodies, rate=0, concurrency=8)).answers
+        answers = send(srv.url, bodies, rate=0, concurrency=8).answers
         served = pd.DataFrame({"card": [b["card_id"] for b in bodies],
                                "candidate": [a.body["served_by"] == "candidate" for a in answers]})
         assert (served.groupby("card")["candidate"].nunique() == 1).all(), f"a card saw two models at {pct}%"
@@ -180,7 +239,7 @@ def test_a_state_change_reaches_the_service_without_a_restart(live):
 
 @pytest.fixture
 def world(home, tiny, tiny_events, tiny_snapshot):
-    return dw.make_world(home, tiny, tiny_events, tiny_snapshot)
+    return secured(dw.make_world(home, tiny, tiny_events, tiny_snapshot))
 
 
 def offline_scores(world) -> pd.DataFrame:
@@ -205,13 +264,13 @@ def test_a_restart_mid_ramp_resumes_the_same_state_and_features(world):
     v = ctl(ramp.set_pct, 25)["version"]
     bodies = day_requests(world.home / "events", world.day)
     half = len(bodies) // 2
-    first = dw.Server(world)
+    first = server(world)
     try:
         assert first.state()["deployment"]["version"] == v
-        a1 = asyncio.run(replay(first.url, bodies[:half], rate=0, concurrency=1)).answers  # in time order
+        a1 = send(first.url, bodies[:half], rate=0, concurrency=1).answers  # in time order
     finally:
         first.stop()
-    second = dw.Server(world)
+    second = server(world)
     try:
         st = second.state()
         assert (st["deployment"]["version"], st["deployment"]["state"], st["deployment"]["pct"]) == (v, "ramping", 25)
@@ -219,7 +278,7 @@ def test_a_restart_mid_ramp_resumes_the_same_state_and_features(world):
         # a transaction answered before the restart is answered the same after it
         again = second.score(bodies[0]).json()
         assert again.pop("retry") is True and again == a1[0].body
-        a2 = asyncio.run(replay(second.url, bodies[half:], rate=0, concurrency=1)).answers
+        a2 = send(second.url, bodies[half:], rate=0, concurrency=1).answers
     finally:
         second.stop()
     answers = a1 + a2
@@ -234,6 +293,55 @@ def test_a_restart_mid_ramp_resumes_the_same_state_and_features(world):
     np.testing.assert_allclose(log["candidate_score"], off["candidate"], rtol=1e-9)
 
 
+def test_a_year_2200_request_cannot_empty_the_history_over_a_restart(world):
+    """Issue 16, item 1: one request dated 2200 made pruning drop every card's history on the next
+    restart (counts read 0, a block became an allow). Now the request is a 422 that touches nothing, and
+    a decision log that already holds such a row (written by an older version) is resumed without it:
+    after the restart the card's features and score are what they were."""
+    bodies = day_requests(world.home / "events", world.day)
+    card = max({b["card_id"] for b in bodies}, key=[b["card_id"] for b in bodies].count)
+    mine = [b for b in bodies if b["card_id"] == card]
+    later = {**mine[-1], "tx_id": "probe-after", "ts": (pd.Timestamp(mine[-1]["ts"]) + pd.Timedelta(minutes=1)).isoformat()}
+    srv = server(world)
+    try:
+        assert {a.status for a in send(srv.url, bodies, rate=0, concurrency=1).answers} == {200}
+        poison = {**mine[0], "tx_id": "poison-2200", "ts": "2200-01-01T00:00:00Z"}
+        r = srv.score(poison)
+        assert r.status_code == 422 and "ts: must be within" in r.json()["error"]
+    finally:
+        srv.stop()
+    # an older version had accepted and logged one: the row is in the log when the service restarts
+    from release.decision_log import DecisionLog
+
+    log = read_decision_log(world.home / "decision_log")
+    assert "poison-2200" not in set(log["tx_id"])
+    row = log.set_index("tx_id").loc[str(mine[0]["tx_id"])]  # the poison's body, as it was logged
+    row = {k: None if pd.isna(v) else v for k, v in row.items()}
+    old = DecisionLog(world.home / "decision_log")
+    old.append({**row, "tx_id": "poison-2200", "request_id": "poison-2200",
+                "ts": pd.Timestamp("2200-01-01", tz="UTC")})
+    old.flush()
+    srv = server(world)
+    try:
+        st = srv.state()
+        assert st["features"]["resumed_rows"] == len(bodies) and st["features"]["refused_on_resume"] == 1
+        out = srv.score(later).json()
+        assert srv.score(poison).json()["retry"] is True  # answered once, so its answer stands; not in the history
+    finally:
+        srv.stop()
+    # the same probe through a service that never saw the poison: the same score
+    import shutil
+
+    shutil.rmtree(world.home / "decision_log")
+    srv = server(world)
+    try:
+        assert send(srv.url, bodies, rate=0, concurrency=1).failed == 0
+        clean = srv.score(later).json()
+    finally:
+        srv.stop()
+    assert out["score"] == pytest.approx(clean["score"], rel=1e-12) and out["decision"] == clean["decision"]
+
+
 def test_a_rollback_under_load_loses_no_request_and_no_record(world):
     """Traffic at ~150 requests/s with half the cards on the candidate; on-call rolls back half-way.
     Every request is answered 200, every answer given on the new deployment version comes from
@@ -241,7 +349,7 @@ def test_a_rollback_under_load_loses_no_request_and_no_record(world):
     ctl(ramp.start_shadow, dw.RELEASE, world.candidate)
     ctl(ramp.set_pct, 50)
     bodies = day_requests(world.home / "events", world.day)
-    srv = dw.Server(world)
+    srv = server(world)
     rolled = {}
     try:
         async def on_tick(i, elapsed):
@@ -251,7 +359,7 @@ def test_a_rollback_under_load_loses_no_request_and_no_record(world):
                 t.start()
                 await asyncio.get_running_loop().run_in_executor(None, t.join)
 
-        res = asyncio.run(replay(srv.url, bodies, rate=150, concurrency=16, on_tick=on_tick))
+        res = send(srv.url, bodies, rate=150, concurrency=16, on_tick=on_tick)
     finally:
         code = srv.stop()
     assert code in (0, -15), srv.output()  # uvicorn re-raises SIGTERM after its graceful shutdown
@@ -287,9 +395,9 @@ def test_the_services_own_controller_rolls_a_breaching_candidate_back(world, tmp
         "steps: [1, 5, 25, 50, 100]\nmin_rows_per_step: 100000\n"
         "guardrails:\n  action_rate_shift: {max_relative_shift: 0.3, min_absolute_shift: 0.003, min_support: 20}\n")
     world.config.write_text(world.config.read_text() + "controller_poll_ms: 100\n")
-    srv = dw.Server(world, controller=True, env={"FRAUDCD_CONFIG": str(config)})
+    srv = server(world, controller=True, env={"FRAUDCD_CONFIG": str(config)})
     try:
-        res = asyncio.run(replay(srv.url, day_requests(world.home / "events", world.day), rate=0, concurrency=4))
+        res = send(srv.url, day_requests(world.home / "events", world.day), rate=0, concurrency=4)
         assert res.failed == 0 and "candidate" in res.summary()["served_by"]
         deadline = time.monotonic() + 15
         while ramp.current()["state"] != "rolled_back" and time.monotonic() < deadline:

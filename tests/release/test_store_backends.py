@@ -2,6 +2,7 @@
 append-only history, serialized state changes and Alembic migrations behave the same on both."""
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -121,12 +122,12 @@ def test_a_new_store_is_migrated_to_head_and_matches_the_code(store):
 
     engine()
     revision, diffs = _compare(state_url())
-    assert revision == "0003" and diffs == []  # every table and column the code declares, nothing else
+    assert revision == "0004" and diffs == []  # every table and column the code declares, nothing else
 
 
 def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_rows(store):
     from release.settings import state_url
-    from release.store import engine, metadata, migrate, models
+    from release.store import StoreNeedsMigration, engine, metadata, migrate, models
 
     url = state_url()
     if url.startswith("sqlite:///"):
@@ -140,20 +141,28 @@ def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_r
                                             metrics_json="{}", created_at="t0", created_by="someone"))
         conn.execute(sa.text("UPDATE models SET path = 'q'"))  # nothing refused yet
     old.dispose()
-    engine()
-    assert _compare(url)[0] == "0003"
+    with pytest.raises(StoreNeedsMigration, match="was made before migrations existed.*fraudcd db --to head"):
+        engine()  # opening never migrates
+    assert migrate(sa.create_engine(url), "head") == "0004"
+    assert _compare(url)[0] == "0004"
     with pytest.raises(sa.exc.DatabaseError, match="models is append-only"):
         with transaction() as conn:
             conn.execute(sa.text("UPDATE models SET path = 'r'"))
     with engine().connect() as conn:
         assert conn.execute(sa.text("SELECT path FROM models WHERE id = 'm-1'")).scalar() == "q"
-    # down to the baseline and up again: the triggers come and go with their revision
+    # never below the revision that made history append-only; back to it (audited) and up again
     eng = sa.create_engine(url)
-    assert migrate(eng, "0001") == "0001"
-    with eng.begin() as conn:
+    with pytest.raises(ValueError, match="Refusing to move the state store to revision 0001"):
+        migrate(eng, "0001", actor="ops", reason="try")
+    with pytest.raises(ValueError, match=r"from 0004 to 0002\) needs a named actor and a reason"):
+        migrate(eng, "0002")
+    assert migrate(eng, "0002", actor="ops", reason="run 0002 code") == "0002"
+    with pytest.raises(sa.exc.DatabaseError, match="models is append-only"), eng.begin() as conn:
         conn.execute(sa.text("UPDATE models SET path = 's'"))
-    assert migrate(eng, "head") == "0003"
+    assert migrate(eng, "head", actor="ops", reason="back to head") == "0004"
     eng.dispose()
+    moves = [(a["action"], a["actor"], json.loads(a["after_json"])) for a in audit_log(entity_prefix="schema")]
+    assert moves == [("schema_downgrade", "ops", {"revision": "0002"}), ("schema_upgrade", "ops", {"revision": "0004"})]
 
 
 def test_fraudcd_db_shows_the_revision_goes_back_and_refuses_an_unknown_one(home):
@@ -163,9 +172,12 @@ def test_fraudcd_db_shows_the_revision_goes_back_and_refuses_an_unknown_one(home
 
     runner = CliRunner()
     r = runner.invoke(app, ["db"])
+    assert r.exit_code == 2 and "No state store at" in r.output and "fraudcd db --create" in " ".join(r.output.split())
+    assert runner.invoke(app, ["db", "--create", "--as", "ana"]).exit_code == 0
+    r = runner.invoke(app, ["db"])
+    assert r.exit_code == 0 and "schema revision 0004" in r.output
+    r = runner.invoke(app, ["db", "--to", "0003", "--as", "ana", "--reason", "run the previous release's code"])
     assert r.exit_code == 0 and "schema revision 0003" in r.output
-    r = runner.invoke(app, ["db", "--to", "0001"])
-    assert r.exit_code == 0 and "schema revision 0001" in r.output
     r = runner.invoke(app, ["db", "--to", "0009"])
     assert r.exit_code == 2 and "Cannot migrate the state store to '0009'" in r.output
     assert "schema revision 0003" in runner.invoke(app, ["db"]).output
@@ -182,12 +194,13 @@ def test_a_store_that_already_has_the_triggers_but_no_version_table_migrates_cle
         from pathlib import Path
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         eng = sa.create_engine(url)
-    assert migrate(eng, "head") == "0003"
+    assert migrate(eng, "head") == "0004"
     with eng.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
+    assert migrate(eng, "head") == "0004"
     eng.dispose()
     engine()
-    assert _compare(url)[0] == "0003"
+    assert _compare(url)[0] == "0004"
     register("model a\n")  # an audit row for the trigger to refuse to delete
     with pytest.raises(sa.exc.DatabaseError, match="audit is append-only"):
         with transaction() as conn:
