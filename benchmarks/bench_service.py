@@ -109,11 +109,11 @@ def raw_predict_us(model_id: str, features: pd.DataFrame, n: int = 3000) -> np.n
 
 
 class Service:
-    def __init__(self, home: Path, seed_day: str, port: int):
+    def __init__(self, home: Path, seed_day: str, port: int, durability: str = "write"):
         self.url = f"http://127.0.0.1:{port}"
         cfg = home / "service.yaml"
-        cfg.write_text("maturity_days: 5\nauth:\n  tokens: [{name: bench, roles: [scoring, operator], "
-                       "env: FRAUDCD_BENCH_TOKEN}]\n")
+        cfg.write_text(f"maturity_days: 5\ndecision_log: {{durability: {durability}}}\nauth:\n  tokens: "
+                       "[{name: bench, roles: [scoring, operator], env: FRAUDCD_BENCH_TOKEN}]\n")
         env = {**os.environ, "FRAUDCD_HOME": str(home), "FRAUDCD_BENCH_TOKEN": TOKEN}
         self.log = open(home / "serve.log", "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "release.cli", "serve", "--port", str(port),
@@ -171,6 +171,8 @@ def main() -> int:
     ap.add_argument("--home", type=Path, default=None, help="reuse a world here (default: a temp folder)")
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--durability", choices=["write", "fsync"], default="write",
+                    help="what an answer waits for: its decision-log journal line written, or fsynced")
     args = ap.parse_args()
 
     home = (args.home or Path(tempfile.mkdtemp(prefix="fraudcd-bench-service-")) / "home").resolve()
@@ -195,7 +197,7 @@ def main() -> int:
     out = {"machine": {"cpus": os.cpu_count(), "load_before": load()}, "rate": args.rate,
            "raw_predict_us": {"p50": pct(raw, 50), "p99": pct(raw, 99)}}
 
-    svc = Service(home, info["seed_day"], args.port)
+    svc = Service(home, info["seed_day"], args.port, args.durability)
     try:
         rollover_ms = []
 

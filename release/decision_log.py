@@ -81,6 +81,12 @@ COLUMNS = SCHEMA.names
 _TIME_COLUMNS = ("ts", "served_at")
 FAIL_CLOSED, KEEP_ANSWERING = "fail_closed", "keep_answering"
 OnFailure = Literal["fail_closed", "keep_answering"]
+# What an acknowledgement waits for. write: the journal line is in the operating system's hands (it
+# survives the service being killed, not the machine losing power; the committer fsyncs behind the
+# answer). fsync: the line is on disk (survives power loss too; each answer waits for a shared fsync,
+# which on a shared disk puts tens of milliseconds into the p99: benchmarks/bench_service.py).
+WRITE, FSYNC = "write", "fsync"
+Durability = Literal["write", "fsync"]
 JOURNAL = "journal"
 _SEGMENT_BYTES = 4 << 20  # a new journal segment after this many bytes ...
 _SEGMENT_S = 60.0  # ... or this many seconds, so written segments can be deleted
@@ -178,7 +184,8 @@ class DecisionLog:
     """``journal`` a decision before answering, ``append`` its complete record after; any thread."""
 
     def __init__(self, folder: Path | None = None, flush_every: int = 1000, flush_ms: int = 200,
-                 compact_after_s: float | None = 600, on_failure: OnFailure = FAIL_CLOSED):
+                 compact_after_s: float | None = 600, on_failure: OnFailure = FAIL_CLOSED,
+                 durability: Durability = WRITE):
         if flush_every < 1:
             raise ValueError(f"The 'flush_every' parameter of DecisionLog must be an int >= 1. Got {flush_every}.")
         if flush_ms < 1:
@@ -190,7 +197,11 @@ class DecisionLog:
         self.journal_dir = self.folder / JOURNAL
         self.flush_every, self.flush_ms = int(flush_every), int(flush_ms)
         self.compact_after_s = compact_after_s
+        if durability not in (WRITE, FSYNC):
+            raise ValueError(f"The 'durability' parameter of DecisionLog must be one of ['{WRITE}', '{FSYNC}']. "
+                             f"Got {durability!r}.")
         self.on_failure = on_failure
+        self.durability = durability
         self._last_compaction = time.monotonic()
         self._buf: list[dict] = []
         self._lock = threading.Lock()
@@ -247,8 +258,13 @@ class DecisionLog:
                 return fut
             seg.outstanding += 1
             self._journaled[rid] = seg
-            self._inflight[rid] = fut
-            self._pending.append((seg, rid, record, fut))
+            if self.durability == WRITE:  # acknowledged now; the committer fsyncs it behind the answer
+                self.journaled += 1
+                self._pending.append((seg, rid, record, None))
+                fut.set_result(None)
+            else:
+                self._inflight[rid] = fut
+                self._pending.append((seg, rid, record, fut))
         self._jwake.set()
         return fut
 
@@ -311,18 +327,28 @@ class DecisionLog:
                 except OSError as e:
                     with self._jlock:
                         self._seal_locked(seg)  # after a failed fsync the file's state is unknown: a new one
-                        self._failed_locked([(rid, record) for rid, record, _ in waiting], e)
+                        acked = [(rid, record) for rid, record, fut in waiting if fut is None]
+                        if acked:  # durability write: already answered; they stay in the batch files' way
+                            self.last_failure = f"{type(e).__name__}: {e}"
+                            log.error("decision log: fsync of %s failed (%s) for %d decisions already answered "
+                                      "(durability: write); they are still written to the batch files",
+                                      seg.path, self.last_failure, len(acked))
+                        waited = [(rid, record) for rid, record, fut in waiting if fut is not None]
+                        if waited:
+                            self._failed_locked(waited, e)
                         # failed futures stay in _inflight: durable() hands them to the answer (or it races it)
                     for _, _, fut in waiting:
-                        fut.set_exception(e)
+                        if fut is not None:
+                            fut.set_exception(e)
                     continue
                 with self._jlock:
-                    self.journaled += len(waiting)
+                    self.journaled += sum(1 for _, _, fut in waiting if fut is not None)
                     for rid, _, _ in waiting:
                         self._inflight.pop(rid, None)
                     self._recovered_locked()
                 for _, _, fut in waiting:
-                    fut.set_result(None)
+                    if fut is not None:
+                        fut.set_result(None)
             for seg in closing:
                 os.close(seg.fd)
                 seg.fd = -1

@@ -253,7 +253,7 @@ def test_concurrent_acknowledgements_share_fsyncs(tmp_path, monkeypatch):
         return real(fd)
 
     monkeypatch.setattr(dl.os, "fsync", fsync)
-    log = DecisionLog(tmp_path, flush_ms=10_000).start()
+    log = DecisionLog(tmp_path, flush_ms=10_000, durability="fsync").start()
 
     def client(k):
         for i in range(25):
@@ -310,3 +310,51 @@ def test_an_unreadable_batch_file_is_skipped_not_fatal(tmp_path, caplog):
 def test_a_bad_failure_policy_is_refused(tmp_path):
     with pytest.raises(ValueError, match="'on_failure' parameter of DecisionLog must be one of"):
         DecisionLog(tmp_path, on_failure="shrug")
+
+
+@pytest.mark.parametrize("durability", ["write", "fsync"])
+def test_an_answer_waits_for_the_fsync_only_when_asked(tmp_path, monkeypatch, durability):
+    """durability write: acknowledged once the line is written (with the OS), the fsync follows behind;
+    fsync: not acknowledged until the fsync returns."""
+    import os
+
+    import release.decision_log as dl
+
+    gate = threading.Event()
+    real = os.fsync
+
+    def slow_fsync(fd):
+        gate.wait(10)
+        return real(fd)
+
+    monkeypatch.setattr(dl.os, "fsync", slow_fsync)
+    log = DecisionLog(tmp_path, flush_ms=10_000, durability=durability).start()
+    fut = log.journal(r := rec(1))
+    time.sleep(0.2)
+    # the line is in the journal file either way (a killed process loses nothing the OS holds)
+    assert b'"request_id":"1"' in b"".join(p.read_bytes() for p in (tmp_path / "journal").glob("*.wal"))
+    assert fut.done() == (durability == "write")
+    gate.set()
+    fut.result(timeout=5)
+    log.append(r)
+    log.close()
+    assert read_decision_log(tmp_path)["request_id"].tolist() == ["1"]
+
+
+def test_a_failed_background_fsync_keeps_answered_decisions_and_says_so(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import release.decision_log as dl
+
+    monkeypatch.setattr(dl.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    log = DecisionLog(tmp_path, flush_ms=10_000, durability="write").start()
+    assert log.journal(r := rec(1)).result(timeout=5) is None  # answered when written
+    deadline = time.monotonic() + 5
+    while "fsync" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "already answered (durability: write)" in caplog.text
+    monkeypatch.undo()
+    log.append(r)
+    log.close()
+    assert read_decision_log(tmp_path)["request_id"].tolist() == ["1"]
+    assert log.health()["refused"] == 0
