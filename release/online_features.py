@@ -88,6 +88,20 @@ class _History:
             self.merchant.insert(i, merchant)
         self.first_seen = ts if self.first_seen is None else min(self.first_seen, ts)
 
+    def remove(self, ts: int, amount: float) -> bool:
+        """Forget one transaction added at ``ts`` with ``amount`` (one not given after all)."""
+        i = bisect.bisect_left(self.ts, ts)
+        while i < len(self.ts) and self.ts[i] == ts:
+            if self.amount[i] == amount:
+                del self.ts[i], self.amount[i]
+                if self.merchant:
+                    del self.merchant[i]
+                if self.first_seen == ts:
+                    self.first_seen = self.ts[0] if self.ts else None
+                return True
+            i += 1
+        return False
+
     def prune(self, before: int) -> None:
         """Forget transactions older than ``before`` (first_seen stays)."""
         k = bisect.bisect_left(self.ts, before)
@@ -254,6 +268,17 @@ class OnlineFeatures:
             m = self._merchants[merchant] = _History()
         m.add(ts, amount, None)
         self._recent.append(ts)
+
+    def forget(self, ts: int, card_id: str, merchant_id: str, amount: float) -> None:
+        """Take back a transaction ``features_and_add`` remembered whose decision was never given (the
+        decision log refused it): a retry of it must not find itself in its own history."""
+        with self._lock:
+            for table, key in ((self._cards, card_id), (self._merchants, merchant_id)):
+                h = table.get(key)
+                if h is not None:
+                    h.remove(ts, amount)
+                    if not h.ts:
+                        del table[key]
 
     def present(self) -> int | None:
         """What pruning takes as "now": the median time of the latest PRESENT_SAMPLE transactions added.

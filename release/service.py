@@ -476,6 +476,7 @@ class ScoringService:
         self.log.recover()  # after a hard stop: journaled decisions no batch file holds, before reading the log
         self.features = OnlineFeatures(self.events, self.seed_day, *self._feature_settings())
         self._seen: OrderedDict[str, tuple[bytes, dict]] = OrderedDict()  # tx_id -> (body fingerprint, answer)
+        self._undo: dict[str, tuple] = {}  # request id -> what to forget if its journal fsync fails (fail_closed)
         rt = self.config.request_time
         self._ahead_us, self._behind_us = rt.max_ahead_seconds * US, rt.max_behind_seconds * US
         self._event_clock_us = epoch_us(pd.Timestamp(self.seed_day, tz="UTC"))  # clock: event (see _now_us)
@@ -708,7 +709,12 @@ class ScoringService:
         rec["production_model_id"] = d.production.model_id
         response = self._response(rec)
         rec["latency_ms"] = (time.perf_counter() - t0) * 1000
-        self.log.journal(rec)  # the HTTP answer waits until it is on disk (acknowledged())
+        ack = self.log.journal(rec)  # the HTTP answer waits until it is durable (acknowledged())
+        if self.log.on_failure == "fail_closed":
+            if not ack.done():  # durability fsync: the outcome comes later; acknowledged() may take it back
+                self._undo[tx_id] = (ts_us, card, merchant, req.amount)
+            elif ack.exception() is not None:  # refused (503): the transaction was never decided
+                self.features.forget(ts_us, card, merchant, req.amount)
         if other is not None:
             try:
                 self._queue.put_nowait((rec, f, other, other_role))
@@ -726,13 +732,19 @@ class ScoringService:
         failed, 503 (``on_failure: fail_closed``) or the answer flagged ``"logged": false`` (keep_answering)."""
         pending = self.log.durable(body["request_id"]) if code == 200 and "request_id" in body else None
         if pending is None:
+            if code == 200 and "request_id" in body:
+                self._undo.pop(body["request_id"], None)
             return code, body
         try:
             await asyncio.wrap_future(pending)
+            self._undo.pop(body["request_id"], None)
         except OSError as e:
             if self.log.on_failure == "keep_answering":
                 return 200, {**body, "logged": False}
-            self._seen.pop(body["tx_id"], None)  # not given: a retry is decided afresh
+            self._seen.pop(body["tx_id"], None)  # not given: a retry is decided afresh ...
+            undo = self._undo.pop(body["request_id"], None)
+            if undo is not None:  # ... and does not find itself in its own card's history
+                self.features.forget(*undo)
             return 503, {"error": f"Not serving: the decision log cannot be written ({type(e).__name__}: {e}); "
                                   "decision_log.on_failure is fail_closed, so no decision is given unlogged."}
         return code, body

@@ -215,12 +215,13 @@ def enospc(monkeypatch):
     return state
 
 
+@pytest.mark.parametrize("durability", ["write", "fsync"])
 @pytest.mark.parametrize("policy", ["fail_closed", "keep_answering"])
-def test_injected_enospc_gives_503_or_an_unlogged_answer_as_configured(world, enospc, policy):
+def test_injected_enospc_gives_503_or_an_unlogged_answer_as_configured(world, enospc, policy, durability):
     from release.service import ScoreRequest, ScoringService, ServiceConfig
 
-    cfg = ServiceConfig(maturity_days=world.maturity_days, decision_log={"on_failure": policy},
-                        auth={"enabled": False})
+    cfg = ServiceConfig(maturity_days=world.maturity_days,
+                        decision_log={"on_failure": policy, "durability": durability}, auth={"enabled": False})
     bodies = day_requests(world.home / "events", world.day, 3)
     svc = ScoringService(cfg, seed_day=world.day)
     svc.start()
@@ -230,9 +231,12 @@ def test_injected_enospc_gives_503_or_an_unlogged_answer_as_configured(world, en
 
     try:
         ok = asyncio.run(answer(bodies[0]))
+        card = str(bodies[1]["card_id"])
+        history = len(svc.features._cards[card].ts) if card in svc.features._cards else 0
         enospc["full"] = True
         full = asyncio.run(answer(bodies[1]))
         enospc["full"] = False
+        after = len(svc.features._cards[card].ts) if card in svc.features._cards else 0
         st = svc.state()["decision_log"]
         retried = asyncio.run(answer(bodies[1]))
         again = asyncio.run(answer(bodies[2]))
@@ -245,7 +249,8 @@ def test_injected_enospc_gives_503_or_an_unlogged_answer_as_configured(world, en
         assert full[0] == 503 and "the decision log cannot be written (OSError: [Errno 28]" in full[1]["error"]
         assert st["refused"] == 1 and st["unlogged"] == 0
         assert retried[0] == 200 and "retry" not in retried[1]  # refused, so decided afresh once there is space
+        assert after == history  # and never counted in its card's history: the retry is not counted twice
     else:
-        assert full[0] == 200 and full[1]["logged"] is False
+        assert full[0] == 200 and full[1]["logged"] is False and after == history + 1  # it was given
         assert st["unlogged"] == 1 and st["refused"] == 0
     assert sorted(logged) == sorted(str(b["tx_id"]) for b in bodies)  # each once
