@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from typing import List, Optional
 
@@ -37,10 +38,19 @@ def _fail(msg: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _plain(text: str) -> str:
+    """``text`` with control characters shown as escapes (an ESC sequence in stored data must not drive
+    an operator's terminal); newlines and tabs stay."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def _out(line: str, c: Console | None = None) -> None:
     """Print a line that holds data as it is: no markup, no emoji codes (a merchant may be named
-    `[bold red]M1` and a person `--as '[/]'`)."""
-    (c or console).print(line, markup=False, emoji=False, highlight=False)
+    `[bold red]M1` and a person `--as '[/]'`), no terminal control sequences."""
+    (c or console).print(_plain(line), markup=False, emoji=False, highlight=False)
 
 
 def _note(kind: str, line: str, colour: str = "yellow") -> None:
@@ -50,7 +60,7 @@ def _note(kind: str, line: str, colour: str = "yellow") -> None:
 
 def _row(t: Table, *cells) -> None:
     """A table row whose cells print as they are (Text is never read as markup); pass a Text to style one."""
-    t.add_row(*[c if isinstance(c, Text) else Text("" if c is None else str(c)) for c in cells])
+    t.add_row(*[c if isinstance(c, Text) else Text("" if c is None else _plain(str(c))) for c in cells])
 
 
 @app.callback()
@@ -316,6 +326,10 @@ def _thresholds_set(release: str) -> dict:
 def _reason_given(reason: str) -> str:
     if not reason or not reason.strip():
         _fail("give a reason with --reason (every money-moving change records why)", 2)
+    m = _CONTROL.search(reason)
+    if m:
+        _fail(f"--reason must be printable text: it holds the control character {m.group()!r} at position "
+              f"{m.start()} (newlines and tabs are fine)", 2)
     return reason.strip()
 
 
@@ -532,7 +546,11 @@ def thresholds_export(release: str = typer.Option(..., help="release id"),
         sys.stdout.write(text)
         return
     atomic_write_text(text, Path(out))
-    _out(f"wrote {text.count(chr(10)) - 1:,} merchants of {release} to {out}; edit the threshold column, then "
+    import csv
+    import io
+
+    rows = sum(1 for _ in csv.reader(io.StringIO(text, newline=""))) - 1  # a cell may hold a newline
+    _out(f"wrote {rows:,} merchants of {release} to {out}; edit the threshold column, then "
          f"`fraudcd thresholds import --release {release} --file {out} --as NAME --reason ...`", err)
 
 
@@ -709,10 +727,10 @@ def override(release: str = typer.Option(..., help="the release the waiver appli
     from release.cycle import waive_contract
     from release.overrides import OverrideError
 
-    who = _actor(actor)
+    who, why = _actor(actor), _reason_given(reason)
     _store("write")
     try:
-        o = waive_contract(release, contract, actor=who, reason=reason, at=_now())
+        o = waive_contract(release, contract, actor=who, reason=why, at=_now())
     except OverrideError as e:
         _fail(str(e), 2)
     _out(f"{o['contract']} waived for {o['release_id']} by {o['actor']}: {o['reason']}")
@@ -724,12 +742,11 @@ def rollback(reason: str = typer.Option(..., help="why (recorded)"),
     """Roll back: a ramping candidate goes to 0% at once; after a promotion, the previous model returns."""
     from release import ramp
 
-    if not reason.strip():
-        _fail("give a reason with --reason", 2)
+    why = _reason_given(reason)
     _store("write")
     who = _actor_or_login(actor)
     try:
-        out = ramp.rollback(at=_now(), actor=who, reason=reason)
+        out = ramp.rollback(at=_now(), actor=who, reason=why)
     except ramp.RampError as e:
         _fail(str(e), 1)
     _out(f"rolled back by {who}: ramp {out['state']} at {out['pct']:g}%")
@@ -783,10 +800,6 @@ def _ramp_change(fn, as_json: bool, done: str, **kw) -> None:
     _out(f"{done}. " + _ramp_line(out))
 
 
-def _reason(reason: str) -> str:
-    if not reason.strip():
-        _fail("give a reason with --reason (every change to live traffic records why)", 2)
-    return reason.strip()
 
 
 @ramp_app.command("set")
@@ -799,7 +812,7 @@ def ramp_set(pct: float = typer.Argument(..., help="share of cards routed to the
 
     if not 0 <= pct <= 100:
         _fail(f"PCT must be a percentage in [0, 100]; got {pct:g}", 2)
-    who, why = _actor(actor), _reason(reason)
+    who, why = _actor(actor), _reason_given(reason)
     _store("write")
     _ramp_change(ramp.set_pct, as_json, f"ramp set to {pct:g}%", pct=pct, actor=who, reason=why)
 
@@ -811,7 +824,7 @@ def ramp_pause(reason: str = typer.Option(..., help="why (recorded)"),
     """Hold the candidate's share where it is: no automatic step, guardrails still watch."""
     from release import ramp
 
-    why = _reason(reason)
+    why = _reason_given(reason)
     _store("write")
     _ramp_change(ramp.pause, as_json, "ramp paused", actor=_actor_or_login(actor), reason=why)
 
@@ -823,7 +836,7 @@ def ramp_resume(actor: Optional[str] = typer.Option(None, "--as", help="who (rec
     """Let the ramp controller advance the paused ramp again."""
     from release import ramp
 
-    who, why = _actor(actor), _reason(reason)
+    who, why = _actor(actor), _reason_given(reason)
     _store("write")
     _ramp_change(ramp.resume, as_json, "ramp resumed", actor=who, reason=why)
 
@@ -835,7 +848,7 @@ def ramp_rollback(reason: str = typer.Option(..., help="why (recorded)"),
     """The candidate goes to 0% at once (after a promotion: the previous model and its thresholds return)."""
     from release import ramp
 
-    why = _reason(reason)
+    why = _reason_given(reason)
     _store("write")
     _ramp_change(ramp.rollback, as_json, "rolled back", actor=_actor_or_login(actor), reason=why)
 
@@ -847,7 +860,7 @@ def ramp_promote(actor: Optional[str] = typer.Option(None, "--as", help="who (re
     """Make the candidate at 100% production; the old production model is kept as previous."""
     from release import ramp
 
-    who, why = _actor(actor), _reason(reason)
+    who, why = _actor(actor), _reason_given(reason)
     _store("write")
     _ramp_change(ramp.promote, as_json, "promoted", actor=who, reason=why)
 
@@ -1100,6 +1113,8 @@ def demo(days: int = 150, tx_per_day: int = typer.Option(3000, "--tx-per-day"),
 
 
 def main() -> None:
+    from sqlalchemy import exc as sa_exc
+
     from release.config import ConfigError
     from release.io import apply_umask
     from release.store import StoreError
@@ -1109,6 +1124,18 @@ def main() -> None:
         app()
     except (StoreError, ConfigError) as e:  # a broken store or configuration: said, not a traceback
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        sys.exit(2)
+    except sa_exc.DBAPIError as e:  # the database itself: busy (retry) or damaged (nothing was changed)
+        from release.settings import state_url
+
+        text = str(getattr(e, "orig", e))
+        if "locked" in text or "busy" in text:
+            err.print(f"[bold red]error:[/] the state store is busy: another change held it for 30 s ({escape(text)}); "
+                      "nothing was changed, try again", highlight=False)
+            sys.exit(1)
+        err.print(f"[bold red]error:[/] the state store at {escape(state_url())} is damaged or unreadable "
+                  f"({escape(text)}); nothing was changed. Restore it from a backup (SQLite: `PRAGMA "
+                  "integrity_check` says where)", highlight=False)
         sys.exit(2)
 
 

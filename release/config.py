@@ -56,6 +56,10 @@ class StrictLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a plain value (text or a number); got a {type(key).__name__}",
+                    key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -80,6 +84,8 @@ def load_yaml(text: str, source: str | Path = "<string>"):
         return yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML: {e}") from e
+    except RecursionError as e:
+        raise ConfigError(f"{source}: nested too deeply to be a configuration file.") from e
 
 
 def _hint(err: dict) -> str:

@@ -249,9 +249,11 @@ class DecisionLog:
                 _write_all(seg, line)
             except OSError as e:
                 if seg is not None:
-                    with contextlib.suppress(OSError):  # a partial line would spoil the next: cut it off
+                    try:  # a partial line would spoil the next: cut it off and go on in the same segment
                         os.ftruncate(seg.fd, seg.size)
-                    self._seal_locked(seg)  # and go on in a new segment
+                    except OSError:  # its state is unknown: the committer closes it, a new one follows
+                        self._seal_locked(seg)
+                        self._jwake.set()
                 self._failed_locked([(rid, record)], e)
                 fut.set_exception(e)
                 self._inflight[rid] = fut  # until durable() hands it to the answer
@@ -292,7 +294,7 @@ class DecisionLog:
             self.journal_dir.mkdir(parents=True, exist_ok=True)
             self._seg_seq += 1
             path = self.journal_dir / f"{time.time_ns() // 1000}-{os.getpid()}-{self._seg_seq:06d}.wal"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)  # narrowed by the umask
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while this process lives: recover() skips it
             seg = self._seg = _Segment(path, fd, time.monotonic())
             self._segments.append(seg)

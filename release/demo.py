@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
+from rich.markup import escape
 
 from release.airflow_env import airflow_bin, airflow_env, migrate_airflow_db
 
@@ -30,7 +31,7 @@ def _fraudcd() -> str:
 
 
 def _stage(console: Console, msg: str, t0: float) -> None:
-    console.print(f"[bold cyan][{time.monotonic() - t0:6.1f}s][/] {msg}")
+    console.print(f"[bold cyan][{time.monotonic() - t0:6.1f}s][/] {escape(str(msg))}")
 
 
 FAILED_MARKERS = ("Task failed with exception", "up_for_retry")
@@ -123,7 +124,7 @@ def _try_approve(release_id: str, approver: str, env: dict, console: Console | N
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     if console:
         console.print(f"  approval requested; ran `fraudcd thresholds approve --release {release_id} --as "
-                      f"\"{approver}\"`: {r.stdout.strip() or r.stderr.strip()}", highlight=False)
+                      f"\"{approver}\"`: {r.stdout.strip() or r.stderr.strip()}", markup=False, highlight=False)
     return r.returncode == 0
 
 
@@ -198,7 +199,7 @@ def run_demo(days: int = 150, tx_per_day: int = 3000, approver: str = "demo-appr
     try:
         rid = run_cycle(cfg.start + dt.timedelta(days=days), env, home / "logs", approver, console=console, t0=t0)
     except CycleFailed as e:
-        console.print(f"[red]{e}[/]", highlight=False)
+        console.print(f"[red]{escape(str(e))}[/]", highlight=False)
         return 1
     _stage(console, "cycle finished", t0)
     subprocess.run([_fraudcd(), "verdicts", rid], env=env)
@@ -207,8 +208,8 @@ def run_demo(days: int = 150, tx_per_day: int = 3000, approver: str = "demo-appr
     from release.cycle import get_release
 
     rel = get_release(rid)
-    console.print(f"\n[bold]release {rid}: {rel['status']}[/]")
-    console.print(f"report: {rel['report_path']}")
-    console.print(f"index:  {Path(rel['report_path']).parent / 'index.html'}")
-    console.print(f"(FRAUDCD_HOME={home} .venv/bin/fraudcd status  to look again)")
+    console.print(f"\n[bold]release {escape(str(rid))}: {escape(str(rel['status']))}[/]")
+    console.print(f"report: {rel['report_path']}", markup=False, highlight=False)
+    console.print(f"index:  {Path(rel['report_path']).parent / 'index.html'}", markup=False, highlight=False)
+    console.print(f"(FRAUDCD_HOME={home} .venv/bin/fraudcd status  to look again)", markup=False, highlight=False)
     return 0

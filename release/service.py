@@ -57,6 +57,7 @@ import logging
 import math
 import os
 import queue
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -66,8 +67,8 @@ from typing import Annotated, Any, Literal, Mapping
 
 import numpy as np
 import pandas as pd
-from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictStr,
-                      WithJsonSchema, model_validator)
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator,
+                      StrictStr, WithJsonSchema, model_validator)
 from pydantic_core import PydanticCustomError
 
 from release.config import MAX_SHOWN_CHARS, load_yaml_model, shown
@@ -217,11 +218,24 @@ MAX_ID_CHARS = 128
 _INT64 = 2 ** 63
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control(v: str) -> str:
+    """Text from a client reaches operators' terminals (``ramp diffs``, ``thresholds show``): no control
+    characters (NUL, newline, ESC sequences)."""
+    m = _CONTROL.search(v)
+    if m:
+        raise PydanticCustomError("control_character", "must not contain control characters (found {char} at "
+                                  "position {pos})", {"char": repr(m.group()), "pos": m.start()})
+    return v
+
+
 def _ident(v: Any) -> str:
-    """An id is a string of 1..MAX_ID_CHARS characters or a (64-bit) integer; it is kept as a string."""
+    """An id is a string of 1..MAX_ID_CHARS printable characters or a (64-bit) integer; kept as a string."""
     if isinstance(v, str):
         if 1 <= len(v) <= MAX_ID_CHARS:
-            return v
+            return _no_control(v)
         raise PydanticCustomError("ident_length", "must be a string of 1 to {max} characters or an integer id; "
                                   "got a string of {n} characters", {"max": MAX_ID_CHARS, "n": len(v)})
     if isinstance(v, int) and not isinstance(v, bool):
@@ -254,10 +268,10 @@ class ScoreRequest(BaseModel):
     ts: Annotated[AwareDatetime, BeforeValidator(_iso_time)] = Field(
         description="when the transaction happened, with a timezone (ISO 8601)")
     card_id: Ident
-    card_country: StrictStr = Field(min_length=2, max_length=3)
-    merchant_id: StrictStr = Field(min_length=1, max_length=64)
-    merchant_country: StrictStr = Field(min_length=2, max_length=3)
-    merchant_category: StrictStr = Field(min_length=1, max_length=64)
+    card_country: Annotated[StrictStr, AfterValidator(_no_control)] = Field(min_length=2, max_length=3)
+    merchant_id: Annotated[StrictStr, AfterValidator(_no_control)] = Field(min_length=1, max_length=64)
+    merchant_country: Annotated[StrictStr, AfterValidator(_no_control)] = Field(min_length=2, max_length=3)
+    merchant_category: Annotated[StrictStr, AfterValidator(_no_control)] = Field(min_length=1, max_length=64)
     amount: float = Field(gt=0, le=1e9, allow_inf_nan=False, strict=True,
                           description="a JSON number in (0, 1e9]; a string or a boolean is refused")
 

@@ -276,8 +276,19 @@ AUTOMATION_PREFIX = "fraudcd"  # names of fraud-cd's own automation ("fraud-cd p
 def automation_name(name: str) -> bool:
     """Whether a stated name reads as one of fraud-cd's own automated actors ("fraud-cd pipeline",
     "Fraud CD bootstrap", "fraudcd ramp controller"): case, width, spaces and punctuation ignored."""
-    folded = unicodedata.normalize("NFKC", name).casefold()
+    folded = unicodedata.normalize("NFKC", name).casefold().translate(_LOOK_ALIKES)
     return "".join(ch for ch in folded if ch.isalnum()).startswith(AUTOMATION_PREFIX)
+
+
+# Cyrillic and Greek letters that read as Latin ones (Unicode's confusables, the common lower-case
+# ones): "frаud-cd pipeline" with a Cyrillic "а" reads as the pipeline's name, so it folds to it
+_LOOK_ALIKES = str.maketrans({
+    "а": "a", "в": "b", "с": "c", "ԁ": "d", "е": "e", "һ": "h", "і": "i", "ј": "j", "к": "k", "м": "m",
+    "н": "h", "о": "o", "р": "p", "ԛ": "q", "г": "r", "ѕ": "s", "т": "t", "ц": "u", "ѵ": "v", "ԝ": "w",
+    "х": "x", "у": "y", "ь": "b", "ɑ": "a", "ԍ": "g", "ӏ": "l",
+    "α": "a", "β": "b", "ϲ": "c", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
+    "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ƒ": "f", "ꭍ": "r",
+})
 
 
 def os_user() -> str:
@@ -345,6 +356,7 @@ def _engine(url: str, write: bool) -> Engine:
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True)
     eng = sa.create_engine(url, connect_args={"timeout": 30})
+    path = _sqlite_path(url)
 
     @sa.event.listens_for(eng, "connect")
     def _pragmas(dbapi_conn, _):  # noqa: ANN001
@@ -354,12 +366,30 @@ def _engine(url: str, write: bool) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")  # persistent in the file; readers need not set it
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
+        if path is not None:
+            _narrow_modes(path)
 
     @sa.event.listens_for(eng, "begin")
     def _begin(conn):  # noqa: ANN001
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return eng
+
+
+def _narrow_modes(path: Path) -> None:
+    """The permission policy (release/io.py) on the SQLite files, whatever umask the process that made
+    them had (an Airflow task, a library caller): never wider than 0640, never widened."""
+    import os
+
+    from release.io import FILE_MODE
+
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = p.stat().st_mode & 0o777
+            if mode & ~FILE_MODE:
+                os.chmod(p, mode & FILE_MODE)
+        except OSError:  # not there (yet), or not ours: nothing to narrow
+            pass
 
 
 def _sqlite_path(url: str) -> Path | None:

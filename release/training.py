@@ -256,6 +256,14 @@ def lightgbm_parameter_problems(lightgbm: dict[str, Any], features: list[str] | 
         elif not (_scalar(value) or (isinstance(value, list) and value and all(map(_scalar, value)))):
             problems.append(f"lightgbm.{key}: expected a number, a string, true/false or a list of them; "
                             f"got {shown(value)}")
+        elif isinstance(value, str) and _numeric_text(value):
+            problems.append(f"lightgbm.{key}: {shown(value)} is a number written as a string; write it "
+                            f"without quotes")
+        elif name in LIGHTGBM_BOUNDS and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                              and LIGHTGBM_BOUNDS[name][0] <= value <= LIGHTGBM_BOUNDS[name][1]):
+            lo, hi, _ = LIGHTGBM_BOUNDS[name]
+            problems.append(f"lightgbm.{key}: must be a number in [{lo}, {hi}] ({LIGHTGBM_BOUNDS[name][2]}); "
+                            f"got {shown(value)}")
         elif name == "objective" and value not in PROBABILITY_OBJECTIVES:
             problems.append(f"lightgbm.{key}: the model must score fraud probabilities, so the objective must be "
                             f"one of {sorted(PROBABILITY_OBJECTIVES)}; got {shown(value)}")
@@ -269,6 +277,22 @@ def lightgbm_parameter_problems(lightgbm: dict[str, Any], features: list[str] | 
             problems.append(f"lightgbm.{key}: LightGBM refuses {shown(value)}: {why}")
     return problems or ["LightGBM refuses these parameters together: "
                         + str(_lightgbm_refuses(_params(lightgbm, seed, 1), features, categorical))]
+
+
+# Resource parameters LightGBM accepts but cannot survive: bounded here, with why (a workflow with
+# num_threads: 100000 crashed the trainer with a segfault, max_bin: 1e8 would exhaust memory)
+LIGHTGBM_BOUNDS = {
+    "num_threads": (0, 256, "threads; 0 lets LightGBM choose"),
+    "max_bin": (2, 65535, "histogram bins per feature"),
+}
+
+
+def _numeric_text(v: str) -> bool:
+    try:
+        float(v.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _scalar(v: object) -> bool:

@@ -358,3 +358,32 @@ def test_a_failed_background_fsync_keeps_answered_decisions_and_says_so(tmp_path
     log.close()
     assert read_decision_log(tmp_path)["request_id"].tolist() == ["1"]
     assert log.health()["refused"] == 0
+
+
+def test_a_full_disk_neither_leaks_files_nor_outlasts_the_space_coming_back(tmp_path, monkeypatch):
+    """500 refused journal writes (ENOSPC) leave one journal segment and no more open files than
+    before; once writes work again, acknowledgements do too (no restart)."""
+    import errno
+    import os
+
+    import release.decision_log as dl
+
+    log = DecisionLog(tmp_path, on_failure="fail_closed").start()
+    journaled(log, [rec(0)])
+    fds = len(os.listdir("/proc/self/fd"))
+    real = os.write
+    monkeypatch.setattr(dl.os, "write", lambda fd, b: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+    for i in range(1, 501):
+        with pytest.raises(OSError):
+            log.journal(rec(i)).result(timeout=5)
+        log.durable(str(i))
+    monkeypatch.setattr(dl.os, "write", real)
+    time.sleep(0.2)
+    assert len(os.listdir("/proc/self/fd")) <= fds + 1
+    assert len(list((tmp_path / "journal").glob("*.wal"))) <= 2
+    assert log.journal(r := rec(501)).result(timeout=5) is None
+    log.append(rec(0))
+    log.append(r)
+    log.close()
+    assert log.health()["refused"] == 500
+    assert sorted(read_decision_log(tmp_path)["request_id"].tolist()) == ["0", "501"]

@@ -150,6 +150,8 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     ("base: &b {gate: true}\nother: *b\n", "found the alias *b; aliases"),
     ("base: &b {gate: true}\n<<: *b\n", "found the alias *b; aliases (and merge keys '<<: *b')"),
     (BOMB, "found the alias *a; aliases"),
+    ("? [a]\n: 1\n", "a key must be a plain value (text or a number); got a list"),
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply to be a configuration file"),
     ("min_support: " + "x" * 200_000 + "\n", "min_support: Input should be a valid integer (got 'xxx"),
 ])
 def test_strict_yaml_table(tmp_path, text, message):
@@ -229,6 +231,9 @@ WF = "name: x\nfeatures: [amount, category_code]\ncategorical_features: [categor
                                                    "as 'eta')"),
     ("lightgbm: {num_rounds: 10}\n", "lightgbm.num_rounds (LightGBM's num_iterations): set it with the workflow's "
                                      "num_boost_round key"),
+    ("lightgbm: {num_threads: 100000}\n", "lightgbm.num_threads: must be a number in [0, 256]"),
+    ("lightgbm: {max_bin: 100000000}\n", "lightgbm.max_bin: must be a number in [2, 65535]"),
+    ("lightgbm: {learning_rate: '0.1'}\n", "lightgbm.learning_rate: '0.1' is a number written as a string"),
     ("lightgbm: {objective: regression}\n", "the objective must be one of ['binary', 'cross_entropy', 'xentropy']"),
     ("lightgbm: {output_model: /tmp/m.txt}\n", "lightgbm.output_model: a LightGBM command-line parameter"),
     ("lightgbm: {num_leaves: {a: 1}}\n", "lightgbm.num_leaves: expected a number, a string, true/false or a list"),

@@ -82,6 +82,11 @@ def raw_amount(literal: str) -> bytes:
 # send(); "first" is a request sent before it (for the reused tx_id cases).
 CASES = [
     # ---- item 1: a time far from the service's clock (the clock: the latest accepted, 2026-01-20)
+    ("ESC sequence in a merchant id", dict(json_body=body("t-esc", merchant_id="M\x1b[31mX")), 422,
+     "merchant_id: must not contain control characters (found '\\x1b' at position 1)"),
+    ("NUL in a card id", dict(json_body=body("t-nul", card="c\x00")), 422, "card_id: must not contain control"),
+    ("newline in a category", dict(json_body=body("t-nl", merchant_category="gro\ncery")), 422,
+     "merchant_category: must not contain control characters"),
     ("year 2200", dict(json_body=body("t-2200", ts="2200-01-01T00:00:00Z")), 422,
      "ts: must be within 1 day before and 1 day after the service's clock"),
     ("year 0001", dict(json_body=body("t-0001", ts="0001-01-01T00:00:00Z")), 422, "ts: must be within 1 day"),
@@ -318,3 +323,26 @@ def test_with_auth_off_the_service_warns_and_serves_anyone(tiny, tiny_events, ti
             assert client.post("/score", json=body("off-1")).status_code == 200
             assert client.get("/state").status_code == 200
     assert any("authentication is OFF" in r.getMessage() for r in caplog.records)
+
+
+def test_the_shipped_clock_is_the_wall_and_no_client_can_walk_it(tiny, tiny_events, tiny_snapshot, home):
+    """config/service.yaml serves live traffic on the wall clock: forty requests each a day after the
+    last (which walk an event clock forward, shutting real traffic out) are all refused, and a request
+    at the present time is still served."""
+    from release.service import ScoreRequest, ScoringService, load_service_config
+
+    cfg = load_service_config(PROJECT_ROOT / "config" / "service.yaml")
+    assert cfg.request_time.clock == "wall" and cfg.request_time.max_ahead_seconds <= 3600
+    world = dw.make_world(home, tiny, tiny_events, tiny_snapshot)
+    cfg = cfg.model_copy(update={"auth": cfg.auth.model_copy(update={"enabled": False}),
+                                 "maturity_days": world.maturity_days})
+    svc = ScoringService(cfg, seed_day=world.day)
+    svc.start()
+    try:
+        now = pd.Timestamp.now(tz="UTC")
+        walk = [svc.score(ScoreRequest(**body(f"walk-{i}", ts=(now + pd.Timedelta(hours=23.9 * i)).isoformat())))[0]
+                for i in range(1, 41)]
+        real = svc.score(ScoreRequest(**body("real-1", ts=now.isoformat())))[0]
+    finally:
+        svc.stop()
+    assert walk == [422] * 40 and real == 200

@@ -104,7 +104,8 @@ def test_a_deleted_last_audit_id_is_never_reused(shadowing, home):
 
 
 @pytest.mark.parametrize("name", ["fraud-cd pipeline", "Fraud-CD Pipeline", "fraud cd pipeline", "fraudcd bootstrap",
-                                  "fraud-cd ramp controller", "ＦＲＡＵＤ-ＣＤ pipeline", "  fraud_cd  "])
+                                  "fraud-cd ramp controller", "ＦＲＡＵＤ-ＣＤ pipeline", "  fraud_cd  ",
+                                  "fr\u0430ud-cd pipeline", "fraud-\u0441d pipeline", "fr\u03b1ud-cd pipeline"])
 def test_a_person_cannot_state_the_pipelines_name(shadowing, name):
     n = len(audit_log())
     r = fraudcd("ramp", "set", "5", "--as", name, "--reason", "x")
@@ -337,3 +338,76 @@ def test_the_ramp_controller_times_a_step_from_the_wall_clock(home):
     now = dt.datetime.now(dt.timezone.utc)
     since = controller._utc(ramp.step_started_at(), now)
     assert 0 <= (now - since).total_seconds() < 60  # the shadow began just now, not on the data date
+
+
+def _cli(home, *args, timeout=120):
+    import os
+
+    env = {**os.environ, "FRAUDCD_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "release.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_damaged_data_page_is_a_clear_error_not_a_traceback(shadowing, home):
+    """The store's header and schema are fine, the audit table's own page is garbage: every read says the
+    store is damaged, exit 2, no traceback."""
+    con = sqlite3.connect(home / "state.db")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'audit'").fetchone()[0]
+    con.close()
+    with open(home / "state.db", "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * 64)
+    for args in (["audit"], ["status"], ["ramp", "status"]):
+        r = _cli(home, *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert "the state store at" in r.stderr and "is damaged or unreadable" in r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_a_change_while_another_process_holds_the_store_says_busy_not_a_traceback(shadowing, home):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sqlite3, time
+        con = sqlite3.connect({str(home / 'state.db')!r}, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        print("holding", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        r = _cli(home, "ramp", "pause", "--as", "oncall", "--reason", "test", timeout=90)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "the state store is busy" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_store_made_by_a_library_caller_under_umask_022_follows_the_permission_policy(tmp_path):
+    """An Airflow task or a library caller never calls the CLI's umask: the store's files still come out
+    no wider than 0640."""
+    import os
+
+    home = tmp_path / "lib-home"
+    code = ("import os; os.umask(0o022)\n"
+            "from release.store import transaction, write_audit\n"
+            "with transaction() as c:\n"
+            "    write_audit(c, at='2026-12-01T00:00:00+00:00', actor='t', action='x', entity='y', reason='r')\n")
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "FRAUDCD_HOME": str(home)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    modes = {p.name: p.stat().st_mode & 0o777 for p in home.glob("state.db*")}
+    assert modes and all(m & ~0o640 == 0 for m in modes.values()), {k: oct(v) for k, v in modes.items()}
+
+
+def test_control_characters_never_reach_the_terminal(shadowing, wide):
+    """A --reason with an ESC sequence is refused; one already stored (written by a library caller)
+    prints escaped, not as a live terminal sequence."""
+    r = fraudcd("ramp", "pause", "--as", "oncall", "--reason", "ok\x1b[31m\x1b]0;pwned\x07")
+    assert r.exit_code == 2 and "--reason must be printable text: it holds the control character '\\x1b'" in said(r)
+    with transaction() as c:
+        write_audit(c, at="2026-12-01T00:00:00+00:00", actor="lib", action="note", entity="x",
+                    reason="stored\x1b[31mRED")
+    r = fraudcd("audit")
+    assert r.exit_code == 0 and "\x1b" not in r.output and "stored\\x1b[31mRED" in r.output
