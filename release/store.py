@@ -527,7 +527,13 @@ def _ready_url() -> str:
     if url not in _ready:
         rev = store_revision(url)
         if rev is None:
-            rev = _create(url)
+            # a SQLite file named on purpose: a typo must not start an empty store (a server database that
+            # exists but holds no tables was made on purpose, and is started here)
+            if os.environ.get("FRAUDCD_STATE_URL") and _sqlite_path(url) is not None:
+                raise StoreMissing(f"No state store at {sa.engine.make_url(url).render_as_string(hide_password=True)}"
+                                   " (FRAUDCD_STATE_URL). A pipeline task never starts one where a store was named: "
+                                   "start it with `fraudcd db --create --as NAME --reason ...`, or fix the URL.")
+            rev = _create(url)  # the project's own default under FRAUDCD_HOME: a new project starts here
         _check_revision(url, rev)
         _ready.add(url)
     return url

@@ -411,3 +411,14 @@ def test_control_characters_never_reach_the_terminal(shadowing, wide):
                     reason="stored\x1b[31mRED")
     r = fraudcd("audit")
     assert r.exit_code == 0 and "\x1b" not in r.output and "stored\\x1b[31mRED" in r.output
+
+
+def test_a_library_caller_never_starts_a_store_at_a_named_url(home, monkeypatch, tmp_path):
+    """An Airflow task with FRAUDCD_STATE_URL pointing at a wrong place fails, instead of running the
+    release on a new, empty store."""
+    from release.store import StoreMissing
+
+    monkeypatch.setenv("FRAUDCD_STATE_URL", f"sqlite:///{tmp_path / 'typo.db'}")
+    with pytest.raises(StoreMissing, match=r"No state store at .*typo\.db \(FRAUDCD_STATE_URL\)"):
+        ramp.current()
+    assert not (tmp_path / "typo.db").exists()
