@@ -35,7 +35,8 @@ _env.filters["thr"] = lambda x: "n/a" if _missing(x) else f"{float(x):.4f}"
 
 # the judgements a release gets before traffic moves, and what the report calls them
 STAGES = {"offline": "suggested policy (offline judgement)", "approved": "approved policy (re-judgement)",
-          "shadow": "shadow (live traffic)", "ramp": "ramp guardrail"}
+          "backtest": "backtest (recent history, offline)", "shadow": "shadow (live traffic)",
+          "ramp": "ramp guardrail (live traffic)"}
 JUDGED = ("offline", "approved")  # the stages whose unjudged gates obey on_insufficient
 # the estimators of the counterfactual table, in the order a reader should meet them
 ESTIMATORS = {
@@ -102,13 +103,14 @@ def render_report(release_id: str, folder: Path) -> str:
         tset = conn.execute(sa.select(threshold_sets).where(threshold_sets.c.release_id == release_id)
                             .order_by(threshold_sets.c.id.desc())).first()
         steps = [dict(r._mapping) for r in conn.execute(
-            sa.select(ramp_steps).where(ramp_steps.c.release_id == release_id).order_by(ramp_steps.c.step))]
+            sa.select(ramp_steps).where(ramp_steps.c.release_id == release_id).order_by(ramp_steps.c.id))]
         trail = [dict(r._mapping) for r in conn.execute(sa.select(audit).order_by(audit.c.id))]
     folder = Path(folder)
     ev, slices, metrics = _read_evaluation(folder)
     approved_ev, _, approved_metrics = _read_evaluation(folder / "approved")
     sugg = pd.read_parquet(folder / "suggestions.parquet") if (folder / "suggestions.parquet").exists() else None
-    shadow = pd.read_parquet(folder / "shadow_diffs.parquet") if (folder / "shadow_diffs.parquet").exists() else None
+    backtest = (pd.read_parquet(folder / "backtest_diffs.parquet") if (folder / "backtest_diffs.parquet").exists()
+                else None)
     from release.overrides import overrides_for
 
     waivers = overrides_for(release_id)
@@ -117,7 +119,7 @@ def render_report(release_id: str, folder: Path) -> str:
     stopping = _ordered([v for v in vs if v["effect"] == "stops" and v["stage"] != "ramp"])
     warnings = _ordered([v for v in vs if v["effect"] == "warns" and v["stage"] in JUDGED])
     status = rel["status"]
-    ship = status in ("promoted", "ramped")
+    ship = status == "promoted"
     stopped = status in ("stopped", "rolled_back")
     headline = _headline(rel, waived, stopping)
     rejudge_note = _rejudge_note(status, approved_ev is not None, any(v["stage"] == "approved" for v in vs))
@@ -148,7 +150,7 @@ def render_report(release_id: str, folder: Path) -> str:
         suggestions=sugg_rows, decision=decision, readiness=readiness,
         n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),
         tset=None if tset is None else dict(tset._mapping),
-        shadow=None if shadow is None else shadow.to_dict("records"), steps=steps, trail=relevant)
+        backtest=None if backtest is None else backtest.to_dict("records"), steps=_steps(steps), trail=relevant)
     return html
 
 
@@ -176,7 +178,9 @@ def _with_effects(vs: list[dict], waived: set[str]) -> list[dict]:
         else:
             v["effect"] = "warns"
             v["effect_words"] = ("warns: not a gate" if not v["gate"] else
-                                 "warns: online, only a failure rolls back" if v["stage"] not in JUDGED else
+                                 "waits: online, an unjudged stage does not pass (it waits for evidence, then asks a "
+                                 "person)" if v["stage"] in ("shadow", "ramp") else
+                                 "warns: the backtest stops only on a failure" if v["stage"] not in JUDGED else
                                  "warns (on_insufficient: warn)")
         out.append(v)
     return out
@@ -185,7 +189,7 @@ def _with_effects(vs: list[dict], waived: set[str]) -> list[dict]:
 def _ordered(vs: list[dict]) -> list[dict]:
     """Failures first, then unjudged ones; the offline judgement before the re-judgement; as stored."""
     rank = {FAIL: 0, INSUFFICIENT: 1}
-    stage = {"offline": 0, "approved": 1, "shadow": 2, "ramp": 3}
+    stage = {"offline": 0, "approved": 1, "backtest": 2, "shadow": 3, "ramp": 4}
     return sorted(vs, key=lambda v: (rank.get(v["verdict"], 2), stage.get(v["stage"], 9), v["id"]))
 
 
@@ -194,9 +198,9 @@ def _judgements(vs: list[dict]) -> list[dict]:
     verdicts in reading order (stopping failures, stopping unjudged gates, waived, warnings, passes)."""
     effect = {"stops": 0, "waived": 1, "warns": 2, "passes": 3}
     out = []
-    for stage in ("offline", "approved", "shadow"):
+    for stage in ("offline", "approved", "backtest", "shadow"):
         s = [v for v in vs if v["stage"] == stage]
-        if not s and stage == "shadow":
+        if not s and stage in ("backtest", "shadow"):
             continue
         counts = {k: sum(v["verdict"] == k for v in s) for k in (PASS, FAIL, INSUFFICIENT)}
         counts.update({k: sum(v["effect"] == k for v in s) for k in effect})
@@ -205,11 +209,22 @@ def _judgements(vs: list[dict]) -> list[dict]:
     return out
 
 
+def _steps(steps: list[dict]) -> list[dict]:
+    """The rollout's stages as recorded (shadow is step 0), with why each ended as it did."""
+    out = []
+    for st in steps:
+        d = json.loads(st.get("details_json") or "{}")
+        why = d.get("breaches") or (d.get("missing") if st["outcome"] == "inconclusive" else None) or []
+        out.append({**st, "stage": "shadow" if st["step"] == 0 else f"step {st['step']}",
+                    "event_hours": (d.get("event_seconds") or 0) / 3600, "why": "; ".join(why)})
+    return out
+
+
 def _headline(rel: dict, waived: set[str], stopping: list[dict]) -> str:
     """The first line of the report: ship, stop (and by how many verdicts, failed or unjudged), or where
     the release is."""
     status = rel["status"]
-    if status in ("promoted", "ramped"):
+    if status == "promoted":
         if waived:
             return (f"SHIP, with {len(waived)} contract(s) waived by a named person: {', '.join(sorted(waived))}. "
                     "The candidate now serves all traffic.")
@@ -229,9 +244,14 @@ def _headline(rel: dict, waived: set[str], stopping: list[dict]) -> str:
            "awaiting_approval": "no gate stopped the suggested policy; waiting for a person to approve its "
                                 "thresholds.",
            "approved": "thresholds approved; the approved policy has not been re-judged yet.",
-           "rejudged": "the approved policy passed its re-judgement; shadow next.",
-           "shadow": "the candidate scores live traffic beside production.",
-           "shadow_passed": "shadow passed; the ramp is next."}.get(status)
+           "rejudged": "the approved policy passed its re-judgement; the backtest on recent history is next.",
+           "backtested": "the backtest passed; the candidate goes into shadow in the scoring service next.",
+           "shadow": "the candidate scores live traffic beside production, serving nothing.",
+           "ramping": "the candidate serves a share of live traffic; each step waits on its evidence.",
+           "paused": "a person paused the rollout; it is guarded, not advanced.",
+           "awaiting_decision": "the evidence stayed inconclusive past its bound; a person decides (extend, "
+                                "promote anyway, roll back).",
+           "ready_to_promote": "every stage passed on live traffic; a person promotes."}.get(status)
     return f"IN PROGRESS: {status.replace('_', ' ')}" + (f". {nxt[0].upper()}{nxt[1:]}" if nxt else "")
 
 

@@ -738,15 +738,18 @@ def override(release: str = typer.Option(..., help="the release the waiver appli
 
 @app.command()
 def rollback(reason: str = typer.Option(..., help="why (recorded)"),
-             actor: Optional[str] = typer.Option(None, "--as", help="who (recorded); default: your login")) -> None:
-    """Roll back: a ramping candidate goes to 0% at once; after a promotion, the previous model returns."""
+             actor: Optional[str] = typer.Option(None, "--as", help="who (recorded); default: your login"),
+             model: bool = typer.Option(False, "--model", help="roll back the production model to the previous one "
+                                                              "(nothing live), even after a candidate was rolled back")
+             ) -> None:
+    """Roll back: a live candidate goes to 0% at once; after a promotion, the previous model returns."""
     from release import ramp
 
     why = _reason_given(reason)
     _store("write")
     who = _actor_or_login(actor)
     try:
-        out = ramp.rollback(at=_now(), actor=who, reason=why)
+        out = ramp.rollback(at=_now(), actor=who, reason=why, model=model)
     except ramp.RampError as e:
         _fail(str(e), 1)
     _out(f"rolled back by {who}: ramp {out['state']} at {out['pct']:g}%")
@@ -769,7 +772,7 @@ def ramp_status(as_json: bool = typer.Option(False, "--json")) -> None:
     steps = ramp_step_log(r["release_id"]) if r["release_id"] else []
     prod = registry.tagged("production")
     if as_json:
-        return _emit({**r, "production_model_id": prod.id if prod else None, "step_started_at": ramp.step_started_at(),
+        return _emit({**r, "production_model_id": prod.id if prod else None, "step_started_at": ramp.stage_started_at(), "wait_started_at": ramp.wait_started_at(),
                       "steps": steps}, True)
     _out(_ramp_line(r))
     _out(f"production: {prod.id if prod else '-'}")
@@ -778,26 +781,48 @@ def ramp_status(as_json: bool = typer.Option(False, "--json")) -> None:
         for c in ("step", "share of cards", "transactions", "on the candidate", "outcome", "at", "why"):
             t.add_column(c)
         for st in steps:
-            colour = "green" if st["outcome"] == "passed" else "red"
-            why = "; ".join(json.loads(st["details_json"]).get("breaches", []))
+            colour = {"passed": "green", "inconclusive": "yellow"}.get(st["outcome"], "red")
+            d = json.loads(st["details_json"])
+            why = "; ".join(d.get("breaches") or (d.get("missing", []) if st["outcome"] == "inconclusive" else []))
             _row(t, st["step"], f"{st['pct']:g}%", f"{st['rows']:,}", f"{st['candidate_rows']:,}",
                  Text(str(st["outcome"]), style=colour), st["at"], why)
         console.print(t)
 
 
-def _ramp_change(fn, as_json: bool, done: str, **kw) -> None:
-    """Run one ramp control (one audited transaction); refusals exit 1 with the reason."""
+def _ramp_change(fn, as_json: bool, done: str, answer: str | None = None, **kw) -> None:
+    """Run one ramp control (one audited transaction); refusals exit 1 with the reason. ``answer``: the
+    rollout question's option this decision is; if the release DAG's rollout_decision task waits for one,
+    it is answered with it (through Airflow's own response handler), so the DAG goes on."""
     from release import ramp
 
+    before = ramp.current()
     try:
         out = fn(at=_now(), **kw)
     except ramp.RampError as e:
         _fail(str(e), 1)
     except ValueError as e:  # e.g. an empty actor or reason, refused by the audit
         _fail(str(e), 2)
+    note = _answer_rollout(before["release_id"], answer, kw.get("actor", ""), kw.get("reason", "")) \
+        if answer and before["release_id"] else ""
     if as_json:
-        return _emit(out, True)
+        return _emit({**out, "airflow": note}, True)
     _out(f"{done}. " + _ramp_line(out))
+    if note:
+        _out(note)
+
+
+def _answer_rollout(release: str, option: str, who: str, why: str) -> str:
+    """Answer the release's waiting rollout question in Airflow, if there is one."""
+    from release import hitl
+
+    try:
+        r = hitl.respond(release, option, user=who, reason=why, task_id=hitl.ROLLOUT_TASK_ID)
+    except Exception as e:  # noqa: BLE001 - the state store decision stands without Airflow
+        return (f"warning: the decision is recorded, but answering the waiting Airflow task failed "
+                f"({type(e).__name__}: {e})")
+    if r is None:
+        return ""
+    return f"answered Airflow task {r['dag_id']}.{r['task_id']} (run {r['run_id']}) as {r['responded_by']}: {option}"
 
 
 
@@ -850,19 +875,37 @@ def ramp_rollback(reason: str = typer.Option(..., help="why (recorded)"),
 
     why = _reason_given(reason)
     _store("write")
-    _ramp_change(ramp.rollback, as_json, "rolled back", actor=_actor_or_login(actor), reason=why)
+    _ramp_change(ramp.rollback, as_json, "rolled back", answer="Roll back", actor=_actor_or_login(actor), reason=why)
 
 
 @ramp_app.command("promote")
 def ramp_promote(actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
                  reason: str = typer.Option(..., help="why (recorded)"),
+                 anyway: bool = typer.Option(False, "--anyway",
+                                             help="a rollout waiting for a decision (inconclusive evidence): "
+                                                  "promote it at the share it reached, on the record"),
                  as_json: bool = typer.Option(False, "--json")) -> None:
-    """Make the candidate at 100% production; the old production model is kept as previous."""
+    """Make the candidate production (after every step passed, or --anyway on a rollout waiting for a
+    decision); the old production model is kept as previous."""
     from release import ramp
 
     who, why = _actor(actor), _reason_given(reason)
     _store("write")
-    _ramp_change(ramp.promote, as_json, "promoted", actor=who, reason=why)
+    _ramp_change(ramp.promote, as_json, "promoted anyway" if anyway else "promoted", answer="Promote", actor=who,
+                 reason=why, anyway=anyway)
+
+
+@ramp_app.command("extend")
+def ramp_extend(actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                reason: str = typer.Option(..., help="why (recorded)"),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """A rollout waiting for a decision (its evidence stayed inconclusive past the bound): wait for more
+    traffic; the stage keeps what it has and its wait starts again."""
+    from release import ramp
+
+    who, why = _actor(actor), _reason_given(reason)
+    _store("write")
+    _ramp_change(ramp.extend, as_json, "rollout extended", answer="Extend the wait", actor=who, reason=why)
 
 
 @ramp_app.command("watch")

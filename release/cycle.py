@@ -25,11 +25,12 @@ from release import approvals, ramp, registry
 from release.features import compute_features
 from release.io import atomic_write_parquet
 from release.settings import code_version, config_dir, contracts_file, paths
-from release.shadow import decision_diffs, online_action_rate_verdicts, ramp_step_check, ramp_steps
+from release.shadow import decision_diffs, online_action_rate_verdicts
 from release.store import (acting, engine, evaluation_summary, logical_date, ramp_steps as ramp_steps_table,
                            releases, transaction, utc_now, verdicts, write_audit)
 from release.training import load_workflow, score, split_windows, train_model
 from release.overrides import add_override, overrides_for, waived_contracts
+from release.status import Status, allowed, is_rerun, move_release
 from release.training_set import (Snapshot, build_training_set, latest_snapshot, resolve_snapshot,
                                   snapshot_settings)
 
@@ -83,9 +84,15 @@ def get_release(release_id: str) -> dict:
     return dict(r._mapping)
 
 
-def _update_release(release_id: str, **values) -> None:
+def _update_release(release_id: str, status: str | None = None, reason: str | None = None, **values) -> bool:
+    """Write a release's fields; a status change goes through the state machine (release.status), audited.
+    False when the status did not change (a rerun of a stage the release is already past)."""
+    at = values.pop("updated_at", None) or utc_now()
     with transaction() as conn:
-        conn.execute(releases.update().where(releases.c.id == release_id).values(**values))
+        if status is None:
+            conn.execute(releases.update().where(releases.c.id == release_id).values(updated_at=at, **values))
+            return False
+        return move_release(conn, release_id, status, at=at, actor=PIPELINE, reason=reason, **values)
 
 
 # ---- stages -------------------------------------------------------------------------------------------
@@ -148,13 +155,21 @@ def start_release(as_of: str | dt.date, snapshot_hash: str, workflow: str | None
 
     wf = str(Path(workflow) if workflow else pipeline().workflow_path())
     with transaction() as conn:
-        exists = conn.execute(sa.select(releases.c.id).where(releases.c.id == rid)).first()
-        vals = dict(as_of=d.isoformat(), status="started", snapshot_hash=snapshot_hash, workflow=wf,
-                    updated_at=utc_now(), stop_reason=None)
-        if exists:
+        cur = conn.execute(sa.select(releases.c.status).where(releases.c.id == rid)).scalar()
+        vals = dict(as_of=d.isoformat(), snapshot_hash=snapshot_hash, workflow=wf, stop_reason=None)
+        at = utc_now()
+        if cur is None:
+            conn.execute(releases.insert().values(id=rid, incumbent_bootstrap=False, status=Status.STARTED,
+                                                  updated_at=at, **vals))
+            write_audit(conn, at=at, actor=PIPELINE, action="release_status", entity=f"release:{rid}", before=None,
+                        after={"status": Status.STARTED, "snapshot_hash": snapshot_hash, "workflow": wf},
+                        reason=f"release cycle for {d.isoformat()} started", logical_date=at_of(d))
+        elif cur == Status.STARTED or allowed(cur, Status.STARTED):  # a rerun of the cycle for this date
             conn.execute(releases.update().where(releases.c.id == rid).values(**vals))
-        else:
-            conn.execute(releases.insert().values(id=rid, incumbent_bootstrap=False, **vals))
+            if cur != Status.STARTED:
+                move_release(conn, rid, Status.STARTED, at=at, actor=PIPELINE,
+                             reason=f"release cycle for {d.isoformat()} started again (was {cur})")
+        # else: approved or further on (live, promoted, rolled back): a rerun of this task changes nothing
     release_dir(rid).mkdir(parents=True, exist_ok=True)
     have = {o["contract"] for o in overrides_for(rid)}
     for o in overrides or []:  # given when the run was triggered (DAG param); reruns do not repeat them
@@ -199,6 +214,8 @@ def ensure_incumbent(release_id: str) -> str:
     """The production model; on the very first cycle, train a bootstrap incumbent and tag it production,
     so there is always something to compare against (the report says so)."""
     rel = get_release(release_id)
+    if rel["incumbent_model_id"] and rel["status"] != Status.STARTED:
+        return rel["incumbent_model_id"]  # a rerun on a release further on: its incumbent is what it was judged against
     prod = registry.tagged("production")
     if prod is not None:
         _update_release(release_id, incumbent_model_id=prod.id,
@@ -225,11 +242,13 @@ def ensure_incumbent(release_id: str) -> str:
 @_stage
 def train_candidate(release_id: str) -> str:
     rel = get_release(release_id)
+    if rel["candidate_model_id"] and is_rerun(rel["status"], Status.TRAINED):
+        return rel["candidate_model_id"]  # a rerun on a release further on: its candidate (and tags) stay as they are
     at = utc_now()
     model = _train_and_register(_snapshot(rel), Path(rel["workflow"]), at, PIPELINE)
     with transaction() as conn:
         registry.set_tag(conn, "candidate", model.id, at=at, actor=PIPELINE, reason=f"trained for {release_id}")
-    _update_release(release_id, candidate_model_id=model.id, status="trained")
+    _update_release(release_id, candidate_model_id=model.id, status=Status.TRAINED)
     return model.id
 
 
@@ -268,7 +287,7 @@ def evaluate_release(release_id: str) -> str:
             {"release_id": release_id, "metric": r.metric, "estimator": r.estimator, "model": r.model,
              "estimate": _num(r.estimate), "lo": _num(r.lo), "hi": _num(r.hi),
              "transactions": int(r.transactions), "frauds": int(r.frauds)} for r in summary.itertuples()])
-    _update_release(release_id, status="evaluated")
+    _update_release(release_id, status=Status.EVALUATED)
     return str(folder)
 
 
@@ -349,7 +368,7 @@ def check_contracts(release_id: str) -> bool:
             write_audit(conn, at=at, actor=PIPELINE, action="release_continued_on_override",
                         entity=f"release:{release_id}", after={"waived": used},
                         reason=f"gating failures of {', '.join(used)} waived for this release only")
-    _update_release(release_id, status="contracts_passed", stop_reason=None, updated_at=at)
+    _update_release(release_id, status=Status.CONTRACTS_PASSED, stop_reason=None, updated_at=at)
     return True
 
 
@@ -361,6 +380,10 @@ def request_threshold_approval(release_id: str) -> int:
     from analysis.thresholds import load_threshold_config
 
     rel = get_release(release_id)
+    if is_rerun(rel["status"], Status.AWAITING_APPROVAL) and rel["status"] != Status.AWAITING_APPROVAL:
+        s = approvals.pending_set(release_id)  # decided (or further on): a rerun asks nobody again
+        if s is not None:
+            return s["id"]
     at = utc_now()
     ev = Evaluation.load(release_dir(release_id))
     set_id = approvals.create_set(rel["candidate_model_id"], release_id, ev.suggestions, ev.candidate_threshold,
@@ -373,7 +396,7 @@ def request_threshold_approval(release_id: str) -> int:
         if segments:
             approvals.auto_approve_segments(release_id, segments, after=auto.auto_approve.after_unedited_releases,
                                             at=at)
-    _update_release(release_id, status="awaiting_approval", updated_at=at)
+    _update_release(release_id, status=Status.AWAITING_APPROVAL, updated_at=at)
     return set_id
 
 
@@ -454,17 +477,17 @@ def approval_decided(release_id: str) -> bool:
     if s is None or s["status"] == approvals.PENDING:
         return False
     rel = get_release(release_id)
-    if rel["status"] != "awaiting_approval":  # a rerun of the task after the decision was recorded
+    if rel["status"] != Status.AWAITING_APPROVAL:  # a rerun of the task after the decision was recorded
         return True
     at = utc_now()
     if s["status"] in (approvals.REJECTED, approvals.EXPIRED):
         reason = (f"Thresholds rejected by {s['decided_by']}: {s['reason']}" if s["status"] == approvals.REJECTED
                   else f"Thresholds not decided: {s['reason']}.")
-        _update_release(release_id, status="stopped", stop_reason=reason, updated_at=at)
+        _update_release(release_id, status=Status.STOPPED, stop_reason=reason, updated_at=at)
         with transaction() as conn:
             registry.set_tag(conn, "candidate", None, at=at, actor=PIPELINE, reason=reason[:500])
         return True
-    _update_release(release_id, status="approved", updated_at=at)
+    _update_release(release_id, status=Status.APPROVED, updated_at=at)
     return True
 
 
@@ -478,8 +501,8 @@ def rejudge_approved_policy(release_id: str) -> bool:
     from analysis.evaluation import judge_policy
 
     rel = get_release(release_id)
-    if rel["status"] not in ("approved", "rejudged"):
-        return rel["status"] == "rejudged"
+    if rel["status"] not in (Status.APPROVED, Status.REJUDGED):
+        return rel["status"] in (Status.REJUDGED, Status.BACKTESTED) or rel["status"] in ramp.LIVE
     at = utc_now()
     folder = release_dir(release_id)
     ev = Evaluation.load(folder)
@@ -506,21 +529,21 @@ def rejudge_approved_policy(release_id: str) -> bool:
         _stop(release_id, "Stopped by re-judging the approved policy: " + " ".join(v.sentence for v in failed), at,
               failed)
         return False
-    _update_release(release_id, status="rejudged", stop_reason=None, updated_at=at)
+    _update_release(release_id, status=Status.REJUDGED, stop_reason=None, updated_at=at)
     return True
 
 
 def _stop(release_id: str, reason: str, at: str, failed) -> None:
-    _update_release(release_id, status="stopped", stop_reason=reason, updated_at=at)
+    _update_release(release_id, status=Status.STOPPED, stop_reason=reason, updated_at=at)
     with transaction() as conn:
         registry.set_tag(conn, "candidate", None, at=at, actor=PIPELINE, reason=reason[:500])
         write_audit(conn, at=at, actor=PIPELINE, action="release_stopped", entity=f"release:{release_id}",
                     after={"failed": [v.contract + ":" + v.slice for v in failed]}, reason=reason)
 
 
-def _live_traffic(release_id: str, start: dt.date, end: dt.date) -> pd.DataFrame:
-    """Replayed live traffic for [start, end), scored by production (with its live thresholds) and by
-    the candidate (with its approved thresholds)."""
+def _backtest_traffic(release_id: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Recent history [start, end) scored offline by production (with its live thresholds) and by the
+    candidate (with its approved thresholds)."""
     rel = get_release(release_id)
     # the same label maturity and feature settings as the training snapshot, so features mean the same online
     features, maturity = snapshot_settings(_snapshot(rel).manifest)
@@ -540,82 +563,72 @@ def _live_traffic(release_id: str, start: dt.date, end: dt.date) -> pd.DataFrame
 
 
 @_stage
-def run_shadow(release_id: str) -> bool:
-    """Shadow the candidate on the most recent traffic before the ramp's; True when the online
-    contracts hold. A release that is not approved (stopped, rejected) never reaches traffic."""
+def run_backtest(release_id: str) -> bool:
+    """The backtest: replay the last ``backtest.days`` of history (config/ramp.yaml) through both models
+    with the approved policies, offline, before the candidate goes near live traffic. Decision diffs per
+    country (files ``backtest_diffs.parquet``, ``backtest_log.parquet`` in the release folder) and the
+    action-rate guardrail judged on them (verdicts under the stage "backtest"). It never touches the live
+    deployment. A breach stops the release; True when it may go on to shadow."""
     rel = get_release(release_id)
-    if rel["status"] not in ("rejudged", "shadow_passed"):  # approved and re-judged, or a rerun
-        return False
+    if rel["status"] not in (Status.REJUDGED, Status.BACKTESTED):  # approved and re-judged, or a rerun
+        return rel["status"] == Status.BACKTESTED or rel["status"] in ramp.LIVE
     d = as_date(rel["as_of"])
     at = utc_now()
     plan = ramp.load_plan(config_dir() / "ramp.yaml")
-    end = d - dt.timedelta(days=plan.ramp_days)
-    traffic = _live_traffic(release_id, end - dt.timedelta(days=plan.shadow.days), end)
-    ramp.start_shadow(release_id, rel["candidate_model_id"], at=at, actor=PIPELINE,
-                      reason=f"{release_id}: thresholds approved, shadowing the candidate")
+    traffic = _backtest_traffic(release_id, d - dt.timedelta(days=plan.backtest.days), d)
     diffs = decision_diffs(traffic)
-    atomic_write_parquet(diffs, release_dir(release_id) / "shadow_diffs.parquet")
+    atomic_write_parquet(diffs, release_dir(release_id) / "backtest_diffs.parquet")
     atomic_write_parquet(traffic[["tx_id", "ts", "card_id", "merchant_id", "merchant_country", "amount",
                                   "production_score", "candidate_score", "production_action", "candidate_action"]],
-                         release_dir(release_id) / "shadow_log.parquet")
+                         release_dir(release_id) / "backtest_log.parquet")
     g = plan.guardrails.action_rate_shift
-    vs = online_action_rate_verdicts(diffs, "shadow_country_action_rate_shift", g.max_relative_shift,
+    vs = online_action_rate_verdicts(diffs, "backtest_country_action_rate_shift", g.max_relative_shift,
                                      g.min_absolute_shift, g.min_support, g.confidence)
-    _store_verdicts(release_id, "shadow", vs, at)
+    _store_verdicts(release_id, "backtest", vs, at)
     failed = [v for v in vs if v.verdict == FAIL]
     if failed:
-        reason = "Stopped in shadow: " + " ".join(v.sentence for v in failed)
-        ramp.rollback(at=at, actor=PIPELINE, reason=reason)
-        _update_release(release_id, status="rolled_back", stop_reason=reason)
+        _stop(release_id, f"Stopped by the backtest on the last {plan.backtest.days} days: "
+              + " ".join(v.sentence for v in failed), at, failed)
         return False
-    _update_release(release_id, status="shadow_passed")
+    _update_release(release_id, status=Status.BACKTESTED, updated_at=at,
+                    reason=f"backtest on {len(traffic):,} transactions of the last {plan.backtest.days} days passed")
     return True
 
 
 @_stage
-def run_ramp(release_id: str) -> dict:
-    """Walk the ramp plan on replayed traffic; a guardrail breach rolls back to 0% on its own."""
+def deploy_candidate(release_id: str) -> str:
+    """Put the backtested candidate into shadow in the running scoring service (the live deployment, through
+    the state machine). Returns the release's status: a release that did not pass the backtest (stopped,
+    rejected) never reaches traffic; a rerun on a live or finished release changes nothing."""
+    from release.rollout import deploy
+
     rel = get_release(release_id)
-    d = as_date(rel["as_of"])
-    at = utc_now()
-    plan = ramp.load_plan(config_dir() / "ramp.yaml")
-    traffic = _live_traffic(release_id, d - dt.timedelta(days=plan.ramp_days), d)
-    with transaction() as conn:
-        conn.execute(ramp_steps_table.delete().where(ramp_steps_table.c.release_id == release_id))
-    all_vs = []
-    for i, (pct, chunk) in enumerate(ramp_steps(traffic, plan)):
-        ramp.set_pct(pct, at=at, actor=PIPELINE, reason=f"{release_id}: ramp step {i + 1} of {len(plan.steps)}")
-        breached, details, vs = ramp_step_check(chunk, pct, plan)
-        if len(chunk) < plan.min_rows_per_step:
-            breached, details = True, {**details, "breaches": [
-                f"step {pct:g}% saw {len(chunk)} transactions, fewer than the {plan.min_rows_per_step} required"]}
-        all_vs.extend(vs)
-        with transaction() as conn:
-            conn.execute(ramp_steps_table.insert().values(
-                release_id=release_id, step=i + 1, pct=pct, outcome="breached" if breached else "passed",
-                rows=details["rows"], candidate_rows=details["candidate_rows"],
-                details_json=json.dumps(details), at=at))
-        if breached:
-            reason = f"Guardrail breached at {pct:g}%: " + " ".join(details["breaches"])
-            ramp.rollback(at=at, actor=PIPELINE, reason=reason)
-            _store_verdicts(release_id, "ramp", all_vs, at)
-            _update_release(release_id, status="rolled_back", stop_reason=reason)
-            return ramp.current()
-    _store_verdicts(release_id, "ramp", all_vs, at)
-    _update_release(release_id, status="ramped")
-    return ramp.current()
+    if rel["status"] == Status.BACKTESTED:
+        deploy(release_id, rel["candidate_model_id"], at=utc_now())
+    return get_release(release_id)["status"]
+
+
+def rollout_done(release_id: str, or_needs_person: bool = False) -> bool:
+    """Whether the release's rollout is over (promoted, rolled back, stopped, or never deployed), or, with
+    ``or_needs_person``, waits for a person: what the DAG's rollout sensors wait for. Each call looks at
+    the evidence once and takes at most one step."""
+    from release.rollout import advance, needs_person
+
+    rel = get_release(release_id)
+    if rel["status"] in ramp.LIVE:
+        with logical_date(at_of(as_date(rel["as_of"]))):
+            out = advance(release_id)
+        rel = get_release(release_id)
+        if out["action"] not in ("none", "waiting"):
+            import logging
+            logging.getLogger(__name__).warning("rollout of %s: %s", release_id, {k: out.get(k) for k in
+                                                                                  ("action", "state", "to", "why")})
+    return rel["status"] not in ramp.LIVE or (or_needs_person and needs_person(release_id))
 
 
 @_stage
 def finish(release_id: str) -> str:
-    """Promote a candidate that reached 100%; otherwise leave the record as the ramp left it."""
-    rel = get_release(release_id)
-    at = utc_now()
-    state = ramp.current()
-    if state["state"] == ramp.RAMPING and state["pct"] >= 100 and state["release_id"] == release_id:
-        ramp.promote(at=at, actor=PIPELINE, reason=f"{release_id}: every ramp step passed its guardrails")
-        _update_release(release_id, status="promoted")
-        return "promoted"
+    """The release's end state, once its rollout is over; writes the report."""
     return get_release(release_id)["status"]
 
 
@@ -628,7 +641,7 @@ def release_verdicts(release_id: str) -> list[dict]:
 def ramp_step_log(release_id: str) -> list[dict]:
     with engine().connect() as conn:
         rows = conn.execute(sa.select(ramp_steps_table).where(ramp_steps_table.c.release_id == release_id)
-                            .order_by(ramp_steps_table.c.step))
+                            .order_by(ramp_steps_table.c.id))
         return [dict(r._mapping) for r in rows]
 
 

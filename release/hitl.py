@@ -28,6 +28,12 @@ DAG_ID = "release"
 TASK_ID = "approve_thresholds"
 APPROVE_ALL, APPROVE_SOME, REJECT = "Approve all", "Approve some", "Reject"
 OPTIONS = [APPROVE_ALL, APPROVE_SOME, REJECT]
+# the rollout's question to a person when a stage stayed inconclusive past its bound, or every step passed
+# and promotion is a person's (release.rollout_task)
+ROLLOUT_TASK_ID = "rollout_decision"
+EXTEND, PROMOTE, ROLL_BACK = "Extend the wait", "Promote", "Roll back"
+ROLLOUT_OPTIONS = [EXTEND, PROMOTE, ROLL_BACK]
+_OPTIONS = {TASK_ID: OPTIONS, ROLLOUT_TASK_ID: ROLLOUT_OPTIONS}
 
 
 def _configure() -> bool:
@@ -49,9 +55,10 @@ def _release_of(data_interval_end) -> str:
                           else dt.date.fromisoformat(str(data_interval_end)[:10]))
 
 
-def open_request(release_id: str) -> dict | None:
-    """The release's approval request waiting in Airflow for a response (the request written, no response
-    yet, its task instance parked in AWAITING_INPUT or about to), or None."""
+def open_request(release_id: str, task_id: str = TASK_ID) -> dict | None:
+    """The release's request (``task_id``: the threshold approval, or the rollout decision) waiting in
+    Airflow for a response (the request written, no response yet, its task instance parked in
+    AWAITING_INPUT or about to), or None."""
     if not _configure():
         return None
     with warnings.catch_warnings():
@@ -71,7 +78,7 @@ def open_request(release_id: str) -> dict | None:
                        DagRun.data_interval_end, HITLDetail.subject)
                 .join(HITLDetail, HITLDetail.ti_id == TI.id)
                 .join(DagRun, (DagRun.dag_id == TI.dag_id) & (DagRun.run_id == TI.run_id))
-                .where(TI.dag_id == DAG_ID, TI.task_id == TASK_ID, HITLDetail.responded_at.is_(None),
+                .where(TI.dag_id == DAG_ID, TI.task_id == task_id, HITLDetail.responded_at.is_(None),
                        # RUNNING: the request is written and the task about to park; Airflow resumes it at
                        # once when it parks with a response already there
                        TI.state.in_([TaskInstanceState.AWAITING_INPUT, TaskInstanceState.RUNNING]))).all()
@@ -88,12 +95,13 @@ def open_request(release_id: str) -> dict | None:
 
 
 def respond(release_id: str, option: str, *, user: str, reason: str, merchants: list[str] | None = None,
-            edits: dict[str, float] | None = None) -> dict | None:
-    """Answer the release's waiting approval task as ``user`` through Airflow's response handler (the
-    one behind the UI and the REST API). Returns what Airflow recorded, or None if no task is waiting."""
-    if option not in OPTIONS:
-        raise ValueError(f"option must be one of {OPTIONS}; got {option!r}.")
-    req = open_request(release_id)
+            edits: dict[str, float] | None = None, task_id: str = TASK_ID) -> dict | None:
+    """Answer the release's waiting task (the threshold approval, or the rollout decision) as ``user``
+    through Airflow's response handler (the one behind the UI and the REST API). Returns what Airflow
+    recorded, or None if no task is waiting."""
+    if option not in _OPTIONS[task_id]:
+        raise ValueError(f"option must be one of {_OPTIONS[task_id]}; got {option!r}.")
+    req = open_request(release_id, task_id)
     if req is None:
         return None
     with warnings.catch_warnings():
@@ -103,8 +111,9 @@ def respond(release_id: str, option: str, *, user: str, reason: str, merchants: 
         from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
         from airflow.utils.session import create_session
 
-    payload = UpdateHITLDetailPayload(chosen_options=[option], params_input={
-        "reason": reason, "merchants": list(merchants or []), "edits": dict(edits or {})})
+    params = ({"reason": reason, "merchants": list(merchants or []), "edits": dict(edits or {})} if task_id == TASK_ID
+              else {"reason": reason})
+    payload = UpdateHITLDetailPayload(chosen_options=[option], params_input=params)
     with create_session() as session:
         out = update_hitl_detail(dag_id=req["dag_id"], dag_run_id=req["run_id"], task_id=req["task_id"],
                                  update_hitl_detail_payload=payload,

@@ -20,11 +20,19 @@ service scores in time order (tested on a replayed day, ``tests/release/test_onl
   for a card whose only activity before the last 30 days lies more than 60 days back. That is a
   property of the offline definition, which the cap keeps rare.)
 - the risk features (merchant_fraud_rate, merchant_matured_tx by default; one rate and count per risk
-  window of the pipeline configuration): daily batch features. The service computes the whole
-  table (every merchant, plus the all-merchant rate for merchants it has never seen) for a day from
-  the event logs the first time a request of that day arrives. Exact when that day's inputs (matured
-  decisions, disputes that arrived before the day) are in the event logs by then; a dispute logged
-  later is not picked up until the service restarts (offline would count it).
+  window of the pipeline configuration): daily batch features, one table per day (every merchant, plus
+  the all-merchant rate for merchants never seen). Exact when that day's inputs (matured decisions,
+  disputes that arrived before the day) are in the event logs when the table is finished.
+
+  In the scoring service (``start_preparing``) no request ever computes a table: a background thread
+  keeps the tables of the clock's day, the day before (late transactions) and the day after ready,
+  the clock's day before the service listens, the next one well before it begins (its heavy part reads
+  ~90 days of logs; its last input, the disputes that arrive during the day before, is read when the
+  table is finished and again whenever that partition changes, within ``refresh_s``: a dispute logged
+  late is counted from then on, as offline counts it). A request for a day whose table is not ready
+  (the clock jumped, a preparation failed or is still running) is not kept waiting: ``table_nowait``
+  says so (None) and asks for it; the service answers 503 with the reason. Used as a library (no
+  ``start_preparing``), the table is computed the first time a day is asked for, as before.
 
 Sums are added in a different order than Polars adds them: equal to about 1e-12 relative, not bit for bit.
 
@@ -39,7 +47,9 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import math
+import logging
 import threading
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +60,8 @@ import pandas as pd
 from release.features import CATEGORIES, _sql_list, connect, settings
 from release.pipeline import Features
 from release.io import list_partitions
+
+log = logging.getLogger(__name__)
 
 US = 1_000_000  # timestamps are integer microseconds since the epoch, as in the event logs
 HOUR, DAY = 3600 * US, 86400 * US
@@ -203,6 +215,13 @@ def merchant_fraud_rates(events: Path, day: dt.date, maturity_days: int | None =
 
 
 _EMPTY = _History()  # a card or merchant never seen (never written to)
+RETRY_S = 10.0  # a failed table preparation is retried this often
+MAX_TABLES = 5  # days of risk tables kept (the clock's day, the next, the day before, two asked for)
+PRUNE_CHUNK = 2000  # histories pruned per lock hold in the background
+
+
+def _day(ts_us: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(microseconds=ts_us)
 
 
 class OnlineFeatures:
@@ -225,6 +244,18 @@ class OnlineFeatures:
         self._lock = threading.Lock()
         self._recent: deque[int] = deque(maxlen=PRESENT_SAMPLE)  # times of the latest transactions added
         self._since_prune = 0
+        # the background preparer (start_preparing): what it keeps, what was asked, what went wrong
+        self._preparer: threading.Thread | None = None
+        self._clock = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._asked: dict[dt.date, float] = {}  # a day a request needed and did not find ready -> when asked
+        self._finished_from: dict[dt.date, tuple] = {}  # day -> the dispute files its table was finished with
+        self._table_info: dict[dt.date, dict] = {}  # day -> when prepared, how long it took, refreshes
+        self._failed: dict[dt.date, tuple[float, str]] = {}  # day -> (when, why) of its last failed preparation
+        self._prune_due = False
+        self.refresh_s = 1.0
+        self.behind_days = 1
         self.seeded_rows = self._seed()
 
     # ---- history ------------------------------------------------------------------------------------
@@ -313,11 +344,20 @@ class OnlineFeatures:
     # ---- the daily merchant fraud rate --------------------------------------------------------------
 
     def rate_table(self, day: dt.date) -> list[tuple[dict, float | None]]:
-        """The risk-feature tables (merchant fraud rates) of ``day``, computed once per day from the event logs. Most of the
-        next day's table is prepared in a background thread as soon as this one is done, so the first
-        request of a day waits only for the last day's disputes (one partition), not for ~90 days of logs."""
+        """The risk-feature tables (merchant fraud rates) of ``day``, computed once per day from the event
+        logs, waiting for them if need be (the library's way; the service uses ``table_nowait``). Without
+        the background preparer, most of the next day's table is prepared in a thread as soon as this one
+        is done, so the first request of a day waits only for the last day's disputes (one partition)."""
         got = self._rates.get(day)
         if got is not None:
+            return got
+        if self._preparer is not None:  # the preparer builds it; wait for it (a library caller asked to)
+            while (got := self._rates.get(day)) is None:
+                self._ask(day)
+                failed = self._failed.get(day)
+                if failed is not None and failed[0] >= self._asked.get(day, 0):
+                    raise RuntimeError(f"preparing the risk-feature tables of {day} failed: {failed[1]}")
+                time.sleep(0.005)
             return got
         with self._rate_lock:
             got = self._rates.get(day)
@@ -339,8 +379,164 @@ class OnlineFeatures:
                 t.start()
         return got
 
+    def table_nowait(self, day: dt.date) -> list[tuple[dict, float | None]] | None:
+        """The risk-feature tables of ``day`` if they are ready, else None at once (the background preparer
+        is asked for them). Without a preparer (a library caller): ``rate_table``, which computes them."""
+        got = self._rates.get(day)
+        if got is not None or self._preparer is None:
+            return got if got is not None else self.rate_table(day)
+        self._ask(day)
+        return None
+
+    def not_ready_reason(self, day: dt.date) -> str:
+        """Why the tables of ``day`` are not ready, for the 503 a request gets meanwhile."""
+        failed = self._failed.get(day)
+        since = self._asked.get(day)
+        what = (f"the risk-feature tables of {day} (merchant fraud rates from the event logs) are not ready: ")
+        if failed is not None:
+            return what + (f"their preparation failed ({failed[1]}); it is retried in the background every "
+                           f"{RETRY_S:g} s")
+        ready = sorted(self._rates)
+        return what + (f"they are being prepared in the background (asked {time.monotonic() - since:.1f} s ago)"
+                       if since is not None else "they are being prepared in the background") + (
+                       f"; ready: {', '.join(d.isoformat() for d in ready)}" if ready else "")
+
+    def wake(self) -> None:
+        """Let the background preparer look at once (the service's clock entered a new day)."""
+        self._wake.set()
+
+    def _ask(self, day: dt.date) -> None:
+        if day not in self._asked:
+            self._asked[day] = time.monotonic()
+            self._wake.set()
+
+    def start_preparing(self, clock, behind_days: int = 1, refresh_s: float = 1.0) -> None:
+        """From now on the tables are prepared ahead in a background thread (see the module's docstring).
+        ``clock()``: the service's time (integer microseconds since the epoch); its day, ``behind_days``
+        before it and the day after it are kept ready. The clock's day is prepared here, before this
+        returns (the service calls this at start-up, before it listens); the others in the thread."""
+        if self._preparer is not None:
+            return
+        self._clock, self.behind_days, self.refresh_s = clock, max(0, int(behind_days)), float(refresh_s)
+        today = _day(clock())
+        if today not in self._rates:
+            try:
+                self._build(today)
+            except Exception as e:  # noqa: BLE001 - start anyway: requests of the day get a 503 saying why
+                self._failed[today] = (time.monotonic(), f"{type(e).__name__}: {e}")
+                log.exception("risk tables: preparing the tables of %s failed; retried in %g s", today, RETRY_S)
+        self._stopping.clear()
+        self._wake.set()  # the other wanted days at once
+        # not a daemon: close() joins it (a DuckDB query killed mid-way by interpreter exit aborts the process)
+        self._preparer = threading.Thread(target=self._prepare_loop, name="risk-tables")
+        self._preparer.start()
+
+    def wanted_days(self) -> list[dt.date]:
+        """The days the preparer keeps ready, most urgent first: the clock's day, the next one, the days
+        before it that late transactions may be of, then days requests asked for."""
+        today = _day(self._clock())
+        out = [today, today + dt.timedelta(days=1)]
+        out += [today - dt.timedelta(days=k) for k in range(1, self.behind_days + 1)]
+        out += sorted((d for d in list(self._asked) if d not in out), key=lambda d: abs((d - today).days))
+        return out
+
+    def _prepare_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.refresh_s)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            if self._prune_due:
+                self._prune_due = False
+                self._prune_in_chunks()
+            try:
+                wanted = self.wanted_days()
+            except Exception:  # noqa: BLE001 - a broken clock must not end the thread
+                log.exception("risk tables: reading the service's clock failed")
+                continue
+            for day in wanted:
+                if self._stopping.is_set():
+                    return
+                failed = self._failed.get(day)
+                if failed is not None and time.monotonic() - failed[0] < RETRY_S:
+                    continue
+                try:
+                    if day not in self._rates:
+                        self._build(day)
+                    elif day in self._prepared and self._dispute_files(day) != self._finished_from.get(day):
+                        self._refinish(day)
+                except Exception as e:  # noqa: BLE001 - requests of the day get a 503 saying why; retried
+                    self._failed[day] = (time.monotonic(), f"{type(e).__name__}: {e}")
+                    log.exception("risk tables: preparing the tables of %s failed; retried in %g s", day, RETRY_S)
+            self._forget_old(wanted)
+
+    def _dispute_files(self, day: dt.date) -> tuple:
+        """What finishing ``day``'s table reads: the disputes partition of the day before (names, sizes,
+        modification times), to notice when it changes."""
+        out = []
+        for f in list_partitions(self.events / "disputes", day - dt.timedelta(days=1), day):
+            try:
+                st = f.stat()
+            except FileNotFoundError:
+                continue
+            out.append((f.name, st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def _build(self, day: dt.date) -> None:
+        """Prepare and finish ``day``'s tables (the heavy part reads the widest risk window of logs)."""
+        t0 = time.monotonic()
+        prep = prepare_rates(self.events, day, self.maturity_days, self.settings)
+        files = self._dispute_files(day)
+        tables = finish_rates(self.events, prep)
+        with self._rate_lock:
+            self._rates[day] = tables
+            self._prepared[day] = prep  # kept while the day is near: a changed dispute partition re-finishes it
+            self._finished_from[day] = files
+            self._table_info[day] = {"prepared_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+                                     "seconds": round(time.monotonic() - t0, 3), "refreshes": 0}
+            self._failed.pop(day, None)
+            self._asked.pop(day, None)
+
+    def _refinish(self, day: dt.date) -> None:
+        files = self._dispute_files(day)
+        tables = finish_rates(self.events, self._prepared[day])
+        with self._rate_lock:
+            self._rates[day] = tables  # one reference swap: a request reads the old table or the new one
+            self._finished_from[day] = files
+            info = self._table_info.setdefault(day, {"refreshes": 0})
+            info["refreshes"] = info.get("refreshes", 0) + 1
+            info["refreshed_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        log.info("risk tables: %s re-finished (its disputes partition changed)", day)
+
+    def _forget_old(self, wanted: list[dt.date]) -> None:
+        """Keep the tables of the wanted days (at most MAX_TABLES); the heavy preparations only of the
+        clock's day and the next (the days whose last input may still change)."""
+        keep = set(wanted[:MAX_TABLES])
+        with self._rate_lock:
+            for day in [d for d in self._rates if d not in keep]:
+                del self._rates[day]
+                self._table_info.pop(day, None)
+                self._finished_from.pop(day, None)
+            for day in [d for d in self._prepared if d not in set(wanted[:2])]:
+                del self._prepared[day]
+            for day in [d for d in self._asked if d not in keep]:  # asked long ago and pushed out: ask again
+                del self._asked[day]
+
+    def tables_state(self) -> dict:
+        """For the service's /state: the days whose tables are ready, and what is pending or failed."""
+        with self._rate_lock:
+            ready = {d.isoformat(): dict(self._table_info.get(d, {})) for d in sorted(self._rates)}
+        return {"background": self._preparer is not None, "ready": ready,
+                "pending": sorted(d.isoformat() for d in list(self._asked) if d not in self._rates),
+                "failed": {d.isoformat(): why for d, (_, why) in list(self._failed.items())}}
+
     def close(self) -> None:
-        """Wait for a background preparation to finish."""
+        """Stop the background preparer (after the preparation it is in) and wait for any preparation."""
+        self._stopping.set()
+        self._wake.set()
+        if self._preparer is not None:
+            self._preparer.join()
+            self._preparer = None
         for t in list(self._preparing.values()):
             t.join()
 
@@ -348,23 +544,43 @@ class OnlineFeatures:
         try:
             self._prepared[day] = prepare_rates(self.events, day, self.maturity_days, self.settings)
         except Exception:  # noqa: BLE001 - the day's first request then computes it in full
-            import logging
+            log.exception("preparing the merchant fraud rates of %s failed", day)
 
-            logging.getLogger(__name__).exception("preparing the merchant fraud rates of %s failed", day)
+    def _prune_in_chunks(self) -> None:
+        """``_prune_all`` in the background: the history is walked PRUNE_CHUNK entries at a time, the lock
+        taken per chunk, so requests go on between chunks."""
+        with self._lock:
+            now = self.present()
+            tables = [(list(self._cards), self._cards, self.settings.longest_window_us("card")),
+                      (list(self._merchants), self._merchants, self.settings.longest_window_us("merchant"))]
+        if now is None:
+            return
+        for keys, table, keep in tables:
+            for i in range(0, len(keys), PRUNE_CHUNK):
+                with self._lock:
+                    for k in keys[i:i + PRUNE_CHUNK]:
+                        h = table.get(k)
+                        if h is not None:
+                            h.prune(now - keep - DAY)
 
     # ---- one transaction ----------------------------------------------------------------------------
 
     def features_and_add(self, ts: int, card_id: str, card_country: str, merchant_id: str, merchant_country: str,
-                         merchant_category: str, amount: float) -> dict[str, float]:
-        """The transaction's features from what was known strictly before ``ts``; then remember it."""
-        day = dt.date(1970, 1, 1) + dt.timedelta(microseconds=ts)
-        tables = self.rate_table(day)  # outside the lock: once a day it reads the logs
+                         merchant_category: str, amount: float, tables=None) -> dict[str, float]:
+        """The transaction's features from what was known strictly before ``ts``; then remember it.
+        ``tables``: the day's risk tables (``table_nowait``); if not given, ``rate_table`` (may compute them)."""
+        if tables is None:
+            tables = self.rate_table(_day(ts))  # outside the lock: without a preparer, once a day it reads the logs
         with self._lock:
             f = self._features(ts, card_id, merchant_id, amount)
             self._add(ts, card_id, merchant_id, amount)
             self._since_prune += 1
             if self._since_prune >= PRUNE_EVERY:
-                self._prune_all()
+                if self._preparer is not None:  # in the background, a chunk at a time: no request waits for it
+                    self._since_prune, self._prune_due = 0, True
+                    self._wake.set()
+                else:
+                    self._prune_all()
         secs = ts // US
         f.update(
             amount=amount, log_amount=math.log1p(amount), cross_border=float(card_country != merchant_country),

@@ -107,3 +107,20 @@ def code_version() -> str:
     except OSError:
         pass
     return v
+
+
+# How often the release DAG's rollout sensors look at the evidence, unless config/ramp.yaml says
+# (``poll_seconds``; release.ramp.RampPlan validates it with the rest of the plan).
+DEFAULT_POLL_SECONDS = 60.0
+
+
+def rollout_poll_seconds() -> float:
+    """The ramp plan's ``poll_seconds``, read without loading the plan's models (the DAG file needs only
+    this, and the scheduler parses it every few seconds); the whole plan is validated when the rollout runs."""
+    from release.config import load_yaml
+
+    path = config_dir() / "ramp.yaml"
+    plan = load_yaml(path.read_text(), path) or {}
+    value = plan.get("poll_seconds", DEFAULT_POLL_SECONDS) if isinstance(plan, dict) else DEFAULT_POLL_SECONDS
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
+        else DEFAULT_POLL_SECONDS

@@ -6,16 +6,20 @@ checked on that traffic. Ramp: the candidate serves a growing, card-sticky share
 step the guardrails compare its action rate with production's on the same rows, and a breach rolls
 back to 0% on its own.
 
-The same functions judge the live scoring service's decision log (``live_traffic`` shapes it like
-replayed traffic; ``online_step_check`` adds the live-only guardrails: error rate and latency).
+The live scoring service's decision log is judged by ``release.guardrails.judge_stage`` on the candidate's
+own rows (``online_step_check`` wraps it for the older callers); ``live_traffic`` shapes the log like
+replayed traffic for ``decision_diffs``.
 """
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
-from contracts.action_rate_shift import ActionRateShift
-from contracts.base import FAIL, INSUFFICIENT, PASS, Verdict, other_name, shift_ci
+from contracts.base import FAIL, WARN, Verdict
+from release.guardrails import COUNT_COLUMNS, ShiftGuardrail, as_guardrails, judge_stage, shift_judgement
 from release.ramp import RampPlan, routed_to_candidate
 
 
@@ -47,49 +51,20 @@ def decision_diffs(traffic: pd.DataFrame, slices: tuple[str, ...] = ("country",)
     return out
 
 
-def _as_rows(diffs: pd.DataFrame, min_support: int, confidence: float) -> pd.DataFrame:
-    """Decision diffs as the rows ``ActionRateShift.judge`` reads: per country (countries below
-    ``min_support`` transactions pooled into "other countries", their counts summed), both action rates,
-    and the paired interval of the change from the disagreement counts (point and interval from the same
-    counts)."""
-    d = diffs[diffs["slice_type"] == "country"].copy()
-    small = d["transactions"] < min_support
-    if small.any():
-        pooled = d[small].drop(columns=["slice_type", "slice"]).sum(numeric_only=True)
-        members = sorted(d.loc[small, "slice"].astype(str))
-        d = pd.concat([d[~small], pd.DataFrame([{**pooled.to_dict(), "slice_type": "country",
-                                                 "slice": other_name("country"),
-                                                 "members": f"{len(members)}: {', '.join(members[:6])}"}])],
-                      ignore_index=True)
-    n = d["transactions"].to_numpy(dtype=float)
-    b = d["candidate_only_blocks"].to_numpy(dtype=float)
-    c = d["production_only_blocks"].to_numpy(dtype=float)
-    ci = [shift_ci(int(x), int(y), int(m), confidence) for x, y, m in zip(b, c, n)]
-    out = pd.DataFrame({
-        "incumbent": d["production_blocks"].to_numpy(dtype=float) / n,
-        "policy": d["candidate_blocks"].to_numpy(dtype=float) / n,
-        "policy-incumbent": (b - c) / n,
-        "policy-incumbent_lo": [x[0] for x in ci], "policy-incumbent_hi": [x[1] for x in ci],
-        "transactions": n.astype(int),
-        "members": d["members"].to_numpy() if "members" in d else None,
-    }, index=d["slice"].astype(str).to_numpy())
-    return out
-
-
 def online_action_rate_verdicts(diffs: pd.DataFrame, name: str, max_relative_shift: float,
                                 min_absolute_shift: float, min_support: int, confidence: float = 0.95,
                                 gate: bool = True) -> list[Verdict]:
     """The action-rate contract on live traffic: the candidate's policy (its approved thresholds) against
-    production's on the same transactions, judged by interval as offline."""
-    # online, an unjudged slice does not stop the rollout here: it is recorded as a warning (issue 15 makes
-    # shadow and each ramp step wait on evidence instead)
-    c = ActionRateShift(name=name, kind="action_rate_shift", slice="country", at="policy",
-                        max_relative_shift=max_relative_shift, min_absolute_shift=min_absolute_shift,
-                        min_support=min_support, confidence=confidence, gate=gate, on_insufficient="warn")
-    rows = _as_rows(diffs, min_support, confidence)
-    if rows.empty:
-        return c.no_slices("any transactions")
-    return c.judge(rows, "candidate", unit="transactions")
+    production's on the same transactions, per country (countries below ``min_support`` transactions pooled
+    into "other countries"), judged by interval as offline. An unjudged slice is recorded as a warning here;
+    ``release.guardrails.judge_stage`` is the stage judgement in which an unjudged guardrail never passes."""
+    g = ShiftGuardrail(max_relative_shift=max_relative_shift, min_absolute_shift=min_absolute_shift,
+                       min_support=min_support, confidence=confidence)
+    d = diffs[diffs["slice_type"] == "country"]
+    counts = pd.DataFrame({c: d[c].to_numpy(dtype=np.int64) for c in COUNT_COLUMNS}, index=d["slice"].astype(str))
+    vs, _, _ = shift_judgement(counts, g, name=name, slice_type="country", judge_members=False, floor=False,
+                               ratio=False, on_insufficient=WARN)
+    return vs if gate else [dataclasses.replace(v, gate=False) for v in vs]
 
 
 def ramp_steps(traffic: pd.DataFrame, plan: RampPlan) -> list[tuple[float, pd.DataFrame]]:
@@ -123,54 +98,15 @@ def live_traffic(log: pd.DataFrame) -> pd.DataFrame:
         "tx_id": both["tx_id"].to_numpy(), "ts": both["ts"].to_numpy(), "card_id": both["card_id"].to_numpy(),
         "merchant_id": both["merchant_id"].to_numpy(), "merchant_country": both["merchant_country"].to_numpy(),
         "merchant_category": both["merchant_category"].to_numpy(), "amount": both["amount"].astype(float).to_numpy(),
-        "production_action": both["production_block"].astype(bool).to_numpy(),
-        "candidate_action": both["candidate_block"].astype(bool).to_numpy(),
+        "production_action": both["production_block"].fillna(False).astype(bool).to_numpy(),
+        "candidate_action": both["candidate_block"].fillna(False).astype(bool).to_numpy(),
     })
 
 
-def _limit_verdict(name: str, kind: str, value: float | None, limit: float, support: int, min_support: int,
-                   what: str, unit: str) -> Verdict:
-    fmt = (lambda v: f"{100 * v:.2f}%") if unit == "%" else (lambda v: f"{v:.1f} ms")
-    if support < min_support or value is None:
-        verdict, sentence = INSUFFICIENT, (f"{what}: {support:,} requests on the candidate, fewer than the "
-                                           f"{min_support:,} needed to judge.")
-    elif value > limit:
-        verdict, sentence = FAIL, f"{what} was {fmt(value)} on {support:,} requests, above the limit of {fmt(limit)}."
-    else:
-        verdict, sentence = PASS, f"{what} was {fmt(value)} on {support:,} requests, within the limit of {fmt(limit)}."
-    return Verdict(contract=name, kind=kind, gate=True, slice_type="all", slice="all", verdict=verdict,
-                   candidate_value=value, incumbent_value=None, limit_value=limit, support=int(support),
-                   sentence=sentence)
-
-
-def online_step_check(log: pd.DataFrame, pct: float, plan: RampPlan) -> tuple[bool, dict, list[Verdict]]:
-    """Guardrails on one ramp step of live traffic (decision-log rows of the step). On the requests
-    routed to the candidate: its action rate against production's on the same requests, per country;
-    the share that failed to score on the candidate (error rate); the candidate's p99 latency.
-    Returns (breached, details, verdicts)."""
-    routed = log[log["routed"].astype(bool)] if len(log) else log
-    details = {"rows": int(len(log)), "candidate_rows": int(len(routed)), "pct": pct}
-    verdicts: list[Verdict] = []
-    g = plan.guardrails
-    traffic = live_traffic(routed) if len(routed) else pd.DataFrame()
-    details["compared_rows"] = int(len(traffic))
-    if len(traffic):
-        verdicts += online_action_rate_verdicts(decision_diffs(traffic), f"live_ramp_{pct:g}pct_action_rate_shift",
-                                                g.action_rate_shift.max_relative_shift,
-                                                g.action_rate_shift.min_absolute_shift,
-                                                g.action_rate_shift.min_support, g.action_rate_shift.confidence)
-    if g.error_rate is not None:
-        n = int(len(routed))
-        errors = int(routed["candidate_error"].notna().sum()) if n else 0
-        verdicts.append(_limit_verdict(f"live_ramp_{pct:g}pct_error_rate", "error_rate", errors / n if n else None,
-                                       g.error_rate.max_rate, n, g.error_rate.min_requests,
-                                       f"Share of requests that failed on the candidate ({errors:,})", "%"))
-    if g.latency is not None:
-        served = routed[routed["served_by"] == "candidate"] if len(routed) else routed
-        n = int(len(served))
-        p99 = float(np.percentile(served["latency_ms"].astype(float), 99)) if n else None
-        verdicts.append(_limit_verdict(f"live_ramp_{pct:g}pct_latency_p99", "latency", p99, g.latency.max_p99_ms, n,
-                                       g.latency.min_requests, "The candidate's p99 latency", "ms"))
-    breached = [v for v in verdicts if v.verdict == FAIL]
-    details["breaches"] = [v.sentence for v in breached]
-    return bool(breached), details, verdicts
+def online_step_check(log: pd.DataFrame, pct: float, plan: RampPlan, *, segments: Mapping[str, str] | None = None,
+                      reference_scores: np.ndarray | None = None) -> tuple[bool, dict, list[Verdict]]:
+    """Guardrails on one stage of live traffic (decision-log rows of the stage): ``judge_stage`` on the
+    candidate's rows. Returns (breached, details, verdicts); ``details["status"]`` says pass | breach |
+    inconclusive (an inconclusive stage must not be taken as passed: wait for ``details["missing"]``)."""
+    j = judge_stage(log, pct, as_guardrails(plan.guardrails), segments=segments, reference_scores=reference_scores)
+    return j.breached, j.details, j.verdicts

@@ -31,3 +31,19 @@ def home(tmp_path, monkeypatch) -> Path:
     h.mkdir()
     monkeypatch.setenv("FRAUDCD_HOME", str(h))
     return h
+
+
+@pytest.fixture(scope="session")
+def migrated_airflow_db(tmp_path_factory) -> Path:
+    """An Airflow metadata database (SQLite) just after `airflow db migrate`, made once per session.
+    Read-only: copy it to where a test's Airflow environment points instead of migrating a new one there
+    (a few seconds each). A migrated database does not depend on the DAG folder or FRAUDCD settings: two
+    migrations differ only in the time their log_template rows were written."""
+    from release.airflow_env import airflow_env, migrate_airflow_db
+
+    db = tmp_path_factory.mktemp("airflow-migrated") / "airflow.db"
+    env = airflow_env()
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{db}"
+    env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(db.parent / "logs")
+    migrate_airflow_db(env)
+    return db

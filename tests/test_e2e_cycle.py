@@ -1,9 +1,17 @@
-"""End to end: whole release cycles through real Airflow (`airflow dags test`) on a tiny simulated world.
+"""End to end: whole release cycles through real Airflow (`airflow dags test`) on a tiny simulated world,
+the rollout on the traffic a real scoring service scores (`fraudcd serve`, fed by a replayer).
 
 Cycle 1 (day 136) starts from nothing: it bootstraps an incumbent, trains the candidate from the default
-workflow, the thresholds are approved through the CLI by a named approver, and shadow, ramp and
-promotion follow. Cycle 2 (day 150) trains a deliberately worse candidate (it sees only the hour of
-day): the release contracts must stop it before any traffic moves, and the report must say why.
+workflow, the thresholds are approved through the CLI by a named approver; the DAG backtests the candidate,
+deploys it into shadow in the running service and walks the ramp on the service's decision log. During the
+ramp an on-call operator pauses it (the DAG must hold it) and resumes it; at 50% the service is killed
+(nothing may advance without evidence) and started again; after the last step a person promotes it (the
+plan's policy), answering the DAG's question from the terminal.
+Cycle 1b (day 146; a named person waived its recall contract for the drill) walks shadow, then its first step
+cannot gather the evidence its plan asks for: the DAG asks a person (Airflow's human-in-the-loop task), who
+rolls it back through Airflow's response handler.
+Cycle 2 (day 150) trains a deliberately worse candidate (it sees only the hour of day): the release
+contracts must stop it before any traffic moves, and the report must say why.
 Then on call rolls back from the terminal.
 """
 from __future__ import annotations
@@ -40,11 +48,95 @@ def _fraudcd(home: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+# The limits are the demo's (release/demo.py DEMO_RAMP, which says why a small world needs them); this test is
+# about the rollout's mechanics on live traffic. What the guardrails catch is planted and measured in
+# tests/release/test_guardrails.py and tests/release/test_rollout.py.
+E2E_RAMP = """\
+steps: [25, 50, 100]
+shadow: {min_candidate_rows: 1200, min_event_seconds: 43200, max_wait_seconds: 300}
+step: {min_candidate_rows: 1200, min_event_seconds: 21600, max_wait_seconds: 300}
+promotion: person
+poll_seconds: 1
+guardrails:
+  action_rate_shift: {max_relative_shift: 1.0, min_absolute_shift: 0.01, min_support: 1200}
+  segment_action_rate_shift: {max_relative_shift: 1.0, min_absolute_shift: 0.01, min_support: 1200}
+  score_shift: {max_psi: 0.2, min_rows: 500}
+  error_rate: {max_rate: 0.01, min_requests: 400}
+  latency: {max_p99_ms: 250, min_requests: 400}
+backtest: {days: 14}
+"""
+# cycle 1b: its first step needs more of the candidate's decisions than the traffic can give in time
+UNREACHABLE_RAMP = E2E_RAMP.replace("step: {min_candidate_rows: 1200, min_event_seconds: 21600, max_wait_seconds: 300}",
+                                    "step: {min_candidate_rows: 1000000, min_event_seconds: 0, max_wait_seconds: 6}")
+ONCALL = "on-call (e2e)"
+HOLD_S = 8  # how long the operator holds the paused ramp (the DAG looks every second)
+
+
+class Operator:
+    """What people do during cycle 1's rollout, called from the harness's loop every half second: pause at
+    the first step and watch that the DAG holds it; resume; at 50% kill the service, watch that nothing
+    advances, start it again; promote when asked."""
+
+    def __init__(self, home: Path, live):
+        self.home, self.live, self.phase = home, live, "wait"
+        self.seen: list[dict] = []  # (phase, state, pct, candidate rows at the time) while held
+        self.t = 0.0
+
+    def __call__(self) -> None:
+        import time
+
+        from release import ramp
+
+        st = ramp.current()
+        now = time.monotonic()
+        if self.phase == "wait" and st["state"] == "ramping" and st["pct"] == 25:
+            r = _fraudcd(self.home, "ramp", "pause", "--as", ONCALL, "--reason", "e2e: hold the first step")
+            assert r.returncode == 0, r.stderr
+            self.phase, self.t = "paused", now
+        elif self.phase == "paused":
+            self.seen.append({"phase": "paused", "state": st["state"], "pct": st["pct"]})
+            if now - self.t > HOLD_S:
+                r = _fraudcd(self.home, "ramp", "resume", "--as", ONCALL, "--reason", "e2e: go on")
+                assert r.returncode == 0, r.stderr
+                self.phase = "resumed"
+        elif self.phase == "resumed" and st["state"] == "ramping" and st["pct"] == 50:
+            self.live.kill_service()
+            self.phase, self.t = "killed", now
+        elif self.phase == "killed":
+            self.seen.append({"phase": "killed", "state": st["state"], "pct": st["pct"]})
+            if now - self.t > HOLD_S:
+                self.live.start_service()
+                self.phase = "restarted"
+        elif self.phase == "restarted" and st["state"] == "ready_to_promote":
+            r = _fraudcd(self.home, "ramp", "promote", "--as", APPROVER, "--reason", "e2e: every stage passed")
+            assert r.returncode == 0, r.stderr
+            self.promote_output = r.stdout
+            self.phase = "promoted"
+
+
+class AsksAndRollsBack:
+    """Cycle 1b's person: when the DAG's rollout question is open in Airflow, answer it "Roll back" through
+    Airflow's response handler (what the UI calls), in a process on the cycle's Airflow database."""
+
+    def __init__(self, release_id: str, env: dict):
+        self.release_id, self.env, self.answered = release_id, env, None
+
+    def __call__(self) -> None:
+        from release.demo import respond_in
+        from release.rollout import needs_person
+
+        if self.answered is None and needs_person(self.release_id):
+            self.answered = respond_in(self.env, self.release_id, "Roll back", "risk lead (e2e)",
+                                       "e2e: too little traffic at 25%; not worth the wait")
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A simulated world and two cycles run through Airflow. Returns (home, good release, worse release)."""
+    """A simulated world and three cycles run through Airflow. Returns (home, good, asked, worse, operator,
+    asker)."""
     from release.airflow_env import migrate_airflow_db
-    from release.demo import cycle_env, run_cycle
+    from release.cycle import release_id_for
+    from release.demo import LiveTraffic, cycle_env, demo_config, run_cycle
     from simulation.world import WorldConfig, simulate
 
     home = tmp_path_factory.mktemp("e2e") / "home"
@@ -53,20 +145,33 @@ def world(tmp_path_factory):
     # every release as "insufficient data"); exploring 30% of would-be blocks gives what a window needs
     cfg = WorldConfig(days=150, tx_per_day=2500, n_merchants=150, n_cards=15000, exploration=0.3)
     simulate(cfg, home / "events")
-    env = cycle_env(home)  # also points this process's FRAUDCD_HOME at the world
+    demo_config(home, E2E_RAMP)
+    env = cycle_env(home)  # also points this process's FRAUDCD_HOME and FRAUDCD_CONFIG at the world
     migrate_airflow_db(env)
-    good = run_cycle(cfg.start + dt.timedelta(days=136), env, home / "logs", APPROVER)
+    day1 = cfg.start + dt.timedelta(days=136)
+    live = LiveTraffic(env, day1, 10, home / "serve-1.log", rate=100)  # 250 s of traffic: the drills take time
+    operator = Operator(home, live)
+    good = run_cycle(day1, env, home / "logs", APPROVER, live=live, watch=operator)
+    demo_config(home, UNREACHABLE_RAMP)
+    day1b = cfg.start + dt.timedelta(days=146)
+    asker = AsksAndRollsBack(release_id_for(day1b), env)
+    # its candidate (the default workflow again, ten days on) shows no recall gain over cycle 1's, so the
+    # contracts would stop it offline; a named person waives that contract for this release only, on the record
+    drill = [{"contract": "fixed_fpr_higher_recall", "by": "Head of risk (e2e drill)",
+              "reason": "rollout drill: the candidate matches production's recall; let it reach shadow"}]
+    asked = run_cycle(day1b, env, home / "logs", APPROVER, overrides=drill,
+                      live=LiveTraffic(env, day1b, 4, home / "serve-1b.log", rate=150), watch=asker)
     worse_yaml = home / "hour_only.yaml"
     worse_yaml.write_text(WORSE_WORKFLOW)
     worse = run_cycle(cfg.start + dt.timedelta(days=150), env, home / "logs", APPROVER, workflow=str(worse_yaml))
-    return home, good, worse
+    return home, good, worse, asked, operator, asker
 
 
 def test_first_cycle_bootstraps_then_promotes_the_candidate(world):
     from release import registry
     from release.cycle import get_release
 
-    home, good, _ = world
+    home, good, *_ = world
     rel = get_release(good)
     assert rel["status"] == "promoted"
     assert rel["incumbent_bootstrap"]
@@ -83,9 +188,10 @@ def test_first_cycle_bootstraps_then_promotes_the_candidate(world):
 def test_verdicts_for_every_stage_are_in_the_store(world):
     from release.cycle import release_verdicts
 
-    _, good, _ = world
+    _, good, *_ = world
     vs = release_verdicts(good)
-    assert {v["stage"] for v in vs} == {"offline", "approved", "shadow", "ramp"}  # approved: the re-judgement
+    # approved: the re-judgement; backtest: offline on recent history; shadow and ramp: on live traffic
+    assert {v["stage"] for v in vs} == {"offline", "approved", "backtest", "shadow", "ramp"}
     offline = {v["contract"] for v in vs if v["stage"] == "offline"}
     from contracts.evaluator import load_contracts
     from release.settings import contracts_file
@@ -105,7 +211,7 @@ def test_evaluation_metrics_with_intervals_are_on_disk_and_summarised_in_the_sto
     from release.cycle import release_dir
     from release.store import engine, evaluation_summary
 
-    _, good, _ = world
+    _, good, *_ = world
     metrics = pd.read_parquet(release_dir(good) / "metrics.parquet")
     assert {"country", "merchant", "merchant_size", "amount_band", "card_segment"} <= set(metrics.slice_type)
     with engine().connect() as conn:
@@ -117,41 +223,132 @@ def test_evaluation_metrics_with_intervals_are_on_disk_and_summarised_in_the_sto
     assert len(rows) == len(overall)  # the summary is the all-traffic part of the tidy table
 
 
-def test_ramp_walked_every_step(world):
+def test_the_rollout_walked_every_stage_on_the_services_own_decisions(world):
     from release import ramp
     from release.cycle import ramp_step_log
+    from release.decision_log import read_decision_log
 
-    _, good, _ = world
+    home, good, *_ = world
     steps = ramp_step_log(good)
-    assert [s["pct"] for s in steps] == [1, 5, 25, 50, 100]
-    assert all(s["outcome"] == "passed" for s in steps)
-    shares = [s["candidate_rows"] / s["rows"] for s in steps]
+    assert [(s["pct"], s["outcome"]) for s in steps] == [(0, "passed"), (25, "passed"), (50, "passed"),
+                                                         (100, "passed")]
+    for s in steps:  # each stage passed on at least its minimum of the candidate's own decisions
+        need = 1200
+        d = json.loads(s["details_json"])
+        assert s["candidate_rows"] >= need and d["event_seconds"] >= (43200 if s["pct"] == 0 else 21600)
+        assert d["status"] == "pass" and not d["missing"]
+    shares = [s["candidate_rows"] / s["rows"] for s in steps[1:]]
     assert shares == sorted(shares) and shares[-1] == 1.0
-    assert ramp.current()["state"] == ramp.PROMOTED
+    log = read_decision_log(home / "decision_log")
+    mine = log[log["release_id"] == good]
+    assert len(mine) >= sum(s["rows"] for s in steps)  # the evidence is the service's log, nothing replayed
+    assert set(mine["ramp_pct"]) >= {0.0, 25.0, 50.0, 100.0}
+    served = mine[mine["served_by"] == "candidate"]
+    assert len(served) and set(served["ramp_pct"]) <= {25.0, 50.0, 100.0}  # never served in shadow
+    assert ramp.current()["state"] != "ramping"
+
+
+def test_a_manual_pause_is_obeyed_by_the_dag_and_a_killed_service_stops_every_step(world):
+    from release.cycle import ramp_step_log
+    from release.store import audit_log
+
+    home, good, _, _, operator, _ = world
+    assert operator.phase == "promoted", operator.phase
+    held = [o for o in operator.seen if o["phase"] == "paused"]
+    assert len(held) >= 10 and all((o["state"], o["pct"]) == ("paused", 25) for o in held)
+    down = [o for o in operator.seen if o["phase"] == "killed"]
+    assert len(down) >= 10 and all((o["state"], o["pct"]) == ("ramping", 50) for o in down)
+    trail = [a for a in audit_log(entity_prefix="ramp") if json.loads(a["after_json"] or "{}").get("release_id") == good]
+    acts = [(a["action"], a["actor"]) for a in trail]
+    i_pause, i_resume = acts.index(("ramp_pause", ONCALL)), acts.index(("ramp_resume", ONCALL))
+    assert i_pause < i_resume
+    assert not [a for a in acts[i_pause + 1:i_resume] if a[0] == "ramp_set"]  # nothing moved while paused
+    assert acts[-2:] == [("ramp_ready", "fraud-cd rollout"), ("promote", APPROVER)]
+    assert [s["pct"] for s in ramp_step_log(good)].count(50) == 1  # the 50% step passed once, after the restart
+    assert "answered Airflow task release.rollout_decision" in operator.promote_output
+
+
+def test_an_inconclusive_step_asks_a_person_in_airflow_and_never_passes(world):
+    from release import ramp, registry
+    from release.cycle import get_release, ramp_step_log
+    from release.store import audit_log
+
+    home, good, _, asked, _, asker = world
+    assert asker.answered is not None and asker.answered["chosen_options"] == ["Roll back"]
+    rel = get_release(asked)
+    assert rel["status"] == "rolled_back"
+    steps = ramp_step_log(asked)
+    assert [(s["pct"], s["outcome"]) for s in steps] == [(0, "passed"), (25, "inconclusive")]
+    assert "of 1,000,000 candidate decisions" in " ".join(json.loads(steps[1]["details_json"])["missing"])
+    last = [a for a in audit_log(entity_prefix="ramp") if json.loads(a["after_json"])["release_id"] == asked][-1]
+    assert last["action"] == "ramp_rollback" and last["actor"] == "risk lead (e2e) (via Airflow)"
+    assert json.loads(last["context_json"])["airflow_user"] == "risk lead (e2e)"
+    assert registry.tagged("production").id == get_release(good)["candidate_model_id"]  # nothing changed
+
+
+def test_rerunning_any_task_of_a_finished_release_changes_nothing(world):
+    """Clearing and rerunning one task of a release that is over: each task's body runs again and the
+    live deployment, the tags, the release's status and the money-moving audit trail stay as they were."""
+    from release import cycle, ramp, registry
+    from release.store import audit_log
+
+    home, good, *_ = world
+    rel = cycle.get_release(good)
+
+    def state():
+        tags = {t: (registry.tagged(t).id if registry.tagged(t) else None)
+                for t in ("production", "previous", "candidate", "shadow")}
+        moves = [a["id"] for a in audit_log() if a["action"] in ("move_tag", "ramp_shadow", "ramp_set", "promote",
+                                                                 "ramp_rollback", "release_status", "thresholds_created",
+                                                                 "thresholds_approved")]
+        cur = ramp.current()
+        return tags, moves, (cur["state"], cur["pct"], cur["version"]), cycle.get_release(good)["status"]
+
+    before = state()
+    snap = cycle.build_snapshot(rel["as_of"])
+    assert snap == rel["snapshot_hash"]
+    assert cycle.start_release(rel["as_of"], snap) == good
+    cycle.ensure_incumbent(good)
+    cycle.train_candidate(good)
+    cycle.evaluate_release(good)
+    cycle.check_contracts(good)
+    cycle.request_threshold_approval(good)
+    assert cycle.approval_decided(good)
+    cycle.rejudge_approved_policy(good)
+    cycle.run_backtest(good)
+    cycle.deploy_candidate(good)
+    assert cycle.rollout_done(good, or_needs_person=True) and cycle.rollout_done(good)
+    cycle.finish(good)
+    assert state() == before
+    after = cycle.get_release(good)
+    assert (after["incumbent_model_id"], after["candidate_model_id"]) == (rel["incumbent_model_id"],
+                                                                        rel["candidate_model_id"])
 
 
 def test_approval_and_every_money_move_are_audited(world):
     from release.store import audit_log
 
-    _, good, _ = world
+    _, good, *_ = world
     trail = audit_log()
     decided = [a for a in trail if a["action"].startswith("thresholds_") and a["action"] != "thresholds_created"
                and json.loads(a["after_json"] or "{}").get("release_id") == good]
     assert [(a["action"], a["actor"]) for a in decided] == [("thresholds_approved", APPROVER)]
     actions = [a["action"] for a in trail]
-    for needed in ("register_model", "move_tag", "ramp_shadow", "ramp_set", "promote"):
+    for needed in ("register_model", "move_tag", "ramp_shadow", "ramp_set", "ramp_ready", "promote", "release_status"):
         assert needed in actions
     assert all(a["actor"] and a["reason"] and a["at"] for a in trail)
     # pipeline changes carry the wall clock as their time and the data interval's date as their own field
     pipeline_rows = [a for a in trail if a["actor"] == "fraud-cd pipeline"]
-    assert {(a["logical_date"] or "")[:10] for a in pipeline_rows} <= {"2026-05-17", "2026-05-31"}
+    assert {(a["logical_date"] or "")[:10] for a in pipeline_rows} <= {"2026-05-17", "2026-05-27", "2026-05-31"}
+    rollout_rows = [a for a in trail if a["actor"] == "fraud-cd rollout"]  # the DAG's rollout, also dated
+    assert rollout_rows and {(a["logical_date"] or "")[:10] for a in rollout_rows} <= {"2026-05-17", "2026-05-27"}
     assert all(a["at"][:10] >= dt.date.today().isoformat() for a in pipeline_rows)
 
 
 def test_report_on_disk_says_ship(world):
     from release.cycle import get_release
 
-    home, good, _ = world
+    home, good, *_ = world
     path = Path(get_release(good)["report_path"])
     assert path.is_file() and path.parent == home / "reports"
     page = html.unescape(path.read_text())
@@ -163,7 +360,7 @@ def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):
     from release import ramp, registry
     from release.cycle import get_release, release_verdicts
 
-    home, good, worse = world
+    home, good, worse, *_ = world
     rel = get_release(worse)
     assert rel["status"] == "stopped"
     assert "Stopped by release contracts" in rel["stop_reason"]
@@ -173,7 +370,7 @@ def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):
     # nothing moved: production is still cycle 1's model, no candidate, no traffic for the worse one
     assert registry.tagged("production").id == get_release(good)["candidate_model_id"]
     assert registry.tagged("candidate") is None
-    assert ramp.current()["release_id"] == good
+    assert ramp.current()["release_id"] != worse
     page = html.unescape(Path(rel["report_path"]).read_text())
     assert "STOP" in page and recall[0]["sentence"] in page
     r = _fraudcd(home, "verdicts", worse)
@@ -186,7 +383,7 @@ def test_an_override_given_when_triggering_is_recorded_and_waives_only_its_contr
     from release.demo import cycle_env, run_cycle
     from release.store import audit_log
 
-    home, _, worse = world
+    home, _, worse, *_ = world
     from contracts.base import stops
 
     failed = sorted({v["contract"] for v in release_verdicts(worse) if stops(v)})
@@ -199,7 +396,7 @@ def test_an_override_given_when_triggering_is_recorded_and_waives_only_its_contr
     rel = get_release(worse)
     assert rel["status"] == "stopped"  # the other failed contracts still stop it
     assert "fixed_fpr_higher_recall" not in rel["stop_reason"] and "Stopped by release contracts" in rel["stop_reason"]
-    waived = [a for a in audit_log() if a["action"] == "contract_waived"]
+    waived = [a for a in audit_log() if a["action"] == "contract_waived" and a["entity"] == f"release:{worse}"]
     assert [(a["actor"], a["reason"]) for a in waived] == [(who, why)]
     page = html.unescape(Path(rel["report_path"]).read_text())
     assert who in page and why in page
@@ -209,17 +406,27 @@ def test_status_and_rollback_from_the_terminal(world):
     from release import registry
     from release.store import audit_log
 
-    home, good, _ = world
+    home, good, *_ = world
     before = json.loads(_fraudcd(home, "status", "--json").stdout)
     assert before["tags"]["production"] != before["tags"]["previous"] is not None
-    r = _fraudcd(home, "rollback", "--reason", "e2e: on-call drill", "--as", "on-call (pytest)")
+    # the last change rolled back cycle 1b's candidate: a plain second press is refused (it must not also undo
+    # cycle 1's promotion nobody asked about) ...
+    n = len(audit_log())
+    again = _fraudcd(home, "rollback", "--reason", "twice", "--as", "on-call (pytest)")
+    assert again.returncode == 1 and "Nothing to roll back" in again.stderr + again.stdout
+    assert len(audit_log()) == n
+    # ... rolling back the production model is said explicitly
+    r = _fraudcd(home, "rollback", "--model", "--reason", "e2e: on-call drill", "--as", "on-call (pytest)")
     assert r.returncode == 0, r.stderr
     assert registry.tagged("production").id == before["tags"]["previous"]
     last = audit_log()[-1]
     assert last["actor"] == "on-call (pytest)" and last["reason"] == "e2e: on-call drill"
-    assert json.loads(last["before_json"])["state"] == "promoted"
-    # a second rollback has nothing left to roll back to: refused, exit 1, nothing written
+    assert last["action"] == "model_rollback" and json.loads(last["after_json"])["release_id"] == good
+    from release.cycle import get_release
+
+    assert get_release(good)["status"] == "rolled_back"
+    # now there is nothing left to roll back to: refused, exit 1, nothing written
     n = len(audit_log())
-    again = _fraudcd(home, "rollback", "--reason", "twice", "--as", "on-call (pytest)")
+    again = _fraudcd(home, "rollback", "--model", "--reason", "twice", "--as", "on-call (pytest)")
     assert again.returncode == 1 and "Nothing to roll back" in again.stderr + again.stdout
     assert len(audit_log()) == n

@@ -6,8 +6,15 @@ candidate -> evaluation vs the incumbent on slices -> release contracts -> per-m
 suggestions -> a person approves all, approves some, edits or rejects them (`approve_thresholds`, a
 human-in-the-loop task: the Airflow UI's Required actions, or `fraudcd thresholds approve|edit|reject`)
 -> `rejudge`: the contracts judge the approved policy (edits, partial approvals) again on the same
-judging rows, and a failure stops the release before any traffic moves -> release report -> shadow ->
-ramp with guardrails (auto-rollback) -> promote.
+judging rows, and a failure stops the release before any traffic moves -> release report -> `backtest`:
+the last days of history replayed offline through both models (never touches live traffic) -> `deploy`: the
+candidate goes into shadow in the running scoring service -> `rollout`: a sensor that waits (reschedule
+mode, no worker held) on the service's decision log, judges each stage's guardrails on the candidate's own
+decisions, steps the ramp (config/ramp.yaml), rolls back at once on a breach, and when a stage stays
+inconclusive past its bound, waits for a person (`fraudcd ramp extend | promote --anyway | rollback`);
+promotion after the last step follows the plan's policy -> `finish`: the report of the outcome.
+On-call controls (`fraudcd ramp pause | resume | set | rollback`) go through the same state machine; the
+sensor obeys them (a paused rollout is guarded, never advanced).
 
 Every gate judges the policy that would go live on rows that did not fit its thresholds (the earlier half
 of the evaluation window fits, the later half judges); an unjudged gate ("insufficient data") stops the
@@ -31,9 +38,17 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from release.approval_task import ThresholdApprovalOperator
+from release.rollout_task import RolloutDecisionOperator
 from release.pipeline import pipeline
+from release.settings import rollout_poll_seconds
 
 SCHEDULE = pipeline().schedule.release  # start date and cadence: config/pipeline.yaml
+POLL_S = rollout_poll_seconds()  # how often the rollout sensors look: config/ramp.yaml poll_seconds
+# The longest a rollout may take before its sensor gives up (the deployment stays as it is, guarded; on call
+# decides). Every stage is bounded by its max_wait_seconds, then waits for a person.
+# How long the rollout's question waits for a person before the candidate is rolled back.
+DECISION_TIMEOUT_S = int(os.environ.get("FRAUDCD_DECISION_TIMEOUT_S", str(3 * 24 * 3600)))
+ROLLOUT_TIMEOUT_S = int(os.environ.get("FRAUDCD_ROLLOUT_TIMEOUT_S", str(30 * 24 * 3600)))
 
 # How long the approval task waits for a person (seconds). Bounded on purpose.
 APPROVAL_TIMEOUT_S = int(os.environ.get("FRAUDCD_APPROVAL_TIMEOUT_S", str(3 * 24 * 3600)))
@@ -130,25 +145,48 @@ def release():
         return rid
 
     @task
-    def shadow(rid: str) -> str:
-        from release.cycle import run_shadow
+    def backtest(rid: str) -> str:
+        from release.cycle import run_backtest
 
-        run_shadow(rid)
+        run_backtest(rid)
         return rid
 
     @task
-    def ramp(rid: str) -> str:
-        from release.cycle import get_release, run_ramp
+    def deploy(rid: str) -> str:
+        from release.cycle import deploy_candidate
 
-        if get_release(rid)["status"] == "shadow_passed":
-            run_ramp(rid)
+        deploy_candidate(rid)
         return rid
 
-    @task
-    def promote(rid: str) -> str:
-        from release.cycle import finish, write_release_report
+    # waits on the scoring service's decision log, looking every poll_seconds; reschedule: no worker is held.
+    # Done when the rollout is over or needs a person (inconclusive past its bound, or ready to promote).
+    @task.sensor(poke_interval=POLL_S, mode="reschedule", timeout=ROLLOUT_TIMEOUT_S, retries=2)
+    def rollout(rid: str):
+        from airflow.sdk.bases.sensor import PokeReturnValue
 
-        finish(rid)
+        from release.cycle import rollout_done
+
+        return PokeReturnValue(is_done=rollout_done(rid, or_needs_person=True), xcom_value=rid)
+
+    # a person decides (skipped at once when nobody needs to); unanswered, the candidate is rolled back
+    rollout_decision = RolloutDecisionOperator(task_id="rollout_decision", release_task_id="rollout",
+                                               response_timeout=timedelta(seconds=DECISION_TIMEOUT_S), retries=0)
+
+    # after the decision, the rollout goes on to its end; a later question is answered from a terminal
+    # (`fraudcd ramp extend | promote | rollback`), the alert says so
+    @task.sensor(poke_interval=POLL_S, mode="reschedule", timeout=ROLLOUT_TIMEOUT_S, retries=2)
+    def rollout_after(rid: str):
+        from airflow.sdk.bases.sensor import PokeReturnValue
+
+        from release.cycle import rollout_done
+
+        return PokeReturnValue(is_done=rollout_done(rid), xcom_value=rid)
+
+    @task
+    def finish(rid: str) -> str:
+        from release.cycle import finish as finish_release, write_release_report
+
+        finish_release(rid)
         return write_release_report(rid)
 
     rid = incumbent(start(snapshot()))
@@ -158,6 +196,8 @@ def release():
     asked = request_approval(evaluated)
     gate >> [stopped, asked]
     asked >> approve_thresholds
-    promote(ramp(shadow(report(rejudge(approve_thresholds.output)))))
+    watched = rollout(deploy(backtest(report(rejudge(approve_thresholds.output)))))
+    watched >> rollout_decision
+    finish(rollout_after(rollout_decision.output))
 
 release()

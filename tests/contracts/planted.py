@@ -57,10 +57,9 @@ def make_world(seed: int, n_merchants: int = 2000, n_cards: int = 60_000) -> Wor
     return World(seed, merchants, cards)
 
 
-def draw_window(world: World, draw: int = 0, tx_per_day: int = 15_000, exploration: float = EXPLORATION,
-                inc_block_rate: float = 0.02) -> pd.DataFrame:
-    """One 20-day window of the world: rows with day, ids, slices, amount, true fraud, the latent risk,
-    the incumbent's score and threshold in force, and what the logging incumbent left labelled."""
+def _draw(world: World, draw: int, tx_per_day: int, exploration: float, inc_block_rate: float) -> dict:
+    """The arrays of one window of the world, in the window's row order (by day, then card; stable), and
+    the incumbent's thresholds in force: the one source of ``draw_window`` and ``truth_policy_shift``."""
     rng = np.random.default_rng([world.seed, 2, draw])
     m, c = world.merchants, world.cards
     n = tx_per_day * DAYS
@@ -78,26 +77,41 @@ def draw_window(world: World, draw: int = 0, tx_per_day: int = 15_000, explorati
             + 0.4 * np.log(amount / 40) + rng.normal(0, 1.6, n))
     fraud = rng.random(n) < 1 / (1 + np.exp(-risk))
     inc = _score(risk, 1.3, rng)
-    df = pd.DataFrame({
-        "day": pd.Timestamp("2031-05-01") + pd.to_timedelta(day, unit="D"),
-        "card_id": c["card_id"].to_numpy()[ci], "card_country": c["card_country"].to_numpy()[ci],
-        "card_age_days": c["age_days"].to_numpy()[ci],
-        "merchant_id": m["merchant_id"].to_numpy()[mi], "merchant_country": m["merchant_country"].to_numpy()[mi],
-        "merchant_category": m["merchant_category"].to_numpy()[mi], "amount": amount,
-        "truth": fraud.astype(float), "risk": risk, "incumbent_score": inc,
-    })
     # the incumbent's thresholds in force: one global threshold, its own for the 30 largest merchants
     g = float(np.quantile(inc, 1 - inc_block_rate))
     big = m["merchant_id"].to_numpy()[np.argsort(-vol)[:30]]
     own = pd.Series(np.clip(g + np.random.default_rng([world.seed, 9]).normal(0, 0.02, len(big)), 0.01, 0.99), index=big)
-    thr = df["merchant_id"].map(own).fillna(g).to_numpy()
-    blocked = inc >= thr
+    m_thr = m["merchant_id"].map(own).fillna(g).to_numpy()  # per merchant, taken per row below
+    blocked = inc >= m_thr[mi]
     explored = blocked & (rng.random(n) < exploration)
     labelled = ~blocked | explored
-    df["label"] = np.where(labelled, df["truth"], np.nan)
-    df["weight"] = np.where(explored, 1 / exploration, np.where(labelled, 1.0, np.nan))
-    df.attrs.update(inc_thresholds=own, inc_default=g)
-    return df.sort_values(["day", "card_id"], kind="stable").reset_index(drop=True)
+    card_id = c["card_id"].to_numpy()[ci]
+    order = np.lexsort((card_id, day))  # stable: rows of one day and card keep their drawn order
+    return {"day": day[order], "mi": mi[order], "ci": ci[order], "card_id": card_id[order],
+            "amount": amount[order], "fraud": fraud[order], "risk": risk[order], "inc": inc[order],
+            "labelled": labelled[order], "explored": explored[order], "inc_thresholds": own, "inc_default": g}
+
+
+def draw_window(world: World, draw: int = 0, tx_per_day: int = 15_000, exploration: float = EXPLORATION,
+                inc_block_rate: float = 0.02) -> pd.DataFrame:
+    """One 20-day window of the world: rows with day, ids, slices, amount, true fraud, the latent risk,
+    the incumbent's score and threshold in force, and what the logging incumbent left labelled."""
+    d = _draw(world, draw, tx_per_day, exploration, inc_block_rate)
+    m, c = world.merchants, world.cards
+    mi, ci = d["mi"], d["ci"]
+    truth = d["fraud"].astype(float)
+    df = pd.DataFrame({
+        "day": pd.Timestamp("2031-05-01") + pd.to_timedelta(d["day"], unit="D"),
+        "card_id": d["card_id"], "card_country": c["card_country"].to_numpy()[ci],
+        "card_age_days": c["age_days"].to_numpy()[ci],
+        "merchant_id": m["merchant_id"].to_numpy()[mi], "merchant_country": m["merchant_country"].to_numpy()[mi],
+        "merchant_category": m["merchant_category"].to_numpy()[mi], "amount": d["amount"],
+        "truth": truth, "risk": d["risk"], "incumbent_score": d["inc"],
+        "label": np.where(d["labelled"], truth, np.nan),
+        "weight": np.where(d["explored"], 1 / exploration, np.where(d["labelled"], 1.0, np.nan)),
+    })
+    df.attrs.update(inc_thresholds=d["inc_thresholds"], inc_default=d["inc_default"])
+    return df
 
 
 def _score(risk: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -236,19 +250,28 @@ def truth_policy_shift(case: str, seed: int, ev, evaluated: pd.DataFrame, countr
     from analysis.metrics import thresholds_for
 
     world = make_world(seed)
+    m = world.merchants
+    ids = m["merchant_id"]
+    # each merchant's thresholds (analysis.metrics.thresholds_for on the merchant table), taken per row:
+    # the incumbent's in force when the policy was judged (a fresh draw does not change them), the policy's
+    inc_m = thresholds_for(ids, evaluated.attrs["inc_thresholds"], evaluated.attrs["inc_default"])
+    pol_m = thresholds_for(ids, ev.suggestions.set_index("merchant_id")["suggested_threshold"], ev.candidate_threshold)
+    in_country = (m["merchant_country"] == country).to_numpy()
     inc_blocks = pol_blocks = 0
     for draw in range(1, draws + 1):
-        df = draw_window(world, draw=draw, tx_per_day=tx_per_day)
+        # the fresh window's rows in their order (the candidate's noise follows it), with only the columns
+        # a planted candidate reads: what draw_window would give, without the columns no count needs
+        d = _draw(world, draw, tx_per_day, EXPLORATION, 0.02)
+        mi = d["mi"]
+        df = pd.DataFrame({"day": pd.Timestamp("2031-05-01") + pd.to_timedelta(d["day"], unit="D"),
+                           "merchant_id": ids.to_numpy()[mi],
+                           "merchant_country": m["merchant_country"].to_numpy()[mi],
+                           "risk": d["risk"], "incumbent_score": d["inc"]})
         df.attrs["seed"] = seed
         cand = candidate(df, case, draw=draw)
-        # the incumbent's thresholds in force when the policy was judged (a fresh draw does not change them)
-        inc_thr = thresholds_for(df["merchant_id"], evaluated.attrs["inc_thresholds"], evaluated.attrs["inc_default"])
-        pol_thr = thresholds_for(df["merchant_id"], ev.suggestions.set_index("merchant_id")["suggested_threshold"],
-                                 ev.candidate_threshold)
-        judging = (df["day"] >= pd.Timestamp("2031-05-01") + pd.Timedelta(days=FIT_DAYS)).to_numpy()
-        here = judging & (df["merchant_country"].to_numpy() == country)
-        inc_blocks += int((df["incumbent_score"].to_numpy()[here] >= inc_thr[here]).sum())
-        pol_blocks += int((cand[here] >= pol_thr[here]).sum())
+        here = (d["day"] >= FIT_DAYS) & in_country[mi]  # the judging days, in ``country``
+        inc_blocks += int((d["inc"][here] >= inc_m[mi][here]).sum())
+        pol_blocks += int((cand[here] >= pol_m[mi][here]).sum())
     return float(pol_blocks / inc_blocks - 1)
 
 
@@ -272,19 +295,75 @@ def run_battery(seeds, cases=None, contracts=None, workers: int = 1, **kw) -> di
     seeds spread over ``workers`` processes."""
     contracts = contracts or gating_contracts()
     cases = list(cases or CASES)
-    out = {}
     if workers <= 1:
+        out = {}
         for seed in seeds:
             out.update(_seed_battery(seed, cases, contracts, kw))
         return out
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    return Battery(seeds, cases, contracts, workers, **kw).result()
 
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        for part in pool.map(_seed_battery, seeds, [cases] * len(seeds), [contracts] * len(seeds),
-                             [kw] * len(seeds)):
-            out.update(part)
-    return out
+
+class Battery:
+    """A battery being computed by ``workers`` processes (one seed at a time each), started on creation:
+    ``result()`` waits for it and returns what ``run_battery`` returns. ``nice``: the workers' niceness,
+    so that a battery started ahead of its tests only takes CPU time nothing else wants; ``result()``
+    puts them back to the caller's priority when it starts waiting (where the system allows it)."""
+
+    def __init__(self, seeds, cases=None, contracts=None, workers: int = 2, nice: int = 0, **kw):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        contracts = contracts or gating_contracts()
+        cases = list(cases or CASES)
+        ctx = mp.get_context("spawn")
+        self._pids = ctx.SimpleQueue()  # each worker's pid, to renice or stop it
+        self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_battery_worker,
+                                         initargs=(nice, self._pids))
+        self._parts = [self._pool.submit(_seed_battery, seed, cases, contracts, kw) for seed in seeds]
+        self._known: list[int] = []
+
+    def _workers(self) -> list[int]:
+        while not self._pids.empty():
+            self._known.append(self._pids.get())
+        return self._known
+
+    def result(self) -> dict:
+        import os
+
+        for pid in self._workers():
+            try:
+                os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0))
+            except OSError:  # gone, or not allowed to raise a priority: it runs niced
+                pass
+        out = {}
+        try:
+            for part in self._parts:  # in seed order
+                out.update(part.result())
+        finally:
+            self.cancel()
+        return out
+
+    def cancel(self) -> None:
+        """Stop the workers (a no-op once the battery is done)."""
+        import os
+        import signal
+
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if not all(p.done() for p in self._parts):
+            for pid in self._workers():
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+        self._pool.shutdown(wait=True)
+
+
+def _battery_worker(nice: int, pids) -> None:
+    import os
+
+    if nice:
+        os.nice(nice)
+    pids.put(os.getpid())
 
 
 def battery_table(results: dict) -> pd.DataFrame:

@@ -3,7 +3,9 @@ seeds each: every harmful case is stopped by the contract that names its harm in
 the good candidate in at most 5%. The window is realistic in shape (20 days of 40,000 card transactions,
 12 countries, 2,000 heavy-tailed merchants, new merchants, censoring by the incumbent that logged it, 5%
 exploration); thresholds are fitted on its first ten days and every gate judges the last ten.
-benchmarks/bench_battery.py runs the same battery over more seeds and prints the table."""
+benchmarks/bench_battery.py runs the same battery over more seeds and prints the table. In a session
+with other tests, conftest.py starts the battery in the background when the session begins and runs
+these tests last."""
 from __future__ import annotations
 
 import re
@@ -12,15 +14,22 @@ import pytest
 
 from contracts.base import FAIL, PASS
 
-from planted import CASES, MID_COUNTRY, THIN_COUNTRY, battery_table, gating_contracts, run_battery
+from planted import CASES, MID_COUNTRY, THIN_COUNTRY, Battery, battery_table, gating_contracts
 
 SEEDS = range(10)
 pytestmark = pytest.mark.slow
+STARTED = pytest.StashKey[Battery]()  # the battery conftest.py started ahead of the other tests
+
+
+def start(nice: int = 0) -> Battery:
+    """Every planted case over SEEDS, on two processes (see conftest.py: started when the session begins)."""
+    return Battery(list(SEEDS), contracts=gating_contracts(), workers=2, nice=nice)
 
 
 @pytest.fixture(scope="module")
-def battery():
-    return run_battery(list(SEEDS), contracts=gating_contracts(), workers=2)
+def battery(request):
+    started = request.config.stash.get(STARTED, None)
+    return (started or start()).result()
 
 
 def runs(battery, case):

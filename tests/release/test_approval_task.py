@@ -67,11 +67,12 @@ release()
 
 
 @pytest.fixture
-def world(tmp_path):
+def world(tmp_path, migrated_airflow_db):
     """A state store with release RID awaiting approval of a pending set (M1, M2, M3), an Airflow
     metadata database, and a DAG folder holding the stand-in DAG."""
+    import shutil
+
     from release import approvals
-    from release.airflow_env import migrate_airflow_db
     from release.cycle import start_release, _update_release
     from release.demo import cycle_env
     from release.registry import register_model
@@ -83,11 +84,15 @@ def world(tmp_path):
     (dags / "release_stand_in.py").write_text(TEST_DAG)
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
     env["FRAUDCD_APPROVAL_TIMEOUT_S"] = "600"
-    migrate_airflow_db(env)
+    db = Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_airflow_db, db)  # what `airflow db migrate` writes there (tests/conftest.py)
     m = register_model("model\n", workflow={"name": "wf"}, features=["amount"], snapshot_hash="cd" * 32,
                        code_version="t", metrics={}, at="t0", actor="trainer").id
     start_release(DAY, "cd" * 32)
-    _update_release(RID, candidate_model_id=m, status="awaiting_approval")
+    _update_release(RID, candidate_model_id=m)
+    for st in ("trained", "evaluated", "contracts_passed", "awaiting_approval"):  # the legal path
+        _update_release(RID, status=st)
     sugg = pd.DataFrame({"merchant_id": ["M1", "M2", "M3"], "suggested_threshold": [0.6, 0.9, 0.7],
                          "support": [900, 500, 40], "segment": ["large", "large", "small"], "reason": "r"})
     approvals.create_set(m, RID, sugg, 0.8, at="t1", actor="fraud-cd pipeline", reason="suggested")

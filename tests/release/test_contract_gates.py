@@ -57,6 +57,10 @@ def release(home, monkeypatch):
         (paths().snapshots / snap / "manifest.json").write_text(json.dumps(manifest or MANIFEST_OK))
         rid = start_release(day, snap)
         evaluate(window, {}, 0.5, n_boot=200).save(release_dir(rid))
+        from release.cycle import _update_release
+
+        for st in ("trained", "evaluated"):  # the legal path to the contracts (this test trains nothing)
+            _update_release(rid, status=st)
         return rid, check_contracts(rid)
 
     return make
@@ -175,7 +179,9 @@ def test_an_override_unblocks_exactly_one_release_and_is_on_the_record(release):
     waived = [a for a in audit_log() if a["action"] == "contract_waived"]
     assert [(a["actor"], a["reason"], a["entity"]) for a in waived] == [
         ("Risk lead (Ana)", "known label outage; accept for one cycle", f"release:{rid_a}")]
-    assert [a["action"] for a in audit_log()][-1] == "release_continued_on_override"
+    last = audit_log()[-2:]
+    assert [a["action"] for a in last] == ["release_continued_on_override", "release_status"]
+    assert json.loads(last[1]["after_json"])["status"] == "contracts_passed"  # stopped -> contracts_passed, audited
     page = write_report(rid_a, release_dir(rid_a), paths().reports).read_text()
     assert 'id="overrides"' in page and "Risk lead (Ana)" in page and "(waived)" in page
 

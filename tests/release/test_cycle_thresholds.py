@@ -21,7 +21,9 @@ def pending(home):
     m = register_model("model\n", workflow={"name": "wf"}, features=["amount"], snapshot_hash="cd" * 32,
                        code_version="t", metrics={}, at="t0", actor="trainer").id
     start_release(DAY, "cd" * 32)
-    _update_release(RID, candidate_model_id=m, status="awaiting_approval")
+    _update_release(RID, candidate_model_id=m)
+    for st in ("trained", "evaluated", "contracts_passed", "awaiting_approval"):  # the legal path
+        _update_release(RID, status=st)
     sugg = pd.DataFrame({"merchant_id": ["M1", "M2"], "suggested_threshold": [0.6, 0.9], "segment": "small"})
     approvals.create_set(m, RID, sugg, 0.8, at="t1", actor="fraud-cd pipeline", reason="suggested")
     return m
@@ -117,6 +119,8 @@ def test_auto_approval_never_fires_unless_opted_in(home, monkeypatch):
     _history(m, 5)
     start_release(DAY, "cd" * 32)
     _update_release(RID, candidate_model_id=m)
+    for st in ("trained", "evaluated", "contracts_passed"):  # the legal path to the approval request
+        _update_release(RID, status=st)
     s = _request(monkeypatch, home, "automation: {auto_approve: {enabled: false, after_unedited_releases: 2}}\n")
     assert s["status"] == "pending"  # five unedited releases, but the setting is off
 
@@ -131,6 +135,8 @@ def test_auto_approval_when_opted_in_is_recorded_as_automatic(home, monkeypatch)
     _history(m, 2)
     start_release(DAY, "cd" * 32)
     _update_release(RID, candidate_model_id=m)
+    for st in ("trained", "evaluated", "contracts_passed"):  # the legal path to the approval request
+        _update_release(RID, status=st)
     s = _request(monkeypatch, home, "automation: {auto_approve: {enabled: true, after_unedited_releases: 2}}\n")
     assert (s["status"], s["automatic"], s["decided_by"]) == ("approved", True, approvals.auto_actor(2))
     assert approval_decided(RID)

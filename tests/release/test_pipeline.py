@@ -141,20 +141,35 @@ def test_the_dags_take_start_date_and_cadence_from_the_configuration(tmp_path, m
     assert dags["release"].timetable.delta == dt.timedelta(days=7)  # a trigger timetable: zero-length intervals
 
 
-def _snapshot_world(home: Path):
+@pytest.fixture(scope="module")
+def snapshot_world_events(tmp_path_factory) -> Path:
+    """The 100-day world of the snapshot tests, simulated once for the module (read-only: each test copies it)."""
     from simulation.world import WorldConfig, simulate
 
-    simulate(WorldConfig(start=dt.date(2018, 3, 1), days=100, tx_per_day=200, n_merchants=40, n_cards=1500),
-             home / "events")
+    out = tmp_path_factory.mktemp("snapshot-world") / "events"
+    simulate(WorldConfig(start=dt.date(2018, 3, 1), days=100, tx_per_day=200, n_merchants=40, n_cards=1500), out)
+    return out
 
 
-def test_a_change_of_maturity_starts_a_new_lineage(home, tmp_path, monkeypatch):
+@pytest.fixture
+def snapshot_world(snapshot_world_events):
+    """``snapshot_world(home)`` puts the world's event logs in ``home``: the same bytes a simulation of the
+    same (seeded, deterministic) configuration writes there, copied instead of simulated again."""
+    import shutil
+
+    def put(home: Path) -> None:
+        shutil.copytree(snapshot_world_events, home / "events")
+
+    return put
+
+
+def test_a_change_of_maturity_starts_a_new_lineage(home, tmp_path, monkeypatch, snapshot_world):
     """The volume check compares like with like: a 30-day-maturity build is not compared with a 60-day one
     ("row count moved 88%" was a snapshot of another maturity)."""
     from release.cycle import build_snapshot
     from release.training_set import latest_snapshot
 
-    _snapshot_world(home)
+    snapshot_world(home)
     first = build_snapshot("2018-06-01")
     other = build_snapshot("2018-06-03", maturity_days=30)
     man = json.loads((home / "snapshots" / other / "manifest.json").read_text())
@@ -170,10 +185,10 @@ def test_a_change_of_maturity_starts_a_new_lineage(home, tmp_path, monkeypatch):
     assert latest_snapshot(home / "snapshots", lineage=man["config"]["lineage"]).hash == other
 
 
-def test_feature_settings_change_the_snapshot_hash(home, monkeypatch, tmp_path):
+def test_feature_settings_change_the_snapshot_hash(home, monkeypatch, tmp_path, snapshot_world):
     from release.cycle import build_snapshot
 
-    _snapshot_world(home)
+    snapshot_world(home)
     a = build_snapshot("2018-06-01")
     monkeypatch.setenv("FRAUDCD_PIPELINE", str(write(
         tmp_path, "features: {risk: [{rate: merchant_fraud_rate, count: merchant_matured_tx, window_days: 28, "
@@ -192,10 +207,10 @@ def _model(snapshot_hash: str, train_end: str):
                  code_version="", metrics={"training": {"train_end": train_end}}, created_at="", created_by="")
 
 
-def test_evaluation_rows_inside_the_candidates_training_window_stop_the_release(home):
+def test_evaluation_rows_inside_the_candidates_training_window_stop_the_release(home, snapshot_world):
     from release.cycle import build_snapshot, evaluation_leak
 
-    _snapshot_world(home)
+    snapshot_world(home)
     h = build_snapshot("2018-06-01")
     man = json.loads((home / "snapshots" / h / "manifest.json").read_text())
     ev = pd.DataFrame({"day": pd.date_range("2018-07-11", "2018-07-31").date})
@@ -208,11 +223,11 @@ def test_evaluation_rows_inside_the_candidates_training_window_stop_the_release(
     assert msg and "30-day label maturity" in msg and "60 days" in msg
 
 
-def test_latest_is_the_latest_of_the_configured_lineage(home, tmp_path, monkeypatch):
+def test_latest_is_the_latest_of_the_configured_lineage(home, tmp_path, monkeypatch, snapshot_world):
     from release.cycle import build_snapshot, evaluation_leak
     from release.training_set import resolve_snapshot
 
-    _snapshot_world(home)
+    snapshot_world(home)
     a = build_snapshot("2018-06-01")
     monkeypatch.setenv("FRAUDCD_PIPELINE", str(write(
         tmp_path, "features: {risk: [{rate: merchant_fraud_rate, count: merchant_matured_tx, window_days: 7, "
@@ -227,14 +242,15 @@ def test_latest_is_the_latest_of_the_configured_lineage(home, tmp_path, monkeypa
     assert msg and "other settings" in msg
 
 
-def test_a_workflow_that_trains_on_the_evaluation_days_stops_the_release_saying_why(home, tmp_path):
+def test_a_workflow_that_trains_on_the_evaluation_days_stops_the_release_saying_why(home, tmp_path,
+                                                                                     snapshot_world):
     """Through the release stages: a workflow whose training window covers the evaluation window (the leak
     found with a pinned snapshot) stops the release at evaluation, with the sentence on the record."""
     from release.cycle import (ReleaseStopped, build_snapshot, ensure_incumbent, evaluate_release, get_release,
                                start_release, train_candidate)
     from release.settings import config_dir
 
-    _snapshot_world(home)
+    snapshot_world(home)
     snap = build_snapshot("2018-06-08")  # matured window 2018-03-01 .. 04-08; evaluation: its last 21 days
     wf = tmp_path / "leaky.yaml"
     wf.write_text((config_dir() / "workflows" / "default.yaml").read_text().replace(

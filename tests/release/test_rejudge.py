@@ -57,7 +57,9 @@ def evaluated(home, monkeypatch):
     g = float(np.quantile(w["incumbent_score"], 0.97))  # the incumbent blocks 3% of traffic
     ev = evaluate(w, {}, g, slice_names=["country"], n_boot=200, pools=load_contracts(cfile).pools())
     ev.save(release_dir(rid))
-    _update_release(rid, candidate_model_id=m, status="awaiting_approval")
+    _update_release(rid, candidate_model_id=m)
+    for st in ("trained", "evaluated", "contracts_passed", "awaiting_approval"):  # the legal path
+        _update_release(rid, status=st)
     approvals.create_set(m, rid, ev.suggestions, ev.candidate_threshold, at="t1", actor="fraud-cd pipeline",
                          reason="suggested")
     return rid, ev
@@ -85,7 +87,7 @@ def test_the_policy_approved_as_suggested_is_judged_again_and_goes_on(evaluated)
 
 def test_an_edit_that_cuts_one_countrys_thresholds_stops_the_release_before_any_traffic(evaluated):
     from release import approvals, registry
-    from release.cycle import get_release, rejudge_approved_policy, run_shadow
+    from release.cycle import deploy_candidate, get_release, rejudge_approved_policy, run_backtest
     from release.store import audit_log
 
     rid, ev = evaluated
@@ -102,7 +104,10 @@ def test_an_edit_that_cuts_one_countrys_thresholds_stops_the_release_before_any_
     assert _verdicts(rid, "offline") == {}  # this test recorded no offline verdicts; the stages are apart
     assert registry.tagged("candidate") is None
     assert [a["action"] for a in audit_log()][-1] == "release_stopped"
-    assert run_shadow(rid) is False  # nothing reaches traffic
+    assert run_backtest(rid) is False and deploy_candidate(rid) == "stopped"  # nothing reaches traffic
+    from release import ramp
+
+    assert ramp.current()["state"] == "idle"
 
 
 def test_a_partial_approval_gives_every_other_merchant_the_global_threshold(evaluated):

@@ -34,6 +34,14 @@ def ctl(fn, *args, reason="test"):
     return fn(*args, at=dt.datetime.now(dt.timezone.utc).isoformat(), actor="on-call (test)", reason=reason)
 
 
+def fresh_shadow(world) -> dict:
+    """The candidate in shadow on the shared live service, whatever an earlier test left live (a new
+    shadow is refused while a candidate is live: it is rolled back first)."""
+    if ramp.current()["state"] in getattr(ramp, "LIVE", (ramp.SHADOW, ramp.RAMPING, ramp.PAUSED)):
+        ctl(ramp.rollback, reason="test: start again from production only")
+    return ctl(ramp.start_shadow, dw.RELEASE, world.candidate)
+
+
 TOKEN = "a-test-token-with-both-roles"
 AUTH_YAML = "auth:\n  tokens: [{name: test client, roles: [scoring, operator], env: FRAUDCD_TEST_TOKEN}]\n"
 
@@ -164,7 +172,7 @@ def test_requests_without_the_token_are_refused_and_the_probe_is_open(live):
 
 def test_shadow_never_changes_the_returned_decision(live):
     world, srv = live
-    v = ctl(ramp.start_shadow, dw.RELEASE, world.candidate)["version"]
+    v = fresh_shadow(world)["version"]
     srv.wait_for_version(v)
     bodies = [body(f"shadow-{i}", 1000 + i % 150, minute=i % 600, amount=5.0 + 37 * (i % 13)) for i in range(300)]
     answers = send(srv.url, bodies, rate=0, concurrency=8).answers
@@ -196,7 +204,7 @@ def wait_for_log(world, tx_ids: set[str], timeout_s: float = 10.0) -> pd.DataFra
 
 def test_routing_is_sticky_by_card_at_every_ramp_step(live):
     world, srv = live
-    ctl(ramp.start_shadow, dw.RELEASE, world.candidate)
+    fresh_shadow(world)
     cards = [f"card-{k}" for k in range(300)]
     on_candidate = {}
     for step, pct in enumerate([1, 5, 25, 50, 100]):
@@ -222,7 +230,7 @@ def test_routing_is_sticky_by_card_at_every_ramp_step(live):
 def test_a_state_change_reaches_the_service_without_a_restart(live):
     world, srv = live
     before = srv.state()
-    ctl(ramp.start_shadow, dw.RELEASE, world.candidate)
+    fresh_shadow(world)
     v = ctl(ramp.set_pct, 100)["version"]
     st = srv.wait_for_version(v)
     assert st["counters"]["started_at"] == before["counters"]["started_at"]  # the same process
@@ -392,7 +400,7 @@ def test_the_services_own_controller_rolls_a_breaching_candidate_back(world, tmp
     config = tmp_path / "config"
     config.mkdir()
     (config / "ramp.yaml").write_text(
-        "steps: [1, 5, 25, 50, 100]\nmin_rows_per_step: 100000\n"
+        "steps: [1, 5, 25, 50, 100]\nstep: {min_candidate_rows: 100000}\n"
         "guardrails:\n  action_rate_shift: {max_relative_shift: 0.3, min_absolute_shift: 0.003, min_support: 20}\n")
     world.config.write_text(world.config.read_text() + "controller_poll_ms: 100\n")
     srv = server(world, controller=True, env={"FRAUDCD_CONFIG": str(config)})
@@ -404,7 +412,7 @@ def test_the_services_own_controller_rolls_a_breaching_candidate_back(world, tmp
             time.sleep(0.05)
         st = ramp.current()
         assert (st["state"], st["updated_by"]) == ("rolled_back", CONTROLLER), st
-        assert st["reason"].startswith("Guardrail breached at 50% (live traffic)")
+        assert "guardrail breached in step 50% (live traffic)" in st["reason"]
         srv.wait_for_version(dw.audit_version())
         after = [srv.score(body(f"after-{i}", f"card-{i}")).json() for i in range(50)]
         assert {a["served_by"] for a in after} == {"production"}

@@ -308,26 +308,28 @@ def test_pipeline_rows_carry_the_wall_clock_and_the_data_date_apart(shadowing, w
 
     rid = "rel-2026-05-31"
     with transaction() as conn:
-        conn.execute(releases.insert().values(id=rid, as_of="2026-05-31", status="ramped", incumbent_bootstrap=False,
+        conn.execute(releases.insert().values(id=rid, as_of="2026-05-31", status="backtested",
+                                              candidate_model_id=shadowing[1], incumbent_bootstrap=False,
                                               updated_at="t"))
-    assert fraudcd("ramp", "set", "100", "--as", "ana", "--reason", "all steps passed").exit_code == 0
-    with transaction() as conn:
-        conn.execute(sa.text("UPDATE ramp_state SET release_id = :r"), {"r": rid})
+    assert fraudcd("ramp", "rollback", "--as", "ana", "--reason", "make room").exit_code == 0
     n = len(audit_log())
     before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    assert cycle.finish(rid) == "promoted"
+    cycle.deploy_candidate(rid)  # what the release DAG's deploy task does
+    assert cycle.get_release(rid)["status"] == "shadow"
     rows = audit_log()
     new = rows[n:]
-    assert new and {r["actor"] for r in new} == {cycle.PIPELINE}
+    from release.rollout import ROLLOUT
+
+    assert new and {r["actor"] for r in new} == {ROLLOUT}
     assert {r["logical_date"] for r in new} == {"2026-05-31T00:00:00+00:00"}
     assert all(dt.datetime.fromisoformat(r["at"]) >= before for r in new)  # when it happened, not the data date
     assert [r["at"] for r in rows[n - 1:]] == sorted(r["at"] for r in rows[n - 1:])  # later rows sort later
     assert rows[n - 1]["logical_date"] is None  # a person's action has no data date
-    assert "promote (data date 2026-05-31)" in said(fraudcd("audit", "--limit", "1"))
+    assert "ramp_shadow (data date 2026-05-31)" in said(fraudcd("audit", "--limit", "1"))
 
 
-def test_the_ramp_controller_times_a_step_from_the_wall_clock(home):
-    from release import controller
+def test_the_rollout_times_a_stage_from_the_wall_clock(home):
+    from release import rollout
     from release.cycle import PIPELINE, at_of
     from release.store import logical_date, utc_now
 
@@ -336,7 +338,7 @@ def test_the_ramp_controller_times_a_step_from_the_wall_clock(home):
     with logical_date(at_of(dt.date(2026, 5, 31))):  # what the release DAG's shadow task does
         ramp.start_shadow("rel-2026-05-31", cand, at=utc_now(), actor=PIPELINE, reason="shadow")
     now = dt.datetime.now(dt.timezone.utc)
-    since = controller._utc(ramp.step_started_at(), now)
+    since = rollout._utc(ramp.stage_started_at(), now)
     assert 0 <= (now - since).total_seconds() < 60  # the shadow began just now, not on the data date
 
 
@@ -366,7 +368,26 @@ def test_a_damaged_data_page_is_a_clear_error_not_a_traceback(shadowing, home):
         assert "Traceback" not in r.stderr
 
 
+# The CLI as `python -m release.cli` runs it, with the state store's SQLite busy timeout (30 s, passed to
+# sqlalchemy.create_engine as connect_args) cut to 1 s: a writer that cannot get the lock gets the same
+# "database is locked" error from SQLite, 29 s sooner. No setting exposes the timeout (connect_args wins
+# over a URL's ?timeout=), so the one call is wrapped in the child process.
+CLI_SHORT_BUSY_TIMEOUT = textwrap.dedent("""
+    import runpy, sys
+    import sqlalchemy
+    create_engine = sqlalchemy.create_engine
+    def short_busy_timeout(url, **kw):
+        if "timeout" in kw.get("connect_args", {}):
+            kw["connect_args"] = {**kw["connect_args"], "timeout": 1.0}
+        return create_engine(url, **kw)
+    sqlalchemy.create_engine = short_busy_timeout
+    runpy.run_module("release.cli", run_name="__main__", alter_sys=True)
+""")
+
+
 def test_a_change_while_another_process_holds_the_store_says_busy_not_a_traceback(shadowing, home):
+    import os
+
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sqlite3, time
         con = sqlite3.connect({str(home / 'state.db')!r}, isolation_level=None)
@@ -376,7 +397,9 @@ def test_a_change_while_another_process_holds_the_store_says_busy_not_a_tracebac
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        r = _cli(home, "ramp", "pause", "--as", "oncall", "--reason", "test", timeout=90)
+        r = subprocess.run([sys.executable, "-c", CLI_SHORT_BUSY_TIMEOUT, "ramp", "pause", "--as", "oncall",
+                            "--reason", "test"], env={**os.environ, "FRAUDCD_HOME": str(home)},
+                           capture_output=True, text=True, timeout=90)
     finally:
         holder.kill()
         holder.wait()
