@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from release.status import Status, allowed, is_rerun, move_release
 from release.training_set import (Snapshot, build_training_set, latest_snapshot, resolve_snapshot,
                                   snapshot_settings)
 
+log = logging.getLogger(__name__)
 PIPELINE = "fraud-cd pipeline"
 BOOTSTRAP_ACTOR = "fraud-cd bootstrap"
 # The bootstrap incumbent blocks this share of traffic until a person approves per-merchant thresholds.
@@ -620,9 +622,7 @@ def rollout_done(release_id: str, or_needs_person: bool = False) -> bool:
             out = advance(release_id)
         rel = get_release(release_id)
         if out["action"] not in ("none", "waiting"):
-            import logging
-            logging.getLogger(__name__).warning("rollout of %s: %s", release_id, {k: out.get(k) for k in
-                                                                                  ("action", "state", "to", "why")})
+            log.warning("rollout of %s: %s", release_id, {k: out.get(k) for k in ("action", "state", "to", "why")})
     return rel["status"] not in ramp.LIVE or (or_needs_person and needs_person(release_id))
 
 

@@ -74,9 +74,8 @@ def deploy(release_id: str, model_id: str, *, at: str, actor: str = ROLLOUT, rea
 
 
 def _segments(release_id: str | None, model_id: str | None) -> dict[str, str] | None:
-    """merchant -> segment, for the merchants with an approved threshold of their own for the candidate
-    (their segment in the release's threshold set). The others get the global threshold online and make
-    their own segment in the guardrail."""
+    """merchant -> segment for the approved items of the release's threshold set (for the candidate). Every
+    other merchant gets the global threshold online and is "not in the approved set" in the guardrail."""
     if not release_id or not model_id:
         return None
     from release import approvals

@@ -19,23 +19,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param
 
 from release.hitl import EXTEND, PROMOTE, ROLL_BACK, ROLLOUT_OPTIONS
-
-try:  # Airflow 3.3+: the operator parks the task in AWAITING_INPUT by raising this
-    from airflow.sdk.exceptions import TaskAwaitingInput
-except ImportError:  # pragma: no cover
-    TaskAwaitingInput = None
+from release.hitl_task import AskOnceOperator
 
 
-class RolloutDecisionOperator(HITLOperator):
+class RolloutDecisionOperator(AskOnceOperator):
     """Extend / promote / roll back a rollout that waits for a person. Returns the release id."""
 
     def __init__(self, *, release_task_id: str, params: Any = None, **kwargs: Any) -> None:
-        self.release_task_id = release_task_id
         super().__init__(
+            release_task_id=release_task_id,
             subject="Rollout of {{ ti.xcom_pull(task_ids='" + release_task_id + "') }} waits for a decision",
             options=ROLLOUT_OPTIONS,
             multiple=False,
@@ -43,48 +38,31 @@ class RolloutDecisionOperator(HITLOperator):
             **kwargs,
         )
 
-    def _release_id(self, context) -> str:
-        return context["ti"].xcom_pull(task_ids=self.release_task_id)
+    def decided(self, rid: str) -> bool:
+        from release.rollout import needs_person
 
-    def execute(self, context):
-        from release.rollout import decision_summary, needs_person
+        return not needs_person(rid)  # the rollout ended, or a person decided
 
-        rid = self._release_id(context)
-        if not needs_person(rid):
-            self.log.info("The rollout of %s needs no decision (it ended, or a person decided).", rid)
-            return rid
-        self.body = decision_summary(rid)
-        try:
-            return super().execute(context)
-        except Exception as parked:
-            if TaskAwaitingInput is None or not isinstance(parked, TaskAwaitingInput):
-                raise
-            if not needs_person(rid):
-                self.log.info("The rollout of %s was decided while the request was written.", rid)
-                return rid
-            raise
+    def summary(self, rid: str) -> str:
+        from release.rollout import decision_summary
 
-    def execute_complete(self, context, event: dict[str, Any]):
-        from release.rollout import apply_decision, needs_person
+        return decision_summary(rid)
 
-        rid = self._release_id(context)
-        if "error" in event:
-            if event.get("error_type") == "timeout":
-                if needs_person(rid):
-                    apply_decision(rid, ROLL_BACK, actor="fraud-cd rollout",
-                                   reason=f"nobody decided within {self.response_timeout}: rolled back, the "
-                                          "incumbent keeps serving")
-                return rid
-            return super().execute_complete(context, event)
-        chosen = event["chosen_options"]
-        self.validate_chosen_options(chosen)
-        params = dict(event.get("params_input") or {})
-        who = (event.get("responded_by_user") or {}).get("name") or "unknown Airflow user"
-        if needs_person(rid):
-            out = apply_decision(rid, chosen[0], actor=f"{who} (via Airflow)", airflow_user=who,
-                                 reason=(params.get("reason") or "").strip() or "(no reason given in the Airflow form)")
-            self.log.info("Rollout of %s: %s by %s -> %s", rid, chosen[0], who, out.get("state"))
-        return rid
+    def on_timeout(self, rid: str) -> None:
+        from release.rollout import apply_decision
+
+        self.log.warning("No decision on the rollout of %s within %s: rolling back.", rid, self.response_timeout)
+        if not self.decided(rid):
+            apply_decision(rid, ROLL_BACK, actor="fraud-cd rollout",
+                           reason=f"nobody decided within {self.response_timeout}: rolled back, the incumbent "
+                                  "keeps serving")
+
+    def on_response(self, rid: str, option: str, params: dict, who: str, at: str) -> None:
+        from release.rollout import apply_decision
+
+        if not self.decided(rid):  # a question already answered from a terminal changes nothing
+            apply_decision(rid, option, actor=f"{who} (via Airflow)", airflow_user=who,
+                           reason=(params.get("reason") or "").strip() or "(no reason given in the Airflow form)")
 
 
 __all__ = ["RolloutDecisionOperator", "EXTEND", "PROMOTE", "ROLL_BACK"]

@@ -1,10 +1,5 @@
-"""Shadow and ramp on replayed live traffic.
-
-Shadow: the candidate scores every transaction beside production; only production's decision counts.
-Decisions are diffed per country (how often they disagree, in money) and the online contracts are
-checked on that traffic. Ramp: the candidate serves a growing, card-sticky share of traffic; at each
-step the guardrails compare its action rate with production's on the same rows, and a breach rolls
-back to 0% on its own.
+"""Decisions of production and the candidate side by side: diffed per slice (how often they disagree, in
+money) for the backtest (recent history replayed offline) and `fraudcd ramp diffs` (the live log).
 
 The live scoring service's decision log is judged by ``release.guardrails.judge_stage`` on the candidate's
 own rows (``online_step_check`` wraps it for the older callers); ``live_traffic`` shapes the log like
@@ -18,9 +13,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from contracts.base import FAIL, WARN, Verdict
+from contracts.base import WARN, Verdict
 from release.guardrails import COUNT_COLUMNS, ShiftGuardrail, as_guardrails, judge_stage, shift_judgement
-from release.ramp import RampPlan, routed_to_candidate
+from release.ramp import RampPlan
 
 
 DIFF_SLICES = {"country": "merchant_country", "category": "merchant_category"}
@@ -65,29 +60,6 @@ def online_action_rate_verdicts(diffs: pd.DataFrame, name: str, max_relative_shi
     vs, _, _ = shift_judgement(counts, g, name=name, slice_type="country", judge_members=False, floor=False,
                                ratio=False, on_insufficient=WARN)
     return vs if gate else [dataclasses.replace(v, gate=False) for v in vs]
-
-
-def ramp_steps(traffic: pd.DataFrame, plan: RampPlan) -> list[tuple[float, pd.DataFrame]]:
-    """Split the replayed traffic in time order into one chunk per step."""
-    traffic = traffic.sort_values(["ts", "tx_id"], kind="stable").reset_index(drop=True)
-    chunks = np.array_split(np.arange(len(traffic)), len(plan.steps))
-    return [(pct, traffic.iloc[idx]) for pct, idx in zip(plan.steps, chunks)]
-
-
-def ramp_step_check(chunk: pd.DataFrame, pct: float, plan: RampPlan) -> tuple[bool, dict, list[Verdict]]:
-    """Serve ``pct``% of cards with the candidate; compare its action rate to production's on the same
-    rows. Returns (breached, details, verdicts)."""
-    served = chunk[routed_to_candidate(chunk["card_id"], pct)]
-    g = plan.guardrails.action_rate_shift
-    details = {"rows": int(len(chunk)), "candidate_rows": int(len(served)), "pct": pct}
-    if len(served) == 0:
-        return False, {**details, "note": "no traffic routed to the candidate in this step"}, []
-    verdicts = online_action_rate_verdicts(decision_diffs(served), f"ramp_{pct:g}pct_action_rate_shift",
-                                           g.max_relative_shift, g.min_absolute_shift, g.min_support,
-                                           g.confidence)
-    breached = [v for v in verdicts if v.verdict == FAIL]
-    details["breaches"] = [v.sentence for v in breached]
-    return bool(breached), details, verdicts
 
 
 def live_traffic(log: pd.DataFrame) -> pd.DataFrame:
