@@ -160,9 +160,19 @@ def journaled(log: DecisionLog, records: list[dict]) -> None:
 
 
 def killed(log: DecisionLog) -> None:
-    """What kill -9 leaves behind: the files as they are (no flush, no close); its locks die with its fds."""
+    """What kill -9 leaves behind: the files as they are (no flush, no close), what was only in memory gone,
+    none of its threads running on (a journal committer left running would act on segments whose fds are
+    closed under it: on a loaded machine it did); its locks die with its fds."""
     import os
 
+    with log._lock:
+        log._buf.clear()  # the in-memory batch dies with the process
+    log._stop.set()
+    with log._jlock:
+        log._jstop, committer = True, log._committer
+    log._jwake.set()
+    if committer is not None:
+        committer.join(timeout=10)
     for seg in log._segments:
         if seg.fd != -1:
             os.close(seg.fd)
