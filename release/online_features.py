@@ -530,8 +530,15 @@ class OnlineFeatures:
                 "pending": sorted(d.isoformat() for d in list(self._asked) if d not in self._rates),
                 "failed": {d.isoformat(): why for d, (_, why) in list(self._failed.items())}}
 
+    def __enter__(self) -> "OnlineFeatures":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Stop the background preparer (after the preparation it is in) and wait for any preparation."""
+        """Stop the background preparer (after the preparation it is in) and wait for any preparation
+        (a library caller's next day, prepared ahead in a thread). Safe to call twice."""
         self._stopping.set()
         self._wake.set()
         if self._preparer is not None:

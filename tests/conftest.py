@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,27 @@ os.environ["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(_SESSION_DIR / "airflow" /
 os.environ["FRAUDCD_HOME"] = str(_SESSION_DIR / "home")
 for var in ("FRAUDCD_STATE_URL", "FRAUDCD_CONFIG", "FRAUDCD_CONTRACTS", "FRAUDCD_PIPELINE", "FRAUDCD_SOURCE"):
     os.environ.pop(var, None)
+
+
+# the threads the project starts (release/online_features.py, decision_log.py, service.py, rollout.py, demo.py)
+_PROJECT_THREADS = ("rates-", "risk-tables", "decision-log", "decision-journal", "scoring", "rollout-watcher",
+                    "replayer", "deployment-watcher", "shadow-worker")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_thread_outlives_its_test_file():
+    """A test file that leaves one of the project's threads running fails, naming the thread. A leftover
+    thread (a DuckDB preparation ahead, a journal committer on closed segments) runs on under the next
+    files' tests; on CI one such leftover ended the whole run with a segmentation fault two test files
+    later, with no test to blame. Per file, not per test: a module-scoped service fixture keeps its
+    threads for the file. Threads get a few seconds to finish what they were told to stop."""
+    before = set(threading.enumerate())
+    yield
+    left = [t for t in threading.enumerate() if t not in before and t.name.startswith(_PROJECT_THREADS)]
+    for t in left:
+        t.join(timeout=5)
+    alive = sorted(t.name for t in left if t.is_alive())
+    assert not alive, f"the tests of this file left threads running: {alive} (close what they started)"
 
 
 @pytest.fixture

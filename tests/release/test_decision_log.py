@@ -168,11 +168,13 @@ def killed(log: DecisionLog) -> None:
     with log._lock:
         log._buf.clear()  # the in-memory batch dies with the process
     log._stop.set()
+    log._wake.set()
     with log._jlock:
         log._jstop, committer = True, log._committer
     log._jwake.set()
-    if committer is not None:
-        committer.join(timeout=10)
+    for t in (committer, log._thread):
+        if t is not None:
+            t.join(timeout=10)
     for seg in log._segments:
         if seg.fd != -1:
             os.close(seg.fd)

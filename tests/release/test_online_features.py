@@ -17,7 +17,11 @@ from release.online_features import (OnlineFeatures, epoch_us, finish_rates, mer
 
 def replay_online(events, seed_day, end, maturity_days) -> pd.DataFrame:
     """Every transaction of [seed_day, end) through OnlineFeatures, in time order, as the service sees them."""
-    online = OnlineFeatures(events, seed_day, maturity_days=maturity_days)
+    with OnlineFeatures(events, seed_day, maturity_days=maturity_days) as online:
+        return _replay(online, events, seed_day, end)
+
+
+def _replay(online, events, seed_day, end) -> pd.DataFrame:
     files = sorted((events / "transactions").glob("day=*/*.parquet"))
     tx = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     tx = tx[(tx["ts"] >= pd.Timestamp(seed_day, tz="UTC")) & (tx["ts"] < pd.Timestamp(end, tz="UTC"))]
@@ -29,9 +33,24 @@ def replay_online(events, seed_day, end, maturity_days) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("tx_id")
 
 
-def test_every_offline_feature_is_computed_online(tiny, tiny_events):
+@pytest.fixture
+def opened():
+    """OnlineFeatures made by a test, closed after it (a library caller's next day is prepared ahead in a
+    thread, which must not outlive the test)."""
+    made: list[OnlineFeatures] = []
+
+    def make(*args, **kwargs) -> OnlineFeatures:
+        made.append(OnlineFeatures(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for o in made:
+        o.close()
+
+
+def test_every_offline_feature_is_computed_online(tiny, tiny_events, opened):
     day = tiny.cfg.start + dt.timedelta(days=tiny.cfg.days - 1)
-    f = OnlineFeatures(tiny_events, day, tiny.maturity_days).features_and_add(
+    f = opened(tiny_events, day, tiny.maturity_days).features_and_add(
         epoch_us(pd.Timestamp(day, tz="UTC")), "1", "US", "M000001", "US", "grocery", 10.0)
     assert sorted(f) == sorted(FEATURE_COLUMNS)
 
@@ -104,8 +123,8 @@ def empty_events(tmp_path):
     return events
 
 
-def test_same_instant_is_not_known_and_windows_are_closed_on_the_left(empty_events):
-    o = OnlineFeatures(empty_events, D)
+def test_same_instant_is_not_known_and_windows_are_closed_on_the_left(empty_events, opened):
+    o = opened(empty_events, D)
     args = ("US", "MA", "US", "grocery")
     first = o.features_and_add(at(10), "1", args[0], args[1], args[2], args[3], 10.0)
     same = o.features_and_add(at(10), "1", *args, 20.0)
@@ -115,8 +134,8 @@ def test_same_instant_is_not_known_and_windows_are_closed_on_the_left(empty_even
     assert later["amount_vs_card_avg_30d"] == pytest.approx(30 / 16) and later["card_merchants_24h"] == 1
 
 
-def test_an_out_of_order_transaction_lands_where_it_belongs(empty_events):
-    o = OnlineFeatures(empty_events, D)
+def test_an_out_of_order_transaction_lands_where_it_belongs(empty_events, opened):
+    o = opened(empty_events, D)
     args = ("US", "MA", "US", "grocery")
     o.features_and_add(at(12), "1", *args, 10.0)
     o.features_and_add(at(9), "1", *args, 99.0)  # arrives late
@@ -124,8 +143,8 @@ def test_an_out_of_order_transaction_lands_where_it_belongs(empty_events):
     assert f["card_tx_1h"] == 1 and f["card_amount_24h"] == 99.0  # sees 9:00, not 12:00
 
 
-def test_unknown_card_merchant_and_category(empty_events):
-    o = OnlineFeatures(empty_events, D)
+def test_unknown_card_merchant_and_category(empty_events, opened):
+    o = opened(empty_events, D)
     assert not o.knows_merchant("NEW")
     f = o.features_and_add(at(8), "77", "US", "NEW", "GB", "space_tourism", 50.0)
     assert f["card_tx_30d"] == 0 and f["merchant_tx_7d"] == 0 and f["card_age_days"] == 0
@@ -141,7 +160,7 @@ def test_a_transaction_time_needs_a_timezone():
         epoch_us(dt.datetime(2026, 3, 10, 10, 0))
 
 
-def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events):
+def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events, opened):
     """The declarative spec, not the default one: window aggregates of other lengths and kinds (a 2-hour
     card sum, a 3-day merchant count, 12-hour distinct merchants, the amount against a 14-day maximum) and
     three windows of the merchant fraud rate (1, 7 and 30 days, each with its prior; the 1-day one with a
@@ -162,7 +181,7 @@ def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events):
     end = seed + dt.timedelta(days=2)
     offline = compute_features(tiny_events, seed, end, maturity_days=tiny.maturity_days,
                                features=spec).set_index("tx_id")
-    online = OnlineFeatures(tiny_events, seed, maturity_days=tiny.maturity_days, features=spec)
+    online = opened(tiny_events, seed, maturity_days=tiny.maturity_days, features=spec)
     tx = offline.sort_values(["ts"], kind="stable")
     rows = {}
     for r in tx.itertuples():
@@ -179,11 +198,11 @@ def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events):
     assert (offline["merchant_tx_3d"] > 0).mean() > 0.5 and (offline["card_sum_2h"] > 0).mean() > 0.01
 
 
-def test_one_transaction_far_in_the_future_does_not_age_out_the_history(empty_events):
+def test_one_transaction_far_in_the_future_does_not_age_out_the_history(empty_events, opened):
     """Issue 16, item 1: pruning took the largest time ever seen as "now", so one row dated 2200 (a
     request, or a decision-log row resumed at a restart) made every card's history look older than every
     window and dropped it. Pruning now measures the present by the median of the latest transactions."""
-    o = OnlineFeatures(empty_events, D)
+    o = opened(empty_events, D)
     args = ("US", "MA", "US", "grocery")
     for h in range(1, 9):
         o.features_and_add(at(h), "1", *args, 10.0)
@@ -195,10 +214,10 @@ def test_one_transaction_far_in_the_future_does_not_age_out_the_history(empty_ev
     assert f["card_tx_24h"] == 8 and f["card_amount_24h"] == 80.0 and f["merchant_tx_24h"] == 8
 
 
-def test_pruning_forgets_what_no_window_can_see(empty_events):
+def test_pruning_forgets_what_no_window_can_see(empty_events, opened):
     """The robust present still prunes: transactions older than the longest window plus a day before the
     median of the latest ones are forgotten (the card's age is kept)."""
-    o = OnlineFeatures(empty_events, D)
+    o = opened(empty_events, D)
     args = ("US", "MA", "US", "grocery")
     o.features_and_add(at(1), "1", *args, 10.0)
     late = D + dt.timedelta(days=40)
