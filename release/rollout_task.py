@@ -51,8 +51,8 @@ class RolloutDecisionOperator(AskOnceOperator):
     def on_timeout(self, rid: str) -> None:
         from release.rollout import apply_decision
 
-        self.log.warning("No decision on the rollout of %s within %s: rolling back.", rid, self.response_timeout)
-        if not self.decided(rid):
+        if not self.decided(rid):  # decided from a terminal meanwhile: that decision stands
+            self.log.warning("No decision on the rollout of %s within %s: rolling back.", rid, self.response_timeout)
             apply_decision(rid, ROLL_BACK, actor="fraud-cd rollout",
                            reason=f"nobody decided within {self.response_timeout}: rolled back, the incumbent "
                                   "keeps serving")

@@ -2,20 +2,18 @@
 money) for the backtest (recent history replayed offline) and `fraudcd ramp diffs` (the live log).
 
 The live scoring service's decision log is judged by ``release.guardrails.judge_stage`` on the candidate's
-own rows (``online_step_check`` wraps it for the older callers); ``live_traffic`` shapes the log like
+own rows (``release.rollout.advance`` calls it); ``live_traffic`` shapes the log like
 replayed traffic for ``decision_diffs``.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from contracts.base import WARN, Verdict
-from release.guardrails import COUNT_COLUMNS, ShiftGuardrail, as_guardrails, judge_stage, shift_judgement
-from release.ramp import RampPlan
+from release.guardrails import COUNT_COLUMNS, ShiftGuardrail, shift_judgement
 
 
 DIFF_SLICES = {"country": "merchant_country", "category": "merchant_category"}
@@ -73,12 +71,3 @@ def live_traffic(log: pd.DataFrame) -> pd.DataFrame:
         "production_action": both["production_block"].fillna(False).astype(bool).to_numpy(),
         "candidate_action": both["candidate_block"].fillna(False).astype(bool).to_numpy(),
     })
-
-
-def online_step_check(log: pd.DataFrame, pct: float, plan: RampPlan, *, segments: Mapping[str, str] | None = None,
-                      reference_scores: np.ndarray | None = None) -> tuple[bool, dict, list[Verdict]]:
-    """Guardrails on one stage of live traffic (decision-log rows of the stage): ``judge_stage`` on the
-    candidate's rows. Returns (breached, details, verdicts); ``details["status"]`` says pass | breach |
-    inconclusive (an inconclusive stage must not be taken as passed: wait for ``details["missing"]``)."""
-    j = judge_stage(log, pct, as_guardrails(plan.guardrails), segments=segments, reference_scores=reference_scores)
-    return j.breached, j.details, j.verdicts

@@ -19,7 +19,7 @@ from scipy.stats import norm
 
 from release.guardrails import (BREACH, INCONCLUSIVE, NOT_IN_APPROVED_SET, PASSED, Guardrails, judge_stage,
                                 psi, quantile_ci)
-from release.ramp import RampPlan, routed_to_candidate
+from release.ramp import routed_to_candidate
 from release.settings import config_dir
 
 COUNTRIES = np.array(["US", "GB", "FR", "DE", "BR"])
@@ -360,18 +360,6 @@ def test_the_shipped_ramp_plan_loads_into_these_guardrails():
         Guardrails.model_validate({**raw["guardrails"], "typo": 1})
     with pytest.raises(Exception, match="max_psi"):
         Guardrails.model_validate({**raw["guardrails"], "score_shift": {"max_psi": -1}})
-
-
-def test_online_step_check_keeps_its_shape_for_older_callers():
-    from release.shadow import online_step_check
-
-    plan = RampPlan(steps=[1, 100], guardrails={"action_rate_shift": SHIFT, "error_rate": {"max_rate": 0.01}})
-    breached, details, vs = online_step_check(decision_log(0, 4_000, pct=1), 1, plan)
-    assert breached is False and details["status"] == INCONCLUSIVE
-    assert {"rows", "candidate_rows", "compared_rows", "pct", "breaches", "missing"} <= set(details)
-    log = decision_log(0, 40_000, pct=100, multiplier=in_country("FR", 3.0))
-    breached, details, vs = online_step_check(log, 100, plan)
-    assert breached and details["breaches"] and any(v.verdict == "fail" for v in vs)
 
 
 def test_an_empty_stage_is_inconclusive():
