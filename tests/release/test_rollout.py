@@ -269,3 +269,32 @@ def test_watch_once_runs_one_check(world):
 
     r = CliRunner().invoke(app, ["ramp", "watch", "--once", "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["action"] == "waiting"
+
+
+@pytest.mark.parametrize("answered_from_a_terminal", [False, True])
+def test_nobody_answering_the_rollout_question_rolls_back_unless_a_person_decided(world, answered_from_a_terminal):
+    """The DAG's rollout_decision task, when its response timeout passes (the branch Airflow's timeout
+    takes, release.rollout_task.RolloutDecisionOperator.on_timeout): a rollout still waiting for a person
+    is rolled back, on the record; one a person decided from a terminal meanwhile keeps that decision."""
+    from release.rollout_task import RolloutDecisionOperator
+
+    ctl(ramp.set_pct, 100)
+    serve_day(world, limit=150)
+    strict = plan(latency={"max_p99_ms": 1000, "min_requests": 1000}, step={"max_wait_seconds": 60})
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=61)
+    advance(plan=strict)
+    assert advance(plan=strict, now=later)["action"] == "asked" and needs_person(dw.RELEASE)
+    if answered_from_a_terminal:
+        apply_decision(dw.RELEASE, "Extend the wait", actor="risk lead (test)", reason="tomorrow's traffic")
+    before = len(audit_log(entity_prefix="ramp"))
+    op = RolloutDecisionOperator(task_id="rollout_decision", release_task_id="rollout",
+                                 response_timeout=dt.timedelta(seconds=5))
+    op.on_timeout(dw.RELEASE)
+    after = audit_log(entity_prefix="ramp")
+    if answered_from_a_terminal:
+        assert ramp.current()["state"] == "ramping" and len(after) == before
+    else:
+        assert ramp.current()["state"] == "rolled_back" and not needs_person(dw.RELEASE)
+        assert registry.tagged("production").id != world.candidate
+        last = after[-1]
+        assert last["actor"] == "fraud-cd rollout" and "nobody decided within 0:00:05" in last["reason"], last
