@@ -9,7 +9,9 @@ response handler (release.hitl). The state store is the record either way:
 - if the set was already decided before the task asks (the CLI was quicker, or opt-in automation
   approved every segment), the task finishes at once without parking;
 - a response from the UI is applied to the state store here (edits and decision in one transaction,
-  the responder named as actor); a response whose decision is already recorded changes nothing;
+  the responder named as actor); a response whose decision is already recorded changes nothing; a
+  response that cannot be applied (an edit out of range, an unknown merchant, "approve some" naming
+  none) changes nothing and the task asks again, saying why in its log and an alert (release.hitl_task);
 - with no response by ``response_timeout`` (enforced by the scheduler's sweep), the set expires:
   nothing goes live, the release stops and its report says why.
 
@@ -48,6 +50,12 @@ class ThresholdApprovalOperator(AskOnceOperator):
             },
             **kwargs,
         )
+
+    @property
+    def refused_responses(self) -> tuple[type[Exception], ...]:
+        from release.approvals import ThresholdInputError  # an edit out of range, an unknown merchant, ...
+
+        return (ThresholdInputError,)
 
     def decided(self, rid: str) -> bool:
         from release.cycle import approval_decided

@@ -7,6 +7,12 @@ Both of the DAG's questions (the threshold approval, ``release.approval_task``; 
   rerun) the task finishes without asking; a decision recorded while the request was being written is
   found after parking too;
 - a response from the UI is handed to the subclass with who answered, when, and the form's params;
+- a response the subclass cannot apply (``refused_responses``: an edit out of range, an unknown merchant;
+  Airflow's response handler checks only the option, not the form's values) changes nothing and asks
+  again: the reason goes to the task log and to an alert (``release.alerts``, kind ``response_refused``),
+  the response is cleared and the task waits for a new one, for a new ``response_timeout``. The run does
+  not fail and the release does not sit in its waiting status with everything downstream upstream_failed.
+  (The form's text in the UI stays as first written: Airflow keeps a request's body when it is asked again.)
 - with no response by ``response_timeout`` the subclass's ``on_timeout`` decides what that means.
 
 Only light imports at module level: the DAG file imports the subclasses.
@@ -26,6 +32,9 @@ except ImportError:  # pragma: no cover - older Airflow defers instead; nothing 
 class AskOnceOperator(HITLOperator):
     """A question about one release (its id pulled from ``release_task_id``). Subclasses say whether it
     is decided already, what the form shows, and what a response or a timeout does. Returns the release id."""
+
+    #: what ``on_response`` raises for a response that cannot be applied (nothing applied): asked again
+    refused_responses: tuple[type[Exception], ...] = ()
 
     def __init__(self, *, release_task_id: str, **kwargs: Any) -> None:
         self.release_task_id = release_task_id
@@ -77,6 +86,24 @@ class AskOnceOperator(HITLOperator):
         params = dict(event.get("params_input") or {})
         who = (event.get("responded_by_user") or {}).get("name") or "unknown Airflow user"
         at = event.get("responded_at")
-        self.on_response(rid, chosen[0], params, who, at.isoformat() if hasattr(at, "isoformat") else str(at))
+        try:
+            self.on_response(rid, chosen[0], params, who, at.isoformat() if hasattr(at, "isoformat") else str(at))
+        except self.refused_responses as refused:
+            return self._ask_again(context, rid, chosen[0], who, refused)
         self.log.info("%s: %s answered %r by %s.", self.task_id, rid, chosen[0], who)
         return rid
+
+    def _ask_again(self, context, rid: str, option: str, who: str, refused: Exception):
+        import datetime as dt
+
+        from release.alerts import raise_alert
+
+        why = str(refused)
+        self.log.warning("%s: the response %r of %s to %s was not applied: %s. Asking again.", self.task_id,
+                         option, who, rid, why)
+        raise_alert("response_refused", f"{self.task_id} of {rid}: the response {option!r} of {who} was not "
+                    f"applied ({why}); the question is asked again.",
+                    at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), severity="warning",
+                    details={"release_id": rid, "task_id": self.task_id, "option": option, "responder": who,
+                             "why": why})
+        return self.execute(context)  # clears the response (Airflow keeps one per task) and waits again

@@ -178,6 +178,42 @@ def test_a_response_from_the_airflow_ui_path_is_applied_with_its_edits(world):
     assert hitl.open_request(RID) is None
 
 
+def test_a_response_that_cannot_be_applied_is_refused_and_asked_again(world):
+    """Issue 17, item 3: a response from the UI with an edit out of range, then one naming a merchant that
+    was not suggested, each change nothing; the task does not fail, it asks again and says why; the
+    next, valid, response is applied."""
+    from release import approvals, hitl
+    from release.alerts import read_alerts
+    from release.cycle import get_release
+    from release.store import audit_log
+
+    home, env, m = world
+    responses = [(["M1", "M2"], {"M1": 1.5}), (["M1", "ZZ"], {}), (["M1", "M2"], {"M1": 0.65})]  # bad, bad, good
+    seen = []
+
+    def answer():
+        merchants, edits = responses[len(seen)]
+        seen.append(get_release(RID)["status"])  # what the store says when the person is asked
+        code = ("from release import hitl; hitl.respond(%r, hitl.APPROVE_SOME, user='risk-analyst', reason='r', "
+                "merchants=%r, edits=%r)" % (RID, merchants, edits))
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return len(seen) == len(responses)  # the run helper answers again while the task waits again
+
+    text, status = _run(home, env, "ui-bad-then-good", answer)
+    assert seen == ["awaiting_approval"] * 3  # a refused response moved nothing
+    assert status == ["approved"] and get_release(RID)["status"] == "approved", text[-3000:]
+    assert approvals.live_thresholds(m)[1].sort_index().to_dict() == {"M1": 0.65, "M2": 0.9}
+    refused = [a["details"] for a in read_alerts() if a["kind"] == "response_refused"]
+    assert [r["responder"] for r in refused] == ["risk-analyst"] * 2
+    assert "threshold 1.5 is out of range" in refused[0]["why"] and "'ZZ' is not among" in refused[1]["why"]
+    assert text.count("Asking again") == 2
+    decided = [a for a in audit_log() if a["action"].startswith("thresholds_")]
+    assert {a["actor"] for a in decided} == {"risk-analyst (via Airflow)"}, decided  # the valid response only
+    assert sorted(a["action"] for a in decided) == ["thresholds_approved", "thresholds_edited"], decided
+    assert hitl.open_request(RID) is None
+
+
 def test_reject_through_the_cli_stops_the_release(world):
     from release import approvals
     from release.cycle import get_release
