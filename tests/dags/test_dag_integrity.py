@@ -107,3 +107,24 @@ def test_dag_files_do_no_heavy_work_at_import(name):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     line = [x for x in out.stdout.splitlines() if x.startswith("HEAVY=")]
     assert line == ["HEAVY="]
+
+
+def test_a_scheduler_that_first_sees_the_dags_finds_them_paused(tmp_path, migrated_airflow_db):
+    """airflow.cfg: dags_are_paused_at_creation. Airflow registering the DAGs (as a dag-processor does on
+    its first parse) must not let a scheduler start both cycles for today at once; a person unpauses."""
+    import json
+    import shutil
+
+    from release.airflow_env import airflow_bin, airflow_env
+
+    env = airflow_env()
+    env.pop("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", None)
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{tmp_path / 'airflow.db'}"
+    shutil.copyfile(migrated_airflow_db, tmp_path / "airflow.db")
+    done = subprocess.run([airflow_bin(), "dags", "reserialize"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed = subprocess.run([airflow_bin(), "dags", "list", "-o", "json"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    [out] = [line for line in listed.stdout.splitlines() if line.startswith("[{")]  # the JSON, not log lines
+    dags = {d["dag_id"]: d["is_paused"] for d in json.loads(out)}
+    assert dags == {"release": "True", "training_set": "True"}, listed.stdout
