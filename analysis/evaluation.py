@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.metrics import prepare, ranking_metrics, slice_metrics, threshold_at_fpr, thresholds_for, weighted_fpr
+from analysis.metrics import (prepare, ranking_metrics, slice_codes, slice_counts, slice_table, threshold_at_fpr,
+                             thresholds_for, weighted_fpr)
 from analysis.stats import slice_intervals
 from analysis.thresholds import suggest_thresholds
 from analysis.weighting import MAX_WEIGHT, dr_fraud_terms, ipw_weights, outcome_model
@@ -101,48 +102,61 @@ def split_fit_judge(scored: pd.DataFrame, fit_share: float = FIT_SHARE, seed: in
     return fit, desc
 
 
-def pooled_labels(labels: pd.Series, support: np.ndarray, min_support: int, slice_type: str) -> tuple[np.ndarray, dict]:
-    """Each row's slice, with slices whose summed ``support`` is below ``min_support`` pooled into one
-    "other ..." slice; returns the labels and {pooled slice name: its members}."""
-    codes, names = pd.factorize(labels.astype(str), sort=True)
-    names = np.asarray(names, dtype=object)
+def pooled_slices(codes: np.ndarray, names: np.ndarray, support: np.ndarray, min_support: int,
+                  slice_type: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The slices ``codes`` into ``names`` (as analysis.metrics.slice_codes makes them) with those whose
+    summed ``support`` is below ``min_support`` pooled into one "other ..." slice: the pooled (codes,
+    names), in the same form, and {pooled slice name: its members}."""
     tot = np.bincount(codes, weights=np.asarray(support, dtype=float), minlength=len(names))
     small = tot < min_support
     if not small.any():
-        return names[codes], {}
+        return codes, names, {}
     name = other_name(slice_type)
     members = sorted(map(str, names[small]))
     shown = ", ".join(members[:6]) + (f" and {len(members) - 6} more" if len(members) > 6 else "")
-    return np.where(small, name, names)[codes], {name: f"{len(members)}: {shown}"}
+    pooled, code_of = np.unique(np.where(small, name, names).astype(object), return_inverse=True)
+    return code_of[codes].astype(np.int32), pooled, {name: f"{len(members)}: {shown}"}
 
 
-def slice_counterfactual_support(keys: dict[str, np.ndarray], label: np.ndarray, weight: np.ndarray) -> pd.DataFrame:
+def pooled_labels(labels: pd.Series, support: np.ndarray, min_support: int, slice_type: str) -> tuple[np.ndarray, dict]:
+    """``pooled_slices`` on a label column: each row's (pooled) slice name, and {pooled slice name: its members}."""
+    codes, names, members = pooled_slices(*slice_codes(labels), support, min_support, slice_type)
+    return names[codes], members
+
+
+def slice_counterfactual_support(keys: dict[str, tuple[np.ndarray, np.ndarray]], label: np.ndarray,
+                                 weight: np.ndarray) -> pd.DataFrame:
     """analysis.weighting.counterfactual_support for every slice at once (grouped sums, not a loop): per
-    (slice_type, slice), censored rows (unlabelled in a matured window: blocked by the policy of the
-    day), explored rows and explored frauds (labelled rows carrying a weight above 1), and the Kish
-    effective sample size of the frauds' and of the legitimate rows' weights."""
+    (slice_type, slice) of ``keys`` (slice type -> (codes, names) as analysis.metrics.slice_codes makes
+    them), censored rows (unlabelled in a matured window: blocked by the policy of the day), explored rows
+    and explored frauds (labelled rows carrying a weight above 1), and the Kish effective sample size of the
+    frauds' and of the legitimate rows' weights. Row counts are counted; weight sums are pandas' grouped
+    sums (compensated, in row order), the frauds' over the fraud rows only."""
     labelled = ~np.isnan(label)
     fraud = labelled & (label == 1)
     legit = labelled & (label == 0)
     explored = labelled & (weight > 1)
     w = np.where(labelled, weight, 0.0)
-    cols = pd.DataFrame({"censored": (~labelled).astype(float), "explored": explored.astype(float),
-                         "explored_frauds": (explored & fraud).astype(float),
-                         "_wf": w * fraud, "_wf2": (w * fraud) ** 2, "_wl": w * legit, "_wl2": (w * legit) ** 2})
+    counted = {"censored": np.flatnonzero(~labelled), "explored": np.flatnonzero(explored),
+               "explored_frauds": np.flatnonzero(explored & fraud)}
+    frauds = np.flatnonzero(fraud)
+    wf = w[frauds]
+    frauds_w = pd.DataFrame({"_wf": wf, "_wf2": wf ** 2})
+    wl = w * legit
+    legit_w = pd.DataFrame({"_wl": wl, "_wl2": wl ** 2})
     parts = []
-    for t, k in keys.items():
-        g = cols.groupby(np.asarray(k).astype(str)).sum()
+    for t, (codes, names) in keys.items():
+        n_s = len(names)
+        g = pd.DataFrame({c: np.bincount(codes[r], minlength=n_s).astype(np.int64) for c, r in counted.items()})
+        f = frauds_w.groupby(codes[frauds]).sum().reindex(range(n_s), fill_value=0.0)
+        legit_sums = legit_w.groupby(codes).sum().reindex(range(n_s), fill_value=0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            g["ess_frauds"] = np.where(g["_wf2"] > 0, g["_wf"] ** 2 / g["_wf2"], 0.0)
-            g["ess_legit"] = np.where(g["_wl2"] > 0, g["_wl"] ** 2 / g["_wl2"], 0.0)
-        g = g.drop(columns=["_wf", "_wf2", "_wl", "_wl2"])
-        g.insert(0, "slice", g.index.astype(str))
+            g["ess_frauds"] = np.where(f["_wf2"] > 0, f["_wf"] ** 2 / f["_wf2"], 0.0)
+            g["ess_legit"] = np.where(legit_sums["_wl2"] > 0, legit_sums["_wl"] ** 2 / legit_sums["_wl2"], 0.0)
+        g.insert(0, "slice", pd.Index(np.asarray(names).astype(str), dtype=object).astype(str))
         g.insert(0, "slice_type", t)
-        parts.append(g.reset_index(drop=True))
-    out = pd.concat(parts, ignore_index=True)
-    for c in ("censored", "explored", "explored_frauds"):
-        out[c] = out[c].round().astype(np.int64)
-    return out
+        parts.append(g)
+    return pd.concat(parts, ignore_index=True)
 
 
 @dataclass
@@ -211,13 +225,11 @@ def _jsonable(x):
     return str(x)
 
 
-def all_slices(p: pd.DataFrame, slice_names: list[str]) -> pd.DataFrame:
-    parts = [slice_metrics(p, None)]
-    for s in slice_names:
-        t = slice_metrics(p, SLICE_COLUMNS[s])
-        t["slice_type"] = s
-        parts.append(t)
-    return pd.concat(parts, ignore_index=True)
+def all_slices(p: pd.DataFrame, keys: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """analysis.metrics.slice_table of a ``prepare``d frame for every slice type of ``keys`` (slice type ->
+    (codes, names)), one after the other."""
+    counts = slice_counts(p)
+    return pd.concat([slice_table(counts, codes, names, t) for t, (codes, names) in keys.items()], ignore_index=True)
 
 
 def _default_pools() -> set[tuple[str, str, int]]:
@@ -298,8 +310,19 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
     p = prepare(judging, inc_thr, np.full(len(judging), candidate_threshold))
     pol_thr = thresholds_for(judging["merchant_id"].astype(str), policy_per_merchant, policy_global)
     pol_p = prepare(judging, inc_thr, pol_thr)
-    op = all_slices(p, slice_names)
-    pol = all_slices(pol_p, slice_names)
+    # every slice column hashed once: the tables, the intervals and the support all read these codes
+    columns = {}
+
+    def codes_of(slice_type: str) -> tuple[np.ndarray, np.ndarray]:
+        col = SLICE_COLUMNS[slice_type]
+        if col not in columns:
+            columns[col] = slice_codes(judging[col])
+        return columns[col]
+
+    keys = {"all": (np.zeros(len(judging), dtype=np.int32), np.array(["all"], dtype=object))}
+    keys.update({name: codes_of(name) for name in slice_names})
+    op = all_slices(p, keys)
+    pol = all_slices(pol_p, keys)
     op.insert(0, "at", "operating_point")
     pol.insert(0, "at", "policy")
     slices = pd.concat([op, pol], ignore_index=True)
@@ -309,8 +332,6 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
     overall = {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v) for k, v in overall.items()}
     label = judging["label"].astype(float).to_numpy()
     weight = judging["weight"].astype(float).to_numpy()
-    keys = {"all": np.full(len(judging), "all")}
-    keys.update({name: judging[SLICE_COLUMNS[name]].astype(str).to_numpy() for name in slice_names})
     members = {}
     for slice_type, measure, min_support in sorted(pools):
         name = pooled_type(slice_type, measure, min_support)
@@ -318,7 +339,8 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
             continue
         support = {"transactions": np.ones(len(judging)), "frauds": (label == 1).astype(float),
                    "actions": p["incumbent_action"].to_numpy(dtype=float)}[measure]
-        keys[name], m = pooled_labels(judging[SLICE_COLUMNS[slice_type]], support, min_support, slice_type)
+        codes, names, m = pooled_slices(*codes_of(slice_type), support, min_support, slice_type)
+        keys[name] = (codes, names)
         members.update({(name, k): v for k, v in m.items()})
     metrics = slice_intervals(
         label, weight, judging["amount"],
@@ -345,7 +367,10 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
         metrics = pd.concat([metrics, *extra], ignore_index=True)
     support = slice_counterfactual_support(keys, label, weight)
     metrics = metrics.merge(support, on=["slice_type", "slice"], how="left")
-    metrics["members"] = [members.get((t, s)) for t, s in zip(metrics["slice_type"], metrics["slice"])]
+    pooled = np.full(len(metrics), None, dtype=object)  # the pooled slices' members, None elsewhere
+    for (t, s), v in members.items():
+        pooled[((metrics["slice_type"] == t) & (metrics["slice"] == s)).to_numpy()] = v
+    metrics["members"] = list(pooled)
 
     def gain(metric: str) -> dict:
         d = metrics[(metrics.slice_type == "all") & (metrics.metric == metric) & (metrics.estimator == "ipw")

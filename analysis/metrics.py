@@ -7,6 +7,8 @@ exploration rows stand in for the censored blocks (inverse propensity weighting)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -67,8 +69,9 @@ def _rates(g: pd.DataFrame, prefix: str) -> dict:
 
 
 def prepare(df: pd.DataFrame, inc_threshold: np.ndarray, cand_threshold: np.ndarray) -> pd.DataFrame:
-    """Columns every slice metric needs: actions of both models and the weighted label columns."""
-    out = df.copy()
+    """Columns every slice metric needs: actions of both models and the weighted label columns, added to a
+    shallow copy of ``df`` (copy-on-write: ``df`` is untouched and its columns are not duplicated)."""
+    out = df.copy(deep=False)
     out["incumbent_action"] = (out["incumbent_score"].to_numpy() >= inc_threshold).astype(float)
     out["candidate_action"] = (out["candidate_score"].to_numpy() >= cand_threshold).astype(float)
     labelled = out["label"].notna().to_numpy()
@@ -78,36 +81,64 @@ def prepare(df: pd.DataFrame, inc_threshold: np.ndarray, cand_threshold: np.ndar
     return out
 
 
-def slice_metrics(p: pd.DataFrame, by: str | None) -> pd.DataFrame:
-    """One row per slice of ``by`` (or one 'all' row): support and both models' metrics side by side."""
-    key = p[by] if by else pd.Series("all", index=p.index)
-    w = p["_w"]
-    pos = p["_lab"] * w
-    negw = (1 - p["_lab"]) * w * p["_labelled"]
-    cols = {
-        "transactions": p["_labelled"] * 0 + 1,
-        "labelled": p["_labelled"],
-        "frauds": p["_lab"],
-        "_pos": pos, "_neg": negw,
-    }
-    for m in MODELS:
-        a = p[f"{m}_action"]
-        cols[f"{m}_actions"] = a
-        cols[f"_{m}_tp"] = pos * a
-        cols[f"_{m}_fp"] = negw * a
-        cols[f"{m}_blocked_fraud_amount"] = pos * a * p["amount"]
-        cols[f"{m}_false_decline_amount"] = negw * a * p["amount"]
-    inc_a, cand_a = p["incumbent_action"], p["candidate_action"]
-    cols["candidate_only_actions"] = cand_a * (1 - inc_a)  # the decisions the models disagree on:
-    cols["incumbent_only_actions"] = inc_a * (1 - cand_a)  # what a paired (McNemar) test needs
-    fraud = p["_lab"]  # labelled frauds; the same paired view of recall: who caught what the other missed
-    cols["candidate_only_catches"] = fraud * cand_a * (1 - inc_a)
-    cols["incumbent_only_catches"] = fraud * inc_a * (1 - cand_a)
-    agg = pd.DataFrame(cols).groupby(key.to_numpy()).sum()
-    out = pd.DataFrame(index=agg.index)
-    out["transactions"] = agg["transactions"].astype(int)
-    out["labelled"] = agg["labelled"].astype(int)
-    out["frauds"] = agg["frauds"].astype(int)
+def slice_codes(labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A slice column as (int32 codes, names): its values as strings, names sorted, every one present (the
+    form analysis.stats.slice_intervals takes as a key), so a judgement hashes each column once."""
+    codes, names = pd.factorize(labels.astype(str), sort=True)
+    return codes.astype(np.int32), np.asarray(names, dtype=object)
+
+
+@dataclass
+class SliceCounts:
+    """The per-row counts behind ``slice_table``, made once for a prepared frame and summed per slice of
+    any slice type. Sums of 0/1 counts are exact in any order: they are counted over the rows where they
+    are 1. Weighted sums use pandas' grouped sum (compensated, in row order: the figures these tables
+    always had), the sparse ones (frauds, actions) over the rows where any is non-zero, the legitimate
+    weight over every row."""
+
+    ones: dict[str, np.ndarray]  # 0/1 count column -> the rows where it is 1
+    rows: np.ndarray  # the rows where some sparse weighted column is non-zero
+    sparse: pd.DataFrame  # those columns on those rows
+    neg: pd.Series  # the legitimate rows' weight, every row
+
+
+def slice_counts(p: pd.DataFrame) -> SliceCounts:
+    """The counts of a ``prepare``d frame, for ``slice_table``."""
+    lab, w, labelled, amount = (p[c].to_numpy(dtype=float) for c in ("_lab", "_w", "_labelled", "amount"))
+    pos = lab * w
+    negw = (1 - lab) * w * labelled
+    acts = {m: p[f"{m}_action"].to_numpy(dtype=float) for m in MODELS}
+    inc_a, cand_a = acts["incumbent"], acts["candidate"]
+    ones = {"labelled": labelled, "frauds": lab, **{f"{m}_actions": a for m, a in acts.items()},
+            # the decisions the models disagree on: what a paired (McNemar) test needs; and the same paired view
+            # of recall: who caught what the other missed
+            "candidate_only_actions": cand_a * (1 - inc_a), "incumbent_only_actions": inc_a * (1 - cand_a),
+            "candidate_only_catches": lab * cand_a * (1 - inc_a), "incumbent_only_catches": lab * inc_a * (1 - cand_a)}
+    rows = np.flatnonzero((pos != 0) | ((negw != 0) & ((inc_a != 0) | (cand_a != 0))))
+    sparse = {"_pos": pos[rows]}
+    for m, a in acts.items():
+        pa, na = pos[rows] * a[rows], negw[rows] * a[rows]
+        sparse.update({f"_{m}_tp": pa, f"_{m}_fp": na, f"{m}_blocked_fraud_amount": pa * amount[rows],
+                       f"{m}_false_decline_amount": na * amount[rows]})
+    return SliceCounts(ones={c: np.flatnonzero(v) for c, v in ones.items()}, rows=rows,
+                       sparse=pd.DataFrame(sparse), neg=pd.Series(negw))
+
+
+def slice_table(counts: SliceCounts, codes: np.ndarray, names: np.ndarray, slice_type: str) -> pd.DataFrame:
+    """One row per slice (``codes`` into ``names``, as ``slice_codes`` makes them): support and both
+    models' metrics side by side."""
+    n_s = len(names)
+    agg = pd.DataFrame({"transactions": np.bincount(codes, minlength=n_s).astype(float),
+                        **{c: np.bincount(codes[r], minlength=n_s).astype(float) for c, r in counts.ones.items()}})
+    agg["_neg"] = counts.neg.groupby(codes).sum().reindex(range(n_s), fill_value=0.0).to_numpy()
+    sums = counts.sparse.groupby(codes[counts.rows]).sum().reindex(range(n_s), fill_value=0.0)
+    for c in sums.columns:
+        agg[c] = sums[c].to_numpy()
+    out = pd.DataFrame(index=pd.Index(names.astype(str), dtype=object))
+    out["transactions"] = agg["transactions"].astype(int).to_numpy()
+    out["labelled"] = agg["labelled"].astype(int).to_numpy()
+    out["frauds"] = agg["frauds"].astype(int).to_numpy()
+    agg.index = out.index
     for m in MODELS:
         out[f"{m}_action_rate"] = agg[f"{m}_actions"] / agg["transactions"]
         out[f"{m}_recall"] = agg[f"_{m}_tp"] / agg["_pos"].where(agg["_pos"] > 0)
@@ -116,17 +147,23 @@ def slice_metrics(p: pd.DataFrame, by: str | None) -> pd.DataFrame:
         out[f"{m}_precision"] = agg[f"_{m}_tp"] / denom.where(denom > 0)
         out[f"{m}_blocked_fraud_amount"] = agg[f"{m}_blocked_fraud_amount"]
         out[f"{m}_false_decline_amount"] = agg[f"{m}_false_decline_amount"]
-    out["candidate_only_actions"] = agg["candidate_only_actions"].astype(int)
-    out["incumbent_only_actions"] = agg["incumbent_only_actions"].astype(int)
-    out["candidate_only_catches"] = agg["candidate_only_catches"].astype(int)
-    out["incumbent_only_catches"] = agg["incumbent_only_catches"].astype(int)
+    for c in ("candidate_only_actions", "incumbent_only_actions", "candidate_only_catches", "incumbent_only_catches"):
+        out[c] = agg[c].astype(int)
     out.insert(0, "slice", out.index.astype(str))
-    out.insert(0, "slice_type", by or "all")
+    out.insert(0, "slice_type", slice_type)
     return out.reset_index(drop=True)
 
 
+def slice_metrics(p: pd.DataFrame, by: str | None) -> pd.DataFrame:
+    """One row per slice of column ``by`` (or one 'all' row) of a ``prepare``d frame: support and both
+    models' metrics side by side."""
+    codes, names = slice_codes(p[by]) if by else (np.zeros(len(p), dtype=np.int32), np.array(["all"], dtype=object))
+    return slice_table(slice_counts(p), codes, names, by or "all")
+
+
 def ranking_metrics(p: pd.DataFrame) -> dict:
-    lab = p[p["_labelled"] > 0]
+    """Each model's ROC-AUC and average precision on the labelled rows, inverse-propensity weighted."""
+    lab = p[["_lab", "_w", *(f"{m}_score" for m in MODELS)]][p["_labelled"] > 0]
     out = {}
     for m in MODELS:
         if lab["_lab"].nunique() == 2:

@@ -57,6 +57,11 @@ RANKING_CELLS = 1 << 23  # score bins for the ranking metrics: (slices of the la
 MIN_BINS, MAX_BINS = 2048, 1 << 16  # within these
 
 
+# the level of the intervals in the tidy metrics table; a contract judged at another confidence rescales them
+# (contracts.base.wide_metric)
+INTERVAL_LEVEL = 0.95
+
+
 def _poisson1_table() -> np.ndarray:
     cdf = poisson.cdf(np.arange(32), 1.0) * (1 << _TABLE_BITS)
     return np.searchsorted(cdf, np.arange(1 << _TABLE_BITS) + 0.5).astype(np.float32)
@@ -353,13 +358,16 @@ class _Ranking:
 
 
 def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, actions: dict[str, np.ndarray],
-                    keys: dict[str, np.ndarray], card: np.ndarray, *, baseline: str, n_boot: int = 1000,
-                    level: float = 0.95, seed: int = 0, max_weight: float = 100.0, chunk: int = 125,
+                    keys: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]], card: np.ndarray, *,
+                    baseline: str, n_boot: int = 1000,
+                    level: float = INTERVAL_LEVEL, seed: int = 0, max_weight: float = 100.0, chunk: int = 125,
                     scores: dict[str, np.ndarray] | None = None, n_bins: int | None = None,
                     min_ranking_frauds: int = 10, estimators: tuple[str, ...] = ("all", "ipw", "plain")
                     ) -> pd.DataFrame:
     """Estimates and bootstrap intervals of every metric, per model and as each model minus ``baseline``,
-    for every slice of every slice type in ``keys`` (slice type -> one label per row).
+    for every slice of every slice type in ``keys`` (slice type -> one label per row, or the labels already
+    factorized as a (codes, names) pair: names sorted, codes 0..len(names)-1 with every name present, as
+    ``_codes`` would make them; a caller slicing the same rows several times factorizes them once).
 
     ``label`` is 1/0 with NaN for unlabelled rows (blocked by the policy of the day), ``weight`` the
     inverse propensity (clipped at ``max_weight``), ``actions`` each model's 0/1 decisions. With
@@ -408,7 +416,7 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     quiet_kind[~active] = kind_code + 1
     n_kinds = len(kinds) + 1
     shared_pos = [cols.index(c) for c in SHARED]
-    codes = {t: _codes(np.asarray(labels)) for t, labels in keys.items()}
+    codes = {t: _codes(labels) for t, labels in keys.items()}
     ranking = None
     if scores is not None:
         n_bins = n_bins or ranking_bins(max(len(c[1]) for c in codes.values()))
@@ -529,9 +537,13 @@ def _factorize_few(values: np.ndarray, common: float) -> tuple[np.ndarray, np.nd
     return codes, names
 
 
-def _codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dense int32 codes and sorted names of ``labels``: by counting for small non-negative integers
-    (fast on 10M rows), else by hashing."""
+def _codes(labels: np.ndarray | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Dense int32 codes and sorted names of ``labels``: as given for a (codes, names) pair, by counting
+    for small non-negative integers (fast on 10M rows), else by hashing."""
+    if isinstance(labels, tuple):
+        codes, names = labels
+        return np.asarray(codes, dtype=np.int32), np.asarray(names)
+    labels = np.asarray(labels)
     if labels.dtype.kind in "iub" and len(labels):
         lo, hi = labels.min(), labels.max()
         if lo >= 0 and hi < 10_000_000:
