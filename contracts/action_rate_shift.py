@@ -17,18 +17,27 @@ YAML::
       min_support: 500            # slices where the incumbent blocked fewer judging transactions are pooled
                                   # ("other countries"): an action-rate change is decided by the blocks
       limits: {US: 0.10}          # optional tighter (or looser) relative limits for named slices
-      confidence: 0.95            # the interval's level
+      confidence: 0.90            # the interval's level (see "Level" below)
       on_insufficient: stop       # an interval that reaches both sides of the limit stops the release
       gate: true
 
-A slice passes when the 95% interval of its action-rate change (a paired bootstrap by card on the judging
+A slice passes when the interval of its action-rate change (a paired bootstrap by card on the judging
 rows: point and interval from the same counts) lies inside ±limit, fails when it lies wholly beyond, and
 is "insufficient data" otherwise. Each slice is judged on its own interval (see contracts/base.py: adding
 slices never makes the gate more lenient).
 
+Level. "Inside ±limit" is an equivalence claim, and a pass is two one-sided tests (TOST): the upper end
+below +limit and the lower end above -limit. With a 90% interval each end is a one-sided 95% bound, so
+a slice whose true shift sits exactly on the limit passes in at most 5% of judgements, fewer the further
+beyond it is: the 95% stopping of harm the gates are held to. A 95% interval would make each end a 97.5%
+bound, stricter than that promise, and it is paid for by good releases: on the planted battery (seeds
+100-199, tests/contracts/planted.py) it stopped a strictly better candidate with equal action rates in 8
+of 100 seeds, the 90% interval in 4, while a shift planted at one country's thin and new merchants was
+still stopped in every seed whose true shift was beyond the limit (README, release gates).
+
 Sentence on failure::
 
-    BR: the policy blocks 2.25% vs 1.61% (+40%, 95% CI +31%..+49%), limit ±25%, 48,210 judging
+    BR: the policy blocks 2.25% vs 1.61% (+40%, 90% CI +32%..+48%), limit ±25%, 48,210 judging
     transactions: beyond the limit. At one global threshold the candidate would block 2.30% (+43%); the
     per-merchant thresholds absorb 3 pts of it.
 """
@@ -68,7 +77,7 @@ class ActionRateShift(SliceContract):
         """``metrics``: the evaluation's tidy table (analysis.stats.slice_intervals on the judging rows)."""
         models = ["incumbent", self.model, f"{self.model}-incumbent", f"{self.model}/incumbent", "candidate",
                   "candidate-incumbent"]
-        rows = wide_metric(metrics, self.slice_type, "action_rate", "all", models)
+        rows = wide_metric(metrics, self.slice_type, "action_rate", "all", models, confidence=self.confidence)
         if rows.empty:
             return self.no_slices("any transactions")
         if self.model == "candidate":

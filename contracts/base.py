@@ -284,16 +284,10 @@ class SliceContract(BaseModel):
         thin members is a second look that must not stop a good release on one unlucky week."""
         if self.slice_type == self.slice or len(pooled_rows) == 0:
             return pooled_rows.iloc[0:0]
-        raw = wide_metric(metrics, self.slice, metric, estimator, models)
+        raw = wide_metric(metrics, self.slice, metric, estimator, models, confidence=MEMBER_CONFIDENCE)
         if not len(raw):
             return raw
-        raw = raw.loc[[s for s in raw.index if s not in pooled_rows.index]].copy()
-        scale = _z(MEMBER_CONFIDENCE) / _z(self.confidence)
-        for m in models:
-            if f"{m}_lo" in raw and (m.endswith("-incumbent") or m.endswith("/incumbent")):
-                raw[f"{m}_lo"] = raw[m] - scale * (raw[m] - raw[f"{m}_lo"])
-                raw[f"{m}_hi"] = raw[m] + scale * (raw[f"{m}_hi"] - raw[m])
-        return raw
+        return raw.loc[[s for s in raw.index if s not in pooled_rows.index]].copy()
 
     def point_beyond(self, v: Verdict) -> bool:
         """Whether a verdict's point estimate lies beyond its limit (the contract kind knows how)."""
@@ -330,10 +324,17 @@ def unmatched_limits(contract, known: set[str], kind: str) -> list[Verdict]:
             for name in sorted(set(contract.limits) - known)]
 
 
-def wide_metric(metrics, slice_type: str, metric: str, estimator: str, models: list[str]):
+def wide_metric(metrics, slice_type: str, metric: str, estimator: str, models: list[str],
+                confidence: float | None = None):
     """From the tidy metrics table, one row per slice with ``<model>``, ``<model>_lo``, ``<model>_hi`` for
-    each model and the slice's support columns (and counterfactual support when present)."""
+    each model and the slice's support columns (and counterfactual support when present).
+
+    The table's intervals are at ``analysis.stats.INTERVAL_LEVEL``; with ``confidence`` (a contract's) each
+    is rescaled about its estimate by the ratio of the two normal quantiles, each side on its own (a
+    skewed bootstrap interval stays skewed). Without this a contract's ``confidence`` would be a label."""
     import pandas as pd
+
+    from analysis.stats import INTERVAL_LEVEL
 
     m = metrics[(metrics["slice_type"] == slice_type) & (metrics["metric"] == metric)
                 & (metrics["estimator"] == estimator) & (metrics["model"].isin(models))]
@@ -343,10 +344,11 @@ def wide_metric(metrics, slice_type: str, metric: str, estimator: str, models: l
     lo = m.pivot_table(index="slice", columns="model", values="lo", aggfunc="first", dropna=False)
     hi = m.pivot_table(index="slice", columns="model", values="hi", aggfunc="first", dropna=False)
     out = pd.DataFrame(index=est.index)
+    scale = 1.0 if confidence is None else _z(confidence) / _z(INTERVAL_LEVEL)
     for mod in models:
         out[mod] = est[mod] if mod in est else np.nan
-        out[f"{mod}_lo"] = lo[mod] if mod in lo else np.nan
-        out[f"{mod}_hi"] = hi[mod] if mod in hi else np.nan
+        out[f"{mod}_lo"] = out[mod] - scale * (out[mod] - lo[mod]) if mod in lo else np.nan
+        out[f"{mod}_hi"] = out[mod] + scale * (hi[mod] - out[mod]) if mod in hi else np.nan
     extra = [c for c in ("transactions", "labelled", "frauds", "censored", "explored", "explored_frauds", "ess_frauds",
                          "ess_legit", "members") if c in m.columns]
     sup = m.groupby("slice")[extra].first()

@@ -82,7 +82,7 @@ class SliceRecallRegression(SliceContract):
 
     def check(self, metrics: pd.DataFrame) -> list[Verdict]:
         models = ["incumbent", self.model, f"{self.model}-incumbent"]
-        rows = wide_metric(metrics, self.slice_type, "recall", self.estimator, models)
+        rows = wide_metric(metrics, self.slice_type, "recall", self.estimator, models, confidence=self.confidence)
         if rows.empty:
             return self.no_slices("matured frauds")
         members = self.pooled_members(metrics, rows, "recall", self.estimator, models)
@@ -93,7 +93,7 @@ class SliceRecallRegression(SliceContract):
         return self.judge(metrics, rows, models) + own + self._unmatched_limits(set(rows.index) | set(members.index))
 
     def judge(self, metrics: pd.DataFrame, rows: pd.DataFrame, models: list[str]) -> list[Verdict]:
-        plain = wide_metric(metrics, self.slice_type, "recall", "plain", models)
+        plain = wide_metric(metrics, self.slice_type, "recall", "plain", models, confidence=self.confidence)
         whole = wide_metric(metrics, "all", "recall", self.estimator, models)
         window = whole.iloc[0] if len(whole) else None
         diff = f"{self.model}-incumbent"

@@ -74,6 +74,26 @@ def test_the_relative_change_is_judged_by_its_own_interval_when_the_evaluation_g
     assert check(contract(), rows + [ratio])["LU"].verdict == PASS
 
 
+def test_the_contracts_confidence_sets_the_interval_it_judges():
+    """The evaluation's intervals are at 95%; a contract at another confidence rescales each side about the
+    estimate by the ratio of normal quantiles (1.645 / 1.960 at 90%, 2.576 / 1.960 at 99%). Before, the
+    field only named the level in the sentence."""
+    # +16% with a 95% CI of +6%..+26% (10 pts each side): reaches past +25%, undecided at 95%;
+    # at 90% it is +7.6..+24.4%: inside; at 99% it is +2.9..+29.1%: still undecided
+    rows = shift(T, "MX", 0.02, 0.0232, 0.0012, 0.0052)
+    assert check(contract(), rows)["MX"].verdict == INSUFFICIENT
+    v = check(contract(confidence=0.90), rows)["MX"]
+    assert v.verdict == PASS and "90% CI" in v.sentence
+    assert check(contract(confidence=0.99), rows)["MX"].verdict == INSUFFICIENT
+    # a failure at 95% (+30%..+40%) that reaches inside the limit at 99.99% (z 3.89: +25.1..+44.9%) stays
+    # beyond, one whose lower side is nearer (+27%) does not
+    beyond = shift(T, "BR", 0.02, 0.0270, 0.0060, 0.0080)
+    assert check(contract(confidence=0.9999), beyond)["BR"].verdict == FAIL
+    near = shift(T, "BR", 0.02, 0.0264, 0.0054, 0.0074)
+    assert check(contract(), near)["BR"].verdict == FAIL
+    assert check(contract(confidence=0.9999), near)["BR"].verdict == INSUFFICIENT
+
+
 def test_on_insufficient_warn_reports_without_stopping():
     v = check(contract(on_insufficient="warn"), shift(T, "US", 0.02, 0.026, 0.004, 0.008))["US"]
     assert v.verdict == INSUFFICIENT and not v.stops
