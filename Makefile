@@ -1,6 +1,8 @@
 # fraud-cd: two commands on a fresh machine with Python 3.11 and make.
 #   make demo   install into .venv, then run one whole release cycle through Airflow
 #   make test   install into .venv, then run every test
+#   make up     install into .venv, then run Airflow for real (API server and UI on 127.0.0.1:8080,
+#               scheduler, DAG processor, triggerer) in the background; make down stops it
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +13,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/var/airflow/airflow.db
 export AIRFLOW__LOGGING__BASE_LOG_FOLDER := $(CURDIR)/var/airflow/logs
 
-.PHONY: install demo test clean
+.PHONY: install demo test up down clean
 
 install: $(STAMP)
 
@@ -24,6 +26,12 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/fraudcd demo
+
+up: install
+	$(BIN)/fraudcd up
+
+down: install
+	$(BIN)/fraudcd down
 
 test: install
 	$(BIN)/python -m pytest

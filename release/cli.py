@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import subprocess
 import sys
 from typing import List, Optional
 
@@ -1153,6 +1154,36 @@ def demo(days: int = 150, tx_per_day: int = typer.Option(3000, "--tx-per-day"),
     approver = _actor(approver, "--approver")  # the demo's own store is under FRAUDCD_HOME/demo, made by its cycle
     code = run_demo(days=days, tx_per_day=tx_per_day, approver=approver, console=console)
     raise typer.Exit(code)
+
+
+@app.command()
+def up(port: Optional[int] = typer.Option(None, envvar="FRAUDCD_AIRFLOW_PORT",
+                                          help="the API server's and UI's port on 127.0.0.1; default: the "
+                                               "running one's, else 8080"),
+       timeout: float = typer.Option(180.0, help="seconds to wait until every component is healthy"),
+       paused: bool = typer.Option(False, "--paused", help="leave the DAGs paused (a person unpauses them)")) -> None:
+    """Run Airflow for real: migrate its database, start the API server, scheduler, DAG processor and
+    triggerer in the background (logs and pidfiles in FRAUDCD_HOME/airflow/run), wait until
+    /api/v2/monitor/health says all are healthy, unpause the DAGs. Already up: says so. Stop: `fraudcd down`."""
+    from release.airflow_up import UpError, up as start
+
+    try:
+        start(port=port, timeout_s=timeout, paused=paused, say=lambda line: _out(line))
+    except UpError as e:
+        _fail(str(e), e.code)
+    except subprocess.CalledProcessError as e:
+        _fail(f"`airflow db migrate` failed: {(e.stderr or '').strip()[-2000:]}", 1)
+
+
+@app.command()
+def down(timeout: float = typer.Option(30.0, help="seconds each component gets to stop before SIGKILL")) -> None:
+    """Stop what `fraudcd up` started (SIGTERM, then SIGKILL after --timeout). Nothing running: says so."""
+    from release.airflow_up import UpError, down as stop
+
+    try:
+        stop(timeout_s=timeout, say=lambda line: _out(line))
+    except UpError as e:
+        _fail(str(e), e.code)
 
 
 def main() -> None:

@@ -1,0 +1,155 @@
+"""`fraudcd up` / `fraudcd down` with real processes: the four Airflow components start detached on a free
+port, report healthy, and a task runs through scheduler -> LocalExecutor -> task runner -> the API server's
+execution API (signed with the shared JWT secret: without it every task failed with `Invalid auth token`).
+The DAG run is triggered through the REST API with the configured admin's generated password. `down`
+leaves none of the started processes alive; both commands are idempotent."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow]
+
+DAG = '''
+import pendulum
+from airflow.sdk import dag, task
+
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+def up_down_probe():
+    @task
+    def probe():
+        print("a real task ran")
+
+    probe()
+
+
+up_down_probe()
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fraudcd(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("fraudcd")), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return text[text.rindex(")") + 2] not in "ZX"
+
+
+def _session_members(leader: int) -> set[int]:
+    out = set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                text = (p / "stat").read_text()
+            except OSError:
+                continue
+            if int(text[text.rindex(")") + 2:].split()[3]) == leader:
+                out.add(int(p.name))
+    return out
+
+
+@pytest.fixture(scope="module")
+def airflow_up(tmp_path_factory, migrated_airflow_db):
+    root = tmp_path_factory.mktemp("up-down")
+    home, dags = root / "home", root / "dags"
+    dags.mkdir()
+    (dags / "up_down_probe.py").write_text(DAG)
+    (home / "airflow").mkdir(parents=True)
+    shutil.copyfile(migrated_airflow_db, home / "airflow" / "airflow.db")  # `up` migrates it: a no-op
+    port = _free_port()
+    env = dict(os.environ, FRAUDCD_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow' / 'airflow.db'}",
+               AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "airflow" / "logs"))
+    for var in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"):
+        env.pop(var, None)
+    t0 = time.monotonic()
+    try:
+        done = _fraudcd(env, "up", "--port", str(port), "--timeout", "150")
+        yield home, port, env, done, time.monotonic() - t0
+    finally:  # whatever failed, nothing outlives the tests
+        _fraudcd(env, "down", "--timeout", "20")
+
+
+def _request(url: str, body: dict | None = None, token: str | None = None, method: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), headers=headers,
+                                 method=method)
+    with urllib.request.urlopen(req, timeout=15) as r:
+        return json.loads(r.read())
+
+
+def test_up_runs_a_real_task_and_down_stops_everything(airflow_up):
+    home, port, env, done, took = airflow_up
+    assert done.returncode == 0, done.stdout + done.stderr
+    print(f"fraudcd up: healthy and DAGs unpaused in {took:.1f}s")
+    assert "unpaused: up_down_probe" in done.stdout
+    base = f"http://127.0.0.1:{port}"
+
+    h = _request(f"{base}/api/v2/monitor/health")
+    assert {k: h[k]["status"] for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")} == dict.fromkeys(
+        ("metadatabase", "scheduler", "triggerer", "dag_processor"), "healthy")
+
+    secrets_file = home / "airflow" / "secrets.json"
+    assert secrets_file.stat().st_mode & 0o777 == 0o600
+    assert set(json.loads(secrets_file.read_text())) == {"jwt_secret", "fernet_key"}
+    before = (secrets_file.read_bytes(), secrets_file.stat().st_mtime_ns)
+    passwords = home / "airflow" / "passwords.json"
+    assert passwords.stat().st_mode & 0o777 == 0o600
+
+    # a real DAG run, triggered through the REST API as the configured admin
+    token = _request(f"{base}/auth/token", {"username": "admin",
+                                            "password": json.loads(passwords.read_text())["admin"]})["access_token"]
+    run = _request(f"{base}/api/v2/dags/up_down_probe/dagRuns", {"logical_date": None}, token)
+    deadline = time.monotonic() + 90
+    state = run["state"]
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(1)
+        state = _request(f"{base}/api/v2/dags/up_down_probe/dagRuns/{run['dag_run_id']}", token=token)["state"]
+    logs = "".join(p.read_text(errors="replace") for p in (home / "airflow" / "run").glob("*.log"))
+    assert state == "success", f"the DAG run ended {state}\n{logs[-4000:]}"
+    assert "Invalid auth token" not in logs
+
+    # up again: says so, changes nothing
+    again = _fraudcd(env, "up", "--port", str(port))
+    assert again.returncode == 0 and "already up and healthy" in again.stdout, again.stdout + again.stderr
+    assert (secrets_file.read_bytes(), secrets_file.stat().st_mtime_ns) == before
+
+    # the port is taken by our own API server: another Airflow there is refused, clearly
+    other = dict(env, FRAUDCD_HOME=str(home.parent / "other-home"))
+    refused = _fraudcd(other, "up", "--port", str(port), "--timeout", "5")
+    assert refused.returncode == 2 and "in use" in refused.stderr, refused.stdout + refused.stderr
+
+    run_dir = home / "airflow" / "run"
+    leaders = [json.loads(p.read_text())["pid"] for p in run_dir.glob("*.pid")]
+    assert len(leaders) == 4
+    started = set(leaders).union(*(_session_members(pid) for pid in leaders))
+    stopped = _fraudcd(env, "down", "--timeout", "20")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert [pid for pid in started if _alive(pid)] == []
+    assert list(run_dir.glob("*.pid")) == []
+    second = _fraudcd(env, "down")
+    assert second.returncode == 0 and "not running" in second.stdout
