@@ -118,12 +118,6 @@ def pooled_slices(codes: np.ndarray, names: np.ndarray, support: np.ndarray, min
     return code_of[codes].astype(np.int32), pooled, {name: f"{len(members)}: {shown}"}
 
 
-def pooled_labels(labels: pd.Series, support: np.ndarray, min_support: int, slice_type: str) -> tuple[np.ndarray, dict]:
-    """``pooled_slices`` on a label column: each row's (pooled) slice name, and {pooled slice name: its members}."""
-    codes, names, members = pooled_slices(*slice_codes(labels), support, min_support, slice_type)
-    return names[codes], members
-
-
 def slice_counterfactual_support(keys: dict[str, tuple[np.ndarray, np.ndarray]], label: np.ndarray,
                                  weight: np.ndarray) -> pd.DataFrame:
     """analysis.weighting.counterfactual_support for every slice at once (grouped sums, not a loop): per

@@ -50,24 +50,6 @@ def threshold_at_fpr(score: np.ndarray, label: np.ndarray, weight: np.ndarray, t
     return float(uniq_desc[k])
 
 
-def _rates(g: pd.DataFrame, prefix: str) -> dict:
-    act = g[f"{prefix}_action"]
-    lab = g["_lab"]
-    w = g["_w"]
-    pos = lab * w
-    negw = (1 - lab) * w * g["_labelled"]
-    tp = (pos * act).sum()
-    fp = (negw * act).sum()
-    return {
-        f"{prefix}_action_rate": act.mean(),
-        f"{prefix}_recall": tp / pos.sum() if pos.sum() > 0 else np.nan,
-        f"{prefix}_fpr": fp / negw.sum() if negw.sum() > 0 else np.nan,
-        f"{prefix}_precision": tp / (tp + fp) if (tp + fp) > 0 else np.nan,
-        f"{prefix}_blocked_fraud_amount": (pos * act * g["amount"]).sum(),
-        f"{prefix}_false_decline_amount": (negw * act * g["amount"]).sum(),
-    }
-
-
 def prepare(df: pd.DataFrame, inc_threshold: np.ndarray, cand_threshold: np.ndarray) -> pd.DataFrame:
     """Columns every slice metric needs: actions of both models and the weighted label columns, added to a
     shallow copy of ``df`` (copy-on-write: ``df`` is untouched and its columns are not duplicated)."""

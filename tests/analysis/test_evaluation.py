@@ -12,7 +12,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from synthetic_window import INC_DEFAULT, INC_PER_MERCHANT, make_scored
 
-from analysis.evaluation import Evaluation, evaluate, fraud_mass, outcome_probability, pooled_labels, split_fit_judge
+from analysis.evaluation import Evaluation, evaluate, fraud_mass, outcome_probability, pooled_slices, split_fit_judge
+from analysis.metrics import slice_codes
 
 POOLS = {("country", "actions", 100), ("country", "frauds", 30), ("all", "frauds", 30)}
 
@@ -141,12 +142,14 @@ def test_the_direct_method_counts_censored_rows_with_their_fraud_probability(ev)
     assert dm.loc["incumbent", "estimate"] == pytest.approx((mass * inc).sum() / mass.sum())
 
 
-def test_pooled_labels_keep_big_slices_and_name_the_members_of_the_pool():
+def test_pooled_slices_keep_big_slices_and_name_the_members_of_the_pool():
     labels = pd.Series(["FR"] * 50 + ["DE"] * 30 + ["LU"] * 3 + ["MT"] * 2)
-    got, members = pooled_labels(labels, np.ones(len(labels)), 10, "country")
+    codes, names, members = pooled_slices(*slice_codes(labels), np.ones(len(labels)), 10, "country")
+    got = names[codes]
     assert sorted(set(got)) == ["DE", "FR", "other countries"] and members == {"other countries": "2: LU, MT"}
-    got, members = pooled_labels(labels, np.ones(len(labels)), 1, "country")
-    assert members == {} and list(got) == list(labels)
+    assert list(got) == ["FR"] * 50 + ["DE"] * 30 + ["other countries"] * 5
+    codes, names, members = pooled_slices(*slice_codes(labels), np.ones(len(labels)), 1, "country")
+    assert members == {} and list(names[codes]) == list(labels)
 
 
 def test_evaluation_round_trips_through_its_folder(ev, tmp_path):
