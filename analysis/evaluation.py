@@ -30,7 +30,7 @@ from analysis.metrics import (prepare, ranking_metrics, slice_codes, slice_count
                              thresholds_for, weighted_fpr)
 from analysis.stats import slice_intervals
 from analysis.thresholds import suggest_thresholds
-from analysis.weighting import MAX_WEIGHT, dr_fraud_terms, ipw_weights, outcome_model
+from analysis.weighting import MAX_WEIGHT, counterfactual_support, dr_fraud_terms, ipw_weights, outcome_model
 from contracts.base import SLICE_COLUMNS, other_name, pooled_type
 from release.io import atomic_write_parquet, atomic_write_text
 
@@ -269,7 +269,12 @@ def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default
     judging = scored.loc[~fit, [c for c in JUDGING_COLUMNS if c in scored.columns]].reset_index(drop=True)
     ev = judge_policy(judging, cand_t, cand_t, per, slice_names=slice_names, n_boot=n_boot, seed=seed,
                       pools=pools, source="suggested", ranking=ranking)
-    ev.operating_fpr, ev.suggestions, ev.windows = op_fpr, suggestions, {**windows, "operating_fpr": op_fpr}
+    # the direct method's support is where its outcome model was fitted: the fitting rows' explored frauds
+    sup = counterfactual_support(f["label"], f["weight"])
+    outcome = {"rows": "fitting", "explored_frauds": sup.explored_frauds, "ess_frauds": float(sup.ess_frauds),
+               "sentence": f"The outcome model (direct method) was fitted on the fitting rows: {sup.sentence}"}
+    ev.operating_fpr, ev.suggestions = op_fpr, suggestions
+    ev.windows = {**windows, "operating_fpr": op_fpr, "outcome_model": outcome}
     return ev
 
 

@@ -124,6 +124,18 @@ def counterfactual_ok(r, estimator: str, min_explored_frauds: float, min_ess: fl
     return not pd.isna(ef) and ef >= min_explored_frauds and not pd.isna(ess) and ess >= min_ess
 
 
+def dm_support(r, windows: dict | None):
+    """What carries a direct-method figure judged on row ``r``: the explored frauds and ESS of the rows its
+    outcome model was fitted on (``windows["outcome_model"]``, written by analysis.evaluation.evaluate),
+    with ``r``'s own censored count (a slice with nothing censored needs no model). An evaluation that does
+    not say where its model was fitted (an older one) is judged on ``r`` itself."""
+    om = (windows or {}).get("outcome_model")
+    if not om:
+        return r
+    return {"censored": r.get("censored", 1), "explored_frauds": om.get("explored_frauds"),
+            "ess_frauds": om.get("ess_frauds")}
+
+
 def pct(x: float, digits: int = 2) -> str:
     return f"{100 * x:.{digits}f}%"
 

@@ -57,6 +57,8 @@ def evaluate_contracts(cs: ContractSet, evaluation, manifest: dict | None = None
             out.extend(c.check(evaluation.metrics, getattr(evaluation, "windows", None)))
         elif isinstance(c, ActionRateShift):
             out.extend(c.check(evaluation.metrics, what))
+        elif isinstance(c, SliceRecallRegression):
+            out.extend(c.check(evaluation.metrics, getattr(evaluation, "windows", None)))
         else:
             out.extend(c.check(evaluation.metrics))
     return out

@@ -51,7 +51,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from analysis.weighting import CounterfactualConfig
-from contracts.base import (FAIL, counterfactual_ok, INSUFFICIENT, PASS, STOP, OnInsufficient, Verdict, data_to_decide, finite, widened,
+from contracts.base import (FAIL, counterfactual_ok, dm_support, INSUFFICIENT, PASS, STOP, OnInsufficient, Verdict, data_to_decide, finite, widened,
                             judge_at_least, judge_at_most, pct, wide_metric)
 
 _CF = CounterfactualConfig()  # the counterfactual support minimums: one definition (analysis.weighting)
@@ -108,8 +108,12 @@ class FixedFprHigherRecall(BaseModel):
         judged = f" judged {w['judging']}" if w.get("judging") else ""
         cf = ""
         if self.estimator != "plain" and "explored_frauds" in r:
-            cf = f" ({int(r['explored_frauds']):,} explored, ESS {float(r['ess_frauds']):.0f})"
-        enough_cf = counterfactual_ok(r, self.estimator, self.min_explored_frauds, self.min_ess)
+            cf = f" ({int(r['explored_frauds']):,} explored, ESS {float(r['ess_frauds']):.0f}"
+            om = w.get("outcome_model") if self.estimator == "dm" else None
+            cf += f"; the outcome model fitted on {int(om['explored_frauds']):,} explored frauds)" if om else ")"
+        # the direct method rests on the rows its outcome model was fitted on (contracts.base.dm_support)
+        enough_cf = counterfactual_ok(dm_support(r, windows) if self.estimator == "dm" else r, self.estimator,
+                                      self.min_explored_frauds, self.min_ess)
         out = []
         # ---- the operating point: model quality at the incumbent's FPR
         d, lo, hi = r["candidate-incumbent"], r["candidate-incumbent_lo"], r["candidate-incumbent_hi"]

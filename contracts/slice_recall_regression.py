@@ -28,8 +28,8 @@ YAML::
       max_drop: 0.05              # recall may not fall by more than 5 points in any slice ...
       min_support: 30             # slices with fewer matured frauds are pooled ("other countries")
       estimator: dm               # dm (default) | ipw | plain
-      min_explored_frauds: 3      # explored frauds the counterfactual figure needs (dm: in the window, where
-      min_ess: 30                 # its model is fitted; ipw: in the slice) and the ESS of the frauds' weights
+      min_explored_frauds: 3      # explored frauds the counterfactual figure needs (dm: in the fitting rows,
+      min_ess: 30                 # where its model is fitted; ipw: in the slice) and the ESS of their weights
       confidence: 0.95
       on_insufficient: stop
       limits: {US: 0.02}          # optional per-slice limits
@@ -48,7 +48,7 @@ import pandas as pd
 from pydantic import Field
 
 from analysis.weighting import CounterfactualConfig
-from contracts.base import (FAIL, counterfactual_ok, INSUFFICIENT, PASS, SliceContract, Verdict, data_to_decide, finite, widened,
+from contracts.base import (FAIL, counterfactual_ok, dm_support, INSUFFICIENT, PASS, SliceContract, Verdict, data_to_decide, finite, widened,
                             judge_at_least, pct, wide_metric)
 
 
@@ -71,16 +71,19 @@ class SliceRecallRegression(SliceContract):
 
     support_measure: ClassVar[str] = "frauds"
 
-    def counterfactual_ok(self, r, window=None) -> bool:
-        """Enough explored frauds to carry the counterfactual figure: per slice for IPW; for DR, whose
-        outcome model is one calibration over the whole window, in the window."""
-        src = window if self.estimator == "dm" and window is not None else r
+    def counterfactual_ok(self, r, window=None, windows: dict | None = None) -> bool:
+        """Enough explored frauds to carry the counterfactual figure: per slice for IPW; for the direct
+        method, whose outcome model is one calibration fitted on the fitting rows, in those rows
+        (``windows``, see contracts.base.dm_support; ``window``: the judged window's row, used when the
+        evaluation does not say)."""
+        src = r if self.estimator != "dm" else dm_support(window if window is not None else r, windows)
         return counterfactual_ok(src, self.estimator, self.min_explored_frauds, self.min_ess)
 
     def point_beyond(self, v: Verdict) -> bool:
         return v.incumbent_value is not None and v.incumbent_value - v.candidate_value > (v.limit_value or 0.0)
 
-    def check(self, metrics: pd.DataFrame) -> list[Verdict]:
+    def check(self, metrics: pd.DataFrame, windows: dict | None = None) -> list[Verdict]:
+        """``windows``: the evaluation's fitting/judging windows (where the direct method's model was fitted)."""
         models = ["incumbent", self.model, f"{self.model}-incumbent"]
         rows = wide_metric(metrics, self.slice_type, "recall", self.estimator, models, confidence=self.confidence)
         if rows.empty:
@@ -89,10 +92,11 @@ class SliceRecallRegression(SliceContract):
         # a pooled country is judged alone on recall only with half the pool's support: the direct method's
         # intervals hold its outcome model fixed, so on a few dozen frauds they are narrower than the truth
         members = members[members["frauds"] >= self.min_support / 2] if len(members) else members
-        own = self.own_failures(self.judge(metrics, members, models)) if len(members) else []
-        return self.judge(metrics, rows, models) + own + self._unmatched_limits(set(rows.index) | set(members.index))
+        own = self.own_failures(self.judge(metrics, members, models, windows)) if len(members) else []
+        return self.judge(metrics, rows, models, windows) + own + self._unmatched_limits(set(rows.index) | set(members.index))
 
-    def judge(self, metrics: pd.DataFrame, rows: pd.DataFrame, models: list[str]) -> list[Verdict]:
+    def judge(self, metrics: pd.DataFrame, rows: pd.DataFrame, models: list[str],
+              windows: dict | None = None) -> list[Verdict]:
         plain = wide_metric(metrics, self.slice_type, "recall", "plain", models, confidence=self.confidence)
         whole = wide_metric(metrics, "all", "recall", self.estimator, models)
         window = whole.iloc[0] if len(whole) else None
@@ -115,7 +119,7 @@ class SliceRecallRegression(SliceContract):
                     f"{self.confidence:.0%} CI {100 * lo:+.1f}..{100 * hi:+.1f}), limit -{100 * limit:.1f} pts, "
                     f"{frauds:,} matured frauds{note}")
             verdict = judge_at_least(lo, hi, -limit)
-            if not self.counterfactual_ok(r, window):
+            if not self.counterfactual_ok(r, window, windows):
                 p = plain.loc[s] if s in plain.index else None
                 pv = judge_at_least(p[f"{diff}_lo"], p[f"{diff}_hi"], -limit) if p is not None else INSUFFICIENT
                 biased = (f"on labelled rows alone (biased by censoring: blocked transactions are never labelled) "

@@ -34,6 +34,15 @@ def ev(scored):
     return evaluate(scored, INC_PER_MERCHANT, INC_DEFAULT, slice_names=["country", "merchant"], n_boot=200, pools=POOLS)
 
 
+def test_the_direct_methods_support_is_counted_on_the_rows_that_fitted_its_model(scored, ev):
+    fit = scored["day"] < "2026-03-06"
+    explored_frauds = int(((scored["label"] == 1) & (scored["weight"] > 1) & fit).sum())
+    om = ev.windows["outcome_model"]
+    assert om["rows"] == "fitting" and om["explored_frauds"] == explored_frauds
+    assert 0 < explored_frauds < int(((scored["label"] == 1) & (scored["weight"] > 1)).sum())  # not the whole window
+    assert "fitted on the fitting rows" in om["sentence"]
+
+
 def test_the_earlier_days_fit_and_the_later_days_judge(scored, ev):
     w = ev.windows
     assert w["method"] == "time" and w["fitting"] == "2026-03-01..2026-03-05" and w["judging"] == "2026-03-06..2026-03-10"

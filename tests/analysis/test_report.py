@@ -247,6 +247,9 @@ def test_fitting_and_judging_rows_and_label_completeness_are_near_the_top(home, 
     assert (f"judging rows</td><td class=\"l\">2023-12-06..2023-12-10</td><td>{w['judging_rows']:,}</td>"
             f"<td>{w['judging_frauds']:,}</td>") in table
     assert f'id="operating-threshold">{ev.candidate_threshold:.4f}</b>' in table
+    # where the direct method's outcome model was fitted, and the support it rests on
+    om = _plain(_between(raw, '<p id="outcome-model-support"', "</p>"))
+    assert w["outcome_model"]["sentence"] in om and f"{w['outcome_model']['explored_frauds']} explored frauds" in om
     # each window's label completeness sentence, the unestimated one saying why
     listed = _text(_between(raw, '<ul id="label-completeness"', "</ul>"))
     assert lc["fitting rows"]["sentence"] in listed and "not estimated: no transactions at least 120 days" in listed

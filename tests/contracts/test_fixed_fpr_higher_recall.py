@@ -100,6 +100,14 @@ def test_too_few_frauds_or_explored_frauds_is_insufficient_with_the_plain_figure
     assert verdicts(contract(), metrics(explored_frauds=0, censored=0))["operating point"].verdict == PASS
 
 
+def test_the_direct_method_is_supported_by_the_rows_its_model_was_fitted_on():
+    fitted_on = lambda n: {"outcome_model": {"explored_frauds": n, "ess_frauds": 200.0}}  # noqa: E731
+    op = verdicts(contract(), metrics(explored_frauds=25), fitted_on(0))["operating point"]
+    assert op.verdict == INSUFFICIENT and "too few explored frauds" in op.sentence
+    op = verdicts(contract(), metrics(explored_frauds=0), fitted_on(12))["operating point"]
+    assert op.verdict == PASS and "the outcome model fitted on 12 explored frauds" in op.sentence
+
+
 def test_no_metrics_is_insufficient_data_never_nothing():
     (v,) = contract().check(None)
     assert v.verdict == INSUFFICIENT and v.stops

@@ -63,6 +63,23 @@ def test_the_direct_method_needs_enough_explored_frauds_in_the_window_and_plain_
     assert check(contract(), window(explored_frauds=0, censored=0), *rows)["IT"].verdict == PASS
 
 
+def test_the_direct_method_is_supported_by_the_rows_its_model_was_fitted_on():
+    """The outcome model is fitted on the fitting rows, so its support is counted there (the evaluation
+    records it in ``windows["outcome_model"]``), not on the judging rows it is applied to."""
+    rows = [recall("IT", 0.4, 0.0, -0.02, 0.02), recall("IT", 0.1, 0.01, -0.01, 0.03, estimator="plain")]
+    fitted_on = lambda n: {"outcome_model": {"explored_frauds": n, "ess_frauds": 200.0}}  # noqa: E731
+    c = contract()
+    # 25 explored frauds in the judging window, none where the model was fitted: the model rests on nothing
+    got = {v.slice: v for v in c.check(table(window(), *rows), fitted_on(0))}
+    assert got["IT"].verdict == INSUFFICIENT and "biased by censoring" in got["IT"].sentence
+    # none in the judging window, 12 where the model was fitted: judged
+    got = {v.slice: v for v in c.check(table(window(explored_frauds=0), *rows), fitted_on(12))}
+    assert got["IT"].verdict == PASS
+    # with nothing censored in the judged rows no model is needed, whatever it was fitted on
+    got = {v.slice: v for v in c.check(table(window(censored=0), *rows), fitted_on(0))}
+    assert got["IT"].verdict == PASS
+
+
 def test_ipw_needs_explored_frauds_in_the_slice_itself():
     c = contract(estimator="ipw")
     got = check(c, window(estimator="ipw"), recall("DE", 0.4, 0.0, -0.02, 0.02, estimator="ipw", explored_frauds=1),
