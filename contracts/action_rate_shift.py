@@ -48,7 +48,7 @@ from typing import ClassVar, Literal
 import pandas as pd
 from pydantic import Field
 
-from contracts.base import (FAIL, INSUFFICIENT, PASS, SliceContract, Verdict, data_to_decide, finite, widened,
+from contracts.base import (FAIL, INSUFFICIENT, MEMBER_CONFIDENCE, PASS, SliceContract, Verdict, data_to_decide, finite, level_pct, widened,
                             judge_two_sided, pct, wide_metric)
 
 
@@ -83,18 +83,21 @@ class ActionRateShift(SliceContract):
         if self.model == "candidate":
             what = "candidate"
         members = self.pooled_members(metrics, rows, "action_rate", "all", models)
-        own = self.own_failures(self.judge(members, what)) if len(members) else []
+        own = self.own_failures(self.judge(members, what, level=MEMBER_CONFIDENCE)) if len(members) else []
         return self.judge(rows, what) + own + self._unmatched_limits(set(rows.index) | set(members.index))
 
-    def judge(self, rows: pd.DataFrame, what: str = "policy", unit: str = "judging transactions") -> list[Verdict]:
-        """``rows`` indexed by slice: incumbent, <model>, <model>-incumbent with _lo/_hi, transactions,
-        optionally candidate (the raw shift at one global threshold) and members (a pooled slice's)."""
+    def judge(self, rows: pd.DataFrame, what: str = "policy", unit: str = "judging transactions",
+              level: float | None = None) -> list[Verdict]:
+        """``rows`` indexed by slice: incumbent, <model>, <model>-incumbent with _lo/_hi at ``level`` (the
+        contract's confidence unless said), transactions, optionally candidate (the raw shift at one global
+        threshold) and members (a pooled slice's)."""
+        level = level or self.confidence
         out = []
         diff = f"{self.model}-incumbent"
         for s, r in rows.iterrows():
             inc, pol, n = float(r["incumbent"]), float(r[self.model]), int(r["transactions"])
             d, lo, hi = float(r[diff]), float(r[f"{diff}_lo"]), float(r[f"{diff}_hi"])
-            lo, hi = widened(d, lo, hi, n, self.confidence)
+            lo, hi = widened(d, lo, hi, n, level)
             rel, lim = self.limit_for(s, inc)
             verdict = judge_two_sided(lo, hi, lim)
             ratio = f"{self.model}/incumbent"
@@ -103,7 +106,7 @@ class ActionRateShift(SliceContract):
                 # incumbent's rate as well (a limit taken as rel x the incumbent's judged rate would not);
                 # the absolute floor on the difference still lets tiny rates pass
                 rlo, rhi = widened(float(r[ratio]) - 1, float(r[f"{ratio}_lo"]) - 1, float(r[f"{ratio}_hi"]) - 1,
-                                   inc * n, self.confidence)  # one more disagreement among the incumbent's blocks
+                                   inc * n, level)  # one more disagreement among the incumbent's blocks
                 by_ratio = judge_two_sided(rlo, rhi, rel)
                 by_floor = judge_two_sided(lo, hi, self.min_absolute_shift) if self.min_absolute_shift > 0 else FAIL
                 if PASS in (by_ratio, by_floor):
@@ -120,8 +123,8 @@ class ActionRateShift(SliceContract):
             if not finite(d, lo, hi):
                 out.append(self.verdict(name, INSUFFICIENT, None, inc, rel, n,
                                         f"{label}: no action-rate change could be computed ({n:,} {unit}).")); continue
-            ci = (f"{self.confidence:.0%} CI {rlo:+.0%}..{rhi:+.0%}" if inc > 0
-                  else f"{self.confidence:.0%} CI {100 * lo:+.2f}..{100 * hi:+.2f} pts")
+            ci = (f"{level_pct(level)} CI {rlo:+.0%}..{rhi:+.0%}" if inc > 0
+                  else f"{level_pct(level)} CI {100 * lo:+.2f}..{100 * hi:+.2f} pts")
             floor = f" (±{100 * lim:.2f} pts)" if lim > rel * inc else ""
             head = (f"{label}: the {what} blocks {pct(pol)} vs {pct(inc)} ({relative(d, inc)}, {ci}), limit "
                     f"±{rel:.0%}{floor}, {n:,} {unit}")

@@ -136,6 +136,11 @@ def dm_support(r, windows: dict | None):
             "ess_frauds": om.get("ess_frauds")}
 
 
+def level_pct(confidence: float) -> str:
+    """An interval's level as people write it: 0.9 -> "90%", 0.9999 -> "99.99%"."""
+    return f"{100 * confidence:.2f}".rstrip("0").rstrip(".") + "%"
+
+
 def pct(x: float, digits: int = 2) -> str:
     return f"{100 * x:.{digits}f}%"
 

@@ -48,7 +48,7 @@ import pandas as pd
 from pydantic import Field
 
 from analysis.weighting import CounterfactualConfig
-from contracts.base import (FAIL, counterfactual_ok, dm_support, INSUFFICIENT, PASS, SliceContract, Verdict, data_to_decide, finite, widened,
+from contracts.base import (FAIL, MEMBER_CONFIDENCE, counterfactual_ok, dm_support, INSUFFICIENT, PASS, SliceContract, Verdict, data_to_decide, finite, level_pct, widened,
                             judge_at_least, pct, wide_metric)
 
 
@@ -92,12 +92,16 @@ class SliceRecallRegression(SliceContract):
         # a pooled country is judged alone on recall only with half the pool's support: the direct method's
         # intervals hold its outcome model fixed, so on a few dozen frauds they are narrower than the truth
         members = members[members["frauds"] >= self.min_support / 2] if len(members) else members
-        own = self.own_failures(self.judge(metrics, members, models, windows)) if len(members) else []
+        own = (self.own_failures(self.judge(metrics, members, models, windows, level=MEMBER_CONFIDENCE))
+               if len(members) else [])
         return self.judge(metrics, rows, models, windows) + own + self._unmatched_limits(set(rows.index) | set(members.index))
 
     def judge(self, metrics: pd.DataFrame, rows: pd.DataFrame, models: list[str],
-              windows: dict | None = None) -> list[Verdict]:
-        plain = wide_metric(metrics, self.slice_type, "recall", "plain", models, confidence=self.confidence)
+              windows: dict | None = None, level: float | None = None) -> list[Verdict]:
+        """``rows``' intervals are at ``level`` (the contract's confidence unless said: a pooled member's
+        are at contracts.base.MEMBER_CONFIDENCE)."""
+        level = level or self.confidence
+        plain = wide_metric(metrics, self.slice_type, "recall", "plain", models, confidence=level)
         whole = wide_metric(metrics, "all", "recall", self.estimator, models)
         window = whole.iloc[0] if len(whole) else None
         diff = f"{self.model}-incumbent"
@@ -110,13 +114,13 @@ class SliceRecallRegression(SliceContract):
             label = f"{s} ({members})" if isinstance(members, str) and members else str(s)
             inc, cand = r["incumbent"], r[self.model]
             d, lo, hi = r[diff], r[f"{diff}_lo"], r[f"{diff}_hi"]
-            lo, hi = widened(d, lo, hi, frauds, self.confidence)
+            lo, hi = widened(d, lo, hi, frauds, level)
             note = counterfactual_note(r)
             if not finite(inc, cand, d, lo, hi):
                 out.append(self.verdict(s, INSUFFICIENT, None, None, limit, frauds,
                                         f"{label}: no recall could be measured ({frauds:,} matured frauds{note}).")); continue
             head = (f"{label}: {who} catches {pct(cand, 1)} of fraud vs {pct(inc, 1)} ({100 * d:+.1f} pts, "
-                    f"{self.confidence:.0%} CI {100 * lo:+.1f}..{100 * hi:+.1f}), limit -{100 * limit:.1f} pts, "
+                    f"{level_pct(level)} CI {100 * lo:+.1f}..{100 * hi:+.1f}), limit -{100 * limit:.1f} pts, "
                     f"{frauds:,} matured frauds{note}")
             verdict = judge_at_least(lo, hi, -limit)
             if not self.counterfactual_ok(r, window, windows):

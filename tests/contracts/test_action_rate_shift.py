@@ -137,6 +137,9 @@ def test_a_pooled_slice_fails_on_its_own_when_its_whole_interval_is_beyond_and_w
     assert by["LU"].verdict == FAIL and by["LU"].stops and "judged on its own" in by["LU"].sentence
     assert by["MT"].verdict == INSUFFICIENT and not by["MT"].stops and "too thin to decide" in by["MT"].sentence
     assert "IS" not in by
+    # each sentence names the level its interval is at: the pool the contract's, a member its own
+    assert "90% CI" in contract(confidence=0.90).check(table(pooled, *own))[0].sentence
+    assert "99.99% CI" in by["LU"].sentence and "99.99% CI" in by["MT"].sentence
 
 
 def test_judges_the_table_the_evaluation_produces():
