@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from release.airflow_env import SECRETS_FILE, airflow_bin, airflow_env, migrate_airflow_db
+from release.io import atomic_write_text
 from release.settings import paths
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -168,10 +169,7 @@ def running() -> dict[str, dict]:
 
 
 def _write_pidfile(component: str, rec: dict) -> None:
-    f = _pidfile(component)
-    tmp = f.with_name(f".{f.name}.tmp")
-    tmp.write_text(json.dumps(rec) + "\n")
-    os.replace(tmp, f)
+    atomic_write_text(json.dumps(rec) + "\n", _pidfile(component))
 
 
 def _command(component: str, port: int) -> list[str]:
@@ -241,11 +239,20 @@ def tail(path: Path, lines: int = 20) -> str:
 
 # ---- the API ---------------------------------------------------------------------------------------------
 
+def _call(port: int, path: str, method: str = "GET", body: dict | None = None, tok: str | None = None,
+          timeout_s: float = 15.0) -> dict:
+    """One JSON call to the API server on 127.0.0.1 (``path`` from the root, e.g. ``/auth/token``)."""
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {tok}"} if tok else {})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers,
+                                 data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
+        return json.loads(r.read() or b"{}")
+
+
 def health(port: int, timeout_s: float = 3.0) -> dict | None:
     """`GET /api/v2/monitor/health`, None when the API server does not answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=timeout_s) as r:
-            return json.loads(r.read())
+        return _call(port, "/api/v2/monitor/health", timeout_s=timeout_s)
     except (OSError, ValueError):
         return None
 
@@ -290,20 +297,12 @@ def users(env: dict[str, str] | None = None) -> list[tuple[str, str]]:
 
 def token(port: int, user: str, password: str) -> str:
     """A bearer token from the simple auth manager (`POST /auth/token`)."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/auth/token", method="POST",
-                                 data=json.dumps({"username": user, "password": password}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())["access_token"]
+    return _call(port, "/auth/token", "POST", {"username": user, "password": password})["access_token"]
 
 
 def api(port: int, tok: str, method: str, path: str, body: dict | None = None) -> dict:
     """One REST API call (`/api/v2/...`) with a bearer token; the JSON answer."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": f"Bearer {tok}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=15) as r:
-        return json.loads(r.read() or b"{}")
+    return _call(port, f"/api/v2/{path}", method, body, tok)
 
 
 def admin_token(port: int, env: dict[str, str]) -> str:
