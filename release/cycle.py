@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from analysis.evaluation import Evaluation, evaluate
 from analysis.metrics import thresholds_for
-from contracts.base import FAIL
+from contracts.base import FAIL, INSUFFICIENT
 from contracts.evaluator import evaluate_contracts, gate_failures, load_contracts
 from release import approvals, ramp, registry
 from release.features import compute_features
@@ -587,14 +587,31 @@ def run_backtest(release_id: str) -> bool:
     vs = online_action_rate_verdicts(diffs, "backtest_country_action_rate_shift", g.max_relative_shift,
                                      g.min_absolute_shift, g.min_support, g.confidence)
     _store_verdicts(release_id, "backtest", vs, at)
-    failed = [v for v in vs if v.verdict == FAIL]
+    failed, reason = backtest_outcome(vs, len(traffic), plan.backtest.days)
     if failed:
-        _stop(release_id, f"Stopped by the backtest on the last {plan.backtest.days} days: "
-              + " ".join(v.sentence for v in failed), at, failed)
+        _stop(release_id, reason, at, failed)
         return False
-    _update_release(release_id, status=Status.BACKTESTED, updated_at=at,
-                    reason=f"backtest on {len(traffic):,} transactions of the last {plan.backtest.days} days passed")
+    _update_release(release_id, status=Status.BACKTESTED, updated_at=at, reason=reason)
     return True
+
+
+def backtest_outcome(verdicts: list, n_rows: int, days: int) -> tuple[list, str]:
+    """(the failed verdicts, the sentence the release records) for a backtest's verdicts. A country
+    beyond the limit stops the release. A country the backtest could not judge does not stop it (the
+    shadow stage judges every guarded slice on live traffic, and there an unjudged guardrail never
+    passes), but the sentence names it: an undecided backtest is not reported as passed."""
+    failed = [v for v in verdicts if v.verdict == FAIL]
+    if failed:
+        return failed, f"Stopped by the backtest on the last {days} days: " + " ".join(v.sentence for v in failed)
+    if not verdicts:
+        return [], f"backtest on {n_rows:,} transactions of the last {days} days: nothing to judge, not passed"
+    undecided = [v.slice for v in verdicts if v.verdict == INSUFFICIENT]
+    judged = len(verdicts) - len(undecided)
+    head = f"backtest on {n_rows:,} transactions of the last {days} days"
+    if not undecided:
+        return [], f"{head} passed: every country ({judged}) within the limit"
+    return [], (f"{head}: no country beyond the limit, but {len(undecided)} of {len(verdicts)} undecided "
+                f"({', '.join(undecided)}): not passed, left to the shadow stage's guardrails on live traffic")
 
 
 @_stage
