@@ -33,13 +33,18 @@ def main() -> None:
     t = battery_table(res)
     print(f"{len(res)} judgements in {took:.0f} s ({args.workers} processes), seeds {seeds.start}..{seeds.stop - 1}, "
           f"{args.tx_per_day:,} transactions/day x 20 days")
-    print(t.to_string(index=False, float_format=lambda x: f"{x:.0%}"))
-    shifts = [(r["truth"], next(v for v in r["offline"] if v.contract == "country_action_rate_shift"
-                                and v.slice == MID_COUNTRY)) for (c, _), r in res.items() if c == "country_shift"]
-    if shifts:
-        print(f"\ncountry_shift ({MID_COUNTRY}): verdict on the judging rows vs the true shift of the same policy on a fresh draw")
-        for truth, v in shifts:
-            print(f"  {v.verdict:<18} true {truth:+.0%}   {v.sentence[:150]}")
+    print(t.to_string(index=False, na_rep="", formatters={
+        c: (lambda x: "" if x != x else f"{x:.0%}") for c in ("stopped by it", "stopped at all", "harmful stopped by it")}
+        | {"harmful seeds": lambda x: "" if x != x else f"{x:.0f}"}))
+    for case in ("country_shift", "shift_thin_new"):
+        shifts = [(s, r["truth"], next((v for v in r["offline"] if v.contract == "country_action_rate_shift"
+                                        and v.slice == MID_COUNTRY), None))
+                  for (c, s), r in res.items() if c == case]
+        if shifts:
+            print(f"\n{case} ({MID_COUNTRY}): verdict on the judging rows vs the true shift of the same policy on fresh draws")
+            for seed, truth, v in shifts:
+                said = f"{v.verdict:<18} {v.sentence[:150]}" if v else "(no verdict of its own: pooled)"
+                print(f"  seed {seed}  true {truth:+.0%}  {said}")
     stops = {}
     for (c, _), r in res.items():
         for k in r["stopped_by"]:

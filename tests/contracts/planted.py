@@ -125,6 +125,32 @@ def _boost(score: np.ndarray, mask: np.ndarray, factor: float) -> np.ndarray:
     return np.where(mask, odds * factor / (1 + odds * factor), score)
 
 
+def _plant_shift(df: pd.DataFrame, score: np.ndarray, country: np.ndarray, shift: float) -> np.ndarray:
+    """``score`` boosted at the country's thinnest merchants just enough that, in the judging days, the
+    country's blocks at one global threshold are ``shift`` times the unboosted model's: a planted harm of
+    a known size, placed where per-merchant thresholds reach least. The merchants boosted are the new ones
+    and those with fewer than N fitting rows, N the smallest of 10, 20, 50, 100, 200 whose traffic can
+    carry the shift at an odds factor of at most 1,000 (a thin merchant's threshold is pulled to its
+    segment's; the more fitting rows, the more of a shift there its own threshold absorbs). The global
+    threshold is the one that blocks 2% of the fitting days (the incumbent's block rate)."""
+    judging = (df["day"] >= pd.Timestamp("2031-05-01") + pd.Timedelta(days=FIT_DAYS)).to_numpy()
+    t = float(np.quantile(score[~judging], 0.98))
+    here = judging & country
+    target = shift * int((score[here] >= t).sum())
+    for min_rows in (10, 20, 50, 100, 200):
+        where = thin_or_new(df, MID_COUNTRY, min_rows) & country
+        if (_boost(score, where, 1e3)[here] >= t).sum() >= target:
+            break
+    lo, hi = 0.0, np.log(1e3)  # log of the odds factor
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if (_boost(score, where, np.exp(mid))[here] >= t).sum() < target:
+            lo = mid
+        else:
+            hi = mid
+    return _boost(score, where, np.exp(hi))
+
+
 def thin_or_new(df: pd.DataFrame, country: str, min_rows: int) -> np.ndarray:
     """Rows of ``country``'s merchants that are new (no fitting rows) or thin (fewer than ``min_rows`` fitting rows)."""
     fit = df["day"] < pd.Timestamp("2031-05-01") + pd.Timedelta(days=FIT_DAYS)
@@ -143,8 +169,8 @@ def candidate(df: pd.DataFrame, case: str, draw: int = 0) -> np.ndarray:
         return better
     if case == "country_shift":  # blocks ~40% more in a mid-sized country at any threshold
         return _boost(better, country == MID_COUNTRY, 2.2)
-    if case == "shift_thin_new":  # the same, only at the country's thin and new merchants
-        return _boost(better, thin_or_new(df, MID_COUNTRY, 200), 12.0)
+    if case == "shift_thin_new":  # the same +40%, all of it at the country's thin and new merchants
+        return _plant_shift(df, better, country == MID_COUNTRY, 1.4)
     if case == "fpr_for_recall":  # the incumbent's ranking exactly (a monotone transform of its score)
         s = df["incumbent_score"].to_numpy()
         return s ** 0.8
@@ -164,6 +190,10 @@ def candidate(df: pd.DataFrame, case: str, draw: int = 0) -> np.ndarray:
 
 
 # case -> (the contract that must stop it, or None for a good case that must pass every gate)
+# Judged against its truth: a case whose planted harm the policy may absorb (thin merchants' own fitting
+# rows move their thresholds), so a seed is harmful only if the policy's true shift (``truth_policy_shift``)
+# is beyond the contract's limit; the target (>= 95% stopped by the named contract) is over those seeds.
+JUDGED_BY_TRUTH = {"shift_thin_new"}
 CASES = {
     "better": None,
     "country_shift": "consistent",  # stopped only if the judged policy shift is beyond the limit
@@ -279,20 +309,22 @@ def _seed_battery(seed: int, cases: list[str], contracts, kw: dict) -> dict:
     """Every case of one seed on one drawn window (the window is the costly part to draw)."""
     world = make_world(seed)
     base = draw_window(world, tx_per_day=kw.get("tx_per_day", 40_000), exploration=kw.get("exploration", EXPLORATION))
+    kw = dict(kw)
+    truths = {"country_shift"} | JUDGED_BY_TRUTH
     out = {}
     for case in cases:
         off, rej, ev, _ = judge_case(case, seed, contracts, window=(world, base), **kw)
         # verdicts only cross the process boundary: plain dataclasses
         r = {"offline": off, "rejudged": rej, "stopped_by": stopped_by(off) | stopped_by(rej)}
-        if case == "country_shift":
+        if case in truths:
             r["truth"] = truth_policy_shift(case, seed, ev, base, tx_per_day=kw.get("tx_per_day", 40_000))
         out[case, seed] = r
     return out
 
 
 def run_battery(seeds, cases=None, contracts=None, workers: int = 1, **kw) -> dict:
-    """{(case, seed): {"offline", "rejudged", "stopped_by", "truth" (country_shift)}} over the planted cases,
-    seeds spread over ``workers`` processes."""
+    """{(case, seed): {"offline", "rejudged", "stopped_by", "truth"}} over the planted cases, seeds spread
+    over ``workers`` processes. "truth" (``truth_policy_shift``) for country_shift and JUDGED_BY_TRUTH."""
     contracts = contracts or gating_contracts()
     cases = list(cases or CASES)
     if workers <= 1:
@@ -366,8 +398,23 @@ def _battery_worker(nice: int, pids) -> None:
     pids.put(os.getpid())
 
 
-def battery_table(results: dict) -> pd.DataFrame:
-    """Per case: the contract that must stop it, the share of seeds it did, and the share stopped at all."""
+def action_rate_limit(contracts=None) -> float:
+    """The country action-rate contract's limit in force (its ``max_relative_shift``)."""
+    cs = contracts or gating_contracts()
+    return float(next(c for c in cs.contracts if c.name == "country_action_rate_shift").max_relative_shift)
+
+
+def harmful(results: dict, case: str, limit: float) -> list[dict]:
+    """The runs of ``case`` whose planted harm is real: every run, or for JUDGED_BY_TRUTH the runs whose
+    true policy shift is beyond ``limit``."""
+    rs = [r for (c, _), r in results.items() if c == case]
+    return [r for r in rs if abs(r["truth"]) > limit] if case in JUDGED_BY_TRUTH else rs
+
+
+def battery_table(results: dict, limit: float | None = None) -> pd.DataFrame:
+    """Per case: the contract that must stop it, the share of seeds it did, and the share stopped at all;
+    for a case judged by its truth, also how many seeds were harmful and the share of those stopped by it."""
+    limit = action_rate_limit() if limit is None else limit
     rows = []
     for case, expected in CASES.items():
         rs = [r for (c, _), r in results.items() if c == case]
@@ -375,6 +422,12 @@ def battery_table(results: dict) -> pd.DataFrame:
             continue
         stopped = np.mean([bool(r["stopped_by"]) for r in rs])
         named = np.mean([expected in r["stopped_by"] for r in rs]) if expected not in (None, "consistent") else np.nan
-        rows.append({"case": case, "must be stopped by": expected or "(good: must pass)", "seeds": len(rs),
-                     "stopped by it": named, "stopped at all": stopped})
+        row = {"case": case, "must be stopped by": expected or "(good: must pass)", "seeds": len(rs),
+               "stopped by it": named, "stopped at all": stopped, "harmful seeds": np.nan,
+               "harmful stopped by it": np.nan}
+        if case in JUDGED_BY_TRUTH:
+            h = harmful(results, case, limit)
+            row.update({"harmful seeds": len(h),
+                        "harmful stopped by it": np.mean([expected in r["stopped_by"] for r in h]) if h else np.nan})
+        rows.append(row)
     return pd.DataFrame(rows)

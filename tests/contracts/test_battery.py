@@ -14,7 +14,8 @@ import pytest
 
 from contracts.base import FAIL, PASS
 
-from planted import CASES, MID_COUNTRY, THIN_COUNTRY, Battery, battery_table, gating_contracts
+from planted import (CASES, JUDGED_BY_TRUTH, MID_COUNTRY, THIN_COUNTRY, Battery, action_rate_limit, battery_table,
+                     gating_contracts, harmful)
 
 SEEDS = range(10)
 pytestmark = pytest.mark.slow
@@ -36,11 +37,25 @@ def runs(battery, case):
     return [r for (c, _), r in battery.items() if c == case]
 
 
-@pytest.mark.parametrize("case", [c for c, e in CASES.items() if e not in (None, "consistent")])
+@pytest.mark.parametrize("case", [c for c, e in CASES.items() if e not in (None, "consistent")
+                                  and c not in JUDGED_BY_TRUTH])
 def test_every_harmful_case_is_stopped_by_the_contract_named_for_its_harm(battery, case):
     rs = runs(battery, case)
     rate = sum(CASES[case] in r["stopped_by"] for r in rs) / len(rs)
     assert len(rs) >= 10 and rate >= 0.95, (case, rate, [sorted(r["stopped_by"]) for r in rs])
+
+
+def test_a_shift_at_thin_and_new_merchants_is_stopped_whenever_the_policy_keeps_it(battery):
+    """+40% in the mid-sized country, all at its thinnest merchants (tests/contracts/planted.py). Their
+    thresholds are pulled to the segment's, but each merchant's own fitting rows still move them: in some
+    worlds the fitted policy absorbs most of the plant (true shift +10% to +17% in 7 of seeds 100-199). A
+    seed is harmful when the policy's true shift on fresh draws is beyond the limit; those must be stopped
+    by the action-rate contract, and the plant must be harmful in most seeds for that to mean anything."""
+    limit = action_rate_limit()
+    rs, h = runs(battery, "shift_thin_new"), harmful(battery, "shift_thin_new", limit)
+    assert len(h) >= 0.7 * len(rs), [round(r["truth"], 3) for r in rs]
+    rate = sum("country_action_rate_shift" in r["stopped_by"] for r in h) / len(h)
+    assert rate >= 0.95, (rate, [(round(r["truth"], 3), sorted(r["stopped_by"])) for r in h])
 
 
 def test_a_strictly_better_model_with_equal_action_rates_passes_every_gate(battery):
