@@ -399,6 +399,13 @@ def request_threshold_approval(release_id: str) -> int:
             approvals.auto_approve_segments(release_id, segments, after=auto.auto_approve.after_unedited_releases,
                                             at=at)
     _update_release(release_id, status=Status.AWAITING_APPROVAL, updated_at=at)
+    from release.alerts import notify_once
+
+    if approvals.pending_set(release_id)["status"] == approvals.PENDING:  # not wholly approved by the automation
+        notify_once("approval_requested", release_id,
+                    f"{release_id}: {len(ev.suggestions):,} suggested per-merchant thresholds await a decision: "
+                    "Airflow's Required actions, or `fraudcd thresholds show | edit | approve | reject`.",
+                    at=at, severity="warning", details={"set_id": set_id})
     return set_id
 
 
@@ -672,3 +679,28 @@ def write_release_report(release_id: str) -> str:
     from analysis.report import write_report
 
     return str(write_report(release_id, release_dir(release_id), paths().reports))
+
+
+# how each end of a release is announced: (alert kind, severity, what happened)
+OUTCOMES = {Status.PROMOTED: ("release_shipped", "info", "shipped: the candidate is production"),
+            Status.ROLLED_BACK: ("release_rolled_back", "warning", "rolled back: production is unchanged"),
+            Status.STOPPED: ("release_stopped", "warning", "stopped before any traffic moved")}
+
+
+def announce_outcome(release_id: str) -> dict | None:
+    """Tell people how the release's run ended (an alert: alerts.jsonl, the log, the webhook), once per
+    release: shipped, rolled back or stopped, with the reason and the report's path. A run that ends with
+    the release still open (a rollout question left to the terminal) is announced as unfinished. A green
+    DAG run says the pipeline worked, not that the release shipped: this says which."""
+    from release.alerts import notify_once
+
+    rel = get_release(release_id)
+    status = Status(rel["status"])
+    kind, severity, what = OUTCOMES.get(status, ("release_unfinished", "warning",
+                                                 f"its run ended with the release still {status}"))
+    why = (rel.get("stop_reason") or "").strip() if status != Status.PROMOTED else ""
+    why = f" {why}" + ("" if why.endswith(".") else ".") if why else ""
+    report = f" Report: {rel['report_path']}" if rel.get("report_path") else ""
+    return notify_once(kind, release_id, f"{release_id} {what}.{why}{report}", at=utc_now(), severity=severity,
+                       details={"status": str(status), "report": rel.get("report_path"),
+                                "candidate_model_id": rel.get("candidate_model_id")})

@@ -356,6 +356,22 @@ def test_report_on_disk_says_ship(world):
     assert (home / "reports" / "index.html").read_text().count(good) >= 1
 
 
+def test_how_each_release_ended_reached_people_once(world):
+    """The DAG's last task announces the outcome (alerts.jsonl, the log, the webhook when configured): a
+    green run does not say whether the release shipped."""
+    from release.alerts import read_alerts
+    from release.cycle import get_release
+
+    home, good, worse, asked, *_ = world
+    ends = [(a["details"]["release_id"], a["kind"]) for a in read_alerts()
+            if a["kind"].startswith("release_") or a["kind"] == "approval_requested"]
+    assert (good, "approval_requested") in ends and (asked, "approval_requested") in ends
+    mine = {rid: [k for r, k in ends if r == rid and k != "approval_requested"] for rid in (good, worse, asked)}
+    assert mine == {good: ["release_shipped"], worse: ["release_stopped"], asked: ["release_rolled_back"]}
+    shipped = next(a for a in read_alerts() if a["kind"] == "release_shipped")
+    assert shipped["details"]["report"] == get_release(good)["report_path"] in shipped["message"]
+
+
 def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):
     from release import ramp, registry
     from release.cycle import get_release, release_verdicts

@@ -115,9 +115,11 @@ def release():
 
     @task
     def stopped_report(rid: str) -> str:
-        from release.cycle import write_release_report
+        from release.cycle import announce_outcome, write_release_report
 
-        return write_release_report(rid)
+        report = write_release_report(rid)
+        announce_outcome(rid)
+        return report
 
     @task
     def request_approval(rid: str) -> str:
@@ -184,10 +186,12 @@ def release():
 
     @task
     def finish(rid: str) -> str:
-        from release.cycle import finish as finish_release, write_release_report
+        from release.cycle import announce_outcome, finish as finish_release, write_release_report
 
         finish_release(rid)
-        return write_release_report(rid)
+        report = write_release_report(rid)
+        announce_outcome(rid)
+        return report
 
     rid = incumbent(start(snapshot()))
     evaluated = evaluate(train(rid))
