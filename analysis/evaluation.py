@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.metrics import (prepare, ranking_metrics, slice_codes, slice_counts, slice_table, threshold_at_fpr,
-                             thresholds_for, weighted_fpr)
+from analysis.metrics import (grouped_sum, prepare, ranking_metrics, slice_codes, slice_counts, slice_table,
+                             threshold_at_fpr, thresholds_for, weighted_fpr)
 from analysis.stats import slice_intervals
 from analysis.thresholds import suggest_thresholds
 from analysis.weighting import MAX_WEIGHT, counterfactual_support, dr_fraud_terms, ipw_weights, outcome_model
@@ -142,8 +142,8 @@ def slice_counterfactual_support(keys: dict[str, tuple[np.ndarray, np.ndarray]],
     for t, (codes, names) in keys.items():
         n_s = len(names)
         g = pd.DataFrame({c: np.bincount(codes[r], minlength=n_s).astype(np.int64) for c, r in counted.items()})
-        f = frauds_w.groupby(codes[frauds]).sum().reindex(range(n_s), fill_value=0.0)
-        legit_sums = legit_w.groupby(codes).sum().reindex(range(n_s), fill_value=0.0)
+        f = grouped_sum(frauds_w, codes[frauds], n_s)
+        legit_sums = grouped_sum(legit_w, codes, n_s)
         with np.errstate(invalid="ignore", divide="ignore"):
             g["ess_frauds"] = np.where(f["_wf2"] > 0, f["_wf"] ** 2 / f["_wf2"], 0.0)
             g["ess_legit"] = np.where(legit_sums["_wl2"] > 0, legit_sums["_wl"] ** 2 / legit_sums["_wl2"], 0.0)
@@ -305,11 +305,8 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
     candidate at its operating threshold against the incumbent (``incumbent_threshold`` per row) on
     ``judging`` rows, with weights already made by analysis.weighting."""
     pools = _default_pools() if pools is None else set(pools)
-    inc_thr = judging["incumbent_threshold"].to_numpy(dtype=float)
-    p = prepare(judging, inc_thr, np.full(len(judging), candidate_threshold))
-    pol_thr = thresholds_for(judging["merchant_id"].astype(str), policy_per_merchant, policy_global)
-    pol_p = prepare(judging, inc_thr, pol_thr)
-    # every slice column hashed once: the tables, the intervals and the support all read these codes
+    # every slice column hashed once: the tables, the intervals, the support and the policy's thresholds
+    # all read these codes
     columns = {}
 
     def codes_of(slice_type: str) -> tuple[np.ndarray, np.ndarray]:
@@ -318,6 +315,11 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
             columns[col] = slice_codes(judging[col])
         return columns[col]
 
+    inc_thr = judging["incumbent_threshold"].to_numpy(dtype=float)
+    p = prepare(judging, inc_thr, np.full(len(judging), candidate_threshold))
+    merchant_codes, merchants = codes_of("merchant")  # each merchant's threshold looked up once, not per row
+    pol_thr = thresholds_for(pd.Series(merchants), policy_per_merchant, policy_global)[merchant_codes]
+    pol_p = prepare(judging, inc_thr, pol_thr)
     keys = {"all": (np.zeros(len(judging), dtype=np.int32), np.array(["all"], dtype=object))}
     keys.update({name: codes_of(name) for name in slice_names})
     op = all_slices(p, keys)
@@ -329,6 +331,12 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
     if ranking:
         overall.update(ranking_metrics(p))
     overall = {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v) for k, v in overall.items()}
+    # the intervals need only the three models' decisions of the prepared frames (each holds five columns as
+    # long as the judging rows): kept, the frames let go before the engine's own arrays are made
+    acts = {"incumbent": p["incumbent_action"].to_numpy(dtype=float, copy=True),
+            "candidate": p["candidate_action"].to_numpy(dtype=float, copy=True),
+            "policy": pol_p["candidate_action"].to_numpy(dtype=float, copy=True)}
+    del p, pol_p
     label = judging["label"].astype(float).to_numpy()
     weight = judging["weight"].astype(float).to_numpy()
     members = {}
@@ -337,19 +345,17 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
         if name in keys:
             continue
         support = {"transactions": np.ones(len(judging)), "frauds": (label == 1).astype(float),
-                   "actions": p["incumbent_action"].to_numpy(dtype=float)}[measure]
+                   "actions": acts["incumbent"]}[measure]
         codes, names, m = pooled_slices(*codes_of(slice_type), support, min_support, slice_type)
         keys[name] = (codes, names)
         members.update({(name, k): v for k, v in m.items()})
     metrics = slice_intervals(
-        label, weight, judging["amount"],
-        {"incumbent": p["incumbent_action"], "candidate": p["candidate_action"], "policy": pol_p["candidate_action"]},
-        keys, judging["card_id"], baseline="incumbent", n_boot=n_boot, seed=seed, max_weight=np.inf,
+        label, weight, judging["amount"], acts, keys, judging["card_id"], baseline="incumbent", n_boot=n_boot,
+        seed=seed, max_weight=np.inf,
         scores={"incumbent": judging["incumbent_score"].to_numpy(),
                 "candidate": judging["candidate_score"].to_numpy()} if ranking else None)
     if "outcome" in judging:
         m = judging["outcome"].to_numpy(dtype=float)
-        acts = {"incumbent": p["incumbent_action"], "candidate": p["candidate_action"], "policy": pol_p["candidate_action"]}
         sup = metrics.groupby(["slice_type", "slice"])[["transactions", "labelled", "frauds"]].first().reset_index()
         extra = []
         # direct method (dm), per slice: every labelled row counts as its label, every censored row as the

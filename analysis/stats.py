@@ -82,6 +82,23 @@ def count_columns(models: list[str]) -> list[str]:
     return SHARED + [f"{m}:{c}" for m in models for c in PER_MODEL]
 
 
+def _columns_read(models: list[str], estimators: tuple[str, ...]) -> list[str]:
+    """The count columns (``count_columns(models)``, in that order) whose replicates the metrics of
+    ``estimators`` read: the only ones worth keeping replicate sums of."""
+    read = set()
+    for (_, estimator), (num, den) in METRICS.items():
+        if estimator in estimators:
+            for name in [num] + ([den] if den else []):
+                for part in name.split("+"):
+                    read.update([part] if part in SHARED else [f"{m}:{part}" for m in models])
+    return [c for c in count_columns(models) if c in read]
+
+
+def _same_slices(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether two (codes, names) pairs slice the rows the same way (a pooled type that pooled nothing)."""
+    return a[0] is b[0] or (len(a[1]) == len(b[1]) and np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0]))
+
+
 def _active_counts(lab: np.ndarray, labelled: np.ndarray, w: np.ndarray, amount: np.ndarray,
                    actions: dict[str, np.ndarray]) -> np.ndarray:
     """The count vector of each (active) row, columns as ``count_columns``."""
@@ -375,7 +392,8 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     PR-AUC on scores binned by ``score_bins`` (``n_bins`` bins, by default ``ranking_bins``), for slices
     with at least ``min_ranking_frauds`` frauds and as many labelled legitimate rows (NaN elsewhere).
     Returns a tidy table: slice_type, slice, metric, estimator, model, estimate, lo, hi and the slice's
-    support (transactions, labelled, frauds).
+    support (transactions, labelled, frauds). ``estimators`` names the estimators reported ("all" is the
+    action rate); replicates are kept only of the count columns their metrics read.
 
     Every cluster (a card's active rows in one slice) gets one Poisson(1) weight per replicate, shared by
     all its count columns and so by every model (a paired bootstrap). Weights come from one pool drawn
@@ -414,6 +432,7 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
                      dtype=np.float64).reshape(-1, len(SHARED))
     quiet_kind = np.zeros(n, dtype=np.int64)
     quiet_kind[~active] = kind_code + 1
+    del kind_code
     n_kinds = len(kinds) + 1
     shared_pos = [cols.index(c) for c in SHARED]
     codes = {t: _codes(labels) for t, labels in keys.items()}
@@ -433,10 +452,24 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
                                                           minlength=n_s * n_kinds).reshape(n_s, n_kinds))
     if ranking is not None:
         ranking.legit_histograms(slicing)
+    # replicate sums are kept for the columns the requested estimators read (the products still carry every
+    # column: a float32 product's sums depend on how many columns it has)
+    kept = _columns_read(models, estimators)
+    kept_pos = [cols.index(c) for c in kept]
+    if len(kept) == len(cols):
+        kept_pos = None
     plans = []  # per slice type: its clusters, quiet groups, point estimates and replicate sums
     for slice_type in keys:
         slice_idx, slice_names = codes[slice_type]
         n_s = len(slice_names)
+        twin = next((p for p in plans if p["twin"] is None and _same_slices(codes[p["slice_type"]],
+                                                                             codes[slice_type])), None)
+        if twin is not None:
+            # the same slices as a type planned before (a pooled type that pooled nothing): the same clusters
+            # on the same pool rows, so the same products, copied from it; its quiet groups draw their own
+            plans.append({**twin, "slice_type": slice_type, "twin": twin,
+                          "reps": np.zeros_like(twin["reps"])})
+            continue
         # clusters: (slice, card) over the active rows, sorted by slice
         uniq, inv = np.unique(slice_idx[act_rows].astype(np.int64) * n_cards + act_card, return_inverse=True)
         v = np.zeros((len(uniq), len(cols)), dtype=np.float32)
@@ -449,19 +482,20 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
         _group_sum(point, c_slice, v.astype(np.float64))
         for j, col in enumerate(shared_pos):
             point[:, col] += np.bincount(q_s, weights=kinds[q_kind, j] * q_k, minlength=n_s)
-        plans.append({"slice_type": slice_type, "names": np.asarray(slice_names).astype(str), "v": v,
+        plans.append({"slice_type": slice_type, "twin": None, "names": np.asarray(slice_names).astype(str), "v": v,
                       "bounds": np.searchsorted(c_slice, np.arange(n_s + 1)), "q_s": q_s,
                       "q_k": q_k, "point": point,
-                      "q_mats": [(col, sparse.csr_matrix((kinds[q_kind, j].astype(np.float32),
-                                                          (np.arange(len(q_k)), q_s)), shape=(len(q_k), n_s)))
-                                 for j, col in enumerate(shared_pos) if kinds[q_kind, j].any()],
-                      "reps": np.zeros((n_s, len(cols), n_boot), dtype=np.float32),  # slices x columns x replicates
+                      "q_mats": [(kept.index(c), sparse.csr_matrix((kinds[q_kind, j].astype(np.float32),
+                                                                   (np.arange(len(q_k)), q_s)), shape=(len(q_k), n_s)))
+                                 for j, c in enumerate(SHARED) if c in kept and kinds[q_kind, j].any()],
+                      "kept": kept_pos,
+                      "reps": np.zeros((n_s, len(kept), n_boot), dtype=np.float32),  # slices x kept cols x replicates
                       "ranking": None if ranking is None else ranking.plan(slice_type, slice_idx, n_s, card_code,
                                                                            n_cards, n_boot)})
     if ranking is not None:
         ranking.legit = None  # the histograms are in the plans now
     pool = max([len(p["v"]) for p in plans] + [len(p["ranking"]["v"]) for p in plans if p["ranking"]] + [1])
-    products = [p for plan in plans for p in (plan, plan["ranking"]) if p is not None]
+    products = [p for plan in plans if plan["twin"] is None for p in (plan, plan["ranking"]) if p is not None]
     for p in products:
         size = np.diff(p["bounds"])
         p["small"], p["big"] = np.flatnonzero((size > 0) & (size < BIG_SLICE)), np.flatnonzero(size >= BIG_SLICE)
@@ -473,21 +507,29 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
         for small, limit in ((True, 1), (False, None)):
             with _BLAS.limit(limits=limit, user_api="blas"):
                 for p in products:
-                    bounds, v, reps = p["bounds"], p["v"], p["reps"]
+                    bounds, v, reps, kept_p = p["bounds"], p["v"], p["reps"], p.get("kept")
                     for i in p["small" if small else "big"]:
-                        reps[i, :, b0:b1] = v[bounds[i]:bounds[i + 1]].T @ weights[bounds[i]:bounds[i + 1]]
+                        r = v[bounds[i]:bounds[i + 1]].T @ weights[bounds[i]:bounds[i + 1]]
+                        reps[i, :, b0:b1] = r if kept_p is None else r[kept_p]
+        for plan in plans:
+            if plan["twin"] is not None:  # before the twin's quiet groups are added
+                plan["reps"][:, :, b0:b1] = plan["twin"]["reps"][:, :, b0:b1]
         for plan in plans:
             if len(plan["q_k"]):
                 pk = rng.poisson(plan["q_k"], size=(b1 - b0, len(plan["q_k"]))).astype(np.float32)
-                for col, q in plan["q_mats"]:  # groups x slices, one per shared column
+                for col, q in plan["q_mats"]:  # groups x slices, one per shared column kept
                     plan["reps"][:, col, b0:b1] += q.T @ pk.T
         del weights
+    for plan in plans:  # the replicates are summed: the clusters' count vectors are not read again
+        plan["v"] = None
+        if plan["ranking"] is not None:
+            plan["ranking"]["v"] = None
     a = (1 - level) / 2
     min_finite = max(10, n_boot // 2)
     out = []
     for plan in plans:
         point_d = {c: plan["point"][:, j] for j, c in enumerate(cols)}
-        reps_d = {c: plan["reps"][:, j] for j, c in enumerate(cols)}
+        reps_d = {c: plan["reps"][:, j] for j, c in enumerate(kept)}
         support = {"transactions": np.rint(point_d["transactions"]).astype(np.int64),
                    "labelled": np.rint(point_d["labelled"]).astype(np.int64),
                    "frauds": np.rint(point_d["frauds_plain"]).astype(np.int64)}
