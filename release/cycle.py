@@ -23,6 +23,7 @@ from analysis.metrics import thresholds_for
 from contracts.base import FAIL, INSUFFICIENT
 from contracts.evaluator import evaluate_contracts, gate_failures, load_contracts
 from release import approvals, ramp, registry
+from release.alerts import notify_once
 from release.features import compute_features
 from release.io import atomic_write_parquet
 from release.settings import code_version, config_dir, contracts_file, paths
@@ -399,8 +400,6 @@ def request_threshold_approval(release_id: str) -> int:
             approvals.auto_approve_segments(release_id, segments, after=auto.auto_approve.after_unedited_releases,
                                             at=at)
     _update_release(release_id, status=Status.AWAITING_APPROVAL, updated_at=at)
-    from release.alerts import notify_once
-
     if approvals.pending_set(release_id)["status"] == approvals.PENDING:  # not wholly approved by the automation
         notify_once("approval_requested", release_id,
                     f"{release_id}: {len(ev.suggestions):,} suggested per-merchant thresholds await a decision: "
@@ -610,13 +609,12 @@ def backtest_outcome(verdicts: list, n_rows: int, days: int) -> tuple[list, str]
     failed = [v for v in verdicts if v.verdict == FAIL]
     if failed:
         return failed, f"Stopped by the backtest on the last {days} days: " + " ".join(v.sentence for v in failed)
-    if not verdicts:
-        return [], f"backtest on {n_rows:,} transactions of the last {days} days: nothing to judge, not passed"
-    undecided = [v.slice for v in verdicts if v.verdict == INSUFFICIENT]
-    judged = len(verdicts) - len(undecided)
     head = f"backtest on {n_rows:,} transactions of the last {days} days"
+    if not verdicts:
+        return [], f"{head}: nothing to judge, not passed"
+    undecided = [v.slice for v in verdicts if v.verdict == INSUFFICIENT]
     if not undecided:
-        return [], f"{head} passed: every country ({judged}) within the limit"
+        return [], f"{head} passed: every country ({len(verdicts)}) within the limit"
     return [], (f"{head}: no country beyond the limit, but {len(undecided)} of {len(verdicts)} undecided "
                 f"({', '.join(undecided)}): not passed, left to the shadow stage's guardrails on live traffic")
 
@@ -692,8 +690,6 @@ def announce_outcome(release_id: str) -> dict | None:
     release: shipped, rolled back or stopped, with the reason and the report's path. A run that ends with
     the release still open (a rollout question left to the terminal) is announced as unfinished. A green
     DAG run says the pipeline worked, not that the release shipped: this says which."""
-    from release.alerts import notify_once
-
     rel = get_release(release_id)
     status = Status(rel["status"])
     kind, severity, what = OUTCOMES.get(status, ("release_unfinished", "warning",
