@@ -460,10 +460,19 @@ def write_report(release_id: str, folder: Path, reports_dir: Path) -> Path:
     return target
 
 
+INDEX_ALERTS = 50  # the newest alerts shown in the index
+
+
 def write_index(reports_dir: Path) -> Path:
+    """Every release with its status and reason, and the newest alerts (release.alerts: approval requests,
+    outcomes, the rollout's breaches and questions), newest first."""
+    from release.alerts import read_alerts
+
     with engine().connect() as conn:
         rels = [dict(r._mapping) for r in conn.execute(sa.select(releases).order_by(releases.c.as_of.desc()))]
-    html = _env.get_template("index.html.j2").render(releases=rels)
+    alerts = read_alerts()
+    html = _env.get_template("index.html.j2").render(releases=rels, alerts=alerts[::-1][:INDEX_ALERTS],
+                                                     n_alerts=len(alerts))
     target = Path(reports_dir) / "index.html"
     atomic_write_text(html, target)
     return target

@@ -697,6 +697,11 @@ def announce_outcome(release_id: str) -> dict | None:
     why = (rel.get("stop_reason") or "").strip() if status != Status.PROMOTED else ""
     why = f" {why}" + ("" if why.endswith(".") else ".") if why else ""
     report = f" Report: {rel['report_path']}" if rel.get("report_path") else ""
-    return notify_once(kind, release_id, f"{release_id} {what}.{why}{report}", at=utc_now(), severity=severity,
-                       details={"status": str(status), "report": rel.get("report_path"),
-                                "candidate_model_id": rel.get("candidate_model_id")})
+    alert = notify_once(kind, release_id, f"{release_id} {what}.{why}{report}", at=utc_now(), severity=severity,
+                        details={"status": str(status), "report": rel.get("report_path"),
+                                 "candidate_model_id": rel.get("candidate_model_id")})
+    if alert is not None:
+        from analysis.report import write_index
+
+        write_index(paths().reports)  # the index lists the alerts: this one too
+    return alert

@@ -168,7 +168,7 @@ def advance(release_id: str | None = None, plan: ramp.RampPlan | None = None, no
             reason = (f"{rid}: guardrail breached in {name} (live traffic): " + " ".join(j.details["breaches"]))
             ramp.rollback(at=at, actor=ROLLOUT, reason=reason[:2000], expect=expect)  # traffic safe first
             _record(rid, stage, step, pct, "breached", details, j.verdicts, at)
-            raise_alert("ramp_guardrail_breach", reason, at=at, details=details)
+            raise_alert("ramp_guardrail_breach", reason, at=at, details={**details, "release_id": rid})
             return {"action": ROLLED_BACK, "state": str(Status.ROLLED_BACK), "why": reason, "details": details}
         if state in (Status.PAUSED, Status.AWAITING_DECISION, Status.READY_TO_PROMOTE):
             return {"action": WAITING, "state": str(state), "why": f"{state}: guarded, not advanced; a person "
@@ -204,7 +204,7 @@ def advance(release_id: str | None = None, plan: ramp.RampPlan | None = None, no
                               "(promotion: person)")
             raise_alert("ramp_ready_to_promote", f"{rid}: every stage passed its guardrails on live traffic; "
                         "promote with `fraudcd ramp promote --as NAME --reason ...` (or roll back)", at=at,
-                        severity="warning", details=details)
+                        severity="warning", details={**details, "release_id": rid})
             return {"action": READY, "state": str(Status.READY_TO_PROMOTE), "details": details}
         if waited >= ev.max_wait_seconds:
             reason = (f"{rid}: {name} stayed inconclusive for {waited / 3600:.1f} h (bound "
@@ -212,7 +212,7 @@ def advance(release_id: str | None = None, plan: ramp.RampPlan | None = None, no
                       + ". Waiting for a person: extend, promote anyway, or roll back.")
             ramp.ask(at=at, actor=ROLLOUT, reason=reason[:2000], expect=expect)
             _record(rid, stage, step, pct, "inconclusive", details, j.verdicts, at)
-            raise_alert("ramp_inconclusive", reason, at=at, severity="warning", details=details)
+            raise_alert("ramp_inconclusive", reason, at=at, severity="warning", details={**details, "release_id": rid})
             return {"action": ASKED, "state": str(Status.AWAITING_DECISION), "why": reason, "details": details}
         return {"action": WAITING, "state": str(state),
                 "why": f"{name}: " + ("; ".join(missing) if missing else "evidence inconclusive"),

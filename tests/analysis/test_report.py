@@ -543,3 +543,23 @@ def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home
     assert 'id="auto-approve">off</b>' in raw
     for seg in segs.index:
         assert f'<td class="l">{seg}</td><td>1</td><td>{segs[seg]}</td>' in raw
+
+
+def test_index_lists_the_alerts_newest_first_and_escaped(home):
+    from release.alerts import notify_once, raise_alert
+    from release.settings import paths
+
+    raise_alert("ramp_guardrail_breach", "rel-a: <script>alert(1)</script> moved FR", at="2026-03-01T10:00:00+00:00",
+                details={"release_id": "rel-a"})
+    notify_once("release_shipped", "rel-b", "rel-b shipped", at="2026-03-02T10:00:00+00:00")
+    page = write_index(paths().reports).read_text()
+    table = page[page.index('id="alerts"'):]
+    assert table.index("release_shipped") < table.index("ramp_guardrail_breach")  # newest first
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in table
+    assert ">rel-a<" in table and ">rel-b<" in table
+
+
+def test_index_without_alerts_says_so(home):
+    from release.settings import paths
+
+    assert "No alerts." in write_index(paths().reports).read_text()
