@@ -53,12 +53,10 @@ def evaluate_contracts(cs: ContractSet, evaluation, manifest: dict | None = None
     for c in cs.contracts:
         if isinstance(c, DataContract):
             out.extend(c.check(manifest))
-        elif isinstance(c, FixedFprHigherRecall):
+        elif isinstance(c, (FixedFprHigherRecall, SliceRecallRegression)):  # they read where DM was fitted
             out.extend(c.check(evaluation.metrics, getattr(evaluation, "windows", None)))
         elif isinstance(c, ActionRateShift):
             out.extend(c.check(evaluation.metrics, what))
-        elif isinstance(c, SliceRecallRegression):
-            out.extend(c.check(evaluation.metrics, getattr(evaluation, "windows", None)))
         else:
             out.extend(c.check(evaluation.metrics))
     return out

@@ -130,7 +130,8 @@ def _plant_shift(df: pd.DataFrame, score: np.ndarray, country: np.ndarray, shift
     country's blocks at one global threshold are ``shift`` times the unboosted model's: a planted harm of
     a known size, placed where per-merchant thresholds reach least. The merchants boosted are the new ones
     and those with fewer than N fitting rows, N the smallest of 10, 20, 50, 100, 200 whose traffic can
-    carry the shift at an odds factor of at most 1,000 (a thin merchant's threshold is pulled to its
+    carry the shift at an odds factor of at most 1,000 (200 when none can: the shift is then smaller; a
+    seed's truth says so, see JUDGED_BY_TRUTH) (a thin merchant's threshold is pulled to its
     segment's; the more fitting rows, the more of a shift there its own threshold absorbs). The global
     threshold is the one that blocks 2% of the fitting days (the incumbent's block rate)."""
     judging = (df["day"] >= pd.Timestamp("2031-05-01") + pd.Timedelta(days=FIT_DAYS)).to_numpy()
