@@ -792,7 +792,7 @@ def ramp_status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 def _ramp_change(fn, as_json: bool, done: str, answer: str | None = None, **kw) -> None:
     """Run one ramp control (one audited transaction); refusals exit 1 with the reason. ``answer``: the
-    rollout question's option this decision is; if the release DAG's rollout_decision task waits for one,
+    rollout question's option this decision is; if the release DAG's rollout task waits for one,
     it is answered with it (through Airflow's own response handler), so the DAG goes on."""
     from release import ramp
 

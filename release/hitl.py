@@ -30,7 +30,7 @@ APPROVE_ALL, APPROVE_SOME, REJECT = "Approve all", "Approve some", "Reject"
 OPTIONS = [APPROVE_ALL, APPROVE_SOME, REJECT]
 # the rollout's question to a person when a stage stayed inconclusive past its bound, or every step passed
 # and promotion is a person's (release.rollout_task)
-ROLLOUT_TASK_ID = "rollout_decision"
+ROLLOUT_TASK_ID = "rollout"
 EXTEND, PROMOTE, ROLL_BACK = "Extend the wait", "Promote", "Roll back"
 ROLLOUT_OPTIONS = [EXTEND, PROMOTE, ROLL_BACK]
 _OPTIONS = {TASK_ID: OPTIONS, ROLLOUT_TASK_ID: ROLLOUT_OPTIONS}

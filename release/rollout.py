@@ -281,7 +281,9 @@ def decision_summary(release_id: str) -> str:
 
     lines += [f"*{EXTEND}*: wait for more traffic (the stage keeps its evidence). *Promote*: make the "
               "candidate production now, on the record. *Roll back*: the incumbent keeps serving. From a terminal: "
-              "`fraudcd ramp extend | promote [--anyway] | rollback --reason ...`."]
+              "`fraudcd ramp extend | promote [--anyway] | rollback --reason ...`.", "",
+              "Asked again after an extension, the UI still shows this first text (Airflow keeps a request's "
+              "first text): `fraudcd ramp status` and the rollout's alert say where it stands now."]
     return "\n".join(lines)
 
 

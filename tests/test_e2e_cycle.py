@@ -114,20 +114,26 @@ class Operator:
             self.phase = "promoted"
 
 
-class AsksAndRollsBack:
-    """Cycle 1b's person: when the DAG's rollout question is open in Airflow, answer it "Roll back" through
-    Airflow's response handler (what the UI calls), in a process on the cycle's Airflow database."""
+class ExtendsThenRollsBack:
+    """Cycle 1b's person, answering the DAG's rollout questions in Airflow through its response handler (what
+    the UI calls), in a process on the cycle's Airflow database: the first time "Extend the wait"; when the
+    extended stage stays inconclusive and the DAG asks again, "Roll back"."""
+
+    ANSWERS = [("Extend the wait", "e2e: give the first step more time"),
+               ("Roll back", "e2e: too little traffic at 25%, even extended; not worth the wait")]
 
     def __init__(self, release_id: str, env: dict):
-        self.release_id, self.env, self.answered = release_id, env, None
+        self.release_id, self.env, self.answered = release_id, env, []
 
     def __call__(self) -> None:
         from release.demo import respond_in
         from release.rollout import needs_person
 
-        if self.answered is None and needs_person(self.release_id):
-            self.answered = respond_in(self.env, self.release_id, "Roll back", "risk lead (e2e)",
-                                       "e2e: too little traffic at 25%; not worth the wait")
+        if len(self.answered) < len(self.ANSWERS) and needs_person(self.release_id):
+            option, reason = self.ANSWERS[len(self.answered)]
+            out = respond_in(self.env, self.release_id, option, "risk lead (e2e)", reason)
+            if out is not None:  # None: the question is not (yet, or again) open in Airflow
+                self.answered.append(out)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +160,7 @@ def world(tmp_path_factory):
     good = run_cycle(day1, env, home / "logs", APPROVER, live=live, watch=operator)
     demo_config(home, UNREACHABLE_RAMP)
     day1b = cfg.start + dt.timedelta(days=146)
-    asker = AsksAndRollsBack(release_id_for(day1b), env)
+    asker = ExtendsThenRollsBack(release_id_for(day1b), env)
     # its candidate (the default workflow again, ten days on) shows no recall gain over cycle 1's, so the
     # contracts would stop it offline; a named person waives that contract for this release only, on the record
     drill = [{"contract": "fixed_fpr_higher_recall", "by": "Head of risk (e2e drill)",
@@ -265,24 +271,30 @@ def test_a_manual_pause_is_obeyed_by_the_dag_and_a_killed_service_stops_every_st
     assert not [a for a in acts[i_pause + 1:i_resume] if a[0] == "ramp_set"]  # nothing moved while paused
     assert acts[-2:] == [("ramp_ready", "fraud-cd rollout"), ("promote", APPROVER)]
     assert [s["pct"] for s in ramp_step_log(good)].count(50) == 1  # the 50% step passed once, after the restart
-    assert "answered Airflow task release.rollout_decision" in operator.promote_output
+    assert "answered Airflow task release.rollout" in operator.promote_output
 
 
 def test_an_inconclusive_step_asks_a_person_in_airflow_and_never_passes(world):
+    """The first step cannot gather its evidence: the DAG asks in Airflow; extended, it stays inconclusive
+    and the DAG asks again, in Airflow; the second answer rolls back."""
     from release import ramp, registry
     from release.cycle import get_release, ramp_step_log
     from release.store import audit_log
 
     home, good, _, asked, _, asker = world
-    assert asker.answered is not None and asker.answered["chosen_options"] == ["Roll back"]
+    assert [a["chosen_options"] for a in asker.answered] == [["Extend the wait"], ["Roll back"]]
+    assert {a["task_id"] for a in asker.answered} == {"rollout"}
     rel = get_release(asked)
     assert rel["status"] == "rolled_back"
     steps = ramp_step_log(asked)
-    assert [(s["pct"], s["outcome"]) for s in steps] == [(0, "passed"), (25, "inconclusive")]
+    assert [(s["pct"], s["outcome"]) for s in steps] == [(0, "passed"), (25, "inconclusive"), (25, "inconclusive")]
     assert "of 1,000,000 candidate decisions" in " ".join(json.loads(steps[1]["details_json"])["missing"])
-    last = [a for a in audit_log(entity_prefix="ramp") if json.loads(a["after_json"])["release_id"] == asked][-1]
-    assert last["action"] == "ramp_rollback" and last["actor"] == "risk lead (e2e) (via Airflow)"
-    assert json.loads(last["context_json"])["airflow_user"] == "risk lead (e2e)"
+    trail = [a for a in audit_log(entity_prefix="ramp") if json.loads(a["after_json"])["release_id"] == asked]
+    acts = [a["action"] for a in trail]
+    assert acts[-3:] == ["ramp_extend", "ramp_ask", "ramp_rollback"], acts
+    for a in (trail[-3], trail[-1]):  # both answers came through Airflow, the Airflow user named
+        assert a["actor"] == "risk lead (e2e) (via Airflow)"
+        assert json.loads(a["context_json"])["airflow_user"] == "risk lead (e2e)"
     assert registry.tagged("production").id == get_release(good)["candidate_model_id"]  # nothing changed
 
 

@@ -8,13 +8,14 @@ human-in-the-loop task: the Airflow UI's Required actions, or `fraudcd threshold
 -> `rejudge`: the contracts judge the approved policy (edits, partial approvals) again on the same
 judging rows, and a failure stops the release before any traffic moves -> release report -> `backtest`:
 the last days of history replayed offline through both models (never touches live traffic) -> `deploy`: the
-candidate goes into shadow in the running scoring service -> `rollout`: a sensor that waits (reschedule
-mode, no worker held) on the service's decision log, judges each stage's guardrails on the candidate's own
-decisions, steps the ramp (config/ramp.yaml), rolls back at once on a breach, and when a stage stays
-inconclusive past its bound, waits for a person (`fraudcd ramp extend | promote --anyway | rollback`);
-promotion after the last step follows the plan's policy -> `finish`: the report of the outcome.
+candidate goes into shadow in the running scoring service -> `rollout`: one task that waits (deferred on a
+timer between looks, no worker held) on the service's decision log, judges each stage's guardrails on the
+candidate's own decisions, steps the ramp (config/ramp.yaml), rolls back at once on a breach, and each time
+a stage stays inconclusive past its bound asks a person in Required actions (extend, promote anyway on the
+record, roll back; or `fraudcd ramp extend | promote --anyway | rollback`); promotion after the last step
+follows the plan's policy -> `finish`: the report of the outcome.
 On-call controls (`fraudcd ramp pause | resume | set | rollback`) go through the same state machine; the
-sensor obeys them (a paused rollout is guarded, never advanced).
+rollout task obeys them (a paused rollout is guarded, never advanced).
 
 Every gate judges the policy that would go live on rows that did not fit its thresholds (the earlier half
 of the evaluation window fits, the later half judges); an unjudged gate ("insufficient data") stops the
@@ -38,13 +39,13 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from release.approval_task import ThresholdApprovalOperator
-from release.rollout_task import RolloutDecisionOperator
+from release.rollout_task import RolloutOperator
 from release.pipeline import pipeline
 from release.settings import rollout_poll_seconds
 
 SCHEDULE = pipeline().schedule.release  # start date and cadence: config/pipeline.yaml
-POLL_S = rollout_poll_seconds()  # how often the rollout sensors look: config/ramp.yaml poll_seconds
-# The longest a rollout may take before its sensor gives up (the deployment stays as it is, guarded; on call
+POLL_S = rollout_poll_seconds()  # how often the rollout task looks: config/ramp.yaml poll_seconds
+# The longest a rollout may take before its task gives up (the deployment stays as it is, guarded; on call
 # decides). Every stage is bounded by its max_wait_seconds, then waits for a person.
 # How long the rollout's question waits for a person before the candidate is rolled back.
 DECISION_TIMEOUT_S = int(os.environ.get("FRAUDCD_DECISION_TIMEOUT_S", str(3 * 24 * 3600)))
@@ -160,29 +161,13 @@ def release():
         deploy_candidate(rid)
         return rid
 
-    # waits on the scoring service's decision log, looking every poll_seconds; reschedule: no worker is held.
-    # Done when the rollout is over or needs a person (inconclusive past its bound, or ready to promote).
-    @task.sensor(poke_interval=POLL_S, mode="reschedule", timeout=ROLLOUT_TIMEOUT_S, retries=2)
-    def rollout(rid: str):
-        from airflow.sdk.bases.sensor import PokeReturnValue
-
-        from release.cycle import rollout_done
-
-        return PokeReturnValue(is_done=rollout_done(rid, or_needs_person=True), xcom_value=rid)
-
-    # a person decides (skipped at once when nobody needs to); unanswered, the candidate is rolled back
-    rollout_decision = RolloutDecisionOperator(task_id="rollout_decision", release_task_id="rollout",
-                                               response_timeout=timedelta(seconds=DECISION_TIMEOUT_S), retries=0)
-
-    # after the decision, the rollout goes on to its end; a later question is answered from a terminal
-    # (`fraudcd ramp extend | promote | rollback`), the alert says so
-    @task.sensor(poke_interval=POLL_S, mode="reschedule", timeout=ROLLOUT_TIMEOUT_S, retries=2)
-    def rollout_after(rid: str):
-        from airflow.sdk.bases.sensor import PokeReturnValue
-
-        from release.cycle import rollout_done
-
-        return PokeReturnValue(is_done=rollout_done(rid), xcom_value=rid)
+    # drives the rollout on the scoring service's decision log, looking every poll_seconds (deferred between
+    # looks: no worker is held); asks a person each time the rollout needs one (inconclusive past its bound,
+    # or ready to promote); unanswered, the candidate is rolled back. Done when the rollout is over.
+    rollout = RolloutOperator(task_id="rollout", release_task_id="deploy", poll_seconds=POLL_S,
+                              rollout_timeout=timedelta(seconds=ROLLOUT_TIMEOUT_S),
+                              response_timeout=timedelta(seconds=DECISION_TIMEOUT_S), retries=2,
+                              retry_delay=timedelta(seconds=POLL_S))
 
     @task
     def finish(rid: str) -> str:
@@ -200,8 +185,7 @@ def release():
     asked = request_approval(evaluated)
     gate >> [stopped, asked]
     asked >> approve_thresholds
-    watched = rollout(deploy(backtest(report(rejudge(approve_thresholds.output)))))
-    watched >> rollout_decision
-    finish(rollout_after(rollout_decision.output))
+    deploy(backtest(report(rejudge(approve_thresholds.output)))) >> rollout
+    finish(rollout.output)
 
 release()

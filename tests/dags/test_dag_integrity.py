@@ -35,7 +35,7 @@ def test_every_dag_has_tags_docs_and_retries(dagbag, dag_id):
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     for task in dag.tasks:
-        if task.task_id in ("approve_thresholds", "rollout_decision"):
+        if task.task_id == "approve_thresholds":
             # a person's decision is not retried: the human-in-the-loop response timeout bounds the wait
             assert task.retries == 0 and task.response_timeout is not None
         else:
@@ -74,17 +74,15 @@ def test_release_dag_wiring(dagbag):
         assert down in dag.get_task(up).downstream_task_ids
     assert dag.get_task("contracts").downstream_task_ids == {"request_approval", "stopped_report"}
     tail = ["request_approval", "approve_thresholds", "rejudge", "report", "backtest", "deploy", "rollout",
-            "rollout_decision", "rollout_after", "finish"]
+            "finish"]
     for up, down in zip(tail, tail[1:]):
         assert dag.get_task(up).downstream_task_ids == {down}
     from airflow.providers.standard.operators.hitl import HITLOperator
-    from airflow.sdk.bases.sensor import BaseSensorOperator
 
-    for name in ("rollout", "rollout_after"):  # wait on evidence without holding a worker
-        sensor = dag.get_task(name)
-        assert isinstance(sensor, BaseSensorOperator) and sensor.mode == "reschedule"
-    decide = dag.get_task("rollout_decision")
-    assert isinstance(decide, HITLOperator) and decide.options == ["Extend the wait", "Promote", "Roll back"]
+    # one task drives the rollout (deferred between looks: no worker held) and asks a person when it needs one
+    rollout = dag.get_task("rollout")
+    assert isinstance(rollout, HITLOperator) and rollout.options == ["Extend the wait", "Promote", "Roll back"]
+    assert rollout.response_timeout is not None and rollout.rollout_timeout > rollout.response_timeout
     from airflow.providers.standard.operators.hitl import HITLOperator
 
     approve = dag.get_task("approve_thresholds")

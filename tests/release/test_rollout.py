@@ -273,10 +273,10 @@ def test_watch_once_runs_one_check(world):
 
 @pytest.mark.parametrize("answered_from_a_terminal", [False, True])
 def test_nobody_answering_the_rollout_question_rolls_back_unless_a_person_decided(world, answered_from_a_terminal):
-    """The DAG's rollout_decision task, when its response timeout passes (the branch Airflow's timeout
-    takes, release.rollout_task.RolloutDecisionOperator.on_timeout): a rollout still waiting for a person
+    """The DAG's rollout task, when its question's response timeout passes (the branch Airflow's timeout
+    takes, release.rollout_task.RolloutOperator.on_timeout): a rollout still waiting for a person
     is rolled back, on the record; one a person decided from a terminal meanwhile keeps that decision."""
-    from release.rollout_task import RolloutDecisionOperator
+    from release.rollout_task import RolloutOperator
 
     ctl(ramp.set_pct, 100)
     serve_day(world, limit=150)
@@ -287,8 +287,8 @@ def test_nobody_answering_the_rollout_question_rolls_back_unless_a_person_decide
     if answered_from_a_terminal:
         apply_decision(dw.RELEASE, "Extend the wait", actor="risk lead (test)", reason="tomorrow's traffic")
     before = len(audit_log(entity_prefix="ramp"))
-    op = RolloutDecisionOperator(task_id="rollout_decision", release_task_id="rollout",
-                                 response_timeout=dt.timedelta(seconds=5))
+    op = RolloutOperator(task_id="rollout", release_task_id="deploy", poll_seconds=1,
+                         rollout_timeout=dt.timedelta(days=1), response_timeout=dt.timedelta(seconds=5))
     op.on_timeout(dw.RELEASE)
     after = audit_log(entity_prefix="ramp")
     if answered_from_a_terminal:
