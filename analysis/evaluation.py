@@ -32,7 +32,7 @@ from analysis.stats import slice_intervals
 from analysis.thresholds import suggest_thresholds
 from analysis.weighting import MAX_WEIGHT, counterfactual_support, dr_fraud_terms, ipw_weights, outcome_model
 from contracts.base import SLICE_COLUMNS, other_name, pooled_type
-from release.io import atomic_write_parquet, atomic_write_text
+from release.core.io import atomic_write_parquet, atomic_write_text
 
 REPORT_SLICES = ["country", "merchant", "category", "card_country", "merchant_size", "amount_band", "card_segment"]
 AMOUNT_BANDS = [0.0, 20.0, 100.0, 500.0, float("inf")]
@@ -228,7 +228,7 @@ def all_slices(p: pd.DataFrame, keys: dict[str, tuple[np.ndarray, np.ndarray]]) 
 
 def _default_pools() -> set[tuple[str, str, int]]:
     from contracts.evaluator import load_contracts
-    from release.settings import contracts_file
+    from release.core.settings import contracts_file
 
     return load_contracts(contracts_file()).pools()
 

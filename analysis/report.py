@@ -18,8 +18,8 @@ from markupsafe import escape
 
 from analysis.weighting import CounterfactualConfig
 from contracts.base import FAIL, INSUFFICIENT, PASS, stops, wide_metric
-from release.io import atomic_write_text
-from release.store import audit, engine, ramp_steps, releases, threshold_sets, verdicts
+from release.core.io import atomic_write_text
+from release.state.store import audit, engine, ramp_steps, releases, threshold_sets, verdicts
 
 
 def _missing(x) -> bool:
@@ -111,7 +111,7 @@ def render_report(release_id: str, folder: Path) -> str:
     sugg = pd.read_parquet(folder / "suggestions.parquet") if (folder / "suggestions.parquet").exists() else None
     backtest = (pd.read_parquet(folder / "backtest_diffs.parquet") if (folder / "backtest_diffs.parquet").exists()
                 else None)
-    from release.overrides import overrides_for
+    from release.state.overrides import overrides_for
 
     waivers = overrides_for(release_id)
     waived = {o["contract"] for o in waivers}  # the same as waived_contracts(), without a second query
@@ -425,7 +425,7 @@ def _threshold_section(sugg: pd.DataFrame | None, tset) -> tuple[list[dict] | No
     """The largest merchants' suggestions with what became of each (edited, approved, ...), the counts of
     the decision, and automation readiness per segment (from the state store)."""
     from analysis.thresholds import load_threshold_config
-    from release import approvals
+    from release.state import approvals
 
     rows, decision = None, None
     if sugg is not None:
@@ -464,9 +464,9 @@ INDEX_ALERTS = 50  # the newest alerts shown in the index
 
 
 def write_index(reports_dir: Path) -> Path:
-    """Every release with its status and reason, and the newest alerts (release.alerts: approval requests,
+    """Every release with its status and reason, and the newest alerts (release.state.alerts: approval requests,
     outcomes, the rollout's breaches and questions), newest first."""
-    from release.alerts import read_alerts
+    from release.state.alerts import read_alerts
 
     with engine().connect() as conn:
         rels = [dict(r._mapping) for r in conn.execute(sa.select(releases).order_by(releases.c.as_of.desc()))]

@@ -155,10 +155,10 @@ class ThresholdConfig(BaseModel):
 def load_threshold_config(path: str | Path | None = None) -> ThresholdConfig:
     """The threshold policy configuration; ``path`` None: ``<config>/thresholds.yaml`` when it exists,
     else the built-in defaults (keep every merchant's block rate; auto-approve off)."""
-    from release.config import load_yaml_model
+    from release.core.config import load_yaml_model
 
     if path is None:
-        from release.settings import config_dir
+        from release.core.settings import config_dir
 
         path = config_dir() / "thresholds.yaml"
         if not path.exists():

@@ -3,7 +3,7 @@
 Blocked transactions are never disputed, so their labels are unknown (censoring). The deployed policy
 lets a logged share of would-be blocks through anyway (exploration); such a row was labelled with
 probability ``propensity`` (the exploration rate) and carries ``weight = 1 / propensity`` in the
-training-set snapshot (``release/training_set.py``: ``label`` is 1/0, NaN for unlabelled rows, and
+training-set snapshot (``release/data/training_set.py``: ``label`` is 1/0, NaN for unlabelled rows, and
 ``weight`` is 1/propensity for labelled rows). An allowed row was labelled with probability 1.
 
 - **IPW** (inverse propensity weighting): every labelled row counts ``min(weight, max_weight)`` times,
@@ -58,7 +58,7 @@ MAX_WEIGHT = 100.0  # inverse-propensity weights are clipped here unless a calle
 
 class CounterfactualConfig(BaseModel):
     """Minimum counterfactual support for a window's IPW/DR figures, and the clip. Field names are YAML keys
-    (``release.config.load_yaml_model(path, CounterfactualConfig)`` reads a file strictly).
+    (``release.core.config.load_yaml_model(path, CounterfactualConfig)`` reads a file strictly).
 
     The defaults come from ``benchmarks/bench_counterfactual.py`` (a simulated 21-day window at 5,000
     transactions a day, 100 draws at each of 0.5%, 1%, 2%, 5% and 10% exploration, 500 windows in all;

@@ -113,7 +113,7 @@ def sklearn_loop(w: dict[str, np.ndarray], slice_types: list[str], n_boot: int, 
 def lightgbm_training(rows: int, seed: int = 7) -> float:
     import lightgbm as lgb
 
-    from release.features import FEATURE_COLUMNS
+    from release.data.features import FEATURE_COLUMNS
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(rows, len(FEATURE_COLUMNS))).astype(np.float32)
@@ -153,7 +153,7 @@ def judge_run(w: dict[str, np.ndarray], n_boot: int, repeat: int) -> int:
     from analysis.evaluation import judge_policy
     from analysis.stats import slice_intervals
     from contracts.evaluator import load_contracts
-    from release.settings import contracts_file
+    from release.core.settings import contracts_file
 
     df, per = judging_frame(w)
     t = float(np.quantile(w["candidate_score"], 0.985))

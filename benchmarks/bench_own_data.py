@@ -108,8 +108,8 @@ def project_scores(log: Path, work: Path, prior: float) -> dict:
                                   "--reason", "outside benchmark", "--json", env=env))["model_id"]
     t3 = time.perf_counter()
     os.environ.update(FRAUDCD_HOME=env["FRAUDCD_HOME"], FRAUDCD_PIPELINE=env["FRAUDCD_PIPELINE"])
-    from release import registry
-    from release.training import score
+    from release.state import registry
+    from release.modeling.training import score
 
     model = registry.get_model(model_id)
     df = pd.read_parquet(work / "home" / "snapshots" / snap / "data.parquet")

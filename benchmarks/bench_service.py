@@ -3,7 +3,7 @@
 Builds a simulated world (seeded), trains two models with the shipped default workflow (production and
 candidate, real size: 300 rounds, 15 leaves, every feature), approves thresholds, starts
 `fraudcd serve` in a subprocess, then replays one simulated day per phase through it with the
-replayer (release.replay's lean keep-alive client, in this process: the load generator shares the two
+replayer (release.serving.replay's lean keep-alive client, in this process: the load generator shares the two
 cores with the service):
 
 1. baseline: ``booster.predict`` on one row, in this process (what scoring costs without a service);
@@ -76,11 +76,11 @@ def load() -> str:
 
 def build(home: Path, days: int, tx_per_day: int) -> dict:
     """World, snapshot, two registered models with approved thresholds, production tagged."""
-    from release import approvals, registry
-    from release.pipeline import pipeline
-    from release.settings import config_dir
-    from release.training import load_workflow, train_model
-    from release.training_set import build_training_set
+    from release.state import approvals, registry
+    from release.core.pipeline import pipeline
+    from release.core.settings import config_dir
+    from release.modeling.training import load_workflow, train_model
+    from release.data.training_set import build_training_set
     from simulation.world import WorldConfig, simulate
 
     cfg = WorldConfig(days=days, tx_per_day=tx_per_day, dispute_median_days=2.0, dispute_max_days=5)
@@ -118,7 +118,7 @@ def build(home: Path, days: int, tx_per_day: int) -> dict:
 
 
 def raw_predict_us(model_id: str, features: pd.DataFrame, n: int = 3000) -> np.ndarray:
-    from release.registry import get_model
+    from release.state.registry import get_model
 
     m = get_model(model_id)
     b = m.booster()
@@ -141,7 +141,7 @@ class Service:
                        "[{name: bench, roles: [scoring, operator], env: FRAUDCD_BENCH_TOKEN}]\n")
         env = {**os.environ, "FRAUDCD_HOME": str(home), "FRAUDCD_BENCH_TOKEN": TOKEN}
         self.log = open(home / "serve.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "release.cli", "serve", "--port", str(port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "release.cli.main", "serve", "--port", str(port),
                                       "--seed-day", seed_day, "--config", str(cfg)], cwd=PROJECT_ROOT, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         import httpx
@@ -182,10 +182,10 @@ class Service:
         self.log.close()
 
 
-# ---- the client: release.replay's, reading Server-Timing, and able to GET the trivial endpoint ----------
+# ---- the client: release.serving.replay's, reading Server-Timing, and able to GET the trivial endpoint ----------
 
 def _client_class():
-    from release import replay as rp
+    from release.serving import replay as rp
 
     class Connection(rp._Connection):
         """replay's keep-alive connection (the same request scheduling and latency measure), that also
@@ -222,7 +222,7 @@ def _client_class():
 
 
 def send(url: str, bodies: list[dict], rate: float, concurrency: int = 32, on_tick=None, get: bool = False):
-    """release.replay.replay with the Server-Timing-reading connection; returns (result, server ms)."""
+    """release.serving.replay.replay with the Server-Timing-reading connection; returns (result, server ms)."""
     rp, conn = _client_class()
     conn.server_ms, conn.get = [], get
     real = rp._Connection
@@ -310,10 +310,10 @@ def main() -> int:
 
     home = (args.home or Path(tempfile.mkdtemp(prefix="fraudcd-bench-service-")) / "home").resolve()
     os.environ["FRAUDCD_HOME"] = str(home)
-    from release import ramp
-    from release.decision_log import read_decision_log
-    from release.features import compute_features
-    from release.replay import day_requests
+    from release.rollout import ramp
+    from release.serving.decision_log import read_decision_log
+    from release.data.features import compute_features
+    from release.serving.replay import day_requests
 
     print(f"load average before: {load()}", file=sys.stderr)
     info = build(home, args.days, args.tx_per_day)

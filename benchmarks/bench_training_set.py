@@ -77,7 +77,7 @@ def main() -> int:
     ap.add_argument("--events", type=Path, help="reuse event logs simulated before (skips the simulation)")
     args = ap.parse_args()
 
-    from release.training_set import build_training_set
+    from release.data.training_set import build_training_set
     from simulation.world import WorldConfig, simulate
 
     with tempfile.TemporaryDirectory(prefix="fraudcd-bench-") as tmp:
@@ -98,9 +98,9 @@ def main() -> int:
         n = snap.manifest["rows"]
 
         t0 = time.perf_counter()
-        from release.features import window_features
+        from release.data.features import window_features
         import polars as pl
-        from release.io import list_partitions
+        from release.core.io import list_partitions
 
         files = [str(f) for f in list_partitions(events / "transactions")]
         tx_pl = pl.read_parquet(files, columns=["tx_id", "ts", "card_id", "merchant_id", "amount"])

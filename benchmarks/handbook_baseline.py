@@ -128,7 +128,7 @@ def baseline_scores(df: pd.DataFrame, train=("2018-07-25", "2018-07-31"), test=(
 
 def _load_handbook_simulator():
     """simulation/handbook.py by file path: importing the ``simulation`` package would run its
-    ``__init__`` and with it the project's own world and ``release.io``, which this baseline keeps out."""
+    ``__init__`` and with it the project's own world and ``release.core.io``, which this baseline keeps out."""
     path = Path(__file__).resolve().parents[1] / "simulation" / "handbook.py"
     spec = importlib.util.spec_from_file_location("handbook_simulator", path)
     mod = importlib.util.module_from_spec(spec)

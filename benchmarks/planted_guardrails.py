@@ -1,6 +1,6 @@
 """Planted live-traffic cases with a known truth, judged by the rollout's guardrails over 100 seeds: how
 often each is passed, breached or left inconclusive. The decision logs are the ones
-tests/release/test_guardrails.py plants (seeded numpy); the tests assert bounds on these counts, this prints
+tests/release/rollout/test_guardrails.py plants (seeded numpy); the tests assert bounds on these counts, this prints
 them. Run: .venv/bin/python benchmarks/planted_guardrails.py"""
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from contracts.fixed_fpr_higher_recall import FixedFprHigherRecall
 from contracts.merchant_block_rate_stability import MerchantBlockRateStability
 from contracts.ranking_regression import RankingRegression
 from contracts.slice_recall_regression import SliceRecallRegression
-from release.config import load_yaml_model
+from release.core.config import load_yaml_model
 
 Contract = Annotated[Union[ActionRateShift, FixedFprHigherRecall, SliceRecallRegression,
                            MerchantBlockRateStability, RankingRegression, DataContract], Field(discriminator="kind")]

@@ -1,2 +1,4 @@
-"""fraud-cd release pipeline: events io, training set, training, registry, state store, approvals,
-shadow, ramp and the CLI."""
+"""fraud-cd release pipeline, in rooms by layer (each imports only the rooms below it):
+
+core <- state <- data, modeling (and the top-level analysis, contracts) <- rollout, serving <- orchestration <- cli
+"""

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from release.io import atomic_write_parquet, owned_temp_dir, remove_stale_temp_dirs, replace_dir, write_partition
+from release.core.io import atomic_write_parquet, owned_temp_dir, remove_stale_temp_dirs, replace_dir, write_partition
 
 COUNTRIES = ["US", "GB", "DE", "FR", "BR", "IN", "MX", "ES", "NL", "NG", "CA", "AU", "IT", "PL", "JP",
              "SE", "TR", "ZA", "AR", "SG"]

@@ -25,7 +25,7 @@ for var in ("FRAUDCD_STATE_URL", "FRAUDCD_CONFIG", "FRAUDCD_CONTRACTS", "FRAUDCD
     os.environ.pop(var, None)
 
 
-# the threads the project starts (release/online_features.py, decision_log.py, service.py, rollout.py, demo.py)
+# the threads the project starts (release/data/online_features.py, decision_log.py, service.py, rollout.py, demo.py)
 _PROJECT_THREADS = ("rates-", "risk-tables", "decision-log", "decision-journal", "scoring", "rollout-watcher",
                     "replayer", "deployment-watcher", "shadow-worker")
 
@@ -61,7 +61,7 @@ def migrated_airflow_db(tmp_path_factory) -> Path:
     Read-only: copy it to where a test's Airflow environment points instead of migrating a new one there
     (a few seconds each). A migrated database does not depend on the DAG folder or FRAUDCD settings: two
     migrations differ only in the time their log_template rows were written."""
-    from release.airflow_env import airflow_env, migrate_airflow_db
+    from release.orchestration.airflow_env import airflow_env, migrate_airflow_db
 
     db = tmp_path_factory.mktemp("airflow-migrated") / "airflow.db"
     env = airflow_env()

@@ -42,15 +42,15 @@ lightgbm: {objective: binary, learning_rate: 0.1, num_leaves: 4, min_data_in_lea
 
 
 def _fraudcd(home: Path, *args: str) -> subprocess.CompletedProcess:
-    from release.demo import cycle_env
+    from release.orchestration.demo import cycle_env
 
     return subprocess.run([str(Path(sys.executable).with_name("fraudcd")), *args], env=cycle_env(home),
                           capture_output=True, text=True, timeout=120)
 
 
-# The limits are the demo's (release/demo.py DEMO_RAMP, which says why a small world needs them); this test is
+# The limits are the demo's (release/orchestration/demo.py DEMO_RAMP, which says why a small world needs them); this test is
 # about the rollout's mechanics on live traffic. What the guardrails catch is planted and measured in
-# tests/release/test_guardrails.py and tests/release/test_rollout.py.
+# tests/release/rollout/test_guardrails.py and tests/release/rollout/test_rollout.py.
 E2E_RAMP = """\
 steps: [25, 50, 100]
 shadow: {min_candidate_rows: 1200, min_event_seconds: 43200, max_wait_seconds: 300}
@@ -85,7 +85,7 @@ class Operator:
     def __call__(self) -> None:
         import time
 
-        from release import ramp
+        from release.rollout import ramp
 
         st = ramp.current()
         now = time.monotonic()
@@ -126,8 +126,8 @@ class ExtendsThenRollsBack:
         self.release_id, self.env, self.answered = release_id, env, []
 
     def __call__(self) -> None:
-        from release.demo import respond_in
-        from release.rollout import needs_person
+        from release.orchestration.demo import respond_in
+        from release.rollout.driver import needs_person
 
         if len(self.answered) < len(self.ANSWERS) and needs_person(self.release_id):
             option, reason = self.ANSWERS[len(self.answered)]
@@ -140,9 +140,9 @@ class ExtendsThenRollsBack:
 def world(tmp_path_factory):
     """A simulated world and three cycles run through Airflow. Returns (home, good, asked, worse, operator,
     asker)."""
-    from release.airflow_env import migrate_airflow_db
-    from release.cycle import release_id_for
-    from release.demo import LiveTraffic, cycle_env, demo_config, run_cycle
+    from release.orchestration.airflow_env import migrate_airflow_db
+    from release.orchestration.cycle import release_id_for
+    from release.orchestration.demo import LiveTraffic, cycle_env, demo_config, run_cycle
     from simulation.world import WorldConfig, simulate
 
     home = tmp_path_factory.mktemp("e2e") / "home"
@@ -174,8 +174,8 @@ def world(tmp_path_factory):
 
 
 def test_first_cycle_bootstraps_then_promotes_the_candidate(world):
-    from release import registry
-    from release.cycle import get_release
+    from release.state import registry
+    from release.orchestration.cycle import get_release
 
     home, good, *_ = world
     rel = get_release(good)
@@ -192,7 +192,7 @@ def test_first_cycle_bootstraps_then_promotes_the_candidate(world):
 
 
 def test_verdicts_for_every_stage_are_in_the_store(world):
-    from release.cycle import release_verdicts
+    from release.orchestration.cycle import release_verdicts
 
     _, good, *_ = world
     vs = release_verdicts(good)
@@ -200,7 +200,7 @@ def test_verdicts_for_every_stage_are_in_the_store(world):
     assert {v["stage"] for v in vs} == {"offline", "approved", "backtest", "shadow", "ramp"}
     offline = {v["contract"] for v in vs if v["stage"] == "offline"}
     from contracts.evaluator import load_contracts
-    from release.settings import contracts_file
+    from release.core.settings import contracts_file
 
     assert offline == set(load_contracts(contracts_file()).names())  # every contract in force was judged
     from contracts.base import stops
@@ -214,8 +214,8 @@ def test_evaluation_metrics_with_intervals_are_on_disk_and_summarised_in_the_sto
     import pandas as pd
     import sqlalchemy as sa
 
-    from release.cycle import release_dir
-    from release.store import engine, evaluation_summary
+    from release.orchestration.cycle import release_dir
+    from release.state.store import engine, evaluation_summary
 
     _, good, *_ = world
     metrics = pd.read_parquet(release_dir(good) / "metrics.parquet")
@@ -230,9 +230,9 @@ def test_evaluation_metrics_with_intervals_are_on_disk_and_summarised_in_the_sto
 
 
 def test_the_rollout_walked_every_stage_on_the_services_own_decisions(world):
-    from release import ramp
-    from release.cycle import ramp_step_log
-    from release.decision_log import read_decision_log
+    from release.rollout import ramp
+    from release.orchestration.cycle import ramp_step_log
+    from release.serving.decision_log import read_decision_log
 
     home, good, *_ = world
     steps = ramp_step_log(good)
@@ -255,8 +255,8 @@ def test_the_rollout_walked_every_stage_on_the_services_own_decisions(world):
 
 
 def test_a_manual_pause_is_obeyed_by_the_dag_and_a_killed_service_stops_every_step(world):
-    from release.cycle import ramp_step_log
-    from release.store import audit_log
+    from release.orchestration.cycle import ramp_step_log
+    from release.state.store import audit_log
 
     home, good, _, _, operator, _ = world
     assert operator.phase == "promoted", operator.phase
@@ -277,9 +277,10 @@ def test_a_manual_pause_is_obeyed_by_the_dag_and_a_killed_service_stops_every_st
 def test_an_inconclusive_step_asks_a_person_in_airflow_and_never_passes(world):
     """The first step cannot gather its evidence: the DAG asks in Airflow; extended, it stays inconclusive
     and the DAG asks again, in Airflow; the second answer rolls back."""
-    from release import ramp, registry
-    from release.cycle import get_release, ramp_step_log
-    from release.store import audit_log
+    from release.rollout import ramp
+    from release.state import registry
+    from release.orchestration.cycle import get_release, ramp_step_log
+    from release.state.store import audit_log
 
     home, good, _, asked, _, asker = world
     assert [a["chosen_options"] for a in asker.answered] == [["Extend the wait"], ["Roll back"]]
@@ -301,8 +302,10 @@ def test_an_inconclusive_step_asks_a_person_in_airflow_and_never_passes(world):
 def test_rerunning_any_task_of_a_finished_release_changes_nothing(world):
     """Clearing and rerunning one task of a release that is over: each task's body runs again and the
     live deployment, the tags, the release's status and the money-moving audit trail stay as they were."""
-    from release import cycle, ramp, registry
-    from release.store import audit_log
+    from release.orchestration import cycle
+    from release.rollout import ramp
+    from release.state import registry
+    from release.state.store import audit_log
 
     home, good, *_ = world
     rel = cycle.get_release(good)
@@ -338,7 +341,7 @@ def test_rerunning_any_task_of_a_finished_release_changes_nothing(world):
 
 
 def test_approval_and_every_money_move_are_audited(world):
-    from release.store import audit_log
+    from release.state.store import audit_log
 
     _, good, *_ = world
     trail = audit_log()
@@ -358,7 +361,7 @@ def test_approval_and_every_money_move_are_audited(world):
 
 
 def test_report_on_disk_says_ship(world):
-    from release.cycle import get_release
+    from release.orchestration.cycle import get_release
 
     home, good, *_ = world
     path = Path(get_release(good)["report_path"])
@@ -371,8 +374,8 @@ def test_report_on_disk_says_ship(world):
 def test_how_each_release_ended_reached_people_once(world):
     """The DAG's last task announces the outcome (alerts.jsonl, the log, the webhook when configured): a
     green run does not say whether the release shipped."""
-    from release.alerts import read_alerts
-    from release.cycle import get_release
+    from release.state.alerts import read_alerts
+    from release.orchestration.cycle import get_release
 
     home, good, worse, asked, *_ = world
     ends = [(a["details"]["release_id"], a["kind"]) for a in read_alerts()
@@ -385,8 +388,9 @@ def test_how_each_release_ended_reached_people_once(world):
 
 
 def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):
-    from release import ramp, registry
-    from release.cycle import get_release, release_verdicts
+    from release.rollout import ramp
+    from release.state import registry
+    from release.orchestration.cycle import get_release, release_verdicts
 
     home, good, worse, *_ = world
     rel = get_release(worse)
@@ -407,9 +411,9 @@ def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):
 
 def test_an_override_given_when_triggering_is_recorded_and_waives_only_its_contract(world):
     """The Airflow path of an override: the release rerun for the same date with an `overrides` param."""
-    from release.cycle import get_release, release_verdicts
-    from release.demo import cycle_env, run_cycle
-    from release.store import audit_log
+    from release.orchestration.cycle import get_release, release_verdicts
+    from release.orchestration.demo import cycle_env, run_cycle
+    from release.state.store import audit_log
 
     home, _, worse, *_ = world
     from contracts.base import stops
@@ -431,8 +435,8 @@ def test_an_override_given_when_triggering_is_recorded_and_waives_only_its_contr
 
 
 def test_status_and_rollback_from_the_terminal(world):
-    from release import registry
-    from release.store import audit_log
+    from release.state import registry
+    from release.state.store import audit_log
 
     home, good, *_ = world
     before = json.loads(_fraudcd(home, "status", "--json").stdout)
@@ -450,7 +454,7 @@ def test_status_and_rollback_from_the_terminal(world):
     last = audit_log()[-1]
     assert last["actor"] == "on-call (pytest)" and last["reason"] == "e2e: on-call drill"
     assert last["action"] == "model_rollback" and json.loads(last["after_json"])["release_id"] == good
-    from release.cycle import get_release
+    from release.orchestration.cycle import get_release
 
     assert get_release(good)["status"] == "rolled_back"
     # now there is nothing left to roll back to: refused, exit 1, nothing written

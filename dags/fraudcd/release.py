@@ -38,10 +38,10 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from release.approval_task import ThresholdApprovalOperator
-from release.rollout_task import RolloutOperator
-from release.pipeline import pipeline
-from release.settings import rollout_poll_seconds
+from release.orchestration.approval_task import ThresholdApprovalOperator
+from release.orchestration.rollout_task import RolloutOperator
+from release.core.pipeline import pipeline
+from release.core.settings import rollout_poll_seconds
 
 SCHEDULE = pipeline().schedule.release  # start date and cadence: config/pipeline.yaml
 POLL_S = rollout_poll_seconds()  # how often the rollout task looks: config/ramp.yaml poll_seconds
@@ -74,14 +74,14 @@ APPROVAL_TIMEOUT_S = int(os.environ.get("FRAUDCD_APPROVAL_TIMEOUT_S", str(3 * 24
 def release():
     @task
     def snapshot(data_interval_end=None, dag_run=None) -> str:
-        from release.cycle import build_snapshot
+        from release.orchestration.cycle import build_snapshot
 
         return build_snapshot(data_interval_end, run_after=getattr(dag_run, "run_after", None))
 
     @task
     def start(snapshot_hash: str, data_interval_end=None, dag_run=None, params=None) -> str:
-        from release.cycle import start_release
-        from release.pipeline import run_period
+        from release.orchestration.cycle import start_release
+        from release.core.pipeline import run_period
 
         params = params or {}
         _, as_of = run_period(None, data_interval_end, getattr(dag_run, "run_after", None))
@@ -89,34 +89,34 @@ def release():
 
     @task
     def incumbent(rid: str) -> str:
-        from release.cycle import ensure_incumbent
+        from release.orchestration.cycle import ensure_incumbent
 
         ensure_incumbent(rid)
         return rid
 
     @task
     def train(rid: str) -> str:
-        from release.cycle import train_candidate
+        from release.orchestration.cycle import train_candidate
 
         train_candidate(rid)
         return rid
 
     @task
     def evaluate(rid: str) -> str:
-        from release.cycle import evaluate_release
+        from release.orchestration.cycle import evaluate_release
 
         evaluate_release(rid)
         return rid
 
     @task.branch
     def contracts(rid: str) -> str:
-        from release.cycle import check_contracts
+        from release.orchestration.cycle import check_contracts
 
         return "request_approval" if check_contracts(rid) else "stopped_report"
 
     @task
     def stopped_report(rid: str) -> str:
-        from release.cycle import announce_outcome, write_release_report
+        from release.orchestration.cycle import announce_outcome, write_release_report
 
         report = write_release_report(rid)
         announce_outcome(rid)
@@ -124,7 +124,7 @@ def release():
 
     @task
     def request_approval(rid: str) -> str:
-        from release.cycle import request_threshold_approval
+        from release.orchestration.cycle import request_threshold_approval
 
         request_threshold_approval(rid)
         return rid
@@ -135,28 +135,28 @@ def release():
 
     @task
     def rejudge(rid: str) -> str:
-        from release.cycle import rejudge_approved_policy
+        from release.orchestration.cycle import rejudge_approved_policy
 
         rejudge_approved_policy(rid)
         return rid
 
     @task
     def report(rid: str) -> str:
-        from release.cycle import write_release_report
+        from release.orchestration.cycle import write_release_report
 
         write_release_report(rid)
         return rid
 
     @task
     def backtest(rid: str) -> str:
-        from release.cycle import run_backtest
+        from release.orchestration.cycle import run_backtest
 
         run_backtest(rid)
         return rid
 
     @task
     def deploy(rid: str) -> str:
-        from release.cycle import deploy_candidate
+        from release.orchestration.cycle import deploy_candidate
 
         deploy_candidate(rid)
         return rid
@@ -171,7 +171,7 @@ def release():
 
     @task
     def finish(rid: str) -> str:
-        from release.cycle import announce_outcome, finish as finish_release, write_release_report
+        from release.orchestration.cycle import announce_outcome, finish as finish_release, write_release_report
 
         finish_release(rid)
         report = write_release_report(rid)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from release.pipeline import pipeline
+from release.core.pipeline import pipeline
 
 TRAINING_SET = Asset("fraudcd-training-set")
 SCHEDULE = pipeline().schedule.training_set
@@ -41,13 +41,13 @@ SCHEDULE = pipeline().schedule.training_set
 def training_set():
     @task
     def ingest(data_interval_start=None, data_interval_end=None, dag_run=None) -> dict:
-        from release.cycle import ingest_interval
+        from release.orchestration.cycle import ingest_interval
 
         return ingest_interval(data_interval_start, data_interval_end, getattr(dag_run, "run_after", None))
 
     @task(outlets=[TRAINING_SET])
     def build(data_interval_end=None, dag_run=None) -> str:
-        from release.cycle import build_snapshot
+        from release.orchestration.cycle import build_snapshot
 
         return build_snapshot(data_interval_end, run_after=getattr(dag_run, "run_after", None))
 

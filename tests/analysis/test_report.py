@@ -1,7 +1,7 @@
 """analysis.report: the release's HTML report and the index, rendered from a real release row (created by
-release.cycle.start_release in a fresh state store), a real Evaluation of a small synthetic window (ten
-days: the first five fit, the last five judge), and verdicts stored by release.cycle.check_contracts and
-release.cycle.rejudge_approved_policy."""
+release.orchestration.cycle.start_release in a fresh state store), a real Evaluation of a small synthetic window (ten
+days: the first five fit, the last five judge), and verdicts stored by release.orchestration.cycle.check_contracts and
+release.orchestration.cycle.rejudge_approved_policy."""
 from __future__ import annotations
 
 import datetime as dt
@@ -111,18 +111,18 @@ def _window() -> pd.DataFrame:
 
 
 def _release(home: Path, monkeypatch, contracts_yaml: str, completeness: dict | None = None):
-    from release.cycle import check_contracts, release_dir, start_release
+    from release.orchestration.cycle import check_contracts, release_dir, start_release
 
     cfile = home / "contracts.yaml"
     cfile.write_text(contracts_yaml)
     monkeypatch.setenv("FRAUDCD_CONTRACTS", str(cfile))
     rid = start_release(AS_OF, "a" * 64)
     ev = evaluate(_window(), INC_PER_MERCHANT, INC_DEFAULT, n_boot=100)
-    if completeness is not None:  # as release.cycle.evaluate_release records it
+    if completeness is not None:  # as release.orchestration.cycle.evaluate_release records it
         ev.windows["label_completeness"] = completeness
     folder = release_dir(rid)
     ev.save(folder)
-    from release.cycle import _update_release
+    from release.orchestration.cycle import _update_release
 
     for st in ("trained", "evaluated"):  # the legal path to the contracts (this test trains nothing)
         _update_release(rid, status=st)
@@ -149,8 +149,8 @@ def _first_screen(raw: str) -> str:
 
 
 def test_stopped_release_report_says_stop_and_why(home, monkeypatch):
-    from release.cycle import get_release, release_verdicts
-    from release.settings import paths
+    from release.orchestration.cycle import get_release, release_verdicts
+    from release.core.settings import paths
 
     rid, folder, passed = _release(home, monkeypatch, FAILING)
     assert rid == RID and passed is False
@@ -215,8 +215,8 @@ def test_stopped_release_report_says_stop_and_why(home, monkeypatch):
 
 
 def test_fitting_and_judging_rows_and_label_completeness_are_near_the_top(home, monkeypatch):
-    from release.cycle import _label_completeness
-    from release.label_completeness import DelayDistribution, label_completeness
+    from release.orchestration.cycle import _label_completeness
+    from release.data.label_completeness import DelayDistribution, label_completeness
 
     # one window not estimated (the real path: this home has no event history), one estimated from
     # 200 disputes with delays spread evenly over 0..100 days
@@ -261,7 +261,7 @@ def test_fitting_and_judging_rows_and_label_completeness_are_near_the_top(home, 
 
 def test_a_stopping_insufficient_verdict_reads_as_a_stop_on_the_first_screen(home, monkeypatch):
     from contracts.base import stops
-    from release.cycle import get_release, release_verdicts
+    from release.orchestration.cycle import get_release, release_verdicts
 
     rid, folder, passed = _release(home, monkeypatch, UNJUDGED)
     assert passed is False and get_release(rid)["status"] == "stopped"
@@ -370,10 +370,10 @@ def test_pooled_slices_show_their_members_escaped(home, monkeypatch):
 
 
 def test_approved_policy_rejudgement_is_shown_beside_the_offline_judgement(home, monkeypatch):
-    from release import approvals
-    from release.cycle import (_update_release, approval_decided, get_release, rejudge_approved_policy,
+    from release.state import approvals
+    from release.orchestration.cycle import (_update_release, approval_decided, get_release, rejudge_approved_policy,
                                release_verdicts, request_threshold_approval)
-    from release.registry import register_model
+    from release.state.registry import register_model
 
     rid, folder, passed = _release(home, monkeypatch, PASSING)
     assert passed is True
@@ -426,7 +426,7 @@ def test_approved_policy_rejudgement_is_shown_beside_the_offline_judgement(home,
 
 
 def test_a_waived_failure_is_shown_as_waived_not_as_a_stop(home, monkeypatch):
-    from release.cycle import check_contracts, get_release, waive_contract
+    from release.orchestration.cycle import check_contracts, get_release, waive_contract
 
     rid, folder, passed = _release(home, monkeypatch, FAILING)
     assert passed is False
@@ -443,7 +443,7 @@ def test_a_waived_failure_is_shown_as_waived_not_as_a_stop(home, monkeypatch):
 
 
 def test_release_in_progress_report_has_no_stop_section(home, monkeypatch):
-    from release.settings import paths
+    from release.core.settings import paths
 
     rid, folder, passed = _release(home, monkeypatch, PASSING)
     assert passed is True
@@ -456,7 +456,7 @@ def test_release_in_progress_report_has_no_stop_section(home, monkeypatch):
 def test_a_legacy_verdict_without_on_insufficient_reads_as_a_stop(home, monkeypatch):
     """A verdict stored before on_insufficient existed (NULL) is read as stopping (contracts.base.stops);
     on a release whose status says otherwise, the report says so instead of showing a silent pass."""
-    from release.store import transaction, verdicts
+    from release.state.store import transaction, verdicts
 
     rid, folder, passed = _release(home, monkeypatch, PASSING)
     assert passed is True
@@ -502,7 +502,7 @@ def test_report_reads_an_evaluation_saved_before_the_policy_was_named(home, monk
 
 
 def test_report_of_a_release_not_yet_evaluated(home):
-    from release.cycle import release_dir, start_release
+    from release.orchestration.cycle import release_dir, start_release
 
     rid = start_release(AS_OF, "b" * 64)
     raw = render_report(rid, release_dir(rid))
@@ -512,15 +512,15 @@ def test_report_of_a_release_not_yet_evaluated(home):
 
 
 def test_index_without_releases(home):
-    from release.settings import paths
+    from release.core.settings import paths
 
     path = write_index(paths().reports)
     assert "No releases yet." in path.read_text()
 
 
 def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home, monkeypatch):
-    from release import approvals
-    from release.registry import register_model
+    from release.state import approvals
+    from release.state.registry import register_model
 
     rid, folder, _ = _release(home, monkeypatch, PASSING)
     ev = Evaluation.load(folder)
@@ -546,8 +546,8 @@ def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home
 
 
 def test_index_lists_the_alerts_newest_first_and_escaped(home):
-    from release.alerts import notify_once, raise_alert
-    from release.settings import paths
+    from release.state.alerts import notify_once, raise_alert
+    from release.core.settings import paths
 
     raise_alert("ramp_guardrail_breach", "rel-a: <script>alert(1)</script> moved FR", at="2026-03-01T10:00:00+00:00",
                 details={"release_id": "rel-a"})
@@ -560,6 +560,6 @@ def test_index_lists_the_alerts_newest_first_and_escaped(home):
 
 
 def test_index_without_alerts_says_so(home):
-    from release.settings import paths
+    from release.core.settings import paths
 
     assert "No alerts." in write_index(paths().reports).read_text()

@@ -579,7 +579,7 @@ def test_the_shipped_configuration_loads_with_automation_off():
     ("segmnets: {}\n", r"segmnets: Extra inputs are not permitted"),
 ])
 def test_a_bad_configuration_names_the_file_the_key_and_what_is_allowed(tmp_path, yaml_text, message):
-    from release.config import ConfigError
+    from release.core.config import ConfigError
 
     p = tmp_path / "thresholds.yaml"
     p.write_text(yaml_text)

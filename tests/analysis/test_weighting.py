@@ -11,7 +11,7 @@ from analysis.stats import slice_intervals
 from analysis.weighting import (MAX_WEIGHT, CounterfactualConfig, clip_weights, counterfactual_support,
                                 dr_fraud_terms, dr_metrics, effective_sample_size, frame_ipw_weights, ipw_metrics,
                                 ipw_weights, outcome_model, plain_metrics)
-from release.config import ConfigError, load_yaml_model
+from release.core.config import ConfigError, load_yaml_model
 from tests.analysis.synthetic_window import make_scored
 
 

@@ -257,7 +257,7 @@ def judge_case(case: str, seed: int, contracts, n_boot: int = 200, tx_per_day: i
 def gating_contracts(path=None):
     """The contracts in force that can stop a release (the warn-only ones cannot change a battery verdict)."""
     from contracts.evaluator import load_contracts
-    from release.settings import contracts_file
+    from release.core.settings import contracts_file
 
     cs = load_contracts(path or contracts_file())
     cs.contracts = [c for c in cs.contracts if c.gate and c.kind != "data_contract"]

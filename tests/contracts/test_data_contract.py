@@ -6,8 +6,8 @@ import pytest
 from contracts.base import FAIL, PASS
 from contracts.data_contract import DataContract
 from contracts.evaluator import load_contracts
-from release.config import ConfigError
-from release.training_set import DATA_CHECKS
+from release.core.config import ConfigError
+from release.data.training_set import DATA_CHECKS
 
 
 def manifest(**failed):

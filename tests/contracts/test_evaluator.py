@@ -18,7 +18,7 @@ from contracts.ranking_regression import RankingRegression
 from contracts.slice_recall_regression import SliceRecallRegression
 from contracts.evaluator import evaluate_contracts, gate_failures, load_contracts
 from contracts.fixed_fpr_higher_recall import FixedFprHigherRecall
-from release.config import ConfigError
+from release.core.config import ConfigError
 
 RELEASE_YAML = Path(__file__).resolve().parents[2] / "contracts" / "release.yaml"
 

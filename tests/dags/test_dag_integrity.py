@@ -98,7 +98,7 @@ def test_dag_files_do_no_heavy_work_at_import(name):
     code = (
         "import runpy, sys\n"
         f"runpy.run_path({str(DAGS / 'fraudcd' / (name + '.py'))!r})\n"
-        "heavy = [m for m in ('lightgbm', 'duckdb', 'sklearn', 'release.cycle', 'release.training_set')"
+        "heavy = [m for m in ('lightgbm', 'duckdb', 'sklearn', 'release.orchestration.cycle', 'release.data.training_set')"
         " if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
@@ -113,7 +113,7 @@ def test_a_scheduler_that_first_sees_the_dags_finds_them_paused(tmp_path, migrat
     import json
     import shutil
 
-    from release.airflow_env import airflow_bin, airflow_env
+    from release.orchestration.airflow_env import airflow_bin, airflow_env
 
     env = airflow_env()
     env.pop("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", None)

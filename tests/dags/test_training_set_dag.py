@@ -18,8 +18,8 @@ START = dt.date(2026, 1, 1)
 
 @pytest.fixture(scope="module")
 def dag_home(tmp_path_factory):
-    from release.airflow_env import migrate_airflow_db
-    from release.demo import cycle_env
+    from release.orchestration.airflow_env import migrate_airflow_db
+    from release.orchestration.demo import cycle_env
     from simulation.world import WorldConfig, simulate
 
     home = tmp_path_factory.mktemp("training-set-dag") / "home"
@@ -30,7 +30,7 @@ def dag_home(tmp_path_factory):
 
 
 def _run(home, env, day: dt.date, name: str):
-    from release.demo import run_dag
+    from release.orchestration.demo import run_dag
 
     run_dag("training_set", day.isoformat(), env, home / f"{name}.log")
 
@@ -97,7 +97,7 @@ def test_a_backfill_out_of_order_compares_with_the_build_before_its_own_date(dag
 
 
 def test_a_build_that_breaks_the_contract_fails_with_its_reason_and_keeps_the_last_good_one(dag_home, tmp_path):
-    from release.demo import CycleFailed, cycle_env
+    from release.orchestration.demo import CycleFailed, cycle_env
 
     home, _ = dag_home
     # a copy of the world whose dispute feed went missing: every matured row looks legitimate

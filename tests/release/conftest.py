@@ -36,7 +36,7 @@ def tiny_events(tiny, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_snapshot(tiny, tiny_events, tmp_path_factory):
     """The snapshot of the tiny world at its horizon (read-only)."""
-    from release.training_set import build_training_set
+    from release.data.training_set import build_training_set
 
     snaps = tmp_path_factory.mktemp("tiny-snapshots")
     return build_training_set(tiny_events, snaps, tiny.as_of, maturity_days=tiny.maturity_days,

@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from release.features import FEATURE_COLUMNS
-from release.settings import PROJECT_ROOT
+from release.data.features import FEATURE_COLUMNS
+from release.core.settings import PROJECT_ROOT
 
 AT = "2026-01-20T00:00:00+00:00"
 RELEASE = "rel-live-test"
@@ -41,7 +41,7 @@ _TRAINED: dict[tuple, str] = {}
 def train(snapshot, seed: int, rounds: int, leaves: int) -> str:
     """A LightGBM model on every feature, trained once per session (one thread: OpenMP spinning on a
     busy 2-core machine makes two threads many times slower)."""
-    from release.training import Workflow, train_model
+    from release.modeling.training import Workflow, train_model
 
     key = (snapshot.hash, seed, rounds, leaves)
     if key not in _TRAINED:
@@ -54,14 +54,14 @@ def train(snapshot, seed: int, rounds: int, leaves: int) -> str:
 
 
 def register(text: str, name: str, snapshot_hash: str, features=None) -> str:
-    from release.registry import register_model
+    from release.state.registry import register_model
 
     return register_model(text, workflow={"name": name}, features=list(features or FEATURE_COLUMNS),
                           snapshot_hash=snapshot_hash, code_version="test", metrics={}, at=AT, actor="test").id
 
 
 def approve(model_id: str, global_threshold: float, per_merchant: dict | None = None, release_id=None) -> None:
-    from release import approvals
+    from release.state import approvals
 
     per = per_merchant or {}
     sugg = pd.DataFrame({"merchant_id": list(per), "suggested_threshold": list(per.values())})
@@ -71,7 +71,7 @@ def approve(model_id: str, global_threshold: float, per_merchant: dict | None = 
 
 def make_world(home: Path, tiny, tiny_events: Path, tiny_snapshot, candidate_threshold: float | None = None) -> World:
     """Production and candidate models with approved thresholds, production tagged, nothing ramping."""
-    from release.registry import move_tag
+    from release.state.registry import move_tag
 
     shutil.copytree(tiny_events, home / "events")
     prod = register(train(tiny_snapshot, seed=7, rounds=30, leaves=7), "live-prod", tiny_snapshot.hash)
@@ -79,7 +79,7 @@ def make_world(home: Path, tiny, tiny_events: Path, tiny_snapshot, candidate_thr
     move_tag("production", prod, at=AT, actor="test", reason="initial production model")
     day = tiny.cfg.start + dt.timedelta(days=tiny.cfg.days - 1)
     scored = pd.read_parquet(tiny_snapshot.data)
-    from release.registry import get_model
+    from release.state.registry import get_model
 
     # thresholds that block about 3% of traffic; two merchants get their own
     def q(model_id):
@@ -109,7 +109,7 @@ class Server:
     def __init__(self, world: World, controller: bool = False, env: dict | None = None):
         self.world, self.port = world, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "release.cli", "serve", "--port", str(self.port), "--seed-day",
+        cmd = [sys.executable, "-m", "release.cli.main", "serve", "--port", str(self.port), "--seed-day",
                world.day.isoformat(), "--config", str(world.config)]
         if controller:
             cmd.append("--controller")
@@ -168,6 +168,6 @@ class Server:
 
 
 def audit_version() -> int:
-    from release.store import audit_log
+    from release.state.store import audit_log
 
     return audit_log()[-1]["id"]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from release.io import file_sha256, list_partitions
+from release.core.io import file_sha256, list_partitions
 from simulation.world import TX_COLUMNS, WorldConfig, simulate
 
 TINY = {"days": 20, "tx_per_day": 300, "n_merchants": 30, "n_cards": 2000}

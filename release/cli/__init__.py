@@ -1,0 +1,1 @@
+"""The `fraudcd` command line."""

@@ -1,1 +1,0 @@
-"""Alembic migrations of the state store (see release.store.migrate)."""

@@ -1,0 +1,1 @@
+"""Modeling: training a model from a training workflow config."""

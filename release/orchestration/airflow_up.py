@@ -1,0 +1,478 @@
+"""`make up` / `make down`: run Airflow for real on this machine, on the project's configuration.
+
+Four detached processes (each its own process group and session): the API server (UI, REST API and the
+execution API the tasks talk to, on 127.0.0.1), the scheduler (LocalExecutor), the DAG processor and the
+triggerer. Their logs and pidfiles are in ``FRAUDCD_HOME/airflow/run``.
+
+Shared secrets: ``FRAUDCD_HOME/airflow/secrets.json`` (0600, written once, temp file then link, reused by
+every later `up`) holds the JWT secret every component signs and checks task tokens with
+(``[api_auth] jwt_secret``: without one each process invents its own and every task fails with
+``Invalid auth token``) and the Fernet key (``[core] fernet_key``). release.orchestration.airflow_env exports both to
+every Airflow process it starts; a value set in the environment wins.
+
+Users: ``[core] simple_auth_manager_users`` in airflow.cfg; Airflow generates their passwords into
+``FRAUDCD_HOME/airflow/passwords.json`` (0600) when the API server first starts.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from release.orchestration.airflow_env import SECRETS_FILE, airflow_bin, airflow_env, migrate_airflow_db
+from release.core.io import atomic_write_text
+from release.core.settings import paths
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# the health endpoint's keys -> the component whose log says why it is not healthy
+HEALTH = {"metadatabase": "api-server", "scheduler": "scheduler", "triggerer": "triggerer",
+          "dag_processor": "dag-processor"}
+DEFAULT_PORT = 8080
+DEFAULT_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 30.0
+PARSE_WAIT_S = 60.0
+
+
+class UpError(RuntimeError):
+    """`up`/`down` could not do what was asked; ``code`` is the exit code (1 failed, 2 bad input)."""
+
+    def __init__(self, msg: str, code: int = 1):
+        super().__init__(msg)
+        self.code = code
+
+
+def airflow_dir() -> Path:
+    return paths().home / "airflow"
+
+
+def run_dir() -> Path:
+    return airflow_dir() / "run"
+
+
+def passwords_file(env: dict[str, str] | None = None) -> Path:
+    return Path((env or airflow_env())["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+
+
+# ---- secrets ---------------------------------------------------------------------------------------------
+
+def ensure_secrets(folder: Path | None = None) -> Path:
+    """``folder/secrets.json`` (default FRAUDCD_HOME/airflow): made once with a fresh JWT secret and Fernet
+    key, mode 0600, written to a temp file and linked into place (two `up`s at once: the first one's
+    file stays, the other's is dropped); an existing file is reused as it is."""
+    from cryptography.fernet import Fernet
+
+    folder = folder or airflow_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / SECRETS_FILE
+    if target.exists():
+        return target
+    tmp = folder / f".{SECRETS_FILE}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        data = {"jwt_secret": secrets.token_urlsafe(48), "fernet_key": Fernet.generate_key().decode()}
+        os.write(fd, (json.dumps(data, indent=2) + "\n").encode())
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        try:
+            os.link(tmp, target)  # never replaces a file another `up` linked first
+        except FileExistsError:
+            pass
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _ensure_private_file(path: Path) -> None:
+    """An empty 0600 file where Airflow will write the generated passwords (it appends to what exists, so
+    the file keeps this mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(path, 0o600)
+
+
+# ---- processes -------------------------------------------------------------------------------------------
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, session id) of a process, None when there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[3])
+
+
+def _is_ours(pid: int, component: str) -> bool:
+    """The pid is alive (not a zombie) and is still that Airflow component (not a reused pid). Airflow
+    retitles its processes (`airflow api_server -- host:...`), so the command line is matched as text."""
+    st = _proc_stat(pid)
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    try:
+        text = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"airflow" in text and (component.encode() in text or component.replace("-", "_").encode() in text)
+
+
+def _session(leader: int) -> list[int]:
+    """Every live process in ``leader``'s session (the component and whatever it started, even in
+    process groups of their own)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = _proc_stat(int(entry.name))
+            if st and st[1] == leader and st[0] not in ("Z", "X"):
+                out.append(int(entry.name))
+    return out
+
+
+def _pidfile(component: str) -> Path:
+    return run_dir() / f"{component}.pid"
+
+
+def _log(component: str) -> Path:
+    return run_dir() / f"{component}.log"
+
+
+def running() -> dict[str, dict]:
+    """component -> its pidfile's record, for components alive now; pidfiles of dead processes (or of a
+    pid reused by another program) are removed."""
+    alive = {}
+    for c in COMPONENTS:
+        f = _pidfile(c)
+        try:
+            rec = json.loads(f.read_text())
+        except FileNotFoundError:
+            continue
+        except ValueError:
+            rec = {}
+        if isinstance(rec.get("pid"), int) and _is_ours(rec["pid"], c):
+            alive[c] = rec
+        else:
+            f.unlink(missing_ok=True)
+    return alive
+
+
+def _write_pidfile(component: str, rec: dict) -> None:
+    atomic_write_text(json.dumps(rec) + "\n", _pidfile(component))
+
+
+def _command(component: str, port: int) -> list[str]:
+    cmd = [airflow_bin(), component]
+    if component == "api-server":
+        cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    if component in ("scheduler", "triggerer"):
+        # no log server on all interfaces (ports 8793/8794): the API server reads the task logs from
+        # the shared log folder on this machine
+        cmd += ["--skip-serve-logs"]
+    return cmd
+
+
+def _start(component: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+    # 0600: the API server prints the generated passwords to its log on first start
+    with os.fdopen(os.open(_log(component), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+        log.write(f"\n---- fraudcd up: {component} starting at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(_command(component, port), env=env, cwd=run_dir(), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _write_pidfile(component, {"pid": proc.pid, "component": component, "port": port,
+                               "started": time.time()})
+    return proc
+
+
+def _signal(pids, sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _stop(records: dict[str, dict], timeout_s: float, popens: dict[str, subprocess.Popen] | None = None) -> list[str]:
+    """SIGTERM each component (it stops what it started: the scheduler waits for its running tasks), wait
+    up to ``timeout_s`` until nothing of its session is left, then SIGKILL the rest of the session.
+    Pidfiles removed. Returns the components that needed SIGKILL."""
+    leaders = {c: r["pid"] for c, r in records.items()}
+    _signal(leaders.values(), signal.SIGTERM)
+
+    def left() -> dict[str, list[int]]:
+        for p in (popens or {}).values():
+            p.poll()  # reap our own children, so they do not linger as zombies
+        return {c: pids for c, leader in leaders.items() if (pids := _session(leader))}
+
+    deadline = time.monotonic() + timeout_s
+    while (remaining := left()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    killed = sorted(remaining, key=COMPONENTS.index)
+    if remaining:
+        _signal([pid for pids in remaining.values() for pid in pids], signal.SIGKILL)
+        end = time.monotonic() + 10
+        while left() and time.monotonic() < end:
+            time.sleep(0.1)
+    for c in records:
+        _pidfile(c).unlink(missing_ok=True)
+    return killed
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(deque(f, maxlen=lines))
+    except FileNotFoundError:
+        return "(no log)\n"
+
+
+# ---- the API ---------------------------------------------------------------------------------------------
+
+def _call(port: int, path: str, method: str = "GET", body: dict | None = None, tok: str | None = None,
+          timeout_s: float = 15.0) -> dict:
+    """One JSON call to the API server on 127.0.0.1 (``path`` from the root, e.g. ``/auth/token``)."""
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {tok}"} if tok else {})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers,
+                                 data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
+        return json.loads(r.read() or b"{}")
+
+
+def health(port: int, timeout_s: float = 3.0) -> dict | None:
+    """`GET /api/v2/monitor/health`, None when the API server does not answer."""
+    try:
+        return _call(port, "/api/v2/monitor/health", timeout_s=timeout_s)
+    except (OSError, ValueError):
+        return None
+
+
+def unhealthy(h: dict | None) -> list[str]:
+    """The health keys that are not healthy (all of them when there is no answer)."""
+    if h is None:
+        return list(HEALTH)
+    return [k for k in HEALTH if (h.get(k) or {}).get("status") != "healthy"]
+
+
+def _port_free(port: int) -> bool:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def users(env: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(name, role) of the simple auth manager's users: ``[core] simple_auth_manager_users`` (airflow.cfg,
+    or the environment)."""
+    import configparser
+
+    env = env or airflow_env()
+    value = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS")
+    if value is None:
+        cfg = configparser.ConfigParser(interpolation=None)
+        cfg.read(Path(env["AIRFLOW_HOME"]) / "airflow.cfg")
+        value = cfg.get("core", "simple_auth_manager_users", fallback="")
+    out = []
+    for item in value.split(","):
+        parts = item.strip().split(":")
+        if len(parts) >= 2:
+            out.append((parts[0], parts[1].lower()))
+    return out
+
+
+def token(port: int, user: str, password: str) -> str:
+    """A bearer token from the simple auth manager (`POST /auth/token`)."""
+    return _call(port, "/auth/token", "POST", {"username": user, "password": password})["access_token"]
+
+
+def api(port: int, tok: str, method: str, path: str, body: dict | None = None) -> dict:
+    """One REST API call (`/api/v2/...`) with a bearer token; the JSON answer."""
+    return _call(port, f"/api/v2/{path}", method, body, tok)
+
+
+def admin_token(port: int, env: dict[str, str]) -> str:
+    admins = [u for u, role in users(env) if role == "admin"]
+    if not admins:
+        raise UpError("no admin in [core] simple_auth_manager_users (airflow.cfg): cannot unpause the DAGs; "
+                      "add one or use --paused", 2)
+    pw = json.loads(passwords_file(env).read_text() or "{}")
+    return token(port, admins[0], pw[admins[0]])
+
+
+def _dag_files(folder: Path) -> set[str]:
+    """The files of the DAGs folder Airflow parses (its safe-mode heuristic: the text says `airflow` and
+    `dag`), relative to the folder."""
+    out = set()
+    for p in folder.rglob("*.py"):
+        if any(part.startswith((".", "__")) for part in p.relative_to(folder).parts):
+            continue
+        try:
+            text = p.read_bytes().lower()
+        except OSError:
+            continue
+        if b"airflow" in text and b"dag" in text:
+            out.add(str(p.relative_to(folder)))
+    return out
+
+
+def unpause_dags(port: int, env: dict[str, str], wait_s: float, say: Callable[[str], None]) -> list[str]:
+    """Wait (up to ``wait_s``) until the DAG processor has parsed every DAG file once, report import
+    errors, then unpause every paused DAG. Returns the DAGs unpaused."""
+    tok = admin_token(port, env)
+    folder = Path(env["AIRFLOW__CORE__DAGS_FOLDER"])
+    expected = _dag_files(folder)
+    deadline = time.monotonic() + wait_s
+    while True:
+        dags = api(port, tok, "GET", "dags?limit=1000")["dags"]
+        errors = api(port, tok, "GET", "importErrors?limit=1000")["import_errors"]
+        seen = {d.get("relative_fileloc") for d in dags} | {e.get("filename") for e in errors}
+        missing = expected - seen
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    for e in errors:
+        last = ((e.get("stack_trace") or "").strip().splitlines() or [""])[-1]
+        say(f"warning: import error in {e.get('filename')}: {last}")
+    if missing:
+        say(f"warning: not parsed within {wait_s:.0f}s: {', '.join(sorted(missing))} (left as they are)")
+    done = []
+    for d in dags:
+        if d.get("is_paused"):
+            api(port, tok, "PATCH", f"dags/{urllib.parse.quote(d['dag_id'], safe='')}", {"is_paused": False})
+            done.append(d["dag_id"])
+    return sorted(done)
+
+
+# ---- up / down -------------------------------------------------------------------------------------------
+
+def _lock():
+    run_dir().mkdir(parents=True, exist_ok=True)
+    run_dir().chmod(0o700)
+    f = open(run_dir() / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise UpError(f"another `fraudcd up` or `fraudcd down` is running on {run_dir()}", 1)
+    return f
+
+
+def up_env(port: int) -> dict[str, str]:
+    """The environment of the four components: airflow_env (with the shared secrets) and the API server's
+    address, which the scheduler gives the tasks to talk to."""
+    env = airflow_env()
+    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
+    env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
+    env.setdefault("AIRFLOW__API__PORT", str(port))
+    env.setdefault("AIRFLOW__API__WORKERS", "1")  # 2 cores: one API worker is plenty for a team's UI
+    return env
+
+
+def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bool = False,
+       say: Callable[[str], None] = print) -> None:
+    """Start what is not running, wait until healthy, unpause the DAGs. Raises UpError. ``port`` None: the
+    running API server's, else DEFAULT_PORT."""
+    if port is not None and not 0 < port < 65536:
+        raise UpError(f"--port {port}: not a TCP port", 2)
+    if timeout_s <= 0:
+        raise UpError(f"--timeout {timeout_s}: must be > 0", 2)
+    t0 = time.monotonic()
+    lock = _lock()
+    try:
+        ensure_secrets()
+        alive = running()
+        api_rec = alive.get("api-server")
+        if port is None:
+            port = api_rec["port"] if api_rec and isinstance(api_rec.get("port"), int) else DEFAULT_PORT
+        env = up_env(port)
+        _ensure_private_file(passwords_file(env))
+        if api_rec and api_rec.get("port") != port:
+            raise UpError(f"the API server already runs on port {api_rec.get('port')} (pid {api_rec['pid']}); "
+                          f"`fraudcd down` first to move it to {port}", 2)
+        if len(alive) == len(COMPONENTS) and not unhealthy(health(port)):
+            say("Airflow is already up and healthy")
+            say(f"Airflow UI: http://127.0.0.1:{port}")
+            return
+        if "api-server" not in alive and not _port_free(port):
+            raise UpError(f"port {port} on 127.0.0.1 is in use by another program; choose another with --port "
+                          "(or FRAUDCD_AIRFLOW_PORT)", 2)
+        migrate_airflow_db(env)
+        started: dict[str, subprocess.Popen] = {}
+        try:
+            for c in COMPONENTS:
+                if c not in alive:
+                    started[c] = _start(c, port, env)
+            say(f"started {', '.join(started) or 'nothing'}" + (f"; already running: {', '.join(alive)}"
+                                                                  if alive else ""))
+            deadline = t0 + timeout_s
+            h = None
+            while True:
+                dead = [c for c, p in started.items() if p.poll() is not None]
+                if dead:
+                    c = dead[0]
+                    raise UpError(f"{c} exited with code {started[c].returncode} while starting; the end of "
+                                  f"{_log(c)}:\n{tail(_log(c))}")
+                h = health(port)
+                bad = unhealthy(h)
+                if not bad:
+                    break
+                if time.monotonic() > deadline:
+                    what = "the API server does not answer" if h is None else "not healthy: " + ", ".join(bad)
+                    logs = sorted({HEALTH[k] for k in bad}, key=COMPONENTS.index) if h else ["api-server"]
+                    raise UpError(f"Airflow is not healthy after {timeout_s:.0f}s ({what})\n" + "".join(
+                        f"---- the end of {_log(c)}:\n{tail(_log(c))}" for c in logs))
+                time.sleep(1)
+        except BaseException:
+            if started:
+                recs = {c: {"pid": p.pid} for c, p in started.items()}
+                _stop(recs, STOP_TIMEOUT_S, started)
+                say(f"stopped what this `up` started: {', '.join(started)}")
+            raise
+        say(f"healthy after {time.monotonic() - t0:.0f}s: metadatabase, scheduler, triggerer, dag_processor")
+        if not paused:
+            try:
+                done = unpause_dags(port, env, min(PARSE_WAIT_S, max(10.0, deadline - time.monotonic())), say)
+            except (OSError, ValueError, KeyError) as e:  # the REST API refused or failed: Airflow stays up
+                raise UpError(f"Airflow is up (http://127.0.0.1:{port}) but unpausing the DAGs failed: {e!r}; "
+                              "unpause them in the UI, or `fraudcd down`", 1) from e
+            say(f"unpaused: {', '.join(done)}" if done else "no paused DAG to unpause")
+        say(f"Airflow UI: http://127.0.0.1:{port}")
+        say("users: " + ", ".join(f"{u} ({r})" for u, r in users(env)))
+        say(f"passwords: {passwords_file(env)}")
+        say(f"logs and pidfiles: {run_dir()}")
+        say("stop: fraudcd down (make down)")
+    finally:
+        lock.close()
+
+
+def down(timeout_s: float = STOP_TIMEOUT_S, say: Callable[[str], None] = print) -> None:
+    """Stop every running component (SIGTERM, then SIGKILL after ``timeout_s``); nothing running is fine."""
+    if not run_dir().exists():
+        say("Airflow is not running (nothing was started here)")
+        return
+    lock = _lock()
+    try:
+        alive = running()
+        if not alive:
+            say(f"Airflow is not running (no live process in {run_dir()})")
+            return
+        killed = _stop(alive, timeout_s)
+        say(f"stopped {', '.join(alive)}" + (f" (killed after {timeout_s:.0f}s: {', '.join(killed)})"
+                                              if killed else ""))
+    finally:
+        lock.close()

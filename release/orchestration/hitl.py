@@ -1,0 +1,173 @@
+"""The Airflow side of threshold approval, for the CLI and the `airflow dags test` harness.
+
+The release DAG's ``approve_thresholds`` task is a human-in-the-loop task (release.orchestration.approval_task): it
+parks in AWAITING_INPUT with a request (a ``HITLDetail`` row in Airflow's metadata database) until a
+response arrives. A person answers in the Airflow UI (Required actions) or from a terminal with
+`fraudcd thresholds approve|reject`; the CLI records the decision in the state store, then answers the
+waiting task through Airflow's own response handler, the function behind the REST endpoint
+``PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails`` that
+the UI calls: it writes the response (who, when, which option) and resumes the task, within one
+metadata-database transaction. The CLI calls it in-process on the metadata database it shares with the
+scheduler (the same database `airflow_env()` points Airflow at), so it needs no API server or token.
+
+The response deadline of a parked task is enforced by the scheduler's AWAITING_INPUT timeout sweep.
+`airflow dags test` runs no scheduler, so the harness runs that same sweep beside it (``python -m
+release.orchestration.hitl sweep``), and an unanswered request times out as it would in production.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+DAG_ID = "release"
+TASK_ID = "approve_thresholds"
+APPROVE_ALL, APPROVE_SOME, REJECT = "Approve all", "Approve some", "Reject"
+OPTIONS = [APPROVE_ALL, APPROVE_SOME, REJECT]
+# the rollout's question to a person when a stage stayed inconclusive past its bound, or every step passed
+# and promotion is a person's (release.orchestration.rollout_task)
+ROLLOUT_TASK_ID = "rollout"
+EXTEND, PROMOTE, ROLL_BACK = "Extend the wait", "Promote", "Roll back"
+ROLLOUT_OPTIONS = [EXTEND, PROMOTE, ROLL_BACK]
+_OPTIONS = {TASK_ID: OPTIONS, ROLLOUT_TASK_ID: ROLLOUT_OPTIONS}
+
+
+def _configure() -> bool:
+    """Point this process's Airflow at the project's metadata database (unless the environment already
+    says where it is). False when that database does not exist yet: no DAG has ever run."""
+    from release.orchestration.airflow_env import airflow_env
+
+    for k, v in airflow_env().items():
+        if k.startswith("AIRFLOW"):
+            os.environ.setdefault(k, v)
+    url = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    return not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists()
+
+
+def _release_of(data_interval_end) -> str:
+    from release.orchestration.cycle import release_id_for
+
+    return release_id_for(data_interval_end.date() if isinstance(data_interval_end, dt.datetime)
+                          else dt.date.fromisoformat(str(data_interval_end)[:10]))
+
+
+def open_request(release_id: str, task_id: str = TASK_ID) -> dict | None:
+    """The release's request (``task_id``: the threshold approval, or the rollout decision) waiting in
+    Airflow for a response (the request written, no response yet, its task instance parked in
+    AWAITING_INPUT or about to), or None."""
+    if not _configure():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from sqlalchemy import select
+
+        from airflow.models.dagrun import DagRun
+        from airflow.models.hitl import HITLDetail
+        from airflow.models.taskinstance import TaskInstance as TI
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+
+    with create_session() as session:
+        try:
+            rows = session.execute(
+                select(TI.dag_id, TI.run_id, TI.task_id, TI.map_index, TI.state, TI.trigger_timeout,
+                       DagRun.data_interval_end, HITLDetail.subject)
+                .join(HITLDetail, HITLDetail.ti_id == TI.id)
+                .join(DagRun, (DagRun.dag_id == TI.dag_id) & (DagRun.run_id == TI.run_id))
+                .where(TI.dag_id == DAG_ID, TI.task_id == task_id, HITLDetail.responded_at.is_(None),
+                       # RUNNING: the request is written and the task about to park; Airflow resumes it at
+                       # once when it parks with a response already there
+                       TI.state.in_([TaskInstanceState.AWAITING_INPUT, TaskInstanceState.RUNNING]))).all()
+        except Exception as e:  # noqa: BLE001 - a metadata database without Airflow's tables yet
+            if "no such table" in str(e):
+                return None
+            raise
+    for r in rows:
+        if r.data_interval_end is not None and _release_of(r.data_interval_end) == release_id:
+            return {"dag_id": r.dag_id, "run_id": r.run_id, "task_id": r.task_id, "map_index": r.map_index,
+                    "state": str(r.state.value if hasattr(r.state, "value") else r.state),
+                    "deadline": r.trigger_timeout.isoformat() if r.trigger_timeout else None, "subject": r.subject}
+    return None
+
+
+def respond(release_id: str, option: str, *, user: str, reason: str, merchants: list[str] | None = None,
+            edits: dict[str, float] | None = None, task_id: str = TASK_ID) -> dict | None:
+    """Answer the release's waiting task (the threshold approval, or the rollout decision) as ``user``
+    through Airflow's response handler (the one behind the UI and the REST API). Returns what Airflow
+    recorded, or None if no task is waiting."""
+    if option not in _OPTIONS[task_id]:
+        raise ValueError(f"option must be one of {_OPTIONS[task_id]}; got {option!r}.")
+    req = open_request(release_id, task_id)
+    if req is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+        from airflow.utils.session import create_session
+
+    params = ({"reason": reason, "merchants": list(merchants or []), "edits": dict(edits or {})} if task_id == TASK_ID
+              else {"reason": reason})
+    payload = UpdateHITLDetailPayload(chosen_options=[option], params_input=params)
+    with create_session() as session:
+        out = update_hitl_detail(dag_id=req["dag_id"], dag_run_id=req["run_id"], task_id=req["task_id"],
+                                 update_hitl_detail_payload=payload,
+                                 user=SimpleAuthManagerUser(username=user, role=None), session=session,
+                                 map_index=req["map_index"])
+    return {**req, "responded_by": out.responded_by.name, "responded_at": out.responded_at.isoformat(),
+            "chosen_options": list(out.chosen_options)}
+
+
+def sweep_timeouts() -> None:
+    """One pass of the scheduler's AWAITING_INPUT timeout sweep: requests past their deadline resume
+    with a timeout (the task then records that nobody decided)."""
+    _configure()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from airflow.jobs.job import Job
+        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m release.orchestration.hitl", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sw = sub.add_parser("sweep", help="run the scheduler's HITL timeout sweep beside `airflow dags test`")
+    sw.add_argument("--parent", type=int, required=True, help="stop when this process (dags test) ends")
+    sw.add_argument("--every", type=float, default=1.0, help="seconds between sweeps")
+    sw.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this long regardless")
+    args = ap.parse_args(argv)
+    deadline = time.monotonic() + args.max_seconds
+    _configure()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from airflow.jobs.job import Job
+        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+    runner = SchedulerJobRunner(job=Job())
+    while _alive(args.parent) and time.monotonic() < deadline:
+        try:
+            runner.check_awaiting_input_timeouts()
+        except Exception as e:  # noqa: BLE001 - a locked SQLite database: try again at the next tick
+            print(f"sweep: {type(e).__name__}: {e}", file=sys.stderr)
+        time.sleep(args.every)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

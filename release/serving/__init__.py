@@ -1,0 +1,1 @@
+"""Serving: the scoring service, its decision log and the traffic replayer."""

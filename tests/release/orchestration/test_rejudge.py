@@ -1,0 +1,144 @@
+"""release.orchestration.cycle.rejudge_approved_policy: after people decide, the offline contracts judge the policy they
+approved (edits, partial approvals: every merchant not approved gets the global threshold) on the same
+judging rows, before any traffic moves. A failure stops the release on the record; the approved policy
+as suggested goes on."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+CONTRACTS = """
+contracts:
+  - {name: shift, kind: action_rate_shift, slice: country, max_relative_shift: 0.25, min_support: 100}
+  - {name: recall, kind: fixed_fpr_higher_recall, fpr_tolerance_relative: 0.05}
+"""
+MANIFEST = {"rows": 1, "data_contract": []}
+
+
+def window(seed=0, n=100_000) -> pd.DataFrame:
+    """Ten days, two countries, 40 merchants; a candidate that ranks better; nothing censored."""
+    rng = np.random.default_rng(seed)
+    merchant = rng.integers(0, 40, n)
+    fraud = (rng.random(n) < 0.02).astype(float)
+    risk = rng.normal(0, 1, n) + 2.5 * fraud
+    return pd.DataFrame({
+        "day": pd.Timestamp("2026-02-01") + pd.to_timedelta(rng.integers(0, 10, n), unit="D"),
+        "merchant_id": [f"M{m}" for m in merchant], "merchant_country": np.where(merchant < 20, "FR", "DE"),
+        "merchant_category": "grocery", "card_country": "FR", "card_id": rng.integers(0, 30_000, n),
+        "amount": 20.0, "label": fraud, "weight": 1.0,
+        "incumbent_score": 1 / (1 + np.exp(-(risk + rng.normal(0, 1.2, n) - 3))),
+        "candidate_score": 1 / (1 + np.exp(-(risk + rng.normal(0, 0.4, n) - 3)))})
+
+
+@pytest.fixture
+def evaluated(home, monkeypatch):
+    """A release whose evaluation is saved and whose suggested thresholds await a decision."""
+    from analysis.evaluation import evaluate
+    from release.state import approvals
+    from release.orchestration.cycle import _update_release, release_dir, start_release
+    from release.state.registry import register_model
+    from release.core.settings import paths
+
+    cfile = home / "contracts.yaml"
+    cfile.write_text(CONTRACTS)
+    monkeypatch.setenv("FRAUDCD_CONTRACTS", str(cfile))
+    snap = "e" * 64
+    (paths().snapshots / snap).mkdir(parents=True, exist_ok=True)
+    (paths().snapshots / snap / "manifest.json").write_text(json.dumps(MANIFEST))
+    rid = start_release("2026-03-01", snap)
+    m = register_model("cand\n", workflow={"name": "wf"}, features=["amount"], snapshot_hash=snap, code_version="t",
+                       metrics={}, at="t0", actor="trainer").id
+    from contracts.evaluator import load_contracts
+
+    w = window()
+    g = float(np.quantile(w["incumbent_score"], 0.97))  # the incumbent blocks 3% of traffic
+    ev = evaluate(w, {}, g, slice_names=["country"], n_boot=200, pools=load_contracts(cfile).pools())
+    ev.save(release_dir(rid))
+    _update_release(rid, candidate_model_id=m)
+    for st in ("trained", "evaluated", "contracts_passed", "awaiting_approval"):  # the legal path
+        _update_release(rid, status=st)
+    approvals.create_set(m, rid, ev.suggestions, ev.candidate_threshold, at="t1", actor="fraud-cd pipeline",
+                         reason="suggested")
+    return rid, ev
+
+
+def _verdicts(rid, stage):
+    from release.orchestration.cycle import release_verdicts
+
+    return {(v["contract"], v["slice"]): v for v in release_verdicts(rid) if v["stage"] == stage}
+
+
+def test_the_policy_approved_as_suggested_is_judged_again_and_goes_on(evaluated):
+    from release.state import approvals
+    from release.orchestration.cycle import approval_decided, get_release, rejudge_approved_policy, release_dir
+
+    rid, _ = evaluated
+    approvals.decide(rid, approvals.APPROVED, actor="dana", reason="looks right", at="t2")
+    assert approval_decided(rid) and get_release(rid)["status"] == "approved"
+    assert rejudge_approved_policy(rid) is True and get_release(rid)["status"] == "rejudged"
+    v = _verdicts(rid, "approved")
+    assert v[("shift", "FR")]["verdict"] == "pass" and "the approved policy blocks" in v[("shift", "FR")]["sentence"]
+    assert (release_dir(rid) / "approved" / "metrics.parquet").exists()
+    assert rejudge_approved_policy(rid) is True  # a rerun changes nothing
+
+
+def test_an_edit_that_cuts_one_countrys_thresholds_stops_the_release_before_any_traffic(evaluated):
+    from release.state import approvals, registry
+    from release.orchestration.cycle import deploy_candidate, get_release, rejudge_approved_policy, run_backtest
+    from release.state.store import audit_log
+
+    rid, ev = evaluated
+    fr = ev.suggestions[ev.suggestions["merchant_id"].str[1:].astype(int) < 20]
+    edits = {r.merchant_id: round(r.suggested_threshold * 0.4, 6) for r in fr.itertuples()}
+    approvals.decide(rid, approvals.APPROVED, actor="dana", reason="block more in FR", at="t2", edits=edits)
+    from release.orchestration.cycle import approval_decided
+
+    approval_decided(rid)
+    assert rejudge_approved_policy(rid) is False
+    rel = get_release(rid)
+    assert rel["status"] == "stopped" and rel["stop_reason"].startswith("Stopped by re-judging the approved policy: FR:")
+    assert _verdicts(rid, "approved")[("shift", "FR")]["verdict"] == "fail"
+    assert _verdicts(rid, "offline") == {}  # this test recorded no offline verdicts; the stages are apart
+    assert registry.tagged("candidate") is None
+    assert [a["action"] for a in audit_log()][-1] == "release_stopped"
+    assert run_backtest(rid) is False and deploy_candidate(rid) == "stopped"  # nothing reaches traffic
+    from release.rollout import ramp
+
+    assert ramp.current()["state"] == "idle"
+
+
+def test_a_partial_approval_gives_every_other_merchant_the_global_threshold(evaluated):
+    from analysis.evaluation import Evaluation
+    from release.state import approvals
+    from release.orchestration.cycle import approval_decided, rejudge_approved_policy, release_dir
+
+    rid, ev = evaluated
+    approvals.decide(rid, approvals.APPROVED, actor="dana", reason="the big ones only", at="t2",
+                     merchants=["M0", "M1"])
+    approval_decided(rid)
+    rejudge_approved_policy(rid)
+    judged = Evaluation.load(release_dir(rid) / "approved")
+    assert judged.policy_source == "approved"
+    pol = judged.slices[(judged.slices["at"] == "policy") & (judged.slices["slice_type"] == "all")].iloc[0]
+    j = ev.judging
+    thr = np.where(j["merchant_id"].isin(["M0", "M1"]),
+                   j["merchant_id"].map(ev.suggestions.set_index("merchant_id")["suggested_threshold"]),
+                   ev.candidate_threshold)
+    assert pol["candidate_action_rate"] == pytest.approx((j["candidate_score"] >= thr).mean())
+
+
+def test_a_waived_contract_lets_the_approved_policy_go_on_on_the_record(evaluated):
+    from release.state import approvals
+    from release.orchestration.cycle import approval_decided, get_release, rejudge_approved_policy, waive_contract
+
+    rid, ev = evaluated
+    fr = ev.suggestions[ev.suggestions["merchant_id"].str[1:].astype(int) < 20]
+    approvals.decide(rid, approvals.APPROVED, actor="dana", reason="x", at="t2",
+                     edits={r.merchant_id: round(r.suggested_threshold * 0.4, 6) for r in fr.itertuples()})
+    approval_decided(rid)
+    waive_contract(rid, "shift", actor="Risk lead (Ana)", reason="FR campaign, one cycle", at="t3")
+    waive_contract(rid, "recall", actor="Risk lead (Ana)", reason="FR campaign, one cycle", at="t3")
+    assert rejudge_approved_policy(rid) is True and get_release(rid)["status"] == "rejudged"

@@ -1,0 +1,217 @@
+"""The state store on SQLite and on PostgreSQL (a real server, from the pgserver wheel): the registry,
+append-only history, serialized state changes and Alembic migrations behave the same on both."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from release.rollout import ramp
+from release.state.registry import get_model, move_tag, register_model, tag_log, tagged
+from release.state.store import audit_log, transaction, write_audit
+
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))  # pgserver asks for one
+    import pgserver
+
+    srv = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield srv
+    # an immediate shutdown (SIGQUIT to the postmaster, as `pg_ctl -m immediate stop`): this throwaway
+    # cluster skips the checkpoint a fast shutdown writes for every database the tests made (over 10 s
+    # on a busy machine); done when the postmaster removes its pid file, as pg_ctl waits for it
+    import signal
+    import time
+
+    os.kill(srv.get_pid(), signal.SIGQUIT)
+    deadline = time.monotonic() + 30
+    while (srv.pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    srv.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, home, monkeypatch):
+    """A fresh, empty state store: SQLite in FRAUDCD_HOME, or a new PostgreSQL database."""
+    if request.param == "postgresql":
+        srv = request.getfixturevalue("pg_server")
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        srv.psql(f"CREATE DATABASE {name};")
+        url = srv.get_uri(name).replace("postgresql://", "postgresql+psycopg://")
+        monkeypatch.setenv("FRAUDCD_STATE_URL", url)
+    return request.param
+
+
+def register(text):
+    return register_model(text, workflow={"name": "wf"}, features=["amount"], snapshot_hash="ab" * 32,
+                          code_version="0.1.0", metrics={}, at="t0", actor="trainer").id
+
+
+def test_registry_tags_and_audit(store):
+    a, b = register("model a\n"), register("model b\n")
+    assert register("model a\n") == a  # the same bytes are the same model
+    move_tag("production", a, at="t1", actor="alice", reason="first")
+    move_tag("production", b, at="t2", actor="bob", reason="better")
+    assert tagged("production").id == b and get_model(a).text() == "model a\n"
+    assert [(h["model_id"], h["previous_model_id"]) for h in tag_log()] == [(a, None), (b, a)]
+    assert [r["actor"] for r in audit_log(entity_prefix="tag:")] == ["alice", "bob"]
+
+
+@pytest.mark.parametrize("table, statement", [
+    ("models", "UPDATE models SET sha256 = 'ff'"), ("models", "DELETE FROM models"),
+    ("audit", "UPDATE audit SET actor = 'mallory'"), ("audit", "DELETE FROM audit"),
+    ("tag_history", "DELETE FROM tag_history"),
+])
+def test_history_is_append_only(store, table, statement):
+    a = register("model a\n")
+    move_tag("production", a, at="t1", actor="alice", reason="first")
+    with pytest.raises(sa.exc.DatabaseError, match=f"{table} is append-only"):
+        with transaction() as conn:
+            conn.execute(sa.text(statement))
+    assert get_model(a).text() == "model a\n" and len(audit_log()) == 2 and len(tag_log()) == 1
+
+
+def test_a_ramp_control_waits_for_a_change_in_flight_then_sees_it_and_does_nothing(store):
+    prod, cand = register("prod\n"), register("cand\n")
+    move_tag("production", prod, at="t0", actor="setup", reason="initial")
+    ramp.start_shadow("rel-1", cand, at="t1", actor="release", reason="shadow")
+    seen = ramp.current()  # what on call read before pressing the button
+    holding, done, outcome = threading.Event(), threading.Event(), {}
+
+    def other_change():  # another state change, committed while on call's control is waiting
+        with transaction() as conn:
+            write_audit(conn, at="t2", actor="controller", action="ramp_set", entity="ramp",
+                        before=None, after={"pct": 1}, reason="step 1")
+            holding.set()
+            done.wait(2)  # hold the transaction open
+
+    t = threading.Thread(target=other_change)
+    t.start()
+    holding.wait(5)
+
+    def control():
+        try:
+            outcome["result"] = ramp.set_pct(50, at="t3", actor="oncall", reason="push", expect=seen)
+        except ramp.RampConflict as e:
+            outcome["conflict"] = str(e)
+
+    c = threading.Thread(target=control)
+    c.start()
+    c.join(0.5)
+    assert c.is_alive()  # serialized: it waits for the change in flight
+    done.set()
+    t.join(5)
+    c.join(30)
+    assert "conflict" in outcome and "changed since it was read" in outcome["conflict"]
+    assert ramp.current()["pct"] == 0.0
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def _compare(url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from release.state.store import VERSION_TABLE, metadata
+
+    with sa.create_engine(url).connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return ctx.get_current_revision(), compare_metadata(ctx, metadata)
+
+
+def test_a_new_store_is_migrated_to_head_and_matches_the_code(store):
+    from release.core.settings import state_url
+    from release.state.store import engine
+
+    engine()
+    revision, diffs = _compare(state_url())
+    assert revision == "0004" and diffs == []  # every table and column the code declares, nothing else
+
+
+def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_rows(store):
+    from release.core.settings import state_url
+    from release.state.store import StoreNeedsMigration, engine, metadata, migrate, models
+
+    url = state_url()
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    old = sa.create_engine(url)
+    metadata.create_all(old)  # what the first releases did, with no version table and no triggers
+    with old.begin() as conn:
+        conn.execute(models.insert().values(id="m-1", sha256="ab", path="p", workflow="wf", workflow_json="{}",
+                                            snapshot_hash="cd", code_version="0.1", features_json="[]",
+                                            metrics_json="{}", created_at="t0", created_by="someone"))
+        conn.execute(sa.text("UPDATE models SET path = 'q'"))  # nothing refused yet
+    old.dispose()
+    with pytest.raises(StoreNeedsMigration, match="was made before migrations existed.*fraudcd db --to head"):
+        engine()  # opening never migrates
+    assert migrate(sa.create_engine(url), "head") == "0004"
+    assert _compare(url)[0] == "0004"
+    with pytest.raises(sa.exc.DatabaseError, match="models is append-only"):
+        with transaction() as conn:
+            conn.execute(sa.text("UPDATE models SET path = 'r'"))
+    with engine().connect() as conn:
+        assert conn.execute(sa.text("SELECT path FROM models WHERE id = 'm-1'")).scalar() == "q"
+    # never below the revision that made history append-only; back to it (audited) and up again
+    eng = sa.create_engine(url)
+    with pytest.raises(ValueError, match="Refusing to move the state store to revision 0001"):
+        migrate(eng, "0001", actor="ops", reason="try")
+    with pytest.raises(ValueError, match=r"from 0004 to 0002\) needs a named actor and a reason"):
+        migrate(eng, "0002")
+    assert migrate(eng, "0002", actor="ops", reason="run 0002 code") == "0002"
+    with pytest.raises(sa.exc.DatabaseError, match="models is append-only"), eng.begin() as conn:
+        conn.execute(sa.text("UPDATE models SET path = 's'"))
+    assert migrate(eng, "head", actor="ops", reason="back to head") == "0004"
+    eng.dispose()
+    moves = [(a["action"], a["actor"], json.loads(a["after_json"])) for a in audit_log(entity_prefix="schema")]
+    assert moves == [("schema_downgrade", "ops", {"revision": "0002"}), ("schema_upgrade", "ops", {"revision": "0004"})]
+
+
+def test_fraudcd_db_shows_the_revision_goes_back_and_refuses_an_unknown_one(home):
+    from typer.testing import CliRunner
+
+    from release.cli.main import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["db"])
+    assert r.exit_code == 2 and "No state store at" in r.output and "fraudcd db --create" in " ".join(r.output.split())
+    assert runner.invoke(app, ["db", "--create", "--as", "ana"]).exit_code == 0
+    r = runner.invoke(app, ["db"])
+    assert r.exit_code == 0 and "schema revision 0004" in r.output
+    r = runner.invoke(app, ["db", "--to", "0003", "--as", "ana", "--reason", "run the previous release's code"])
+    assert r.exit_code == 0 and "schema revision 0003" in r.output
+    r = runner.invoke(app, ["db", "--to", "0009"])
+    assert r.exit_code == 2 and "Cannot migrate the state store to '0009'" in r.output
+    assert "schema revision 0003" in runner.invoke(app, ["db"]).output
+
+
+def test_a_store_that_already_has_the_triggers_but_no_version_table_migrates_cleanly(store):
+    """Stores made by the commit that introduced the triggers, before migrations: 0002 is idempotent."""
+    from release.core.settings import state_url
+    from release.state.store import VERSION_TABLE, engine, migrate
+
+    url = state_url()
+    eng = sa.create_engine(url) if not url.startswith("sqlite:///") else None
+    if eng is None:
+        from pathlib import Path
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        eng = sa.create_engine(url)
+    assert migrate(eng, "head") == "0004"
+    with eng.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
+    assert migrate(eng, "head") == "0004"
+    eng.dispose()
+    engine()
+    assert _compare(url)[0] == "0004"
+    register("model a\n")  # an audit row for the trigger to refuse to delete
+    with pytest.raises(sa.exc.DatabaseError, match="audit is append-only"):
+        with transaction() as conn:
+            conn.execute(sa.text("DELETE FROM audit"))
