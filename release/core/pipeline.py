@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from release.core.config import load_yaml_model
+from release.core.settings import config_dir
 
 
 # The static features (release/data/features.py defines them): window and risk features may not take their names.
@@ -186,14 +187,10 @@ class PipelineConfig(_Strict):
 
     def workflow_path(self) -> Path:
         """The training workflow the release DAG runs when its run does not name one."""
-        from release.core.settings import config_dir
-
         return self._relative(self.workflow) or config_dir() / "workflows" / "default.yaml"
 
 
 def pipeline_file() -> Path:
-    from release.core.settings import config_dir
-
     return Path(os.environ.get("FRAUDCD_PIPELINE", config_dir() / "pipeline.yaml")).resolve()
 
 
@@ -220,12 +217,18 @@ def pipeline() -> PipelineConfig:
     return _cached(str(p), p.stat().st_mtime_ns)
 
 
-def feature_code_digest() -> str:
-    """The hash of the feature definitions themselves (the offline engine's SQL and windows), so a snapshot's
-    hash changes when the feature code changes, without a hand-bumped version string."""
-    from release.data import features
-
-    return hashlib.sha256(Path(features.__file__).read_bytes()).hexdigest()[:16]
+def source_mapping() -> Path | None:
+    """The column mapping of a team's own transaction log, if one is configured: ``FRAUDCD_SOURCE``, else
+    the pipeline configuration's ``source``, else ``<config>/source.yaml`` when it exists. None: the event
+    logs under FRAUDCD_HOME are read as they are."""
+    env = os.environ.get("FRAUDCD_SOURCE")
+    if env:
+        return Path(env).resolve()
+    configured = pipeline().source_path()
+    if configured is not None:
+        return configured
+    p = config_dir() / "source.yaml"
+    return p if p.exists() else None
 
 
 def lineage_of(maturity_days: int, history_days: int, features: Features) -> dict:

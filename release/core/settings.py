@@ -72,22 +72,6 @@ def contracts_file() -> Path:
     return Path(os.environ.get("FRAUDCD_CONTRACTS", PROJECT_ROOT / "contracts" / "release.yaml")).resolve()
 
 
-def source_mapping() -> Path | None:
-    """The column mapping of a team's own transaction log, if one is configured: ``FRAUDCD_SOURCE``, else
-    the pipeline configuration's ``source``, else ``<config>/source.yaml`` when it exists. None: the event
-    logs under FRAUDCD_HOME are read as they are."""
-    from release.core.pipeline import pipeline
-
-    env = os.environ.get("FRAUDCD_SOURCE")
-    if env:
-        return Path(env).resolve()
-    configured = pipeline().source_path()
-    if configured is not None:
-        return configured
-    p = config_dir() / "source.yaml"
-    return p if p.exists() else None
-
-
 def code_version() -> str:
     """The package version plus the git commit when the code runs from a checkout."""
     from importlib.metadata import PackageNotFoundError, version

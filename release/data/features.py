@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import duckdb
@@ -29,6 +30,12 @@ CATEGORIES = ["grocery", "fuel", "restaurants", "fashion", "electronics", "trave
 # against the window's mean or maximum) and the delayed-label risk features (the merchant's fraud rate and
 # matured count) follow them, as the pipeline configuration declares them: ``feature_columns``.
 BASE_FEATURE_COLUMNS = STATIC_FEATURES  # named where the settings are validated (release.core.pipeline)
+
+
+def feature_code_digest() -> str:
+    """The hash of the feature definitions themselves (this module: the offline engine's SQL and windows), so a
+    snapshot's hash changes when the feature code changes, without a hand-bumped version string."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def feature_columns(features: Features | None = None) -> list[str]:

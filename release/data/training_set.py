@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from release.data.features import _sql_list, connect, feature_columns, feature_query, nullable_features, window_relations
-from release.core.pipeline import Features, feature_code_digest, lineage_key, lineage_of, pipeline
+from release.data.features import (_sql_list, connect, feature_code_digest, feature_columns, feature_query,
+                                   nullable_features, window_relations)
+from release.core.pipeline import Features, lineage_key, lineage_of, pipeline
 from release.data import data_quality
 from release.data.data_quality import DATA_CHECKS  # noqa: F401  (re-exported: contracts name these)
 from release.core.io import file_sha256, list_partitions, owned_temp_dir, remove_stale_temp_dirs

@@ -389,9 +389,5 @@ def train_model(snapshot_data: Path, wf: Workflow) -> tuple[str, dict]:
     return text, info
 
 
-def load_booster(model_text: str) -> lgb.Booster:
-    return lgb.Booster(model_str=model_text)
-
-
 def score(booster: lgb.Booster, df: pd.DataFrame, features: list[str]) -> np.ndarray:
     return booster.predict(df[features].astype(float), num_threads=2)

@@ -26,6 +26,7 @@ from release.state import approvals, registry
 from release.rollout import ramp
 from release.state.alerts import notify_once
 from release.data.features import compute_features
+from release.core.dates import as_date, at_of, release_id_for
 from release.core.io import atomic_write_parquet
 from release.core.settings import code_version, config_dir, contracts_file, paths
 from release.rollout.shadow import decision_diffs, online_action_rate_verdicts
@@ -33,6 +34,7 @@ from release.state.store import (acting, engine, evaluation_summary, logical_dat
                            releases, transaction, utc_now, verdicts, write_audit)
 from release.modeling.training import load_workflow, score, split_windows, train_model
 from release.state.overrides import add_override, overrides_for, waived_contracts
+from release.state.releases import get_release
 from release.state.status import Status, allowed, is_rerun, move_release
 from release.data.training_set import (Snapshot, build_training_set, latest_snapshot, resolve_snapshot,
                                   snapshot_settings)
@@ -48,24 +50,6 @@ class ReleaseStopped(RuntimeError):
     """The release was stopped by a gate (contract, rejection, guardrail); the reason is on the record."""
 
 
-def release_id_for(as_of: dt.date) -> str:
-    return f"rel-{as_of.isoformat()}"
-
-
-def as_date(as_of: str | dt.date | dt.datetime) -> dt.date:
-    if isinstance(as_of, dt.datetime):
-        return as_of.date()
-    if isinstance(as_of, dt.date):
-        return as_of
-    return dt.datetime.fromisoformat(str(as_of)).date()
-
-
-def at_of(as_of: dt.date) -> str:
-    """The logical date of a pipeline action: the end of its data interval. Audit rows carry it as
-    ``logical_date``; their ``at`` is the wall clock, so the log reads in the order things happened."""
-    return f"{as_of.isoformat()}T00:00:00+00:00"
-
-
 def _stage(fn):
     """A stage of one release (first argument: the release id): the audit rows it writes record the
     release's data date as their logical date."""
@@ -78,14 +62,6 @@ def _stage(fn):
 
 def release_dir(release_id: str) -> Path:
     return paths().releases / release_id
-
-
-def get_release(release_id: str) -> dict:
-    with engine().connect() as conn:
-        r = conn.execute(sa.select(releases).where(releases.c.id == release_id)).first()
-    if r is None:
-        raise KeyError(f"No release {release_id!r} in the state store.")
-    return dict(r._mapping)
 
 
 def _update_release(release_id: str, status: str | None = None, reason: str | None = None, **values) -> bool:
@@ -109,7 +85,7 @@ def ingest_interval(start, end, run_after=None) -> dict:
     transaction in the period is an error, never a success that ingested nothing. Idempotent: a rerun
     writes the same files."""
     from release.core.pipeline import pipeline, run_period
-    from release.core.settings import source_mapping
+    from release.core.pipeline import source_mapping
     from release.data.source import SourceError, ingest_source
 
     first, last = run_period(start, end, run_after, pipeline().schedule.training_set.every_days)

@@ -31,8 +31,7 @@ OPTIONS = [APPROVE_ALL, APPROVE_SOME, REJECT]
 # the rollout's question to a person when a stage stayed inconclusive past its bound, or every step passed
 # and promotion is a person's (release.orchestration.rollout_task)
 ROLLOUT_TASK_ID = "rollout"
-EXTEND, PROMOTE, ROLL_BACK = "Extend the wait", "Promote", "Roll back"
-ROLLOUT_OPTIONS = [EXTEND, PROMOTE, ROLL_BACK]
+from release.rollout.driver import EXTEND, PROMOTE, ROLL_BACK, ROLLOUT_OPTIONS  # noqa: E402  (the rollout's own)
 _OPTIONS = {TASK_ID: OPTIONS, ROLLOUT_TASK_ID: ROLLOUT_OPTIONS}
 
 
@@ -49,7 +48,7 @@ def _configure() -> bool:
 
 
 def _release_of(data_interval_end) -> str:
-    from release.orchestration.cycle import release_id_for
+    from release.core.dates import release_id_for
 
     return release_id_for(data_interval_end.date() if isinstance(data_interval_end, dt.datetime)
                           else dt.date.fromisoformat(str(data_interval_end)[:10]))

@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 NONE, WAITING, ADVANCED, ROLLED_BACK, ASKED, READY, PROMOTED, CONFLICT = (
     "none", "waiting", "advanced", "rolled_back", "asked", "ready_to_promote", "promoted", "conflict")
 
+# A rollout that waits for a person (a stage inconclusive past its bound, or every step passed and promotion is a
+# person's) is answered with one of these, from Airflow's Required actions or `fraudcd ramp ...`.
+EXTEND, PROMOTE, ROLL_BACK = "Extend the wait", "Promote", "Roll back"
+ROLLOUT_OPTIONS = [EXTEND, PROMOTE, ROLL_BACK]
+
 
 def _utc(at: str | None, fallback: dt.datetime) -> dt.datetime:
     if not at:
@@ -277,8 +282,6 @@ def decision_summary(release_id: str) -> str:
              f"**{st['state']}**.", "", f"Last change by {st['updated_by']}: {st['reason']}", ""]
     if d.get("missing"):
         lines += ["Evidence still missing:", ""] + [f"- {m}" for m in d["missing"]] + [""]
-    from release.orchestration.hitl import EXTEND
-
     lines += [f"*{EXTEND}*: wait for more traffic (the stage keeps its evidence). *Promote*: make the "
               "candidate production now, on the record. *Roll back*: the incumbent keeps serving. From a terminal: "
               "`fraudcd ramp extend | promote [--anyway] | rollback --reason ...`.", "",
@@ -291,14 +294,14 @@ def decision_summary(release_id: str) -> str:
 def apply_decision(release_id: str, option: str, *, actor: str, reason: str, airflow_user: str | None = None,
                    at: str | None = None) -> dict:
     """A person's answer (Airflow form or terminal) through the state machine."""
-    from release.orchestration.hitl import EXTEND, PROMOTE, ROLL_BACK
     from release.state.store import acting, utc_now
 
     at = at or utc_now()
     st = ramp.current()
     if st["release_id"] != release_id:
         raise ramp.RampError(f"{release_id} is not the live release ({st['release_id']} is).")
-    from release.orchestration.cycle import as_date, at_of, get_release
+    from release.core.dates import as_date, at_of
+    from release.state.releases import get_release
     from release.state.store import logical_date
 
     try:

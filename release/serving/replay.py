@@ -197,15 +197,3 @@ def replay_command(day: str, rate: float = 300.0, url: str = "http://127.0.0.1:8
         if res.failed == len(res.answers):
             typer.echo(f"error: no request was answered; is the scoring service running at {url}?", err=True)
     raise typer.Exit(1 if res.failed else 0)
-
-
-def main() -> None:  # python -m release.serving.replay; the same command as `fraudcd replay`
-    import typer
-
-    from release.cli.main import replay as command
-
-    typer.run(command)
-
-
-if __name__ == "__main__":
-    main()

@@ -476,7 +476,7 @@ class DeploymentLoader:
     def _scorer(self, model, thresholds) -> Scorer:
         if model.id not in self._models:
             text = model.text()
-            from release.modeling.training import load_booster
+            from release.state.registry import load_booster
 
             b1, b2 = load_booster(text), load_booster(text)
             n = len(model.features)

@@ -45,8 +45,6 @@ class Model:
         return text
 
     def booster(self):
-        from release.modeling.training import load_booster
-
         return load_booster(self.text())
 
 
@@ -121,3 +119,10 @@ def move_tag(tag: str, model_id: str | None, *, at: str, actor: str, reason: str
 def tag_log() -> list[dict]:
     with engine().connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(tag_history).order_by(tag_history.c.id))]
+
+
+def load_booster(model_text: str):
+    """A registered model's text as a LightGBM booster (the one way a model is loaded; no pickle)."""
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=model_text)

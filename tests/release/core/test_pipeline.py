@@ -119,7 +119,7 @@ def test_a_zero_length_interval_ingests_its_day_and_an_empty_period_fails(tmp_pa
 
 
 def test_a_configured_source_in_the_pipeline_file_is_found_relative_to_it(tmp_path, monkeypatch):
-    from release.core.settings import source_mapping
+    from release.core.pipeline import source_mapping
 
     m = _team_source(tmp_path, [D])
     monkeypatch.setenv("FRAUDCD_PIPELINE", str(write(tmp_path, "source: source.yaml\n")))

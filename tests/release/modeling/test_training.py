@@ -8,7 +8,8 @@ import pytest
 from release.core.config import ConfigError
 from release.data.features import FEATURE_COLUMNS
 from release.core.settings import config_dir
-from release.modeling.training import Workflow, load_booster, load_workflow, score, split_windows, train_model, training_weights
+from release.state.registry import load_booster
+from release.modeling.training import Workflow, load_workflow, score, split_windows, train_model, training_weights
 
 
 def small_workflow(**overrides) -> Workflow:
