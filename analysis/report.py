@@ -19,6 +19,7 @@ from markupsafe import escape
 from analysis.weighting import CounterfactualConfig
 from contracts.base import FAIL, INSUFFICIENT, PASS, stops, wide_metric
 from release.core.io import atomic_write_text
+from release.state.status import Status
 from release.state.store import audit, engine, ramp_steps, releases, threshold_sets, verdicts
 
 
@@ -119,8 +120,8 @@ def render_report(release_id: str, folder: Path) -> str:
     stopping = _ordered([v for v in vs if v["effect"] == "stops" and v["stage"] != "ramp"])
     warnings = _ordered([v for v in vs if v["effect"] == "warns" and v["stage"] in JUDGED])
     status = rel["status"]
-    ship = status == "promoted"
-    stopped = status in ("stopped", "rolled_back")
+    ship = status == Status.PROMOTED
+    stopped = status in (Status.STOPPED, Status.ROLLED_BACK)
     headline = _headline(rel, waived, stopping)
     rejudge_note = _rejudge_note(status, approved_ev is not None, any(v["stage"] == "approved" for v in vs))
     windows = (ev or {}).get("windows") or {}
@@ -224,12 +225,12 @@ def _headline(rel: dict, waived: set[str], stopping: list[dict]) -> str:
     """The first line of the report: ship, stop (and by how many verdicts, failed or unjudged), or where
     the release is."""
     status = rel["status"]
-    if status == "promoted":
+    if status == Status.PROMOTED:
         if waived:
             return (f"SHIP, with {len(waived)} contract(s) waived by a named person: {', '.join(sorted(waived))}. "
                     "The candidate now serves all traffic.")
         return "SHIP: the candidate passed every gate and now serves all traffic."
-    if status in ("stopped", "rolled_back"):
+    if status in (Status.STOPPED, Status.ROLLED_BACK):
         if stopping:  # the verdicts that stopped it, counted; each with its sentence under "Why it stopped"
             n, failed = len(stopping), sum(v["verdict"] == FAIL for v in stopping)
             unjudged = n - failed
@@ -239,19 +240,19 @@ def _headline(rel: dict, waived: set[str], stopping: list[dict]) -> str:
                     + (f", {unjudged} could not be judged (insufficient data, and the contract stops when it "
                        "cannot judge)." if unjudged else "."))
         return "STOP: " + (rel["stop_reason"] or "stopped")
-    nxt = {"contracts_passed": "no gate stopped the suggested policy; its thresholds go to a person next, and the "
+    nxt = {Status.CONTRACTS_PASSED: "no gate stopped the suggested policy; its thresholds go to a person next, and the "
                                "policy they approve is judged again before any traffic moves.",
-           "awaiting_approval": "no gate stopped the suggested policy; waiting for a person to approve its "
+           Status.AWAITING_APPROVAL: "no gate stopped the suggested policy; waiting for a person to approve its "
                                 "thresholds.",
-           "approved": "thresholds approved; the approved policy has not been re-judged yet.",
-           "rejudged": "the approved policy passed its re-judgement; the backtest on recent history is next.",
-           "backtested": "the backtest passed; the candidate goes into shadow in the scoring service next.",
-           "shadow": "the candidate scores live traffic beside production, serving nothing.",
-           "ramping": "the candidate serves a share of live traffic; each step waits on its evidence.",
-           "paused": "a person paused the rollout; it is guarded, not advanced.",
-           "awaiting_decision": "the evidence stayed inconclusive past its bound; a person decides (extend, "
+           Status.APPROVED: "thresholds approved; the approved policy has not been re-judged yet.",
+           Status.REJUDGED: "the approved policy passed its re-judgement; the backtest on recent history is next.",
+           Status.BACKTESTED: "the backtest passed; the candidate goes into shadow in the scoring service next.",
+           Status.SHADOW: "the candidate scores live traffic beside production, serving nothing.",
+           Status.RAMPING: "the candidate serves a share of live traffic; each step waits on its evidence.",
+           Status.PAUSED: "a person paused the rollout; it is guarded, not advanced.",
+           Status.AWAITING_DECISION: "the evidence stayed inconclusive past its bound; a person decides (extend, "
                                 "promote anyway, roll back).",
-           "ready_to_promote": "every stage passed on live traffic; a person promotes."}.get(status)
+           Status.READY_TO_PROMOTE: "every stage passed on live traffic; a person promotes."}.get(status)
     return f"IN PROGRESS: {status.replace('_', ' ')}" + (f". {nxt[0].upper()}{nxt[1:]}" if nxt else "")
 
 
@@ -259,10 +260,10 @@ def _rejudge_note(status: str, saved: bool, has_verdicts: bool) -> str | None:
     """Why the approved policy has no re-judgement on record (None when it has one)."""
     if saved or has_verdicts:
         return None
-    if status in ("started", "trained", "evaluated", "contracts_passed", "awaiting_approval"):
+    if status in (Status.STARTED, Status.TRAINED, Status.EVALUATED, Status.CONTRACTS_PASSED, Status.AWAITING_APPROVAL):
         return ("Not re-judged yet: no thresholds are approved. Once a person approves them (with any edits), the "
                 "approved policy is judged again on the same judging rows before any traffic moves.")
-    if status == "approved":
+    if status == Status.APPROVED:
         return "Not re-judged yet: the thresholds are approved; the approved policy is judged again before shadow."
     if status in ("stopped", "rolled_back"):
         return "Not re-judged: the release stopped before the approved policy could be judged again."

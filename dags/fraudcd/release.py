@@ -31,7 +31,6 @@ in the state store and the release folder.
 """
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,18 +40,13 @@ from airflow.sdk import Param, dag, task
 from release.orchestration.approval_task import ThresholdApprovalOperator
 from release.orchestration.rollout_task import RolloutOperator
 from release.core.pipeline import pipeline
-from release.core.settings import rollout_poll_seconds
+from release.core.settings import rollout_poll_seconds, waits
 
 SCHEDULE = pipeline().schedule.release  # start date and cadence: config/pipeline.yaml
 POLL_S = rollout_poll_seconds()  # how often the rollout task looks: config/ramp.yaml poll_seconds
-# The longest a rollout may take before its task gives up (the deployment stays as it is, guarded; on call
-# decides). Every stage is bounded by its max_wait_seconds, then waits for a person.
-# How long the rollout's question waits for a person before the candidate is rolled back.
-DECISION_TIMEOUT_S = int(os.environ.get("FRAUDCD_DECISION_TIMEOUT_S", str(3 * 24 * 3600)))
-ROLLOUT_TIMEOUT_S = int(os.environ.get("FRAUDCD_ROLLOUT_TIMEOUT_S", str(30 * 24 * 3600)))
-
-# How long the approval task waits for a person (seconds). Bounded on purpose.
-APPROVAL_TIMEOUT_S = int(os.environ.get("FRAUDCD_APPROVAL_TIMEOUT_S", str(3 * 24 * 3600)))
+# How long the approval and the rollout's questions wait for a person, and a whole rollout at most (every stage is
+# bounded by its max_wait_seconds, then asks): release.core.settings.waits, from the environment.
+WAITS = waits()
 
 
 @dag(
@@ -131,7 +125,7 @@ def release():
 
     # a person's decision is not retried; the response timeout bounds the wait
     approve_thresholds = ThresholdApprovalOperator(task_id="approve_thresholds", release_task_id="request_approval",
-                                                   response_timeout=timedelta(seconds=APPROVAL_TIMEOUT_S), retries=0)
+                                                   response_timeout=timedelta(seconds=WAITS.approval_s), retries=0)
 
     @task
     def rejudge(rid: str) -> str:
@@ -165,8 +159,8 @@ def release():
     # looks: no worker is held); asks a person each time the rollout needs one (inconclusive past its bound,
     # or ready to promote); unanswered, the candidate is rolled back. Done when the rollout is over.
     rollout = RolloutOperator(task_id="rollout", release_task_id="deploy", poll_seconds=POLL_S,
-                              rollout_timeout=timedelta(seconds=ROLLOUT_TIMEOUT_S),
-                              response_timeout=timedelta(seconds=DECISION_TIMEOUT_S), retries=2,
+                              rollout_timeout=timedelta(seconds=WAITS.rollout_s),
+                              response_timeout=timedelta(seconds=WAITS.decision_s), retries=2,
                               retry_delay=timedelta(seconds=POLL_S))
 
     @task

@@ -259,6 +259,7 @@ def _verdict_table(vs: list[dict]) -> None:
 @app.command()
 def verdicts(release: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Every verdict of a release, with the sentence that explains it. Exit 1 if a gate failed."""
+    from contracts.base import FAIL
     from release.orchestration.cycle import get_release, release_verdicts
 
     _store("read")
@@ -279,24 +280,23 @@ def verdicts(release: str, as_json: bool = typer.Option(False, "--json")) -> Non
             console.print(Text.assemble(("override:", "yellow"), f" {o['contract']} waived for this release by "
                                         f"{o['actor']} at {o['at']}: {o['reason']}"), highlight=False)
         _verdict_table(vs)
-    if any(v["gate"] and v["verdict"] == "fail" and v["contract"] not in waived for v in vs):
+    if any(v["gate"] and v["verdict"] == FAIL and v["contract"] not in waived for v in vs):
         raise typer.Exit(1)
 
 
-MAX_NAME = 200  # the audit log's actor column
 
 
 def _actor(name: Optional[str], option: str = "--as") -> str:
-    """A person's stated name: required, printable, at most MAX_NAME characters, and not a name of
+    """A person's stated name: the audit's check (release.state.store.checked_actor), and not a name of
     fraud-cd's own automation (a person's change must not read as the pipeline's)."""
-    from release.state.store import automation_name
+    from release.state.store import automation_name, checked_actor
 
     if name is None or not name.strip():
         _fail(f"say who you are with {option} NAME (every money-moving change records who made it)", 2)
-    name = name.strip()
-    if any(not ch.isprintable() for ch in name) or len(name) > MAX_NAME:
-        _fail(f"{option} must be a name of at most {MAX_NAME} printable characters (no newlines or control "
-              f"characters); got {name[:60]!r}{'...' if len(name) > 60 else ''} ({len(name)} characters)", 2)
+    try:
+        name = checked_actor(name)
+    except ValueError as e:
+        _fail(f"{option}: {e}", 2)
     if automation_name(name):
         _fail(f"{option} {name!r} is reserved: names beginning with 'fraud-cd' belong to fraud-cd's own automation "
               "(pipeline, bootstrap, ramp controller), so a person's change cannot look like theirs. Give your own "
@@ -319,20 +319,22 @@ def _actor_or_login(name: Optional[str]) -> str:
 def _thresholds_set(release: str) -> dict:
     from release.state import approvals
 
-    s = approvals.pending_set(release)
+    s = approvals.latest_set(release)
     if s is None:
         _fail(f"release {release!r} has no threshold suggestions (is the release id right? see `fraudcd status`)", 2)
     return s
 
 
 def _reason_given(reason: str) -> str:
+    """The audit's check of a reason (release.state.store.checked_reason), as a CLI error."""
+    from release.state.store import checked_reason
+
     if not reason or not reason.strip():
         _fail("give a reason with --reason (every money-moving change records why)", 2)
-    m = _CONTROL.search(reason)
-    if m:
-        _fail(f"--reason must be printable text: it holds the control character {m.group()!r} at position "
-              f"{m.start()} (newlines and tabs are fine)", 2)
-    return reason.strip()
+    try:
+        return checked_reason(reason, "this change")
+    except ValueError as e:
+        _fail(f"--reason: {e}", 2)
 
 
 def _fmt(x, spec: str = ".4f") -> str:
@@ -453,10 +455,10 @@ def _decide(release: str, decision: str, actor: Optional[str], reason: str, merc
     except approvals.ThresholdInputError as e:
         _fail(str(e), 2)
     except approvals.ApprovalError as e:
-        s = approvals.pending_set(release)
+        s = approvals.latest_set(release)
         note = _answer_airflow(release, s, s["decided_by"] or who) if _airflow_request(release) else ""
         _fail(str(e) + (f"\n{note}" if note else ""), 1)
-    airflow = _answer_airflow(release, approvals.pending_set(release), who)
+    airflow = _answer_airflow(release, approvals.latest_set(release), who)
     if as_json:
         return _emit({**out, "release": release, "by": who, "airflow": airflow}, True)
     if decision == approvals.APPROVED:
@@ -940,6 +942,7 @@ def ramp_diffs(release: Optional[str] = typer.Option(None, help="default: the re
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Shadow analysis of live traffic: where production and candidate disagree, how often and in money,
     per country and category, and the online action-rate contract per country. Exit 1 if it fails."""
+    from contracts.base import FAIL
     from release.rollout import ramp
     from release.serving.decision_log import read_decision_log
     from release.rollout.shadow import decision_diffs, live_traffic, online_action_rate_verdicts
@@ -970,7 +973,7 @@ def ramp_diffs(release: Optional[str] = typer.Option(None, help="default: the re
                  f"{r.only_candidate_blocks_amount:,.0f}", f"{r.only_production_blocks_amount:,.0f}")
         console.print(t)
         _verdict_table([{"stage": "live", **v.as_dict()} for v in vs])
-    if any(v.verdict == "fail" for v in vs):
+    if any(v.verdict == FAIL for v in vs):
         raise typer.Exit(1)
 
 
@@ -1120,6 +1123,7 @@ def release_run(as_of: str = typer.Option(..., "--as-of", help="the release's da
     from release.orchestration.cycle import get_release
     from release.orchestration.demo import CycleFailed, run_cycle
     from release.core.settings import paths
+    from release.state.status import Status
 
     try:
         day = dt.date.fromisoformat(as_of)
@@ -1145,7 +1149,7 @@ def release_run(as_of: str = typer.Option(..., "--as-of", help="the release's da
     _out(f"release {rid}: {rel['status']}" + (f" ({rel['stop_reason']})" if rel.get("stop_reason") else ""))
     if rel.get("report_path"):
         _out(f"report: {rel['report_path']}")
-    raise typer.Exit(1 if rel["status"] == "stopped" else 0)
+    raise typer.Exit(1 if rel["status"] == Status.STOPPED else 0)
 
 
 @app.command()

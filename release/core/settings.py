@@ -108,3 +108,50 @@ def rollout_poll_seconds() -> float:
     value = plan.get("poll_seconds", DEFAULT_POLL_SECONDS) if isinstance(plan, dict) else DEFAULT_POLL_SECONDS
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
         else DEFAULT_POLL_SECONDS
+
+
+def state_url_named() -> bool:
+    """Whether the state store's URL was named (``FRAUDCD_STATE_URL``), not the project's default."""
+    return bool(os.environ.get("FRAUDCD_STATE_URL"))
+
+
+def alert_webhook() -> str | None:
+    """Where every alert is also POSTed as JSON, if anywhere: ``FRAUDCD_ALERT_WEBHOOK``."""
+    return os.environ.get("FRAUDCD_ALERT_WEBHOOK") or None
+
+
+def scoring_token() -> str | None:
+    """The bearer token `fraudcd replay` sends to the scoring service: ``FRAUDCD_SCORING_TOKEN``."""
+    return os.environ.get("FRAUDCD_SCORING_TOKEN") or None
+
+
+@dataclass(frozen=True)
+class Waits:
+    """How long the release DAG waits for people and for a rollout, in seconds. Bounded on purpose."""
+    approval_s: int  # the threshold approval (FRAUDCD_APPROVAL_TIMEOUT_S): unanswered, the release stops
+    decision_s: int  # a rollout question (FRAUDCD_DECISION_TIMEOUT_S): unanswered, the candidate is rolled back
+    rollout_s: int  # a whole rollout (FRAUDCD_ROLLOUT_TIMEOUT_S): past it the task fails, the deployment stays
+
+
+WAIT_DEFAULTS = {"FRAUDCD_APPROVAL_TIMEOUT_S": 3 * 24 * 3600, "FRAUDCD_DECISION_TIMEOUT_S": 3 * 24 * 3600,
+                 "FRAUDCD_ROLLOUT_TIMEOUT_S": 30 * 24 * 3600}
+
+
+def _seconds(name: str) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return WAIT_DEFAULTS[name]
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name} must be a whole number of seconds greater than 0 (default "
+                         f"{WAIT_DEFAULTS[name]}); got {raw!r}.")
+    return value
+
+
+def waits() -> Waits:
+    """The DAG's bounded waits, from the environment (a bad value is an error naming the variable)."""
+    return Waits(approval_s=_seconds("FRAUDCD_APPROVAL_TIMEOUT_S"), decision_s=_seconds("FRAUDCD_DECISION_TIMEOUT_S"),
+                 rollout_s=_seconds("FRAUDCD_ROLLOUT_TIMEOUT_S"))

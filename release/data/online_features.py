@@ -63,8 +63,8 @@ from release.core.io import list_partitions
 
 log = logging.getLogger(__name__)
 
-US = 1_000_000  # timestamps are integer microseconds since the epoch, as in the event logs
-HOUR, DAY = 3600 * US, 86400 * US
+MICROS_PER_S = 1_000_000  # timestamps are integer microseconds since the epoch, as in the event logs
+HOUR, DAY = 3600 * MICROS_PER_S, 86400 * MICROS_PER_S
 PRUNE_EVERY = 50_000  # forget what no window can see any more, every this many transactions
 PRESENT_SAMPLE = 1001  # pruning measures "now" as the median time of this many latest transactions
 _CATEGORY_CODE = {c: float(i) for i, c in enumerate(CATEGORIES)}
@@ -588,7 +588,7 @@ class OnlineFeatures:
                     self._wake.set()
                 else:
                     self._prune_all()
-        secs = ts // US
+        secs = ts // MICROS_PER_S
         f.update(
             amount=amount, log_amount=math.log1p(amount), cross_border=float(card_country != merchant_country),
             hour=float((secs % 86400) // 3600), category_code=_CATEGORY_CODE.get(merchant_category, math.nan),
@@ -628,5 +628,6 @@ class OnlineFeatures:
                     base = (sum(a) / len(a) if agg == "amount_over_mean" else max(a)) if a else amount
                     out[name] = amount / (base + 1)
         first = ts if c.first_seen is None else min(c.first_seen, ts)
-        out["card_age_days"] = min((ts // US - first // US) / 86400.0, float(self.settings.card_age_cap_days))
+        out["card_age_days"] = min((ts // MICROS_PER_S - first // MICROS_PER_S) / 86400.0,
+                                   float(self.settings.card_age_cap_days))
         return out

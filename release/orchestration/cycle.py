@@ -361,7 +361,7 @@ def request_threshold_approval(release_id: str) -> int:
 
     rel = get_release(release_id)
     if is_rerun(rel["status"], Status.AWAITING_APPROVAL) and rel["status"] != Status.AWAITING_APPROVAL:
-        s = approvals.pending_set(release_id)  # decided (or further on): a rerun asks nobody again
+        s = approvals.latest_set(release_id)  # decided (or further on): a rerun asks nobody again
         if s is not None:
             return s["id"]
     at = utc_now()
@@ -377,7 +377,7 @@ def request_threshold_approval(release_id: str) -> int:
             approvals.auto_approve_segments(release_id, segments, after=auto.auto_approve.after_unedited_releases,
                                             at=at)
     _update_release(release_id, status=Status.AWAITING_APPROVAL, updated_at=at)
-    if approvals.pending_set(release_id)["status"] == approvals.PENDING:  # not wholly approved by the automation
+    if approvals.latest_set(release_id)["status"] == approvals.PENDING:  # not wholly approved by the automation
         notify_once("approval_requested", release_id,
                     f"{release_id}: {len(ev.suggestions):,} suggested per-merchant thresholds await a decision: "
                     "Airflow's Required actions, or `fraudcd thresholds show | edit | approve | reject`.",
@@ -388,7 +388,7 @@ def request_threshold_approval(release_id: str) -> int:
 def threshold_approval_summary(release_id: str, top: int = 10) -> str:
     """What a person sees in the Airflow approval form (Markdown): the set at a glance and its largest
     merchants."""
-    s = approvals.pending_set(release_id)
+    s = approvals.latest_set(release_id)
     items = approvals.set_items(s["id"])
     outcome = items["outcome"].value_counts()
     lines = [f"**{len(items):,} merchants** for candidate `{s['model_id']}`; global threshold "
@@ -412,19 +412,19 @@ def apply_threshold_response(release_id: str, option: str, params: dict, *, resp
     CLI, which answers the task afterwards) nothing changes; otherwise the response from the Airflow UI
     is applied: its edits and decision in one transaction, with the responder as actor. Returns the
     set's status."""
-    s = approvals.pending_set(release_id)
+    s = approvals.latest_set(release_id)
     if s is not None and s["status"] == approvals.PENDING:
         _respond_as_airflow_user(release_id, option, params, responder=responder, at=at)
     approval_decided(release_id)
-    return approvals.pending_set(release_id)["status"]
+    return approvals.latest_set(release_id)["status"]
 
 
 def _respond_as_airflow_user(release_id: str, option: str, params: dict, *, responder: str, at: str) -> None:
     """The Airflow UI's response, recorded with the Airflow user beside the stated name."""
-    from release.orchestration.hitl import APPROVE_ALL, APPROVE_SOME, REJECT
+    from release.orchestration.hitl import APPROVE_ALL, APPROVE_SOME, REJECT, form_reason
 
     with acting(None, airflow_user=responder):
-        reason = (params.get("reason") or "").strip() or "(no reason given in the Airflow form)"
+        reason = form_reason(params)
         actor = f"{responder} (via Airflow)"
         merchants = list(params.get("merchants") or [])
         edits = dict(params.get("edits") or {})
@@ -458,7 +458,7 @@ def approval_decided(release_id: str) -> bool:
     """True once the thresholds were decided (by a person, the automation, or nobody in time). A
     rejection or an expiry stops the release (the report still gets written and says who and why);
     nothing reaches traffic."""
-    s = approvals.pending_set(release_id)
+    s = approvals.latest_set(release_id)
     if s is None or s["status"] == approvals.PENDING:
         return False
     rel = get_release(release_id)

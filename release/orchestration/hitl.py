@@ -35,6 +35,11 @@ from release.rollout.driver import EXTEND, PROMOTE, ROLL_BACK, ROLLOUT_OPTIONS  
 _OPTIONS = {TASK_ID: OPTIONS, ROLLOUT_TASK_ID: ROLLOUT_OPTIONS}
 
 
+def form_reason(params: dict | None) -> str:
+    """The reason a person typed in an Airflow form, or what the audit records when they typed none."""
+    return ((params or {}).get("reason") or "").strip() or "(no reason given in the Airflow form)"
+
+
 def _configure() -> bool:
     """Point this process's Airflow at the project's metadata database (unless the environment already
     says where it is). False when that database does not exist yet: no DAG has ever run."""

@@ -79,11 +79,12 @@ class RolloutOperator(AskOnceOperator):
                                   "keeps serving")
 
     def on_response(self, rid: str, option: str, params: dict, who: str, at: str) -> None:
+        from release.orchestration.hitl import form_reason
         from release.rollout.driver import apply_decision
 
         if not self.decided(rid):  # a question already answered from a terminal changes nothing
             apply_decision(rid, option, actor=f"{who} (via Airflow)", airflow_user=who,
-                           reason=(params.get("reason") or "").strip() or "(no reason given in the Airflow form)")
+                           reason=form_reason(params))
 
     # -- the drive -----------------------------------------------------------------------------------------
     def execute(self, context):

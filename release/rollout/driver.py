@@ -86,7 +86,7 @@ def _segments(release_id: str | None, model_id: str | None) -> dict[str, str] | 
     from release.state import approvals
     from release.rollout.guardrails import approved_segments
 
-    s = approvals.pending_set(release_id)
+    s = approvals.latest_set(release_id)
     if s is None or s["model_id"] != model_id:
         return None
     return approved_segments(approvals.set_items(s["id"]))

@@ -169,7 +169,7 @@ def replay_command(day: str, rate: float = 300.0, url: str = "http://127.0.0.1:8
     """Send a day of transactions from the event logs through the scoring service."""
     import typer
 
-    from release.core.settings import paths
+    from release.core.settings import paths, scoring_token
 
     try:
         d = dt.date.fromisoformat(day)
@@ -179,10 +179,7 @@ def replay_command(day: str, rate: float = 300.0, url: str = "http://127.0.0.1:8
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    import os
-
-    res = asyncio.run(replay(url, bodies, rate=rate, concurrency=concurrency,
-                             token=os.environ.get("FRAUDCD_SCORING_TOKEN") or None))
+    res = asyncio.run(replay(url, bodies, rate=rate, concurrency=concurrency, token=scoring_token()))
     s = res.summary()
     if as_json:
         typer.echo(json.dumps(s, indent=2))

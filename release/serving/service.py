@@ -113,7 +113,7 @@ from pydantic_core import PydanticCustomError
 from release.core.config import MAX_SHOWN_CHARS, load_yaml_model, shown
 from release.data.features import feature_columns
 from release.data.training_set import model_settings
-from release.data.online_features import DAY, US, OnlineFeatures, epoch_us
+from release.data.online_features import DAY, MICROS_PER_S, OnlineFeatures, epoch_us
 from release.rollout.ramp import PAUSED, RAMPING, card_bucket
 
 log = logging.getLogger("fraudcd.service")
@@ -624,7 +624,8 @@ class ScoringService:
         self._seen: OrderedDict[str, tuple[bytes, dict]] = OrderedDict()  # tx_id -> (body fingerprint, answer)
         self._undo: dict[str, tuple] = {}  # request id -> what to forget if its journal fsync fails (fail_closed)
         rt = self.config.request_time
-        self._ahead_us, self._behind_us = rt.max_ahead_seconds * US, rt.max_behind_seconds * US
+        self._ahead_us = rt.max_ahead_seconds * MICROS_PER_S
+        self._behind_us = rt.max_behind_seconds * MICROS_PER_S
         self._event_clock_us = epoch_us(pd.Timestamp(self.seed_day, tz="UTC"))  # clock: event (see _now_us)
         self.refused_on_resume = 0
         self.resumed_rows = self._resume_from_log()

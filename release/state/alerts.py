@@ -14,12 +14,12 @@ import logging
 import os
 from pathlib import Path
 
+from release.core.settings import alert_webhook, paths
+
 log = logging.getLogger("fraudcd.alerts")
 
 
 def alerts_file() -> Path:
-    from release.core.settings import paths
-
     return paths().home / "alerts.jsonl"
 
 
@@ -37,7 +37,7 @@ def raise_alert(kind: str, message: str, *, at: str, severity: str = "error", de
         f.flush()
         os.fsync(f.fileno())
     log.log(SEVERITIES[severity], "ALERT %s: %s", kind, message)
-    hook = os.environ.get("FRAUDCD_ALERT_WEBHOOK")
+    hook = alert_webhook()
     if hook:
         try:
             import httpx

@@ -64,7 +64,7 @@ def _latest_set(conn, release_id: str):
                         .order_by(threshold_sets.c.id.desc())).first()
 
 
-def pending_set(release_id: str) -> dict | None:
+def latest_set(release_id: str) -> dict | None:
     """The release's threshold set (its latest), whatever its status; None if it has none."""
     with engine().connect() as conn:
         r = _latest_set(conn, release_id)
@@ -585,7 +585,7 @@ def export_csv(release_id: str) -> str:
     """The release's suggestions as CSV for a spreadsheet: edit the ``threshold`` column (only), then
     import. Full float precision, so untouched rows import as unchanged; formula-like text is escaped
     (see FORMULA_START), so opening the file cannot run anything."""
-    s = pending_set(release_id)
+    s = latest_set(release_id)
     if s is None:
         raise ApprovalError(f"Release {release_id!r} has no threshold suggestions to export.")
     items = set_items(s["id"])
@@ -671,7 +671,7 @@ def read_csv_edits(text: str, known: set[str], release_id: str) -> dict[str, flo
 def import_csv(release_id: str, text: str, *, actor: str, reason: str, at: str) -> dict:
     """Apply an edited export (its text): validate all of it, then change every row whose threshold
     differs, in one transaction (a pending set's proposals, or an approved set's live thresholds)."""
-    s = pending_set(release_id)
+    s = latest_set(release_id)
     if s is None:
         raise ApprovalError(f"Release {release_id!r} has no threshold suggestions to import into.")
     known = set(set_rows(s["id"])["merchant_id"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from release.state.store import engine, overrides, releases, transaction, write_audit
+from release.state.store import checked_reason, engine, overrides, releases, transaction, write_audit
 
 
 class OverrideError(ValueError):
@@ -20,8 +20,10 @@ def add_override(release_id: str, contract: str, *, actor: str, reason: str, at:
     if contract not in known_contracts:
         raise OverrideError(f"Unknown contract {contract!r}; the contracts in force are: "
                             f"{', '.join(known_contracts)}.")
-    if not reason or not reason.strip():
-        raise OverrideError("An override needs a written reason (--reason).")
+    try:
+        reason = checked_reason(reason, f"waiving {contract} for {release_id}")
+    except ValueError as e:
+        raise OverrideError(str(e)) from None
     with transaction() as conn:
         if conn.execute(sa.select(releases.c.id).where(releases.c.id == release_id)).first() is None:
             raise OverrideError(f"No release {release_id!r} in the state store.")

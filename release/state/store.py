@@ -10,6 +10,7 @@ import datetime as dt
 import getpass
 import json
 import os
+import re
 import socket
 import unicodedata
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from release.core.settings import state_url
+from release.core.settings import state_url, state_url_named
 
 metadata = sa.MetaData()
 
@@ -529,7 +530,7 @@ def _ready_url() -> str:
         if rev is None:
             # a SQLite file named on purpose: a typo must not start an empty store (a server database that
             # exists but holds no tables was made on purpose, and is started here)
-            if os.environ.get("FRAUDCD_STATE_URL") and _sqlite_path(url) is not None:
+            if state_url_named() and _sqlite_path(url) is not None:
                 raise StoreMissing(f"No state store at {sa.engine.make_url(url).render_as_string(hide_password=True)}"
                                    " (FRAUDCD_STATE_URL). A pipeline task never starts one where a store was named: "
                                    "start it with `fraudcd db --create --as NAME --reason ...`, or fix the URL.")
@@ -604,9 +605,11 @@ def migrate(eng: Engine, revision: str = "head", *, actor: str | None = None, re
         revs = revisions()
         now = current()
         down = now is not None and now in revs and revs.index(target) < revs.index(now)
-        if down and not ((actor or "").strip() and (reason or "").strip()):
-            raise ValueError(f"Moving the state store's schema back (from {now} to {target}) needs a named actor "
-                             "and a reason (--as NAME --reason ...); it is written to the audit log.")
+        if down:  # checked before anything moves: the audit row is written after
+            try:
+                checked_actor(actor), checked_reason(reason, "a schema downgrade")
+            except ValueError as e:
+                raise ValueError(f"Moving the state store's schema back (from {now} to {target}): {e}") from None
         (command.downgrade if down else command.upgrade)(cfg, target)
         after = current()
         if actor and after != now:
@@ -628,12 +631,40 @@ def transaction() -> Iterator[Connection]:
         yield conn
 
 
+MAX_NAME = 200  # the audit log's actor column
+# control characters a stored reason may not hold (tabs and line breaks are text)
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def checked_actor(actor: str | None) -> str:
+    """Who made a change, as the audit records it: a name of at most MAX_NAME printable characters. The one
+    check, used by the audit itself, the CLI and the Airflow tasks (a person's change also may not use a name
+    of fraud-cd's own automation: the CLI's rule, ``automation_name``)."""
+    name = (actor or "").strip()
+    if not name:
+        raise ValueError("Every audited change needs a named actor (who). Got an empty name.")
+    if any(not ch.isprintable() for ch in name) or len(name) > MAX_NAME:
+        raise ValueError(f"An actor must be a name of at most {MAX_NAME} printable characters (no newlines or "
+                         f"control characters); got {name[:60]!r}{'...' if len(name) > 60 else ''} "
+                         f"({len(name)} characters).")
+    return name
+
+
+def checked_reason(reason: str | None, doing: str) -> str:
+    """Why a change was made (``doing``: what, for the message): printable text, line breaks and tabs allowed."""
+    text = (reason or "").strip()
+    if not text:
+        raise ValueError(f"Every audited change needs a reason (why). Got none for {doing}.")
+    m = CONTROL.search(text)
+    if m:
+        raise ValueError(f"A reason must be printable text: it holds the control character {m.group()!r} at "
+                         f"position {m.start()} (line breaks and tabs are fine).")
+    return text
+
+
 def _audit_row(*, at: str, actor: str, action: str, entity: str, before: Any, after: Any, reason: str,
                logical_date: str | None = None) -> dict:
-    if not actor or not actor.strip():
-        raise ValueError("Every audited change needs a named actor (who). Got an empty name.")
-    if not reason or not reason.strip():
-        raise ValueError(f"Every audited change needs a reason (why). Got none for {action} on {entity}.")
+    actor, reason = checked_actor(actor), checked_reason(reason, f"{action} on {entity}")
     who = identity()
     return dict(
         at=at, actor=actor, action=action, entity=entity,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from release.state.approvals import create_set, live_thresholds, pending_set, set_items
+from release.state.approvals import create_set, live_thresholds, latest_set, set_items
 from release.cli.main import app
 from release.state.registry import register_model
 from release.state.store import audit_log
@@ -67,7 +67,7 @@ def test_approve_all_then_a_second_decision_is_refused(rel):
     assert live_thresholds(rel)[1].sort_index().to_dict() == {"M1": 0.6, "M2": 0.9, "M3": 0.7}
     r = fraudcd("thresholds", "reject", "--release", "rel-1", "--as", "eve", "--reason", "changed my mind")
     assert r.exit_code == 1 and "already approved by dana" in said(r)
-    assert pending_set("rel-1")["status"] == "approved"
+    assert latest_set("rel-1")["status"] == "approved"
 
 
 def test_approve_some(rel):
@@ -81,7 +81,7 @@ def test_approve_some(rel):
 def test_approve_some_with_an_unknown_merchant_changes_nothing(rel):
     r = fraudcd("thresholds", "approve", "--release", "rel-1", "--as", "dana", "--reason", "x", "--merchant", "M9")
     assert r.exit_code == 2 and "merchant 'M9' is not among the 3 suggestions of rel-1" in said(r)
-    assert pending_set("rel-1")["status"] == "pending"
+    assert latest_set("rel-1")["status"] == "pending"
 
 
 def test_reject_stops_nothing_goes_live(rel):
@@ -101,7 +101,7 @@ def test_edit_refuses_bad_input_and_changes_nothing(rel, args, code, message):
     n = len(audit_log())
     r = fraudcd("thresholds", "edit", "--release", "rel-1", *args, "--as", "dana", "--reason", "x")
     assert r.exit_code == code and message in said(r), r.output
-    assert set_items(pending_set("rel-1")["id"])["proposed"].tolist() == [0.6, 0.9, 0.7]
+    assert set_items(latest_set("rel-1")["id"])["proposed"].tolist() == [0.6, 0.9, 0.7]
     assert len(audit_log()) == n
 
 
@@ -137,7 +137,7 @@ def test_csv_round_trip_through_files(rel, tmp_path):
                 "--reason", "spreadsheet review")
     assert r.exit_code == 0, r.output
     assert "1 threshold(s) of rel-1 changed" in said(r) and "2 already had that value" in said(r)
-    assert set_items(pending_set("rel-1")["id"]).set_index("merchant_id")["proposed"]["M3"] == 0.75
+    assert set_items(latest_set("rel-1")["id"]).set_index("merchant_id")["proposed"]["M3"] == 0.75
 
 
 def test_csv_import_errors_name_row_column_value_and_apply_nothing(rel, tmp_path):
@@ -152,7 +152,7 @@ def test_csv_import_errors_name_row_column_value_and_apply_nothing(rel, tmp_path
                  "row 5, column merchant_id: 'M1' appears again (first at row 2)",
                  "row 6, column threshold: 2 is out of range; expected a number in [0, 1]"):
         assert line in text, line
-    assert set_items(pending_set("rel-1")["id"])["proposed"].tolist() == [0.6, 0.9, 0.7]  # not even M1
+    assert set_items(latest_set("rel-1")["id"])["proposed"].tolist() == [0.6, 0.9, 0.7]  # not even M1
     r = fraudcd("thresholds", "import", "--release", "rel-1", "--file", str(tmp_path / "missing.csv"),
                 "--as", "dana", "--reason", "x")
     assert r.exit_code == 2 and "cannot read" in said(r)

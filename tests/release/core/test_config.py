@@ -72,3 +72,23 @@ def test_yaml_is_loaded_safely(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_yaml_model(p, Outer)
 
+
+
+@pytest.mark.parametrize("name", ["FRAUDCD_APPROVAL_TIMEOUT_S", "FRAUDCD_DECISION_TIMEOUT_S", "FRAUDCD_ROLLOUT_TIMEOUT_S"])
+@pytest.mark.parametrize("raw", ["abc", "0", "-5", "1.5"])
+def test_a_bad_wait_is_an_error_naming_the_variable(monkeypatch, name, raw):
+    from release.core.settings import waits
+
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ValueError, match=f"{name} must be a whole number of seconds greater than 0 .*got '{raw}'"):
+        waits()
+
+
+def test_waits_come_from_the_environment_or_their_bounded_defaults(monkeypatch):
+    from release.core.settings import waits
+
+    for name in ("FRAUDCD_APPROVAL_TIMEOUT_S", "FRAUDCD_DECISION_TIMEOUT_S", "FRAUDCD_ROLLOUT_TIMEOUT_S"):
+        monkeypatch.delenv(name, raising=False)
+    assert (waits().approval_s, waits().decision_s, waits().rollout_s) == (3 * 86400, 3 * 86400, 30 * 86400)
+    monkeypatch.setenv("FRAUDCD_DECISION_TIMEOUT_S", " 600 ")
+    assert waits().decision_s == 600 and waits().approval_s == 3 * 86400

@@ -171,7 +171,7 @@ def test_a_response_from_the_airflow_ui_path_is_applied_with_its_edits(world):
     assert status == ["approved"] and get_release(RID)["status"] == "approved"
     glob, per = approvals.live_thresholds(m)
     assert glob == 0.8 and per.sort_index().to_dict() == {"M1": 0.65, "M2": 0.9}  # M3: the global applies
-    s = approvals.pending_set(RID)
+    s = approvals.latest_set(RID)
     assert (s["decided_by"], s["reason"]) == ("risk-analyst (via Airflow)", "M3 needs a closer look")
     items = approvals.set_items(s["id"]).set_index("merchant_id")
     assert items["outcome"].to_dict() == {"M1": "approved", "M2": "approved", "M3": "not_approved"}
@@ -248,7 +248,7 @@ def test_no_decision_within_the_response_timeout_expires_the_set(world):
     rel = get_release(RID)
     assert rel["stop_reason"] == ("Thresholds not decided: no decision on the suggested thresholds within 0:00:03; "
                                   "nothing went live.")
-    assert approvals.pending_set(RID)["status"] == "expired" and approvals.live_thresholds(m) is None
+    assert approvals.latest_set(RID)["status"] == "expired" and approvals.live_thresholds(m) is None
     last = [a for a in audit_log() if a["action"] == "thresholds_expired"]
     # the row carries the release's data date as its own field and the wall clock as its time
     assert [(a["actor"], a["logical_date"][:10]) for a in last] == [("fraud-cd pipeline", DAY.isoformat())]

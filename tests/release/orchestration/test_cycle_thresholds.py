@@ -37,7 +37,7 @@ def test_an_airflow_response_applies_its_edits_and_decision_together(pending):
                                    responder="risk-analyst", at="2026-03-02T10:00:00+00:00")
     assert out == "approved" and get_release(RID)["status"] == "approved"
     assert approvals.live_thresholds(pending)[1].sort_index().to_dict() == {"M1": 0.6, "M2": 0.85}
-    s = approvals.pending_set(RID)
+    s = approvals.latest_set(RID)
     assert (s["decided_by"], s["decided_at"]) == ("risk-analyst (via Airflow)", "2026-03-02T10:00:00+00:00")
 
 
@@ -52,8 +52,8 @@ def test_an_invalid_airflow_response_changes_nothing(pending, option, params, me
 
     with pytest.raises(approvals.ThresholdInputError, match=message):
         apply_threshold_response(RID, option, params, responder="risk-analyst", at="t2")
-    assert approvals.pending_set(RID)["status"] == "pending"
-    assert approvals.set_items(approvals.pending_set(RID)["id"])["proposed"].tolist() == [0.6, 0.9]  # M1 untouched
+    assert approvals.latest_set(RID)["status"] == "pending"
+    assert approvals.set_items(approvals.latest_set(RID)["id"])["proposed"].tolist() == [0.6, 0.9]  # M1 untouched
     assert get_release(RID)["status"] == "awaiting_approval"
 
 
@@ -108,7 +108,7 @@ def _request(monkeypatch, home, yaml_text):
                suggestions=pd.DataFrame({"merchant_id": ["M1", "M2"], "suggested_threshold": [0.6, 0.9],
                                          "segment": "small"})).save(cycle.release_dir(RID))
     cycle.request_threshold_approval(RID)
-    return approvals.pending_set(RID)
+    return approvals.latest_set(RID)
 
 
 def test_auto_approval_never_fires_unless_opted_in(home, monkeypatch):

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from release.state.approvals import ApprovalError, create_set, decide, live_thresholds, pending_set, set_rows
+from release.state.approvals import ApprovalError, create_set, decide, live_thresholds, latest_set, set_rows
 from release.state.registry import register_model
 from release.state.store import audit_log
 
@@ -30,7 +30,7 @@ def new_set(model_id, release_id="rel-1", global_threshold=0.8, **values):
 def test_nothing_is_live_until_approved(home):
     m = model()
     new_set(m)
-    assert pending_set("rel-1")["status"] == "pending"
+    assert latest_set("rel-1")["status"] == "pending"
     assert live_thresholds(m) is None
 
 
@@ -43,7 +43,7 @@ def test_approval_makes_the_set_live(home):
     glob, per = live_thresholds(m)
     assert glob == 0.75
     assert per.sort_index().to_dict() == {"M1": 0.6, "M2": 0.9}
-    s = pending_set("rel-1")
+    s = latest_set("rel-1")
     assert (s["status"], s["decided_by"], s["decided_at"], s["reason"]) == ("approved", "dana", "t2", "looks right")
 
 
@@ -61,7 +61,7 @@ def test_a_second_decision_is_refused_and_the_first_stands(home):
     with pytest.raises(ApprovalError, match="The thresholds of release rel-1 were already approved by dana at t2; "
                                             "nothing changed."):
         decide("rel-1", "rejected", actor="eve", reason="changed my mind", at="t3")
-    assert pending_set("rel-1")["status"] == "approved"
+    assert latest_set("rel-1")["status"] == "approved"
     assert live_thresholds(m) is not None
     assert [a["action"] for a in audit_log(entity_prefix="thresholds:")] == [
         "create_threshold_set", "thresholds_approved"]
@@ -85,7 +85,7 @@ def test_a_decision_needs_a_named_person_and_a_reason(home):
         decide("rel-1", "approved", actor="", reason="ok", at="t2")
     with pytest.raises(ValueError, match="needs a reason"):
         decide("rel-1", "approved", actor="dana", reason="", at="t2")
-    assert pending_set("rel-1")["status"] == "pending"  # the refused decisions changed nothing
+    assert latest_set("rel-1")["status"] == "pending"  # the refused decisions changed nothing
     assert live_thresholds(m) is None
 
 
@@ -202,7 +202,7 @@ def test_unknown_merchants_and_bad_values_are_refused_and_nothing_changes(home):
         edit("rel-1", {"M1": 1.5}, actor="dana", reason="x", at="t2")
     with pytest.raises(ThresholdInputError, match="merchant 'NOPE' is not among the 2 suggestions of rel-1"):
         decide("rel-1", "approved", actor="dana", reason="x", at="t2", merchants=["M1", "NOPE"])
-    assert set_items(set_id)["proposed"].tolist() == [0.6, 0.9] and pending_set("rel-1")["status"] == "pending"
+    assert set_items(set_id)["proposed"].tolist() == [0.6, 0.9] and latest_set("rel-1")["status"] == "pending"
     assert len(audit_log()) == n_audit
 
 
@@ -366,7 +366,7 @@ def test_auto_approved_segments_are_recorded_as_automatic_and_the_rest_waits_for
     # a set entirely auto-approvable is approved by the automation itself, as automatic
     set2 = release_set(m, "rel-2", small={"S1": 0.5})
     assert auto_approve_segments("rel-2", ["small"], after=4, at="t4")["status"] == "approved"
-    s = pending_set("rel-2")
+    s = latest_set("rel-2")
     assert (s["id"], s["status"], s["automatic"], s["decided_by"]) == (set2, "approved", True, auto_actor(4))
     acts = [(a["action"], a["actor"]) for a in audit_log(entity_prefix=f"thresholds:{set2}")]
     assert acts == [("create_threshold_set", "fraud-cd pipeline"), ("thresholds_auto_approved", auto_actor(4)),
@@ -393,7 +393,7 @@ def test_a_rerun_for_another_model_supersedes_the_pending_set_and_audits_every_d
     first = new_set(m, "rel-1", 0.8, M1=0.6, M2=0.9)
     edit("rel-1", {"M1": 0.5}, actor="dana", reason="chargebacks last week", at="t2")
     second = new_set(other, "rel-1", 0.7, M1=0.6, M2=0.9)  # the rerun trained another candidate
-    assert pending_set("rel-1")["id"] == second
+    assert latest_set("rel-1")["id"] == second
     assert not set_items(second)["edited"].any()  # one model's threshold is no value for another's scores
     assert set_items(first).set_index("merchant_id")["outcome"].tolist() == ["superseded", "superseded"]
     row = [r for r in audit_log() if r["action"] == "thresholds_superseded"][-1]

@@ -164,7 +164,7 @@ def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_r
     eng = sa.create_engine(url)
     with pytest.raises(ValueError, match="Refusing to move the state store to revision 0001"):
         migrate(eng, "0001", actor="ops", reason="try")
-    with pytest.raises(ValueError, match=r"from 0004 to 0002\) needs a named actor and a reason"):
+    with pytest.raises(ValueError, match=r"needs a named actor"):
         migrate(eng, "0002")
     assert migrate(eng, "0002", actor="ops", reason="run 0002 code") == "0002"
     with pytest.raises(sa.exc.DatabaseError, match="models is append-only"), eng.begin() as conn:

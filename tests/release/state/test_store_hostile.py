@@ -426,13 +426,19 @@ def test_a_store_made_by_a_library_caller_under_umask_022_follows_the_permission
 
 
 def test_control_characters_never_reach_the_terminal(shadowing, wide):
-    """A --reason with an ESC sequence is refused; one already stored (written by a library caller)
-    prints escaped, not as a live terminal sequence."""
+    """A --reason with an ESC sequence is refused, and so is one from a library caller (the audit's own check);
+    one already stored (written before that check, or by another tool) prints escaped, not as a live
+    terminal sequence."""
+    from release.state.store import audit
+
     r = fraudcd("ramp", "pause", "--as", "oncall", "--reason", "ok\x1b[31m\x1b]0;pwned\x07")
-    assert r.exit_code == 2 and "--reason must be printable text: it holds the control character '\\x1b'" in said(r)
-    with transaction() as c:
+    assert r.exit_code == 2 and "A reason must be printable text: it holds the control character '\\x1b'" in said(r)
+    with pytest.raises(ValueError, match="A reason must be printable text"), transaction() as c:
         write_audit(c, at="2026-12-01T00:00:00+00:00", actor="lib", action="note", entity="x",
                     reason="stored\x1b[31mRED")
+    with transaction() as c:
+        c.execute(audit.insert().values(at="2026-12-01T00:00:00+00:00", actor="lib", action="note", entity="x",
+                                        reason="stored\x1b[31mRED"))
     r = fraudcd("audit")
     assert r.exit_code == 0 and "\x1b" not in r.output and "stored\\x1b[31mRED" in r.output
 
