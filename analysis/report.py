@@ -1,9 +1,9 @@
 """The release report: one self-contained HTML file per release (inline CSS and SVG, autoescaped
 Jinja2), plus an index of releases. The first screen answers: ship or not, and why.
 
-What it reads: the release's row, its verdicts (stage "offline": the suggested policy; "approved": the
-re-judgement of the policy people approved; "shadow", "ramp"), overrides, threshold sets, ramp steps and
-the audit log from the state store; and the release folder's saved Evaluation (``evaluation.json`` with
+What it reads: the release view from the state store (release.state.releases.release_view: the release's
+row, its verdicts (stage "offline": the suggested policy; "approved": the re-judgement of the policy people
+approved; "shadow", "ramp"), overrides, threshold set, ramp steps and the audit rows about it); and the release folder's saved Evaluation (``evaluation.json`` with
 its fitting/judging ``windows``, ``slices.parquet``, the tidy ``metrics.parquet``, ``suggestions.parquet``)
 and, once the approved policy was re-judged, the same files under ``approved/``."""
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import sqlalchemy as sa
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from markupsafe import escape
 
@@ -20,7 +19,7 @@ from analysis.weighting import CounterfactualConfig
 from contracts.base import FAIL, INSUFFICIENT, PASS, stops, wide_metric
 from release.core.io import atomic_write_text
 from release.state.status import Status
-from release.state.store import audit, engine, ramp_steps, releases, threshold_sets, verdicts
+from release.state.releases import record_report, release_view, releases_newest_first
 
 
 def _missing(x) -> bool:
@@ -97,24 +96,15 @@ def _read_evaluation(folder: Path) -> tuple[dict | None, pd.DataFrame | None, pd
 
 
 def render_report(release_id: str, folder: Path) -> str:
-    with engine().connect() as conn:
-        rel = dict(conn.execute(sa.select(releases).where(releases.c.id == release_id)).first()._mapping)
-        vs = [dict(r._mapping) for r in conn.execute(
-            sa.select(verdicts).where(verdicts.c.release_id == release_id).order_by(verdicts.c.id))]
-        tset = conn.execute(sa.select(threshold_sets).where(threshold_sets.c.release_id == release_id)
-                            .order_by(threshold_sets.c.id.desc())).first()
-        steps = [dict(r._mapping) for r in conn.execute(
-            sa.select(ramp_steps).where(ramp_steps.c.release_id == release_id).order_by(ramp_steps.c.id))]
-        trail = [dict(r._mapping) for r in conn.execute(sa.select(audit).order_by(audit.c.id))]
+    view = release_view(release_id)  # the state store's side of the release, read in one place
+    rel, vs, tset, steps = view["release"], view["verdicts"], view["threshold_set"], view["ramp_steps"]
     folder = Path(folder)
     ev, slices, metrics = _read_evaluation(folder)
     approved_ev, _, approved_metrics = _read_evaluation(folder / "approved")
     sugg = pd.read_parquet(folder / "suggestions.parquet") if (folder / "suggestions.parquet").exists() else None
     backtest = (pd.read_parquet(folder / "backtest_diffs.parquet") if (folder / "backtest_diffs.parquet").exists()
                 else None)
-    from release.state.overrides import overrides_for
-
-    waivers = overrides_for(release_id)
+    waivers = view["overrides"]
     waived = {o["contract"] for o in waivers}  # the same as waived_contracts(), without a second query
     vs = _with_effects(vs, waived)
     stopping = _ordered([v for v in vs if v["effect"] == "stops" and v["stage"] != "ramp"])
@@ -134,8 +124,6 @@ def render_report(release_id: str, folder: Path) -> str:
     country = [] if slices is None else slices[(slices["slice_type"] == "country")
                                                & (slices["at"] == "policy")].to_dict("records")
     sugg_rows, decision, readiness = _threshold_section(sugg, tset)
-    relevant = [t for t in trail if release_id in (t["entity"] + (t["reason"] or "") + (t["after_json"] or ""))
-                or (rel["candidate_model_id"] and rel["candidate_model_id"] in (t["entity"] + (t["after_json"] or "")))]
     cf_min = CounterfactualConfig()
     html = _env.get_template("report.html.j2").render(
         rel=rel, headline=headline, ship=ship, stopped=stopped, stopping=stopping, warnings=warnings,
@@ -150,8 +138,8 @@ def render_report(release_id: str, folder: Path) -> str:
         country_svg=_bar_svg(country, "incumbent_action_rate", "candidate_action_rate"),
         suggestions=sugg_rows, decision=decision, readiness=readiness,
         n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),
-        tset=None if tset is None else dict(tset._mapping),
-        backtest=None if backtest is None else backtest.to_dict("records"), steps=_steps(steps), trail=relevant)
+        tset=tset,
+        backtest=None if backtest is None else backtest.to_dict("records"), steps=_steps(steps), trail=view["trail"])
     return html
 
 
@@ -432,7 +420,7 @@ def _threshold_section(sugg: pd.DataFrame | None, tset) -> tuple[list[dict] | No
     if sugg is not None:
         top = sugg.sort_values(["support", "merchant_id"], ascending=[False, True]).head(25)
         if tset is not None:
-            items = approvals.set_items(tset.id).set_index("merchant_id")
+            items = approvals.set_items(tset["id"]).set_index("merchant_id")
             top = top.assign(outcome=top["merchant_id"].map(items["outcome"]),
                              proposed=top["merchant_id"].map(items["proposed"]),
                              edited=top["merchant_id"].map(items["edited"]).fillna(False).astype(bool))
@@ -455,8 +443,7 @@ def write_report(release_id: str, folder: Path, reports_dir: Path) -> Path:
     html = render_report(release_id, folder)
     target = Path(reports_dir) / f"{release_id}.html"
     atomic_write_text(html, target)
-    with engine().begin() as conn:
-        conn.execute(releases.update().where(releases.c.id == release_id).values(report_path=str(target)))
+    record_report(release_id, str(target))
     write_index(reports_dir)
     return target
 
@@ -469,8 +456,7 @@ def write_index(reports_dir: Path) -> Path:
     outcomes, the rollout's breaches and questions), newest first."""
     from release.state.alerts import read_alerts
 
-    with engine().connect() as conn:
-        rels = [dict(r._mapping) for r in conn.execute(sa.select(releases).order_by(releases.c.as_of.desc()))]
+    rels = releases_newest_first()
     alerts = read_alerts()
     html = _env.get_template("index.html.j2").render(releases=rels, alerts=alerts[::-1][:INDEX_ALERTS],
                                                      n_alerts=len(alerts))
