@@ -93,7 +93,7 @@ def code_version() -> str:
     return v
 
 
-# How often the release DAG's rollout sensors look at the evidence, unless config/ramp.yaml says
+# How often the release DAG's rollout task looks at the evidence, unless config/ramp.yaml says
 # (``poll_seconds``; release.rollout.ramp.RampPlan validates it with the rest of the plan).
 DEFAULT_POLL_SECONDS = 60.0
 

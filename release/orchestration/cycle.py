@@ -611,7 +611,7 @@ def deploy_candidate(release_id: str) -> str:
 
 def rollout_done(release_id: str, or_needs_person: bool = False) -> bool:
     """Whether the release's rollout is over (promoted, rolled back, stopped, or never deployed), or, with
-    ``or_needs_person``, waits for a person: what the DAG's rollout sensors wait for. Each call looks at
+    ``or_needs_person``, waits for a person: what the DAG's rollout task waits for. Each call looks at
     the evidence once and takes at most one step."""
     from release.rollout.driver import advance, needs_person
 

@@ -1,5 +1,5 @@
 """The rollout's watcher for a deployment without Airflow (`fraudcd serve --controller`, `fraudcd ramp
-watch`): the same one-step ``release.rollout.driver.advance`` the release DAG's rollout sensor calls, on a timer.
+watch`): the same one-step ``release.rollout.driver.advance`` the release DAG's rollout task calls, on a timer.
 Where the release DAG drives the rollout, run neither: the DAG is the driver (two would not corrupt the
 state, every change carries the version it was decided on, but they would race)."""
 from __future__ import annotations

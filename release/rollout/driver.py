@@ -2,7 +2,7 @@
 
 ``deploy`` puts a release's candidate into shadow in the service (through the one state machine,
 ``release.rollout.ramp`` / ``release.state.status``). ``advance`` then looks at the evidence of the current stage once
-and does at most one thing; the release DAG calls it from a reschedule-mode sensor (no worker held while it
+and does at most one thing; the release DAG's rollout task calls it between timer deferrals (no worker held while it
 waits), and ``fraudcd ramp watch`` can call it where there is no Airflow:
 
 - a guardrail breach rolls the candidate back to 0% at once (first, before anything else is written),
@@ -41,7 +41,7 @@ from release.state.store import engine, ramp_steps, releases, transaction, verdi
 ROLLOUT = "fraud-cd rollout"
 log = logging.getLogger(__name__)
 
-# what ``advance`` did: the DAG's sensor finishes on a terminal outcome and keeps waiting otherwise
+# what ``advance`` did: the DAG's rollout task finishes on a terminal outcome and keeps waiting otherwise
 NONE, WAITING, ADVANCED, ROLLED_BACK, ASKED, READY, PROMOTED, CONFLICT = (
     "none", "waiting", "advanced", "rolled_back", "asked", "ready_to_promote", "promoted", "conflict")
 
