@@ -34,6 +34,8 @@ DuckDB reads and stages the source, spilling to a temporary folder beyond ``MEMO
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import datetime as dt
 import glob as globlib
 import shutil
@@ -208,6 +210,36 @@ def _reader(m: SourceMapping, files: list[str]) -> str:
 
 
 def _ingest(con, m: SourceMapping, files: list[str], events: Path, start, end) -> dict:
+    """Read the source once (``_stage``), map its columns to expressions (``_parse``), check every row before
+    anything is written (``_check``), build the canonical rows (``_canonicalise``), then write the event-log
+    partitions of the period (``_write``)."""
+    st = _stage(con, m, files)
+    e, ids, missing, notes, labels = _parse(con, m, st.types)
+    _check(con, m, st)
+    filled = _canonicalise(con, m, e)
+    tx_days, rows, blocked, dispute_days, disputes = _write(con, events, start, end)
+    return {
+        "source": m.path, "files": len(files), "source_rows": st.n_source, "events": str(events),
+        "rows": rows, "days": len(tx_days),
+        "first_day": tx_days[0].isoformat() if tx_days else None,
+        "last_day": tx_days[-1].isoformat() if tx_days else None,
+        "blocked": blocked, "disputes": disputes, "dispute_days": len(dispute_days), "labels": labels,
+        "ids": ids, "missing": missing, "filled_nulls": filled, "notes": notes,
+    }
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """The source as read: its columns' types, the mapped ones staged (``staged``), and its row count."""
+    types: dict[str, str]
+    src_cols: list[str]
+    has_file: bool
+    n_source: int
+
+
+def _stage(con, m: SourceMapping, files: list[str]) -> _Staged:
+    """Every mapped column of every source file into the temp table ``staged``; a mapped column the source
+    lacks is an error naming it (and its likely spelling)."""
     c = m.columns
     reader = _reader(m, files)
     try:
@@ -231,7 +263,14 @@ def _ingest(con, m: SourceMapping, files: list[str], events: Path, start, end) -
     n_source = con.execute("SELECT count(*) FROM staged").fetchone()[0]
     if n_source == 0:
         raise SourceError(f"{m.path}: the source has no rows.")
+    return _Staged(types=types, src_cols=src_cols, has_file=has_file, n_source=int(n_source))
 
+
+def _parse(con, m: SourceMapping, types: dict[str, str]) -> tuple[dict, dict, dict, list, str]:
+    """The canonical fields as expressions over the staged columns (the view ``parsed``): ids as integers
+    (hashed when they are text), timestamps, numbers, booleans; what the mapping leaves out gets its stated
+    default. Returns the expressions, how ids were read, the defaults used, notes, and where labels come from."""
+    c = m.columns
     problems: list[str] = []
     ids = {}
 
@@ -337,7 +376,13 @@ def _ingest(con, m: SourceMapping, files: list[str], events: Path, start, end) -
                 + ", ".join(f"{x} AS __{k}" for k, x in e.items() if k not in ("card_country", "merchant_country"))
                 + " FROM staged")
 
-    # every check over the whole source, all before anything is written
+    return e, ids, missing, notes, labels
+
+
+def _check(con, m: SourceMapping, st: _Staged) -> None:
+    """Every row-level check over the whole source, before anything is written: one error listing each
+    problem with its count and an example row."""
+    c, src_cols, has_file, n_source = m.columns, st.src_cols, st.has_file, st.n_source
     show = src_cols + (["__file"] if has_file else [])
     p = _Problems(con, show)
     checks: list[tuple[str, str]] = []
@@ -378,7 +423,9 @@ def _ingest(con, m: SourceMapping, files: list[str], events: Path, start, end) -
     if p.items:
         raise SourceError(f"{m.path}: {n_source:,} rows read, nothing written. Problems:\n- " + "\n- ".join(p.items))
 
-    # fill nulls in optional columns (reported), then stage the canonical rows
+
+def _canonicalise(con, m: SourceMapping, e: dict) -> dict:
+    """The canonical rows (temp table ``canon``), nulls in optional columns filled; returns what was filled."""
     filled = {}
     fills = {"card_country": _lit(UNKNOWN), "merchant_country": _lit(UNKNOWN), "merchant_id": _lit(UNKNOWN),
              "merchant_category": _lit(DEFAULT_CATEGORY)}
@@ -423,6 +470,11 @@ def _ingest(con, m: SourceMapping, files: list[str], events: Path, start, end) -
     con.execute("DROP VIEW parsed")
     con.execute("DROP TABLE staged")
 
+    return filled
+
+
+def _write(con, events: Path, start, end) -> tuple[list, int, int, list, int]:
+    """The period's transactions, decisions and disputes as day partitions of the event logs."""
     def window(col: str) -> str:
         w = [f"{col} IS NOT NULL"]
         if start:
@@ -450,14 +502,7 @@ def _ingest(con, m: SourceMapping, files: list[str], events: Path, start, end) -
         dis = pd.DataFrame({"tx_id": df["tx_id"].astype("int64"), "dispute_ts": _utc(df["dispute_ts"])})
         write_partition(events / "disputes", day, dis)
         disputes += len(dis)
-    return {
-        "source": m.path, "files": len(files), "source_rows": int(n_source), "events": str(events),
-        "rows": rows, "days": len(tx_days),
-        "first_day": tx_days[0].isoformat() if tx_days else None,
-        "last_day": tx_days[-1].isoformat() if tx_days else None,
-        "blocked": blocked, "disputes": disputes, "dispute_days": len(dispute_days), "labels": labels,
-        "ids": ids, "missing": missing, "filled_nulls": filled, "notes": notes,
-    }
+    return tx_days, rows, blocked, dispute_days, disputes
 
 
 def _utc(s: pd.Series) -> pd.Series:
