@@ -33,7 +33,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from release.rollout.driver import EXTEND, PROMOTE, ROLL_BACK, ROLLOUT_OPTIONS
+from release.rollout.decisions import EXTEND, PROMOTE, ROLL_BACK, ROLLOUT_OPTIONS
 from release.orchestration.hitl_task import AskOnceOperator
 
 

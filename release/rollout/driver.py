@@ -33,6 +33,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from release.rollout import ramp
+from release.rollout.decisions import EXTEND, PROMOTE, ROLL_BACK
 from release.state.alerts import raise_alert
 from release.serving.decision_log import LogReader
 from release.state.status import LIVE, Status
@@ -44,11 +45,6 @@ log = logging.getLogger(__name__)
 # what ``advance`` did: the DAG's rollout task finishes on a terminal outcome and keeps waiting otherwise
 NONE, WAITING, ADVANCED, ROLLED_BACK, ASKED, READY, PROMOTED, CONFLICT = (
     "none", "waiting", "advanced", "rolled_back", "asked", "ready_to_promote", "promoted", "conflict")
-
-# A rollout that waits for a person (a stage inconclusive past its bound, or every step passed and promotion is a
-# person's) is answered with one of these, from Airflow's Required actions or `fraudcd ramp ...`.
-EXTEND, PROMOTE, ROLL_BACK = "Extend the wait", "Promote", "Roll back"
-ROLLOUT_OPTIONS = [EXTEND, PROMOTE, ROLL_BACK]
 
 
 def _utc(at: str | None, fallback: dt.datetime) -> dt.datetime:
