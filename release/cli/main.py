@@ -452,6 +452,18 @@ def release_run(as_of: str = typer.Option(..., "--as-of", help="the release's da
     raise typer.Exit(1 if rel["status"] == Status.STOPPED else 0)
 
 
+@app.command("airflow-sweep", hidden=True)
+def airflow_sweep(parent: int = typer.Option(..., help="stop when this process (the `airflow dags test`) ends"),
+                  every: float = typer.Option(1.0, help="seconds between sweeps"),
+                  max_seconds: float = typer.Option(3600.0, "--max-seconds", help="stop after this long regardless"),
+                  ) -> None:
+    """The scheduler's human-in-the-loop timeout sweep, run beside `airflow dags test` (which runs no
+    scheduler) by the harness, so an unanswered request times out as it would in production."""
+    from release.orchestration.hitl import sweep_beside
+
+    sweep_beside(parent, every, max_seconds)
+
+
 @app.command()
 def demo(days: int = 150, tx_per_day: int = typer.Option(3000, "--tx-per-day"),
          approver: str = typer.Option("demo-approver (automated demo)", help="recorded as the approver")) -> None:

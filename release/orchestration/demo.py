@@ -59,9 +59,9 @@ def run_dag(dag_id: str, logical_date: str, env: dict, log: Path, timeout_s: int
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         # `dags test` runs no scheduler: run the scheduler's human-in-the-loop timeout sweep beside it,
         # so an unanswered approval times out as it would in production
-        sweeper = subprocess.Popen([sys.executable, "-m", "release.orchestration.hitl", "sweep", "--parent", str(proc.pid),
-                                    "--max-seconds", str(timeout_s + 60)], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=out) if dag_id == "release" else None
+        sweeper = subprocess.Popen([sys.executable, "-m", "release.cli.main", "airflow-sweep", "--parent",
+                                    str(proc.pid), "--max-seconds", str(timeout_s + 60)], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=out) if dag_id == "release" else None
         deadline = time.monotonic() + timeout_s
         answered = answer is None
         problem = None

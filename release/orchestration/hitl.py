@@ -12,11 +12,10 @@ scheduler (the same database `airflow_env()` points Airflow at), so it needs no 
 
 The response deadline of a parked task is enforced by the scheduler's AWAITING_INPUT timeout sweep.
 `airflow dags test` runs no scheduler, so the harness runs that same sweep beside it (``python -m
-release.orchestration.hitl sweep``), and an unanswered request times out as it would in production.
+fraudcd airflow-sweep``), and an unanswered request times out as it would in production.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import sys
@@ -149,29 +148,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m release.orchestration.hitl", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sw = sub.add_parser("sweep", help="run the scheduler's HITL timeout sweep beside `airflow dags test`")
-    sw.add_argument("--parent", type=int, required=True, help="stop when this process (dags test) ends")
-    sw.add_argument("--every", type=float, default=1.0, help="seconds between sweeps")
-    sw.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this long regardless")
-    args = ap.parse_args(argv)
-    deadline = time.monotonic() + args.max_seconds
+def sweep_beside(parent: int, every: float = 1.0, max_seconds: float = 3600.0) -> None:
+    """Run the scheduler's AWAITING_INPUT timeout sweep every ``every`` seconds while process ``parent`` (an
+    `airflow dags test`) lives, at most ``max_seconds`` (`fraudcd airflow-sweep`, started by the harness)."""
+    deadline = time.monotonic() + max_seconds
     _configure()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from airflow.jobs.job import Job
         from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
     runner = SchedulerJobRunner(job=Job())
-    while _alive(args.parent) and time.monotonic() < deadline:
+    while _alive(parent) and time.monotonic() < deadline:
         try:
             runner.check_awaiting_input_timeouts()
         except Exception as e:  # noqa: BLE001 - a locked SQLite database: try again at the next tick
             print(f"sweep: {type(e).__name__}: {e}", file=sys.stderr)
-        time.sleep(args.every)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        time.sleep(every)
