@@ -30,11 +30,11 @@ from release.core.dates import as_date, at_of, release_id_for
 from release.core.io import atomic_write_parquet
 from release.core.settings import code_version, config_dir, contracts_file, paths
 from release.rollout.shadow import decision_diffs, online_action_rate_verdicts
-from release.state.store import (acting, engine, evaluation_summary, logical_date, ramp_steps as ramp_steps_table,
-                           releases, transaction, utc_now, verdicts, write_audit)
+from release.state.store import (acting, engine, evaluation_summary, logical_date, releases, transaction,
+                                 utc_now, verdicts, write_audit)
 from release.modeling.training import load_workflow, score, split_windows, train_model
 from release.state.overrides import add_override, overrides_for, waived_contracts
-from release.state.releases import get_release
+from release.state.releases import get_release, ramp_step_log, release_verdicts  # noqa: F401  (named here too)
 from release.state.status import Status, allowed, is_rerun, move_release
 from release.data.training_set import (Snapshot, build_training_set, latest_snapshot, resolve_snapshot,
                                   snapshot_settings)
@@ -629,19 +629,6 @@ def rollout_done(release_id: str, or_needs_person: bool = False) -> bool:
 def finish(release_id: str) -> str:
     """The release's end state, once its rollout is over; writes the report."""
     return get_release(release_id)["status"]
-
-
-def release_verdicts(release_id: str) -> list[dict]:
-    with engine().connect() as conn:
-        rows = conn.execute(sa.select(verdicts).where(verdicts.c.release_id == release_id).order_by(verdicts.c.id))
-        return [dict(r._mapping) for r in rows]
-
-
-def ramp_step_log(release_id: str) -> list[dict]:
-    with engine().connect() as conn:
-        rows = conn.execute(sa.select(ramp_steps_table).where(ramp_steps_table.c.release_id == release_id)
-                            .order_by(ramp_steps_table.c.id))
-        return [dict(r._mapping) for r in rows]
 
 
 def latest_release() -> dict | None:

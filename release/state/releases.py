@@ -7,8 +7,9 @@ import json
 
 import sqlalchemy as sa
 
-from release.state.store import (audit, engine, overrides, ramp_steps, releases, threshold_sets, transaction,
-                                 verdicts)
+from release.state.approvals import latest_set
+from release.state.overrides import overrides_for
+from release.state.store import audit, engine, ramp_steps, releases, threshold_sets, transaction, verdicts
 
 
 def get_release(release_id: str) -> dict:
@@ -17,6 +18,19 @@ def get_release(release_id: str) -> dict:
     if r is None:
         raise KeyError(f"No release {release_id!r} in the state store.")
     return dict(r._mapping)
+
+
+def release_verdicts(release_id: str) -> list[dict]:
+    with engine().connect() as conn:
+        rows = conn.execute(sa.select(verdicts).where(verdicts.c.release_id == release_id).order_by(verdicts.c.id))
+        return [dict(r._mapping) for r in rows]
+
+
+def ramp_step_log(release_id: str) -> list[dict]:
+    with engine().connect() as conn:
+        rows = conn.execute(sa.select(ramp_steps).where(ramp_steps.c.release_id == release_id)
+                            .order_by(ramp_steps.c.id))
+        return [dict(r._mapping) for r in rows]
 
 
 def releases_newest_first() -> list[dict]:
@@ -60,22 +74,13 @@ def _trail(conn, rel: dict, set_ids: list[int]) -> list[dict]:
 
 
 def release_view(release_id: str) -> dict:
-    """Everything the state store holds about one release, read in one transaction: ``release`` (its row),
-    ``verdicts`` (in order), ``threshold_set`` (its latest, or None), ``ramp_steps``, ``overrides`` and
-    ``trail`` (the audit rows about it, oldest first)."""
+    """Everything the state store holds about one release: ``release`` (its row), ``verdicts`` (in order),
+    ``threshold_set`` (its latest, or None), ``ramp_steps``, ``overrides`` and ``trail`` (the audit rows about
+    it, oldest first). Each part is read by the function that reads it everywhere else."""
+    rel = get_release(release_id)
     with engine().connect() as conn:
-        r = conn.execute(sa.select(releases).where(releases.c.id == release_id)).first()
-        if r is None:
-            raise KeyError(f"No release {release_id!r} in the state store.")
-        rel = dict(r._mapping)
-        vs = [dict(x._mapping) for x in conn.execute(
-            sa.select(verdicts).where(verdicts.c.release_id == release_id).order_by(verdicts.c.id))]
-        sets = [dict(x._mapping) for x in conn.execute(
-            sa.select(threshold_sets).where(threshold_sets.c.release_id == release_id).order_by(threshold_sets.c.id))]
-        steps = [dict(x._mapping) for x in conn.execute(
-            sa.select(ramp_steps).where(ramp_steps.c.release_id == release_id).order_by(ramp_steps.c.id))]
-        waivers = [dict(x._mapping) for x in conn.execute(
-            sa.select(overrides).where(overrides.c.release_id == release_id).order_by(overrides.c.id))]
-        trail = _trail(conn, rel, [s["id"] for s in sets])
-    return {"release": rel, "verdicts": vs, "threshold_set": sets[-1] if sets else None, "ramp_steps": steps,
-            "overrides": waivers, "trail": trail}
+        set_ids = [r.id for r in conn.execute(sa.select(threshold_sets.c.id)
+                                              .where(threshold_sets.c.release_id == release_id))]
+        trail = _trail(conn, rel, set_ids)
+    return {"release": rel, "verdicts": release_verdicts(release_id), "threshold_set": latest_set(release_id),
+            "ramp_steps": ramp_step_log(release_id), "overrides": overrides_for(release_id), "trail": trail}
