@@ -1,13 +1,16 @@
 """Where things live. Everything is derived from two environment variables with embedded defaults:
 
 - ``FRAUDCD_HOME``: the data folder (event logs, snapshots, models, reports, the SQLite state store).
-  Default: ``<project>/var``.
+  Default: ``<project>/var`` in a checkout; ``$XDG_DATA_HOME/fraud-cd`` (``~/.local/share/fraud-cd``) when the
+  package is installed from a wheel, so nothing is ever written inside site-packages.
 - ``FRAUDCD_STATE_URL``: the state store's SQLAlchemy URL. Default: SQLite file in ``FRAUDCD_HOME``.
 - ``FRAUDCD_SOURCE``: a column-mapping YAML for a team's own transaction log (see
   ``config/source.example.yaml``); the daily training-set DAG ingests its data interval from it.
 
 Configuration (training workflows, contracts, ramp plan) is YAML in ``<project>/config`` and
-``<project>/contracts``; ``FRAUDCD_CONFIG`` points elsewhere. It is read strictly (release/core/config.py: no
+``<project>/contracts``; ``FRAUDCD_CONFIG`` points elsewhere. The package carries ``config/`` as
+``release/core/defaults`` (a link in the checkout, copied files in a wheel), so the embedded defaults are found in
+any install: a checkout, an editable install or a wheel. It is read strictly (release/core/config.py: no
 duplicate keys, no aliases, no type coercion, only true/false are booleans).
 
 Everything under ``FRAUDCD_HOME`` follows one permission policy (release/core/io.py): files 0640, folders
@@ -21,6 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The embedded configuration (a link to <project>/config in a checkout; the files themselves in a wheel).
+EMBEDDED_CONFIG = Path(__file__).parent / "defaults"
+
+
+def in_checkout() -> bool:
+    """True when the code runs from the project's own tree (a clone, an editable install), not from a wheel."""
+    return (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "release" / "core").is_dir()
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,15 @@ class Paths:
         return self.home / "traffic"
 
 
+def default_home() -> Path:
+    if in_checkout():
+        return PROJECT_ROOT / "var"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "fraud-cd"
+
+
 def paths() -> Paths:
-    home = Path(os.environ.get("FRAUDCD_HOME", PROJECT_ROOT / "var")).resolve()
+    home = Path(os.environ.get("FRAUDCD_HOME") or default_home()).resolve()
     return Paths(home=home)
 
 
@@ -65,7 +82,7 @@ def state_url() -> str:
 
 
 def config_dir() -> Path:
-    return Path(os.environ.get("FRAUDCD_CONFIG", PROJECT_ROOT / "config")).resolve()
+    return Path(os.environ.get("FRAUDCD_CONFIG") or EMBEDDED_CONFIG).resolve()
 
 
 def contracts_file() -> Path:

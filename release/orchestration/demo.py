@@ -206,12 +206,12 @@ def demo_config(home: Path, ramp_yaml: str = DEMO_RAMP) -> Path:
     """The demo's configuration folder: the shipped one, with the demo's rollout plan and a service that
     keeps an event clock (the replayer sends simulated days faster than they passed), accepting a transaction
     up to a day after the last one."""
-    from release.core.settings import PROJECT_ROOT
+    from release.core.settings import EMBEDDED_CONFIG
 
     folder = home / "config"
     if folder.exists():
         shutil.rmtree(folder)
-    shutil.copytree(PROJECT_ROOT / "config", folder)
+    shutil.copytree(EMBEDDED_CONFIG, folder)
     (folder / "ramp.yaml").write_text(ramp_yaml)
     svc = (folder / "service.yaml").read_text()
     if "  clock: wall" not in svc:
