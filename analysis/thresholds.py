@@ -56,6 +56,7 @@ every suggested threshold against a per-merchant bisection).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -350,6 +351,262 @@ def _pct(x: pd.Series, digits: int = 1) -> pd.Series:
 
 
 # ---- the suggestion -------------------------------------------------------------------------------------
+# Four steps, each on the whole window at once: the window as arrays (_window), each merchant's and each
+# segment's own threshold under its policy (_own_thresholds), the shrinkage toward the segment
+# (_shrink), and the evidence before and after at the suggestion (_evidence).
+
+_POLICY_PARAMS = ("target_fpr", "target_block_rate", "risk_appetite")
+
+
+@dataclass
+class _Window:
+    """The evaluation window as arrays: a merchant code per row, a segment per merchant, the labels and
+    1/propensity weights of matured rows (zero elsewhere)."""
+    cfg: ThresholdConfig
+    mcodes: np.ndarray  # per row, its merchant's code
+    mids: pd.Index  # per merchant code, its id
+    cand: np.ndarray  # the candidate's score
+    inc_threshold: np.ndarray  # the incumbent's threshold in force on the row
+    inc_block: np.ndarray  # the incumbent blocked it
+    labelled: np.ndarray
+    lab: np.ndarray  # 1.0 fraud, 0.0 legitimate or unlabelled
+    amount: np.ndarray
+    negw: np.ndarray  # the weight of a matured legitimate row
+    posw: np.ndarray  # the weight of a fraud
+    seg_of_m_name: np.ndarray  # per merchant, its segment's name
+    scodes_m: np.ndarray  # per merchant, its segment's code
+    snames: pd.Index  # per segment code, its name
+    seg_rows: np.ndarray  # per row, its segment's code
+    kinds: np.ndarray  # per segment, its policy's kind
+    kind_m: np.ndarray  # per merchant, its policy's kind
+
+    @property
+    def M(self) -> int:
+        return len(self.mids)
+
+    @property
+    def S(self) -> int:
+        return len(self.snames)
+
+    def per_m(self, x) -> np.ndarray:
+        return np.bincount(self.mcodes, weights=x, minlength=self.M)
+
+    def targets(self, kind: str, level: str) -> np.ndarray:
+        """Per merchant (level 'm') or segment ('s'): the parameter of its policy, NaN if another kind."""
+        cfg, snames = self.cfg, self.snames
+        vals = np.full(self.S, np.nan)
+        for i, s in enumerate(snames):
+            p = cfg.policy_for(s)
+            if p.kind == kind:
+                vals[i] = {"target_fpr": getattr(p, "fpr", np.nan), "target_block_rate":
+                           getattr(p, "block_rate", np.nan), "risk_appetite": getattr(p, "default_fpr", np.nan)}[kind]
+        if level == "s":
+            return vals
+        out = vals[self.scodes_m]
+        if kind == "risk_appetite":  # merchants' own stated appetites override the segment default
+            for s in snames:
+                p = cfg.policy_for(s)
+                if p.kind == "risk_appetite" and p.appetites:
+                    stated = pd.Series(p.appetites, dtype=float)
+                    got = pd.Series(self.mids).map(stated).to_numpy()
+                    mine = (self.seg_of_m_name == s) & ~np.isnan(got)
+                    out = np.where(mine, got, out)
+        return out
+
+
+def _window(scored: pd.DataFrame, inc_threshold: np.ndarray, cfg: ThresholdConfig) -> _Window:
+    mcodes, mids = pd.factorize(scored["merchant_id"].astype(str), sort=True)
+    M = len(mids)
+    if cfg.segment_by in scored.columns:
+        seg_row = scored[cfg.segment_by].astype(str).to_numpy()
+    elif cfg.segments:
+        raise ValueError(f"The threshold configuration sets policies per '{cfg.segment_by}' segment "
+                         f"({', '.join(sorted(cfg.segments))}) but the scored window has no "
+                         f"'{cfg.segment_by}' column. Columns: {', '.join(map(str, scored.columns))}.")
+    else:
+        seg_row = np.full(len(scored), "all", dtype=object)
+    labelled = scored["label"].notna().to_numpy() if "label" in scored else np.zeros(len(scored), bool)
+    lab = np.where(labelled, scored["label"].fillna(0).to_numpy(dtype=float), 0.0) if "label" in scored \
+        else np.zeros(len(scored))
+    w = np.where(labelled, scored["weight"].fillna(0).to_numpy(dtype=float), 0.0) if "weight" in scored \
+        else labelled.astype(float)
+    # one segment per merchant (its most recent row's; segments are per merchant by construction)
+    seg_of_m_name = pd.Series(seg_row).groupby(mcodes).last().reindex(range(M)).to_numpy()
+    scodes_m, snames = pd.factorize(seg_of_m_name, sort=True)
+    # policy of each merchant, from its segment
+    kinds = np.array([cfg.policy_for(s).kind for s in snames], dtype=object)
+    return _Window(
+        cfg=cfg, mcodes=mcodes, mids=mids, cand=scored["candidate_score"].to_numpy(dtype=float),
+        inc_threshold=inc_threshold,
+        inc_block=scored["incumbent_score"].to_numpy(dtype=float) >= inc_threshold,
+        labelled=labelled, lab=lab,
+        amount=scored["amount"].to_numpy(dtype=float) if "amount" in scored else np.full(len(scored), np.nan),
+        negw=w * (1 - lab) * labelled, posw=w * lab,
+        seg_of_m_name=seg_of_m_name, scodes_m=scodes_m, snames=snames, seg_rows=scodes_m[mcodes],
+        kinds=kinds, kind_m=kinds[scodes_m] if M else np.array([], dtype=object))
+
+
+@dataclass
+class _Own:
+    """Each merchant's own (unshrunk) threshold and each segment's on its pooled traffic."""
+    grp_m: tuple  # rows grouped by merchant, each group in descending candidate score
+    grp_s: tuple  # the same by segment
+    n_m: np.ndarray  # the merchant's rows
+    k_inc_m: np.ndarray  # of which the incumbent blocked
+    raw: np.ndarray  # its own threshold under its policy
+    undefined_m: np.ndarray  # an FPR policy with no matured legitimate rows: its FPR cannot be judged
+    fpr_m: np.ndarray  # its FPR target (FPR policies)
+    seg_t: np.ndarray  # per segment, the policy's threshold on its pooled rows (the global one if undefined)
+
+
+def _own_thresholds(win: _Window, global_threshold: float) -> _Own:
+    M, S, cand, negw = win.M, win.S, win.cand, win.negw
+    by_score = np.argsort(-cand, kind="stable")  # one sort of all rows; each grouping is a radix sort of it
+    grp_m = (win.mcodes,) + _sorted_groups(win.mcodes, by_score, M)
+    grp_s = (win.seg_rows,) + _sorted_groups(win.seg_rows, by_score, S)
+
+    def thresholds(grp, G, kind_g, k_keep, tparams):
+        """Per group, its own threshold under its policy (no shrinkage)."""
+        codes, order, start, n = grp
+        s_sorted, c_sorted = cand[order], codes[order]
+        k = np.array(k_keep, dtype=np.int64)
+        tb = tparams["target_block_rate"]
+        k = np.where(kind_g == "target_block_rate", np.floor(np.nan_to_num(tb) * n + 0.5).astype(np.int64), k)
+        fpr_t = np.where(kind_g == "target_fpr", tparams["target_fpr"], tparams["risk_appetite"])
+        k_f, tot_neg = _k_at_fpr(c_sorted, negw[order], start, n, np.nan_to_num(fpr_t))
+        by_fpr = np.isin(kind_g, ["target_fpr", "risk_appetite"])
+        k = np.where(by_fpr, k_f, k)
+        undefined = by_fpr & (tot_neg <= 0)  # no matured legitimate transactions: FPR cannot be judged
+        safe_n = np.maximum(n, 1)
+        t = _cut(s_sorted, start, safe_n, k) if len(s_sorted) else np.full(G, np.nan)
+        return np.where(n > 0, t, np.nan), undefined, fpr_t
+
+    # merchants: their own thresholds, unshrunk (raw_threshold)
+    n_m = np.bincount(win.mcodes, minlength=M)
+    k_inc_m = np.bincount(win.mcodes, weights=win.inc_block.astype(float), minlength=M).astype(np.int64)
+    raw, undefined_m, fpr_m = thresholds(grp_m, M, win.kind_m, k_inc_m,
+                                         {k: win.targets(k, "m") for k in _POLICY_PARAMS})
+    # segments: the same policy on the segment's pooled traffic
+    k_inc_s = np.bincount(win.seg_rows, weights=win.inc_block.astype(float), minlength=S).astype(np.int64)
+    seg_t, undefined_s, _ = thresholds(grp_s, S, win.kinds, k_inc_s,
+                                       {k: win.targets(k, "s") for k in _POLICY_PARAMS})
+    seg_t = np.where(undefined_s | np.isnan(seg_t), global_threshold, seg_t)
+    return _Own(grp_m=grp_m, grp_s=grp_s, n_m=n_m, k_inc_m=k_inc_m, raw=raw, undefined_m=undefined_m,
+                fpr_m=fpr_m, seg_t=seg_t)
+
+
+@dataclass
+class _Shrunk:
+    """The suggestion: each merchant's threshold on its distribution shrunk toward its segment's."""
+    suggested: np.ndarray
+    weight: np.ndarray  # w = n / (n + m): the merchant's own share of its shrunk distribution
+    m_m: np.ndarray  # the prior's strength m, per merchant
+    mu_m: np.ndarray  # the prior's mean: its segment's pooled incumbent block rate
+    rate: np.ndarray  # the rate reached on the mixture (posterior block rate, target block rate or FPR)
+    mixture_rate: np.ndarray  # the mixture's rate at the suggestion
+    by_fpr_m: np.ndarray  # the merchant follows an FPR policy
+    shrunk: np.ndarray  # thin (or undefined): flagged, not treated differently
+
+
+def _shrink(win: _Window, own: _Own, min_support: int, prior_strength: float | str,
+            global_threshold: float) -> _Shrunk:
+    M, S, scodes_m, seg_rows, kinds, kind_m = win.M, win.S, win.scodes_m, win.seg_rows, win.kinds, win.kind_m
+    n_m, k_inc_m = own.n_m, own.k_inc_m
+    # the prior: Beta(mu m, (1 - mu) m) on block rates, and m pseudo-transactions of the segment's scores
+    mu_seg, m_seg = _credibility_prior(scodes_m, S, n_m.astype(float), k_inc_m.astype(float))
+    if prior_strength != "auto":
+        m_seg = np.full(S, float(prior_strength))
+    m_m, mu_m = m_seg[scodes_m], mu_seg[scodes_m]
+
+    # shrinkage, every merchant alike: block-rate policies on all rows, FPR policies on matured legitimate
+    # rows (their 1/propensity weights, and the Kish effective sample size as the merchant's n)
+    fpr_kinds = np.isin(kinds, ["target_fpr", "risk_appetite"])
+    by_fpr_m = fpr_kinds[scodes_m]
+    row_w = np.where(fpr_kinds[seg_rows], win.negw, 1.0)
+    W_m = np.bincount(win.mcodes, weights=row_w, minlength=M)
+    W2_m = np.bincount(win.mcodes, weights=row_w ** 2, minlength=M)
+    W_s = np.bincount(seg_rows, weights=row_w, minlength=S)[scodes_m]
+    n_e = np.where(W2_m > 0, W_m ** 2 / np.where(W2_m > 0, W2_m, 1), 0.0)  # = n for unit weights
+    # the segment's scores weigh m pseudo-rows in the merchant's distribution, but never more than
+    # min_support: m says how alike the merchants' block *rates* are, not their score distributions (a
+    # segment whose rates do not differ pools the rate, m -> 1e6, yet a merchant the new model scores
+    # higher than its peers still needs its own cut to keep that rate)
+    m_d = np.minimum(m_m, float(min_support))
+    weight = n_e / (n_e + m_d)
+    # the rate to reach on the mixture: for keep_block_rate the posterior mean (k + mu m) / (n + m) of the
+    # merchant's block rate; the target where the policy fixes one
+    keep = kind_m == "keep_block_rate"
+    rate = np.where(keep, (k_inc_m + mu_m * m_m) / (n_m + m_m),
+                    np.where(kind_m == "target_block_rate", win.targets("target_block_rate", "m"), own.fpr_m))
+    room = (n_e + m_d) * rate
+    alpha = np.where(W_m > 0, n_e / np.where(W_m > 0, W_m, 1), 0.0)
+    beta = np.where(W_s > 0, m_d / np.where(W_s > 0, W_s, 1), 0.0)
+    mixed, lhs = _mixture_cut(win.cand, row_w, own.grp_m, own.grp_s, scodes_m, alpha, beta, np.nan_to_num(room),
+                              nearest=~by_fpr_m)
+    mixture_rate = lhs / (n_e + m_d)
+    # no matured legitimate transactions (FPR policies): its FPR cannot be judged; the segment's threshold
+    undefined_m = own.undefined_m
+    suggested = np.clip(np.where(undefined_m, own.seg_t[scodes_m], mixed), 0.0, 1.0)
+    return _Shrunk(suggested=np.where(n_m > 0, suggested, global_threshold),
+                   weight=np.where(undefined_m, 0.0, weight), m_m=m_m, mu_m=mu_m, rate=rate,
+                   mixture_rate=np.where(undefined_m, np.nan, mixture_rate), by_fpr_m=by_fpr_m,
+                   shrunk=(n_m < min_support) | undefined_m)
+
+
+def _evidence(win: _Window, own: _Own, sh: _Shrunk, current, z: float) -> pd.DataFrame:
+    """One row per merchant: the suggestion and the evidence behind it, before (the incumbent at its
+    thresholds in force) and after (the candidate at the suggestion)."""
+    M, mcodes, mids, scodes_m, kind_m, per_m = win.M, win.mcodes, win.mids, win.scodes_m, win.kind_m, win.per_m
+    n_m, k_inc_m, posw, negw = own.n_m, own.k_inc_m, win.posw, win.negw
+    inc_block, after_block = win.inc_block, win.cand >= sh.suggested[mcodes]
+    pos_tot, neg_tot = per_m(posw), per_m(negw)
+    n_eff_pos = np.where(per_m(posw ** 2) > 0, pos_tot ** 2 / np.maximum(per_m(posw ** 2), 1e-300), 0)
+    n_eff_neg = np.where(per_m(negw ** 2) > 0, neg_tot ** 2 / np.maximum(per_m(negw ** 2), 1e-300), 0)
+    target_block = win.targets("target_block_rate", "m")
+    out = pd.DataFrame({
+        "merchant_id": np.asarray(mids, dtype=object).astype(str),
+        "segment": win.snames[scodes_m].astype(str) if M else np.array([], dtype=str),
+        "policy": kind_m.astype(str),
+        # the merchant's own threshold under the incumbent (NaN: it had none, the global one applied) ...
+        "current_threshold": (pd.Series(mids).map(pd.Series(current, dtype=float).rename(index=str))
+                              .to_numpy(dtype=float) if current is not None and len(current) else np.full(M, np.nan)),
+        # ... and the one that applied to it either way
+        "threshold_in_force": pd.Series(win.inc_threshold).groupby(mcodes).last().reindex(range(M)).to_numpy(),
+        "suggested_threshold": sh.suggested,
+        "raw_threshold": own.raw,
+        "segment_threshold": own.seg_t[scodes_m] if M else np.array([]),
+        "shrink_weight": sh.weight,  # w = n / (n + m): the merchant's own share of its shrunk distribution
+        "prior_strength": sh.m_m,
+        "support": n_m.astype(np.int64),
+        "labelled": per_m(win.labelled.astype(float)).astype(np.int64),
+        "frauds": per_m(win.lab * win.labelled).astype(np.int64),
+        "incumbent_block_rate": k_inc_m / np.maximum(n_m, 1),
+        "segment_block_rate": sh.mu_m,  # the segment's pooled incumbent block rate (the prior's mean)
+        # the rate the threshold gives on the shrunk distribution: the posterior block rate
+        # (keep_block_rate) or the target (target_block_rate); NaN for FPR policies (see target)
+        "posterior_block_rate": np.where(sh.by_fpr_m, np.nan, sh.rate),
+        # the shrunk distribution's block rate (FPR for FPR policies) at the suggested threshold
+        "mixture_rate": sh.mixture_rate,
+        "expected_block_rate": per_m(after_block.astype(float)) / np.maximum(n_m, 1),
+    })
+    # after - before on the same rows, with intervals from the pairing
+    ones = np.ones(len(mcodes))
+    for name, wts in (("block_rate", ones), ("recall", posw), ("fpr", negw)):
+        d, lo, hi = _paired_change(inc_block, after_block, wts, mcodes, M, z)
+        out[f"{name}_change"], out[f"{name}_change_lo"], out[f"{name}_change_hi"] = d, lo, hi
+    for when, act in (("before", inc_block), ("after", after_block)):
+        p, lo, hi = _wilson(per_m(posw * act), pos_tot, n_eff_pos, z)
+        out[f"recall_{when}"], out[f"recall_{when}_lo"], out[f"recall_{when}_hi"] = p, lo, hi
+        p, lo, hi = _wilson(per_m(negw * act), neg_tot, n_eff_neg, z)
+        out[f"fpr_{when}"], out[f"fpr_{when}_lo"], out[f"fpr_{when}_hi"] = p, lo, hi
+        out[f"blocked_fraud_amount_{when}"] = per_m(posw * act * win.amount)
+        out[f"false_decline_amount_{when}"] = per_m(negw * act * win.amount)
+    out["shrunk"] = sh.shrunk
+    out["no_data"] = False
+    out["target"] = np.where(np.isin(kind_m, ["target_fpr", "risk_appetite"]), own.fpr_m,
+                             np.where(kind_m == "target_block_rate", target_block, np.nan)) if M else np.array([])
+    return out
+
 
 def suggest_thresholds(scored: pd.DataFrame, inc_threshold: np.ndarray, global_threshold: float,
                        current: pd.Series | dict | None = None, min_support: int | None = None,
@@ -375,192 +632,20 @@ def suggest_thresholds(scored: pd.DataFrame, inc_threshold: np.ndarray, global_t
     if len(inc_threshold) != len(scored):
         raise ValueError(f"suggest_thresholds needs one incumbent threshold per row of scored; got "
                          f"{len(inc_threshold)} for {len(scored)} rows.")
+    named = current is not None or merchants is not None
     if len(scored) == 0:
         empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY.items()})
-        if current is not None or merchants is not None:
+        if named:
             empty = pd.concat([empty, _no_data_rows(empty, current, merchants, np.array([], dtype=str),
                                                     np.array([]), global_threshold, cfg)], ignore_index=True)
         empty["reason"] = _reasons(empty) if len(empty) else pd.Series(dtype=str)
         return _tidy(empty)
-    mcodes, mids = pd.factorize(scored["merchant_id"].astype(str), sort=True)
-    M = len(mids)
-    cand = scored["candidate_score"].to_numpy(dtype=float)
-    inc_block = scored["incumbent_score"].to_numpy(dtype=float) >= inc_threshold
-    if cfg.segment_by in scored.columns:
-        seg_row = scored[cfg.segment_by].astype(str).to_numpy()
-    elif cfg.segments:
-        raise ValueError(f"The threshold configuration sets policies per '{cfg.segment_by}' segment "
-                         f"({', '.join(sorted(cfg.segments))}) but the scored window has no "
-                         f"'{cfg.segment_by}' column. Columns: {', '.join(map(str, scored.columns))}.")
-    else:
-        seg_row = np.full(len(scored), "all", dtype=object)
-    labelled = scored["label"].notna().to_numpy() if "label" in scored else np.zeros(len(scored), bool)
-    lab = np.where(labelled, scored["label"].fillna(0).to_numpy(dtype=float), 0.0) if "label" in scored \
-        else np.zeros(len(scored))
-    w = np.where(labelled, scored["weight"].fillna(0).to_numpy(dtype=float), 0.0) if "weight" in scored \
-        else labelled.astype(float)
-    amount = scored["amount"].to_numpy(dtype=float) if "amount" in scored else np.full(len(scored), np.nan)
-    negw = w * (1 - lab) * labelled
-    posw = w * lab
-
-    # one segment per merchant (its most recent row's; segments are per merchant by construction)
-    seg_of_m_name = pd.Series(seg_row).groupby(mcodes).last().reindex(range(M)).to_numpy()
-    scodes_m, snames = pd.factorize(seg_of_m_name, sort=True)
-    S = len(snames)
-    seg_rows = scodes_m[mcodes]
-
-    # policy of each merchant, from its segment
-    kinds = np.array([cfg.policy_for(s).kind for s in snames], dtype=object)
-    kind_m = kinds[scodes_m] if M else np.array([], dtype=object)
-
-    def targets(kind: str, level: str) -> np.ndarray:
-        """Per merchant (level 'm') or segment ('s'): the parameter of its policy, NaN if another kind."""
-        vals = np.full(S, np.nan)
-        for i, s in enumerate(snames):
-            p = cfg.policy_for(s)
-            if p.kind == kind:
-                vals[i] = {"target_fpr": getattr(p, "fpr", np.nan), "target_block_rate":
-                           getattr(p, "block_rate", np.nan), "risk_appetite": getattr(p, "default_fpr", np.nan)}[kind]
-        if level == "s":
-            return vals
-        out = vals[scodes_m]
-        if kind == "risk_appetite":  # merchants' own stated appetites override the segment default
-            for s in snames:
-                p = cfg.policy_for(s)
-                if p.kind == "risk_appetite" and p.appetites:
-                    stated = pd.Series(p.appetites, dtype=float)
-                    got = pd.Series(mids).map(stated).to_numpy()
-                    mine = (seg_of_m_name == s) & ~np.isnan(got)
-                    out = np.where(mine, got, out)
-        return out
-
-    by_score = np.argsort(-cand, kind="stable")  # one sort of all rows; each grouping is a radix sort of it
-    grp_m = (mcodes,) + _sorted_groups(mcodes, by_score, M)
-    grp_s = (seg_rows,) + _sorted_groups(seg_rows, by_score, S)
-
-    def thresholds(grp, G, kind_g, k_keep, tparams):
-        """Per group, its own threshold under its policy (no shrinkage)."""
-        codes, order, start, n = grp
-        s_sorted, c_sorted = cand[order], codes[order]
-        k = np.array(k_keep, dtype=np.int64)
-        tb = tparams["target_block_rate"]
-        k = np.where(kind_g == "target_block_rate", np.floor(np.nan_to_num(tb) * n + 0.5).astype(np.int64), k)
-        fpr_t = np.where(kind_g == "target_fpr", tparams["target_fpr"], tparams["risk_appetite"])
-        k_f, tot_neg = _k_at_fpr(c_sorted, negw[order], start, n, np.nan_to_num(fpr_t))
-        by_fpr = np.isin(kind_g, ["target_fpr", "risk_appetite"])
-        k = np.where(by_fpr, k_f, k)
-        undefined = by_fpr & (tot_neg <= 0)  # no matured legitimate transactions: FPR cannot be judged
-        safe_n = np.maximum(n, 1)
-        t = _cut(s_sorted, start, safe_n, k) if len(s_sorted) else np.full(G, np.nan)
-        return np.where(n > 0, t, np.nan), undefined, fpr_t
-
-    # merchants: their own thresholds, unshrunk (raw_threshold)
-    n_m = np.bincount(mcodes, minlength=M)
-    k_inc_m = np.bincount(mcodes, weights=inc_block.astype(float), minlength=M).astype(np.int64)
-    raw, undefined_m, fpr_m = thresholds(grp_m, M, kind_m, k_inc_m,
-                                         {k: targets(k, "m") for k in ("target_fpr", "target_block_rate",
-                                                                       "risk_appetite")})
-    # segments: the same policy on the segment's pooled traffic
-    k_inc_s = np.bincount(seg_rows, weights=inc_block.astype(float), minlength=S).astype(np.int64)
-    seg_t, undefined_s, _ = thresholds(grp_s, S, kinds, k_inc_s,
-                                       {k: targets(k, "s") for k in ("target_fpr", "target_block_rate",
-                                                                     "risk_appetite")})
-    seg_t = np.where(undefined_s | np.isnan(seg_t), global_threshold, seg_t)
-
-    # the prior: Beta(mu m, (1 - mu) m) on block rates, and m pseudo-transactions of the segment's scores
-    mu_seg, m_seg = _credibility_prior(scodes_m, S, n_m.astype(float), k_inc_m.astype(float))
-    if prior_strength != "auto":
-        m_seg = np.full(S, float(prior_strength))
-    m_m, mu_m = m_seg[scodes_m], mu_seg[scodes_m]
-
-    # shrinkage, every merchant alike: block-rate policies on all rows, FPR policies on matured legitimate
-    # rows (their 1/propensity weights, and the Kish effective sample size as the merchant's n)
-    fpr_kinds = np.isin(kinds, ["target_fpr", "risk_appetite"])
-    by_fpr_m = fpr_kinds[scodes_m]
-    row_w = np.where(fpr_kinds[seg_rows], negw, 1.0)
-    W_m = np.bincount(mcodes, weights=row_w, minlength=M)
-    W2_m = np.bincount(mcodes, weights=row_w ** 2, minlength=M)
-    W_s = np.bincount(seg_rows, weights=row_w, minlength=S)[scodes_m]
-    n_e = np.where(W2_m > 0, W_m ** 2 / np.where(W2_m > 0, W2_m, 1), 0.0)  # = n for unit weights
-    # the segment's scores weigh m pseudo-rows in the merchant's distribution, but never more than
-    # min_support: m says how alike the merchants' block *rates* are, not their score distributions (a
-    # segment whose rates do not differ pools the rate, m -> 1e6, yet a merchant the new model scores
-    # higher than its peers still needs its own cut to keep that rate)
-    m_d = np.minimum(m_m, float(min_support))
-    weight = n_e / (n_e + m_d)
-    # the rate to reach on the mixture: for keep_block_rate the posterior mean (k + mu m) / (n + m) of the
-    # merchant's block rate; the target where the policy fixes one
-    keep = kind_m == "keep_block_rate"
-    rate = np.where(keep, (k_inc_m + mu_m * m_m) / (n_m + m_m),
-                    np.where(kind_m == "target_block_rate", targets("target_block_rate", "m"), fpr_m))
-    room = (n_e + m_d) * rate
-    alpha = np.where(W_m > 0, n_e / np.where(W_m > 0, W_m, 1), 0.0)
-    beta = np.where(W_s > 0, m_d / np.where(W_s > 0, W_s, 1), 0.0)
-    mixed, lhs = _mixture_cut(cand, row_w, grp_m, grp_s, scodes_m, alpha, beta, np.nan_to_num(room),
-                              nearest=~by_fpr_m)
-    mixture_rate = lhs / (n_e + m_d)
-    # no matured legitimate transactions (FPR policies): its FPR cannot be judged; the segment's threshold
-    shrunk = (n_m < min_support) | undefined_m  # thin (or undefined): flagged, not treated differently
-    weight = np.where(undefined_m, 0.0, weight)
-    suggested = np.clip(np.where(undefined_m, seg_t[scodes_m], mixed), 0.0, 1.0)
-    suggested = np.where(n_m > 0, suggested, global_threshold)
-    mixture_rate = np.where(undefined_m, np.nan, mixture_rate)
-
-    # evidence: before (incumbent at its thresholds in force) and after (candidate at the suggestion)
-    after_block = cand >= suggested[mcodes]
-
-    def per_m(x):
-        return np.bincount(mcodes, weights=x, minlength=M)
-
-    pos_tot, neg_tot = per_m(posw), per_m(negw)
-    n_eff_pos = np.where(per_m(posw ** 2) > 0, pos_tot ** 2 / np.maximum(per_m(posw ** 2), 1e-300), 0)
-    n_eff_neg = np.where(per_m(negw ** 2) > 0, neg_tot ** 2 / np.maximum(per_m(negw ** 2), 1e-300), 0)
-    out = pd.DataFrame({
-        "merchant_id": np.asarray(mids, dtype=object).astype(str),
-        "segment": snames[scodes_m].astype(str) if M else np.array([], dtype=str),
-        "policy": kind_m.astype(str),
-        # the merchant's own threshold under the incumbent (NaN: it had none, the global one applied) ...
-        "current_threshold": (pd.Series(mids).map(pd.Series(current, dtype=float).rename(index=str))
-                              .to_numpy(dtype=float) if current is not None and len(current) else np.full(M, np.nan)),
-        # ... and the one that applied to it either way
-        "threshold_in_force": pd.Series(inc_threshold).groupby(mcodes).last().reindex(range(M)).to_numpy(),
-        "suggested_threshold": suggested,
-        "raw_threshold": raw,
-        "segment_threshold": seg_t[scodes_m] if M else np.array([]),
-        "shrink_weight": weight,  # w = n / (n + m): the merchant's own share of its shrunk distribution
-        "prior_strength": m_m,
-        "support": n_m.astype(np.int64),
-        "labelled": per_m(labelled.astype(float)).astype(np.int64),
-        "frauds": per_m(lab * labelled).astype(np.int64),
-        "incumbent_block_rate": k_inc_m / np.maximum(n_m, 1),
-        "segment_block_rate": mu_m,  # the segment's pooled incumbent block rate (the prior's mean)
-        # the rate the threshold gives on the shrunk distribution: the posterior block rate
-        # (keep_block_rate) or the target (target_block_rate); NaN for FPR policies (see target)
-        "posterior_block_rate": np.where(by_fpr_m, np.nan, rate),
-        # the shrunk distribution's block rate (FPR for FPR policies) at the suggested threshold
-        "mixture_rate": mixture_rate,
-        "expected_block_rate": per_m(after_block.astype(float)) / np.maximum(n_m, 1),
-    })
-    # after - before on the same rows, with intervals from the pairing
-    ones = np.ones(len(scored))
-    for name, wts in (("block_rate", ones), ("recall", posw), ("fpr", negw)):
-        d, lo, hi = _paired_change(inc_block, after_block, wts, mcodes, M, z)
-        out[f"{name}_change"], out[f"{name}_change_lo"], out[f"{name}_change_hi"] = d, lo, hi
-    for when, act in (("before", inc_block), ("after", after_block)):
-        p, lo, hi = _wilson(per_m(posw * act), pos_tot, n_eff_pos, z)
-        out[f"recall_{when}"], out[f"recall_{when}_lo"], out[f"recall_{when}_hi"] = p, lo, hi
-        p, lo, hi = _wilson(per_m(negw * act), neg_tot, n_eff_neg, z)
-        out[f"fpr_{when}"], out[f"fpr_{when}_lo"], out[f"fpr_{when}_hi"] = p, lo, hi
-        out[f"blocked_fraud_amount_{when}"] = per_m(posw * act * amount)
-        out[f"false_decline_amount_{when}"] = per_m(negw * act * amount)
-    out["shrunk"] = shrunk
-    out["no_data"] = False
-    out["target"] = np.where(np.isin(kind_m, ["target_fpr", "risk_appetite"]), fpr_m,
-                             np.where(kind_m == "target_block_rate", targets("target_block_rate", "m"), np.nan)) \
-        if M else np.array([])
-
-    out = pd.concat([out, _no_data_rows(out, current, merchants, snames, seg_t, global_threshold, cfg)],
-                    ignore_index=True) if (current is not None or merchants is not None) else out
+    win = _window(scored, inc_threshold, cfg)
+    own = _own_thresholds(win, global_threshold)
+    out = _evidence(win, own, _shrink(win, own, min_support, prior_strength, global_threshold), current, z)
+    if named:
+        out = pd.concat([out, _no_data_rows(out, current, merchants, win.snames, own.seg_t, global_threshold,
+                                            cfg)], ignore_index=True)
     out["reason"] = _reasons(out)
     return _tidy(out)
 
