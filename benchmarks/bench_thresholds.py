@@ -102,11 +102,12 @@ def segment_priors(df: pd.DataFrame, inc_t: np.ndarray, segment_by: str = "merch
     return pd.DataFrame(rows).set_index("segment")
 
 
-def loop_shrunk(df: pd.DataFrame, inc_t: np.ndarray, subset, priors: pd.DataFrame,
+def loop_shrunk(df: pd.DataFrame, inc_t: np.ndarray, subset, priors: pd.DataFrame, min_support: int,
                 segment_by: str = "merchant_size") -> pd.DataFrame:
     """The shrunk keep-block-rate threshold, one merchant at a time: its posterior block rate
     (k + mu m) / (n + m), then bisection over its segment's distinct scores for the lowest threshold at
-    which the mixture blocks no more than that (or the next one down when it lands strictly closer)."""
+    which the mixture of its n rows and min(m, min_support) pseudo-rows of its segment's scores blocks no
+    more than that (or the next one down when it lands strictly closer)."""
     cand = df["candidate_score"].to_numpy()
     seg_sorted = {s: np.sort(cand[(df[segment_by] == s).to_numpy()]) for s in priors.index}  # ascending
     seg_unique = {s: np.unique(v)[::-1] for s, v in seg_sorted.items()}
@@ -119,10 +120,11 @@ def loop_shrunk(df: pd.DataFrame, inc_t: np.ndarray, subset, priors: pd.DataFram
         S, U = seg_sorted[seg], seg_unique[seg]
         n, N = len(x), len(S)
         k = int((g["incumbent_score"] >= g["_inc_t"]).sum())
-        room = k + mu * m
+        m_d = min(m, float(min_support))  # the segment's scores never weigh more than min_support rows
+        room = (n + m_d) * (k + mu * m) / (n + m)
 
-        def lhs(i):  # block every score >= U[i]; in units of (n + m) times the mixture's block rate
-            return (n - np.searchsorted(x, U[i])) + m / N * (N - np.searchsorted(S, U[i]))
+        def lhs(i):  # block every score >= U[i]; in units of (n + m_d) times the mixture's block rate
+            return (n - np.searchsorted(x, U[i])) + m_d / N * (N - np.searchsorted(S, U[i]))
 
         lo, hi = -1, len(U) - 1  # lhs(lo) <= room (lo = -1: block nothing); find the last such index
         if lhs(hi) <= room * (1 + 1e-12) + 1e-12:
@@ -190,7 +192,7 @@ def main() -> int:
     priors = segment_priors(df, inc_t)  # once per segment, over all rows: not scaled
     prep_s = time.perf_counter() - t
     t = time.perf_counter()
-    shrunk = loop_shrunk(df, inc_t, subset, priors)
+    shrunk = loop_shrunk(df, inc_t, subset, priors, cfg.shrinkage.min_support)
     shrunk_s = time.perf_counter() - t
     sb_merchants, sb_rows, shrunk_scaled = scaled(shrunk_s, len(shrunk))
     shrunk_full = prep_s + shrunk_scaled + loop_full  # the core numbers, plus the shrunk threshold and its evidence
