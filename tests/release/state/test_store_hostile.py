@@ -36,9 +36,9 @@ def said(r) -> str:
 @pytest.fixture
 def wide(monkeypatch):
     """A terminal wide enough that table cells are not wrapped (what is printed is then easy to read back)."""
-    from release.cli import main as cli
+    from release.cli import common
 
-    monkeypatch.setattr(cli.console, "width", 400)
+    monkeypatch.setattr(common.console, "width", 400)
 
 
 def register(text: str) -> str:

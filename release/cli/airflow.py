@@ -1,0 +1,80 @@
+"""`fraudcd` commands, the "Airflow" panel of its help. Airflow itself: the demo cycle, `up` and `down`, and the harness's timeout sweeper."""
+from __future__ import annotations
+
+import subprocess
+from typing import Optional
+
+import typer
+
+from release.cli.common import _actor, _fail, _out, console
+
+PANEL = "Airflow"
+app = typer.Typer()
+
+
+def _airflow_home_env():
+    from release.orchestration.airflow_env import migrate_airflow_db
+    from release.orchestration.demo import cycle_env
+    from release.core.settings import paths
+
+    env = cycle_env(paths().home)
+    migrate_airflow_db(env)
+    return env
+
+
+
+@app.command("airflow-sweep", rich_help_panel=PANEL, hidden=True)
+def airflow_sweep(parent: int = typer.Option(..., help="stop when this process (the `airflow dags test`) ends"),
+                  every: float = typer.Option(1.0, help="seconds between sweeps"),
+                  max_seconds: float = typer.Option(3600.0, "--max-seconds", help="stop after this long regardless"),
+                  ) -> None:
+    """The scheduler's human-in-the-loop timeout sweep, run beside `airflow dags test` (which runs no
+    scheduler) by the harness, so an unanswered request times out as it would in production."""
+    from release.orchestration.hitl import sweep_beside
+
+    sweep_beside(parent, every, max_seconds)
+
+
+
+@app.command(rich_help_panel=PANEL)
+def demo(days: int = 150, tx_per_day: int = typer.Option(3000, "--tx-per-day"),
+         approver: str = typer.Option("demo-approver (automated demo)", help="recorded as the approver")) -> None:
+    """Simulate a world, then run one whole release cycle through Airflow."""
+    from release.orchestration.demo import run_demo
+
+    approver = _actor(approver, "--approver")  # the demo's own store is under FRAUDCD_HOME/demo, made by its cycle
+    code = run_demo(days=days, tx_per_day=tx_per_day, approver=approver, console=console)
+    raise typer.Exit(code)
+
+
+
+@app.command(rich_help_panel=PANEL)
+def up(port: Optional[int] = typer.Option(None, envvar="FRAUDCD_AIRFLOW_PORT",
+                                          help="the API server's and UI's port on 127.0.0.1; default: the "
+                                               "running one's, else 8080"),
+       timeout: float = typer.Option(180.0, help="seconds to wait until every component is healthy"),
+       paused: bool = typer.Option(False, "--paused", help="leave the DAGs paused (a person unpauses them)")) -> None:
+    """Run Airflow for real: migrate its database, start the API server, scheduler, DAG processor and
+    triggerer in the background (logs and pidfiles in FRAUDCD_HOME/airflow/run), wait until
+    /api/v2/monitor/health says all are healthy, unpause the DAGs. Already up: says so. Stop: `fraudcd down`."""
+    from release.orchestration.airflow_up import UpError, up as start
+
+    try:
+        start(port=port, timeout_s=timeout, paused=paused, say=lambda line: _out(line))
+    except UpError as e:
+        _fail(str(e), e.code)
+    except subprocess.CalledProcessError as e:
+        _fail(f"`airflow db migrate` failed: {(e.stderr or '').strip()[-2000:]}", 1)
+
+
+
+@app.command(rich_help_panel=PANEL)
+def down(timeout: float = typer.Option(30.0, help="seconds each component gets to stop before SIGKILL")) -> None:
+    """Stop what `fraudcd up` started (SIGTERM, then SIGKILL after --timeout). Nothing running: says so."""
+    from release.orchestration.airflow_up import UpError, down as stop
+
+    try:
+        stop(timeout_s=timeout, say=lambda line: _out(line))
+    except UpError as e:
+        _fail(str(e), e.code)
+
