@@ -33,18 +33,19 @@ up: install
 down: install
 	$(BIN)/fraudcd down
 
-# The end-to-end cycles (tests/test_e2e_cycle.py) spend most of their five minutes waiting on paced live
-# traffic, so they run beside the rest of the suite, which is niced: the paced test gets the CPU when it
-# needs it. Their output follows the rest's; either failing fails the target.
-E2E := tests/test_e2e_cycle.py
+# The end-to-end cycles (tests/test_e2e_cycle.py) spend most of their minutes waiting on paced live
+# traffic, and the real Airflow deployment (tests/dags/test_up_down.py: `fraudcd up`, a scheduler, a REST
+# approval) on its scheduler's polling, so they run beside the rest of the suite, which is niced: the
+# waiting tests get the CPU when they need it. Their output follows the rest's; either failing fails the target.
+E2E := tests/test_e2e_cycle.py tests/dags/test_up_down.py
 
 test: install
 	@mkdir -p var
 	@trap 'kill $$e2e 2>/dev/null' INT TERM; \
 	$(BIN)/python -m pytest $(E2E) > var/test-e2e.log 2>&1 & e2e=$$!; \
-	nice -n 5 $(BIN)/python -m pytest --ignore=$(E2E); rest=$$?; \
+	nice -n 5 $(BIN)/python -m pytest $(addprefix --ignore=,$(E2E)); rest=$$?; \
 	wait $$e2e; e2e_rc=$$?; \
-	echo "---- $(E2E), run beside the tests above (its log: var/test-e2e.log)"; cat var/test-e2e.log; \
+	echo "---- $(E2E), run beside the tests above (their log: var/test-e2e.log)"; cat var/test-e2e.log; \
 	exit $$(( rest || e2e_rc ))
 
 clean:

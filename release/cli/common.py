@@ -146,3 +146,18 @@ def _verdict_table(vs: list[dict]) -> None:
                           highlight=False)
         console.print(Text.assemble("  ", (f"{v['verdict']:>17}", _COLOUR.get(v["verdict"], "")), "  ",
                                     str(v["sentence"])), highlight=False)
+
+
+def _airflow_identity() -> None:
+    """When Airflow runs for real (release.orchestration.airflow_api), the caller's user there (their token's)
+    joins the audit context before anything is recorded; with an API server but no usable credentials the
+    command is refused before anything changes. The `airflow dags test` harness has no API server: nothing."""
+    from release.orchestration import airflow_api
+    from release.state.store import note_context
+
+    try:
+        api = airflow_api.connect()
+    except airflow_api.AirflowAPIError as e:
+        _fail(f"{e}; nothing was changed", 2)
+    if api is not None:
+        note_context(airflow_user=api.user, airflow_url=api.base)

@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from release.cli.common import (_actor, _actor_or_login, _emit, _fail, _now, _out, _reason_given, _row, _store,
-                                _verdict_table, console)
+from release.cli.common import (_actor, _actor_or_login, _airflow_identity, _emit, _fail, _now, _out,
+                                _reason_given, _row, _store, _verdict_table, console)
 
 ramp_app = typer.Typer(no_args_is_help=True, help="Live ramp controls (status, set, pause, resume, rollback, "
                                                   "promote), the ramp controller (watch) and live decision diffs.")
@@ -53,9 +53,12 @@ def ramp_status(as_json: bool = typer.Option(False, "--json")) -> None:
 def _ramp_change(fn, as_json: bool, done: str, answer: str | None = None, **kw) -> None:
     """Run one ramp control (one audited transaction); refusals exit 1 with the reason. ``answer``: the
     rollout question's option this decision is; if the release DAG's rollout task waits for one,
-    it is answered with it (through Airflow's own response handler), so the DAG goes on."""
+    it is answered with it (through Airflow's REST API as the caller's Airflow user when Airflow runs for
+    real; its response handler in the `dags test` harness), so the DAG goes on."""
     from release.rollout import ramp
 
+    if answer:
+        _airflow_identity()
     before = ramp.current()
     try:
         out = fn(at=_now(), **kw)

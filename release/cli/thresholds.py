@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from release.cli.common import (_actor, _emit, _fail, _fmt, _note, _now, _out, _reason_given, _row, _store,
+from release.cli.common import (_actor, _airflow_identity, _emit, _fail, _fmt, _note, _now, _out, _reason_given, _row, _store,
                                 console, err)
 
 thresholds_app = typer.Typer(no_args_is_help=True, help="Show, approve, edit, reject, export/import, roll back "
@@ -31,13 +31,14 @@ def _airflow_request(release: str) -> dict | None:
     try:
         return hitl.open_request(release)
     except Exception as e:  # noqa: BLE001 - the state store decision stands without Airflow
-        _note("note", f"could not read Airflow's metadata database: {e}")
+        _note("note", f"could not read Airflow's waiting requests: {e}")
         return None
 
 
 def _answer_airflow(release: str, s: dict, who: str) -> str:
-    """Answer the release's waiting Airflow approval task with the decision recorded in the state store,
-    through Airflow's own response handler (what the Required actions UI calls)."""
+    """Answer the release's waiting Airflow approval task with the decision recorded in the state store:
+    through the REST API as the caller's Airflow user when Airflow runs for real, through Airflow's own
+    response handler in the `dags test` harness."""
     from release.state import approvals
     from release.orchestration import hitl
 
@@ -133,6 +134,7 @@ def _decide(release: str, decision: str, actor: Optional[str], reason: str, merc
     why = _reason_given(reason)
     _store("write")
     _thresholds_set(release)
+    _airflow_identity()
     try:
         out = approvals.decide(release, decision, actor=who, reason=why, at=_now(), merchants=merchants or None)
     except approvals.ThresholdInputError as e:

@@ -143,6 +143,27 @@ def scoring_token() -> str | None:
 
 
 @dataclass(frozen=True)
+class AirflowAPISettings:
+    """How the CLI reaches a running Airflow's REST API, and as whom (release.orchestration.airflow_api)."""
+    url: str | None  # FRAUDCD_AIRFLOW_URL; None: the API server `fraudcd up` runs here, if it is running
+    token: str | None  # FRAUDCD_AIRFLOW_TOKEN: a bearer token issued to the person
+    user: str | None  # FRAUDCD_AIRFLOW_USER and FRAUDCD_AIRFLOW_PASSWORD: a login exchanged for a token
+    password: str | None
+
+
+def airflow_api() -> AirflowAPISettings:
+    url = os.environ.get("FRAUDCD_AIRFLOW_URL") or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        from release.core.config import ConfigError
+
+        raise ConfigError(f"FRAUDCD_AIRFLOW_URL={url!r}: give the Airflow API server's address, "
+                          "http://host:port or https://host")
+    return AirflowAPISettings(url=url, token=os.environ.get("FRAUDCD_AIRFLOW_TOKEN") or None,
+                              user=os.environ.get("FRAUDCD_AIRFLOW_USER") or None,
+                              password=os.environ.get("FRAUDCD_AIRFLOW_PASSWORD") or None)
+
+
+@dataclass(frozen=True)
 class Waits:
     """How long the release DAG waits for people and for a rollout, in seconds. Bounded on purpose."""
     approval_s: int  # the threshold approval (FRAUDCD_APPROVAL_TIMEOUT_S): unanswered, the release stops

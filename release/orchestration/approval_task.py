@@ -3,8 +3,9 @@
 It asks, in the Airflow UI's Required actions, to approve all suggested thresholds, approve some (list
 the merchants; the others get the global threshold), or reject, with optional edits
 (``{"MERCHANT": 0.93}``) and a reason. The same decision can come from a terminal (`fraudcd thresholds
-approve|edit|reject`), which records it in the state store and answers this task through Airflow's own
-response handler (release.orchestration.hitl). The state store is the record either way:
+approve|edit|reject`), which records it in the state store and answers this task (release.orchestration.hitl:
+over Airflow's REST API as the person's Airflow user when Airflow runs for real; through its response handler
+in the `dags test` harness). The state store is the record either way:
 
 - if the set was already decided before the task asks (the CLI was quicker, or opt-in automation
   approved every segment), the task finishes at once without parking;

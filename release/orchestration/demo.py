@@ -98,26 +98,43 @@ def _tail_error(log: Path, lines: int = 25) -> str:
     return "\n".join(text[idx: idx + lines] if idx is not None else text[-lines:])
 
 
-def approval_waiting(env: dict, release_id: str) -> bool:
-    """True while the release DAG's approval task is parked in Airflow waiting for a response (read from
-    the harness's SQLite metadata database; the CLI itself goes through Airflow's models)."""
-    import sqlite3
+def _pending_set(env: dict, release_id: str) -> bool | None:
+    """Whether the state store holds the release's pending threshold set, read in this process when it
+    shares the harness's state store (cycle_env points both at one home); None when it does not."""
+    if any(env.get(k) != os.environ.get(k) for k in ("FRAUDCD_HOME", "FRAUDCD_STATE_URL")):
+        return None
+    from release.state import approvals
 
-    from release.orchestration.hitl import DAG_ID, TASK_ID
-
-    db = Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
-    if not db.exists():
-        return False
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            rows = con.execute(
-                "SELECT dr.data_interval_end FROM task_instance ti JOIN hitl_detail h ON h.ti_id = ti.id "
-                "JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
-                "WHERE ti.dag_id = ? AND ti.task_id = ? AND ti.state = 'awaiting_input' AND h.responded_at IS NULL",
-                (DAG_ID, TASK_ID)).fetchall()
-    except sqlite3.Error:  # locked for a moment, or no tables yet: look again at the next tick
+        s = approvals.latest_set(release_id)
+    except Exception:  # noqa: BLE001 - no store yet, or busy for a moment: ask Airflow instead
+        return None
+    return s is not None and s["status"] == approvals.PENDING
+
+
+_ASKED: dict[str, float] = {}  # release id -> when the child last asked Airflow (monotonic)
+ASK_EVERY_S = 2.0
+
+
+def approval_waiting(env: dict, release_id: str) -> bool:
+    """True while the release DAG's approval task is parked in Airflow waiting for a response. Asked the way
+    the CLI asks (release.orchestration.hitl.open_request: Airflow's models, no SQL of ours on Airflow's
+    tables), in a child process with the harness's environment (Airflow binds its database when it is
+    imported, and this process may run several harnesses); only once the state store holds the release's
+    pending threshold set (before that no approval can be waiting), and at most every ASK_EVERY_S."""
+    if _pending_set(env, release_id) is False:
         return False
-    return any(f"rel-{str(end)[:10]}" == release_id for (end,) in rows)
+    now = time.monotonic()
+    if now - _ASKED.get(release_id, -ASK_EVERY_S) < ASK_EVERY_S:
+        return False
+    _ASKED[release_id] = now
+    code = ("import sys\nfrom release.orchestration import hitl\n"
+            "sys.exit(0 if hitl.open_request(sys.argv[1]) else 3)")
+    try:
+        r = subprocess.run([sys.executable, "-c", code, release_id], env=env, capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:  # a busy machine: look again at the next tick
+        return False
+    return r.returncode == 0
 
 
 def _try_approve(release_id: str, approver: str, env: dict, console: Console | None) -> bool:

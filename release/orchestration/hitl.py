@@ -1,14 +1,21 @@
-"""The Airflow side of threshold approval, for the CLI and the `airflow dags test` harness.
+"""The Airflow side of threshold approval and rollout questions, for the CLI and the `airflow dags test` harness.
 
 The release DAG's ``approve_thresholds`` task is a human-in-the-loop task (release.orchestration.approval_task): it
-parks in AWAITING_INPUT with a request (a ``HITLDetail`` row in Airflow's metadata database) until a
-response arrives. A person answers in the Airflow UI (Required actions) or from a terminal with
-`fraudcd thresholds approve|reject`; the CLI records the decision in the state store, then answers the
-waiting task through Airflow's own response handler, the function behind the REST endpoint
-``PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails`` that
-the UI calls: it writes the response (who, when, which option) and resumes the task, within one
-metadata-database transaction. The CLI calls it in-process on the metadata database it shares with the
-scheduler (the same database `airflow_env()` points Airflow at), so it needs no API server or token.
+parks in AWAITING_INPUT with a request (a ``HITLDetail`` in Airflow) until a response arrives; the ``rollout``
+task asks the same way. A person answers in the Airflow UI (Required actions) or from a terminal with
+`fraudcd thresholds approve|reject` or `fraudcd ramp ...`; the CLI records the decision in the state store,
+then answers the waiting task.
+
+Two ways to reach Airflow, chosen by what runs:
+
+- **Airflow for real** (`fraudcd up`, or any API server named by ``FRAUDCD_AIRFLOW_URL``): the REST API
+  only (release.orchestration.airflow_api): ``GET /api/v2/dags/release/dagRuns/~/hitlDetails`` finds the
+  waiting request, ``PATCH .../taskInstances/{task_id}/{map_index}/hitlDetails`` answers it, as the user of
+  the caller's token (Airflow records that user as the responder, whatever name was typed). No metadata
+  database, no route function, no raw SQL.
+- **The `airflow dags test` harness** (`make demo`, the end-to-end tests): there is no API server, so the
+  answer goes through Airflow's own response handler, the function behind that PATCH endpoint, in-process on
+  the harness's metadata database (one transaction: the response, who, when, and the task resumed).
 
 The response deadline of a parked task is enforced by the scheduler's AWAITING_INPUT timeout sweep.
 `airflow dags test` runs no scheduler, so the harness runs that same sweep beside it (``python -m
@@ -20,6 +27,7 @@ import datetime as dt
 import os
 import sys
 import time
+import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -58,10 +66,43 @@ def _release_of(data_interval_end) -> str:
                           else dt.date.fromisoformat(str(data_interval_end)[:10]))
 
 
+_WAITING = ("awaiting_input", "running")  # RUNNING: the request is written and the task about to park
+
+
+def _open_request_rest(api, release_id: str, task_id: str) -> dict | None:
+    got = api.call("GET", f"dags/{DAG_ID}/dagRuns/~/hitlDetails", task_id=task_id, response_received="false",
+                   limit=100)
+    for h in got.get("hitl_details", []):
+        ti = h.get("task_instance") or {}
+        if ti.get("task_id") != task_id or str(ti.get("state")) not in _WAITING:
+            continue
+        run = api.call("GET", f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(ti['dag_run_id'], safe='')}")
+        end = run.get("data_interval_end")
+        if end and _release_of(end) == release_id:
+            return {"dag_id": DAG_ID, "run_id": ti["dag_run_id"], "task_id": task_id,
+                    "map_index": int(ti.get("map_index", -1)), "state": str(ti.get("state")),
+                    "deadline": None, "subject": h.get("subject"), "via": "rest"}
+    return None
+
+
+def _respond_rest(api, req: dict, option: str, params: dict) -> dict:
+    path = (f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(req['run_id'], safe='')}/taskInstances/"
+            f"{req['task_id']}/{req['map_index']}/hitlDetails")
+    out = api.call("PATCH", path, {"chosen_options": [option], "params_input": params})
+    return {**req, "responded_by": (out.get("responded_by") or {}).get("name"),
+            "responded_at": out.get("responded_at"), "chosen_options": list(out.get("chosen_options") or [])}
+
+
 def open_request(release_id: str, task_id: str = TASK_ID) -> dict | None:
     """The release's request (``task_id``: the threshold approval, or the rollout decision) waiting in
     Airflow for a response (the request written, no response yet, its task instance parked in
-    AWAITING_INPUT or about to), or None."""
+    AWAITING_INPUT or about to), or None. Through the REST API when Airflow runs for real; in-process in
+    the `airflow dags test` harness."""
+    from release.orchestration import airflow_api
+
+    api = airflow_api.connect()
+    if api is not None:
+        return _open_request_rest(api, release_id, task_id)
     if not _configure():
         return None
     with warnings.catch_warnings():
@@ -93,17 +134,27 @@ def open_request(release_id: str, task_id: str = TASK_ID) -> dict | None:
         if r.data_interval_end is not None and _release_of(r.data_interval_end) == release_id:
             return {"dag_id": r.dag_id, "run_id": r.run_id, "task_id": r.task_id, "map_index": r.map_index,
                     "state": str(r.state.value if hasattr(r.state, "value") else r.state),
-                    "deadline": r.trigger_timeout.isoformat() if r.trigger_timeout else None, "subject": r.subject}
+                    "deadline": r.trigger_timeout.isoformat() if r.trigger_timeout else None, "subject": r.subject,
+                    "via": "harness"}
     return None
 
 
 def respond(release_id: str, option: str, *, user: str, reason: str, merchants: list[str] | None = None,
             edits: dict[str, float] | None = None, task_id: str = TASK_ID) -> dict | None:
-    """Answer the release's waiting task (the threshold approval, or the rollout decision) as ``user``
-    through Airflow's response handler (the one behind the UI and the REST API). Returns what Airflow
-    recorded, or None if no task is waiting."""
+    """Answer the release's waiting task (the threshold approval, or the rollout decision). Airflow for
+    real: through the REST API, as the user of the caller's token (``user`` is not sent: Airflow records
+    the token's user). The harness: through Airflow's response handler in-process, as ``user``. Returns
+    what Airflow recorded, or None if no task is waiting."""
+    from release.orchestration import airflow_api
+
     if option not in _OPTIONS[task_id]:
         raise ValueError(f"option must be one of {_OPTIONS[task_id]}; got {option!r}.")
+    params = ({"reason": reason, "merchants": list(merchants or []), "edits": dict(edits or {})} if task_id == TASK_ID
+              else {"reason": reason})
+    api = airflow_api.connect()
+    if api is not None:
+        req = _open_request_rest(api, release_id, task_id)
+        return None if req is None else _respond_rest(api, req, option, params)
     req = open_request(release_id, task_id)
     if req is None:
         return None
@@ -114,8 +165,6 @@ def respond(release_id: str, option: str, *, user: str, reason: str, merchants: 
         from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
         from airflow.utils.session import create_session
 
-    params = ({"reason": reason, "merchants": list(merchants or []), "edits": dict(edits or {})} if task_id == TASK_ID
-              else {"reason": reason})
     payload = UpdateHITLDetailPayload(chosen_options=[option], params_input=params)
     with create_session() as session:
         out = update_hitl_detail(dag_id=req["dag_id"], dag_run_id=req["run_id"], task_id=req["task_id"],

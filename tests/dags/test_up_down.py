@@ -2,7 +2,11 @@
 port, report healthy, and a task runs through scheduler -> LocalExecutor -> task runner -> the API server's
 execution API (signed with the shared JWT secret: without it every task failed with `Invalid auth token`).
 The DAG run is triggered through the REST API with the configured admin's generated password. `down`
-leaves none of the started processes alive; both commands are idempotent."""
+leaves none of the started processes alive; both commands are idempotent.
+
+The CLI answers a waiting approval through the REST API only, as the user of its own token: a stand-in for
+the release DAG (its dag and task ids, the real ThresholdApprovalOperator) parks on a pending threshold set,
+and `fraudcd thresholds approve` answers it with no access to Airflow's metadata database at all."""
 from __future__ import annotations
 
 import json
@@ -34,6 +38,41 @@ def up_down_probe():
 
 
 up_down_probe()
+'''
+
+
+STAND_IN = '''
+"""A stand-in for the release DAG around its approval task (same dag and task ids; manual runs only)."""
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+from release.orchestration.approval_task import ThresholdApprovalOperator
+
+
+@dag(dag_id="release", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+def release():
+    @task
+    def request_approval(data_interval_end=None) -> str:
+        from release.orchestration.cycle import as_date, release_id_for
+
+        return release_id_for(as_date(data_interval_end))
+
+    approve = ThresholdApprovalOperator(task_id="approve_thresholds", release_task_id="request_approval",
+                                        retries=0, response_timeout=timedelta(seconds=600))
+
+    @task
+    def after(rid: str) -> None:
+        from release.orchestration.cycle import get_release
+
+        print("RELEASE_STATUS=" + get_release(rid)["status"])
+
+    request_approval() >> approve
+    after(approve.output)
+
+
+release()
 '''
 
 
@@ -75,6 +114,7 @@ def airflow_up(tmp_path_factory, migrated_airflow_db):
     home, dags = root / "home", root / "dags"
     dags.mkdir()
     (dags / "up_down_probe.py").write_text(DAG)
+    (dags / "release_stand_in.py").write_text(STAND_IN)
     (home / "airflow").mkdir(parents=True)
     shutil.copyfile(migrated_airflow_db, home / "airflow" / "airflow.db")  # `up` migrates it: a no-op
     port = _free_port()
@@ -102,11 +142,90 @@ def _request(url: str, body: dict | None = None, token: str | None = None, metho
         return json.loads(r.read())
 
 
+def _login(home: Path, user: str) -> dict:
+    """The environment of a person at a terminal: their Airflow login, and no way into Airflow's database."""
+    password = json.loads((home / "airflow" / "passwords.json").read_text())[user]
+    return {"FRAUDCD_AIRFLOW_USER": user, "FRAUDCD_AIRFLOW_PASSWORD": password,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'no-such-folder' / 'airflow.db'}"}
+
+
+def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, monkeypatch):
+    import pandas as pd
+
+    from release.orchestration.cycle import _update_release, get_release, start_release
+    from release.state import approvals
+    from release.state.registry import register_model
+    from release.state.store import audit_log
+
+    home, port, env, done, _ = airflow_up
+    assert done.returncode == 0, done.stdout + done.stderr
+    base = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("FRAUDCD_HOME", str(home))  # the state store the tasks of this Airflow use
+    day, rid = "2026-03-01", "rel-2026-03-01"
+    m = register_model("model\n", workflow={"name": "wf"}, features=["amount"], snapshot_hash="cd" * 32,
+                       code_version="t", metrics={}, at="t0", actor="trainer").id
+    start_release(pd.Timestamp(day).date(), "cd" * 32)
+    _update_release(rid, candidate_model_id=m)
+    for st in ("trained", "evaluated", "contracts_passed", "awaiting_approval"):
+        _update_release(rid, status=st)
+    approvals.create_set(m, rid, pd.DataFrame({"merchant_id": ["M1", "M2"], "suggested_threshold": [0.6, 0.9],
+                                               "support": [900, 500], "segment": "large", "reason": "r"}),
+                         0.8, at="t1", actor="fraud-cd pipeline", reason="suggested")
+
+    admin = _request(f"{base}/auth/token", {"username": "admin", "password": json.loads(
+        (home / "airflow" / "passwords.json").read_text())["admin"]})["access_token"]
+    run = _request(f"{base}/api/v2/dags/release/dagRuns", {"logical_date": f"{day}T00:00:00Z"}, admin)
+    waiting, deadline = [], time.monotonic() + 120
+    while not waiting and time.monotonic() < deadline:
+        time.sleep(1)
+        waiting = [h for h in _request(f"{base}/api/v2/dags/release/dagRuns/~/hitlDetails?response_received=false",
+                                       token=admin)["hitl_details"]
+                   if h["task_instance"]["state"] == "awaiting_input"]
+    logs = lambda: "".join(p.read_text(errors="replace") for p in (home / "airflow" / "run").glob("*.log"))  # noqa: E731
+    assert waiting, f"the approval task never parked\n{logs()[-3000:]}"
+
+    cli = dict(env)
+    cli.pop("FRAUDCD_AIRFLOW_USER", None)
+    # Airflow runs here, and nobody said who they are to it: refused, nothing recorded
+    no_db = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _login(home, "analyst")["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]}
+    r = _fraudcd({**cli, **no_db}, "thresholds", "approve", "--release", rid, "--as", "Dana", "--reason",
+                 "looks right")
+    assert r.returncode == 2 and "FRAUDCD_AIRFLOW_TOKEN" in r.stderr and "nothing was changed" in r.stderr, r.stderr
+    # a wrong password: refused by Airflow, nothing recorded
+    r = _fraudcd({**cli, **_login(home, "analyst"), "FRAUDCD_AIRFLOW_PASSWORD": "wrong"}, "thresholds", "approve",
+                 "--release", rid, "--as", "Dana", "--reason", "looks right")
+    assert r.returncode == 2 and "auth/token" in r.stderr, r.stderr
+    assert approvals.latest_set(rid)["status"] == approvals.PENDING
+
+    # the analyst's own login: recorded in the state store, answered over REST as the token's user
+    r = _fraudcd({**cli, **_login(home, "analyst")}, "thresholds", "approve", "--release", rid, "--as", "Dana",
+                 "--reason", "looks right")
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"answered Airflow task release.approve_thresholds (run {run['dag_run_id']}) as analyst: Approve all" \
+        in said, said
+    state, deadline = run["state"], time.monotonic() + 120
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(1)
+        state = _request(f"{base}/api/v2/dags/release/dagRuns/{run['dag_run_id']}", token=admin)["state"]
+    assert state == "success", logs()[-3000:]
+    answered = _request(f"{base}/api/v2/dags/release/dagRuns/{run['dag_run_id']}/hitlDetails", token=admin)
+    (h,) = answered["hitl_details"]
+    assert h["responded_by_user"]["name"] == "analyst" and h["chosen_options"] == ["Approve all"]
+    assert approvals.latest_set(rid)["status"] == approvals.APPROVED
+    assert approvals.latest_set(rid)["decided_by"] == "Dana"
+    assert get_release(rid)["status"] == "approved"
+    (row,) = [a for a in audit_log() if a["action"] == "thresholds_approved"]
+    ctx = json.loads(row["context_json"])
+    assert row["via"] == "cli" and row["actor"] == "Dana"
+    assert ctx["airflow_user"] == "analyst" and ctx["airflow_url"] == base
+
+
 def test_up_runs_a_real_task_and_down_stops_everything(airflow_up):
     home, port, env, done, took = airflow_up
     assert done.returncode == 0, done.stdout + done.stderr
     print(f"fraudcd up: healthy and DAGs unpaused in {took:.1f}s")
-    assert "unpaused: up_down_probe" in done.stdout
+    assert "unpaused: release, up_down_probe" in done.stdout
     base = f"http://127.0.0.1:{port}"
 
     h = _request(f"{base}/api/v2/monitor/health")
