@@ -23,6 +23,8 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 
+from release.orchestration.report_link import ReleaseReportLink
+
 try:  # Airflow 3.3+: the operator parks the task in AWAITING_INPUT by raising this
     from airflow.sdk.exceptions import TaskAwaitingInput
 except ImportError:  # pragma: no cover - older Airflow defers instead; nothing to intercept
@@ -35,6 +37,8 @@ class AskOnceOperator(HITLOperator):
 
     #: what ``on_response`` raises for a response that cannot be applied (nothing applied): asked again
     refused_responses: tuple[type[Exception], ...] = ()
+    #: the release's report, beside the question (served by release.orchestration.airflow_plugin)
+    operator_extra_links = (ReleaseReportLink(),)
 
     def __init__(self, *, release_task_id: str, **kwargs: Any) -> None:
         self.release_task_id = release_task_id

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -142,6 +143,24 @@ def _request(url: str, body: dict | None = None, token: str | None = None, metho
         return json.loads(r.read())
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _status(url: str, token: str | None = None, cookie: str | None = None) -> tuple[int, str, str | None]:
+    """(status, body, Location) of a GET, redirects not followed."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if cookie:
+        headers["Cookie"] = f"_token={cookie}"
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(urllib.request.Request(url, headers=headers),
+                                                           timeout=15) as r:
+            return r.status, r.read().decode(), r.headers.get("Location")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace"), e.headers.get("Location")
+
+
 def _login(home: Path, user: str) -> dict:
     """The environment of a person at a terminal: their Airflow login, and no way into Airflow's database."""
     password = json.loads((home / "airflow" / "passwords.json").read_text())[user]
@@ -219,6 +238,34 @@ def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, mon
     ctx = json.loads(row["context_json"])
     assert row["via"] == "cli" and row["actor"] == "Dana"
     assert ctx["airflow_user"] == "analyst" and ctx["airflow_url"] == base
+
+    # the plugin: the release's reports, served by Airflow's API server to Airflow's users only
+    from analysis.report import write_index
+    from release.core.settings import paths
+
+    write_index(paths().reports)  # the real index: it lists this release
+    analyst = _request(f"{base}/auth/token", {"username": "analyst", "password": json.loads(
+        (home / "airflow" / "passwords.json").read_text())["analyst"]})["access_token"]
+    reports = f"{base}/fraudcd/reports"
+    assert _status(f"{reports}/")[0] == 401  # no identity
+    assert _status(f"{reports}/", token="not-a-token")[0] in (401, 403)
+    code, body, _ = _status(f"{reports}/", token=analyst)
+    assert code == 200 and rid in body
+    assert _status(f"{reports}/index.html", cookie=analyst)[0] == 200  # the UI's session cookie
+    for bad in ("passwords.json", "..%2Fairflow%2Fpasswords.json", "%2E%2E%2Fstate.db", "index.htm"):
+        assert _status(f"{reports}/{bad}", token=analyst)[0] == 404, bad
+    # the run's report: a redirect to the release it is about; 404 until the report exists
+    code, _, where = _status(f"{reports}/runs/{run['dag_run_id']}", token=analyst)
+    assert code == 307 and where == f"/fraudcd/reports/{rid}.html"
+    assert _status(f"{base}{where}", token=analyst)[0] == 404
+    (paths().reports / f"{rid}.html").write_text("<html>the report</html>")
+    assert _status(f"{base}{where}", token=analyst) == (200, "<html>the report</html>", None)
+    # ... and a link to it on the task where the person decided
+    links = _request(f"{base}/api/v2/dags/release/dagRuns/{run['dag_run_id']}/taskInstances/approve_thresholds/links",
+                     token=analyst)
+    assert links["extra_links"] == {"Release report": where}, links
+    (plugin,) = [p for p in _request(f"{base}/api/v2/plugins", token=admin)["plugins"] if p["name"] == "fraudcd"]
+    assert [v["href"] for v in plugin["external_views"]] == ["fraudcd/reports/"]  # "Release reports" in the nav
 
 
 def test_up_runs_a_real_task_and_down_stops_everything(airflow_up):
