@@ -1,7 +1,10 @@
 """
 ### release
 
-Every 14 days, with nobody starting it: snapshot -> incumbent (bootstrap on the first cycle) ->
+With nobody starting it: when the daily `training_set` DAG publishes a snapshot on a release date (the release
+cadence of the pipeline configuration, `schedule.release`: every 14 days from its start date, anchored there;
+on other days the run skips at once, saying when the next release falls), or when a person starts a run for a
+date: snapshot -> incumbent (bootstrap on the first cycle) ->
 candidate -> evaluation vs the incumbent on slices -> release contracts -> per-merchant threshold
 suggestions -> a person approves all, approves some, edits or rejects them (`approve_thresholds`, a
 human-in-the-loop task: the Airflow UI's Required actions, or `fraudcd thresholds approve|edit|reject`)
@@ -38,6 +41,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from release.orchestration.approval_task import ThresholdApprovalOperator
+from release.orchestration.assets import TRAINING_SET
 from release.orchestration.rollout_task import RolloutOperator
 from release.core.pipeline import pipeline
 from release.core.settings import rollout_poll_seconds, waits
@@ -51,7 +55,8 @@ WAITS = waits()
 
 @dag(
     dag_id=Path(__file__).stem,
-    schedule=timedelta(days=SCHEDULE.every_days),
+    # a published training set, on the days the cadence falls on (the snapshot task decides; see above)
+    schedule=[TRAINING_SET],
     start_date=pendulum.datetime(SCHEDULE.start_date.year, SCHEDULE.start_date.month, SCHEDULE.start_date.day,
                                  tz="UTC"),
     catchup=False,
@@ -67,18 +72,20 @@ WAITS = waits()
 )
 def release():
     @task
-    def snapshot(data_interval_end=None, dag_run=None) -> str:
-        from release.orchestration.cycle import build_snapshot
+    def snapshot(data_interval_end=None, dag_run=None, triggering_asset_events=None) -> str:
+        from release.orchestration.cycle import build_snapshot, release_day_or_skip
 
-        return build_snapshot(data_interval_end, run_after=getattr(dag_run, "run_after", None))
+        # a training set published on a day no release falls on: this task, and the run, skip
+        return build_snapshot(release_day_or_skip(triggering_asset_events, data_interval_end,
+                                                  getattr(dag_run, "run_after", None)))
 
     @task
-    def start(snapshot_hash: str, data_interval_end=None, dag_run=None, params=None) -> str:
-        from release.orchestration.cycle import start_release
-        from release.core.pipeline import run_period
+    def start(snapshot_hash: str, data_interval_end=None, dag_run=None, params=None,
+              triggering_asset_events=None) -> str:
+        from release.orchestration.cycle import release_date, start_release
 
         params = params or {}
-        _, as_of = run_period(None, data_interval_end, getattr(dag_run, "run_after", None))
+        as_of = release_date(triggering_asset_events, data_interval_end, getattr(dag_run, "run_after", None))
         return start_release(as_of, snapshot_hash, params.get("workflow"), params.get("overrides"))
 
     @task

@@ -11,7 +11,7 @@ no transaction in the period fails the task.
 Point-in-time features, labels only once matured (`labels.maturity_days`), blocked rows unlabelled, exploration rows
 weighted by 1/propensity, a data contract that refuses a bad build (the last good snapshot stays), and
 a content hash: rerunning the same interval finds the same snapshot. Publishes the `fraudcd-training-set`
-asset.
+asset with the snapshot's date and hash: the `release` DAG runs on it when the release cadence falls on that date.
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
 from release.core.pipeline import pipeline
+from release.orchestration.assets import TRAINING_SET
 
-TRAINING_SET = Asset("fraudcd-training-set")
 SCHEDULE = pipeline().schedule.training_set
 
 
@@ -46,10 +46,14 @@ def training_set():
         return ingest_interval(data_interval_start, data_interval_end, getattr(dag_run, "run_after", None))
 
     @task(outlets=[TRAINING_SET])
-    def build(data_interval_end=None, dag_run=None) -> str:
-        from release.orchestration.cycle import build_snapshot
+    def build(data_interval_end=None, dag_run=None, outlet_events=None) -> str:
+        from release.orchestration.cycle import build_snapshot, published_extra
 
-        return build_snapshot(data_interval_end, run_after=getattr(dag_run, "run_after", None))
+        run_after = getattr(dag_run, "run_after", None)
+        h = build_snapshot(data_interval_end, run_after=run_after)
+        if outlet_events is not None:  # the release DAG reads the snapshot's date from the event
+            outlet_events[TRAINING_SET].extra = published_extra(data_interval_end, run_after, h)
+        return h
 
     ingest() >> build()
 

@@ -151,6 +151,17 @@ class DagSchedule(_Strict):
     start_date: dt.date
     every_days: int = Field(ge=1, le=366)
 
+    def due(self, day: dt.date) -> bool:
+        """Whether the cadence falls on ``day``: every ``every_days`` days from ``start_date`` (anchored there,
+        whenever a scheduler first saw the DAG)."""
+        return day >= self.start_date and (day - self.start_date).days % self.every_days == 0
+
+    def next_due(self, day: dt.date) -> dt.date:
+        """The first day on or after ``day`` the cadence falls on."""
+        if day <= self.start_date:
+            return self.start_date
+        return day + dt.timedelta(days=-(day - self.start_date).days % self.every_days)
+
 
 class Schedule(_Strict):
     training_set: DagSchedule = DagSchedule(start_date=dt.date(2026, 1, 1), every_days=1)

@@ -121,6 +121,53 @@ def build_snapshot(as_of, maturity_days: int | None = None, history_days: int | 
     return snap.hash
 
 
+def published_extra(as_of, run_after=None, snapshot_hash: str = "") -> dict:
+    """What the training_set DAG attaches to the training-set asset event it publishes: the snapshot's date
+    (the end of the run's period) and hash (release.orchestration.assets)."""
+    from release.core.pipeline import run_period
+
+    return {"as_of": run_period(None, as_of, run_after)[1].isoformat(), "snapshot": snapshot_hash}
+
+
+class NotDue(Exception):
+    """A training set was published on a day the release cadence does not fall on: no release today."""
+
+
+def release_date(triggering_asset_events=None, data_interval_end=None, run_after=None) -> dt.date:
+    """The date a release DAG run is about. A run the training-set asset triggered: the newest published
+    snapshot's date (its event's ``as_of``), and only when the release cadence (``schedule.release`` of the
+    pipeline configuration, anchored at its start date) falls on it, else NotDue saying when it next does. A
+    run a person started (no triggering event): the end of its data interval, or its ``run_after``."""
+    from release.core.pipeline import pipeline, run_period
+
+    published = []
+    for events in (triggering_asset_events or {}).values():
+        for e in events:
+            extra = getattr(e, "extra", None) or {}
+            if extra.get("as_of"):
+                published.append(dt.date.fromisoformat(str(extra["as_of"])[:10]))
+    if not published:
+        return run_period(None, data_interval_end, run_after)[1]
+    day = max(published)
+    cadence = pipeline().schedule.release
+    if not cadence.due(day):
+        raise NotDue(f"The training set of {day} was published, but no release falls on that day: releases run "
+                     f"every {cadence.every_days} days from {cadence.start_date} (schedule.release of the "
+                     f"pipeline configuration); the next on {cadence.next_due(day)}.")
+    return day
+
+
+def release_day_or_skip(triggering_asset_events=None, data_interval_end=None, run_after=None) -> dt.date:
+    """``release_date`` for the release DAG's first task: a day the cadence does not fall on skips the task,
+    and with it the whole run, with the sentence saying when the next release is."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    try:
+        return release_date(triggering_asset_events, data_interval_end, run_after)
+    except NotDue as not_today:
+        raise AirflowSkipException(str(not_today)) from None
+
+
 def waive_contract(release_id: str, contract: str, *, actor: str, reason: str, at: str) -> dict:
     """Record a named person's override of one contract for one release (CLI and DAG param)."""
     return add_override(release_id, contract, actor=actor, reason=reason, at=at,

@@ -69,6 +69,28 @@ def _release_of(data_interval_end) -> str:
 _WAITING = ("awaiting_input", "running")  # RUNNING: the request is written and the task about to park
 
 
+# the task whose XCom names the release a question is about (release.orchestration.hitl_task: release_task_id)
+_RELEASE_TASK = {TASK_ID: "request_approval", ROLLOUT_TASK_ID: "deploy"}
+
+
+def _run_release_rest(api, run_id: str, task_id: str) -> str | None:
+    """The release a waiting question's run is about: what its release task returned (a run the training-set
+    asset triggered has no data interval), else the end of the run's data interval."""
+    run_q = urllib.parse.quote(run_id, safe="")
+    from release.orchestration.airflow_api import AirflowAPIError
+
+    try:
+        x = api.call("GET", f"dags/{DAG_ID}/dagRuns/{run_q}/taskInstances/{_RELEASE_TASK[task_id]}/xcomEntries/"
+                     "return_value", deserialize="true")
+        if isinstance(x.get("value"), str) and x["value"].startswith("rel-"):
+            return x["value"]
+    except AirflowAPIError as e:
+        if e.status != 404:
+            raise
+    end = api.call("GET", f"dags/{DAG_ID}/dagRuns/{run_q}").get("data_interval_end")
+    return _release_of(end) if end else None
+
+
 def _open_request_rest(api, release_id: str, task_id: str) -> dict | None:
     got = api.call("GET", f"dags/{DAG_ID}/dagRuns/~/hitlDetails", task_id=task_id, response_received="false",
                    limit=100)
@@ -76,9 +98,7 @@ def _open_request_rest(api, release_id: str, task_id: str) -> dict | None:
         ti = h.get("task_instance") or {}
         if ti.get("task_id") != task_id or str(ti.get("state")) not in _WAITING:
             continue
-        run = api.call("GET", f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(ti['dag_run_id'], safe='')}")
-        end = run.get("data_interval_end")
-        if end and _release_of(end) == release_id:
+        if _run_release_rest(api, ti["dag_run_id"], task_id) == release_id:
             return {"dag_id": DAG_ID, "run_id": ti["dag_run_id"], "task_id": task_id,
                     "map_index": int(ti.get("map_index", -1)), "state": str(ti.get("state")),
                     "deadline": None, "subject": h.get("subject"), "via": "rest"}

@@ -46,6 +46,17 @@ def _task_states(env: dict, dag_id: str) -> dict[tuple[str, str], int]:
     return {(t, s): n for t, s, n in rows}
 
 
+def _published(env: dict) -> list[dict]:
+    """The extras of the training-set asset events the DAG published, oldest first (Airflow's database)."""
+    import sqlite3
+
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                           "WHERE a.name = 'fraudcd-training-set' ORDER BY e.id").fetchall()
+    return [json.loads(x) if isinstance(x, str) else x for (x,) in rows]
+
+
 def _snapshots(home: Path) -> dict[str, dict]:
     """as_of -> manifest of every snapshot that landed."""
     out = {}
@@ -73,6 +84,8 @@ def test_the_dag_builds_as_of_its_interval_and_a_rerun_is_a_no_op(dag_home):
     assert all(c["expectation"] for c in man["data_contract"] if c["name"] != "volume_change")
     folder = home / "snapshots" / man["hash"]
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    # the asset the release DAG is scheduled on says which snapshot, of which date
+    assert _published(env)[-1] == {"as_of": day.isoformat(), "snapshot": man["hash"]}
 
     _run(home, env, day, "rerun")
     assert _snapshots(home).keys() == snaps.keys()

@@ -77,6 +77,46 @@ release()
 '''
 
 
+CADENCE = '''
+"""Probes of the release DAG's schedule: a publisher of the training-set asset (the date it publishes is the
+run's conf), and a DAG scheduled on that asset whose first task is the release DAG's gate."""
+import pendulum
+from airflow.sdk import dag, task
+
+from release.orchestration.assets import TRAINING_SET
+
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+def publish_probe():
+    @task(outlets=[TRAINING_SET])
+    def build(outlet_events=None, dag_run=None):
+        from release.orchestration.cycle import published_extra
+
+        outlet_events[TRAINING_SET].extra = published_extra(dag_run.conf["as_of"], None, "ab" * 32)
+
+    build()
+
+
+@dag(schedule=[TRAINING_SET], start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+def gate_probe():
+    @task
+    def snapshot(triggering_asset_events=None, data_interval_end=None, dag_run=None) -> str:
+        from release.orchestration.cycle import release_day_or_skip
+
+        return release_day_or_skip(triggering_asset_events, data_interval_end, dag_run.run_after).isoformat()
+
+    @task
+    def after(day: str) -> None:
+        print("RELEASE_DAY=" + day)
+
+    after(snapshot())
+
+
+publish_probe()
+gate_probe()
+'''
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,6 +156,7 @@ def airflow_up(tmp_path_factory, migrated_airflow_db):
     dags.mkdir()
     (dags / "up_down_probe.py").write_text(DAG)
     (dags / "release_stand_in.py").write_text(STAND_IN)
+    (dags / "cadence_probes.py").write_text(CADENCE)
     (home / "airflow").mkdir(parents=True)
     shutil.copyfile(migrated_airflow_db, home / "airflow" / "airflow.db")  # `up` migrates it: a no-op
     port = _free_port()
@@ -268,11 +309,49 @@ def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, mon
     assert [v["href"] for v in plugin["external_views"]] == ["fraudcd/reports/"]  # "Release reports" in the nav
 
 
+def test_a_published_training_set_starts_a_release_only_on_the_cadence(airflow_up):
+    """The release DAG's schedule under a real scheduler: each published training set creates a run of the
+    DAG scheduled on it, whose gate keeps the days the release cadence (every 14 days from 2026-01-01)
+    falls on and skips the rest, with everything after it."""
+    home, port, env, done, _ = airflow_up
+    assert done.returncode == 0, done.stdout + done.stderr
+    base = f"http://127.0.0.1:{port}"
+    admin = _request(f"{base}/auth/token", {"username": "admin", "password": json.loads(
+        (home / "airflow" / "passwords.json").read_text())["admin"]})["access_token"]
+
+    def finished(dag_id: str, n: int) -> list[dict]:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            runs = _request(f"{base}/api/v2/dags/{dag_id}/dagRuns?order_by=run_after", token=admin)["dag_runs"]
+            if len(runs) >= n and all(r["state"] in ("success", "failed") for r in runs):
+                return runs
+            time.sleep(1)
+        raise AssertionError(f"{dag_id}: {n} finished runs expected; got {runs}")
+
+    def states(dag_id: str, run_id: str) -> dict:
+        tis = _request(f"{base}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", token=admin)
+        return {t["task_id"]: t["state"] for t in tis["task_instances"]}
+
+    for n, as_of in enumerate(["2026-06-04", "2026-06-05"], start=1):
+        _request(f"{base}/api/v2/dags/publish_probe/dagRuns", {"logical_date": None, "conf": {"as_of": as_of}},
+                 admin)
+        assert finished("publish_probe", n)[-1]["state"] == "success"
+        gate = finished("gate_probe", n)[-1]
+        assert gate["run_type"] == "asset_triggered", gate
+        assert gate["state"] == "success"
+        got = states("gate_probe", gate["dag_run_id"])
+        # 2026-06-04 is a release day (2026-01-01 + 11 x 14 days); 2026-06-05 is not: skipped, and what follows
+        assert got == ({"snapshot": "success", "after": "success"} if as_of == "2026-06-04" else
+                       {"snapshot": "skipped", "after": "skipped"}), (as_of, got)
+
+
 def test_up_runs_a_real_task_and_down_stops_everything(airflow_up):
     home, port, env, done, took = airflow_up
     assert done.returncode == 0, done.stdout + done.stderr
     print(f"fraudcd up: healthy and DAGs unpaused in {took:.1f}s")
-    assert "unpaused: release, up_down_probe" in done.stdout
+    unpaused = next(line for line in done.stdout.splitlines() if line.startswith("unpaused: "))
+    assert set(unpaused.removeprefix("unpaused: ").split(", ")) == {"release", "up_down_probe", "publish_probe",
+                                                                  "gate_probe"}
     base = f"http://127.0.0.1:{port}"
 
     h = _request(f"{base}/api/v2/monitor/health")

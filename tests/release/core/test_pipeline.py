@@ -138,7 +138,17 @@ def test_the_dags_take_start_date_and_cadence_from_the_configuration(tmp_path, m
     dags = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags
     assert dags["training_set"].start_date.date() == dt.date(2018, 4, 1)
     assert dags["release"].start_date.date() == dt.date(2018, 5, 1)
-    assert dags["release"].timetable.delta == dt.timedelta(days=7)  # a trigger timetable: zero-length intervals
+    assert dags["training_set"].timetable.delta == dt.timedelta(days=1)
+    # the release runs on the published training set, on the days its configured cadence falls on
+    from release.core.pipeline import pipeline
+    from release.orchestration.cycle import NotDue, release_date
+    from types import SimpleNamespace
+
+    assert pipeline().schedule.release.due(dt.date(2018, 5, 29))
+    published = {"t": [SimpleNamespace(extra={"as_of": "2018-05-29"})]}
+    assert release_date(published) == dt.date(2018, 5, 29)
+    with pytest.raises(NotDue, match="next on 2018-06-05"):
+        release_date({"t": [SimpleNamespace(extra={"as_of": "2018-05-30"})]})
 
 
 @pytest.fixture(scope="module")
