@@ -18,13 +18,14 @@ through Airflow's own handler in-process there, and only there).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 from release.core.settings import airflow_api
+from release.orchestration.airflow_up import call_json, running
 
 
 class AirflowAPIError(RuntimeError):
@@ -36,14 +37,9 @@ class AirflowAPIError(RuntimeError):
 
 
 def _json(url: str, method: str, body: dict | None, token: str | None, timeout_s: float) -> dict:
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, method=method, headers=headers,
-                                 data=None if body is None else json.dumps(body).encode())
+    """airflow_up.call_json, its failures said as AirflowAPIError (which call, the status, Airflow's answer)."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return json.loads(r.read() or b"{}")
+        return call_json(url, method, body, token, timeout_s)
     except urllib.error.HTTPError as e:
         detail = e.read().decode(errors="replace")[:500]
         raise AirflowAPIError(f"{method} {url}: HTTP {e.code}: {detail}", e.code) from None
@@ -79,8 +75,6 @@ class AirflowAPI:
 
 def _default_url() -> str | None:
     """The API server `fraudcd up` runs for this FRAUDCD_HOME, when it is running."""
-    from release.orchestration.airflow_up import running
-
     rec = running().get("api-server")
     return f"http://127.0.0.1:{rec['port']}" if rec and rec.get("port") else None
 
@@ -93,17 +87,22 @@ def connect() -> AirflowAPI | None:
     url = cfg.url or _default_url()
     if url is None:
         return None
-    url = url.rstrip("/")
-    token = cfg.token
+    return _connect(url.rstrip("/"), cfg.token, cfg.user, cfg.password)
+
+
+@functools.lru_cache(maxsize=8)
+def _connect(url: str, token: str | None, login: str | None, password: str | None) -> AirflowAPI:
+    """One login and one check per API server and credentials in a process (a CLI command asks who the caller
+    is, then finds and answers the question: one token, not three). A failure is not kept: it raises."""
     if token is None:
-        if not (cfg.user and cfg.password):
+        if not (login and password):
             raise AirflowAPIError(
                 f"Airflow runs at {url}: say who you are to it with FRAUDCD_AIRFLOW_TOKEN (a token issued to you), "
                 "or FRAUDCD_AIRFLOW_USER and FRAUDCD_AIRFLOW_PASSWORD (your Airflow login)")
-        token = _json(f"{url}/auth/token", "POST", {"username": cfg.user, "password": cfg.password}, None,
+        token = _json(f"{url}/auth/token", "POST", {"username": login, "password": password}, None,
                       15.0).get("access_token")
         if not token:
-            raise AirflowAPIError(f"POST {url}/auth/token gave no access_token for {cfg.user!r}")
+            raise AirflowAPIError(f"POST {url}/auth/token gave no access_token for {login!r}")
     # one authenticated call: the token is accepted before its user is believed
     _json(f"{url}/api/v2/dags?limit=1", "GET", None, token, 15.0)
     user = token_subject(token)

@@ -239,14 +239,22 @@ def tail(path: Path, lines: int = 20) -> str:
 
 # ---- the API ---------------------------------------------------------------------------------------------
 
-def _call(port: int, path: str, method: str = "GET", body: dict | None = None, tok: str | None = None,
-          timeout_s: float = 15.0) -> dict:
-    """One JSON call to the API server on 127.0.0.1 (``path`` from the root, e.g. ``/auth/token``)."""
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {tok}"} if tok else {})
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers,
+def call_json(url: str, method: str = "GET", body: dict | None = None, tok: str | None = None,
+              timeout_s: float = 15.0) -> dict:
+    """One JSON call to an Airflow API server (``url`` whole); urllib's errors as they come. The one HTTP
+    client of the Airflow glue: `fraudcd up` here, the CLI's REST client (release.orchestration.airflow_api)."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"} | (
+        {"Authorization": f"Bearer {tok}"} if tok else {})
+    req = urllib.request.Request(url, method=method, headers=headers,
                                  data=None if body is None else json.dumps(body).encode())
     with urllib.request.urlopen(req, timeout=timeout_s) as r:
         return json.loads(r.read() or b"{}")
+
+
+def _call(port: int, path: str, method: str = "GET", body: dict | None = None, tok: str | None = None,
+          timeout_s: float = 15.0) -> dict:
+    """One JSON call to the API server on 127.0.0.1 (``path`` from the root, e.g. ``/auth/token``)."""
+    return call_json(f"http://127.0.0.1:{port}{path}", method, body, tok, timeout_s)
 
 
 def health(port: int, timeout_s: float = 3.0) -> dict | None:
