@@ -53,10 +53,14 @@ PIPELINE = """\
 labels: {{maturity_days: 7}}          # labels arrive within a week here: use them after a week
 training_set: {{history_days: 60}}
 features:
-  risk:                               # the terminal (standing in for the merchant): fast and slow fraud rates
-    - {{rate: terminal_fraud_rate_1d, count: terminal_matured_tx_1d, window_days: 1, prior_tx: {prior}}}
-    - {{rate: terminal_fraud_rate_7d, count: terminal_matured_tx_7d, window_days: 7, prior_tx: {prior}}}
-    - {{rate: terminal_fraud_rate_30d, count: terminal_matured_tx_30d, window_days: 30, prior_tx: {prior}}}
+  risk:   # the terminal (standing in for the merchant): fast and slow fraud rates, each window sliding with
+          # the transaction's time (labels here are known to the second: the handbook's 7-day delay)
+    - {{rate: terminal_fraud_rate_1d, count: terminal_matured_tx_1d, window_days: 1, prior_tx: {prior},
+       clock: exact}}
+    - {{rate: terminal_fraud_rate_7d, count: terminal_matured_tx_7d, window_days: 7, prior_tx: {prior},
+       clock: exact}}
+    - {{rate: terminal_fraud_rate_30d, count: terminal_matured_tx_30d, window_days: 30, prior_tx: {prior},
+       clock: exact}}
 schedule:
   training_set: {{start_date: 2018-04-01, every_days: 1}}
   release: {{start_date: 2018-05-01, every_days: 14}}

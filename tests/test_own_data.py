@@ -23,7 +23,7 @@ labels: {maturity_days: 7}
 training_set: {history_days: 40}
 features:
   risk:
-    - {rate: terminal_fraud_rate_1d, count: terminal_matured_tx_1d, window_days: 1, prior_tx: 1}
+    - {rate: terminal_fraud_rate_1d, count: terminal_matured_tx_1d, window_days: 1, prior_tx: 1, clock: exact}
     - {rate: terminal_fraud_rate_7d, count: terminal_matured_tx_7d, window_days: 7, prior_tx: 1}
 schedule:
   training_set: {start_date: 2018-04-01, every_days: 1}

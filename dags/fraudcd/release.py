@@ -43,8 +43,8 @@ from airflow.sdk import Param, dag, task
 from release.orchestration.approval_task import ThresholdApprovalOperator
 from release.orchestration.assets import TRAINING_SET
 from release.orchestration.rollout_task import RolloutOperator
-from release.core.pipeline import pipeline
-from release.core.settings import rollout_poll_seconds, waits
+from release.core.pipeline import pipeline, rollout_poll_seconds
+from release.core.settings import waits
 
 SCHEDULE = pipeline().schedule.release  # start date and cadence: config/pipeline.yaml
 POLL_S = rollout_poll_seconds()  # how often the rollout task looks: config/ramp.yaml poll_seconds

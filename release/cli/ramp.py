@@ -204,7 +204,7 @@ def ramp_diffs(release: Optional[str] = typer.Option(None, help="default: the re
     from release.rollout import ramp
     from release.serving.decision_log import read_decision_log
     from release.rollout.shadow import decision_diffs, live_traffic, online_action_rate_verdicts
-    from release.core.settings import config_dir
+    from release.core.pipeline import ramp_file
 
     _store("read")
     rid = release or ramp.current()["release_id"]
@@ -215,7 +215,7 @@ def ramp_diffs(release: Optional[str] = typer.Option(None, help="default: the re
     if traffic.empty:
         _fail(f"the decision log has no request of {rid} scored by both models", 1)
     diffs = decision_diffs(traffic, slices=("country", "category"))
-    g = ramp.load_plan(config_dir() / "ramp.yaml").guardrails.action_rate_shift
+    g = ramp.load_plan(ramp_file()).guardrails.action_rate_shift
     vs = online_action_rate_verdicts(diffs, "live_country_action_rate_shift", g.max_relative_shift,
                                      g.min_absolute_shift, g.min_support, g.confidence)
     if as_json:

@@ -10,7 +10,10 @@ training-set build, the feature engines (offline and online) and the CLI. Nothin
   back window features read.
 - ``schedule``: start date and cadence of the daily training-set DAG and of the release DAG.
 - ``source``: the column mapping of a team's own transaction log (relative to this file), if any.
-- ``workflow``: the training workflow the release trains its candidate with (relative to this file).
+- ``workflow``: the training workflow the release trains its candidate with (relative to this file); it
+  holds the evaluation split (the judging days).
+- ``ramp``: the rollout plan (relative to this file): shadow and ramp-step windows, guardrails, the
+  backtest's days.
 
 What defines a snapshot lineage (labels, history, features) is hashed into every snapshot; a change of any
 of them starts a new lineage, whose volume check compares like with like.
@@ -32,7 +35,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from release.core.config import load_yaml_model
-from release.core.settings import config_dir
+from release.core.settings import DEFAULT_POLL_SECONDS, config_dir
 
 
 # The static features (release/data/features.py defines them): window and risk features may not take their names.
@@ -58,12 +61,21 @@ class RiskFeature(_Strict):
     (``delay_days``; default: the label maturity), each dispute counted from the day after it arrived,
     shrunk toward the all-merchant rate with ``prior_tx`` transactions of prior weight; and the count of
     those transactions. A delay shorter than the maturity gives a fresher signal on labels still arriving
-    (the disputes known so far). ``rate`` and ``count`` name the two feature columns."""
+    (the disputes known so far). ``rate`` and ``count`` name the two feature columns.
+
+    ``clock``: how the window moves. ``day`` (the default): one table per merchant and day, the whole days
+    [d - delay - window_days, d - delay - 1], each dispute counted from the day after it arrived.
+    ``exact``: the window slides with the transaction's own time t: the allowed transactions of
+    [t - delay - window, t - delay) and, among them, the disputes that arrived before t (the all-merchant
+    prior likewise at t). Fresher by up to a day, which matters when fraud comes in bursts (a compromised
+    terminal); online it needs the disputes in the event logs as they arrive (the service re-reads the
+    day's disputes partition whenever it changes)."""
     rate: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     count: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     window_days: int = Field(ge=1, le=730)
     prior_tx: float = Field(gt=0)  # > 0: a merchant with no matured transaction gets the all-merchant rate
     delay_days: int | None = Field(None, ge=1, le=180)
+    clock: Literal["day", "exact"] = "day"
 
     def delay(self, maturity_days: int) -> int:
         return int(self.delay_days if self.delay_days is not None else maturity_days)
@@ -175,6 +187,7 @@ class PipelineConfig(_Strict):
     schedule: Schedule = Schedule()
     source: str | None = None  # a column-mapping YAML, relative to the pipeline file's folder
     workflow: str | None = None  # the release's training workflow (default config/workflows/default.yaml)
+    ramp: str | None = None  # the rollout plan: stages, windows, guardrails (default <config>/ramp.yaml)
     path: str | None = Field(None, exclude=True)  # where it was read from (set on load, not in the file)
 
     @model_validator(mode="after")
@@ -200,9 +213,30 @@ class PipelineConfig(_Strict):
         """The training workflow the release DAG runs when its run does not name one."""
         return self._relative(self.workflow) or config_dir() / "workflows" / "default.yaml"
 
+    def ramp_path(self) -> Path:
+        """The rollout plan (shadow and ramp windows, guardrails, the backtest's days)."""
+        return self._relative(self.ramp) or config_dir() / "ramp.yaml"
+
 
 def pipeline_file() -> Path:
     return Path(os.environ.get("FRAUDCD_PIPELINE", config_dir() / "pipeline.yaml")).resolve()
+
+
+def ramp_file() -> Path:
+    """The rollout plan in force: the pipeline configuration's ``ramp``, else ``<config>/ramp.yaml``."""
+    return pipeline().ramp_path()
+
+
+def rollout_poll_seconds() -> float:
+    """The ramp plan's ``poll_seconds``, read without loading the plan's models (the DAG file needs only
+    this, and the scheduler parses it every few seconds); the whole plan is validated when the rollout runs."""
+    from release.core.config import load_yaml
+
+    path = ramp_file()
+    plan = load_yaml(path.read_text(), path) or {}
+    value = plan.get("poll_seconds", DEFAULT_POLL_SECONDS) if isinstance(plan, dict) else DEFAULT_POLL_SECONDS
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
+        else DEFAULT_POLL_SECONDS
 
 
 def load_pipeline(path: str | Path | None = None) -> PipelineConfig:

@@ -115,18 +115,6 @@ def code_version() -> str:
 DEFAULT_POLL_SECONDS = 60.0
 
 
-def rollout_poll_seconds() -> float:
-    """The ramp plan's ``poll_seconds``, read without loading the plan's models (the DAG file needs only
-    this, and the scheduler parses it every few seconds); the whole plan is validated when the rollout runs."""
-    from release.core.config import load_yaml
-
-    path = config_dir() / "ramp.yaml"
-    plan = load_yaml(path.read_text(), path) or {}
-    value = plan.get("poll_seconds", DEFAULT_POLL_SECONDS) if isinstance(plan, dict) else DEFAULT_POLL_SECONDS
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
-        else DEFAULT_POLL_SECONDS
-
-
 def state_url_named() -> bool:
     """Whether the state store's URL was named (``FRAUDCD_STATE_URL``), not the project's default."""
     return bool(os.environ.get("FRAUDCD_STATE_URL"))

@@ -9,7 +9,9 @@ The merchant's fraud rate uses labels the way the training set does: a transacti
 matured (older than the maturity window), and as fraud only if its dispute had arrived before the day
 of the transaction being scored. It is computed on a merchant-by-day grid (a dispute is known from the
 day after it arrived), shrunk toward the all-merchant rate known on the same day, so a merchant with a
-handful of matured transactions does not get a rate of 0 or 1.
+handful of matured transactions does not get a rate of 0 or 1. A risk feature on the exact clock
+(``RiskFeature.clock: exact``) slides instead with each transaction's time: an ASOF join on running sums
+of window-entry and window-exit events (``_exact_rate_ctes``).
 """
 from __future__ import annotations
 
@@ -103,21 +105,24 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
         SELECT tx_id, ts, card_id, card_country, merchant_id, merchant_country, merchant_category, amount
         FROM read_parquet({_sql_list(tx_files)})
     ), hist AS (  -- merchant, day and decision of every transaction the fraud rate may count
-        SELECT t.tx_id, t.merchant_id, date_diff('day', {epoch}, CAST(t.ts AS DATE)) AS dn, d.action
+        SELECT t.tx_id, t.merchant_id, t.ts, date_diff('day', {epoch}, CAST(t.ts AS DATE)) AS dn, d.action
         FROM read_parquet({_sql_list(hist_tx)}) t JOIN read_parquet({_sql_list(hist_dec)}) d USING (tx_id)
     ), md AS (  -- allowed transactions per merchant and day
         SELECT merchant_id, dn, count(*) FILTER (WHERE action = 'allow') AS allowed FROM hist GROUP BY ALL
     ), gd AS (
         SELECT dn, sum(allowed) AS allowed FROM md GROUP BY ALL
     ), known AS (  -- a dispute counts on day d when it arrived before d (and its transaction is in the window)
-        SELECT h.merchant_id, h.dn AS tdn, date_diff('day', {epoch}, CAST(s.dispute_ts AS DATE)) + 1 AS dlo
+        SELECT h.merchant_id, h.dn AS tdn, date_diff('day', {epoch}, CAST(s.dispute_ts AS DATE)) + 1 AS dlo,
+               h.ts AS tts, s.dispute_ts
         FROM ({disputes}) s JOIN hist h USING (tx_id)
         WHERE h.action = 'allow'
     ), target AS (
         SELECT DISTINCT merchant_id, date_diff('day', {epoch}, CAST(ts AS DATE)) AS dn FROM tx
         WHERE ts >= {_ts(start)} AND ts < {_ts(end)}
     ), days AS (SELECT DISTINCT dn FROM target
-    ){"".join(_rate_ctes(i, r, r.delay(m), epoch) for i, r in enumerate(features.risk))}
+    ), targets AS (SELECT tx_id, merchant_id, ts FROM tx WHERE ts >= {_ts(start)} AND ts < {_ts(end)}
+    ){"".join((_exact_rate_ctes if r.clock == "exact" else _rate_ctes)(i, r, r.delay(m), epoch)
+              for i, r in enumerate(features.risk))}
     , f AS (
         SELECT * FROM tx JOIN card_windows USING (tx_id) JOIN merchant_windows USING (tx_id)
         WHERE tx.ts >= {_ts(start)} AND tx.ts < {_ts(end)}
@@ -134,8 +139,9 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
         {", ".join(f"r{i}.{r.rate}, r{i}.{r.count}" for i, r in enumerate(features.risk))},
         d.action, d.explored, d.propensity
     FROM f JOIN read_parquet({_sql_list(dec_files)}) d USING (tx_id)
-    {" ".join(f"LEFT JOIN rate{i} r{i} ON r{i}.merchant_id = f.merchant_id AND r{i}.dn = "
-              f"date_diff('day', {epoch}, CAST(f.ts AS DATE))" for i in range(len(features.risk)))}
+    {" ".join(f"LEFT JOIN rate{i} r{i} ON r{i}.tx_id = f.tx_id" if r.clock == "exact" else
+              f"LEFT JOIN rate{i} r{i} ON r{i}.merchant_id = f.merchant_id AND r{i}.dn = "
+              f"date_diff('day', {epoch}, CAST(f.ts AS DATE))" for i, r in enumerate(features.risk))}
     WHERE f.ts >= {_ts(start)} AND f.ts < {_ts(end)}
     """
 
@@ -170,6 +176,39 @@ def _rate_ctes(i: int, r, m: int, epoch: str) -> str:
                    (mnum{i}.frauds + {k!r} * gnum{i}.frauds / gden{i}.allowed) / (mden{i}.allowed + {k!r})
                END::DOUBLE AS {r.rate}
         FROM mden{i} JOIN mnum{i} USING (merchant_id, dn) JOIN gden{i} USING (dn) JOIN gnum{i} USING (dn)
+    )"""
+
+
+def _exact_rate_ctes(i: int, r, m: int, epoch: str) -> str:
+    """The relation ``rate{i}`` of risk feature ``r`` on the exact clock: per transaction at time t, the
+    merchant's allowed transactions of [t - m - w, t - m) (m: the feature's delay, w: its window) and the
+    disputes among them that arrived before t, shrunk toward the all-merchant rate at t with ``prior_tx``
+    transactions of prior weight. As events: an allowed transaction s enters the denominator at s + m and
+    leaves it at s + m + w; its dispute enters the numerator at max(s + m, dispute time) and leaves with it.
+    A count at t is the running sum of the events strictly before t (an ASOF join on the running sums)."""
+    w, k = int(r.window_days), float(r.prior_tx)
+    enter, leave = f"INTERVAL {24 * m} HOUR", f"INTERVAL {24 * (m + w)} HOUR"
+    known = f"greatest(tts + {enter}, dispute_ts)"
+    return f"""
+    , ev{i} AS (
+        SELECT merchant_id, ts + {enter} AS et, 1 AS dd, 0 AS df FROM hist WHERE action = 'allow'
+        UNION ALL SELECT merchant_id, ts + {leave}, -1, 0 FROM hist WHERE action = 'allow'
+        UNION ALL SELECT merchant_id, {known}, 0, 1 FROM known WHERE {known} < tts + {leave}
+        UNION ALL SELECT merchant_id, tts + {leave}, 0, -1 FROM known WHERE {known} < tts + {leave}
+    ), cum{i} AS (
+        SELECT merchant_id, et, sum(sum(dd)) OVER (PARTITION BY merchant_id ORDER BY et) AS den,
+               sum(sum(df)) OVER (PARTITION BY merchant_id ORDER BY et) AS num
+        FROM ev{i} GROUP BY merchant_id, et
+    ), gcum{i} AS (
+        SELECT et, sum(sum(dd)) OVER (ORDER BY et) AS den, sum(sum(df)) OVER (ORDER BY et) AS num
+        FROM ev{i} GROUP BY et
+    ), rate{i} AS (
+        SELECT q.tx_id, CAST(coalesce(c.den, 0) AS BIGINT) AS {r.count},
+               CASE WHEN g.den > 0 THEN
+                   (coalesce(c.num, 0) + {k!r} * g.num / g.den) / (coalesce(c.den, 0) + {k!r})
+               END::DOUBLE AS {r.rate}
+        FROM targets q ASOF LEFT JOIN cum{i} c ON c.merchant_id = q.merchant_id AND q.ts > c.et
+             ASOF LEFT JOIN gcum{i} g ON q.ts > g.et
     )"""
 
 

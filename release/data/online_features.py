@@ -22,7 +22,10 @@ service scores in time order (tested on a replayed day, ``tests/release/data/tes
 - the risk features (merchant_fraud_rate, merchant_matured_tx by default; one rate and count per risk
   window of the pipeline configuration): daily batch features, one table per day (every merchant, plus
   the all-merchant rate for merchants never seen). Exact when that day's inputs (matured decisions,
-  disputes that arrived before the day) are in the event logs when the table is finished.
+  disputes that arrived before the day) are in the event logs when the table is finished. A risk feature
+  on the exact clock (``RiskFeature.clock``) has an ``ExactRates`` table instead: the times each allowed
+  transaction enters and leaves its window and each dispute enters and leaves the numerator, looked up at
+  the request's own time; the day's own disputes partition is then an input too (re-read when it changes).
 
   In the scoring service (``start_preparing``) no request ever computes a table: a background thread
   keeps the tables of the clock's day, the day before (late transactions) and the day after ready,
@@ -133,6 +136,7 @@ class RatePrep:
     day: dt.date
     window: pd.DataFrame  # tx_id, merchant_id, day: the allowed transactions of the widest window
     risk: list  # the risk features' settings (release.core.pipeline.RiskFeature), in order
+    delays: list  # their delays, in days
     parts: list  # per risk feature: (its window's rows, allowed per merchant, frauds per merchant by day - 2)
 
 
@@ -143,31 +147,38 @@ def prepare_rates(events: Path, day: dt.date, maturity_days: int | None = None,
     events = Path(events)
     features, maturity_days = settings(features, maturity_days)
     delays = [r.delay(maturity_days) for r in features.risk]
-    # every feature's window, both ends included, lies within [lo, hi]
-    lo, hi = day - dt.timedelta(days=features.reach(maturity_days)), day - dt.timedelta(days=min(delays) + 1)
+    # every feature's window, both ends included, lies within the days [lo, hi] (on the exact clock, a
+    # transaction of day - delay is in the window of the day's later transactions)
+    lo = day - dt.timedelta(days=features.reach(maturity_days))
+    hi = day - dt.timedelta(days=min(d + (r.clock == "day") for r, d in zip(features.risk, delays)))
     tx = list_partitions(events / "transactions", lo, hi + dt.timedelta(days=1))
     dec = list_partitions(events / "decisions", lo, hi + dt.timedelta(days=1))
     dis = list_partitions(events / "disputes", lo, day - dt.timedelta(days=1))  # arrived by day - 2
     con = connect(threads=1)
     try:
         window = pd.DataFrame({"tx_id": pd.Series(dtype="int64"), "merchant_id": pd.Series(dtype=object),
-                               "day": pd.Series(dtype="datetime64[s]")})
+                               "day": pd.Series(dtype="datetime64[s]"), "ts_us": pd.Series(dtype="int64")})
         if tx and dec:
             window = con.execute(f"""
-                SELECT t.tx_id, t.merchant_id, CAST(t.ts AS DATE) AS day FROM read_parquet({_sql_list(tx)}) t
+                SELECT t.tx_id, t.merchant_id, CAST(t.ts AS DATE) AS day, epoch_us(t.ts) AS ts_us
+                FROM read_parquet({_sql_list(tx)}) t
                 JOIN read_parquet({_sql_list(dec)}) d USING (tx_id)
                 WHERE d.action = 'allow' AND CAST(t.ts AS DATE) BETWEEN DATE '{lo}' AND DATE '{hi}'""").df()
-        disputes = con.execute(f"SELECT tx_id FROM read_parquet({_sql_list(dis)}) WHERE CAST(dispute_ts AS DATE) <= "
-                               f"DATE '{day - dt.timedelta(days=2)}'").df() if dis else pd.DataFrame({"tx_id": []})
+        disputes = con.execute(f"SELECT tx_id, epoch_us(dispute_ts) AS dispute_us FROM read_parquet({_sql_list(dis)}) "
+                               f"WHERE CAST(dispute_ts AS DATE) <= DATE '{day - dt.timedelta(days=2)}'").df() if dis \
+            else pd.DataFrame({"tx_id": pd.Series(dtype="int64"), "dispute_us": pd.Series(dtype="int64")})
     finally:
         con.close()
     days = pd.to_datetime(window["day"]).dt.date
     parts = []
     for r, d in zip(features.risk, delays):
         mine = window[((days >= day - dt.timedelta(days=d + r.window_days))
-                       & (days <= day - dt.timedelta(days=d + 1))).to_numpy()]
-        parts.append((mine, mine["merchant_id"].value_counts(), _frauds(mine, disputes)))
-    return RatePrep(day=day, window=window, risk=list(features.risk), parts=parts)
+                       & (days <= day - dt.timedelta(days=d + (r.clock == "day")))).to_numpy()]
+        if r.clock == "exact":
+            parts.append((mine, None, _hits(mine, disputes)))
+        else:
+            parts.append((mine, mine["merchant_id"].value_counts(), _frauds(mine, disputes)))
+    return RatePrep(day=day, window=window, risk=list(features.risk), delays=delays, parts=parts)
 
 
 def _frauds(window: pd.DataFrame, disputes: pd.DataFrame) -> pd.Series:
@@ -176,21 +187,84 @@ def _frauds(window: pd.DataFrame, disputes: pd.DataFrame) -> pd.Series:
     return hit["merchant_id"].value_counts()
 
 
-def finish_rates(events: Path, prep: RatePrep) -> list[tuple[dict, float | None]]:
-    """The day's tables from its preparation plus the disputes that arrived the day before (one partition):
-    per risk feature, every merchant's (rate, matured count) and the all-merchant rate."""
+def _hits(window: pd.DataFrame, disputes: pd.DataFrame) -> pd.DataFrame:
+    """The disputes of the window's transactions (each dispute row counts): merchant, ts_us, dispute_us."""
+    return disputes[["tx_id", "dispute_us"]].astype("int64").merge(
+        window[["tx_id", "merchant_id", "ts_us"]], on="tx_id")[["merchant_id", "ts_us", "dispute_us"]]
+
+
+@dataclass(eq=False)
+class ExactRates:
+    """One risk feature's table on the exact clock (``RiskFeature.clock``) for one day: per merchant, the
+    times its allowed transactions enter and leave the window [t - delay - window, t - delay) and the times
+    their disputes enter and leave the numerator (a dispute counts from when it arrived, or from when its
+    transaction entered the window if later); a count at t is the events strictly before t. The same
+    definition as the offline ``rate{i}`` relation of ``release.data.features._exact_rate_ctes``."""
+
+    merchants: dict  # merchant_id -> (denominator in, out, numerator in, out): sorted lists of times (us)
+    total: tuple  # the same four, all merchants: sorted int64 arrays
+    prior_tx: float
+
+    @classmethod
+    def build(cls, window: pd.DataFrame, hits: pd.DataFrame, r, delay_days: int) -> "ExactRates":
+        enter, leave = delay_days * DAY, (delay_days + int(r.window_days)) * DAY
+        ts = window["ts_us"].to_numpy(np.int64)
+        h_in = np.maximum(hits["ts_us"].to_numpy(np.int64) + enter, hits["dispute_us"].to_numpy(np.int64))
+        h_out = hits["ts_us"].to_numpy(np.int64) + leave
+        keep = h_in < h_out
+        streams = [(window["merchant_id"].to_numpy(object), ts + enter), (window["merchant_id"].to_numpy(object), ts + leave),
+                   (hits["merchant_id"].to_numpy(object)[keep], h_in[keep]),
+                   (hits["merchant_id"].to_numpy(object)[keep], h_out[keep])]
+        merchants: dict = {}
+        for j, (mid, t) in enumerate(streams):
+            if not len(t):
+                continue
+            codes, names = pd.factorize(mid)
+            order = np.lexsort((t, codes))
+            cuts = np.flatnonzero(np.diff(codes[order])) + 1
+            for chunk in np.split(order, cuts):
+                merchants.setdefault(names[codes[chunk[0]]], ([], [], [], []))[j].extend(t[chunk].tolist())
+        total = tuple(np.sort(t) for _, t in streams)
+        return cls(merchants=merchants, total=total, prior_tx=float(r.prior_tx))
+
+    def at(self, merchant_id: str, t: int) -> tuple[float | None, int]:
+        """(rate, matured count) of the merchant for a transaction at ``t`` (us)."""
+        g_in, g_out, gf_in, gf_out = (int(np.searchsorted(a, t, "left")) for a in self.total)
+        g_allowed, g_frauds = g_in - g_out, gf_in - gf_out
+        m = self.merchants.get(merchant_id)
+        a, n = (0, 0) if m is None else (bisect.bisect_left(m[0], t) - bisect.bisect_left(m[1], t),
+                                         bisect.bisect_left(m[2], t) - bisect.bisect_left(m[3], t))
+        if g_allowed <= 0:
+            return None, a
+        k = self.prior_tx
+        return (n + k * g_frauds / g_allowed) / (a + k), a
+
+
+def finish_rates(events: Path, prep: RatePrep) -> list:
+    """The day's tables from its preparation plus the disputes that arrived the day before (one partition)
+    and, for a feature on the exact clock, those of the day itself so far: per risk feature, every
+    merchant's (rate, matured count) and the all-merchant rate (an ``ExactRates`` on the exact clock)."""
     day = prep.day
-    files = list_partitions(Path(events) / "disputes", day - dt.timedelta(days=1), day)
+    exact = any(r.clock == "exact" for r in prep.risk)
+    files = list_partitions(Path(events) / "disputes", day - dt.timedelta(days=1),
+                            day + dt.timedelta(days=1 if exact else 0))
     last = None
-    if files:  # one small partition: read directly (a DuckDB connection alone costs ~15 ms)
+    if files:  # small partitions: read directly (a DuckDB connection alone costs ~15 ms)
         import pyarrow.parquet as pq
 
         last = pd.concat([pq.read_table(f, columns=["tx_id", "dispute_ts"]).to_pandas() for f in files])
-        last = last[pd.to_datetime(last["dispute_ts"], utc=True).dt.date == day - dt.timedelta(days=1)]
-    out = []
-    for r, (window, allowed, frauds) in zip(prep.risk, prep.parts):
-        if last is not None:
-            frauds = frauds.add(_frauds(window, last), fill_value=0)
+        last_day = pd.to_datetime(last["dispute_ts"], utc=True)
+        last = last.assign(dispute_us=last_day.astype("datetime64[us, UTC]").astype("int64"),
+                           _day=last_day.dt.date)
+    out: list = []
+    for r, d, (window, allowed, frauds) in zip(prep.risk, prep.delays, prep.parts):
+        if r.clock == "exact":  # the disputes of the day before and of the day so far
+            if last is not None:
+                frauds = pd.concat([frauds, _hits(window, last[last["_day"] >= day - dt.timedelta(days=1)])])
+            out.append(ExactRates.build(window, frauds, r, d))
+            continue
+        if last is not None:  # the disputes of the day before
+            frauds = frauds.add(_frauds(window, last[last["_day"] == day - dt.timedelta(days=1)]), fill_value=0)
         g_allowed, g_frauds = int(allowed.sum()), int(frauds.sum())
         if g_allowed <= 0:
             out.append(({}, None))
@@ -471,10 +545,12 @@ class OnlineFeatures:
             self._forget_old(wanted)
 
     def _dispute_files(self, day: dt.date) -> tuple:
-        """What finishing ``day``'s table reads: the disputes partition of the day before (names, sizes,
-        modification times), to notice when it changes."""
+        """What finishing ``day``'s table reads: the disputes partition of the day before, and of the day itself
+        with a risk feature on the exact clock (names, sizes, modification times), to notice when it changes."""
         out = []
-        for f in list_partitions(self.events / "disputes", day - dt.timedelta(days=1), day):
+        exact = any(r.clock == "exact" for r in self.settings.risk)
+        for f in list_partitions(self.events / "disputes", day - dt.timedelta(days=1),
+                                 day + dt.timedelta(days=1 if exact else 0)):
             try:
                 st = f.stat()
             except FileNotFoundError:
@@ -593,8 +669,12 @@ class OnlineFeatures:
             amount=amount, log_amount=math.log1p(amount), cross_border=float(card_country != merchant_country),
             hour=float((secs % 86400) // 3600), category_code=_CATEGORY_CODE.get(merchant_category, math.nan),
         )
-        for r, (rates, global_rate) in zip(self.settings.risk, tables):
-            rate, matured = rates.get(merchant_id, (global_rate, 0))
+        for r, table in zip(self.settings.risk, tables):
+            if isinstance(table, ExactRates):
+                rate, matured = table.at(merchant_id, ts)
+            else:
+                rates, global_rate = table
+                rate, matured = rates.get(merchant_id, (global_rate, 0))
             f[r.rate] = math.nan if rate is None else rate
             f[r.count] = float(matured)
         return f

@@ -29,6 +29,7 @@ from release.data.features import compute_features
 from release.core.dates import as_date, at_of, release_id_for
 from release.core.io import atomic_write_parquet
 from release.core.settings import code_version, config_dir, contracts_file, paths
+from release.core.pipeline import ramp_file
 from release.rollout.shadow import decision_diffs, online_action_rate_verdicts
 from release.state.store import (acting, engine, evaluation_summary, logical_date, releases, transaction,
                                  utc_now, verdicts, write_audit)
@@ -606,7 +607,7 @@ def run_backtest(release_id: str) -> bool:
         return rel["status"] == Status.BACKTESTED or rel["status"] in ramp.LIVE
     d = as_date(rel["as_of"])
     at = utc_now()
-    plan = ramp.load_plan(config_dir() / "ramp.yaml")
+    plan = ramp.load_plan(ramp_file())
     traffic = _backtest_traffic(release_id, d - dt.timedelta(days=plan.backtest.days), d)
     diffs = decision_diffs(traffic)
     atomic_write_parquet(diffs, release_dir(release_id) / "backtest_diffs.parquet")

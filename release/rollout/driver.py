@@ -142,9 +142,9 @@ def advance(release_id: str | None = None, plan: ramp.RampPlan | None = None, no
     """Look at the current stage's evidence once and act. Returns ``action`` (none | waiting | advanced |
     rolled_back | asked | ready_to_promote | promoted | conflict), ``state`` (the deployment's state after
     it) and why. With ``release_id``, acts only on that release's rollout (``none`` once it is not live)."""
-    from release.core.settings import config_dir
+    from release.core.pipeline import ramp_file
 
-    plan = plan or ramp.load_plan(config_dir() / "ramp.yaml")
+    plan = plan or ramp.load_plan(ramp_file())
     now = now or dt.datetime.now(dt.timezone.utc)
     at = now.isoformat(timespec="milliseconds")
     st = ramp.current()

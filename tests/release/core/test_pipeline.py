@@ -207,7 +207,8 @@ def test_feature_settings_change_the_snapshot_hash(home, monkeypatch, tmp_path, 
     assert a != b
     cfg = json.loads((home / "snapshots" / b / "manifest.json").read_text())["config"]
     assert cfg["features"]["risk"] == [{"rate": "merchant_fraud_rate", "count": "merchant_matured_tx",
-                                        "window_days": 28, "prior_tx": 5.0, "delay_days": None}] and cfg["feature_code"]
+                                        "window_days": 28, "prior_tx": 5.0, "delay_days": None,
+                                        "clock": "day"}] and cfg["feature_code"]
 
 
 def _model(snapshot_hash: str, train_end: str):
@@ -272,3 +273,21 @@ def test_a_workflow_that_trains_on_the_evaluation_days_stops_the_release_saying_
         evaluate_release(rid)
     rel = get_release(rid)
     assert rel["status"] == "stopped" and "2018-04-08" in rel["stop_reason"] and "2018-03-19" in rel["stop_reason"]
+
+
+def test_the_rollout_plan_is_the_one_the_pipeline_file_names(tmp_path, monkeypatch):
+    """``ramp:`` (relative to the pipeline file) is the plan every reader takes: the rollout driver, the
+    backtest, the CLI and the DAG file's poll interval (``rollout_poll_seconds``); without it, <config>/ramp.yaml."""
+    from release.core.pipeline import ramp_file, rollout_poll_seconds
+    from release.core.settings import config_dir
+    from release.rollout.ramp import load_plan
+
+    shipped = (config_dir() / "ramp.yaml").read_text()
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "slow.yaml").write_text(shipped.replace("poll_seconds: 60", "poll_seconds: 7")
+                                                 .replace("steps: [1, 5, 25, 50, 100]", "steps: [10, 100]"))
+    monkeypatch.setenv("FRAUDCD_PIPELINE", str(write(tmp_path, "ramp: plans/slow.yaml\n")))
+    assert ramp_file() == (tmp_path / "plans" / "slow.yaml").resolve()
+    assert rollout_poll_seconds() == 7.0 and load_plan(ramp_file()).steps == [10, 100]
+    monkeypatch.setenv("FRAUDCD_PIPELINE", str(write(tmp_path, "labels: {maturity_days: 30}\n")))
+    assert ramp_file() == config_dir() / "ramp.yaml" and rollout_poll_seconds() == 60.0

@@ -344,3 +344,39 @@ def test_a_declared_window_is_computed_as_declared(tmp_path):
         known3d = (merch == merch[i]) & (t >= t[i] - np.timedelta64(3, "D")) & (t < t[i])
         assert f.loc[i, "card_sum_2h"] == amounts[known2h].sum() and f.loc[i, "m_tx_3d"] == known3d.sum()
     assert "card_tx_24h" not in f.columns  # only what is declared
+
+
+def test_a_risk_feature_on_the_exact_clock_slides_with_the_transaction(tmp_path):
+    """clock: exact, a 2-day delay and a 1-day window: a transaction at t counts the merchant's allowed
+    transactions of [t - 3d, t - 2d) and, among them, the disputes that arrived before t (not the day
+    after); the all-merchant prior likewise at t. Known answers, worked by hand."""
+    from release.core.pipeline import Features, RiskFeature
+
+    d3, d2 = D - dt.timedelta(days=3), D - dt.timedelta(days=2)
+    events = tmp_path / "events"
+    write_decided(events, [
+        (301, ts(d3, 13), 9, "MA", 10.0, "allow"),      # disputed on day D at 11:00
+        (302, ts(d3, 14), 9, "MA", 10.0, "allow"),      # never disputed
+        (303, ts(d3, 12, 30), 9, "MA", 10.0, "block"),  # blocked: never counted, even when disputed
+        (304, ts(d2, 8), 9, "MA", 10.0, "allow"),       # disputed the day before D
+        (401, ts(d3, 13), 8, "MB", 10.0, "allow"),      # another merchant's fraud: the prior only
+        (1, ts(D, 9), 1, "MA", 5.0, "allow"), (2, ts(D, 12), 1, "MA", 5.0, "allow"),
+        (3, ts(D, 13, 30), 1, "MA", 5.0, "allow"), (4, ts(D, 14), 1, "MA", 5.0, "allow"),
+        (5, ts(D, 8), 1, "MA", 5.0, "allow"),
+    ], [(301, ts(D, 11)), (303, ts(D - dt.timedelta(days=1), 9)), (304, ts(D - dt.timedelta(days=1), 12)),
+        (401, ts(d2, 9))])
+    exact = RiskFeature(rate="x_rate", count="x_tx", window_days=1, prior_tx=1.0, delay_days=2, clock="exact")
+    daily = RiskFeature(rate="d_rate", count="d_tx", window_days=1, prior_tx=1.0, delay_days=2)
+    f = compute_features(events, D, D + dt.timedelta(days=1), features=Features(risk=[exact, daily]))
+    f = f.set_index("tx_id").sort_index()
+    # (merchant's rows, its frauds known, all rows, all frauds known)
+    worked = {5: (2, 0, 3, 1),   # 08:00: 304 (D-2 08:00) is not yet in [t-3d, t-2d): right end open
+              1: (3, 1, 4, 2),   # 09:00: 301, 302, 304 in; 301's dispute (11:00) not yet known
+              2: (3, 2, 4, 3),   # 12:00: 301's dispute arrived at 11:00: known
+              3: (2, 1, 2, 1),   # 13:30: 301 and 401 (13:00 three days back) have left the window
+              4: (2, 1, 2, 1)}   # 14:00: 302 (14:00 three days back) is still in: left end closed
+    for tx, (n, k, g, gk) in worked.items():
+        assert f.loc[tx, "x_tx"] == n, tx
+        assert f.loc[tx, "x_rate"] == pytest.approx((k + gk / g) / (n + 1)), tx
+    # the daily clock: one value for the whole day (day D-3's 301, 302 with no dispute known before D)
+    assert f["d_tx"].nunique() == 1 and f.loc[1, "d_tx"] == 2 and f["d_rate"].nunique() == 1

@@ -164,7 +164,7 @@ def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events, 
     """The declarative spec, not the default one: window aggregates of other lengths and kinds (a 2-hour
     card sum, a 3-day merchant count, 12-hour distinct merchants, the amount against a 14-day maximum) and
     three windows of the merchant fraud rate (1, 7 and 30 days, each with its prior; the 1-day one with a
-    3-day delay instead of the label maturity): every column the
+    3-day delay instead of the label maturity), and a 7-day one on the exact clock: every column the
     same online as offline on two replayed days."""
     from release.data.features import feature_columns
     from release.core.pipeline import Features, RiskFeature, WindowFeature
@@ -176,7 +176,9 @@ def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events, 
         ("amount_vs_merchant_avg_2d", "merchant", "2d", "amount_over_mean"))]
     spec = Features(windows=windows,
                     risk=[RiskFeature(rate=f"mfr_{w}d", count=f"mtx_{w}d", window_days=w, prior_tx=p, delay_days=d)
-                          for w, p, d in ((1, 1.0, 3), (7, 5.0, None), (30, 50.0, None))])
+                          for w, p, d in ((1, 1.0, 3), (7, 5.0, None), (30, 50.0, None))]
+                    + [RiskFeature(rate="mfr_x7d", count="mtx_x7d", window_days=7, prior_tx=5.0, delay_days=3,
+                                   clock="exact")])
     seed = tiny.cfg.start + dt.timedelta(days=tiny.cfg.days - 2)
     end = seed + dt.timedelta(days=2)
     offline = compute_features(tiny_events, seed, end, maturity_days=tiny.maturity_days,
@@ -195,6 +197,9 @@ def test_a_declared_feature_spec_is_equal_online_and_offline(tiny, tiny_events, 
     # the windows differ: a 1-day rate is not the 30-day one, and the counts grow with the window
     assert (offline["mtx_7d"] <= offline["mtx_30d"]).all() and (offline["mtx_1d"] < offline["mtx_30d"]).mean() > 0.5
     assert not np.allclose(offline["mfr_1d"], offline["mfr_30d"])
+    # the exact clock slides with each transaction: its counts change within a day, the daily table's do not
+    per_day = offline.groupby([offline["merchant_id"], pd.to_datetime(offline["ts"]).dt.date])
+    assert (per_day["mtx_x7d"].nunique() > 1).mean() > 0.5 and (per_day["mtx_7d"].nunique() == 1).all()
     assert (offline["merchant_tx_3d"] > 0).mean() > 0.5 and (offline["card_sum_2h"] > 0).mean() > 0.01
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -426,3 +427,45 @@ def test_a_rollback_in_the_store_is_obeyed_by_the_running_service(world):
     assert all(x >= v for x in versions[first_new:])  # one request after another: no old version after
     assert {a["served_by"] for _, a in answers[first_new:]} == {"production"}
     assert len(answers) - first_new >= 20
+
+
+def test_exact_clock_tables_count_the_disputes_of_the_day_itself_as_they_are_logged(tiny, tiny_events, tmp_path):
+    """A risk feature on the exact clock counts a dispute from the moment it arrived, so the day's own
+    disputes partition is an input of the day's table: logged while the service runs, it is picked up in
+    the background, and every transaction of the day then gets the rate offline computes from the complete
+    logs (before, the rates that need those disputes differ)."""
+    from release.core.pipeline import Features, RiskFeature
+    from release.data.features import compute_features
+    from release.data.online_features import OnlineFeatures, epoch_us
+
+    spec = Features(risk=[RiskFeature(rate="x_rate", count="x_tx", window_days=3, prior_tx=2.0, delay_days=1,
+                                      clock="exact")])
+    events = tmp_path / "events"
+    shutil.copytree(tiny_events, events)
+    today = events / "disputes" / f"day={DAY}"
+    shutil.move(today, tmp_path / "late")
+    offline = compute_features(events, DAY, DAY + dt.timedelta(days=1), maturity_days=tiny.maturity_days,
+                               features=spec)
+    shutil.move(tmp_path / "late", today)
+    complete = compute_features(events, DAY, DAY + dt.timedelta(days=1), maturity_days=tiny.maturity_days,
+                                features=spec)
+    shutil.move(today, tmp_path / "late")
+    clock = epoch_us(pd.Timestamp(DAY, tz="UTC"))
+    online = OnlineFeatures(events, DAY, tiny.maturity_days, features=spec)
+    online.start_preparing(lambda: clock, refresh_s=0.05)
+
+    def rates():
+        (table,) = online.table_nowait(DAY)
+        return np.array([table.at(m, epoch_us(t))[0] for m, t in zip(complete["merchant_id"], complete["ts"])])
+
+    try:
+        before = rates()
+        shutil.move(tmp_path / "late", today)  # the day's disputes, logged now
+        until(lambda: online.tables_state()["ready"][DAY.isoformat()].get("refreshes", 0) >= 1,
+              "the day's tables to be re-finished")
+        after = rates()
+    finally:
+        online.close()
+    np.testing.assert_allclose(before, offline["x_rate"], rtol=1e-12)
+    np.testing.assert_allclose(after, complete["x_rate"], rtol=1e-12)
+    assert (~np.isclose(offline["x_rate"], complete["x_rate"], rtol=1e-9)).mean() > 0.2
