@@ -53,14 +53,18 @@ def up(port: Optional[int] = typer.Option(None, envvar="FRAUDCD_AIRFLOW_PORT",
                                           help="the API server's and UI's port on 127.0.0.1; default: the "
                                                "running one's, else 8080"),
        timeout: float = typer.Option(180.0, help="seconds to wait until every component is healthy"),
-       paused: bool = typer.Option(False, "--paused", help="leave the DAGs paused (a person unpauses them)")) -> None:
+       paused: bool = typer.Option(False, "--paused", help="leave the DAGs paused (a person unpauses them)"),
+       service_port: Optional[int] = typer.Option(None, "--service-port", envvar="FRAUDCD_SERVICE_PORT",
+                                                  help="the scoring service's port on 127.0.0.1; default: the "
+                                                       "running one's, else 8000")) -> None:
     """Run Airflow for real: migrate its database, start the API server, scheduler, DAG processor and
     triggerer in the background (logs and pidfiles in FRAUDCD_HOME/airflow/run), wait until
-    /api/v2/monitor/health says all are healthy, unpause the DAGs. Already up: says so. Stop: `fraudcd down`."""
+    /api/v2/monitor/health says all are healthy, unpause the DAGs; then the scoring service (`fraudcd serve`),
+    once the event logs hold transactions to seed it. Already up: says so. Stop: `fraudcd down`."""
     from release.orchestration.airflow_up import UpError, up as start
 
     try:
-        start(port=port, timeout_s=timeout, paused=paused, say=lambda line: _out(line))
+        start(port=port, timeout_s=timeout, paused=paused, say=lambda line: _out(line), service_port=service_port)
     except UpError as e:
         _fail(str(e), e.code)
     except subprocess.CalledProcessError as e:

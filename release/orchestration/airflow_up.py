@@ -2,7 +2,11 @@
 
 Four detached processes (each its own process group and session): the API server (UI, REST API and the
 execution API the tasks talk to, on 127.0.0.1), the scheduler (LocalExecutor), the DAG processor and the
-triggerer. Their logs and pidfiles are in ``FRAUDCD_HOME/airflow/run``.
+triggerer; and a fifth beside them, the scoring service (`fraudcd serve` on 127.0.0.1, default port 8000),
+which the release DAG's shadow and ramp drive through the state store. The service seeds its card and
+merchant history from the event logs, so it is started once they hold transactions (ingest or simulate,
+then `fraudcd up` again); its bearer tokens, unless set in the environment, are generated once into
+``FRAUDCD_HOME/service/tokens.json`` (0600). Logs and pidfiles of all five are in ``FRAUDCD_HOME/airflow/run``.
 
 Shared secrets: ``FRAUDCD_HOME/airflow/secrets.json`` (0600, written once, temp file then link, reused by
 every later `up`) holds the JWT secret every component signs and checks task tokens with
@@ -22,7 +26,9 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
@@ -33,7 +39,10 @@ from release.orchestration.airflow_env import SECRETS_FILE, airflow_bin, airflow
 from release.core.io import atomic_write_text
 from release.core.settings import paths
 
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")  # Airflow's
+SERVICE = "scoring-service"  # `fraudcd serve`, started and stopped with them
+MANAGED = COMPONENTS + (SERVICE,)
+DEFAULT_SERVICE_PORT = 8000
 # the health endpoint's keys -> the component whose log says why it is not healthy
 HEALTH = {"metadatabase": "api-server", "scheduler": "scheduler", "triggerer": "triggerer",
           "dag_processor": "dag-processor"}
@@ -117,8 +126,8 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
 
 
 def _is_ours(pid: int, component: str) -> bool:
-    """The pid is alive (not a zombie) and is still that Airflow component (not a reused pid). Airflow
-    retitles its processes (`airflow api_server -- host:...`), so the command line is matched as text."""
+    """The pid is alive (not a zombie) and is still that component (not a reused pid). Airflow retitles
+    its processes (`airflow api_server -- host:...`), so the command line is matched as text."""
     st = _proc_stat(pid)
     if st is None or st[0] in ("Z", "X"):
         return False
@@ -126,6 +135,8 @@ def _is_ours(pid: int, component: str) -> bool:
         text = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
+    if component == SERVICE:
+        return b"fraudcd" in text and b" serve " in text + b" "
     return b"airflow" in text and (component.encode() in text or component.replace("-", "_").encode() in text)
 
 
@@ -153,7 +164,7 @@ def running() -> dict[str, dict]:
     """component -> its pidfile's record, for components alive now; pidfiles of dead processes (or of a
     pid reused by another program) are removed."""
     alive = {}
-    for c in COMPONENTS:
+    for c in MANAGED:
         f = _pidfile(c)
         try:
             rec = json.loads(f.read_text())
@@ -173,6 +184,8 @@ def _write_pidfile(component: str, rec: dict) -> None:
 
 
 def _command(component: str, port: int) -> list[str]:
+    if component == SERVICE:
+        return [str(Path(sys.executable).with_name("fraudcd")), "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd = [airflow_bin(), component]
     if component == "api-server":
         cmd += ["--host", "127.0.0.1", "--port", str(port)]
@@ -218,7 +231,7 @@ def _stop(records: dict[str, dict], timeout_s: float, popens: dict[str, subproce
     deadline = time.monotonic() + timeout_s
     while (remaining := left()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    killed = sorted(remaining, key=COMPONENTS.index)
+    killed = sorted(remaining, key=MANAGED.index)
     if remaining:
         _signal([pid for pids in remaining.values() for pid in pids], signal.SIGKILL)
         end = time.monotonic() + 10
@@ -241,8 +254,9 @@ def tail(path: Path, lines: int = 20) -> str:
 
 def call_json(url: str, method: str = "GET", body: dict | None = None, tok: str | None = None,
               timeout_s: float = 15.0) -> dict:
-    """One JSON call to an Airflow API server (``url`` whole); urllib's errors as they come. The one HTTP
-    client of the Airflow glue: `fraudcd up` here, the CLI's REST client (release.orchestration.airflow_api)."""
+    """One JSON call to an Airflow API server or the scoring service (``url`` whole); urllib's errors as they
+    come. The one HTTP client of the Airflow glue: `fraudcd up` here (the API server, the service's probe), the
+    CLI's REST client (release.orchestration.airflow_api)."""
     headers = {"Content-Type": "application/json", "Accept": "application/json"} | (
         {"Authorization": f"Bearer {tok}"} if tok else {})
     req = urllib.request.Request(url, method=method, headers=headers,
@@ -380,6 +394,93 @@ def _lock():
     return f
 
 
+# ---- the scoring service ---------------------------------------------------------------------------------
+
+def service_tokens_file() -> Path:
+    return paths().home / "service" / "tokens.json"
+
+
+def service_env() -> dict[str, str]:
+    """The scoring service's environment: this one, plus a bearer token for every token of the service
+    configuration whose variable is not set here, generated once into ``service_tokens_file()`` (0600)
+    and reused by every later `up` (a variable set in the environment wins)."""
+    from release.serving.service import load_service_config
+
+    cfg = load_service_config()
+    wanted = [t.env for t in cfg.auth.tokens if t.env] if cfg.auth.enabled else []
+    f = service_tokens_file()
+    have = json.loads(f.read_text()) if f.exists() else {}
+    new = {e: secrets.token_urlsafe(32) for e in wanted if e not in have and not os.environ.get(e)}
+    if new:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps({**have, **new}, indent=2) + "\n", f)
+        os.chmod(f, 0o600)
+    env = dict(os.environ)
+    env.update({e: os.environ.get(e) or {**have, **new}[e] for e in wanted})
+    return env
+
+
+def service_blocker() -> str | None:
+    """Why the scoring service cannot start now, or None: it needs the state store (the project's default
+    one is started here, as a pipeline task would; a named one must exist) and transactions in the event
+    logs, from which it seeds the card and merchant history."""
+    from release.state.store import StoreError, engine
+
+    try:
+        engine()
+    except StoreError as e:
+        return str(e)
+    tx = paths().events / "transactions"
+    if not any(tx.glob("day=*")):
+        return (f"no transactions in {tx} yet (it seeds card and merchant history from them): ingest or simulate, "
+                "then `fraudcd up` again")
+    return None
+
+
+def service_health(port: int, timeout_s: float = 2.0) -> dict | None:
+    """The service's /healthz answer once it listens: ``{"ok": bool, "version": int}`` (a 503 with ok false
+    while it has no production model); None while nothing answers."""
+    try:
+        return call_json(f"http://127.0.0.1:{port}/healthz", timeout_s=timeout_s)
+    except urllib.error.HTTPError as e:
+        try:
+            return json.loads(e.read() or b"{}")
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def _ensure_service(port: int, alive: dict[str, dict], deadline: float, say: Callable[[str], None]) -> None:
+    """Start the scoring service when it is not running and can start, and wait until /healthz answers."""
+    rec = alive.get(SERVICE)
+    if rec:
+        if rec.get("port") != port:
+            raise UpError(f"the scoring service already runs on port {rec.get('port')} (pid {rec['pid']}); "
+                          f"`fraudcd down` first to move it to {port}", 2)
+        say(f"scoring service: already running, http://127.0.0.1:{port}")
+        return
+    why = service_blocker()
+    if why is not None:
+        say(f"scoring service: not started: {why}")
+        return
+    if not _port_free(port):
+        raise UpError(f"port {port} on 127.0.0.1 is in use by another program; choose another for the scoring "
+                      "service with --service-port (or FRAUDCD_SERVICE_PORT). Airflow is up; `fraudcd down` "
+                      "stops it", 2)
+    proc = _start(SERVICE, port, service_env())
+    while (h := service_health(port)) is None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            what = (f"exited with code {proc.returncode}" if proc.poll() is not None else
+                    "does not answer /healthz in time")
+            _stop({SERVICE: {"pid": proc.pid}}, STOP_TIMEOUT_S, {SERVICE: proc})
+            raise UpError(f"the scoring service {what} (Airflow is up; `fraudcd down` stops it); the end of "
+                          f"{_log(SERVICE)}:\n{tail(_log(SERVICE))}")
+        time.sleep(0.5)
+    say(f"scoring service: http://127.0.0.1:{port} (tokens: {service_tokens_file()})" + (
+        "" if h.get("ok") else "; no production model yet: /score answers 503 until a release is promoted"))
+
+
 def up_env(port: int) -> dict[str, str]:
     """The environment of the four components: airflow_env (with the shared secrets) and the API server's
     address, which the scheduler gives the tasks to talk to."""
@@ -392,11 +493,16 @@ def up_env(port: int) -> dict[str, str]:
 
 
 def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bool = False,
-       say: Callable[[str], None] = print) -> None:
-    """Start what is not running, wait until healthy, unpause the DAGs. Raises UpError. ``port`` None: the
-    running API server's, else DEFAULT_PORT."""
-    if port is not None and not 0 < port < 65536:
-        raise UpError(f"--port {port}: not a TCP port", 2)
+       say: Callable[[str], None] = print, service_port: int | None = None) -> None:
+    """Start what is not running, wait until healthy, unpause the DAGs, then start the scoring service if it
+    can start. Raises UpError. ``port`` None: the running API server's, else DEFAULT_PORT; ``service_port``
+    None: the running service's, else DEFAULT_SERVICE_PORT."""
+    for name, value in (("--port", port), ("--service-port", service_port)):
+        if value is not None and not 0 < value < 65536:
+            raise UpError(f"{name} {value}: not a TCP port", 2)
+    if port is not None and port == service_port:
+        raise UpError(f"--port and --service-port are both {port}: the API server and the scoring service need "
+                      "a port each", 2)
     if timeout_s <= 0:
         raise UpError(f"--timeout {timeout_s}: must be > 0", 2)
     t0 = time.monotonic()
@@ -412,8 +518,15 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
         if api_rec and api_rec.get("port") != port:
             raise UpError(f"the API server already runs on port {api_rec.get('port')} (pid {api_rec['pid']}); "
                           f"`fraudcd down` first to move it to {port}", 2)
-        if len(alive) == len(COMPONENTS) and not unhealthy(health(port)):
+        svc = alive.get(SERVICE)
+        if service_port is None:
+            service_port = svc["port"] if svc and isinstance(svc.get("port"), int) else DEFAULT_SERVICE_PORT
+        if service_port == port:
+            raise UpError(f"the scoring service's port would be the API server's ({port}); choose another with "
+                          "--service-port (or FRAUDCD_SERVICE_PORT)", 2)
+        if all(c in alive for c in COMPONENTS) and not unhealthy(health(port)):
             say("Airflow is already up and healthy")
+            _ensure_service(service_port, alive, t0 + timeout_s, say)
             say(f"Airflow UI: http://127.0.0.1:{port}")
             return
         if "api-server" not in alive and not _port_free(port):
@@ -452,6 +565,7 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
                 say(f"stopped what this `up` started: {', '.join(started)}")
             raise
         say(f"healthy after {time.monotonic() - t0:.0f}s: metadatabase, scheduler, triggerer, dag_processor")
+        _ensure_service(service_port, alive, max(deadline, time.monotonic() + 60), say)
         if not paused:
             try:
                 done = unpause_dags(port, env, min(PARSE_WAIT_S, max(10.0, deadline - time.monotonic())), say)
@@ -469,7 +583,8 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
 
 
 def down(timeout_s: float = STOP_TIMEOUT_S, say: Callable[[str], None] = print) -> None:
-    """Stop every running component (SIGTERM, then SIGKILL after ``timeout_s``); nothing running is fine."""
+    """Stop every running component, the scoring service included (SIGTERM, then SIGKILL after ``timeout_s``);
+    nothing running is fine."""
     if not run_dir().exists():
         say("Airflow is not running (nothing was started here)")
         return

@@ -378,10 +378,30 @@ def test_up_runs_a_real_task_and_down_stops_everything(airflow_up):
     assert state == "success", f"the DAG run ended {state}\n{logs[-4000:]}"
     assert "Invalid auth token" not in logs
 
-    # up again: says so, changes nothing
-    again = _fraudcd(env, "up", "--port", str(port))
+    # the scoring service waited for event logs to seed its history from, and said so
+    assert "scoring service: not started: no transactions in" in " ".join(done.stdout.split())
+    from simulation.world import WorldConfig, simulate
+
+    simulate(WorldConfig(days=3, tx_per_day=200, n_merchants=20, n_cards=500), home / "events")
+
+    # up again: Airflow is up, changes nothing there; the scoring service starts beside it
+    service_port = _free_port()
+    again = _fraudcd(env, "up", "--port", str(port), "--service-port", str(service_port))
     assert again.returncode == 0 and "already up and healthy" in again.stdout, again.stdout + again.stderr
     assert (secrets_file.read_bytes(), secrets_file.stat().st_mtime_ns) == before
+    said = " ".join(again.stdout.split())
+    assert f"scoring service: http://127.0.0.1:{service_port}" in said and "no production model yet" in said
+    tokens_file = home / "service" / "tokens.json"
+    tokens = json.loads(tokens_file.read_text())
+    assert tokens_file.stat().st_mode & 0o777 == 0o600
+    assert set(tokens) == {"FRAUDCD_SCORING_TOKEN", "FRAUDCD_OPERATOR_TOKEN"}
+    svc = f"http://127.0.0.1:{service_port}"
+    assert _status(f"{svc}/healthz")[0] == 503  # listening; no production model to score with yet
+    assert _status(f"{svc}/state")[0] == 401
+    assert _status(f"{svc}/state", token=tokens["FRAUDCD_OPERATOR_TOKEN"])[0] == 200
+    third = _fraudcd(env, "up", "--port", str(port))  # the running service's port is remembered
+    assert f"scoring service: already running, {svc}" in " ".join(third.stdout.split()), third.stdout
+    assert json.loads(tokens_file.read_text()) == tokens
 
     # the port is taken by our own API server: another Airflow there is refused, clearly
     other = dict(env, FRAUDCD_HOME=str(home.parent / "other-home"))
@@ -390,7 +410,7 @@ def test_up_runs_a_real_task_and_down_stops_everything(airflow_up):
 
     run_dir = home / "airflow" / "run"
     leaders = [json.loads(p.read_text())["pid"] for p in run_dir.glob("*.pid")]
-    assert len(leaders) == 4
+    assert len(leaders) == 5  # Airflow's four and the scoring service
     started = set(leaders).union(*(_session_members(pid) for pid in leaders))
     stopped = _fraudcd(env, "down", "--timeout", "20")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
