@@ -106,8 +106,12 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     r = ramp.current()
     rel = latest_release()
     vs = release_verdicts(rel["id"]) if rel else []
+    from release.orchestration.monitoring import latest_summary
+
+    mon = latest_summary()
     obj = {"tags": tags, "ramp": r, "release": rel,
-           "verdicts": [{k: v[k] for k in ("stage", "contract", "slice", "verdict", "sentence")} for v in vs]}
+           "verdicts": [{k: v[k] for k in ("stage", "contract", "slice", "verdict", "sentence")} for v in vs],
+           "monitoring": mon}
     if as_json:
         return _emit(obj, True)
     t = Table(title="fraud-cd status", show_header=False)
@@ -122,7 +126,42 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
             _row(t, "report", rel["report_path"])
     if vs:
         _row(t, "last verdicts", _verdict_summary(vs))
+    if mon:
+        _row(t, "monitoring", f"{mon['day']}: " + ", ".join(f"{n} {k}" for k, n in sorted(mon["findings"].items()))
+             + "".join(f"\n- {m}" for m in mon["alerts"][:5])
+             + (f"\n  ... and {len(mon['alerts']) - 5} more (`fraudcd monitor --day {mon['day']}`)"
+                if len(mon["alerts"]) > 5 else ""))
     console.print(t)
+
+
+@app.command(rich_help_panel=PANEL)
+def monitor(day: Optional[str] = typer.Option(None, help="the last day of the window, YYYY-MM-DD (default: "
+                                                         "yesterday, UTC)"),
+            window_days: int = typer.Option(7, "--window-days", help="days of live traffic judged, ending with --day"),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Watch the deployed model (the monitoring DAG's task, by hand): score and feature drift and each
+    country's action rate on the trailing window; keeps the day's findings and raises an alert for each one
+    that fires (once per day: a rerun raises none again). Exit 1 when any check of the day alerts."""
+    from release.orchestration.monitoring import monitor as run
+
+    if window_days < 1:
+        _fail(f"--window-days must be at least 1; got {window_days}", 2)
+    try:
+        d = dt.date.fromisoformat(day) if day else dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    except ValueError:
+        _fail(f"--day must be YYYY-MM-DD; got {day!r}", 2)
+    _store("read")
+    out = run(d, window_days=window_days)
+    if as_json:
+        _emit(out, True)
+    else:
+        _out(f"monitoring {out['day']} (window {out['window'][0]} .. {out['window'][1]}): "
+             + (f"model {out['model']}, {out['rows']:,} decisions; "
+                + ", ".join(f"{n} {k}" for k, n in sorted(out["findings"].items())) if out["judged"] else out["why"]))
+        for m in out.get("firing", []):
+            _out("ALERT " + m)
+    if out.get("firing"):
+        raise typer.Exit(1)
 
 
 

@@ -8,7 +8,8 @@ training-set build, the feature engines (offline and online) and the CLI. Nothin
 - ``features``: the settings of the feature definitions: the delayed-label risk features (the merchant's,
   or a terminal's, fraud rate over one or more windows, each with its prior), the card-age cap, how far
   back window features read.
-- ``schedule``: start date and cadence of the daily training-set DAG and of the release DAG.
+- ``schedule``: start date and cadence of the daily training-set DAG, the release DAG and the daily
+  monitoring DAG.
 - ``source``: the column mapping of a team's own transaction log (relative to this file), if any.
 - ``workflow``: the training workflow the release trains its candidate with (relative to this file); it
   holds the evaluation split (the judging days).
@@ -178,6 +179,7 @@ class DagSchedule(_Strict):
 class Schedule(_Strict):
     training_set: DagSchedule = DagSchedule(start_date=dt.date(2026, 1, 1), every_days=1)
     release: DagSchedule = DagSchedule(start_date=dt.date(2026, 1, 1), every_days=14)
+    monitoring: DagSchedule = DagSchedule(start_date=dt.date(2026, 1, 1), every_days=1)
 
 
 class PipelineConfig(_Strict):

@@ -56,9 +56,10 @@ def read_alerts() -> list[dict]:
 
 
 def notify_once(kind: str, release_id: str, message: str, *, at: str, severity: str = "info",
-                details: dict | None = None) -> dict | None:
+                details: dict | None = None, key_field: str = "release_id") -> dict | None:
     """``raise_alert`` unless an alert of ``kind`` for ``release_id`` was raised already (then None): what a
-    release announces once, whichever task run (or rerun) reaches it first."""
-    if any(a["kind"] == kind and a.get("details", {}).get("release_id") == release_id for a in read_alerts()):
+    release announces once, whichever task run (or rerun) reaches it first. ``key_field``: the details field
+    the key is kept in (another key than a release: monitoring's day, check and slice)."""
+    if any(a["kind"] == kind and a.get("details", {}).get(key_field) == release_id for a in read_alerts()):
         return None
-    return raise_alert(kind, message, at=at, severity=severity, details={**(details or {}), "release_id": release_id})
+    return raise_alert(kind, message, at=at, severity=severity, details={**(details or {}), key_field: release_id})

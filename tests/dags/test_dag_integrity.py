@@ -22,12 +22,12 @@ def test_no_import_errors(dagbag):
 
 
 def test_the_cycle_dags_exist_and_are_named_for_their_files(dagbag):
-    assert set(dagbag.dag_ids) == {"training_set", "release"}
+    assert set(dagbag.dag_ids) == {"training_set", "release", "monitoring"}
     for dag_id, dag in dagbag.dags.items():
         assert Path(dag.fileloc).stem == dag_id
 
 
-@pytest.mark.parametrize("dag_id", ["training_set", "release"])
+@pytest.mark.parametrize("dag_id", ["training_set", "release", "monitoring"])
 def test_every_dag_has_tags_docs_and_retries(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert "fraud-cd" in dag.tags
@@ -63,8 +63,9 @@ def _first_runs(dag, n: int) -> list[str]:
 def test_schedules(dagbag):
     from airflow.serialization.serialized_objects import DagSerialization
 
-    assert _first_runs(dagbag.dags["training_set"], 3) == [
-        "2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"]
+    for daily in ("training_set", "monitoring"):
+        assert _first_runs(dagbag.dags[daily], 3) == [
+            "2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"]
     # the release runs on the published training set (its snapshot task then keeps only the cadence's days)
     timetable = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags["release"])).timetable
     assert type(timetable).__name__ == "AssetTriggeredTimetable"
@@ -97,7 +98,7 @@ def test_release_dag_wiring(dagbag):
     assert set(approve.params.keys()) == {"reason", "merchants", "edits"}
 
 
-@pytest.mark.parametrize("name", ["training_set", "release"])
+@pytest.mark.parametrize("name", ["training_set", "release", "monitoring"])
 def test_dag_files_do_no_heavy_work_at_import(name):
     """The scheduler parses DAG files every few seconds: no pandas, LightGBM, DuckDB or pipeline code
     may load at module level."""
@@ -105,7 +106,7 @@ def test_dag_files_do_no_heavy_work_at_import(name):
         "import runpy, sys\n"
         f"runpy.run_path({str(DAGS / 'fraudcd' / (name + '.py'))!r})\n"
         "heavy = [m for m in ('pandas', 'lightgbm', 'duckdb', 'sklearn', 'release.orchestration.cycle',"
-        " 'release.data.training_set', 'release.rollout.driver')"
+        " 'release.data.training_set', 'release.rollout.driver', 'release.orchestration.monitoring')"
         " if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
@@ -132,4 +133,4 @@ def test_a_scheduler_that_first_sees_the_dags_finds_them_paused(tmp_path, migrat
                             timeout=300)
     [out] = [line for line in listed.stdout.splitlines() if line.startswith("[{")]  # the JSON, not log lines
     dags = {d["dag_id"]: d["is_paused"] for d in json.loads(out)}
-    assert dags == {"release": "True", "training_set": "True"}, listed.stdout
+    assert dags == {"release": "True", "training_set": "True", "monitoring": "True"}, listed.stdout

@@ -1,0 +1,191 @@
+"""The daily monitoring of the deployed model (the ``monitoring`` DAG, `fraudcd monitor`): reads what it needs,
+judges it with ``release.rollout.monitoring``, keeps the day's findings and raises an alert for each one that fires.
+
+For a day D, over the trailing window [D - window_days + 1, D] (the day's own traffic alone is too little to
+judge a country's action rate):
+
+- live traffic: the decision log's requests with a transaction time in the window (the production policy's
+  score and decision on every request, whichever model served it);
+- the deployed model: the production tag; the release that shipped it (its candidate) gives the reference
+  scores (its judging rows), the action rate judged for its policy per country, and the limit
+  (``country_action_rate_shift`` of the release contracts);
+- features: the model's features recomputed from the event logs for the window (the one feature definition)
+  against its training snapshot (merchant-level features compared over merchant-days).
+
+Findings land in ``FRAUDCD_HOME/monitoring/day=D.parquet`` (temp then rename; a rerun of the day replaces it).
+Each alert says what moved, by how much, since when (the first day of the current run of days on which the
+same check of the same slice alerted) and what to do; a rerun of the day does not raise it again. Nothing
+deployed, or no traffic in the window: said, nothing judged, no alert.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+
+from release.state.store import utc_now
+from release.core.io import atomic_write_parquet
+from release.core.settings import contracts_file, paths
+from release.rollout import monitoring as checks
+from release.state.alerts import notify_once
+
+WINDOW_DAYS = 7
+TODO = {
+    "score_drift": "the model sees traffic unlike what it was judged on: read the latest release report, check "
+                   "the data feed, and consider a release now (`fraudcd release --as-of DAY`)",
+    "feature_drift": "a feature no longer looks as in training: check its source and the event logs first (a "
+                     "broken feed looks like drift); if the world moved, train on fresh data (`fraudcd release`)",
+    "action_rate": "the live policy blocks at a rate the release did not judge: look at the country's merchants "
+                   "(`fraudcd thresholds show`), and roll back (`fraudcd ramp rollback`) if it costs money",
+}
+
+
+def folder() -> Path:
+    return paths().home / "monitoring"
+
+
+def findings_of(day: dt.date) -> pd.DataFrame | None:
+    f = folder() / f"day={day.isoformat()}.parquet"
+    return pd.read_parquet(f) if f.exists() else None
+
+
+def _shipped_by(model_id: str) -> dict | None:
+    from release.state.releases import releases_newest_first
+
+    return next((r for r in releases_newest_first() if r.get("candidate_model_id") == model_id), None)
+
+
+def _limit() -> tuple[float, float]:
+    from contracts.evaluator import load_contracts
+
+    for c in load_contracts(contracts_file()).contracts:
+        if getattr(c, "name", None) == "country_action_rate_shift":
+            return float(c.max_relative_shift), float(c.min_absolute_shift)
+    return 0.25, 0.002
+
+
+def _since(day: dt.date, key: tuple[str, str, str]) -> dt.date:
+    """The first day of the run of consecutive days, ending with ``day``, on which ``key`` alerted."""
+    first = day
+    while True:
+        prev = findings_of(first - dt.timedelta(days=1))
+        if prev is None or not ((prev["check"] == key[0]) & (prev["feature"] == key[1]) & (prev["slice"] == key[2])
+                                & (prev["status"] == checks.ALERT)).any():
+            return first
+        first -= dt.timedelta(days=1)
+
+
+def _halves(ref: pd.DataFrame) -> pd.DataFrame:
+    """The reference with ``period``: 0 for its earlier days, 1 for its later ones (the design effect)."""
+    day = pd.to_datetime(ref["day"])
+    return ref.assign(period=(day >= day.min() + (day.max() - day.min()) / 2).astype(int))
+
+
+def live_traffic(start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Decision-log rows of transactions with start <= day < end (one row per request)."""
+    from release.serving.decision_log import read_decision_log
+
+    log = read_decision_log()
+    if log.empty:
+        return log
+    ts = pd.to_datetime(log["ts"], utc=True)
+    return log[(ts >= pd.Timestamp(start, tz="UTC")) & (ts < pd.Timestamp(end, tz="UTC"))]
+
+
+def monitor(day: dt.date, *, window_days: int = WINDOW_DAYS) -> dict:
+    """Judge the deployed model on the window ending with ``day``; returns a summary (what was judged, the
+    findings' counts, the alerts raised)."""
+    from analysis.evaluation import Evaluation
+    from release.core.pipeline import pipeline
+    from release.data.features import compute_features
+    from release.state import registry
+
+    start, end = day - dt.timedelta(days=window_days - 1), day + dt.timedelta(days=1)
+    summary = {"day": day.isoformat(), "window": [start.isoformat(), (end - dt.timedelta(days=1)).isoformat()]}
+    prod = registry.tagged("production")
+    if prod is None:
+        return {**summary, "judged": False, "why": "no production model is deployed: nothing to monitor"}
+    summary["model"] = prod.id
+    live = live_traffic(start, end)
+    live = live[live["production_model_id"] == prod.id] if not live.empty else live
+    rel = _shipped_by(prod.id)
+    summary["release"] = rel["id"] if rel else None  # None: deployed by hand, nothing judged to hold it against
+    found: list[checks.Finding] = []
+    if live.empty:
+        summary["decisions"] = (f"not judged: the decision log has no request scored by {prod.id} with a transaction "
+                                f"time in {start} .. {day}")
+    elif rel is not None:
+        summary["release"] = rel["id"]
+        ev = Evaluation.load(paths().releases / rel["id"])
+        ref = ev.judging.rename(columns={"candidate_score": "score"}) if ev.judging is not None else None
+        if ref is not None:
+            found += checks.drift("score_drift", live.rename(columns={"production_score": "score"}),
+                                  _halves(ref), ["score"], by="merchant_country", period="period")
+        pol = ev.slices[(ev.slices["at"] == "policy") & ev.slices["slice_type"].isin(["all", "country"])]
+        judged = dict(zip(pol["slice"].astype(str), pol["candidate_action_rate"].astype(float)))
+        rel_shift, abs_shift = _limit()
+        found += checks.action_rates(live["production_block"].astype(bool), live["merchant_country"], judged,
+                                     max_relative_shift=rel_shift, min_absolute_shift=abs_shift)
+    snap = paths().snapshots / prod.snapshot_hash / "data.parquet"
+    spec = pipeline().features
+    feats = [f for f in prod.features if f != "category_code"]  # a code, not a quantity
+    merchant_level = {w.name for w in spec.windows if w.entity == "merchant"} | {
+        c for r in spec.risk for c in (r.rate, r.count)}
+    if snap.exists():
+        ref = pd.read_parquet(snap, columns=["day", "merchant_id", "merchant_country", *feats])
+        try:
+            now = compute_features(paths().events, start, end, features=spec)
+        except FileNotFoundError as e:
+            summary["features"] = f"not judged: {e}"
+        else:
+            cols = [f for f in feats if f in now]
+            found += checks.drift("feature_drift", now, _halves(ref), cols, by="merchant_country", period="period",
+                                  per_entity={c: "merchant_id" for c in cols if c in merchant_level})
+    else:
+        summary["features"] = f"not judged: the model's training snapshot {snap} is not there"
+    table = checks.findings_frame(found).assign(day=day.isoformat(), model=prod.id)
+    folder().mkdir(parents=True, exist_ok=True)
+    at = utc_now()
+    raised = []
+    for f in found:
+        if f.status != checks.ALERT:
+            continue
+        key = (f.check, f.feature, f.slice)
+        since = _since(day, key)
+        msg = (f"{f.sentence} Since {since.isoformat()}"
+               + (" (today)" if since == day else f" ({(day - since).days + 1} days running)")
+               + f". What to do: {TODO[f.check]}.")
+        a = notify_once(f"monitoring_{f.check}", f"{day.isoformat()}:{':'.join(key)}", msg, at=at,
+                        severity="warning", key_field="key",
+                        details={"day": day.isoformat(), "model": prod.id, "since": since.isoformat(),
+                                 **{k: v for k, v in f.as_dict().items() if k != "sentence"}})
+        if a is not None:
+            raised.append(a)
+    atomic_write_parquet(table, folder() / f"day={day.isoformat()}.parquet")
+    counts = table["status"].value_counts().to_dict() if len(table) else {}
+    if not found:
+        summary["why"] = "; ".join(summary[k] for k in ("decisions", "features") if k in summary) or "nothing to judge"
+    return {**summary, "judged": bool(found), "rows": int(len(live)), "findings": counts,
+            "firing": [f.sentence for f in found if f.status == checks.ALERT],  # the day's, raised before or not
+            "alerts": [a["message"] for a in raised]}  # raised by this run (a rerun of the day raises none)
+
+
+def monitor_interval(start, end, run_after=None) -> dict:
+    """The monitoring DAG's task: judge the window ending with the last day of the run's period (a data
+    interval, a zero-length one, or none: ``release.core.pipeline.run_period``)."""
+    from release.core.pipeline import pipeline, run_period
+
+    first, stop = run_period(start, end, run_after, pipeline().schedule.monitoring.every_days)
+    return monitor(stop - dt.timedelta(days=1))
+
+
+def latest_summary() -> dict | None:
+    """The last day monitored: its findings' counts and the alerts that fired on it (`fraudcd status`)."""
+    days = sorted(folder().glob("day=*.parquet")) if folder().exists() else []
+    if not days:
+        return None
+    f = pd.read_parquet(days[-1])
+    fired = f[f["status"] == checks.ALERT]
+    return {"day": days[-1].stem.removeprefix("day="), "findings": f["status"].value_counts().to_dict(),
+            "alerts": fired["sentence"].tolist()}
