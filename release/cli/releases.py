@@ -54,7 +54,14 @@ def release_run(as_of: str = typer.Option(..., "--as-of", help="the release's da
                 approve_as: Optional[str] = typer.Option(
                     None, "--approve-as", help="approve the suggested thresholds unedited as this named person "
                                                "when asked (scripts, benchmarks); otherwise a person approves "
-                                               "with `fraudcd thresholds approve` or in the Airflow UI")) -> None:
+                                               "with `fraudcd thresholds approve` or in the Airflow UI"),
+                replay_days: int = typer.Option(0, "--replay-days", help="once approved, start a scoring service "
+                                                "and replay this many days of the event logs from the release "
+                                                "date through it as the live traffic of shadow and ramp (a "
+                                                "historical log); 0: the rollout waits for a running service's "
+                                                "traffic (`make up`)"),
+                replay_rate: float = typer.Option(200.0, "--replay-rate", help="requests per second replayed")
+                ) -> None:
     """Run one release for a date through Airflow: the `training_set` DAG, then the `release` DAG
     (snapshot, candidate, evaluation, contracts, threshold suggestions, approval, re-judgement, report,
     shadow, ramp). It waits at the approval until a person answers (bounded by
@@ -62,7 +69,7 @@ def release_run(as_of: str = typer.Option(..., "--as-of", help="the release's da
     from pathlib import Path
 
     from release.orchestration.cycle import get_release
-    from release.orchestration.demo import CycleFailed, run_cycle
+    from release.orchestration.demo import CycleFailed, LiveTraffic, run_cycle
     from release.core.settings import paths
     from release.state.status import Status
 
@@ -74,6 +81,8 @@ def release_run(as_of: str = typer.Option(..., "--as-of", help="the release's da
         _fail(f"--workflow: no such file {workflow}", 2)
     if approve_as is not None:
         approve_as = _actor(approve_as, "--approve-as")
+    if replay_days < 0 or replay_rate <= 0:
+        _fail(f"--replay-days must be >= 0 and --replay-rate > 0; got {replay_days} and {replay_rate:g}", 2)
     _store("create")
     env = _airflow_home_env()
     rid = f"rel-{day.isoformat()}"
@@ -81,9 +90,11 @@ def release_run(as_of: str = typer.Option(..., "--as-of", help="the release's da
         _out(f"The release waits for a person: `fraudcd thresholds show --release {rid}`, then "
              f"`fraudcd thresholds approve --release {rid} --reason ...` (or edit/reject), or the Airflow "
              "UI's Required actions.", err)
+    live = LiveTraffic(env, day, replay_days, paths().home / "logs" / f"serve-{day}.log", rate=replay_rate) \
+        if replay_days else None
     try:
         rid = run_cycle(day, env, paths().home / "logs", approve_as,
-                        workflow=str(Path(workflow).resolve()) if workflow else None, console=console)
+                        workflow=str(Path(workflow).resolve()) if workflow else None, console=console, live=live)
     except CycleFailed as e:
         _fail(str(e), 1)
     rel = get_release(rid)

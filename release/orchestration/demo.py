@@ -348,6 +348,20 @@ def cycle_env(home: Path) -> dict:
     return env
 
 
+def _approved(release_id: str) -> bool:
+    """The release's thresholds were approved (it is past approval, live or finished after it): production is
+    tagged, and the scoring service can start."""
+    from release.state.releases import get_release
+    from release.state.status import PIPELINE_ORDER, Status
+
+    try:
+        status = get_release(release_id)["status"]
+    except KeyError:
+        return False
+    return status != Status.STOPPED and (status not in PIPELINE_ORDER
+                                         or PIPELINE_ORDER.index(status) >= PIPELINE_ORDER.index(Status.APPROVED))
+
+
 def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workflow: str | None = None,
               console: Console | None = None, t0: float | None = None, overrides: list[dict] | None = None,
               run: str = "", live: LiveTraffic | None = None, watch: Callable[[], None] | None = None) -> str:
@@ -368,6 +382,17 @@ def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workf
         _stage(console, f"airflow dags test release {day} (waits for approval of {rid})", t0)
     conf = {k: v for k, v in (("workflow", workflow), ("overrides", overrides)) if v}
     answer = None
+    if live is not None and approver is None:  # a person approves (the CLI, the UI): start once they have
+        inner = watch
+
+        def watch() -> None:
+            if live.proc is None and _approved(rid):
+                if console:
+                    _stage(console, f"approved: starting the scoring service on {live.url} and replaying days "
+                                    f"from {live.first_day} at {live.rate:g} requests/s", t0)
+                live.start()
+            if inner is not None:
+                inner()
     if live is not None and approver is not None:
         def answer() -> bool:
             if not _try_approve(rid, approver, env, console):
