@@ -382,7 +382,7 @@ def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workf
         _stage(console, f"airflow dags test release {day} (waits for approval of {rid})", t0)
     conf = {k: v for k, v in (("workflow", workflow), ("overrides", overrides)) if v}
     answer = None
-    if live is not None and approver is None:  # a person approves (the CLI, the UI): start once they have
+    if live is not None:  # once approved (by a person, or before this run): start the service and the replay
         inner = watch
 
         def watch() -> None:
