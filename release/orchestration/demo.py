@@ -230,15 +230,23 @@ def demo_config(home: Path, ramp_yaml: str = DEMO_RAMP) -> Path:
         shutil.rmtree(folder)
     shutil.copytree(EMBEDDED_CONFIG, folder)
     (folder / "ramp.yaml").write_text(ramp_yaml)
-    svc = (folder / "service.yaml").read_text()
-    if "  clock: wall" not in svc:
-        raise RuntimeError("config/service.yaml no longer says `clock: wall`; update the demo's service config")
-    if "  max_ahead_seconds: 300" not in svc:
-        raise RuntimeError("config/service.yaml no longer says `max_ahead_seconds: 300`; update the demo's service config")
-    # the replayer's transactions follow each other by their own time: a quiet night has gaps of many minutes
-    svc = svc.replace("  clock: wall", "  clock: event", 1).replace("  max_ahead_seconds: 300", "  max_ahead_seconds: 86400", 1)
-    (folder / "service.yaml").write_text(svc)
+    (folder / "service.yaml").write_text(event_clock((folder / "service.yaml").read_text()))
     return folder
+
+
+def event_clock(svc: str) -> str:
+    """A service configuration (its YAML text) that keeps an event clock, for replayed days: the replayer sends
+    them faster than they passed, and a quiet night's transactions are many minutes apart, so a transaction is
+    accepted up to a day after the last one. On the wall clock every replayed transaction would be refused."""
+    if "  clock: event" in svc and "  max_ahead_seconds: 86400" in svc:
+        return svc
+    if "  clock: wall" not in svc:
+        raise RuntimeError("the service configuration no longer says `clock: wall`; update release/orchestration/demo.py")
+    if "  max_ahead_seconds: 300" not in svc:
+        raise RuntimeError("the service configuration no longer says `max_ahead_seconds: 300`; update "
+                           "release/orchestration/demo.py")
+    return svc.replace("  clock: wall", "  clock: event", 1).replace("  max_ahead_seconds: 300",
+                                                                      "  max_ahead_seconds: 86400", 1)
 
 
 class LiveTraffic:
@@ -276,9 +284,14 @@ class LiveTraffic:
         """Start `fraudcd serve` and wait until it answers (after a crash: it recovers its journal first)."""
         import httpx
 
+        from release.core.settings import EMBEDDED_CONFIG
+
+        configured = Path(self.env.get("FRAUDCD_CONFIG") or EMBEDDED_CONFIG) / "service.yaml"
+        config = self.log_path.with_suffix(".service.yaml")  # the configured service, on the event clock
+        config.write_text(event_clock(configured.read_text()))
         self.proc = subprocess.Popen([_fraudcd(), "serve", "--port", str(self.port), "--seed-day",
-                                      self.first_day.isoformat()], env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+                                      self.first_day.isoformat(), "--config", str(config)], env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while True:
             if self.proc.poll() is not None:
