@@ -434,6 +434,29 @@ def test_an_override_given_when_triggering_is_recorded_and_waives_only_its_contr
     assert who in page and why in page
 
 
+def test_the_monitoring_dag_watches_the_deployed_model_through_airflow(world):
+    """`airflow dags test monitoring` the day after the second cycle's live days: the task takes its day from
+    Airflow's interval and judges the model in production (cycle 1's candidate; cycle 2 rolled back) on the
+    decision log and the event logs of the week before, against the release that shipped it. (Before the
+    terminal's rollback drill below, which puts the bootstrap model back.)"""
+    from release.orchestration.cycle import get_release
+    from release.orchestration.demo import cycle_env, run_dag
+    from release.orchestration.monitoring import findings_of
+    from release.state import registry
+
+    home, good, _, asked, *_ = world
+    day = dt.date.fromisoformat(get_release(asked)["as_of"]) + dt.timedelta(days=1)  # cycle 2 replayed its first days
+    run_dag("monitoring", (day + dt.timedelta(days=1)).isoformat(), cycle_env(home), home / "logs" / "monitoring.log",
+            timeout_s=300)
+    prod = registry.tagged("production")
+    assert prod.id == get_release(good)["candidate_model_id"]
+    f = findings_of(day)
+    assert f is not None and set(f["model"]) == {prod.id}
+    judged = f[f["status"] != "insufficient"]
+    assert {"score_drift", "feature_drift"} <= set(judged["check"]), f.groupby(["check", "status"]).size()
+    assert (f.loc[(f["check"] == "action_rate") & (f["slice"] == "all"), "rows"] > 500).all()
+
+
 def test_status_and_rollback_from_the_terminal(world):
     from release.state import registry
     from release.state.store import audit_log
@@ -463,24 +486,3 @@ def test_status_and_rollback_from_the_terminal(world):
     assert again.returncode == 1 and "Nothing to roll back" in again.stderr + again.stdout
     assert len(audit_log()) == n
 
-
-def test_the_monitoring_dag_watches_the_deployed_model_through_airflow(world):
-    """`airflow dags test monitoring` the day after the second cycle's live days: the task takes its day from
-    Airflow's interval and judges the model in production (cycle 1's candidate; cycle 2 rolled back) on the
-    decision log and the event logs of the week before, against the release that shipped it."""
-    from release.orchestration.cycle import get_release
-    from release.orchestration.demo import cycle_env, run_dag
-    from release.orchestration.monitoring import findings_of
-    from release.state import registry
-
-    home, good, _, asked, *_ = world
-    day = dt.date.fromisoformat(get_release(asked)["as_of"]) + dt.timedelta(days=1)  # cycle 2 replayed its first days
-    run_dag("monitoring", (day + dt.timedelta(days=1)).isoformat(), cycle_env(home), home / "logs" / "monitoring.log",
-            timeout_s=300)
-    prod = registry.tagged("production")
-    assert prod.id == get_release(good)["candidate_model_id"]
-    f = findings_of(day)
-    assert f is not None and set(f["model"]) == {prod.id}
-    judged = f[f["status"] != "insufficient"]
-    assert {"score_drift", "feature_drift"} <= set(judged["check"]), f.groupby(["check", "status"]).size()
-    assert (f.loc[(f["check"] == "action_rate") & (f["slice"] == "all"), "rows"] > 500).all()

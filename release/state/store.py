@@ -432,12 +432,10 @@ def store_revision(url: str | None = None) -> str | None:
                                "(or FRAUDCD_HOME) at the store's file.")
         if not path.exists() or path.stat().st_size == 0:
             return None
-        with path.open("rb") as f:
-            head = f.read(len(SQLITE_HEADER))
-        if head != SQLITE_HEADER:
-            raise StoreCorrupt(f"The state store {path} is not a SQLite database: a SQLite file begins with "
-                               f"{SQLITE_HEADER!r}, this one with {head!r}. Nothing was read or changed; restore "
-                               "the file from a backup or point FRAUDCD_STATE_URL at the right one.")
+        # The file is not opened here, only by SQLite: on POSIX, closing any descriptor of a file drops every
+        # lock the process holds on it, SQLite's too, and another process closing its last connection would
+        # then delete the write-ahead log this process still reads (a frozen snapshot; tests/release/state/
+        # test_store_locks.py). Its header is read only once SQLite has refused it (_not_sqlite).
     try:
         with _engine(url, False).connect() as conn:
             names = set(sa.inspect(conn).get_table_names())
@@ -448,12 +446,26 @@ def store_revision(url: str | None = None) -> str | None:
             raise StoreError(f"Cannot open the state store {where(url)}: {e.orig}") from None
         if path is None:
             raise StoreError(f"Cannot connect to the state store {where(url)}: {e.orig}") from None
+        _not_sqlite(path)
         raise StoreCorrupt(f"The state store {path} is damaged ({e.orig}); nothing was read or changed. Restore "
                            "it from a backup.") from None
     except sa.exc.DatabaseError as e:
+        if path is not None:
+            _not_sqlite(path)
         raise StoreCorrupt(f"The state store {where(url)} is damaged ({e.orig}); nothing was read or changed. "
                            "Restore it from a backup.") from None
     return UNVERSIONED if names & {t.name for t in metadata.sorted_tables} else None
+
+
+def _not_sqlite(path: Path) -> None:
+    """Raise StoreCorrupt saying so when the file SQLite refused is not a SQLite file at all (its header)."""
+    _engine.cache_clear()  # the refused file's engines: nothing of this process reads it any more
+    with path.open("rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    if head != SQLITE_HEADER:
+        raise StoreCorrupt(f"The state store {path} is not a SQLite database: a SQLite file begins with "
+                           f"{SQLITE_HEADER!r}, this one with {head!r}. Nothing was read or changed; restore "
+                           "the file from a backup or point FRAUDCD_STATE_URL at the right one.")
 
 
 def missing_store(url: str | None = None) -> StoreMissing:
