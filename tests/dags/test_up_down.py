@@ -243,6 +243,15 @@ def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, mon
                    if h["task_instance"]["state"] == "awaiting_input"]
     logs = lambda: "".join(p.read_text(errors="replace") for p in (home / "airflow" / "run").glob("*.log"))  # noqa: E731
     assert waiting, f"the approval task never parked\n{logs()[-3000:]}"
+    # A person answers minutes later; this test answers at once. Airflow 3.3's scheduler must first take in the
+    # parked workload's end ("executor event with state success"): a resumed task queued before it is marked
+    # failed (seen once on a loaded machine: "TI was not in the running state"). Wait for that line, bounded.
+    parked = (f"Received executor event with state success for task instance TaskInstanceKey(dag_id='release', "
+              f"task_id='approve_thresholds', run_id='{run['dag_run_id']}'")
+    until = time.monotonic() + 60
+    while parked not in (home / "airflow" / "run" / "scheduler.log").read_text(errors="replace") and \
+            time.monotonic() < until:
+        time.sleep(0.5)
 
     cli = dict(env)
     cli.pop("FRAUDCD_AIRFLOW_USER", None)
