@@ -65,15 +65,20 @@ def _limit() -> tuple[float, float]:
     return 0.25, 0.002
 
 
-def _since(day: dt.date, key: tuple[str, str, str]) -> dt.date:
-    """The first day of the run of consecutive days, ending with ``day``, on which ``key`` alerted."""
+def _since(day: dt.date, key: tuple[str, str, str], alerted: dict) -> dt.date:
+    """The first day of the run of consecutive days, ending with ``day``, on which ``key`` alerted. ``alerted``:
+    day -> the (check, feature, slice) keys that alerted on it, filled as days are read (each day's findings
+    are read once per run, whatever the number of alerts)."""
     first = day
     while True:
-        prev = findings_of(first - dt.timedelta(days=1))
-        if prev is None or not ((prev["check"] == key[0]) & (prev["feature"] == key[1]) & (prev["slice"] == key[2])
-                                & (prev["status"] == checks.ALERT)).any():
+        prev = first - dt.timedelta(days=1)
+        if prev not in alerted:
+            f = findings_of(prev)
+            alerted[prev] = set() if f is None else set(
+                f.loc[f["status"] == checks.ALERT, ["check", "feature", "slice"]].itertuples(index=False, name=None))
+        if key not in alerted[prev]:
             return first
-        first -= dt.timedelta(days=1)
+        first = prev
 
 
 def _halves(ref: pd.DataFrame) -> pd.DataFrame:
@@ -147,12 +152,12 @@ def monitor(day: dt.date, *, window_days: int = WINDOW_DAYS) -> dict:
     table = checks.findings_frame(found).assign(day=day.isoformat(), model=prod.id)
     folder().mkdir(parents=True, exist_ok=True)
     at = utc_now()
-    raised = []
+    raised, alerted = [], {}
     for f in found:
         if f.status != checks.ALERT:
             continue
         key = (f.check, f.feature, f.slice)
-        since = _since(day, key)
+        since = _since(day, key, alerted)
         msg = (f"{f.sentence} Since {since.isoformat()}"
                + (" (today)" if since == day else f" ({(day - since).days + 1} days running)")
                + f". What to do: {TODO[f.check]}.")
