@@ -20,6 +20,7 @@ point estimates, intervals and ranking metrics.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,13 +28,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.metrics import (grouped_sum, prepare, ranking_metrics, slice_codes, slice_counts, slice_table,
-                             threshold_at_fpr, thresholds_for, weighted_fpr)
+                             threshold_at_fpr, thresholds_for, weighted_fpr, with_candidate_threshold)
 from analysis.stats import slice_intervals
 from analysis.thresholds import suggest_thresholds
 from analysis.weighting import MAX_WEIGHT, counterfactual_support, dr_fraud_terms, ipw_weights, outcome_model
 from contracts.base import SLICE_COLUMNS, other_name, pooled_type
 from release.core.io import atomic_write_parquet, atomic_write_text
 
+RATES_ONLY_SLICES = {"merchant"}  # thousands of slices: action rates only, unless a contract reads more there
 REPORT_SLICES = ["country", "merchant", "category", "card_country", "merchant_size", "amount_band", "card_segment"]
 AMOUNT_BANDS = [0.0, 20.0, 100.0, 500.0, float("inf")]
 AMOUNT_LABELS = ["<20", "20-100", "100-500", "500+"]
@@ -226,11 +228,15 @@ def all_slices(p: pd.DataFrame, keys: dict[str, tuple[np.ndarray, np.ndarray]]) 
     return pd.concat([slice_table(counts, codes, names, t) for t, (codes, names) in keys.items()], ignore_index=True)
 
 
-def _default_pools() -> set[tuple[str, str, int]]:
+def _contracts_in_force():
     from contracts.evaluator import load_contracts
     from release.core.settings import contracts_file
 
-    return load_contracts(contracts_file()).pools()
+    return load_contracts(contracts_file())
+
+
+def _default_pools() -> set[tuple[str, str, int]]:
+    return _contracts_in_force().pools()
 
 
 def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default: float,
@@ -300,14 +306,27 @@ def fraud_mass(label, outcome, legit: bool = False) -> np.ndarray:
 def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_global: float,
                  policy_per_merchant: pd.Series | dict | None, *, slice_names: list[str] = REPORT_SLICES,
                  n_boot: int = 1000, seed: int = 0, pools: set[tuple[str, str, int]] | None = None,
-                 source: str = "suggested", windows: dict | None = None, ranking: bool = True) -> Evaluation:
+                 source: str = "suggested", windows: dict | None = None, ranking: bool = True,
+                 detailed: set[str] | None = None) -> Evaluation:
     """Judge one policy (per-merchant thresholds, ``policy_global`` for every other merchant) and the
     candidate at its operating threshold against the incumbent (``incumbent_threshold`` per row) on
-    ``judging`` rows, with weights already made by analysis.weighting."""
-    pools = _default_pools() if pools is None else set(pools)
-    # every slice column hashed once: the tables, the intervals, the support and the policy's thresholds
-    # all read these codes
-    columns = {}
+    ``judging`` rows, with weights already made by analysis.weighting.
+
+    ``pools`` and ``detailed`` come from the contracts in force when not given: the pooled slice types
+    they read, and the slice types on which they read more than action rates. Merchant slices (thousands)
+    get action rates only unless ``detailed`` names them: their only reader is merchant block-rate
+    stability, and each merchant's recall and FPR are in the threshold suggestions. The slices table
+    keeps every metric of every merchant."""
+    if pools is None or detailed is None:
+        cs = _contracts_in_force()
+        pools = cs.pools() if pools is None else pools
+        detailed = cs.detailed_slices() if detailed is None else detailed
+    pools = set(pools)
+    # every slice column hashed once (two at a time: the hashing lets other threads run): the tables, the
+    # intervals, the support and the policy's thresholds all read these codes
+    needed = sorted({SLICE_COLUMNS[t] for t in ["merchant", *slice_names, *(t for t, _, _ in pools)]} - {None})
+    with ThreadPoolExecutor(2) as hashing:
+        columns = dict(zip(needed, hashing.map(lambda c: slice_codes(judging[c]), needed)))
 
     def codes_of(slice_type: str) -> tuple[np.ndarray, np.ndarray]:
         col = SLICE_COLUMNS[slice_type]
@@ -317,22 +336,24 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
 
     inc_thr = judging["incumbent_threshold"].to_numpy(dtype=float)
     p = prepare(judging, inc_thr, np.full(len(judging), candidate_threshold))
-    merchant_codes, merchants = codes_of("merchant")  # each merchant's threshold looked up once, not per row
-    pol_thr = thresholds_for(pd.Series(merchants), policy_per_merchant, policy_global)[merchant_codes]
-    pol_p = prepare(judging, inc_thr, pol_thr)
-    keys = {"all": (np.zeros(len(judging), dtype=np.int32), np.array(["all"], dtype=object))}
-    keys.update({name: codes_of(name) for name in slice_names})
-    op = all_slices(p, keys)
-    pol = all_slices(pol_p, keys)
-    op.insert(0, "at", "operating_point")
-    pol.insert(0, "at", "policy")
-    slices = pd.concat([op, pol], ignore_index=True)
-    overall = op[op["slice_type"] == "all"].iloc[0].drop("at").to_dict()
-    if ranking:
-        overall.update(ranking_metrics(p))
+    with ThreadPoolExecutor(1) as background:  # the exact ranking's sorts beside the slice tables' sums
+        ranked = background.submit(ranking_metrics, p) if ranking else None
+        merchant_codes, merchants = codes_of("merchant")  # each merchant's threshold looked up once, not per row
+        pol_thr = thresholds_for(pd.Series(merchants), policy_per_merchant, policy_global)[merchant_codes]
+        pol_p = with_candidate_threshold(p, pol_thr)
+        keys = {"all": (np.zeros(len(judging), dtype=np.int32), np.array(["all"], dtype=object))}
+        keys.update({name: codes_of(name) for name in slice_names})
+        op = all_slices(p, keys)
+        pol = all_slices(pol_p, keys)
+        op.insert(0, "at", "operating_point")
+        pol.insert(0, "at", "policy")
+        slices = pd.concat([op, pol], ignore_index=True)
+        overall = op[op["slice_type"] == "all"].iloc[0].drop("at").to_dict()
+        if ranked is not None:
+            overall.update(ranked.result())
     overall = {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v) for k, v in overall.items()}
-    # the intervals need only the three models' decisions of the prepared frames (each holds five columns as
-    # long as the judging rows): kept, the frames let go before the engine's own arrays are made
+    # the intervals need only the three models' decisions of the prepared frames: kept, the frames let go
+    # before the engine's own arrays are made
     acts = {"incumbent": p["incumbent_action"].to_numpy(dtype=float, copy=True),
             "candidate": p["candidate_action"].to_numpy(dtype=float, copy=True),
             "policy": pol_p["candidate_action"].to_numpy(dtype=float, copy=True)}
@@ -340,8 +361,11 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
     label = judging["label"].astype(float).to_numpy()
     weight = judging["weight"].astype(float).to_numpy()
     members = {}
+    rates_only = {t for t in keys if t in RATES_ONLY_SLICES and t not in detailed}
     for slice_type, measure, min_support in sorted(pools):
         name = pooled_type(slice_type, measure, min_support)
+        if slice_type in RATES_ONLY_SLICES and slice_type not in detailed:
+            rates_only.add(name)
         if name in keys:
             continue
         support = {"transactions": np.ones(len(judging)), "frauds": (label == 1).astype(float),
@@ -349,29 +373,24 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
         codes, names, m = pooled_slices(*codes_of(slice_type), support, min_support, slice_type)
         keys[name] = (codes, names)
         members.update({(name, k): v for k, v in m.items()})
-    metrics = slice_intervals(
-        label, weight, judging["amount"], acts, keys, judging["card_id"], baseline="incumbent", n_boot=n_boot,
-        seed=seed, max_weight=np.inf,
-        scores={"incumbent": judging["incumbent_score"].to_numpy(),
-                "candidate": judging["candidate_score"].to_numpy()} if ranking else None)
+    # the counterfactual estimators beside IPW and plain, in the same pass (one paired bootstrap):
+    # direct method (dm), per slice: every labelled row counts as its label, every censored row as the
+    # outcome model's fraud probability; one calibration for the window, so a slice's figure does not
+    # rest on the few explored frauds that fall in it (its bias is the calibration's, see README);
+    # doubly robust (dr), all traffic: m + w (y - m), each explored row correcting the model
+    masses = None
     if "outcome" in judging:
         m = judging["outcome"].to_numpy(dtype=float)
-        sup = metrics.groupby(["slice_type", "slice"])[["transactions", "labelled", "frauds"]].first().reset_index()
-        extra = []
-        # direct method (dm), per slice: every labelled row counts as its label, every censored row as the
-        # outcome model's fraud probability; one calibration for the window, so a slice's figure does not
-        # rest on the few explored frauds that fall in it (its bias is the calibration's, see README)
-        # doubly robust (dr), all traffic: m + w (y - m), each explored row correcting the model
-        for est, mass, k in (("dm", fraud_mass(label, m), keys),
-                             ("dr", dr_fraud_terms(label, weight, m), {"all": keys["all"]})):
-            t = slice_intervals(mass, np.ones(len(judging)), judging["amount"], acts, k, judging["card_id"],
-                                baseline="incumbent", n_boot=n_boot, seed=seed + 1, max_weight=np.inf,
-                                estimators=("ipw",))
-            t = t[t["estimator"] == "ipw"].drop(columns=["transactions", "labelled", "frauds"])
-            extra.append(t.assign(estimator=est).merge(sup, on=["slice_type", "slice"], how="left"))
-        metrics = pd.concat([metrics, *extra], ignore_index=True)
-    support = slice_counterfactual_support(keys, label, weight)
-    metrics = metrics.merge(support, on=["slice_type", "slice"], how="left")
+        masses = {"dm": (fraud_mass(label, m), None),
+                  "dr": (dr_fraud_terms(label, weight, m), {"all"})}
+    with ThreadPoolExecutor(1) as background:  # the support's counts beside the engine's single-threaded steps
+        support = background.submit(slice_counterfactual_support, keys, label, weight)
+        metrics = slice_intervals(
+            label, weight, judging["amount"], acts, keys, judging["card_id"], baseline="incumbent", n_boot=n_boot,
+            seed=seed, max_weight=np.inf, masses=masses, estimators_by_type={t: ("all",) for t in rates_only},
+            scores={"incumbent": judging["incumbent_score"].to_numpy(),
+                    "candidate": judging["candidate_score"].to_numpy()} if ranking else None)
+    metrics = metrics.merge(support.result(), on=["slice_type", "slice"], how="left")
     pooled = np.full(len(metrics), None, dtype=object)  # the pooled slices' members, None elsewhere
     for (t, s), v in members.items():
         pooled[((metrics["slice_type"] == t) & (metrics["slice"] == s)).to_numpy()] = v

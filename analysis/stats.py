@@ -4,7 +4,8 @@ Every threshold metric here is a sum or a ratio of sums of per-row counts (trans
 frauds caught, weighted legitimate transactions declined, money), so a bootstrap replicate never needs the
 rows: only per-cluster count vectors. For each slice type:
 
-- *Active* rows are the ones any model acts on, or matured frauds. A card's active rows in a slice form
+- *Active* rows are the ones any model acts on, matured frauds, and rows with a fraud mass (``masses``:
+  a censored row's fraud probability, a doubly robust term). A card's active rows in a slice form
   one cluster (card and slice), and a cluster gets one Poisson(1) weight per replicate, shared by all its
   count columns and so by every model: fraud clusters on cards, and the candidate and the incumbent are
   compared on the same resampled cards (a paired bootstrap). Each reported interval is about one slice,
@@ -18,15 +19,18 @@ rows: only per-cluster count vectors. For each slice type:
 Ranking metrics (ROC-AUC, PR-AUC) are computed on binned scores from per-slice histograms of the
 legitimate rows and enter the same bootstrap as cluster columns (see ``_Ranking``).
 
-Replicate sums are dense matrix products per slice (BLAS; small ones on one thread, where OpenBLAS's
-thread start-up would cost more than the product), with Poisson(1) weights drawn by a 16-bit table
-lookup (mean 1, variance 1 - 3e-5). Memory is bounded by processing replicates in chunks.
+Replicate sums are dense matrix products per slice, each on one BLAS thread, the slices shared among
+a few Python threads (``_run_products``), with Poisson(1) weights drawn by a 16-bit table lookup (mean
+1, variance 1 - 3e-5). Memory is bounded by processing replicates in chunks.
 
 Estimators: *ipw* weights each labelled row by its inverse propensity (exploration rows stand in for the
 transactions the policy of the day blocked and so never labelled), with weights clipped at ``max_weight``;
 *plain* counts labelled rows as they are (what a naive evaluation on censored data reports).
 """
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -52,7 +56,7 @@ METRICS = {
     ("false_decline_amount", "plain"): ("false_decline_amount_plain", None),
 }
 _TABLE_BITS = 16
-BIG_SLICE = 2000  # clusters: a slice this big gets its matrix product on every BLAS thread
+MAX_WORKERS = 4  # threads for the replicate products
 RANKING_CELLS = 1 << 23  # score bins for the ranking metrics: (slices of the largest type) x bins at most this,
 MIN_BINS, MAX_BINS = 2048, 1 << 16  # within these
 
@@ -74,24 +78,49 @@ _BLAS = ThreadpoolController()
 def poisson1(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """Poisson(1) draws as float32, by table lookup on random 16-bit integers."""
     n = int(np.prod(shape))
-    idx = np.frombuffer(rng.bytes(2 * n), dtype=np.uint16)
+    idx = rng.bit_generator.random_raw((n + 3) // 4).view(np.uint16)[:n]  # raw 64-bit words: 3x rng.bytes' speed
     return _POISSON1[idx].reshape(shape)
 
 
-def count_columns(models: list[str]) -> list[str]:
-    return SHARED + [f"{m}:{c}" for m in models for c in PER_MODEL]
+def mass_metrics(estimator: str) -> dict:
+    """The metrics of an estimator that counts each row's fraud *mass* (``slice_intervals``' ``masses``: the
+    direct method's label-or-probability, a doubly robust term): entries as in ``METRICS``, the same
+    shape as IPW's."""
+    e = estimator
+    return {("recall", e): (f"tp_{e}", f"frauds_{e}"), ("fpr", e): (f"fp_{e}", f"legit_{e}"),
+            ("precision", e): (f"tp_{e}", f"tp_{e}+fp_{e}"),
+            ("blocked_fraud_amount", e): (f"blocked_fraud_amount_{e}", None),
+            ("false_decline_amount", e): (f"false_decline_amount_{e}", None)}
 
 
-def _columns_read(models: list[str], estimators: tuple[str, ...]) -> list[str]:
-    """The count columns (``count_columns(models)``, in that order) whose replicates the metrics of
-    ``estimators`` read: the only ones worth keeping replicate sums of."""
+def _shared(name: str) -> bool:
+    """Whether a count column is one per row whatever the model (support, and each estimator's frauds and
+    legitimate mass), not one per model."""
+    return name in SHARED or name.split("_")[0] in ("frauds", "legit")
+
+
+def count_columns(models: list[str], masses: tuple[str, ...] = ()) -> list[str]:
+    shared = SHARED + [f"{c}_{e}" for e in masses for c in ("frauds", "legit")]
+    per = PER_MODEL + [f"{c}_{e}" for e in masses for c in ("tp", "fp", "blocked_fraud_amount", "false_decline_amount")]
+    return shared + [f"{m}:{c}" for m in models for c in per]
+
+
+def _columns_read(models: list[str], estimators: tuple[str, ...], masses: tuple[str, ...] = ()) -> list[str]:
+    """The count columns (``count_columns(models, masses)``, in that order) whose replicates the metrics of
+    ``estimators`` and ``masses`` read: the only ones worth keeping replicate sums of."""
     read = set()
-    for (_, estimator), (num, den) in METRICS.items():
-        if estimator in estimators:
-            for name in [num] + ([den] if den else []):
-                for part in name.split("+"):
-                    read.update([part] if part in SHARED else [f"{m}:{part}" for m in models])
-    return [c for c in count_columns(models) if c in read]
+    for (_, estimator), (num, den) in _metrics_of(estimators, masses).items():
+        for name in [num] + ([den] if den else []):
+            for part in name.split("+"):
+                read.update([part] if _shared(part) else [f"{m}:{part}" for m in models])
+    return [c for c in count_columns(models, masses) if c in read]
+
+
+def _metrics_of(estimators: tuple[str, ...], masses: tuple[str, ...]) -> dict:
+    out = {k: v for k, v in METRICS.items() if k[1] in estimators}
+    for e in masses:
+        out.update(mass_metrics(e))
+    return out
 
 
 def _same_slices(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -100,20 +129,26 @@ def _same_slices(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarr
 
 
 def _active_counts(lab: np.ndarray, labelled: np.ndarray, w: np.ndarray, amount: np.ndarray,
-                   actions: dict[str, np.ndarray]) -> np.ndarray:
-    """The count vector of each (active) row, columns as ``count_columns``."""
+                   actions: dict[str, np.ndarray], masses: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The count vector of each (active) row, columns as ``count_columns(actions, masses)``. A mass
+    estimator counts every row, its mass as fraud and one minus it as legitimate."""
+    masses = masses or {}
     fraud_w, legit_w = lab * w, (1 - lab) * w * labelled
     fraud_p, legit_p = lab, (1 - lab) * labelled
     cols = [np.ones(len(lab)), labelled, fraud_w, legit_w, fraud_p, legit_p]
+    for m in masses.values():
+        cols += [m, 1 - m]
     for a in actions.values():
         cols += [a, fraud_w * a, legit_w * a, fraud_p * a, legit_p * a, fraud_w * a * amount,
                  legit_w * a * amount, fraud_p * a * amount, legit_p * a * amount]
+        for m in masses.values():
+            cols += [m * a, (1 - m) * a, m * a * amount, (1 - m) * a * amount]
     return np.column_stack(cols).astype(np.float32)
 
 
 def _metric(sums: dict[str, np.ndarray], model: str, num: str, den: str | None) -> np.ndarray:
     def get(name: str) -> np.ndarray:
-        parts = [sums[n if n in SHARED else f"{model}:{n}"] for n in name.split("+")]
+        parts = [sums[n if _shared(n) else f"{model}:{n}"] for n in name.split("+")]
         return parts[0] if len(parts) == 1 else np.add(*parts)
 
     top = get(num)
@@ -379,8 +414,9 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
                     baseline: str, n_boot: int = 1000,
                     level: float = INTERVAL_LEVEL, seed: int = 0, max_weight: float = 100.0, chunk: int = 125,
                     scores: dict[str, np.ndarray] | None = None, n_bins: int | None = None,
-                    min_ranking_frauds: int = 10, estimators: tuple[str, ...] = ("all", "ipw", "plain")
-                    ) -> pd.DataFrame:
+                    min_ranking_frauds: int = 10, estimators: tuple[str, ...] = ("all", "ipw", "plain"),
+                    masses: dict[str, tuple[np.ndarray, set[str] | None]] | None = None,
+                    estimators_by_type: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
     """Estimates and bootstrap intervals of every metric, per model and as each model minus ``baseline``,
     for every slice of every slice type in ``keys`` (slice type -> one label per row, or the labels already
     factorized as a (codes, names) pair: names sorted, codes 0..len(names)-1 with every name present, as
@@ -393,7 +429,15 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     with at least ``min_ranking_frauds`` frauds and as many labelled legitimate rows (NaN elsewhere).
     Returns a tidy table: slice_type, slice, metric, estimator, model, estimate, lo, hi and the slice's
     support (transactions, labelled, frauds). ``estimators`` names the estimators reported ("all" is the
-    action rate); replicates are kept only of the count columns their metrics read.
+    action rate); ``estimators_by_type`` narrows them (mass estimators included) for some slice types (a
+    type with thousands of slices whose only reader wants action rates). Each slice type's products carry only the count columns
+    its metrics read (and the support columns), and only those get replicate sums. Ranking metrics come
+    with the ipw or plain estimators.
+
+    ``masses`` adds estimators that count a fraud *mass* on every row (name -> (mass per row, the slice
+    types it is reported for, None for all)): the direct method (a row's label, or its fraud probability
+    when censored) and doubly robust terms. Their counts ride in the same products as the rest, so every
+    estimator's interval comes from the same resampled clusters (one paired bootstrap, one pass).
 
     Every cluster (a card's active rows in one slice) gets one Poisson(1) weight per replicate, shared by
     all its count columns and so by every model (a paired bootstrap). Weights come from one pool drawn
@@ -406,19 +450,27 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     if scores is not None and baseline not in scores:
         raise ValueError(f"The 'scores' of slice_intervals must include the baseline {baseline!r}. "
                          f"Got {list(scores)}.")
-    cols = count_columns(models)
     label = np.asarray(label, dtype=float)
     n = len(label)
     labelled_all = ~np.isnan(label)
     lab_all = np.where(labelled_all, label, 0.0)
     w_all = np.where(labelled_all, np.minimum(np.asarray(weight, dtype=float), max_weight), 0.0)
     acts = {m: np.asarray(a, dtype=float) for m, a in actions.items()}
-    active = lab_all != 0  # a fraud, or a doubly robust fraud mass of either sign
+    masses = {e: (np.asarray(m, dtype=float), None if types is None else set(types))
+              for e, (m, types) in (masses or {}).items()}
+    mass_names = tuple(masses)
+    cols = count_columns(models, mass_names)
+    active = lab_all != 0  # a fraud
     for a in acts.values():
         active |= a > 0
+    acted = active.copy()  # the frauds and the rows a model acts on (the ranking's clusters)
+    for m, _ in masses.values():
+        active |= m != 0  # a censored row's fraud probability, a doubly robust term of either sign
     act_rows = np.flatnonzero(active)
     v_all = _active_counts(lab_all[act_rows], labelled_all[act_rows].astype(float), w_all[act_rows],
-                           np.asarray(amount, dtype=float)[act_rows], {m: a[act_rows] for m, a in acts.items()})
+                           np.asarray(amount, dtype=float)[act_rows], {m: a[act_rows] for m, a in acts.items()},
+                           {e: m[act_rows] for e, (m, _) in masses.items()})
+    masses = {e: types for e, (_, types) in masses.items()}  # the masses are in the count vectors now
     # active rows: their card's dense index (clusters are formed over active rows only)
     act_card, _ = pd.factorize(np.asarray(card)[act_rows])
     n_cards = int(act_card.max()) + 1 if len(act_card) else 1
@@ -427,14 +479,15 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     # quiet rows: one count vector per kind (unlabelled, or labelled legitimate with a given weight);
     # kind 0 = an active row (left out of the quiet groups)
     kind_code, kind_values = _factorize_few(np.where(labelled_all, w_all, -1.0)[~active], common=1.0)
-    # in SHARED order: transactions, labelled, frauds_ipw, legit_ipw, frauds_plain, legit_plain
-    kinds = np.array([[1.0, float(k >= 0), 0.0, max(float(k), 0.0), 0.0, float(k >= 0)] for k in kind_values],
-                     dtype=np.float64).reshape(-1, len(SHARED))
+    # in the shared columns' order: transactions, labelled, frauds_ipw, legit_ipw, frauds_plain, legit_plain,
+    # then each mass estimator's frauds (0: a quiet row's mass is 0) and legitimate mass (1)
+    kinds = np.array([[1.0, float(k >= 0), 0.0, max(float(k), 0.0), 0.0, float(k >= 0)] + [0.0, 1.0] * len(masses)
+                      for k in kind_values], dtype=np.float64).reshape(-1, len(SHARED) + 2 * len(masses))
     quiet_kind = np.zeros(n, dtype=np.int64)
     quiet_kind[~active] = kind_code + 1
     del kind_code
     n_kinds = len(kinds) + 1
-    shared_pos = [cols.index(c) for c in SHARED]
+    shared_cols = [c for c in cols if _shared(c)]
     codes = {t: _codes(labels) for t, labels in keys.items()}
     ranking = None
     if scores is not None:
@@ -442,7 +495,7 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
         rank_models = [baseline] + [m for m in scores if m != baseline]
         legit = labelled_all & (lab_all == 0)
         ranking = _Ranking(rank_models, {m: score_bins(scores[m], n_bins) for m in rank_models}, n_bins,
-                           pos=np.flatnonzero(lab_all > 0), act_legit=np.flatnonzero(active & legit),
+                           pos=np.flatnonzero(lab_all > 0), act_legit=np.flatnonzero(acted & legit),
                            neg_extra=np.flatnonzero(legit & (w_all != 1)),  # legit rows whose weight is not 1
                            drop=np.flatnonzero(~labelled_all | (lab_all > 0)),  # rows that are not labelled legit
                            a=w_all, min_frauds=min_ranking_frauds)
@@ -452,18 +505,27 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
                                                           minlength=n_s * n_kinds).reshape(n_s, n_kinds))
     if ranking is not None:
         ranking.legit_histograms(slicing)
-    # replicate sums are kept for the columns the requested estimators read (the products still carry every
-    # column: a float32 product's sums depend on how many columns it has)
-    kept = _columns_read(models, estimators)
-    kept_pos = [cols.index(c) for c in kept]
-    if len(kept) == len(cols):
-        kept_pos = None
+    # ten million rows each: what the plans no longer read is let go before their arrays are made
+    del slicing, lab_all, labelled_all, active, acted
+    quiet_kind = None  # (read by the counting closure above)
     plans = []  # per slice type: its clusters, quiet groups, point estimates and replicate sums
     for slice_type in keys:
         slice_idx, slice_names = codes[slice_type]
         n_s = len(slice_names)
-        twin = next((p for p in plans if p["twin"] is None and _same_slices(codes[p["slice_type"]],
-                                                                             codes[slice_type])), None)
+        # the estimators and mass estimators reported for this slice type, and so its count columns: the ones
+        # their metrics read, and the support
+        narrowed = (estimators_by_type or {}).get(slice_type)
+        est_t = tuple(estimators if narrowed is None else narrowed)
+        here = tuple(e for e, types in masses.items()
+                     if (types is None or slice_type in types) and (narrowed is None or e in narrowed))
+        read = set(_columns_read(models, est_t, here)) | {"transactions", "labelled", "frauds_plain"}
+        cols_t = [c for c in cols if c in read]
+        sel = None if len(cols_t) == len(cols) else [cols.index(c) for c in cols_t]
+        kept = cols_t
+        ranked = ranking is not None and bool({"ipw", "plain"} & set(est_t))
+        twin = next((p for p in plans if p["twin"] is None and (p["masses"], p["estimators"]) == (here, est_t)
+                     and (p["ranking"] is not None) == ranked
+                     and _same_slices(codes[p["slice_type"]], codes[slice_type])), None)
         if twin is not None:
             # the same slices as a type planned before (a pooled type that pooled nothing): the same clusters
             # on the same pool rows, so the same products, copied from it; its quiet groups draw their own
@@ -472,45 +534,38 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
             continue
         # clusters: (slice, card) over the active rows, sorted by slice
         uniq, inv = np.unique(slice_idx[act_rows].astype(np.int64) * n_cards + act_card, return_inverse=True)
-        v = np.zeros((len(uniq), len(cols)), dtype=np.float32)
-        _group_sum(v, inv.ravel(), v_all)
+        v = np.zeros((len(uniq), len(cols_t)), dtype=np.float32)
+        _group_sum(v, inv.ravel(), v_all if sel is None else v_all[:, sel])
         c_slice = uniq // n_cards
         qk = np.rint(quiet[slice_type][:, 1:]).astype(np.int64)
         q_s, q_kind = np.nonzero(qk)
         q_k = qk[q_s, q_kind]
-        point = np.zeros((n_s, len(cols)))
+        point = np.zeros((n_s, len(cols_t)))
         _group_sum(point, c_slice, v.astype(np.float64))
-        for j, col in enumerate(shared_pos):
-            point[:, col] += np.bincount(q_s, weights=kinds[q_kind, j] * q_k, minlength=n_s)
+        shared_j = [(j, c) for j, c in enumerate(shared_cols) if c in cols_t]  # kinds' column j, for column c
+        for j, c in shared_j:
+            point[:, cols_t.index(c)] += np.bincount(q_s, weights=kinds[q_kind, j] * q_k, minlength=n_s)
         plans.append({"slice_type": slice_type, "twin": None, "names": np.asarray(slice_names).astype(str), "v": v,
                       "bounds": np.searchsorted(c_slice, np.arange(n_s + 1)), "q_s": q_s,
-                      "q_k": q_k, "point": point,
+                      "q_k": q_k, "point": point, "masses": here, "estimators": est_t, "cols": cols_t,
+                      "kept_cols": kept,
                       "q_mats": [(kept.index(c), sparse.csr_matrix((kinds[q_kind, j].astype(np.float32),
                                                                    (np.arange(len(q_k)), q_s)), shape=(len(q_k), n_s)))
-                                 for j, c in enumerate(SHARED) if c in kept and kinds[q_kind, j].any()],
-                      "kept": kept_pos,
+                                 for j, c in shared_j if c in kept and kinds[q_kind, j].any()],
                       "reps": np.zeros((n_s, len(kept), n_boot), dtype=np.float32),  # slices x kept cols x replicates
-                      "ranking": None if ranking is None else ranking.plan(slice_type, slice_idx, n_s, card_code,
+                      "ranking": None if not ranked else ranking.plan(slice_type, slice_idx, n_s, card_code,
                                                                            n_cards, n_boot)})
+    del v_all, card_code, w_all
     if ranking is not None:
-        ranking.legit = None  # the histograms are in the plans now
+        ranking.legit = ranking.bins = ranking.a = None  # the histograms and clusters are in the plans now
     pool = max([len(p["v"]) for p in plans] + [len(p["ranking"]["v"]) for p in plans if p["ranking"]] + [1])
     products = [p for plan in plans if plan["twin"] is None for p in (plan, plan["ranking"]) if p is not None]
-    for p in products:
-        size = np.diff(p["bounds"])
-        p["small"], p["big"] = np.flatnonzero((size > 0) & (size < BIG_SLICE)), np.flatnonzero(size >= BIG_SLICE)
+    groups = _product_groups(products, _workers())
     rng = np.random.default_rng(seed)
     for b0 in range(0, n_boot, chunk):
         b1 = min(n_boot, b0 + chunk)
         weights = poisson1(rng, (pool, b1 - b0))  # clusters x replicates
-        # OpenBLAS's thread start-up costs more than a small product: those run on one thread
-        for small, limit in ((True, 1), (False, None)):
-            with _BLAS.limit(limits=limit, user_api="blas"):
-                for p in products:
-                    bounds, v, reps, kept_p = p["bounds"], p["v"], p["reps"], p.get("kept")
-                    for i in p["small" if small else "big"]:
-                        r = v[bounds[i]:bounds[i + 1]].T @ weights[bounds[i]:bounds[i + 1]]
-                        reps[i, :, b0:b1] = r if kept_p is None else r[kept_p]
+        _run_products(groups, weights, b0, b1)
         for plan in plans:
             if plan["twin"] is not None:  # before the twin's quiet groups are added
                 plan["reps"][:, :, b0:b1] = plan["twin"]["reps"][:, :, b0:b1]
@@ -528,16 +583,14 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     min_finite = max(10, n_boot // 2)
     out = []
     for plan in plans:
-        point_d = {c: plan["point"][:, j] for j, c in enumerate(cols)}
-        reps_d = {c: plan["reps"][:, j] for j, c in enumerate(kept)}
+        point_d = {c: plan["point"][:, j] for j, c in enumerate(plan["cols"])}
+        reps_d = {c: plan["reps"][:, j] for j, c in enumerate(plan["kept_cols"])}
         support = {"transactions": np.rint(point_d["transactions"]).astype(np.int64),
                    "labelled": np.rint(point_d["labelled"]).astype(np.int64),
                    "frauds": np.rint(point_d["frauds_plain"]).astype(np.int64)}
         names, n_s = plan["names"], len(plan["names"])
         cols_out = {"metric": [], "estimator": [], "model": [], "estimate": [], "lo": [], "hi": []}
-        for (metric, estimator), (num, den) in METRICS.items():
-            if estimator not in estimators:
-                continue
+        for (metric, estimator), (num, den) in _metrics_of(plan["estimators"], plan["masses"]).items():
             values = {m: (_metric(point_d, m, num, den), _metric(reps_d, m, num, den)) for m in models}
             rows = [(m, est, rep) for m, (est, rep) in values.items()]
             rows += [(f"{m}-{baseline}", values[m][0] - values[baseline][0], values[m][1] - values[baseline][1])
@@ -565,6 +618,45 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
         plan["reps"] = plan["ranking"] = None
         del reps_d
     return pd.concat(out, ignore_index=True)
+
+
+def _workers() -> int:
+    """Threads for the replicate products: the cores this process may use, at most ``MAX_WORKERS``."""
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
+def _product_groups(products: list[dict], workers: int) -> list[list[tuple[np.ndarray, np.ndarray, int]]]:
+    """The slices of every product (a plan's or its ranking's clusters), as (count vectors, replicate sums,
+    slice) tasks split into ``workers`` groups of about equal work (clusters x columns), largest first."""
+    tasks = []
+    for p in products:
+        size = np.diff(p["bounds"])
+        for i in np.flatnonzero(size > 0):
+            tasks.append((int(size[i]) * p["v"].shape[1], p, int(i)))
+    tasks.sort(key=lambda t: -t[0])
+    load, groups = np.zeros(workers), [[] for _ in range(workers)]
+    for cost, p, i in tasks:
+        g = int(np.argmin(load))
+        load[g] += cost
+        groups[g].append((p["v"][p["bounds"][i]:p["bounds"][i + 1]], p["reps"], p["bounds"][i], i))
+    return [g for g in groups if g]
+
+
+def _run_products(groups: list[list], weights: np.ndarray, b0: int, b1: int) -> None:
+    """Each slice's replicate sums of replicates b0..b1: its clusters' count vectors times their Poisson
+    weights (rows of ``weights`` from the slice's first cluster on). One thread per group, each product on
+    one BLAS thread: OpenBLAS's own threads spin on each other and stall (100x seen) when other work holds
+    the cores, while independent products on independent threads just share them."""
+    def run(group):
+        for v, reps, start, i in group:
+            reps[i, :, b0:b1] = v.T @ weights[start:start + len(v)]
+
+    with _BLAS.limit(limits=1, user_api="blas"):
+        if len(groups) == 1:
+            run(groups[0])
+        else:
+            with ThreadPoolExecutor(len(groups)) as ex:
+                list(ex.map(run, groups))
 
 
 def _factorize_few(values: np.ndarray, common: float) -> tuple[np.ndarray, np.ndarray]:

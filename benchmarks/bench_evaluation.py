@@ -150,6 +150,10 @@ def judging_frame(w: dict[str, np.ndarray]) -> tuple[pd.DataFrame, pd.Series]:
 
 
 def judge_run(w: dict[str, np.ndarray], n_boot: int, repeat: int) -> int:
+    """The engine alone on the scored rows (the baseline), then the whole judgement with only its judging
+    frame in memory, as a release holds it: the peak is measured from there."""
+    import gc
+
     from analysis.evaluation import judge_policy
     from analysis.stats import slice_intervals
     from contracts.evaluator import load_contracts
@@ -157,10 +161,9 @@ def judge_run(w: dict[str, np.ndarray], n_boot: int, repeat: int) -> int:
 
     df, per = judging_frame(w)
     t = float(np.quantile(w["candidate_score"], 0.985))
-    pools = load_contracts(contracts_file()).pools()
+    cs = load_contracts(contracts_file())
+    pools = cs.pools()
     keys = {"all": np.zeros(len(df), dtype=np.int8), **{st: w[st] for st in SLICE_TYPES}}
-    reset_peak()
-    base_rss = peak_gb()
     engine, judged = [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -169,14 +172,21 @@ def judge_run(w: dict[str, np.ndarray], n_boot: int, repeat: int) -> int:
                         baseline="incumbent", n_boot=n_boot,
                         scores={"incumbent": w["incumbent_score"], "candidate": w["candidate_score"]})
         engine.append(time.perf_counter() - t0)
+    w.clear()
+    del keys
+    gc.collect()
+    reset_peak()
+    base_rss = peak_gb()
+    for _ in range(repeat):
         t0 = time.perf_counter()
-        ev = judge_policy(df, t, t, per, n_boot=n_boot, pools=pools)
+        ev = judge_policy(df, t, t, per, n_boot=n_boot, pools=pools, detailed=cs.detailed_slices())
         judged.append(time.perf_counter() - t0)
     rss = peak_gb()
-    print(f"rows {len(df):,}; {n_boot} replicates; {len(ev.metrics):,} tidy rows; pooled types {sorted(pools)}")
+    print(f"rows {len(df):,}; {n_boot} replicates; {len(ev.metrics):,} tidy rows; pooled types {sorted(pools)}; "
+          f"slice types with more than action rates {sorted(cs.detailed_slices())}")
     print(f"engine alone (one call)    {min(engine):.1f} s (runs: {', '.join(f'{x:.1f}' for x in engine)})")
     print(f"whole judgement            {min(judged):.1f} s (runs: {', '.join(f'{x:.1f}' for x in judged)}), "
-          f"peak RSS {rss:.2f} GB ({rss - base_rss:+.2f} GB over the rows in memory)")
+          f"peak RSS {rss:.2f} GB ({rss - base_rss:+.2f} GB over the judging frame, {base_rss:.2f} GB)")
     print(f"ratio judgement / engine   {min(judged) / min(engine):.2f}x")
     return 0
 

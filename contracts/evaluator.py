@@ -39,6 +39,12 @@ class ContractSet(BaseModel):
         """The pooled slice types the contracts read: (slice type, support measure, minimum support)."""
         return {c.pool() for c in self.contracts if hasattr(c, "pool")}
 
+    def detailed_slices(self) -> set[str]:
+        """The slice types on which some contract reads more than the action rate (recall, FPR, ranking): an
+        evaluation may report only action rates on the others' thousands of slices (merchants)."""
+        rates_only = (ActionRateShift, MerchantBlockRateStability, DataContract)
+        return {getattr(c, "slice", "all") for c in self.contracts if not isinstance(c, rates_only)}
+
 
 def load_contracts(path: str | Path) -> ContractSet:
     return load_yaml_model(path, ContractSet)

@@ -174,3 +174,26 @@ def test_evaluation_round_trips_through_its_folder(ev, tmp_path):
     pd.testing.assert_frame_equal(back.judging, ev.judging, check_dtype=False)
     pd.testing.assert_frame_equal(back.slices, ev.slices, check_dtype=False)
     pd.testing.assert_frame_equal(back.suggestions, ev.suggestions, check_dtype=False)
+
+
+def test_merchant_slices_carry_action_rates_only_unless_a_contract_reads_more_there(scored, ev):
+    """The contracts in force read merchants' block rates only: that is what the thousands of merchant
+    slices get (the slices table keeps every metric). A contract reading merchant recall brings it back."""
+    from analysis.evaluation import judge_policy
+    from contracts.evaluator import ContractSet
+
+    m = ev.metrics
+    merchant = m[m.slice_type == "merchant"]
+    assert set(merchant.estimator) == {"all"} and set(merchant.metric) == {"action_rate"}
+    assert {"ipw", "plain", "dm"} <= set(m.loc[m.slice_type == "country", "estimator"])
+    assert {"candidate_recall", "candidate_fpr"} <= set(ev.slices.columns)  # every merchant's, in the table
+    cs = ContractSet.model_validate({"contracts": [
+        {"name": "merchant_recall", "kind": "slice_recall_regression", "slice": "merchant", "min_support": 1,
+         "max_drop": 0.1},
+        {"name": "shift", "kind": "action_rate_shift", "slice": "country", "max_relative_shift": 0.25}]})
+    assert cs.detailed_slices() == {"merchant"}
+    judged = judge_policy(ev.judging, ev.candidate_threshold, ev.candidate_threshold, None, n_boot=50,
+                          slice_names=["country", "merchant"], pools=POOLS, detailed=cs.detailed_slices())
+    jm = judged.metrics
+    assert {"ipw", "plain", "dm"} <= set(jm.loc[jm.slice_type == "merchant", "estimator"])
+    assert set(jm.loc[jm.slice_type == "merchant", "metric"]) >= {"recall", "fpr", "action_rate"}

@@ -425,3 +425,20 @@ def test_bootstrap_interval_covers_the_true_difference_about_95_percent_of_the_t
                                          seed=int(rng.integers(1 << 31)))
         covered += r["lo"] <= truth <= r["hi"]
     assert 0.88 * reps <= covered <= 0.99 * reps
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_ranking_is_scikit_learns_roc_auc_and_average_precision(seed):
+    """The one-sort figures against scikit-learn's own, on weighted rows with many tied scores."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from analysis.metrics import exact_ranking
+
+    rng = np.random.default_rng(seed)
+    n = 5000
+    y = (rng.random(n) < 0.05).astype(float)
+    score = np.round(rng.random(n) * 0.6 + 0.4 * y * rng.random(n), 2 + seed % 3)  # ties at every seed
+    w = np.where(rng.random(n) < 0.02, 50.0, 1.0) * rng.choice([1.0, 0.5], n)
+    roc, ap = exact_ranking(y, score, w)
+    assert roc == pytest.approx(roc_auc_score(y, score, sample_weight=w), abs=1e-12)
+    assert ap == pytest.approx(average_precision_score(y, score, sample_weight=w), abs=1e-12)

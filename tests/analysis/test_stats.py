@@ -263,3 +263,62 @@ def test_ranking_intervals_cover_the_population_truth_about_95_percent_of_the_ti
             covered[metric, model] += r.lo <= truth[metric, model] <= r.hi
     rates = {k: v / draws for k, v in covered.items()}
     assert all(0.88 <= r <= 0.99 for r in rates.values()), rates
+
+
+# --------------------------------------------------------------------------------------------------
+# mass estimators (the direct method, doubly robust) in the same pass; per-type estimators; the threads
+# --------------------------------------------------------------------------------------------------
+
+def _masses_call(df, **kw):
+    rng = np.random.default_rng(11)
+    prob = rng.uniform(0.05, 0.6, len(df))  # the outcome model's fraud probability of each row
+    dm = np.where(df["label"].isna(), prob, df["label"].fillna(0))
+    return dm, slice_intervals(df["label"], df["weight"], df["amount"], {"incumbent": df["inc"], "candidate": df["cand"]},
+                               {"all": np.zeros(len(df)), "country": df["country"]}, df["card"], baseline="incumbent",
+                               n_boot=300, masses={"dm": (dm, None), "dr": (dm * 0.5, {"all"})}, **kw)
+
+
+def test_a_mass_estimator_counts_each_rows_mass_as_fraud_and_the_rest_as_legitimate(scored):
+    """recall_dm = sum(mass * action) / sum(mass), FPR_dm = sum((1 - mass) * action) / sum(1 - mass), on every
+    row, labelled or not, worked out by hand; reported on the slice types named (dr: all traffic only)."""
+    dm, res = _masses_call(scored)
+    for country in ("DE", "FR", "US"):
+        g = (scored["country"] == country).to_numpy()
+        for model, col in (("incumbent", "inc"), ("candidate", "cand")):
+            a = scored[col].to_numpy()
+            m = dm[g]
+            assert _get(res, "country", country, "recall", "dm", model).estimate == pytest.approx(
+                (m * a[g]).sum() / m.sum())
+            assert _get(res, "country", country, "fpr", "dm", model).estimate == pytest.approx(
+                ((1 - m) * a[g]).sum() / (1 - m).sum())
+            assert _get(res, "country", country, "false_decline_amount", "dm", model).estimate == pytest.approx(
+                ((1 - m) * a[g] * scored["amount"].to_numpy()[g]).sum(), rel=1e-5)
+    half = dm * 0.5
+    a = scored["cand"].to_numpy()
+    assert _get(res, "all", "0.0", "recall", "dr", "candidate").estimate == pytest.approx((half * a).sum() / half.sum())
+    assert set(res[res.estimator == "dr"].slice_type) == {"all"}
+    row = _get(res, "country", "DE", "recall", "dm", "candidate-incumbent")
+    assert row.lo < row.estimate < row.hi  # an interval from the same replicates as every other estimator
+
+
+def test_a_slice_type_narrowed_to_action_rates_reports_them_alone_with_the_same_figures(scored, result):
+    _, narrowed = _masses_call(scored, estimators_by_type={"country": ("all",)})
+    country = narrowed[narrowed.slice_type == "country"]
+    assert set(country.estimator) == {"all"} and set(country.metric) == {"action_rate"}
+    assert not country.metric.isin(["roc_auc", "pr_auc"]).any()
+    for c in ("DE", "FR", "US"):
+        assert _get(narrowed, "country", c, "action_rate", "all", "candidate").estimate == pytest.approx(
+            _get(result, "country", c, "action_rate", "all", "candidate").estimate)
+        assert _get(narrowed, "country", c, "action_rate", "all", "candidate").transactions == (
+            scored.country == c).sum()
+    assert {"ipw", "plain", "dm", "dr"} <= set(narrowed[narrowed.slice_type == "all"].estimator)
+
+
+def test_the_products_give_the_same_replicates_on_one_thread_as_on_several(scored, monkeypatch):
+    """The slices' products are shared among threads: the figures are the same whatever the number."""
+    import analysis.stats as stats
+
+    _, several = _masses_call(scored)
+    monkeypatch.setattr(stats, "MAX_WORKERS", 1)
+    _, one = _masses_call(scored)
+    pd.testing.assert_frame_equal(several, one)
