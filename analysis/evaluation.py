@@ -36,6 +36,7 @@ from contracts.base import SLICE_COLUMNS, other_name, pooled_type
 from release.core.io import atomic_write_parquet, atomic_write_text
 
 RATES_ONLY_SLICES = {"merchant"}  # thousands of slices: action rates only, unless a contract reads more there
+MONEY_SLICES = {"all"}  # money with intervals on all traffic (the report's); each slice's money is in the slices table
 REPORT_SLICES = ["country", "merchant", "category", "card_country", "merchant_size", "amount_band", "card_segment"]
 AMOUNT_BANDS = [0.0, 20.0, 100.0, 500.0, float("inf")]
 AMOUNT_LABELS = ["<20", "20-100", "100-500", "500+"]
@@ -336,15 +337,16 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
 
     inc_thr = judging["incumbent_threshold"].to_numpy(dtype=float)
     p = prepare(judging, inc_thr, np.full(len(judging), candidate_threshold))
-    with ThreadPoolExecutor(1) as background:  # the exact ranking's sorts beside the slice tables' sums
+    with ThreadPoolExecutor(2) as background:  # the exact ranking and the policy's slice tables beside the rest
         ranked = background.submit(ranking_metrics, p) if ranking else None
         merchant_codes, merchants = codes_of("merchant")  # each merchant's threshold looked up once, not per row
         pol_thr = thresholds_for(pd.Series(merchants), policy_per_merchant, policy_global)[merchant_codes]
         pol_p = with_candidate_threshold(p, pol_thr)
         keys = {"all": (np.zeros(len(judging), dtype=np.int32), np.array(["all"], dtype=object))}
         keys.update({name: codes_of(name) for name in slice_names})
+        pol_future = background.submit(all_slices, pol_p, keys)
         op = all_slices(p, keys)
-        pol = all_slices(pol_p, keys)
+        pol = pol_future.result()
         op.insert(0, "at", "operating_point")
         pol.insert(0, "at", "policy")
         slices = pd.concat([op, pol], ignore_index=True)
@@ -388,6 +390,7 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
         metrics = slice_intervals(
             label, weight, judging["amount"], acts, keys, judging["card_id"], baseline="incumbent", n_boot=n_boot,
             seed=seed, max_weight=np.inf, masses=masses, estimators_by_type={t: ("all",) for t in rates_only},
+            money=MONEY_SLICES,
             scores={"incumbent": judging["incumbent_score"].to_numpy(),
                     "candidate": judging["candidate_score"].to_numpy()} if ranking else None)
     metrics = metrics.merge(support.result(), on=["slice_type", "slice"], how="left")

@@ -168,7 +168,7 @@ def slice_metrics(p: pd.DataFrame, by: str | None) -> pd.DataFrame:
 def ranking_metrics(p: pd.DataFrame) -> dict:
     """Each model's ROC-AUC and average precision on the labelled rows, inverse-propensity weighted: the
     figures scikit-learn's ``roc_auc_score`` and ``average_precision_score`` give (tests hold them to it),
-    from one sort per model (``exact_ranking``) instead of scikit-learn's two sorts and checks per metric."""
+    by ``exact_ranking``: a plain sort of the legitimate scores instead of scikit-learn's argsorts and checks."""
     labelled = p["_labelled"].to_numpy() > 0
     lab = p["_lab"].to_numpy()[labelled]
     w = p["_w"].to_numpy()[labelled]
@@ -183,21 +183,35 @@ def ranking_metrics(p: pd.DataFrame) -> dict:
 def exact_ranking(label: np.ndarray, score: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
     """Weighted ROC-AUC (tied scores count half) and average precision (sum over distinct thresholds,
     highest first, of the recall gained times the precision there) of 0/1 ``label`` by ``score``: the
-    cumulative weighted true and false positives at each distinct score, read once for both. Needs both
-    classes with positive weight."""
-    order = np.argsort(-score)  # ties land in any order: only the totals at each distinct score are read
-    s = score[order]
-    ends = np.append(np.flatnonzero(s[1:] != s[:-1]), len(s) - 1)  # the last row of each distinct score
-    del s  # ten million rows: each temporary let go as soon as it is read
-    w = weight[order]
-    pos = label[order] * w
-    del order
-    tps = np.cumsum(pos)[ends]
-    w -= pos  # the legitimate weight
-    del pos
-    fps = np.cumsum(w)[ends]
-    tpr = np.concatenate([[0.0], tps / tps[-1]])
-    fpr = np.concatenate([[0.0], fps / fps[-1]])
-    roc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2)  # trapezoids: a tied step counts half
-    ap = float(np.sum(np.diff(tpr) * (tps / (tps + fps))))
+    figures of scikit-learn's ``roc_auc_score`` and ``average_precision_score``. Needs both classes with
+    positive weight.
+
+    Without sorting every row with its weight: the legitimate rows' scores are sorted alone (a plain sort,
+    several times faster than an argsort), those of weight other than 1 (explored rows: few) with their
+    weights, and each fraud looks up the legitimate weight below its score. ROC-AUC is the mean over
+    frauds of that weight (ties half); recall moves only at a fraud's score, so average precision needs
+    the legitimate weight at or above each distinct fraud score only."""
+    pos = label > 0
+    sp, wp = score[pos], weight[pos]
+    w_neg = weight[~pos]
+    unit = w_neg == 1
+    s_neg = score[~pos]
+    s1 = np.sort(s_neg[unit])
+    so = s_neg[~unit]
+    order = np.argsort(so, kind="stable")
+    so = so[order]
+    cum_o = np.concatenate([[0.0], np.cumsum(w_neg[~unit][order])])
+    del s_neg, w_neg, unit
+
+    def legit_below(t: np.ndarray, side: str) -> np.ndarray:
+        """The legitimate weight scored below ``t`` ('left') or at or below it ('right')."""
+        return np.searchsorted(s1, t, side) + cum_o[np.searchsorted(so, t, side)]
+
+    total_neg, total_pos = len(s1) + cum_o[-1], wp.sum()
+    roc = float(np.sum(wp * (legit_below(sp, "left") + legit_below(sp, "right"))) / (2 * total_pos * total_neg))
+    u, inv = np.unique(sp, return_inverse=True)
+    gained = np.bincount(inv.ravel(), weights=wp)[::-1]  # the fraud weight at each distinct score, highest first
+    tp = np.cumsum(gained)
+    fp = total_neg - legit_below(u[::-1], "left")  # legitimate weight scored at or above it
+    ap = float(np.sum(gained / total_pos * tp / (tp + fp)))
     return roc, ap

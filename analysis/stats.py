@@ -105,22 +105,26 @@ def count_columns(models: list[str], masses: tuple[str, ...] = ()) -> list[str]:
     return shared + [f"{m}:{c}" for m in models for c in per]
 
 
-def _columns_read(models: list[str], estimators: tuple[str, ...], masses: tuple[str, ...] = ()) -> list[str]:
+MONEY = ("blocked_fraud_amount", "false_decline_amount")
+
+
+def _columns_read(models: list[str], estimators: tuple[str, ...], masses: tuple[str, ...] = (),
+                  money: bool = True) -> list[str]:
     """The count columns (``count_columns(models, masses)``, in that order) whose replicates the metrics of
     ``estimators`` and ``masses`` read: the only ones worth keeping replicate sums of."""
     read = set()
-    for (_, estimator), (num, den) in _metrics_of(estimators, masses).items():
+    for (_, estimator), (num, den) in _metrics_of(estimators, masses, money).items():
         for name in [num] + ([den] if den else []):
             for part in name.split("+"):
                 read.update([part] if _shared(part) else [f"{m}:{part}" for m in models])
     return [c for c in count_columns(models, masses) if c in read]
 
 
-def _metrics_of(estimators: tuple[str, ...], masses: tuple[str, ...]) -> dict:
+def _metrics_of(estimators: tuple[str, ...], masses: tuple[str, ...], money: bool = True) -> dict:
     out = {k: v for k, v in METRICS.items() if k[1] in estimators}
     for e in masses:
         out.update(mass_metrics(e))
-    return out
+    return out if money else {k: v for k, v in out.items() if k[0] not in MONEY}
 
 
 def _same_slices(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -416,7 +420,8 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
                     scores: dict[str, np.ndarray] | None = None, n_bins: int | None = None,
                     min_ranking_frauds: int = 10, estimators: tuple[str, ...] = ("all", "ipw", "plain"),
                     masses: dict[str, tuple[np.ndarray, set[str] | None]] | None = None,
-                    estimators_by_type: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
+                    estimators_by_type: dict[str, tuple[str, ...]] | None = None,
+                    money: set[str] | None = None) -> pd.DataFrame:
     """Estimates and bootstrap intervals of every metric, per model and as each model minus ``baseline``,
     for every slice of every slice type in ``keys`` (slice type -> one label per row, or the labels already
     factorized as a (codes, names) pair: names sorted, codes 0..len(names)-1 with every name present, as
@@ -432,7 +437,8 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     action rate); ``estimators_by_type`` narrows them (mass estimators included) for some slice types (a
     type with thousands of slices whose only reader wants action rates). Each slice type's products carry only the count columns
     its metrics read (and the support columns), and only those get replicate sums. Ranking metrics come
-    with the ipw or plain estimators.
+    with the ipw or plain estimators. ``money`` names the slice types whose money metrics (blocked fraud
+    and false-decline amounts) are reported (None: every type); money's columns are a third of the rest.
 
     ``masses`` adds estimators that count a fraud *mass* on every row (name -> (mass per row, the slice
     types it is reported for, None for all)): the direct method (a row's label, or its fraud probability
@@ -518,12 +524,14 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
         est_t = tuple(estimators if narrowed is None else narrowed)
         here = tuple(e for e, types in masses.items()
                      if (types is None or slice_type in types) and (narrowed is None or e in narrowed))
-        read = set(_columns_read(models, est_t, here)) | {"transactions", "labelled", "frauds_plain"}
+        money_t = money is None or slice_type in money
+        read = set(_columns_read(models, est_t, here, money_t)) | {"transactions", "labelled", "frauds_plain"}
         cols_t = [c for c in cols if c in read]
         sel = None if len(cols_t) == len(cols) else [cols.index(c) for c in cols_t]
         kept = cols_t
         ranked = ranking is not None and bool({"ipw", "plain"} & set(est_t))
-        twin = next((p for p in plans if p["twin"] is None and (p["masses"], p["estimators"]) == (here, est_t)
+        twin = next((p for p in plans if p["twin"] is None
+                     and (p["masses"], p["estimators"], p["money"]) == (here, est_t, money_t)
                      and (p["ranking"] is not None) == ranked
                      and _same_slices(codes[p["slice_type"]], codes[slice_type])), None)
         if twin is not None:
@@ -547,7 +555,8 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
             point[:, cols_t.index(c)] += np.bincount(q_s, weights=kinds[q_kind, j] * q_k, minlength=n_s)
         plans.append({"slice_type": slice_type, "twin": None, "names": np.asarray(slice_names).astype(str), "v": v,
                       "bounds": np.searchsorted(c_slice, np.arange(n_s + 1)), "q_s": q_s,
-                      "q_k": q_k, "point": point, "masses": here, "estimators": est_t, "cols": cols_t,
+                      "q_k": q_k, "point": point, "masses": here, "estimators": est_t, "money": money_t,
+                      "cols": cols_t,
                       "kept_cols": kept,
                       "q_mats": [(kept.index(c), sparse.csr_matrix((kinds[q_kind, j].astype(np.float32),
                                                                    (np.arange(len(q_k)), q_s)), shape=(len(q_k), n_s)))
@@ -561,20 +570,19 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
     pool = max([len(p["v"]) for p in plans] + [len(p["ranking"]["v"]) for p in plans if p["ranking"]] + [1])
     products = [p for plan in plans if plan["twin"] is None for p in (plan, plan["ranking"]) if p is not None]
     groups = _product_groups(products, _workers())
-    rng = np.random.default_rng(seed)
-    for b0 in range(0, n_boot, chunk):
-        b1 = min(n_boot, b0 + chunk)
-        weights = poisson1(rng, (pool, b1 - b0))  # clusters x replicates
-        _run_products(groups, weights, b0, b1)
-        for plan in plans:
-            if plan["twin"] is not None:  # before the twin's quiet groups are added
-                plan["reps"][:, :, b0:b1] = plan["twin"]["reps"][:, :, b0:b1]
-        for plan in plans:
-            if len(plan["q_k"]):
-                pk = rng.poisson(plan["q_k"], size=(b1 - b0, len(plan["q_k"]))).astype(np.float32)
-                for col, q in plan["q_mats"]:  # groups x slices, one per shared column kept
-                    plan["reps"][:, col, b0:b1] += q.T @ pk.T
-        del weights
+    # the clusters' weights come from their own generator, drawn a chunk ahead on a thread of their own while
+    # the products of the chunk before run; the quiet groups and the ranking's normal terms from another
+    rng_clusters, rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    with ThreadPoolExecutor(1) as drawing:
+        ahead = drawing.submit(poisson1, rng_clusters, (pool, min(n_boot, chunk)))
+        for b0 in range(0, n_boot, chunk):
+            b1 = min(n_boot, b0 + chunk)
+            weights = ahead.result()  # clusters x replicates
+            if b1 < n_boot:
+                ahead = drawing.submit(poisson1, rng_clusters, (pool, min(n_boot, b1 + chunk) - b1))
+            _run_products(groups, weights, b0, b1)
+            _add_quiet(plans, rng, b0, b1)
+            del weights
     for plan in plans:  # the replicates are summed: the clusters' count vectors are not read again
         plan["v"] = None
         if plan["ranking"] is not None:
@@ -590,7 +598,7 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
                    "frauds": np.rint(point_d["frauds_plain"]).astype(np.int64)}
         names, n_s = plan["names"], len(plan["names"])
         cols_out = {"metric": [], "estimator": [], "model": [], "estimate": [], "lo": [], "hi": []}
-        for (metric, estimator), (num, den) in _metrics_of(plan["estimators"], plan["masses"]).items():
+        for (metric, estimator), (num, den) in _metrics_of(plan["estimators"], plan["masses"], plan["money"]).items():
             values = {m: (_metric(point_d, m, num, den), _metric(reps_d, m, num, den)) for m in models}
             rows = [(m, est, rep) for m, (est, rep) in values.items()]
             rows += [(f"{m}-{baseline}", values[m][0] - values[baseline][0], values[m][1] - values[baseline][1])
@@ -618,6 +626,19 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
         plan["reps"] = plan["ranking"] = None
         del reps_d
     return pd.concat(out, ignore_index=True)
+
+
+def _add_quiet(plans: list[dict], rng: np.random.Generator, b0: int, b1: int) -> None:
+    """Replicates b0..b1 of each plan: a twin copies its twin's cluster sums, then every plan adds its quiet
+    groups (a group of k rows: one Poisson(k) weight per replicate)."""
+    for plan in plans:
+        if plan["twin"] is not None:  # before the twin's quiet groups are added
+            plan["reps"][:, :, b0:b1] = plan["twin"]["reps"][:, :, b0:b1]
+    for plan in plans:
+        if len(plan["q_k"]):
+            pk = rng.poisson(plan["q_k"], size=(b1 - b0, len(plan["q_k"]))).astype(np.float32)
+            for col, q in plan["q_mats"]:  # groups x slices, one per shared column kept
+                plan["reps"][:, col, b0:b1] += q.T @ pk.T
 
 
 def _workers() -> int:

@@ -187,6 +187,11 @@ def test_merchant_slices_carry_action_rates_only_unless_a_contract_reads_more_th
     assert set(merchant.estimator) == {"all"} and set(merchant.metric) == {"action_rate"}
     assert {"ipw", "plain", "dm"} <= set(m.loc[m.slice_type == "country", "estimator"])
     assert {"candidate_recall", "candidate_fpr"} <= set(ev.slices.columns)  # every merchant's, in the table
+    # money with intervals on all traffic (the report's); each slice's money stays in the slices table
+    assert set(m.loc[m.metric.isin(["blocked_fraud_amount", "false_decline_amount"]), "slice_type"]) == {"all"}
+    assert set(m.loc[m.metric == "blocked_fraud_amount", "estimator"]) == {"ipw", "plain", "dm", "dr"}
+    country = ev.slices[(ev.slices["at"] == "policy") & (ev.slices["slice_type"] == "country")]
+    assert country["candidate_blocked_fraud_amount"].notna().all()
     cs = ContractSet.model_validate({"contracts": [
         {"name": "merchant_recall", "kind": "slice_recall_regression", "slice": "merchant", "min_support": 1,
          "max_drop": 0.1},
