@@ -63,14 +63,61 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.evaluation import FIT_SHARE, fraud_mass, outcome_probability, split_fit_judge  # noqa: E402
-from analysis.stats import slice_intervals  # noqa: E402
+from analysis.stats import poisson1, slice_intervals  # noqa: E402
 from analysis.weighting import (CounterfactualConfig, counterfactual_support, dr_metrics, ipw_metrics,  # noqa: E402
                                 ipw_weights, rates)
 from simulation.world import (CAT_MEDIAN_AMOUNT, CATEGORIES, WorldConfig, _decide, _one_day,  # noqa: E402
                               _world_entities)
 
+
+# ---- the direct method recalibrated per action cell (dmc): investigated here, not used by the gates (README) ----
+CELL_PRIOR_FRAUDS = 0.25  # pseudo explored frauds pulling a ratio toward the one a level up (1 kept half of DM's
+# recall bias, 0 none of it but a cell of a few explored rows then swings freely)
+SLICE_PRIOR_FRAUDS = 2.0  # the same for a slice's cell pulled toward the cell's ratio over all traffic
+
+
+def action_cells(actions: dict[str, np.ndarray]) -> np.ndarray:
+    """Each row's cell: the models' joint 0/1 actions as bits. One cell code for all models, so every
+    model is judged on the same fraud mass (a recall difference keeps one denominator)."""
+    cells = np.zeros(len(next(iter(actions.values()))), dtype=np.int64)
+    for k, a in enumerate(actions.values()):
+        cells |= (np.asarray(a) > 0).astype(np.int64) << k
+    return cells
+
+
+def cell_ratios(sums: np.ndarray, prior: float = CELL_PRIOR_FRAUDS, slice_prior: float | None = None) -> np.ndarray:
+    """Each slice's and cell's recalibration of the outcome model: observed over predicted fraud of its
+    explored rows, (..., slices, cells) from (..., 4, slices, cells) sums of (w y, w m, w, rows).
+
+    Three levels of gamma-Poisson shrinkage, ``prior`` pseudo explored frauds each: the censored region's
+    ratio pulled toward 1 (DM's calibration), each cell's (all slices) toward the region's, each slice's
+    cell toward the cell's. A cell with no explored row keeps the level above."""
+    wy, wm, w, n = (sums[..., k, :, :] for k in range(4))
+    wbar = w.sum(axis=(-2, -1)) / np.maximum(n.sum(axis=(-2, -1)), 1)  # one explored row's weight
+    a = (prior * wbar)[..., None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r0 = (a + wy.sum(axis=(-2, -1))[..., None]) / (a + wm.sum(axis=(-2, -1))[..., None])
+        r0 = np.where(np.isfinite(r0) & (r0 > 0), r0, 1.0)  # (..., 1)
+        rc = (a + wy.sum(axis=-2)) / (a / r0 + wm.sum(axis=-2))
+        rc = np.where(np.isfinite(rc), rc, r0)  # (..., cells)
+        if sums.shape[-2] == 1:
+            return rc[..., None, :]
+        a_s = ((SLICE_PRIOR_FRAUDS if slice_prior is None else slice_prior) * wbar)[..., None, None]
+        rs = (a_s + wy) / (a_s / rc[..., None, :] + wm)
+    return np.where(np.isfinite(rs), rs, rc[..., None, :])
+
 METRICS = ("recall", "fpr", "precision")
-ESTIMATORS = ("plain", "ipw", "dm", "dr", "dr_both", "dr_ipwfit", "dr_evaluated")
+# the direct method recalibrated per cell of the evaluated policy's action (cell_ratios above):
+# name -> (explored rows the ratios are fitted on, prior pseudo frauds, interval). dmc: the judging rows'
+# explored rows, CELL_PRIOR_FRAUDS, "delta". Intervals: "refit" refits the ratios in every bootstrap replicate
+# (the card bootstrap of both halves jointly), "fixed" holds them at the point estimate (as judge_policy holds
+# DM's outcome model), "delta" widens the fixed interval by the ratios' own replicate variance with the
+# judging sums held at the point
+DMC = {"dmc": ("judging", CELL_PRIOR_FRAUDS, "delta"), "dmc_refit": ("judging", CELL_PRIOR_FRAUDS, "refit"),
+       "dmc_fixed": ("judging", CELL_PRIOR_FRAUDS, "fixed"), "dmc_p0": ("judging", 0.0, "refit"),
+       "dmc_p1": ("judging", 1.0, "delta"), "dmc_fit": ("fitting", CELL_PRIOR_FRAUDS, "refit"),
+       "dmc_both": ("both", CELL_PRIOR_FRAUDS, "refit")}
+ESTIMATORS = ("plain", "ipw", "dm", *DMC, "dr", "dr_both", "dr_ipwfit", "dr_evaluated")
 DEFAULT_ESTIMATORS = "plain,ipw,dm,dr,dr_both"
 # DR outcome models: (scores calibrated, their scales, calibration rows weighted by 1/propensity?). The legacy
 # rules' score is not a probability. dr: the logging policy's score (analysis.weighting's definition);
@@ -179,6 +226,60 @@ def expected_label(fraud: np.ndarray, age_s: np.ndarray, cfg: WorldConfig) -> np
     return np.where(fraud, cfg.dispute_rate, cfg.friendly_rate) * known
 
 
+def dmc_intervals(label, w_clip, outcome, action, judge, rows, card, prior, n_boot, seed, level=0.95) -> dict:
+    """The cell-recalibrated direct method on the ``judge`` rows, its ratios fitted on the explored ``rows``:
+    point and percentile intervals of recall, FPR and precision with the ratios refitted in every replicate
+    ("refit"), held fixed ("fixed"), or fixed and widened by their own replicate variance ("delta"). One
+    Poisson(1) weight per card per replicate across both halves (the card bootstrap)."""
+    cells = action_cells({"policy": action})
+    y = np.where(np.isnan(label), 0.0, label)
+    cens = np.isnan(label) & judge
+    lab_j = ~np.isnan(label) & judge
+    a = action * judge
+    cols = [judge.astype(float), y * lab_j, y * lab_j * a, a,
+            outcome * cens * (cells == 0), outcome * cens * (cells == 1)]
+    lab_r = np.where(rows, label, np.nan)
+    e = ~np.isnan(lab_r) & (w_clip > 1)
+    for c in (0, 1):
+        in_c = e & (cells == c)
+        cols += [w_clip * y * in_c, w_clip * outcome * in_c, w_clip * in_c, in_c.astype(float)]
+    X = np.column_stack(cols)
+    code, _ = pd.factorize(card)
+    V = np.zeros((int(code.max()) + 1, X.shape[1]))
+    for k in range(X.shape[1]):
+        V[:, k] = np.bincount(code, weights=X[:, k], minlength=V.shape[0])
+    active = np.abs(V[:, 1:]).sum(axis=1) > 0
+    Va, quiet = V[active], float(V[~active, 0].sum())
+
+    def ratios(S):  # (..., columns) -> (..., 2 cells)
+        c = S[..., 6:].reshape(S.shape[:-1] + (2, 4))  # cell, (wy, wm, w, n)
+        return cell_ratios(np.swapaxes(c, -1, -2)[..., None, :], prior)[..., 0, :]  # one slice: all traffic
+
+    def metrics(S, R):
+        tp = S[..., 2] + R[..., 1] * S[..., 5]
+        f = S[..., 1] + R[..., 0] * S[..., 4] + R[..., 1] * S[..., 5]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"recall": tp / f, "fpr": (S[..., 3] - tp) / (S[..., 0] - f), "precision": tp / S[..., 3]}
+
+    point = V.sum(axis=0)
+    rng = np.random.default_rng(seed)
+    rep = poisson1(rng, (n_boot, len(Va))).astype(np.float64) @ Va
+    rep[:, 0] += rng.poisson(quiet, size=n_boot)
+    r_point = ratios(point)
+    est = metrics(point, r_point)
+    refit, fixed = metrics(rep, ratios(rep)), metrics(rep, np.broadcast_to(r_point, (n_boot, 2)))
+    r_only = metrics(np.broadcast_to(point, rep.shape), ratios(rep))
+    q = ((1 - level) / 2, 1 - (1 - level) / 2)
+    out = {}
+    for m in METRICS:
+        lo_r, hi_r = np.nanquantile(refit[m], q)
+        lo_f, hi_f = np.nanquantile(fixed[m], q)
+        k = np.sqrt(1 + np.nanvar(r_only[m]) / max(np.nanvar(fixed[m]), 1e-300))
+        out[m] = {"estimate": float(est[m]), "refit": (lo_r, hi_r), "fixed": (lo_f, hi_f),
+                  "delta": (est[m] - k * (est[m] - lo_f), est[m] + k * (hi_f - est[m]))}
+    return out
+
+
 def run(args) -> dict:
     t0 = time.time()
     cfg = WorldConfig(seed=args.seed, days=150, tx_per_day=args.tx_per_day, n_cards=10 * args.tx_per_day)
@@ -235,6 +336,19 @@ def run(args) -> dict:
                 got = si[(si.metric == m) & (si.estimator == "ipw")].estimate.iloc[0]
                 assert np.isclose(got, ipw_point[m], rtol=1e-6, equal_nan=True), (m, got, ipw_point[m])
             extra = []
+            if args.estimators & ({"dm"} | set(DMC)):
+                w_clip = ipw_weights(label, weight, max_weight=cf_cfg.max_weight)
+                outcome = outcome_probability(scores_r["logging"][:, None], fit_r, pd.Series(label), pd.Series(w_clip))
+            done = {}
+            for name in sorted(args.estimators & set(DMC)):
+                rows_of, prior, how = DMC[name]
+                rows = {"judging": j, "fitting": fit_r, "both": np.ones(len(j), dtype=bool)}[rows_of]
+                if (rows_of, prior) not in done:
+                    done[rows_of, prior] = dmc_intervals(label, w_clip, outcome, a_r, j, rows, card_r, prior,
+                                                         args.n_boot, seed=r + 2)
+                got = done[rows_of, prior]
+                extra.append(pd.DataFrame([{"metric": m, "estimator": name, "estimate": got[m]["estimate"],
+                                            "lo": got[m][how][0], "hi": got[m][how][1]} for m in METRICS]))
             if "dm" in args.estimators:
                 # the direct method exactly as analysis.evaluation: clipped IPW weights made once on every row,
                 # the logging policy's score calibrated on the fitting rows only (outcome_probability), each
@@ -353,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="exploration in force while the evaluated policy's training history was logged")
     ap.add_argument("--quick", action="store_true", help="30 draws, 3,000 tx/day, 100 replicates, 30 training days")
     ap.add_argument("--estimators", default=DEFAULT_ESTIMATORS,
-                    help="plain and ipw always run; dm: the direct method of the release gates; DR outcome models: "
+                    help="plain and ipw always run; dm: the direct method of the release gates; dmc: dm "
+                         "recalibrated per cell of the evaluated policy's action (variants: " + ", ".join(DMC)
+                         + "); DR outcome models: "
                          "dr (the logging policy's score), dr_both (the "
                          "logging and evaluated policies' scores), dr_ipwfit (dr, calibration weighted by "
                          "1/propensity), dr_evaluated (the evaluated policy's score)")
