@@ -583,6 +583,7 @@ def slice_intervals(label: np.ndarray, weight: np.ndarray, amount: np.ndarray, a
             _run_products(groups, weights, b0, b1)
             _add_quiet(plans, rng, b0, b1)
             del weights
+    del groups  # (its views hold the clusters' count vectors)
     for plan in plans:  # the replicates are summed: the clusters' count vectors are not read again
         plan["v"] = None
         if plan["ranking"] is not None:

@@ -36,7 +36,7 @@ TODO = {
                    "the data feed, and consider a release now (`fraudcd release --as-of DAY`)",
     "feature_drift": "a feature no longer looks as in training: check its source and the event logs first (a "
                      "broken feed looks like drift); if the world moved, train on fresh data (`fraudcd release`)",
-    "action_rate": "the live policy blocks at a rate the release did not judge: look at the country's merchants "
+    "action_rate": "the live policy blocks at a rate the release did not judge: look at the slice's merchants "
                    "(`fraudcd thresholds show`), and roll back (`fraudcd ramp rollback`) if it costs money",
 }
 
@@ -98,6 +98,16 @@ def live_traffic(start: dt.date, end: dt.date) -> pd.DataFrame:
     return log[(ts >= pd.Timestamp(start, tz="UTC")) & (ts < pd.Timestamp(end, tz="UTC"))]
 
 
+def _segments(live: pd.DataFrame, ev, judged_on) -> dict:
+    """The merchant segments whose live action rates are held against the release's: each live merchant's
+    size as the release judged it (its judging rows), "new" for merchants the release never saw (no rate
+    was judged for them: said as insufficient, never an alert)."""
+    if ev.judging is None or "merchant_size" not in ev.judging:
+        return {}
+    size = ev.judging.drop_duplicates("merchant_id").set_index("merchant_id")["merchant_size"].astype(str)
+    return {"merchant_size": (live["merchant_id"].astype(str).map(size).fillna("new"), judged_on("merchant_size"))}
+
+
 def monitor(day: dt.date, *, window_days: int = WINDOW_DAYS) -> dict:
     """Judge the deployed model on the window ending with ``day``; returns a summary (what was judged, the
     findings' counts, the alerts raised)."""
@@ -127,11 +137,16 @@ def monitor(day: dt.date, *, window_days: int = WINDOW_DAYS) -> dict:
         if ref is not None:
             found += checks.drift("score_drift", live.rename(columns={"production_score": "score"}),
                                   _halves(ref), ["score"], by="merchant_country", period="period")
-        pol = ev.slices[(ev.slices["at"] == "policy") & ev.slices["slice_type"].isin(["all", "country"])]
-        judged = dict(zip(pol["slice"].astype(str), pol["candidate_action_rate"].astype(float)))
+        pol = ev.slices[ev.slices["at"] == "policy"]
+
+        def judged_on(*types: str) -> dict[str, float]:
+            p = pol[pol["slice_type"].isin(types)]
+            return dict(zip(p["slice"].astype(str), p["candidate_action_rate"].astype(float)))
+
         rel_shift, abs_shift = _limit()
-        found += checks.action_rates(live["production_block"].astype(bool), live["merchant_country"], judged,
-                                     max_relative_shift=rel_shift, min_absolute_shift=abs_shift)
+        found += checks.action_rates(live["production_block"].astype(bool), live["merchant_country"],
+                                     judged_on("all", "country"), max_relative_shift=rel_shift,
+                                     min_absolute_shift=abs_shift, segments=_segments(live, ev, judged_on))
     snap = paths().snapshots / prod.snapshot_hash / "data.parquet"
     spec = pipeline().features
     feats = [f for f in prod.features if f != "category_code"]  # a code, not a quantity

