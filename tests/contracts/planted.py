@@ -194,7 +194,9 @@ def candidate(df: pd.DataFrame, case: str, draw: int = 0) -> np.ndarray:
 # Judged against its truth: a case whose planted harm the policy may absorb (thin merchants' own fitting
 # rows move their thresholds), so a seed is harmful only if the policy's true shift (``truth_policy_shift``)
 # is beyond the contract's limit; the target (>= 95% stopped by the named contract) is over those seeds.
-JUDGED_BY_TRUTH = {"shift_thin_new"}
+# The neutral case (the incumbent's ranking) is judged by its true recall gain at the operating point
+# (``truth_recall_gain``): harmful, no gain to ship, unless that gain is above zero.
+JUDGED_BY_TRUTH = {"shift_thin_new", "neutral"}
 CASES = {
     "better": None,
     "country_shift": "consistent",  # stopped only if the judged policy shift is beyond the limit
@@ -268,6 +270,43 @@ def stopped_by(verdicts) -> set[str]:
     return {v.contract for v in verdicts if v.stops}
 
 
+def _fresh(world: World, case: str, seed: int, draw: int, tx_per_day: int) -> tuple[dict, np.ndarray]:
+    """A fresh window of the world (``_draw``) and the planted candidate's scores on it: the rows in their
+    order (the candidate's noise follows it), with only the columns a planted candidate reads."""
+    m = world.merchants
+    d = _draw(world, draw, tx_per_day, EXPLORATION, 0.02)
+    mi = d["mi"]
+    df = pd.DataFrame({"day": pd.Timestamp("2031-05-01") + pd.to_timedelta(d["day"], unit="D"),
+                       "merchant_id": m["merchant_id"].to_numpy()[mi],
+                       "merchant_country": m["merchant_country"].to_numpy()[mi],
+                       "risk": d["risk"], "incumbent_score": d["inc"]})
+    df.attrs["seed"] = seed
+    return d, candidate(df, case, draw=draw)
+
+
+def truth_recall_gain(case: str, seed: int, ev, evaluated: pd.DataFrame, tx_per_day: int = 40_000,
+                      draws: int = 4) -> float:
+    """The true recall gain at the operating point: the candidate at the global threshold the evaluation
+    fitted against the incumbent at its thresholds in force, on every fraud of the judging days of
+    ``draws`` fresh windows of the same world (pooled; blocked or not: the world knows them all). What the
+    fixed-FPR contract claims when it passes. For the neutral case (the incumbent's ranking) it is not
+    always zero: one global threshold on that ranking can catch a little more than the incumbent's
+    per-merchant thresholds at the same false-positive rate."""
+    from analysis.metrics import thresholds_for
+
+    world = make_world(seed)
+    inc_m = thresholds_for(world.merchants["merchant_id"], evaluated.attrs["inc_thresholds"],
+                           evaluated.attrs["inc_default"])
+    frauds = inc_caught = cand_caught = 0
+    for draw in range(1, draws + 1):
+        d, cand = _fresh(world, case, seed, draw, tx_per_day)
+        here = (d["day"] >= FIT_DAYS) & d["fraud"]  # the judging days' frauds
+        frauds += int(here.sum())
+        inc_caught += int((d["inc"][here] >= inc_m[d["mi"]][here]).sum())
+        cand_caught += int((cand[here] >= ev.candidate_threshold).sum())
+    return (cand_caught - inc_caught) / frauds
+
+
 def truth_policy_shift(case: str, seed: int, ev, evaluated: pd.DataFrame, country: str = MID_COUNTRY,
                        tx_per_day: int = 40_000, draws: int = 4) -> float:
     """The true relative action-rate change in ``country`` of the policy the evaluation fitted (its
@@ -290,16 +329,8 @@ def truth_policy_shift(case: str, seed: int, ev, evaluated: pd.DataFrame, countr
     in_country = (m["merchant_country"] == country).to_numpy()
     inc_blocks = pol_blocks = 0
     for draw in range(1, draws + 1):
-        # the fresh window's rows in their order (the candidate's noise follows it), with only the columns
-        # a planted candidate reads: what draw_window would give, without the columns no count needs
-        d = _draw(world, draw, tx_per_day, EXPLORATION, 0.02)
+        d, cand = _fresh(world, case, seed, draw, tx_per_day)
         mi = d["mi"]
-        df = pd.DataFrame({"day": pd.Timestamp("2031-05-01") + pd.to_timedelta(d["day"], unit="D"),
-                           "merchant_id": ids.to_numpy()[mi],
-                           "merchant_country": m["merchant_country"].to_numpy()[mi],
-                           "risk": d["risk"], "incumbent_score": d["inc"]})
-        df.attrs["seed"] = seed
-        cand = candidate(df, case, draw=draw)
         here = (d["day"] >= FIT_DAYS) & in_country[mi]  # the judging days, in ``country``
         inc_blocks += int((d["inc"][here] >= inc_m[mi][here]).sum())
         pol_blocks += int((cand[here] >= pol_m[mi][here]).sum())
@@ -318,7 +349,8 @@ def _seed_battery(seed: int, cases: list[str], contracts, kw: dict) -> dict:
         # verdicts only cross the process boundary: plain dataclasses
         r = {"offline": off, "rejudged": rej, "stopped_by": stopped_by(off) | stopped_by(rej)}
         if case in truths:
-            r["truth"] = truth_policy_shift(case, seed, ev, base, tx_per_day=kw.get("tx_per_day", 40_000))
+            truth = truth_recall_gain if case == "neutral" else truth_policy_shift
+            r["truth"] = truth(case, seed, ev, base, tx_per_day=kw.get("tx_per_day", 40_000))
         out[case, seed] = r
     return out
 
@@ -407,8 +439,10 @@ def action_rate_limit(contracts=None) -> float:
 
 def harmful(results: dict, case: str, limit: float) -> list[dict]:
     """The runs of ``case`` whose planted harm is real: every run, or for JUDGED_BY_TRUTH the runs whose
-    true policy shift is beyond ``limit``."""
+    truth shows it: a true policy shift beyond ``limit``; for the neutral case, no true recall gain."""
     rs = [r for (c, _), r in results.items() if c == case]
+    if case == "neutral":
+        return [r for r in rs if r["truth"] <= 0]
     return [r for r in rs if abs(r["truth"]) > limit] if case in JUDGED_BY_TRUTH else rs
 
 

@@ -45,6 +45,21 @@ def test_every_harmful_case_is_stopped_by_the_contract_named_for_its_harm(batter
     assert len(rs) >= 10 and rate >= 0.95, (case, rate, [sorted(r["stopped_by"]) for r in rs])
 
 
+def test_the_incumbents_own_ranking_is_stopped_as_no_gain_whenever_it_truly_gains_nothing(battery):
+    """The neutral candidate is the incumbent's ranking on another scale, at one global threshold fitted to the
+    incumbent's FPR. Against the incumbent's per-merchant thresholds that global threshold truly catches a
+    little more fraud in about half the worlds (``truth_recall_gain`` on four fresh draws: +0.01 to +0.17
+    points on seeds 100-199): passing those is what the contract promises. A seed whose true gain is not
+    above zero must be stopped by the fixed-FPR contract as "no gain" (seeds 100-199: 49 of 51). And the
+    gains are too small to show on one window, so nearly every seed is stopped all the same (seeds 0-9: 10 of
+    10, 3 of them with no true gain; seeds 100-199: 93 of 100)."""
+    rs, h = runs(battery, "neutral"), harmful(battery, "neutral", action_rate_limit())
+    assert len(h) >= 2, [round(r["truth"] * 100, 2) for r in rs]
+    rate = sum("fixed_fpr_higher_recall" in r["stopped_by"] for r in h) / len(h)
+    assert rate >= 0.95, (rate, [(round(r["truth"] * 100, 2), sorted(r["stopped_by"])) for r in h])
+    assert sum("fixed_fpr_higher_recall" in r["stopped_by"] for r in rs) >= 0.9 * len(rs)
+
+
 def test_a_shift_at_thin_and_new_merchants_is_stopped_whenever_the_policy_keeps_it(battery):
     """+40% in the mid-sized country, all at its thinnest merchants (tests/contracts/planted.py). Their
     thresholds are pulled to the segment's, but each merchant's own fitting rows still move them: in some
