@@ -236,10 +236,6 @@ def _contracts_in_force():
     return load_contracts(contracts_file())
 
 
-def _default_pools() -> set[tuple[str, str, int]]:
-    return _contracts_in_force().pools()
-
-
 def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default: float,
              slice_names: list[str] = REPORT_SLICES, n_boot: int = 1000, seed: int = 0,
              max_weight: float = MAX_WEIGHT, fit_share: float = FIT_SHARE,
@@ -363,10 +359,11 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
     label = judging["label"].astype(float).to_numpy()
     weight = judging["weight"].astype(float).to_numpy()
     members = {}
-    rates_only = {t for t in keys if t in RATES_ONLY_SLICES and t not in detailed}
+    lean = RATES_ONLY_SLICES - set(detailed)  # the slice types, pooled or not, reported with action rates only
+    rates_only = {t for t in keys if t in lean}
     for slice_type, measure, min_support in sorted(pools):
         name = pooled_type(slice_type, measure, min_support)
-        if slice_type in RATES_ONLY_SLICES and slice_type not in detailed:
+        if slice_type in lean:
             rates_only.add(name)
         if name in keys:
             continue

@@ -41,20 +41,20 @@ from threadpoolctl import ThreadpoolController
 SHARED = ["transactions", "labelled", "frauds_ipw", "legit_ipw", "frauds_plain", "legit_plain"]
 PER_MODEL = ["actions", "tp_ipw", "fp_ipw", "tp_plain", "fp_plain", "blocked_fraud_amount_ipw",
              "false_decline_amount_ipw", "blocked_fraud_amount_plain", "false_decline_amount_plain"]
-# metric -> (estimator, numerator, denominator or None for a sum); numerators are per model
-METRICS = {
-    ("action_rate", "all"): ("actions", "transactions"),
-    ("recall", "ipw"): ("tp_ipw", "frauds_ipw"),
-    ("recall", "plain"): ("tp_plain", "frauds_plain"),
-    ("fpr", "ipw"): ("fp_ipw", "legit_ipw"),
-    ("fpr", "plain"): ("fp_plain", "legit_plain"),
-    ("precision", "ipw"): ("tp_ipw", "tp_ipw+fp_ipw"),
-    ("precision", "plain"): ("tp_plain", "tp_plain+fp_plain"),
-    ("blocked_fraud_amount", "ipw"): ("blocked_fraud_amount_ipw", None),
-    ("blocked_fraud_amount", "plain"): ("blocked_fraud_amount_plain", None),
-    ("false_decline_amount", "ipw"): ("false_decline_amount_ipw", None),
-    ("false_decline_amount", "plain"): ("false_decline_amount_plain", None),
-}
+
+
+def estimator_metrics(estimator: str) -> dict:
+    """The metrics of one fraud estimator, (metric, estimator) -> (numerator, denominator or None for a sum),
+    numerators per model: IPW's and plain's over their weighted labels, a mass estimator's (``slice_intervals``'
+    ``masses``: the direct method's label-or-probability, a doubly robust term) over its masses."""
+    e = estimator
+    return {("recall", e): (f"tp_{e}", f"frauds_{e}"), ("fpr", e): (f"fp_{e}", f"legit_{e}"),
+            ("precision", e): (f"tp_{e}", f"tp_{e}+fp_{e}"),
+            ("blocked_fraud_amount", e): (f"blocked_fraud_amount_{e}", None),
+            ("false_decline_amount", e): (f"false_decline_amount_{e}", None)}
+
+
+METRICS = {("action_rate", "all"): ("actions", "transactions"), **estimator_metrics("ipw"), **estimator_metrics("plain")}
 _TABLE_BITS = 16
 MAX_WORKERS = 4  # threads for the replicate products
 RANKING_CELLS = 1 << 23  # score bins for the ranking metrics: (slices of the largest type) x bins at most this,
@@ -80,17 +80,6 @@ def poisson1(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     n = int(np.prod(shape))
     idx = rng.bit_generator.random_raw((n + 3) // 4).view(np.uint16)[:n]  # raw 64-bit words: 3x rng.bytes' speed
     return _POISSON1[idx].reshape(shape)
-
-
-def mass_metrics(estimator: str) -> dict:
-    """The metrics of an estimator that counts each row's fraud *mass* (``slice_intervals``' ``masses``: the
-    direct method's label-or-probability, a doubly robust term): entries as in ``METRICS``, the same
-    shape as IPW's."""
-    e = estimator
-    return {("recall", e): (f"tp_{e}", f"frauds_{e}"), ("fpr", e): (f"fp_{e}", f"legit_{e}"),
-            ("precision", e): (f"tp_{e}", f"tp_{e}+fp_{e}"),
-            ("blocked_fraud_amount", e): (f"blocked_fraud_amount_{e}", None),
-            ("false_decline_amount", e): (f"false_decline_amount_{e}", None)}
 
 
 def _shared(name: str) -> bool:
@@ -123,7 +112,7 @@ def _columns_read(models: list[str], estimators: tuple[str, ...], masses: tuple[
 def _metrics_of(estimators: tuple[str, ...], masses: tuple[str, ...], money: bool = True) -> dict:
     out = {k: v for k, v in METRICS.items() if k[1] in estimators}
     for e in masses:
-        out.update(mass_metrics(e))
+        out.update(estimator_metrics(e))
     return out if money else {k: v for k, v in out.items() if k[0] not in MONEY}
 
 
