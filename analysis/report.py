@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from markupsafe import escape
@@ -31,6 +32,7 @@ _env.filters["pct"] = lambda x, d=2: "n/a" if _missing(x) else f"{100 * float(x)
 _env.filters["pts"] = lambda x, d=2: "n/a" if _missing(x) else f"{100 * float(x):+.{d}f} pts"
 _env.filters["num"] = lambda x: "n/a" if _missing(x) else f"{float(x):,.0f}"
 _env.filters["money"] = lambda x: "n/a" if _missing(x) else f"{float(x):,.2f}"
+_env.filters["reason_head"] = lambda t: (t[:t.index(":")] if 0 < t.find(":") < 80 else t[:60] + "…")  # as merchants.js
 _env.filters["thr"] = lambda x: "n/a" if _missing(x) else f"{float(x):.4f}"
 
 # the judgements a release gets before traffic moves, and what the report calls them
@@ -57,6 +59,7 @@ CF_MODELS = [("incumbent", "incumbent (thresholds in force)"),
 SUPPORT_COLUMNS = ("transactions", "labelled", "frauds", "censored", "explored", "explored_frauds", "ess_frauds",
                    "ess_legit")
 MEASURE_WORDS = {"actions": "incumbent blocks", "transactions": "judging transactions", "frauds": "matured frauds"}
+FEATURE_DRIFT = "feature_drift.parquet"  # in the release folder: the candidate's snapshot against the incumbent's
 POOLED_ROWS_SHOWN = 25  # per pooled slice type: the largest slices, and every pooled one
 
 
@@ -106,9 +109,9 @@ def render_report(release_id: str, folder: Path) -> str:
                 else None)
     waivers = view["overrides"]
     waived = {o["contract"] for o in waivers}  # the same as waived_contracts(), without a second query
-    vs = _with_effects(vs, waived)
-    stopping = _ordered([v for v in vs if v["effect"] == "stops" and v["stage"] != "ramp"])
-    warnings = _ordered([v for v in vs if v["effect"] == "warns" and v["stage"] in JUDGED])
+    vs = _with_consequences(vs, waived)
+    stopping = _ordered([v for v in vs if v["consequence"] == "stops" and v["stage"] != "ramp"])
+    warnings = _ordered([v for v in vs if v["consequence"] == "warns" and v["stage"] in JUDGED])
     status = rel["status"]
     ship = status == Status.PROMOTED
     stopped = status in (Status.STOPPED, Status.ROLLED_BACK)
@@ -123,7 +126,8 @@ def render_report(release_id: str, folder: Path) -> str:
     _add_support(by_at.get("policy", []), metrics)
     country = [] if slices is None else slices[(slices["slice_type"] == "country")
                                                & (slices["at"] == "policy")].to_dict("records")
-    sugg_rows, decision, readiness = _threshold_section(sugg, tset)
+    merchants, decision, readiness = _threshold_section(sugg, tset)
+    judging = pd.read_parquet(folder / "judging.parquet") if (folder / "judging.parquet").exists() else None
     cf_min = CounterfactualConfig()
     html = _env.get_template("report.html.j2").render(
         rel=rel, headline=headline, ship=ship, stopped=stopped, stopping=stopping, warnings=warnings,
@@ -136,17 +140,145 @@ def render_report(release_id: str, folder: Path) -> str:
         rejudgement=_rejudgement(metrics, approved_ev, approved_metrics),
         ranking=_ranking_rows(metrics),
         country_svg=_bar_svg(country, "incumbent_action_rate", "candidate_action_rate"),
-        suggestions=sugg_rows, decision=decision, readiness=readiness,
+        merchants=None if merchants is None else merchants.head(MERCHANT_ROWS_IN_HTML).astype(object).where(
+            merchants.head(MERCHANT_ROWS_IN_HTML).notna(), None).to_dict("records"),
+        merchant_columns=MERCHANT_COLUMNS, merchant_json=merchant_data(merchants),
+        segments=[] if merchants is None else sorted(merchants["segment"].dropna().astype(str).unique()),
+        decision=decision, readiness=readiness,
         n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),
-        tset=tset,
+        tset=tset, next_steps=_next_steps(rel), feature_drift=_feature_drift(folder / FEATURE_DRIFT),
+        charts=_charts(rel, judging, metrics, approved_metrics, merchants, vs, steps),
         backtest=None if backtest is None else backtest.to_dict("records"), steps=_steps(steps), trail=view["trail"])
     return html
 
 
+def _points(metrics: pd.DataFrame | None, models: dict[str, str]) -> dict[str, dict]:
+    """All-traffic IPW recall, FPR and precision of each model named in ``models`` ({name in the picture:
+    model in the table}), for the operating points on the curves."""
+    if metrics is None:
+        return {}
+    a = metrics[(metrics["slice_type"] == "all") & (metrics["estimator"] == "ipw")]
+    out = {}
+    for name, model in models.items():
+        p = {}
+        for m in ("recall", "fpr", "precision"):
+            r = a[(a["metric"] == m) & (a["model"] == model)]
+            p[m] = None if r.empty or _missing(r["estimate"].iloc[0]) else float(r["estimate"].iloc[0])
+        out[name] = p
+    return out
+
+
+def _charts(rel: dict, judging, metrics, approved_metrics, merchants, vs: list[dict], steps: list[dict]) -> dict:
+    """Every picture of the report (analysis.charts), by name; an empty string where there is nothing to draw."""
+    from analysis import charts
+
+    points = _points(metrics, {"incumbent": "incumbent", "candidate": "candidate", "policy": "policy"})
+    points.update(_points(approved_metrics, {"approved": "policy"}))
+    forests = []
+    for (stage, contract), group in _by_contract(vs).items():
+        svg = charts.forest(group, f"{contract} ({STAGES.get(stage, stage)})")
+        if svg:
+            forests.append({"stage": stage, "contract": contract, "svg": svg})
+    return {"curves": charts.curves(judging, points), "scores": charts.score_distributions(judging),
+            "importance": charts.importance(_importance(rel)),
+            "calibration": charts.calibration(judging), "forests": forests,
+            "thresholds": charts.threshold_changes(None if merchants is None else merchants.rename(
+                columns={"in_force": "current_threshold", "suggested": "suggested_threshold"})),
+            "rollout": charts.guardrails_over_rollout(_steps(steps), _live_limits(vs))}
+
+
+# the live guardrails' verdict kinds and their keys in a ramp step's details
+LIVE_KINDS = {"score_shift": "score_shift", "latency": "latency_p99", "error_rate": "error_rate"}
+
+
+def _live_limits(vs: list[dict]) -> dict[str, float]:
+    """Each live guardrail's limit as its newest verdict recorded it."""
+    out = {}
+    for v in vs:
+        if v["stage"] in ("shadow", "ramp") and v["kind"] in LIVE_KINDS and not _missing(v.get("limit_value")):
+            out[LIVE_KINDS[v["kind"]]] = float(v["limit_value"])
+    return out
+
+
+def _importance(rel: dict) -> pd.DataFrame | None:
+    """Each feature's share of total split gain in the candidate and the incumbent (from the registered
+    models), or None when the candidate is not registered."""
+    from release.state import registry
+
+    from lightgbm.basic import LightGBMError
+
+    shares = {}
+    for role in ("candidate", "incumbent"):
+        m = registry.get_model(rel.get(f"{role}_model_id") or "", missing_ok=True)
+        if m is None:
+            continue
+        try:
+            b = m.booster()
+        except (LightGBMError, registry.RegistryError):  # not a LightGBM model, or its bytes changed: no picture
+            continue
+        gain = pd.Series(b.feature_importance(importance_type="gain"), index=b.feature_name(), dtype=float)
+        shares[role] = gain / gain.sum() if gain.sum() > 0 else gain
+    if "candidate" not in shares:
+        return None
+    out = pd.DataFrame(shares).rename_axis("feature").reset_index()
+    return out.assign(incumbent=out.get("incumbent"))
+
+
+def _feature_drift(path: Path) -> list[dict]:
+    """The candidate's training snapshot against the incumbent's, feature by feature (all traffic), largest
+    PSI first, with the drift check's own sentence."""
+    if not path.exists():
+        return []
+    d = pd.read_parquet(path)
+    d = d[(d["slice_type"] == "all") & d["value"].notna()].sort_values("value", ascending=False)
+    return [{"feature": r.feature, "psi": float(r.value), "status": r.status, "reading": r.sentence}
+            for r in d.itertuples()]
+
+
+def _by_contract(vs: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The verdicts that carry an effect, grouped by (stage, contract), offline and re-judged stages first,
+    failures and unjudged slices first within a contract."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for v in _ordered([v for v in vs if v.get("effect") is not None and not _missing(v.get("effect"))]):
+        out.setdefault((v["stage"], v["contract"]), []).append(v)
+    return out
+
+
+def _next_steps(rel: dict) -> list[dict]:
+    """What a person can do now, with the exact command (the same state machine as the DAG and the UI)."""
+    rid, status = rel["id"], rel["status"]
+    steps = []
+    if status == Status.AWAITING_APPROVAL:
+        steps += [{"what": "review the merchant thresholds below, then approve (with any edits) or reject them",
+                   "command": f"fraudcd thresholds show --release {rid} --limit 50"},
+                  {"what": "approve", "command": f"fraudcd thresholds approve --release {rid} --reason \"...\""},
+                  {"what": "or reject (the release stops; nothing changes live)",
+                   "command": f"fraudcd thresholds reject --release {rid} --reason \"...\""}]
+    if status in (Status.STOPPED,) and rel.get("stop_reason"):
+        steps.append({"what": "if a person judges a stopping contract wrong for this release, waive it on the record, "
+                              "then rerun the release for its date to go on",
+                      "command": f"fraudcd override --release {rid} --contract NAME --reason \"...\""})
+    if status in (Status.SHADOW, Status.RAMPING, Status.PAUSED, Status.AWAITING_DECISION, Status.READY_TO_PROMOTE):
+        steps.append({"what": "see the rollout and its evidence", "command": "fraudcd ramp status"})
+        steps.append({"what": "roll back at once (production serves everything again)",
+                      "command": "fraudcd ramp rollback --reason \"...\""})
+    if status in (Status.SHADOW, Status.RAMPING):
+        steps.append({"what": "pause the rollout (guarded, not advanced)", "command": "fraudcd ramp pause --reason \"...\""})
+    if status == Status.AWAITING_DECISION:
+        steps += [{"what": "wait longer for evidence", "command": "fraudcd ramp extend --reason \"...\""},
+                  {"what": "promote anyway, on the record", "command": "fraudcd ramp promote --anyway --reason \"...\""}]
+    if status == Status.READY_TO_PROMOTE:
+        steps.append({"what": "promote", "command": "fraudcd ramp promote --reason \"...\""})
+    if status == Status.PROMOTED:
+        steps.append({"what": "if production misbehaves, go back to the previous model",
+                      "command": "fraudcd rollback --reason \"...\""})
+    return steps
+
+
 # ---- verdicts ---------------------------------------------------------------------------------------
 
-def _with_effects(vs: list[dict], waived: set[str]) -> list[dict]:
-    """Each stored verdict with what it did: "stops" (it stopped, or stops, the release), "waived" (it
+def _with_consequences(vs: list[dict], waived: set[str]) -> list[dict]:
+    """Each stored verdict with its consequence, what it did: "stops" (it stopped, or stops, the release), "waived" (it
     would stop, a named person waived its contract for this release), "warns" (a failure or an unjudged
     figure that does not stop: not a gate, or ``on_insufficient: warn``; online, only a failure rolls
     back), or "passes"; and the words the report prints for it."""
@@ -154,19 +286,19 @@ def _with_effects(vs: list[dict], waived: set[str]) -> list[dict]:
     for v in vs:
         v = {**v, "stage_label": STAGES.get(v["stage"], v["stage"])}
         if v["verdict"] == PASS:
-            v["effect"], v["effect_words"] = "passes", "passes"
+            v["consequence"], v["consequence_words"] = "passes", "passes"
             out.append(v)
             continue
         would_stop = stops(v) if v["stage"] in JUDGED else (bool(v["gate"]) and v["verdict"] == FAIL)
         if would_stop and v["contract"] in waived:
-            v["effect"], v["effect_words"] = "waived", "would stop the release; waived for it by a named person"
+            v["consequence"], v["consequence_words"] = "waived", "would stop the release; waived for it by a named person"
         elif would_stop:
-            v["effect"] = "stops"
-            v["effect_words"] = ("stops the release" if v["verdict"] == FAIL else
+            v["consequence"] = "stops"
+            v["consequence_words"] = ("stops the release" if v["verdict"] == FAIL else
                                  "stops the release: a gate that could not be judged (on_insufficient: stop)")
         else:
-            v["effect"] = "warns"
-            v["effect_words"] = ("warns: not a gate" if not v["gate"] else
+            v["consequence"] = "warns"
+            v["consequence_words"] = ("warns: not a gate" if not v["gate"] else
                                  "waits: online, an unjudged stage does not pass (it waits for evidence, then asks a "
                                  "person)" if v["stage"] in ("shadow", "ramp") else
                                  "warns: the backtest stops only on a failure" if v["stage"] not in JUDGED else
@@ -185,15 +317,15 @@ def _ordered(vs: list[dict]) -> list[dict]:
 def _judgements(vs: list[dict]) -> list[dict]:
     """Per judgement of the policy (offline, re-judged): verdict counts and what they did, with the
     verdicts in reading order (stopping failures, stopping unjudged gates, waived, warnings, passes)."""
-    effect = {"stops": 0, "waived": 1, "warns": 2, "passes": 3}
+    order = {"stops": 0, "waived": 1, "warns": 2, "passes": 3}
     out = []
     for stage in ("offline", "approved", "backtest", "shadow"):
         s = [v for v in vs if v["stage"] == stage]
         if not s and stage in ("backtest", "shadow"):
             continue
         counts = {k: sum(v["verdict"] == k for v in s) for k in (PASS, FAIL, INSUFFICIENT)}
-        counts.update({k: sum(v["effect"] == k for v in s) for k in effect})
-        rows = sorted(_ordered(s), key=lambda v: effect[v["effect"]])
+        counts.update({k: sum(v["consequence"] == k for v in s) for k in order})
+        rows = sorted(_ordered(s), key=lambda v: order[v["consequence"]])
         out.append({"stage": stage, "label": STAGES[stage], "n": len(s), "counts": counts, "rows": rows})
     return out
 
@@ -410,33 +542,106 @@ def _ranking_rows(metrics: pd.DataFrame | None) -> list[dict]:
     return out.astype(object).where(out.notna(), None).to_dict("records")
 
 
-def _threshold_section(sugg: pd.DataFrame | None, tset) -> tuple[list[dict] | None, dict | None, dict]:
-    """The largest merchants' suggestions with what became of each (edited, approved, ...), the counts of
-    the decision, and automation readiness per segment (from the state store)."""
+MERCHANT_ROWS_IN_HTML = 100  # the largest merchants written as table rows (printed, read without script); the
+# page's script shows every merchant from the embedded data
+
+# the merchant table's columns: (key, heading, kind); kind says how the page's script formats and sorts it
+MERCHANT_COLUMNS = [
+    ("merchant_id", "merchant", "text"), ("segment", "segment", "text"), ("support", "transactions", "int"),
+    ("in_force", "in force", "thr"), ("suggested", "suggested", "thr"), ("proposed", "goes live", "thr"),
+    ("block_now", "block rate now", "pct"), ("block_after", "block rate expected", "pct"),
+    ("recall_before", "recall before", "pct1"), ("recall_after", "recall after", "pct1"),
+    ("recall_after_lo", "", "hidden"), ("recall_after_hi", "", "hidden"),
+    ("fpr_before", "FPR before", "pct"), ("fpr_after", "FPR after", "pct"),
+    ("fpr_after_lo", "", "hidden"), ("fpr_after_hi", "", "hidden"),
+    ("blocked_fraud_after", "blocked fraud (after)", "money"), ("false_declines_after", "false declines (after)", "money"),
+    ("outcome", "status", "text"), ("edited_by", "edited by", "text"), ("reason", "reason", "text"),
+]
+
+
+def _threshold_section(sugg: pd.DataFrame | None, tset) -> tuple[pd.DataFrame | None, dict | None, dict]:
+    """Every merchant's suggestion with what became of it (edited and by whom, approved, ...) in the
+    merchant table's columns (``MERCHANT_COLUMNS``), largest first; the counts of the decision; and
+    automation readiness per segment (from the state store)."""
     from analysis.thresholds import load_threshold_config
     from release.state import approvals
 
-    rows, decision = None, None
+    table, decision = None, None
     if sugg is not None:
-        top = sugg.sort_values(["support", "merchant_id"], ascending=[False, True]).head(25)
+        s = sugg.sort_values(["support", "merchant_id"], ascending=[False, True])
+        outcome = pd.Series(None, index=s.index, dtype=object)
+        proposed = s["suggested_threshold"]
+        edited = pd.Series(False, index=s.index)
         if tset is not None:
             items = approvals.set_items(tset["id"]).set_index("merchant_id")
-            top = top.assign(outcome=top["merchant_id"].map(items["outcome"]),
-                             proposed=top["merchant_id"].map(items["proposed"]),
-                             edited=top["merchant_id"].map(items["edited"]).fillna(False).astype(bool))
+            outcome = s["merchant_id"].map(items["outcome"])
+            proposed = s["merchant_id"].map(items["proposed"]).fillna(s["suggested_threshold"])
+            edited = s["merchant_id"].map(items["edited"]).fillna(False).astype(bool)
             counts = items["outcome"].value_counts()
             decision = {k: int(counts.get(k, 0)) for k in (approvals.APPROVED, approvals.AUTO_APPROVED,
                                                           approvals.NOT_APPROVED, approvals.REJECTED,
                                                           approvals.EXPIRED, approvals.PENDING)}
             decision["edited"] = int(items["edited"].sum())
-        rows = top.astype(object).where(top.notna(), None).to_dict("records")
+        who = (tset or {}).get("decided_by")
+        table = pd.DataFrame({
+            "merchant_id": s["merchant_id"].astype(str), "segment": s["segment"],
+            "support": s["support"], "in_force": s["current_threshold"].fillna(s["threshold_in_force"]),
+            "suggested": s["suggested_threshold"], "proposed": proposed,
+            "block_now": s["incumbent_block_rate"], "block_after": s["expected_block_rate"],
+            "recall_before": s["recall_before"], "recall_after": s["recall_after"],
+            "recall_after_lo": s["recall_after_lo"], "recall_after_hi": s["recall_after_hi"],
+            "fpr_before": s["fpr_before"], "fpr_after": s["fpr_after"],
+            "fpr_after_lo": s["fpr_after_lo"], "fpr_after_hi": s["fpr_after_hi"],
+            "blocked_fraud_after": s["blocked_fraud_amount_after"],
+            "false_declines_after": s["false_decline_amount_after"],
+            "outcome": (outcome.fillna("suggested").astype(str).str.replace("_", " ")
+                        + np.where(s["shrunk"].fillna(False).to_numpy(dtype=bool), " (thin)", "")),
+            "edited_by": np.where(edited.to_numpy(), who or "a person", ""),
+            "reason": s["reason"]}).reset_index(drop=True)
     auto = load_threshold_config().automation
     ready = approvals.readiness(auto.readiness_releases, auto.auto_approve.after_unedited_releases)
     segments = set(approvals.segments_ready(ready, auto.auto_approve))
     readiness = {"window": auto.readiness_releases, "enabled": auto.auto_approve.enabled,
                  "after": auto.auto_approve.after_unedited_releases,
                  "rows": [{**r, "ready": r["segment"] in segments} for r in ready.to_dict("records")]}
-    return rows, decision, readiness
+    return table, decision, readiness
+
+
+def merchant_data(table: pd.DataFrame | None) -> str:
+    """The merchant table as compact JSON for the page's script (column names once, then one array per
+    merchant; numbers rounded to what the table shows), safe inside a ``<script>`` element: ``<``, ``>`` and
+    ``&`` are written as JSON escapes, so a hostile merchant name cannot close the element."""
+    if table is None:
+        return "null"
+    keys = [k for k, _, _ in MERCHANT_COLUMNS]
+    t = table[keys].copy()
+    for k, _, kind in MERCHANT_COLUMNS:
+        if kind in ("pct", "pct1", "hidden"):
+            t[k] = t[k].astype(float).round(6)
+        elif kind == "thr":
+            t[k] = t[k].astype(float).round(5)
+        elif kind == "money":
+            t[k] = t[k].astype(float).round(2)
+    columns = [{"key": k, "label": lab, "kind": kind} for k, lab, kind in MERCHANT_COLUMNS]
+    for c in columns:  # repeated words (segment, status, reason, who) once each, the rows holding their index
+        if c["kind"] == "text" and c["key"] != "merchant_id":
+            codes, uniques = pd.factorize(t[c["key"]])
+            c["values"] = [str(u) for u in uniques]
+            t[c["key"]] = pd.Series(codes, index=t.index).where(codes >= 0, None)
+    rows = t.astype(object).where(t.notna(), None).to_numpy().tolist()
+    text = json.dumps({"columns": columns, "rows": rows}, separators=(",", ":"), allow_nan=False,
+                      default=_json_default)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _json_default(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return None if np.isnan(x) else float(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    return str(x)
 
 
 def write_report(release_id: str, folder: Path, reports_dir: Path) -> Path:
@@ -449,6 +654,32 @@ def write_report(release_id: str, folder: Path, reports_dir: Path) -> Path:
 
 
 INDEX_ALERTS = 50  # the newest alerts shown in the index
+TREND_FIGURES = [("recall", "dm"), ("fpr", "dm"), ("action_rate", "all")]  # what the index's trends draw
+
+
+def release_trends(rels: list[dict]) -> list[dict]:
+    """Per evaluated release, oldest first: the incumbent's and the policy's all-traffic recall and FPR
+    (direct method, what the gates judge) and action rate, each with its 95% interval, as the release judged
+    them (the approved policy's re-judgement where there is one, else the suggested policy's)."""
+    from release.core.settings import paths
+
+    out = []
+    for rel in sorted(rels, key=lambda r: (str(r["as_of"]), r["id"])):
+        folder = paths().releases / rel["id"]
+        f = folder / "approved" / "metrics.parquet"
+        f = f if f.exists() else folder / "metrics.parquet"
+        if not f.exists():
+            continue
+        m = pd.read_parquet(f, columns=["slice_type", "metric", "estimator", "model", "estimate", "lo", "hi"])
+        m = m[m["slice_type"] == "all"]
+        row = {"id": rel["id"], "status": rel["status"]}
+        for metric, est in TREND_FIGURES:
+            for model in ("incumbent", "policy"):
+                c = _cell(m, metric, est, model) or {}
+                row.update({f"{metric}_{model}": c.get("estimate"), f"{metric}_{model}_lo": c.get("lo"),
+                            f"{metric}_{model}_hi": c.get("hi")})
+        out.append(row)
+    return out
 
 
 def write_index(reports_dir: Path) -> Path:
@@ -456,10 +687,15 @@ def write_index(reports_dir: Path) -> Path:
     outcomes, the rollout's breaches and questions), newest first."""
     from release.state.alerts import read_alerts
 
+    from analysis import charts
+
     rels = releases_newest_first()
     alerts = read_alerts()
+    trend = release_trends(rels)
+    counts = pd.Series([r["status"] for r in rels], dtype=object).value_counts().to_dict() if rels else {}
     html = _env.get_template("index.html.j2").render(releases=rels, alerts=alerts[::-1][:INDEX_ALERTS],
-                                                     n_alerts=len(alerts))
+                                                     n_alerts=len(alerts), trends_svg=charts.trends(trend),
+                                                     counts=counts)
     target = Path(reports_dir) / "index.html"
     atomic_write_text(html, target)
     return target

@@ -686,9 +686,17 @@ def latest_release() -> dict | None:
 
 
 def write_release_report(release_id: str) -> str:
-    from analysis.report import write_report
+    """(Re)write the release's report and the index; the first time, the feature drift of the candidate's
+    training snapshot against the incumbent's is computed and kept beside the evaluation (both snapshots are
+    immutable, so later stages' reports reuse it)."""
+    from analysis.report import FEATURE_DRIFT, write_report
+    from release.orchestration.monitoring import snapshot_drift
 
-    return str(write_report(release_id, release_dir(release_id), paths().reports))
+    folder = release_dir(release_id)
+    rel = get_release(release_id)
+    if rel and rel.get("candidate_model_id") and rel.get("incumbent_model_id") and not (folder / FEATURE_DRIFT).exists():
+        atomic_write_parquet(snapshot_drift(rel["candidate_model_id"], rel["incumbent_model_id"]), folder / FEATURE_DRIFT)
+    return str(write_report(release_id, folder, paths().reports))
 
 
 # how each end of a release is announced: (alert kind, severity, what happened)

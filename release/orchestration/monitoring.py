@@ -81,6 +81,37 @@ def _since(day: dt.date, key: tuple[str, str, str], alerted: dict) -> dt.date:
         first = prev
 
 
+def _drift_features(features: list[str], spec) -> tuple[list[str], set[str]]:
+    """The model's features whose drift is judged (quantities, not codes), and those that are one value per
+    merchant and day (compared over merchant-days, not rows)."""
+    merchant_level = {w.name for w in spec.windows if w.entity == "merchant"} | {
+        c for r in spec.risk for c in (r.rate, r.count)}
+    return [f for f in features if f != "category_code"], merchant_level
+
+
+def snapshot_drift(candidate_model_id: str, incumbent_model_id: str) -> pd.DataFrame:
+    """Feature drift of the candidate's training snapshot against the incumbent's (the last training
+    snapshot): each feature the candidate reads, over all traffic, by the monitoring's own drift check
+    (PSI with its noise floor). Empty when either snapshot is gone; every row says so when they are the same
+    snapshot (PSI 0)."""
+    from release.core.pipeline import pipeline
+    from release.state import registry
+
+    cand, inc = registry.get_model(candidate_model_id), registry.get_model(incumbent_model_id)
+    snaps = [paths().snapshots / m.snapshot_hash / "data.parquet" for m in (cand, inc)]
+    if not all(p.exists() for p in snaps):
+        return checks.findings_frame([])
+    feats, merchant_level = _drift_features(cand.features, pipeline().features)
+    import pyarrow.parquet as pq
+
+    have = [set(pq.read_schema(p).names) for p in snaps]
+    feats = [f for f in feats if f in have[0] and f in have[1]]  # a feature the incumbent lacked is not compared
+    new, old = (pd.read_parquet(p, columns=["day", "merchant_id", *feats]) for p in snaps)
+    found = checks.drift("feature_drift", new, _halves(old), feats, period="period",
+                         per_entity={c: "merchant_id" for c in feats if c in merchant_level})
+    return checks.findings_frame(found)
+
+
 def _halves(ref: pd.DataFrame) -> pd.DataFrame:
     """The reference with ``period``: 0 for its earlier days, 1 for its later ones (the design effect)."""
     day = pd.to_datetime(ref["day"])
@@ -149,9 +180,7 @@ def monitor(day: dt.date, *, window_days: int = WINDOW_DAYS) -> dict:
                                      min_absolute_shift=abs_shift, segments=_segments(live, ev, judged_on))
     snap = paths().snapshots / prod.snapshot_hash / "data.parquet"
     spec = pipeline().features
-    feats = [f for f in prod.features if f != "category_code"]  # a code, not a quantity
-    merchant_level = {w.name for w in spec.windows if w.entity == "merchant"} | {
-        c for r in spec.risk for c in (r.rate, r.count)}
+    feats, merchant_level = _drift_features(prod.features, spec)
     if snap.exists():
         ref = pd.read_parquet(snap, columns=["day", "merchant_id", "merchant_country", *feats])
         try:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import html as htmllib
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from synthetic_window import INC_DEFAULT, INC_PER_MERCHANT, make_scored
 
 from analysis.evaluation import Evaluation, evaluate
@@ -201,9 +203,12 @@ def test_stopped_release_report_says_stop_and_why(home, monkeypatch):
         assert f"{r.slice_type}: {r.slice}</td><td>{r.frauds:,.0f}</td>" in text
         assert f'{r.estimate:+.3f} <span class="ci">[{r.lo:+.3f}, {r.hi:+.3f}]</span>' in raw
 
-    # untrusted text (a merchant id) is escaped, never injected
-    assert "<script>" not in raw
+    # untrusted text (a merchant id) is escaped, never injected: in the table's rows as HTML entities, in the
+    # merchant data the page's script reads as JSON escapes (it cannot close the <script> element)
+    assert SCRIPT_MERCHANT not in raw and "alert(1)</script>" not in raw
+    assert raw.count("<script") == 2  # the report's own: the merchant data and the table's script
     assert "M4&lt;script&gt;alert(1)&lt;/script&gt;" in raw
+    assert "M4\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in raw
     assert SCRIPT_MERCHANT in text
 
     # the audit trail shows the stop with its reason
@@ -364,7 +369,7 @@ def test_pooled_slices_show_their_members_escaped(home, monkeypatch):
     merchant = _between(raw, '<table id="pooled-merchant-transactions--50"', "</table>")
     assert ('<td class="l">other merchants</td><td class="l members">'
             '2: M4&lt;script&gt;alert(1)&lt;/script&gt;, M5</td>') in merchant
-    assert "<script>" not in raw
+    assert SCRIPT_MERCHANT not in raw
     # pooled slice types stay out of the ranking table (they repeat the slices it already has)
     assert "|" not in _between(raw, '<table id="ranking"', "</table>")
 
@@ -533,11 +538,31 @@ def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home
     approvals.decide(rid, "approved", actor="dana", reason="one left out", at="t3", merchants=top[:-1])
     raw = render_report(rid, folder)
     text = _text(raw)
-    assert 'id="thresholds"' in raw and 'id="readiness"' in raw
+    assert 'id="merchants"' in raw and 'id="readiness"' in raw
     assert f"{len(top) - 1} approved, 1 not approved (global threshold), 1 edited by a person." in text
-    assert "0.5000</b> (edited)" in text
+    # every merchant is in the page's data, largest first, with what became of it and who edited it
+    data = json.loads(_between(raw, '<script type="application/json" id="merchant-data">', "</script>")
+                      .split(">", 1)[1])
+    keys = [c["key"] for c in data["columns"]]
+    rows = [dict(zip(keys, r)) for r in data["rows"]]
+    for c in data["columns"]:
+        if "values" in c:
+            for r in rows:
+                r[c["key"]] = None if r[c["key"]] is None else c["values"][r[c["key"]]]
+    assert [r["merchant_id"] for r in rows] == top
+    first, last = rows[0], rows[-1]
+    assert first["proposed"] == 0.5 and first["edited_by"] == "dana" and first["outcome"].startswith("approved")
+    assert last["outcome"].startswith("not approved") and last["edited_by"] == ""
     row = ev.suggestions.set_index("merchant_id").loc[top[0]]
-    assert f"{100 * row['recall_before']:.1f}% → {100 * row['recall_after']:.1f}%" in text
+    for key, col in (("recall_before", "recall_before"), ("recall_after", "recall_after"),
+                     ("fpr_after_hi", "fpr_after_hi"), ("block_after", "expected_block_rate")):
+        assert first[key] == pytest.approx(row[col], abs=1e-6)
+    assert first["suggested"] == pytest.approx(row["suggested_threshold"], abs=1e-5)
+    # the same figures in the table's first row, written for a reader without the script
+    body = _between(raw, '<table id="merchants">', "</table>")
+    first_row = _plain(_between(body, "<tbody><tr>", "</tr>"))
+    assert "0.5000" in first_row and "dana" in first_row
+    assert f"{100 * row['recall_before']:.1f}%" in first_row and f"{100 * row['recall_after']:.1f}%" in first_row
     # readiness: every segment of this release, reviewed once; auto-approval off by default
     segs = ev.suggestions["segment"].value_counts()
     assert 'id="auto-approve">off</b>' in raw

@@ -1,0 +1,351 @@
+"""The release report's pictures: matplotlib figures rendered to inline SVG (text kept as text, so a page
+search finds a label; deterministic ids, so the same release renders the same bytes).
+
+Each function takes plain tables and returns an ``<svg>`` string (empty when there is nothing to draw) that
+scales to its container (the fixed width and height are dropped; the viewBox stays). Colours are one
+definition: ``COLOURS`` (incumbent grey, candidate blue, policy amber, approved green), the same as the
+report's legend and its CSS.
+
+What each picture reads is said in its docstring; none computes a figure the report's tables do not also
+hold, except the curves (ROC, PR, calibration, score distributions), which are drawn from the release's
+judging rows (``judging.parquet``) inverse-propensity weighted, as the ranking figures are."""
+from __future__ import annotations
+
+import io
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+COLOURS = {"incumbent": "#6b7280", "candidate": "#2f6fde", "policy": "#d97706", "approved": "#15803d",
+           "fail": "#b91c1c", "insufficient": "#a16207", "pass": "#15803d", "allowed": "#dcfce7"}
+CURVE_POINTS = 400  # points per drawn curve at most: enough for the eye, small in the page
+
+
+def _figure(w: float, h: float):
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
+
+    rcParams["svg.fonttype"] = "none"  # text stays text: searchable, small
+    rcParams["svg.hashsalt"] = "fraud-cd"  # deterministic ids
+    rcParams["font.size"] = 9
+    rcParams["axes.spines.top"] = False
+    rcParams["axes.spines.right"] = False
+    return Figure(figsize=(w, h), layout="constrained")
+
+
+_SIZE = re.compile(r'(<svg[^>]*?)\s(?:width|height)="[^"]*"\s(?:width|height)="[^"]*"')
+
+
+def _svg(fig, label: str) -> str:
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
+    buf = io.StringIO()
+    FigureCanvasSVG(fig).print_svg(buf, metadata={"Date": None, "Creator": None})
+    s = buf.getvalue()
+    s = s[s.index("<svg"):]  # no XML prolog or DOCTYPE inside HTML
+    s = re.sub(r"<!--.*?-->", "", s, flags=re.S)
+    s = re.sub(r"<metadata>.*?</metadata>", "", s, flags=re.S)
+    s = _SIZE.sub(r"\1", s, count=1)  # scale to the container; the viewBox keeps the shape
+    lab = label.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+    return s.replace("<svg ", f'<svg role="img" aria-label="{lab}" class="chart" ', 1)
+
+
+def _thin(x: np.ndarray, y: np.ndarray, n: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    if len(x) <= n:
+        return x, y
+    keep = np.unique(np.linspace(0, len(x) - 1, n).round().astype(int))
+    return x[keep], y[keep]
+
+
+def _labelled(judging: pd.DataFrame) -> pd.DataFrame:
+    """Judging rows with a matured label and a positive weight (explored rows weighted 1/propensity)."""
+    j = judging[judging["label"].notna()]
+    w = j["weight"] if "weight" in j else pd.Series(1.0, index=j.index)
+    return j[w > 0]
+
+
+def curves(judging: pd.DataFrame | None, points: dict[str, dict]) -> str:
+    """ROC and precision-recall curves of both models on the labelled judging rows (IPW), with each
+    operating point marked: ``points`` maps a name ("incumbent", "candidate", "policy", "approved") to
+    {"fpr", "recall", "precision"} (the release's all-traffic IPW figures)."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    if judging is None:
+        return ""
+    j = _labelled(judging)
+    y, w = j["label"].to_numpy() > 0.5, j["weight"].to_numpy(dtype=float)
+    if y.sum() == 0 or (~y).sum() == 0:
+        return ""
+    fig = _figure(8.4, 3.4)
+    roc, pr = fig.subplots(1, 2)
+    for model in ("incumbent", "candidate"):
+        col = f"{model}_score"
+        if col not in j:
+            continue
+        s = j[col].to_numpy(dtype=float)
+        fpr, tpr, _ = roc_curve(y, s, sample_weight=w)
+        roc.plot(*_thin(fpr, tpr), color=COLOURS[model], lw=1.4, label=model)
+        prec, rec, _ = precision_recall_curve(y, s, sample_weight=w)
+        pr.plot(*_thin(rec[::-1], prec[::-1]), color=COLOURS[model], lw=1.4, label=model)
+    markers = {"incumbent": "s", "candidate": "o", "policy": "D", "approved": "^"}
+    for name, p in points.items():
+        if p.get("fpr") is not None and p.get("recall") is not None:
+            roc.plot([p["fpr"]], [p["recall"]], markers.get(name, "o"), color=COLOURS.get(name, "#000"), ms=6,
+                     mec="white", label=f"{name} operating point")
+        if p.get("precision") is not None and p.get("recall") is not None:
+            pr.plot([p["recall"]], [p["precision"]], markers.get(name, "o"), color=COLOURS.get(name, "#000"), ms=6,
+                    mec="white")
+    top = max([0.05] + [3 * p["fpr"] for p in points.values() if p.get("fpr") is not None])
+    roc.set_xlim(0, min(1.0, top))
+    roc.set_xlabel("false-positive rate (zoomed to the operating region)")
+    roc.set_ylabel("recall (true-positive rate)")
+    roc.set_title("ROC, judging rows (IPW)")
+    roc.legend(loc="lower right", fontsize=7, frameon=False)
+    pr.set_xlabel("recall")
+    pr.set_ylabel("precision")
+    pr.set_xlim(0, 1)
+    pr.set_ylim(0, 1.02)
+    pr.set_title("precision-recall, judging rows (IPW)")
+    for ax in (roc, pr):
+        ax.grid(alpha=0.25)
+    return _svg(fig, "ROC and precision-recall curves of the incumbent and the candidate with operating points")
+
+
+def score_distributions(judging: pd.DataFrame | None) -> str:
+    """Each model's score distribution on the judging rows, frauds and legitimate rows apart (labelled
+    rows, IPW), on a log scale of the score: where the two classes sit, and how far apart."""
+    if judging is None:
+        return ""
+    j = _labelled(judging)
+    if j.empty:
+        return ""
+    fig = _figure(8.4, 2.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    bins = np.logspace(-4, 0, 41)
+    for ax, model in zip(axes, ("incumbent", "candidate")):
+        col = f"{model}_score"
+        if col not in j:
+            continue
+        for cls, colour, name in ((0, "#9ca3af", "legitimate"), (1, COLOURS["fail"], "fraud")):
+            part = j[(j["label"] > 0.5) == bool(cls)]
+            if part.empty:
+                continue
+            s = np.clip(part[col].to_numpy(dtype=float), 1e-4, 1.0)
+            ax.hist(s, bins=bins, weights=part["weight"].to_numpy(dtype=float), density=True, histtype="stepfilled",
+                    alpha=0.35 if cls == 0 else 0.45, color=colour, label=name)
+        ax.set_xscale("log")
+        ax.set_title(f"{model} scores")
+        ax.set_xlabel("score (log scale)")
+        ax.legend(fontsize=7, frameon=False)
+    axes[0].set_ylabel("density")
+    return _svg(fig, "score distributions of frauds and legitimate transactions, both models")
+
+
+def calibration(judging: pd.DataFrame | None, bins: int = 10) -> str:
+    """Calibration: in each score decile of a model, the mean score against the observed (IPW) fraud rate
+    of the labelled judging rows; on the diagonal a score means what it says."""
+    if judging is None:
+        return ""
+    j = _labelled(judging)
+    if j.empty or (j["label"] > 0.5).sum() == 0:
+        return ""
+    fig = _figure(4.2, 3.2)
+    ax = fig.subplots()
+    hi = 0.0
+    for model in ("incumbent", "candidate"):
+        col = f"{model}_score"
+        if col not in j:
+            continue
+        q = pd.qcut(j[col], bins, duplicates="drop")
+        w = j["weight"].astype(float)
+        g = pd.DataFrame({"s": j[col] * w, "y": (j["label"] > 0.5) * w, "w": w, "q": q}).groupby("q", observed=True).sum()
+        g = g[g["w"] > 0]
+        x, yv = (g["s"] / g["w"]).to_numpy(), (g["y"] / g["w"]).to_numpy()
+        hi = max(hi, float(np.nanmax(x)), float(np.nanmax(yv)))
+        ax.plot(x, yv, "o-", color=COLOURS[model], ms=3.5, lw=1.2, label=model)
+    top = min(1.0, hi * 1.1 or 1.0)
+    ax.plot([0, top], [0, top], ls="--", color="#9ca3af", lw=0.8, label="perfect")
+    ax.set_xlabel("mean score in the decile")
+    ax.set_ylabel("observed fraud rate (IPW)")
+    ax.set_title("calibration, score deciles")
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(alpha=0.25)
+    return _svg(fig, "calibration of both models by score decile")
+
+
+def forest(rows: list[dict], title: str) -> str:
+    """A forest plot of one contract's verdicts: each slice's effect with the interval the contract judged,
+    against the region that passes (shaded green); coloured by verdict. ``rows``: dicts with ``slice``,
+    ``verdict``, ``effect``, ``effect_lo``, ``effect_hi``, ``allowed_lo``, ``allowed_hi`` and ``effect_unit``
+    (contracts.base: "relative" and "rate" drawn as %, "points" as percentage points)."""
+    rows = [r for r in rows if r.get("effect") is not None and not _nan(r["effect"])]
+    if not rows:
+        return ""
+    unit = rows[0].get("effect_unit") or ""
+    scale, suffix = {"relative": (100, "%"), "rate": (100, "%"), "points": (100, " pts")}.get(unit, (1, ""))
+    fig = _figure(8.4, 0.55 + 0.24 * len(rows))
+    ax = fig.subplots()
+    vals = []
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        e = r["effect"] * scale
+        lo = None if _nan(r.get("effect_lo")) else r["effect_lo"] * scale
+        hi = None if _nan(r.get("effect_hi")) else r["effect_hi"] * scale
+        colour = COLOURS.get(str(r["verdict"]).split()[0], "#374151")
+        if lo is not None and hi is not None:
+            ax.plot([lo, hi], [y, y], color=colour, lw=2, solid_capstyle="butt")
+            vals += [lo, hi]
+        ax.plot([e], [y], "o", color=colour, ms=4.5)
+        vals.append(e)
+    lims = [x * scale for x in (rows[0].get("allowed_lo"), rows[0].get("allowed_hi")) if not _nan(x)]
+    span = (min(vals + lims), max(vals + lims))
+    pad = 0.08 * ((span[1] - span[0]) or 1.0)
+    x0, x1 = span[0] - pad, span[1] + pad
+    a_lo = rows[0].get("allowed_lo")
+    a_hi = rows[0].get("allowed_hi")
+    ax.axvspan(x0 if _nan(a_lo) else a_lo * scale, x1 if _nan(a_hi) else a_hi * scale, color=COLOURS["allowed"],
+               zorder=0, lw=0)
+    for lim in lims:
+        ax.axvline(lim, color="#15803d", lw=0.8, ls="--")
+    ax.axvline(0, color="#9ca3af", lw=0.6)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_yticks(range(len(rows)), [_short(r["slice"]) for r in rows][::-1], fontsize=8)
+    ax.set_xlabel(f"{_UNIT_WORDS.get(unit, unit)}{' (' + suffix.strip() + ')' if suffix else ''}; "
+                  "green: what passes")
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.grid(axis="x", alpha=0.25)
+    return _svg(fig, f"forest plot: {title}")
+
+
+_UNIT_WORDS = {"relative": "relative change", "points": "change in percentage points", "rate": "rate",
+               "auc": "AUC change", "ms": "milliseconds", "psi": "PSI"}
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _short(s, n: int = 28) -> str:
+    s = str(s)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def threshold_changes(sugg: pd.DataFrame | None) -> str:
+    """Per merchant segment, how many merchants' thresholds go up, down or stay (suggested against the
+    threshold in force, after any edit a person made), as stacked horizontal bars; with the median change."""
+    if sugg is None or sugg.empty:
+        return ""
+    s = sugg.copy()
+    before = s["current_threshold"].fillna(s.get("threshold_in_force"))
+    after = s["proposed"].where(s["proposed"].notna(), s["suggested_threshold"]) if "proposed" in s \
+        else s["suggested_threshold"]
+    d = (after - before).astype(float)
+    s["move"] = np.select([d > 1e-6, d < -1e-6, d.notna()], ["raised", "lowered", "unchanged"], "no threshold before")
+    seg = s["segment"].fillna("none").astype(str)
+    t = pd.crosstab(seg, s["move"])
+    order = [c for c in ("lowered", "unchanged", "raised", "no threshold before") if c in t.columns]
+    t = t[order].sort_index()
+    med = d.groupby(seg).median()
+    fig = _figure(8.4, 0.7 + 0.32 * len(t))
+    ax = fig.subplots()
+    colours = {"lowered": COLOURS["fail"], "unchanged": "#9ca3af", "raised": COLOURS["candidate"],
+               "no threshold before": "#e5e7eb"}
+    left = np.zeros(len(t))
+    for c in order:
+        ax.barh(range(len(t)), t[c].to_numpy(), left=left, color=colours[c], label=f"{c} (blocks {'more' if c == 'lowered' else 'less' if c == 'raised' else 'the same'})" if c in ("lowered", "raised") else c)
+        left += t[c].to_numpy()
+    ax.set_yticks(range(len(t)), [f"{i}  (median {med.get(i, float('nan')):+.3f})" for i in t.index], fontsize=8)
+    ax.set_xlabel("merchants")
+    ax.set_title("threshold changes by merchant segment (suggested or edited vs in force)", fontsize=9, loc="left")
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    return _svg(fig, "threshold changes by merchant segment")
+
+
+def guardrails_over_rollout(steps: list[dict], limits: dict[str, float] | None = None) -> str:
+    """The live guardrails at each rollout stage (shadow, then each ramp step): score shift (PSI), latency
+    p99 and error rate, each with its interval where it has one, coloured by its verdict; ``limits``
+    (guardrail -> limit, from the stored verdicts) named in each panel's title (drawn, a limit far above
+    the figures would flatten them)."""
+    limits = limits or {}
+    import json
+
+    rows = []
+    for st in steps:
+        d = json.loads(st.get("details_json") or "{}")
+        rows.append((st["stage"], d.get("guardrails") or {}))
+    if not rows:
+        return ""
+    panels = [("score_shift", "score shift (PSI)", 1.0), ("latency_p99", "latency p99 (ms)", 1.0),
+              ("error_rate", "error rate (%)", 100.0)]
+    panels = [p for p in panels if any(p[0] in g for _, g in rows)]
+    if not panels:
+        return ""
+    fig = _figure(8.4, 2.4)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (key, title, scale) in zip(axes, panels):
+        for i, (stage, g) in enumerate(rows):
+            v = g.get(key) or {}
+            if v.get("value") is None:
+                continue
+            colour = COLOURS.get(v.get("status"), "#374151")
+            if v.get("lo") is not None and v.get("hi") is not None:
+                ax.plot([i, i], [v["lo"] * scale, v["hi"] * scale], color=colour, lw=2)
+            ax.plot([i], [v["value"] * scale], "o", color=colour, ms=4)
+        ax.set_xticks(range(len(rows)), [s for s, _ in rows], fontsize=7, rotation=30)
+        lim = limits.get(key)
+        ax.set_title(title + ("" if lim is None else f", limit {lim * scale:g}"), fontsize=9)
+        ax.grid(alpha=0.25)
+    return _svg(fig, "live guardrails at each rollout stage")
+
+
+def trends(rows: list[dict]) -> str:
+    """Across releases (oldest first): the policy's and the incumbent's recall, FPR and action rate as the
+    release judged them (direct method for recall and FPR; every row for the action rate), with 95%
+    intervals; each release's outcome as the marker (filled: shipped; cross: stopped or rolled back)."""
+    if not rows:
+        return ""
+    fig = _figure(8.4, 2.6)
+    axes = fig.subplots(1, 3)
+    x = np.arange(len(rows))
+    for ax, (metric, title) in zip(axes, (("recall", "recall (DM)"), ("fpr", "false-positive rate (DM)"),
+                                          ("action_rate", "action rate"))):
+        for model in ("incumbent", "policy"):
+            est = [r.get(f"{metric}_{model}") for r in rows]
+            lo = [r.get(f"{metric}_{model}_lo") for r in rows]
+            hi = [r.get(f"{metric}_{model}_hi") for r in rows]
+            ok = [i for i, e in enumerate(est) if e is not None]
+            if not ok:
+                continue
+            ax.plot([x[i] for i in ok], [100 * est[i] for i in ok], "-", color=COLOURS[model], lw=1, label=model)
+            for i in ok:
+                shipped = rows[i].get("status") == "promoted"
+                if lo[i] is not None and hi[i] is not None and model == "policy":
+                    ax.plot([x[i], x[i]], [100 * lo[i], 100 * hi[i]], color=COLOURS[model], lw=1.5, alpha=0.6)
+                ax.plot([x[i]], [100 * est[i]], "o" if shipped or model == "incumbent" else "x", color=COLOURS[model],
+                        ms=4, mfc=COLOURS[model] if shipped or model == "incumbent" else "none")
+        ax.set_title(title + " (%)", fontsize=9)
+        ax.set_xticks(x, [r["id"].replace("rel-", "") for r in rows], fontsize=7, rotation=35)
+        ax.grid(alpha=0.25)
+    axes[0].legend(fontsize=7, frameon=False)
+    return _svg(fig, "recall, false-positive rate and action rate across releases")
+
+
+def importance(features: pd.DataFrame | None) -> str:
+    """Each feature's share of the model's total split gain, candidate beside incumbent (``features``:
+    feature, candidate, incumbent), largest first."""
+    if features is None or features.empty:
+        return ""
+    f = features.sort_values("candidate", ascending=True)
+    fig = _figure(8.4, 0.6 + 0.22 * len(f))
+    ax = fig.subplots()
+    y = np.arange(len(f))
+    ax.barh(y + 0.2, 100 * f["incumbent"].fillna(0), height=0.4, color=COLOURS["incumbent"], label="incumbent")
+    ax.barh(y - 0.2, 100 * f["candidate"].fillna(0), height=0.4, color=COLOURS["candidate"], label="candidate")
+    ax.set_yticks(y, f["feature"].astype(str), fontsize=8)
+    ax.set_xlabel("share of total split gain (%)")
+    ax.set_title("feature importance", fontsize=9, loc="left")
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    return _svg(fig, "feature importance of both models")
