@@ -13,7 +13,20 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/var/airflow/airflow.db
 export AIRFLOW__LOGGING__BASE_LOG_FOLDER := $(CURDIR)/var/airflow/logs
 
-.PHONY: install demo test up down clean
+.PHONY: install demo test up down clean browser
+
+# The browser tests drive the system's Chromium (Debian's package) through Playwright; `make test` installs it
+# when it is missing (as root, or through sudo). FRAUDCD_CHROMIUM points the tests at another binary.
+CHROMIUM ?= /usr/bin/chromium
+export FRAUDCD_CHROMIUM := $(CHROMIUM)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "The browser tests need Chromium at $(CHROMIUM); this machine has no apt-get: install it, or set CHROMIUM=/path/to/chromium" >&2; exit 2; }
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
 install: $(STAMP)
 
@@ -44,7 +57,7 @@ E2E := tests/test_e2e_cycle.py tests/dags/test_up_down.py tests/test_own_data.py
 	tests/release/orchestration/test_monitoring_run.py tests/release/rollout/test_monitoring.py \
 	tests/simulation/test_world.py tests/release/data/test_label_completeness.py tests/dags/test_training_set_dag.py
 
-test: install
+test: install browser
 	@mkdir -p var
 	@trap 'kill $$e2e 2>/dev/null' INT TERM; \
 	$(BIN)/python -m pytest $(E2E) > var/test-e2e.log 2>&1 & e2e=$$!; \
