@@ -1,7 +1,8 @@
 """`fraudcd`: one entry point for people and scripts.
 
 One typer app composed of per-domain groups, each in its own module: data (event logs, training sets),
-releases (models, a release's run and verdicts, waivers, rollback), serving (the scoring service and its
+releases (models, a release's run and verdicts, waivers, rollback; `report`: a release's report
+regenerated, and the reports served to people), serving (the scoring service and its
 load), state (the store's schema, the audit log), airflow (the demo, `up`, `down`), and the people's
 controls as sub-commands: thresholds and ramp.
 
@@ -18,11 +19,13 @@ from rich.markup import escape
 from release.cli import airflow, data, releases, serving, state
 from release.cli.common import err
 from release.cli.ramp import ramp_app
+from release.cli.report import report_app
 from release.cli.thresholds import thresholds_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 for group in (data, releases, serving, state, airflow):  # their commands, at the top level, in panels
     app.add_typer(group.app)
+app.add_typer(report_app, name="report", rich_help_panel=releases.PANEL)
 app.add_typer(thresholds_app, name="thresholds", rich_help_panel="People's controls")
 app.add_typer(ramp_app, name="ramp", rich_help_panel="People's controls")
 

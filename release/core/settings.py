@@ -20,6 +20,7 @@ other users get nothing.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,13 @@ class Paths:
     @property
     def traffic(self) -> Path:
         return self.home / "traffic"
+
+
+# Which names in ``paths().reports`` are reports (``index.html`` and ``<release id>.html``, as analysis.report
+# writes them): the only names the report servers (the Airflow plugin, `fraudcd report serve`) give out, matched
+# whole (``REPORT_NAME.fullmatch(name)``). No separator, no leading dot (the atomic writes' ``.tmp-*`` files),
+# nothing but ``.html``: a path such as ``../state.db`` is never a report.
+REPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.html")
 
 
 def default_home() -> Path:

@@ -7,7 +7,8 @@ fraud-cd installed loads it; nothing to copy into a plugins folder.
   release's report, read from ``FRAUDCD_HOME/reports``. Airflow does not authenticate a plugin's routes,
   so this does: the caller's Airflow identity (the UI's session cookie, or a bearer token), and the right
   to read the ``release`` DAG (a report is about its runs). No identity: 401; no right: 403. Only report
-  files (``*.html`` directly in that folder) are served; any other name is 404.
+  files (release.core.settings.REPORT_NAME, the names `fraudcd report serve` gives out too) are served;
+  any other name is 404.
 - ``/fraudcd/reports/runs/{run_id}``: the report of the release a ``release`` DAG run is about (its data
   interval's end names it), as a redirect.
 - a "Release report" link on the tasks where people act (threshold approval, the rollout's questions):
@@ -18,16 +19,14 @@ modules only; the project's heavier modules inside the routes.
 """
 from __future__ import annotations
 
-import re
-
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse
 
 from airflow.plugins_manager import AirflowPlugin
 
+from release.core.settings import REPORT_NAME, paths
 from release.orchestration.report_link import REPORTS_PREFIX as PREFIX, ReleaseReportLink
 DAG_ID = "release"
-_REPORT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.html$")
 
 reports_app = FastAPI(title="fraud-cd release reports", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -51,8 +50,6 @@ async def _reader(request: Request):
 
 
 def _reports_dir():
-    from release.core.settings import paths
-
     return paths().reports
 
 
@@ -82,7 +79,7 @@ async def report(name: str, _user=Depends(_reader)):
 
 
 def _file(name: str) -> FileResponse:
-    if not _REPORT.match(name):
+    if not REPORT_NAME.fullmatch(name):
         raise HTTPException(status_code=404, detail="not a report")
     path = _reports_dir() / name
     if not path.is_file():

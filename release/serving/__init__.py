@@ -1,1 +1,1 @@
-"""Serving: the scoring service, its decision log and the traffic replayer."""
+"""Serving: the scoring service, its decision log, the traffic replayer, and the release reports' web server."""

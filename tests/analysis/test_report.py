@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_window import INC_DEFAULT, INC_PER_MERCHANT, make_scored
+from tests.analysis.synthetic_window import INC_DEFAULT, INC_PER_MERCHANT, make_scored
 
 from analysis.evaluation import Evaluation, evaluate
 from analysis.report import render_report, write_index, write_report
