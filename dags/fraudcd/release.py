@@ -157,9 +157,10 @@ def release():
 
     @task
     def deploy(rid: str) -> str:
-        from release.orchestration.cycle import deploy_candidate
+        from release.orchestration.cycle import deploy_candidate, write_release_report
 
         deploy_candidate(rid)
+        write_release_report(rid)  # the report shows the candidate in shadow while it is
         return rid
 
     # drives the rollout on the scoring service's decision log, looking every poll_seconds (deferred between

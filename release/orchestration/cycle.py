@@ -670,7 +670,18 @@ def rollout_done(release_id: str, or_needs_person: bool = False) -> bool:
         rel = get_release(release_id)
         if out["action"] not in ("none", "waiting"):
             log.warning("rollout of %s: %s", release_id, {k: out.get(k) for k in ("action", "state", "to", "why")})
+            _report_stage(release_id)
     return rel["status"] not in ramp.LIVE or (or_needs_person and needs_person(release_id))
+
+
+def _report_stage(release_id: str) -> None:
+    """Rewrite the report after a rollout stage changed (a step taken, a pause, a question): people read the
+    rollout as it happens. The stage is already committed: a report that cannot be written is logged, not
+    allowed to undo or repeat the step (the release's last task writes it again)."""
+    try:
+        write_release_report(release_id)
+    except Exception:  # noqa: BLE001 - logged with its traceback; the rollout's record is the state store
+        log.exception("the report of %s could not be rewritten after a rollout stage", release_id)
 
 
 @_stage
