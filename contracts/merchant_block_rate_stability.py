@@ -78,7 +78,9 @@ class MerchantBlockRateStability(BaseModel):
         held = defined & (lo >= -self.max_change) & (hi <= self.max_change)
         undecided = ~moved & ~held
         share, worst = moved.sum() / n, (moved | undecided).sum() / n
-        top = m[moved].assign(change=(m[model] - m["incumbent"]).abs()).sort_values("change", ascending=False)
+        # the change on every slice first, then the moved ones: assigning a full-length column to an empty
+        # selection gives it the column's rows (pandas 3), which named unmoved merchants as "largest moves"
+        top = m.assign(change=(m[model] - m["incumbent"]).abs())[moved].sort_values("change", ascending=False)
         largest = ", ".join(f"{s} {pct(r.incumbent)} -> {pct(r[model])}" for s, r in top.head(3).iterrows())
         head = (f"{int(moved.sum())} of {n:,} merchant slices ({share:.1%}) moved their block rate by more than "
                 f"{100 * self.max_change:.2f} points (the whole interval beyond it), {int(undecided.sum())} undecided; "

@@ -29,6 +29,17 @@ def test_every_merchant_held_passes_and_says_so():
     (v,) = contract().check(merchants({f"m{i}": HELD for i in range(40)}))
     assert v.verdict == PASS and v.candidate_value == 0.0 and v.support == 40
     assert v.sentence.startswith("0 of 40 merchant slices (0.0%) moved their block rate by more than 0.50 points")
+    assert "Largest moves" not in v.sentence and "nan" not in v.sentence  # none moved: none named
+
+
+def test_with_none_moved_no_merchant_is_named_as_a_move():
+    """Undecided merchants and none moved: the sentence names no "largest move" (it once named three unmoved
+    merchants with "nan% -> nan%", from an empty selection given a full-length column)."""
+    moves = {f"m{i}": HELD for i in range(30)}
+    moves.update({f"u{i}": (0.01, 0.012, -0.004, 0.008) for i in range(10)})
+    (v,) = contract().check(merchants(moves))
+    assert v.verdict == INSUFFICIENT and v.candidate_value == 0.0
+    assert "Largest moves" not in v.sentence and "nan" not in v.sentence
 
 
 def test_too_many_moved_fails_and_names_the_largest_moves():
