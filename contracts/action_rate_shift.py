@@ -35,6 +35,12 @@ bound, stricter than that promise, and it is paid for by good releases: on the p
 of 100 seeds, the 90% interval in 4, while a shift planted at one country's thin and new merchants was
 still stopped in every seed whose true shift was beyond the limit (README, release gates).
 
+Effect (contracts.base.Verdict, drawn by the report): the criterion the sentence leads with. With an
+incumbent rate, the relative shift and the interval the sentence prints, against ±limit (judged by the
+ratio's own interval) or ±max(limit, floor / rate) (judged by the difference alone); the absolute floor is
+a second way to pass, so a slice it passes may have a relative interval reaching beyond ±limit. A slice
+the incumbent never blocked: the change in points against ±min_absolute_shift.
+
 Sentence on failure::
 
     BR: the policy blocks 2.25% vs 1.61% (+40%, 90% CI +32%..+48%), limit ±25%, 48,210 judging
@@ -48,8 +54,9 @@ from typing import ClassVar, Literal
 import pandas as pd
 from pydantic import Field
 
-from contracts.base import (FAIL, INSUFFICIENT, MEMBER_CONFIDENCE, PASS, SliceContract, Verdict, data_to_decide, finite, level_pct, widened,
-                            judge_two_sided, pct, wide_metric)
+from contracts.base import (FAIL, INSUFFICIENT, MEMBER_CONFIDENCE, PASS, POINTS, RELATIVE, SliceContract, Verdict,
+                            data_to_decide, effect_fields, finite, judge_two_sided, level_pct, pct, wide_metric,
+                            widened)
 
 
 def relative(x: float, base: float) -> str:
@@ -115,14 +122,24 @@ class ActionRateShift(SliceContract):
                     verdict = FAIL
                 else:
                     verdict = INSUFFICIENT
+                allowed = rel
             else:
                 rlo, rhi = (lo / inc, hi / inc) if inc > 0 else (float("nan"), float("nan"))
+                allowed = lim / inc if inc > 0 else float("nan")
+            # the effect is the criterion the sentence leads with: with an incumbent rate, the relative shift
+            # and the relative interval it prints, against ±rel when judged by the ratio's own interval (the
+            # absolute floor on the difference, printed beside it in points, can also pass a slice whose
+            # relative interval reaches beyond) or ±lim / inc when judged by the difference alone (the very
+            # rule); with nothing blocked before, the difference in points against ±lim
+            effect = (effect_fields(RELATIVE, d / inc, rlo, rhi, -allowed, allowed) if inc > 0
+                      else effect_fields(POINTS, d, lo, hi, -lim, lim))
             name = str(s)
             members = r.get("members")
             label = f"{name} ({members})" if isinstance(members, str) and members else name
             if not finite(d, lo, hi):
                 out.append(self.verdict(name, INSUFFICIENT, None, inc, rel, n,
-                                        f"{label}: no action-rate change could be computed ({n:,} {unit}).")); continue
+                                        f"{label}: no action-rate change could be computed ({n:,} {unit}).",
+                                        **effect)); continue
             ci = (f"{level_pct(level)} CI {rlo:+.0%}..{rhi:+.0%}" if inc > 0
                   else f"{level_pct(level)} CI {100 * lo:+.2f}..{100 * hi:+.2f} pts")
             floor = f" (±{100 * lim:.2f} pts)" if lim > rel * inc else ""
@@ -142,5 +159,5 @@ class ActionRateShift(SliceContract):
             else:
                 sentence = (f"{head}: the interval reaches both sides of the limit, so it cannot be judged; "
                             f"{data_to_decide(d, lo, hi, [lim, -lim], n, unit)}.{raw}")
-            out.append(self.verdict(name, verdict, pol, inc, rel, n, sentence))
+            out.append(self.verdict(name, verdict, pol, inc, rel, n, sentence, **effect))
         return out

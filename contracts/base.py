@@ -24,7 +24,7 @@ dropped: a country that will never have enough traffic on its own is judged with
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -79,8 +79,45 @@ def other_name(slice_type: str) -> str:
     return f"other {PLURALS.get(slice_type, slice_type + 's')}"
 
 
+# Verdict.effect_unit: how a verdict's effect, its interval and its allowed region read
+RELATIVE = "relative"  # a fraction of the incumbent's figure, shown as %: 0.12 is +12%
+POINTS = "points"  # a difference of two rates, shown in percentage points: 0.039 is +3.9 pts
+RATE = "rate"  # a rate, shown as %: 0.004 is 0.40%
+AUC = "auc"  # an area under a curve, or a difference of two, as a plain number
+MS = "ms"  # milliseconds
+PSI = "psi"  # a population stability index, as a plain number
+EFFECT_UNITS = (RELATIVE, POINTS, RATE, AUC, MS, PSI)
+
+
 @dataclass(frozen=True)
 class Verdict:
+    """One contract's judgement of one slice: the figures that decided it and a sentence a risk analyst
+    reads without the code.
+
+    ``candidate_value``, ``incumbent_value``: the two figures compared (the candidate's alone where there is
+    no incumbent's); ``limit_value``: the limit as configured; ``support``: what the figure rests on (its
+    unit is the sentence's); ``on_insufficient``: what an unjudged gate does (stop | warn).
+
+    The effect, as a report draws it (an interval against the region that passes):
+
+    - ``effect``: the quantity the contract judged, as the sentence prints it: a relative action-rate
+      shift (0.12 for +12%), a recall or FPR change in points (0.039 for +3.9 pts), an AUC difference, the
+      share of merchants that moved, an error rate, a p99 latency, a PSI;
+    - ``effect_lo``, ``effect_hi``: the interval of ``effect`` the verdict was decided by, at the level the
+      contract used (after any widening), as the sentence prints it. Both None where the contract judges a
+      point (a PSI) or computed none; one of them None where the interval is unbounded on that side (a p99
+      on too few requests to bound it from above);
+    - ``allowed_lo``, ``allowed_hi``: the region of ``effect`` that passes; None is unbounded on that side.
+      For an interval rule (contracts.base.judge_two_sided, judge_at_least, judge_at_most) the verdict is
+      pass when the interval lies inside it, fail when wholly outside, insufficient data otherwise (each
+      contract kind's docstring says where it departs from this: a support minimum, a second criterion);
+    - ``effect_unit``: one of ``EFFECT_UNITS``: ``relative`` (a fraction shown as %), ``points`` (a
+      difference of rates shown as percentage points), ``rate`` (a rate shown as %), ``auc``, ``ms``,
+      ``psi``.
+
+    All six are None where a verdict has no such figure (a data check; an insufficient verdict fills what
+    it computed); rows stored before they existed read back as NULL."""
+
     contract: str
     kind: str
     gate: bool
@@ -94,6 +131,12 @@ class Verdict:
     sentence: str
     p_value: float | None = None
     on_insufficient: str = STOP
+    effect: float | None = None
+    effect_lo: float | None = None
+    effect_hi: float | None = None
+    allowed_lo: float | None = None
+    allowed_hi: float | None = None
+    effect_unit: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +191,19 @@ def pct(x: float, digits: int = 2) -> str:
 def finite(*xs) -> bool:
     return all(x is not None and isinstance(x, (int, float, np.floating, np.integer)) and math.isfinite(float(x))
                for x in xs)
+
+
+def effect_fields(unit: str, effect=None, lo=None, hi=None, allowed_lo=None, allowed_hi=None) -> dict:
+    """A ``Verdict``'s effect fields as keyword arguments: each figure a float, or None where it is missing
+    or not finite (an infinite end of an interval or a region is an unbounded one)."""
+    if unit not in EFFECT_UNITS:
+        raise ValueError(f"A verdict's effect_unit must be one of {', '.join(EFFECT_UNITS)}. Got {unit!r} instead.")
+
+    def num(x) -> float | None:
+        return float(x) if finite(x) else None
+
+    return {"effect": num(effect), "effect_lo": num(lo), "effect_hi": num(hi), "allowed_lo": num(allowed_lo),
+            "allowed_hi": num(allowed_hi), "effect_unit": unit}
 
 
 def judge_two_sided(lo: float, hi: float, limit: float) -> str:
@@ -279,11 +335,13 @@ class SliceContract(BaseModel):
     def model(self) -> str:
         return "policy" if self.at == "policy" else "candidate"
 
-    def verdict(self, slice_: str, verdict: str, cand, inc, limit, support, sentence: str) -> Verdict:
+    def verdict(self, slice_: str, verdict: str, cand, inc, limit, support, sentence: str, **effect) -> Verdict:
+        """``effect``: the verdict's effect fields (``effect_fields``); none where there is no figure."""
         return Verdict(self.name, self.kind, self.gate, self.slice, str(slice_), verdict,
                        None if cand is None or not finite(cand) else float(cand),
                        None if inc is None or not finite(inc) else float(inc),
-                       limit, None if support is None else int(support), sentence, None, self.on_insufficient)
+                       limit, None if support is None else int(support), sentence, None, self.on_insufficient,
+                       **effect)
 
     def no_slices(self, what: str) -> list[Verdict]:
         """No slice of this contract's type was evaluated: insufficient data, never nothing."""
@@ -318,16 +376,13 @@ class SliceContract(BaseModel):
         out = []
         for v in verdicts:
             if v.verdict == FAIL:
-                out.append(Verdict(v.contract, v.kind, v.gate, v.slice_type, v.slice, FAIL, v.candidate_value,
-                                   v.incumbent_value, v.limit_value, v.support,
-                                   f"{v.sentence} (Pooled into {pool} for support; judged on its own because its "
-                                   f"whole interval is beyond the limit, at {MEMBER_CONFIDENCE:.2%}.)", v.p_value,
-                                   v.on_insufficient))
+                out.append(replace(v, sentence=f"{v.sentence} (Pooled into {pool} for support; judged on its own "
+                                               f"because its whole interval is beyond the limit, at "
+                                               f"{MEMBER_CONFIDENCE:.2%}.)"))
             elif v.verdict == INSUFFICIENT and v.candidate_value is not None and self.point_beyond(v):
-                out.append(Verdict(v.contract, v.kind, v.gate, v.slice_type, v.slice, INSUFFICIENT,
-                                   v.candidate_value, v.incumbent_value, v.limit_value, v.support,
-                                   f"{v.sentence} (Pooled into {pool}, which the gate judges; on its own too "
-                                   f"thin to decide.)", v.p_value, WARN))
+                out.append(replace(v, on_insufficient=WARN,
+                                   sentence=f"{v.sentence} (Pooled into {pool}, which the gate judges; on its own "
+                                            f"too thin to decide.)"))
         return out
 
 

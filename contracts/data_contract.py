@@ -46,6 +46,8 @@ class DataContract(BaseModel):
             else:
                 verdict, sentence = (PASS if c["passed"] else FAIL), f"{name}: {c['sentence']}."
                 observed = c["observed"] if isinstance(c["observed"], (int, float)) else None
+            # no effect fields: a check is passed or not by the build, with no interval, and the snapshot's
+            # record holds the observed value but not, as numbers, the band or limit it was held to
             out.append(Verdict(self.name, self.kind, self.gate, "data", name, verdict, observed, None, None,
                                (manifest or {}).get("rows"), sentence, None))
         return out

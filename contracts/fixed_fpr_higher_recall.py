@@ -18,6 +18,11 @@ model for the censored rows plus the inverse-propensity-weighted residual of the
 clipping rule; paired bootstrap by card). Below the counterfactual support (explored frauds, ESS) the
 verdict is "insufficient data" with the plain figure beside it, labelled as biased by censoring.
 
+Effects (contracts.base.Verdict), both in points: the operating point's recall gain and its interval
+against ``min_recall_gain`` and above (no interval without ``require_ci_above_zero``: the point decides;
+a failure by the operating point's FPR is in the sentence only), and the policy's FPR change and its
+interval against ``fpr_tolerance`` and below.
+
 YAML::
 
     - name: fixed_fpr_higher_recall
@@ -48,11 +53,12 @@ from __future__ import annotations
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.weighting import CounterfactualConfig
-from contracts.base import (FAIL, counterfactual_ok, dm_support, INSUFFICIENT, PASS, STOP, OnInsufficient, Verdict, data_to_decide, finite, widened,
-                            judge_at_least, judge_at_most, pct, wide_metric)
+from contracts.base import (FAIL, counterfactual_ok, dm_support, INSUFFICIENT, PASS, POINTS, STOP, OnInsufficient,
+                            Verdict, data_to_decide, effect_fields, finite, widened, judge_at_least, judge_at_most,
+                            pct, wide_metric)
 
 _CF = CounterfactualConfig()  # the counterfactual support minimums: one definition (analysis.weighting)
 
@@ -78,11 +84,19 @@ class FixedFprHigherRecall(BaseModel):
     policy_on_insufficient: OnInsufficient = "warn"
     gate: bool = True
 
-    def _v(self, slice_: str, verdict: str, cand, inc, limit, support, sentence: str) -> Verdict:
+    def _v(self, slice_: str, verdict: str, cand, inc, limit, support, sentence: str, effect: dict) -> Verdict:
         on = self.policy_on_insufficient if slice_ == "policy" else self.on_insufficient
         return Verdict(self.name, self.kind, self.gate, "all", slice_, verdict,
                        float(cand) if finite(cand) else None, float(inc) if finite(inc) else None,
-                       limit, support, sentence, None, on)
+                       limit, support, sentence, None, on, **effect)
+
+    def gain_effect(self, d=None, lo=None, hi=None) -> dict:
+        """The operating point's effect: the recall gain in points against ``min_recall_gain``, by its
+        interval, or by the point alone (no interval) without ``require_ci_above_zero``. The sentence leads
+        with recall; a failure by the operating point's FPR is said in its tail, not in these fields."""
+        if not self.require_ci_above_zero:
+            lo = hi = None
+        return effect_fields(POINTS, d, lo, hi, allowed_lo=self.min_recall_gain)
 
     def tolerance(self, incumbent_fpr) -> float:
         """How far the FPR may rise: ``fpr_tolerance`` points, or ``fpr_tolerance_relative`` of the
@@ -93,14 +107,15 @@ class FixedFprHigherRecall(BaseModel):
     def check(self, metrics: pd.DataFrame | None, windows: dict | None = None) -> list[Verdict]:
         if metrics is None or metrics.empty:
             return [self._v("operating point", INSUFFICIENT, None, None, self.min_recall_gain, 0,
-                            "No metrics were computed for this release: recall at the incumbent's FPR cannot be judged.")]
+                            "No metrics were computed for this release: recall at the incumbent's FPR cannot be judged.",
+                            self.gain_effect())]
         models = ["incumbent", "candidate", "policy", "candidate-incumbent", "policy-incumbent"]
         rec = wide_metric(metrics, "all", "recall", self.estimator, models)
         fpr = wide_metric(metrics, "all", "fpr", self.estimator, models)
         plain_rec = wide_metric(metrics, "all", "recall", "plain", models)
         if rec.empty or fpr.empty:
             return [self._v("operating point", INSUFFICIENT, None, None, self.min_recall_gain, 0,
-                            "No all-traffic recall or FPR in the metrics: nothing to judge.")]
+                            "No all-traffic recall or FPR in the metrics: nothing to judge.", self.gain_effect())]
         r, f = rec.iloc[0], fpr.iloc[0]
         frauds = int(r["frauds"])
         w = windows or {}
@@ -118,6 +133,7 @@ class FixedFprHigherRecall(BaseModel):
         # ---- the operating point: model quality at the incumbent's FPR
         d, lo, hi = r["candidate-incumbent"], r["candidate-incumbent_lo"], r["candidate-incumbent_hi"]
         lo, hi = widened(d, lo, hi, frauds)
+        effect = self.gain_effect(d, lo, hi)
         fd, flo, fhi = f["candidate-incumbent"], f["candidate-incumbent_lo"], f["candidate-incumbent_hi"]
         head = (f"At the incumbent's FPR (the candidate's threshold{fitted}), on "
                 f"{frauds:,} matured frauds{cf}{judged}, where the incumbent's FPR is {pct(f['incumbent'])}: "
@@ -129,17 +145,19 @@ class FixedFprHigherRecall(BaseModel):
         if head is None:
             out.append(self._v("operating point", INSUFFICIENT, r.get("candidate"), r.get("incumbent"), gain, frauds,
                                f"Recall or FPR at the incumbent's FPR could not be computed ({frauds:,} matured "
-                               f"frauds): nothing to judge, never a pass."))
+                               f"frauds): nothing to judge, never a pass.", effect))
         elif frauds < self.min_support:
             out.append(self._v("operating point", INSUFFICIENT, r["candidate"], r["incumbent"], gain, frauds,
-                               f"{head}; fewer than the {self.min_support:,} matured frauds needed to judge."))
+                               f"{head}; fewer than the {self.min_support:,} matured frauds needed to judge.",
+                               effect))
         elif not enough_cf:
             p = plain_rec.iloc[0] if not plain_rec.empty else None
             plain = (f"; on labelled rows alone (biased by censoring) {pct(p['candidate'], 1)} vs "
                      f"{pct(p['incumbent'], 1)} ({100 * p['candidate-incumbent']:+.1f} pts)") if p is not None else ""
             out.append(self._v("operating point", INSUFFICIENT, r["candidate"], r["incumbent"], gain, frauds,
                                f"{head}: too few explored frauds to stand in for the blocked ones (at least "
-                               f"{self.min_explored_frauds} and an ESS of {self.min_ess:.0f} needed){plain}."))
+                               f"{self.min_explored_frauds} and an ESS of {self.min_ess:.0f} needed){plain}.",
+                               effect))
         else:
             tol = self.tolerance(f["incumbent"])
             fv = judge_at_most(flo, fhi, tol)
@@ -159,7 +177,8 @@ class FixedFprHigherRecall(BaseModel):
                                        "rows and is not clearly above it here (the policy's FPR is judged below).")
             else:
                 verdict, tail = PASS, "."
-            out.append(self._v("operating point", verdict, r["candidate"], r["incumbent"], gain, frauds, head + tail))
+            out.append(self._v("operating point", verdict, r["candidate"], r["incumbent"], gain, frauds, head + tail,
+                               effect))
         # ---- the policy that would go live: never a higher FPR
         if "policy" in f and finite(f["policy-incumbent"], f["policy-incumbent_lo"], f["policy-incumbent_hi"]):
             pd_, plo, phi = f["policy-incumbent"], f["policy-incumbent_lo"], f["policy-incumbent_hi"]
@@ -178,6 +197,6 @@ class FixedFprHigherRecall(BaseModel):
             else:
                 tail = (f": the interval reaches above the tolerance; "
                         f"{data_to_decide(pd_, plo, phi, [tol], int(f['labelled']), 'labelled transactions')}.")
-            out.append(self._v("policy", v, f["policy"], f["incumbent"], tol, int(f["labelled"]),
-                               head + tail))
+            out.append(self._v("policy", v, f["policy"], f["incumbent"], tol, int(f["labelled"]), head + tail,
+                               effect_fields(POINTS, pd_, plo, phi, allowed_hi=tol)))
         return out

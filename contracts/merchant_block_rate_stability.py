@@ -7,7 +7,9 @@ wholly beyond ``max_change``; it "holds" when the interval lies inside; otherwis
 Merchants with fewer than ``min_merchant_support`` judging transactions are pooled into one "other
 merchants" slice, judged like any merchant. The share of merchants that moved fails the contract when it
 exceeds ``max_share``; the contract passes when even counting every undecided merchant as moved the share
-stays within it; otherwise it is "insufficient data".
+stays within it; otherwise it is "insufficient data". The verdict's effect (contracts.base.Verdict) is
+that share, between those bounds (moved; moved or undecided), against ``max_share`` and below: the same
+rule as an interval against a ceiling.
 
 YAML::
 
@@ -33,8 +35,8 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.base import (FAIL, INSUFFICIENT, PASS, STOP, OnInsufficient, Verdict, _at_alias, pct, pooled_type,
-                            wide_metric)
+from contracts.base import (FAIL, INSUFFICIENT, PASS, RATE, STOP, OnInsufficient, Verdict, _at_alias, effect_fields,
+                            pct, pooled_type, wide_metric)
 
 
 class MerchantBlockRateStability(BaseModel):
@@ -63,21 +65,24 @@ class MerchantBlockRateStability(BaseModel):
         diff = f"{model}-incumbent"
         m = wide_metric(metrics, pooled_type(*self.pool()), "action_rate", "all", ["incumbent", model, diff])
 
-        def v(verdict, share, n, sentence):
+        def v(verdict, share, worst, n, sentence):
+            # the share that moved lies between the merchants whose whole interval moved and those plus every
+            # undecided one: judged against max_share as any interval against a ceiling (judge_at_most)
             return Verdict(self.name, self.kind, self.gate, "merchant", "all", verdict, share, None, self.max_share,
-                           n, sentence, None, self.on_insufficient)
+                           n, sentence, None, self.on_insufficient,
+                           **effect_fields(RATE, share, share, worst, allowed_hi=self.max_share))
 
         n = len(m)
         if n < self.min_support:
-            return [v(INSUFFICIENT, None, n, f"Only {n} merchant slices in the judging window "
-                                             f"({self.min_merchant_support:,}+ transactions each, the rest pooled); "
-                                             f"{self.min_support} are needed to judge.")]
+            return [v(INSUFFICIENT, None, None, n, f"Only {n} merchant slices in the judging window "
+                                                   f"({self.min_merchant_support:,}+ transactions each, the rest "
+                                                   f"pooled); {self.min_support} are needed to judge.")]
         lo, hi = m[f"{diff}_lo"], m[f"{diff}_hi"]
         defined = lo.notna() & hi.notna()
         moved = defined & ((lo > self.max_change) | (hi < -self.max_change))
         held = defined & (lo >= -self.max_change) & (hi <= self.max_change)
         undecided = ~moved & ~held
-        share, worst = moved.sum() / n, (moved | undecided).sum() / n
+        share, worst = float(moved.sum() / n), float((moved | undecided).sum() / n)
         # the change on every slice first, then the moved ones: assigning a full-length column to an empty
         # selection gives it the column's rows (pandas 3), which named unmoved merchants as "largest moves"
         top = m.assign(change=(m[model] - m["incumbent"]).abs())[moved].sort_values("change", ascending=False)
@@ -87,9 +92,9 @@ class MerchantBlockRateStability(BaseModel):
                 f"at most {self.max_share:.1%} may")
         tail = f" Largest moves: {largest}." if largest else ""
         if share > self.max_share:
-            return [v(FAIL, float(share), n, f"{head}.{tail}")]
+            return [v(FAIL, share, worst, n, f"{head}.{tail}")]
         if worst <= self.max_share:
-            return [v(PASS, float(share), n, f"{head}.{tail}")]
-        return [v(INSUFFICIENT, float(share), n, f"{head}: counting the undecided ones, up to {worst:.1%} may have "
+            return [v(PASS, share, worst, n, f"{head}.{tail}")]
+        return [v(INSUFFICIENT, share, worst, n, f"{head}: counting the undecided ones, up to {worst:.1%} may have "
                                                  f"moved, so it cannot be judged; a longer judging window would "
                                                  f"decide them.{tail}")]

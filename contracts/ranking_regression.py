@@ -7,7 +7,8 @@ by card; analysis.stats). A slice fails when its whole interval of the candidate
 difference lies below -max_drop; a fall beyond the limit whose interval crosses it is "insufficient
 data". Each slice is judged at 95% on its own (no multiplicity adjustment: adding slices never makes the gate
 more lenient; see contracts/base.py). A slice with fewer than ``min_support`` matured frauds is
-insufficient data; it warns or stops as ``on_insufficient`` says.
+insufficient data; it warns or stops as ``on_insufficient`` says. The verdict's effect
+(contracts.base.Verdict) is the difference and its 95% interval, against -max_drop and above.
 
 YAML::
 
@@ -33,8 +34,8 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.base import (FAIL, data_to_decide, judge_at_least, INSUFFICIENT, PASS, STOP, OnInsufficient, SliceName, Verdict, limits_in_range,
-                            pooled_type, unmatched_limits)
+from contracts.base import (AUC, FAIL, INSUFFICIENT, STOP, OnInsufficient, SliceName, Verdict, data_to_decide,
+                            effect_fields, judge_at_least, limits_in_range, unmatched_limits)
 
 LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
 
@@ -63,7 +64,8 @@ class RankingRegression(BaseModel):
         if metrics is None:
             return [Verdict(self.name, self.kind, self.gate, self.slice, "all", INSUFFICIENT, None, None,
                             self.max_drop, None, f"No slice metrics were computed for this release; "
-                            f"{label} cannot be judged.", None, self.on_insufficient)]
+                            f"{label} cannot be judged.", None, self.on_insufficient,
+                            **effect_fields(AUC, allowed_lo=-self.max_drop))]
         m = metrics[(metrics["slice_type"] == self.slice) & (metrics["metric"] == self.metric)
                     & (metrics["estimator"] == self.estimator)]
         wide = m.pivot_table(index="slice", columns="model", values=["estimate", "lo", "hi", "frauds"],
@@ -72,16 +74,18 @@ class RankingRegression(BaseModel):
         if len(wide.index) == 0:
             return [Verdict(self.name, self.kind, self.gate, self.slice, "all", INSUFFICIENT, None, None, self.max_drop,
                             0, f"No {self.slice} slice has a {label} in the judging window: nothing to judge.", None,
-                            self.on_insufficient)]
+                            self.on_insufficient, **effect_fields(AUC, allowed_lo=-self.max_drop))]
         for s in wide.index:
             limit = self.limits.get(str(s), self.max_drop)
             inc, cand = wide.loc[s, ("estimate", "incumbent")], wide.loc[s, ("estimate", "candidate")]
             d, lo, hi = (wide.loc[s, (k, "candidate-incumbent")] for k in ("estimate", "lo", "hi"))
             frauds = int(wide.loc[s, ("frauds", "incumbent")])
+            effect = effect_fields(AUC, d, lo, hi, allowed_lo=-limit)
             if pd.isna(d) or pd.isna(lo):
                 out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(s), INSUFFICIENT, None, None, limit,
                                    frauds, f"{s}: no {label} to compare ({frauds:,} matured frauds; ranking "
-                                   f"figures need at least 10 frauds and 10 legitimate transactions).", None, self.on_insufficient))
+                                   f"figures need at least 10 frauds and 10 legitimate transactions).", None,
+                                   self.on_insufficient, **effect))
                 continue
             head = (f"{s}: the candidate's {label} is {cand:.4f} vs {inc:.4f} ({d:+.4f}, 95% CI {lo:+.4f}..{hi:+.4f}), "
                     f"limit -{limit:.4f}; {frauds:,} matured frauds")
@@ -95,7 +99,7 @@ class RankingRegression(BaseModel):
             else:
                 sentence = f"{head}: within the limit."
             out.append(Verdict(self.name, self.kind, self.gate, self.slice, str(s), verdict, float(cand), float(inc),
-                               limit, frauds, sentence, None, self.on_insufficient))
+                               limit, frauds, sentence, None, self.on_insufficient, **effect))
         # a limit naming no slice in the window is reported as the per-slice contracts report it
         out.extend(unmatched_limits(self, {str(x) for x in wide.index}, self.kind))
         return out

@@ -18,6 +18,9 @@ figure is "insufficient data", with the plain figure on labelled rows beside it,
 censoring. A fall seen on the labelled frauds alone is still a fall on real frauds: if the plain
 interval lies wholly below the limit the slice fails.
 
+Effect (contracts.base.Verdict): the recall change in points and the (widened) interval judged, against
+-max_drop and above; a slice failed on the plain figure carries the plain figure's interval.
+
 YAML::
 
     - name: country_recall_regression
@@ -48,7 +51,8 @@ import pandas as pd
 from pydantic import Field
 
 from analysis.weighting import CounterfactualConfig
-from contracts.base import (FAIL, MEMBER_CONFIDENCE, counterfactual_ok, dm_support, INSUFFICIENT, PASS, SliceContract, Verdict, data_to_decide, finite, level_pct, widened,
+from contracts.base import (FAIL, MEMBER_CONFIDENCE, counterfactual_ok, dm_support, INSUFFICIENT, PASS, POINTS,
+                            SliceContract, Verdict, data_to_decide, effect_fields, finite, level_pct, widened,
                             judge_at_least, pct, wide_metric)
 
 
@@ -115,10 +119,12 @@ class SliceRecallRegression(SliceContract):
             inc, cand = r["incumbent"], r[self.model]
             d, lo, hi = r[diff], r[f"{diff}_lo"], r[f"{diff}_hi"]
             lo, hi = widened(d, lo, hi, frauds, level)
+            effect = effect_fields(POINTS, d, lo, hi, allowed_lo=-limit)
             note = counterfactual_note(r)
             if not finite(inc, cand, d, lo, hi):
                 out.append(self.verdict(s, INSUFFICIENT, None, None, limit, frauds,
-                                        f"{label}: no recall could be measured ({frauds:,} matured frauds{note}).")); continue
+                                        f"{label}: no recall could be measured ({frauds:,} matured frauds{note}).",
+                                        **effect)); continue
             head = (f"{label}: {who} catches {pct(cand, 1)} of fraud vs {pct(inc, 1)} ({100 * d:+.1f} pts, "
                     f"{level_pct(level)} CI {100 * lo:+.1f}..{100 * hi:+.1f}), limit -{100 * limit:.1f} pts, "
                     f"{frauds:,} matured frauds{note}")
@@ -131,15 +137,17 @@ class SliceRecallRegression(SliceContract):
                           f"({100 * p[diff]:+.1f} pts, CI {100 * p[f'{diff}_lo']:+.1f}.."
                           f"{100 * p[f'{diff}_hi']:+.1f})") if p is not None and finite(p[diff]) else \
                     "no plain figure either"
-                if pv == FAIL:
+                if pv == FAIL:  # decided by the plain figure: its interval is the effect
                     out.append(self.verdict(s, FAIL, cand, inc, limit, frauds,
                                             f"{head}: too few explored frauds for the counterfactual figure, but "
-                                            f"{biased}: a fall beyond the limit on real frauds."))
+                                            f"{biased}: a fall beyond the limit on real frauds.",
+                                            **effect_fields(POINTS, p[diff], p[f"{diff}_lo"], p[f"{diff}_hi"],
+                                                            allowed_lo=-limit)))
                 else:
                     out.append(self.verdict(s, INSUFFICIENT, cand, inc, limit, frauds,
                                             f"{head}: too few explored frauds to stand in for the blocked ones "
                                             f"(at least {self.min_explored_frauds} and an ESS of {self.min_ess:.0f} "
-                                            f"needed); {biased}."))
+                                            f"needed); {biased}.", **effect))
                 continue
             if verdict == PASS:
                 sentence = f"{head}: within the limit."
@@ -148,5 +156,5 @@ class SliceRecallRegression(SliceContract):
             else:
                 sentence = (f"{head}: the interval reaches both sides of the limit; "
                             f"{data_to_decide(d, lo, hi, [-limit], frauds, 'matured frauds')}.")
-            out.append(self.verdict(s, verdict, cand, inc, limit, frauds, sentence))
+            out.append(self.verdict(s, verdict, cand, inc, limit, frauds, sentence, **effect))
         return out

@@ -43,6 +43,10 @@ Guardrails (``Guardrails``, the ``guardrails:`` block of config/ramp.yaml):
   (deciles by default: a broad look at the whole distribution; a move confined to the top percent, where
   the blocks are, is the action-rate guardrails' to see).
 
+Each verdict carries its effect (contracts.base.Verdict): an action-rate shift as offline, the error rate
+with its exact interval, the p99 in ms with its order-statistic interval (an end it cannot bound: None),
+the PSI as a point; each of the last three against its limit and below.
+
 Everything here is pure: decision-log rows, the guardrails, the segment map and the reference scores in;
 a ``StageJudgement`` out.
 """
@@ -58,8 +62,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.action_rate_shift import ActionRateShift
-from contracts.base import (FAIL, INSUFFICIENT, MEMBER_CONFIDENCE, PASS, STOP, Verdict, other_name, pct as fmt_pct,
-                            shift_ci, widened)
+from contracts.base import (FAIL, INSUFFICIENT, MEMBER_CONFIDENCE, MS, PASS, PSI, RATE, STOP, Verdict, effect_fields,
+                            other_name, pct as fmt_pct, shift_ci, widened)
 
 PASSED, BREACH, INCONCLUSIVE = "pass", "breach", "inconclusive"
 NOT_IN_APPROVED_SET = "not in the approved set"
@@ -446,10 +450,14 @@ def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
     return lo, hi
 
 
-def _limit_verdict(name: str, kind: str, verdict: str, value, limit: float, support: int, sentence: str) -> Verdict:
+def _limit_verdict(name: str, kind: str, verdict: str, value, limit: float, support: int, sentence: str, unit: str,
+                   lo=None, hi=None) -> Verdict:
+    """A guardrail held below ``limit``: ``value`` (in ``unit``) is the effect, [``lo``, ``hi``] the interval it
+    was judged by (None: judged by the point; an infinite end: unbounded)."""
     return Verdict(contract=name, kind=kind, gate=True, slice_type="all", slice="all", verdict=verdict,
                    candidate_value=None if value is None else float(value), incumbent_value=None,
-                   limit_value=float(limit), support=int(support), sentence=sentence, on_insufficient=STOP)
+                   limit_value=float(limit), support=int(support), sentence=sentence, on_insufficient=STOP,
+                   **effect_fields(unit, value, lo, hi, allowed_hi=limit))
 
 
 def error_rate_judgement(errors: int, n: int, g: ErrorRateGuardrail, *, name: str
@@ -461,7 +469,8 @@ def error_rate_judgement(errors: int, n: int, g: ErrorRateGuardrail, *, name: st
     info = {"support": int(n), "needed": int(g.min_requests), "errors": int(errors)}
     if n == 0:
         return ([_limit_verdict(name, "error_rate", INSUFFICIENT, None, g.max_rate, 0,
-                                f"{what}: no request reached the candidate, so its error rate cannot be judged.")],
+                                f"{what}: no request reached the candidate, so its error rate cannot be judged.",
+                                RATE)],
                 info, [f"error rate: 0 of {g.min_requests:,} candidate requests"])
     rate = errors / n
     lo, hi = clopper_pearson(errors, n, g.confidence)
@@ -469,11 +478,11 @@ def error_rate_judgement(errors: int, n: int, g: ErrorRateGuardrail, *, name: st
     head = f"{what} was {fmt_pct(rate)} on {n:,} requests ({g.confidence:.0%} CI {fmt_pct(lo)}..{fmt_pct(hi)})"
     if lo > g.max_rate:
         return [_limit_verdict(name, "error_rate", FAIL, rate, g.max_rate, n,
-                               f"{head}, above the limit of {lim}.")], info, []
+                               f"{head}, above the limit of {lim}.", RATE, lo, hi)], info, []
     ok = (errors == 0) if g.max_rate == 0 else hi <= g.max_rate
     if ok and n >= g.min_requests:
         return [_limit_verdict(name, "error_rate", PASS, rate, g.max_rate, n,
-                               f"{head}, within the limit of {lim}.")], info, []
+                               f"{head}, within the limit of {lim}.", RATE, lo, hi)], info, []
     if n < g.min_requests:
         sentence = f"{head}: fewer than the {g.min_requests:,} requests needed to judge it."
         miss = f"error rate: {n:,} of {g.min_requests:,} candidate requests"
@@ -484,7 +493,7 @@ def error_rate_judgement(errors: int, n: int, g: ErrorRateGuardrail, *, name: st
         miss = (f"error rate: {n:,} candidate requests at {fmt_pct(rate)} against a limit of {lim}; "
                 + (f"about {need:,} would decide it" if need else "the rate sits on the limit, so no amount of data "
                                                                   "would decide it soon"))
-    return [_limit_verdict(name, "error_rate", INSUFFICIENT, rate, g.max_rate, n, sentence)], info, [miss]
+    return [_limit_verdict(name, "error_rate", INSUFFICIENT, rate, g.max_rate, n, sentence, RATE, lo, hi)], info, [miss]
 
 
 def _requests_to_decide(rate: float, n: int, g: ErrorRateGuardrail) -> int | None:
@@ -538,7 +547,7 @@ def latency_judgement(latency_ms: np.ndarray, g: LatencyGuardrail, *, name: str
     lim = f"{g.max_p99_ms:.1f} ms"
     if n == 0:
         return ([_limit_verdict(name, "latency", INSUFFICIENT, None, g.max_p99_ms, 0,
-                                f"{what}: the candidate served no request, so its latency cannot be judged.")],
+                                f"{what}: the candidate served no request, so its latency cannot be judged.", MS)],
                 info, [f"latency p99: 0 of {info['needed']:,} requests served by the candidate"])
     p99 = float(np.percentile(latency_ms, 99))
     lo, hi = quantile_ci(latency_ms, P99, g.confidence)
@@ -548,14 +557,15 @@ def latency_judgement(latency_ms: np.ndarray, g: LatencyGuardrail, *, name: str
     head = f"{what} was {p99:.1f} ms on {n:,} requests ({ci})"
     if n < g.min_requests:
         return ([_limit_verdict(name, "latency", INSUFFICIENT, p99, g.max_p99_ms, n,
-                                f"{head}: fewer than the {g.min_requests:,} requests needed to judge it.")],
+                                f"{head}: fewer than the {g.min_requests:,} requests needed to judge it.",
+                                MS, lo, hi)],
                 info, [f"latency p99: {n:,} of {info['needed']:,} requests served by the candidate"])
     if lo > g.max_p99_ms:
         return [_limit_verdict(name, "latency", FAIL, p99, g.max_p99_ms, n,
-                               f"{head}, above the limit of {lim}.")], info, []
+                               f"{head}, above the limit of {lim}.", MS, lo, hi)], info, []
     if hi <= g.max_p99_ms:
         return [_limit_verdict(name, "latency", PASS, p99, g.max_p99_ms, n,
-                               f"{head}, within the limit of {lim}.")], info, []
+                               f"{head}, within the limit of {lim}.", MS, lo, hi)], info, []
     if math.isinf(hi):
         miss = (f"latency p99: {n:,} of {bound:,} requests served by the candidate (a p99 is bounded from above "
                 f"only from {bound:,} requests at {g.confidence:.0%})")
@@ -567,7 +577,7 @@ def latency_judgement(latency_ms: np.ndarray, g: LatencyGuardrail, *, name: str
                                                                   "would decide it soon"))
     return ([_limit_verdict(name, "latency", INSUFFICIENT, p99, g.max_p99_ms, n,
                             f"{head}: the interval reaches both sides of the limit of {lim}, so it cannot be "
-                            f"judged yet.")], info, [miss])
+                            f"judged yet.", MS, lo, hi)], info, [miss])
 
 
 # ---- score distribution shift -------------------------------------------------------------------------
@@ -610,13 +620,13 @@ def score_shift_judgement(live: np.ndarray, reference: np.ndarray | None, g: Sco
                     f"Score shift: the reference sample has {m:,} scores, fewer than the {g.min_rows:,} needed.")
         miss = ("score shift: no reference sample of the candidate's scores was given" if reference is None else
                 f"score shift: {m:,} of {g.min_rows:,} reference scores")
-        return [_limit_verdict(name, "score_shift", INSUFFICIENT, None, g.max_psi, n, sentence)], info, [miss]
+        return [_limit_verdict(name, "score_shift", INSUFFICIENT, None, g.max_psi, n, sentence, PSI)], info, [miss]
     if n < g.min_rows:
         value = psi(reference, live, g.bins)[0] if n else None
         shown = f" (PSI {value:.3f} so far)" if value is not None else ""
         return ([_limit_verdict(name, "score_shift", INSUFFICIENT, value, g.max_psi, n,
                                 f"Score shift: {n:,} live scores of the candidate{shown}, fewer than the "
-                                f"{g.min_rows:,} needed to judge it.")],
+                                f"{g.min_rows:,} needed to judge it.", PSI)],
                 info, [f"score shift: {n:,} of {g.min_rows:,} candidate scores"])
     value, k = psi(reference, live, g.bins)
     noise = psi_noise(k, n, m)
@@ -631,11 +641,12 @@ def score_shift_judgement(live: np.ndarray, reference: np.ndarray | None, g: Sco
         info["needed"] = need or int(g.min_rows)
         return ([_limit_verdict(name, "score_shift", INSUFFICIENT, value, g.max_psi, n,
                                 f"{head}; noise alone reaches {noise:.3f} at these sample sizes, above the limit of "
-                                f"{g.max_psi:g}, so it cannot be judged yet.")],
+                                f"{g.max_psi:g}, so it cannot be judged yet.", PSI)],
                 info, [f"score shift: {n:,} of {need:,} candidate scores" if need else
                        f"score shift: the reference sample ({m:,} scores) is too small for a limit of {g.max_psi:g}"])
     if value > g.max_psi:
-        return [_limit_verdict(name, "score_shift", FAIL, value, g.max_psi, n,
-                               f"{head}, above the limit of {g.max_psi:g} (noise alone: up to {noise:.3f}).")], info, []
+        return ([_limit_verdict(name, "score_shift", FAIL, value, g.max_psi, n,
+                                f"{head}, above the limit of {g.max_psi:g} (noise alone: up to {noise:.3f}).", PSI)],
+                info, [])
     return [_limit_verdict(name, "score_shift", PASS, value, g.max_psi, n,
-                           f"{head}, within the limit of {g.max_psi:g}.")], info, []
+                           f"{head}, within the limit of {g.max_psi:g}.", PSI)], info, []

@@ -94,6 +94,14 @@ verdicts = sa.Table(
     sa.Column("p_value", sa.Float),  # multiple-testing adjusted where the contract tests many slices
     sa.Column("sentence", sa.Text, nullable=False),
     sa.Column("on_insufficient", sa.String(10)),  # stop | warn: what an unjudged gate does (migration 0003)
+    # the effect judged, the interval that decided it and the region that passes, in effect_unit
+    # (contracts.base.Verdict; migration 0005)
+    sa.Column("effect", sa.Float),
+    sa.Column("effect_lo", sa.Float),
+    sa.Column("effect_hi", sa.Float),
+    sa.Column("allowed_lo", sa.Float),
+    sa.Column("allowed_hi", sa.Float),
+    sa.Column("effect_unit", sa.String(12)),
 )
 
 evaluation_summary = sa.Table(  # the all-traffic rows of a release's tidy metrics (the rest: metrics.parquet)

@@ -4,14 +4,16 @@ beyond fails, reaching both sides is insufficient data that stops by default. Th
 and a pooled slice whose own interval is wholly beyond the limit still fails on its own."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from contracts.action_rate_shift import ActionRateShift
-from contracts.base import FAIL, INSUFFICIENT, PASS
+from contracts.base import FAIL, INSUFFICIENT, PASS, POINTS, RELATIVE
 
-from tidy import shift, table
+from tidy import interval_rule, shift, table
 
 T = "country|actions>=500"  # the pooled slice type this contract reads
 
@@ -167,3 +169,83 @@ def test_judges_the_table_the_evaluation_produces():
     op = {v.slice: v for v in contract(min_support=100, at="operating_point").check(ev.metrics)}
     assert op["FR"].verdict == FAIL and op["FR"].candidate_value > op["FR"].incumbent_value
     assert op["DE"].verdict == FAIL and op["DE"].candidate_value < op["DE"].incumbent_value
+
+
+# ---- the effect a report draws: the relative shift, the interval that decided it, the region that passes
+
+
+def printed_relative(sentence: str) -> tuple[int, int, int]:
+    """(point, lo, hi) in whole percent as the sentence prints them: "(+10%, 95% CI +5%..+15%)"."""
+    m = re.search(r"\(([+-]\d+)%, [\d.]+% CI ([+-]\d+)%\.\.([+-]\d+)%\)", sentence)
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+def test_the_verdict_carries_the_relative_shift_and_the_interval_its_sentence_prints():
+    v = check(contract(), shift(T, "FR", 0.02, 0.022, 0.001, 0.003, raw=0.03, transactions=50_000))["FR"]
+    assert (v.effect, v.effect_lo, v.effect_hi) == (pytest.approx(0.10), pytest.approx(0.05), pytest.approx(0.15))
+    assert printed_relative(v.sentence) == (10, 5, 15)
+    assert (v.allowed_lo, v.allowed_hi, v.effect_unit) == (pytest.approx(-0.25), pytest.approx(0.25), RELATIVE)
+
+
+def ratio_row(slice_, estimate, lo, hi, transactions=50_000):
+    return {"slice_type": T, "slice": slice_, "metric": "action_rate", "estimator": "all", "model": "policy/incumbent",
+            "estimate": estimate, "lo": lo, "hi": hi, "transactions": transactions, "labelled": 9_800, "frauds": 100}
+
+
+@pytest.mark.parametrize("by_ratio", [False, True], ids=["by the difference", "by the ratio"])
+@pytest.mark.parametrize("pol, lo, hi, want", [
+    (0.022, 0.001, 0.003, PASS),  # +5%..+15%: inside ±25%
+    (0.028, 0.006, 0.010, FAIL),  # +30%..+50%: wholly beyond
+    (0.012, -0.010, -0.006, FAIL),  # -50%..-30%: wholly beyond, downwards
+    (0.026, 0.004, 0.008, INSUFFICIENT),  # +20%..+40%: reaches both sides
+])
+def test_a_relative_shift_passes_exactly_when_its_interval_lies_inside_the_allowed_region(by_ratio, pol, lo, hi, want):
+    """Without an absolute floor the relative limit is the only criterion: the stored interval against the
+    stored region gives the verdict, judged by the difference over the incumbent's rate or by the ratio's
+    own interval (the same figures here)."""
+    inc = 0.02
+    rows = shift(T, "FR", inc, pol, lo, hi, transactions=50_000)
+    if by_ratio:
+        rows.append(ratio_row("FR", pol / inc, 1 + lo / inc, 1 + hi / inc))
+    v = check(contract(min_absolute_shift=0.0), rows)["FR"]
+    assert v.verdict == want == interval_rule(v)
+    assert (v.effect, v.effect_lo, v.effect_hi) == (pytest.approx((pol - inc) / inc), pytest.approx(lo / inc),
+                                                    pytest.approx(hi / inc))
+    assert (v.allowed_lo, v.allowed_hi) == (pytest.approx(-0.25), pytest.approx(0.25))
+    assert printed_relative(v.sentence) == tuple(round(100 * x) for x in (v.effect, v.effect_lo, v.effect_hi))
+
+
+def test_the_region_is_the_floor_where_it_decides_the_ratio_limit_beside_it_and_points_with_no_blocks_before():
+    # incumbent 0.40%: the floor of 0.20 pts is 50% of it, and the difference is judged against it
+    v = check(contract(), shift(T, "NL", 0.004, 0.0055, 0.0010, 0.0019))["NL"]
+    assert v.verdict == PASS == interval_rule(v) and v.effect_unit == RELATIVE
+    assert (v.effect, v.effect_lo, v.effect_hi) == (pytest.approx(0.375), pytest.approx(0.25), pytest.approx(0.475))
+    assert (v.allowed_lo, v.allowed_hi) == (pytest.approx(-0.5), pytest.approx(0.5))
+    # judged by the ratio's own interval, the region is the relative limit; the floor on the difference is
+    # a second way to pass (the sentence's "(±0.20 pts)"), so this pass has its interval beyond ±25%
+    ratio = ratio_row("NL", 1.375, 1.28, 1.475, transactions=10_000)
+    v = check(contract(), shift(T, "NL", 0.004, 0.0055, 0.0010, 0.0019) + [ratio])["NL"]
+    assert v.verdict == PASS and interval_rule(v) == FAIL and "(±0.20 pts)" in v.sentence
+    assert (v.effect_lo, v.effect_hi, v.allowed_lo, v.allowed_hi) == (
+        pytest.approx(0.28), pytest.approx(0.475), pytest.approx(-0.25), pytest.approx(0.25))
+    # nothing blocked before: the change in points against the floor, as the sentence prints it
+    v = check(contract(), shift(T, "NZ", 0.0, 0.01, 0.008, 0.012))["NZ"]
+    assert v.verdict == FAIL == interval_rule(v) and v.effect_unit == POINTS
+    assert "95% CI +0.80..+1.20 pts" in v.sentence
+    assert (v.effect, v.effect_lo, v.effect_hi, v.allowed_lo, v.allowed_hi) == (
+        pytest.approx(0.01), pytest.approx(0.008), pytest.approx(0.012), pytest.approx(-0.002), pytest.approx(0.002))
+
+
+def test_a_pooled_slices_own_failure_keeps_the_interval_it_was_judged_by_and_no_figure_keeps_the_region():
+    pooled = shift(T, "other countries", 0.02, 0.021, -0.001, 0.003, members="2: LU, IS")
+    own = [shift("country", "LU", 0.02, 0.08, 0.04, 0.08, transactions=900),
+           shift("country", "IS", 0.02, 0.02, -0.004, 0.004, transactions=300)]
+    lu = {v.slice: v for v in contract().check(table(pooled, *own))}["LU"]
+    assert lu.verdict == FAIL == interval_rule(lu) and "99.99% CI" in lu.sentence
+    # the member's interval at 99.99% (wider than the evaluation's 95%), as its sentence prints it
+    assert lu.effect_hi - lu.effect_lo > (0.08 - 0.04) / 0.02
+    assert printed_relative(lu.sentence) == tuple(round(100 * x) for x in (lu.effect, lu.effect_lo, lu.effect_hi))
+    nan = float("nan")
+    v = check(contract(), shift(T, "LU", 0.02, nan, nan, nan))["LU"]
+    assert (v.effect, v.effect_lo, v.effect_hi) == (None, None, None)
+    assert (v.allowed_lo, v.allowed_hi, v.effect_unit) == (pytest.approx(-0.25), pytest.approx(0.25), RELATIVE)

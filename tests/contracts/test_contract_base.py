@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from contracts.base import (FAIL, INSUFFICIENT, PASS, Verdict, data_to_decide, judge_at_least, judge_at_most,
-                            judge_two_sided, pooled_type, shift_ci, stops)
+from contracts.base import (EFFECT_UNITS, FAIL, INSUFFICIENT, PASS, POINTS, Verdict, data_to_decide, effect_fields,
+                            judge_at_least, judge_at_most, judge_two_sided, pooled_type, shift_ci, stops)
 
 NAN = float("nan")
 
@@ -59,6 +59,18 @@ def test_which_verdicts_stop_a_release():
     # rows read back from the store; a NULL on_insufficient (written before migration 0003) stops
     assert stops({"gate": True, "verdict": INSUFFICIENT, "on_insufficient": None})
     assert not stops({"gate": True, "verdict": INSUFFICIENT, "on_insufficient": "warn"})
+
+
+def test_a_verdict_built_by_position_has_no_effect_and_the_effect_fields_are_floats_or_none():
+    assert (v(PASS).effect, v(PASS).effect_lo, v(PASS).allowed_hi, v(PASS).effect_unit) == (None, None, None, None)
+    assert v(PASS).as_dict()["on_insufficient"] == "stop"  # the fields before them keep their places
+    f = effect_fields(POINTS, np.float64(0.039), 0.01, math.inf, allowed_lo=-0.05, allowed_hi=NAN)
+    assert f == {"effect": 0.039, "effect_lo": 0.01, "effect_hi": None, "allowed_lo": -0.05, "allowed_hi": None,
+                 "effect_unit": "points"}
+    assert type(f["effect"]) is float  # a plain float, whatever numpy type the contract computed it in
+    assert EFFECT_UNITS == ("relative", "points", "rate", "auc", "ms", "psi")
+    with pytest.raises(ValueError, match="effect_unit must be one of relative, points, rate, auc, ms, psi. Got 'pct'"):
+        effect_fields("pct", 0.1)
 
 
 def test_adding_slices_never_makes_a_gate_more_lenient():

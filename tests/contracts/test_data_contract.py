@@ -32,6 +32,13 @@ def test_a_failed_check_fails_with_the_build_reason():
     assert v.verdict == FAIL and v.sentence == f"fraud_rate_band: {bad}." and v.candidate_value == 0.31
 
 
+def test_a_data_check_carries_no_effect_to_draw():
+    """A check is passed or not by the build, with no interval, and the snapshot records no band as numbers:
+    the effect fields stay empty rather than half-filled."""
+    for v in contract(list(DATA_CHECKS)).check(manifest(fraud_rate_band="outside")):
+        assert (v.effect, v.effect_lo, v.effect_hi, v.allowed_lo, v.allowed_hi, v.effect_unit) == (None,) * 6
+
+
 def test_a_snapshot_without_a_record_fails_rather_than_passing_silently():
     (v,) = contract(["volume_change"]).check({"rows": 10})
     assert v.verdict == FAIL and "records no result for this check" in v.sentence

@@ -3,12 +3,14 @@ incumbent's FPR on fitting rows) the recall gain's interval must lie above the m
 that would go live may not raise FPR beyond the tolerance. Point and interval from the same estimator."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from contracts.base import FAIL, INSUFFICIENT, PASS
+from contracts.base import FAIL, INSUFFICIENT, PASS, POINTS
 from contracts.fixed_fpr_higher_recall import FixedFprHigherRecall
 
-from tidy import slice_rows, table
+from tidy import interval_rule, slice_rows, table
 
 NAN = float("nan")
 
@@ -113,3 +115,48 @@ def test_no_metrics_is_insufficient_data_never_nothing():
     assert v.verdict == INSUFFICIENT and v.stops
     (v,) = contract().check(metrics(estimator="ipw"))  # the estimator it reads is missing
     assert v.verdict == INSUFFICIENT
+
+
+# ---- the effect a report draws: the recall gain against the minimum gain, the policy's FPR change
+#      against the tolerance, both in points
+
+
+def printed(sentence: str, nth: int = 0) -> tuple[float, float, float]:
+    """(point, lo, hi) in points of the ``nth`` figure with a 95% CI a sentence prints."""
+    m = re.findall(r"\(([+-][\d.]+) pts, 95% CI ([+-][\d.]+)\.\.([+-][\d.]+)\)", sentence)[nth]
+    return tuple(float(x) for x in m)
+
+
+@pytest.mark.parametrize("gain, want", [((0.05, 0.02, 0.08), PASS), ((0.001, -0.01, 0.012), INSUFFICIENT),
+                                        ((-0.04, -0.07, -0.01), FAIL)])
+def test_the_operating_point_passes_exactly_when_the_gain_interval_lies_above_the_minimum_gain(gain, want):
+    op = verdicts(contract(), metrics(gain=gain))["operating point"]
+    assert op.verdict == want == interval_rule(op)
+    assert (op.effect, op.effect_lo, op.effect_hi) == tuple(pytest.approx(x) for x in gain)
+    assert printed(op.sentence) == pytest.approx(tuple(100 * x for x in gain))
+    assert (op.allowed_lo, op.allowed_hi, op.effect_unit) == (0.0, None, POINTS)
+    op = verdicts(contract(min_recall_gain=0.03), metrics(gain=gain))["operating point"]
+    assert op.allowed_lo == pytest.approx(0.03) and op.verdict == interval_rule(op)
+
+
+@pytest.mark.parametrize("policy_fpr, want", [((-0.0005, -0.0008, -0.0002), PASS), ((0.002, 0.0016, 0.0024), FAIL),
+                                              ((0.0001, -0.0002, 0.0004), INSUFFICIENT)])
+def test_the_policy_passes_exactly_when_its_fpr_change_interval_lies_below_the_tolerance(policy_fpr, want):
+    v = verdicts(contract(), metrics(policy_fpr=policy_fpr))["policy"]
+    assert v.verdict == want == interval_rule(v)
+    assert (v.effect, v.effect_lo, v.effect_hi) == tuple(pytest.approx(x) for x in policy_fpr)
+    assert printed(v.sentence) == pytest.approx(tuple(100 * x for x in policy_fpr))
+    assert (v.allowed_lo, v.allowed_hi, v.effect_unit) == (None, pytest.approx(0.0002), POINTS)
+    # the relative tolerance: 50% of the incumbent's 0.40% FPR
+    v = verdicts(contract(fpr_tolerance_relative=0.5), metrics(policy_fpr=policy_fpr))["policy"]
+    assert v.allowed_hi == pytest.approx(0.002) and v.verdict == interval_rule(v)
+
+
+def test_a_point_judgement_stores_no_interval_and_an_fpr_failure_keeps_the_recall_it_leads_with():
+    op = verdicts(contract(require_ci_above_zero=False), metrics(gain=(0.01, -0.02, 0.04)))["operating point"]
+    assert op.verdict == PASS and (op.effect, op.effect_lo, op.effect_hi) == (pytest.approx(0.01), None, None)
+    # failed by its FPR, said in the sentence's tail: the stored gain is inside its region
+    op = verdicts(contract(), metrics(fpr=(0.002, 0.0015, 0.0025)))["operating point"]
+    assert op.verdict == FAIL and interval_rule(op) == PASS and "FPR is never traded" in op.sentence
+    (v,) = contract().check(None)
+    assert (v.effect, v.effect_lo, v.effect_hi, v.allowed_lo, v.effect_unit) == (None, None, None, 0.0, POINTS)

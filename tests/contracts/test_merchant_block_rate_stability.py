@@ -3,10 +3,14 @@ rate change lies wholly beyond max_change, held when wholly inside; the share th
 beyond max_share, and undecided merchants make it insufficient data unless even counting them all it holds."""
 from __future__ import annotations
 
-from contracts.base import FAIL, INSUFFICIENT, PASS
+import re
+
+import pytest
+
+from contracts.base import FAIL, INSUFFICIENT, PASS, RATE
 from contracts.merchant_block_rate_stability import MerchantBlockRateStability
 
-from tidy import shift, table
+from tidy import interval_rule, shift, table
 
 T = "merchant|transactions>=200"
 
@@ -66,3 +70,27 @@ def test_too_few_merchant_slices_is_insufficient_and_the_configured_point_is_rea
     moved = {f"m{i}": (0.01, 0.03, 0.015, 0.025) for i in range(30)}
     assert contract().check(merchants(moved, model="candidate"))[0].verdict == INSUFFICIENT  # no policy rows
     assert contract(at="operating_point").check(merchants(moved, model="candidate"))[0].verdict == FAIL
+
+
+@pytest.mark.parametrize("moved, undecided, want", [(0, 0, PASS), (0, 3, INSUFFICIENT), (4, 0, FAIL), (4, 3, FAIL),
+                                                    (1, 1, PASS)])
+def test_the_share_that_moved_lies_between_the_moved_and_the_moved_or_undecided_and_is_judged_as_an_interval(
+        moved, undecided, want):
+    """Of 40 merchants, the share that moved is at least those whose whole interval moved and at most those
+    plus the undecided: that range against max_share decides, as an interval against a ceiling."""
+    moves = {f"m{i}": HELD for i in range(40 - moved - undecided)}
+    moves.update({f"x{i}": (0.01, 0.03, 0.015, 0.025) for i in range(moved)})
+    moves.update({f"u{i}": (0.01, 0.012, -0.004, 0.008) for i in range(undecided)})
+    (v,) = contract().check(merchants(moves))
+    assert v.verdict == want == interval_rule(v)
+    assert (v.effect, v.effect_lo, v.effect_hi) == (moved / 40, moved / 40, (moved + undecided) / 40)
+    assert (v.allowed_lo, v.allowed_hi, v.effect_unit) == (None, 0.05, RATE)
+    printed = re.match(r"(\d+) of 40 merchant slices \(([\d.]+)%\) moved .*, (\d+) undecided", v.sentence)
+    assert (int(printed[1]), float(printed[2]), int(printed[3])) == (moved, 100 * v.effect, undecided)
+    if want == INSUFFICIENT:
+        assert f"up to {v.effect_hi:.1%} may have moved" in v.sentence
+
+
+def test_too_few_merchant_slices_keep_the_region_and_no_figure():
+    (v,) = contract().check(merchants({f"m{i}": HELD for i in range(5)}))
+    assert (v.effect, v.effect_lo, v.effect_hi, v.allowed_lo, v.allowed_hi) == (None, None, None, None, 0.05)

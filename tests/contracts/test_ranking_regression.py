@@ -6,8 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from contracts.base import FAIL, INSUFFICIENT, PASS
+from contracts.base import AUC, FAIL, INSUFFICIENT, PASS
 from contracts.ranking_regression import RankingRegression
+
+from tidy import interval_rule
 
 
 def rows(slice_, inc, cand, lo, hi, frauds=500, metric="roc_auc", slice_type="country", estimator="ipw"):
@@ -85,4 +87,18 @@ def test_on_a_real_evaluation_the_verdict_reads_the_bootstrapped_difference():
     d = ev.ranking_diff["pr_auc"]
     assert f"({d['diff']:+.4f}, 95% CI {d['lo']:+.4f}..{d['hi']:+.4f})" in v.sentence
     assert v.verdict == (FAIL if d["hi"] < 0 else PASS if d["lo"] >= 0 else INSUFFICIENT)
+    assert (v.effect, v.effect_lo, v.effect_hi) == tuple(pytest.approx(d[k]) for k in ("diff", "lo", "hi"))
     assert contract().check(None)[0].verdict == INSUFFICIENT
+
+
+@pytest.mark.parametrize("cand, lo, hi, want", [(0.93, 0.02, 0.04, PASS), (0.897, -0.01, 0.004, INSUFFICIENT),
+                                                (0.8638, -0.0293, -0.0066, FAIL)])
+def test_a_slice_passes_exactly_when_its_auc_difference_interval_lies_above_minus_the_limit(cand, lo, hi, want):
+    inc = 0.8790
+    v = check(contract(), rows("GB", inc, cand, lo, hi))["GB"]
+    assert v.verdict == want == interval_rule(v)
+    assert (v.effect, v.effect_lo, v.effect_hi) == (pytest.approx(cand - inc), lo, hi)
+    assert f"({v.effect:+.4f}, 95% CI {v.effect_lo:+.4f}..{v.effect_hi:+.4f}), limit -0.0050" in v.sentence
+    assert (v.allowed_lo, v.allowed_hi, v.effect_unit) == (-0.005, None, AUC)
+    thin = check(contract(), rows("GB", inc, cand, lo, hi, frauds=12))["GB"]  # below min_support: never judged
+    assert thin.verdict == INSUFFICIENT and (thin.effect_lo, thin.effect_hi) == (lo, hi)

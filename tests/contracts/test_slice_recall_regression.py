@@ -4,12 +4,14 @@ counterfactual support is insufficient data with the plain figure beside it, unl
 shows a fall on real frauds."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from contracts.base import FAIL, INSUFFICIENT, PASS
+from contracts.base import FAIL, INSUFFICIENT, PASS, POINTS
 from contracts.slice_recall_regression import SliceRecallRegression
 
-from tidy import slice_rows, table
+from tidy import interval_rule, slice_rows, table
 
 T = "country|frauds>=30"
 NAN = float("nan")
@@ -119,3 +121,44 @@ def test_one_fraud_never_decides_a_slice():
 def test_limits_must_be_fractions():
     with pytest.raises(ValueError, match=r"fraction in \[0, 1\]"):
         contract(limits={"GB": 5})
+
+
+# ---- the effect a report draws: the recall change in points against -max_drop
+
+
+def printed_points(sentence: str, nth: int = 0) -> tuple[float, float, float]:
+    """(point, lo, hi) in points of the ``nth`` figure a sentence prints: "(-14.2 pts, 95% CI -21.0..-7.4)"."""
+    m = re.findall(r"\(([+-][\d.]+) pts, (?:[\d.]+% )?CI ([+-][\d.]+)\.\.([+-][\d.]+)\)", sentence)[nth]
+    return tuple(float(x) for x in m)
+
+
+@pytest.mark.parametrize("slice_, d, lo, hi, want", [
+    ("US", 0.03, 0.01, 0.05, PASS),  # a gain: wholly above -5 pts
+    ("FR", -0.02, -0.06, 0.01, INSUFFICIENT),  # reaches below -5 pts
+    ("GB", -0.142, -0.210, -0.074, FAIL),  # wholly below
+])
+def test_a_slice_passes_exactly_when_its_recall_change_interval_lies_above_minus_the_limit(slice_, d, lo, hi, want):
+    v = check(contract(), window(), recall(slice_, 0.5, d, lo, hi, frauds=87))[slice_]
+    assert v.verdict == want == interval_rule(v)
+    # the interval judged is at least one more disagreement among 87 frauds wide (1.96 / 87 = 2.3 pts each side)
+    lo, hi = min(lo, d - 1.96 / 87), max(hi, d + 1.96 / 87)
+    assert (v.effect, v.effect_lo, v.effect_hi) == (pytest.approx(d), pytest.approx(lo, abs=1e-4),
+                                                    pytest.approx(hi, abs=1e-4))
+    assert printed_points(v.sentence) == pytest.approx((100 * d, 100 * v.effect_lo, 100 * v.effect_hi), abs=0.051)
+    assert (v.allowed_lo, v.allowed_hi, v.effect_unit) == (pytest.approx(-0.05), None, POINTS)
+
+
+def test_a_fall_decided_on_the_labelled_rows_carries_their_interval_and_a_per_slice_limit_its_region():
+    rows = [recall("DE", 0.4, 0.0, -0.02, 0.02), recall("DE", 0.1, -0.09, -0.12, -0.07, estimator="plain"),
+            recall("IT", 0.4, 0.0, -0.02, 0.02), recall("IT", 0.1, 0.01, -0.01, 0.03, estimator="plain")]
+    got = check(contract(limits={"DE": 0.02}), window(explored_frauds=0), *rows)
+    de, it = got["DE"], got["IT"]
+    # DE failed on the plain figure, the sentence's second: that is the interval stored
+    assert de.verdict == FAIL == interval_rule(de)
+    assert (de.effect, de.effect_lo, de.effect_hi) == (pytest.approx(-0.09), pytest.approx(-0.12), pytest.approx(-0.07))
+    assert printed_points(de.sentence, 1) == pytest.approx((-9.0, -12.0, -7.0))
+    assert (de.allowed_lo, de.allowed_hi) == (pytest.approx(-0.02), None)
+    # IT was not judged: the counterfactual figure it computed is kept, inside the region though unjudged
+    assert it.verdict == INSUFFICIENT and interval_rule(it) == PASS
+    assert (it.effect_lo, it.effect_hi, it.allowed_lo) == (pytest.approx(-0.02), pytest.approx(0.02),
+                                                           pytest.approx(-0.05))

@@ -10,6 +10,7 @@ blocks 8% of every slice, the candidate 8% x its planted multiplier.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,11 @@ import pytest
 from scipy.special import expit
 from scipy.stats import norm
 
-from release.rollout.guardrails import (BREACH, INCONCLUSIVE, NOT_IN_APPROVED_SET, PASSED, Guardrails, judge_stage,
-                                psi, quantile_ci)
+from contracts.base import FAIL, INSUFFICIENT, MS, PASS, PSI, RATE, RELATIVE
+from release.rollout.guardrails import (BREACH, INCONCLUSIVE, NOT_IN_APPROVED_SET, PASSED, ErrorRateGuardrail,
+                                        Guardrails, LatencyGuardrail, ScoreShiftGuardrail, ShiftGuardrail,
+                                        error_rate_judgement, judge_stage, latency_judgement, psi, quantile_ci,
+                                        score_shift_judgement, shift_judgement)
 from release.rollout.ramp import routed_to_candidate
 from release.core.settings import config_dir
 
@@ -369,3 +373,66 @@ def test_an_empty_stage_is_inconclusive():
     assert j.status == INCONCLUSIVE and j.details["span_seconds"] is None
     assert len(j.details["missing"]) == 5
     json.dumps(j.details)
+
+
+# ---------------------------------------------------------------- the effect each verdict carries
+
+def test_a_country_shift_carries_the_ratios_interval_and_passes_exactly_inside_the_relative_limit():
+    """Production blocks 800 of 10,000 in each country; the candidate 840, 1,040 and 1,200, disagreeing on
+    b + c rows. The ratio's interval by hand: (C/P) x exp(±1.96 sqrt((b + c) / (C P))) (the delta method on
+    the log ratio); ±30% allowed."""
+    counts = pd.DataFrame({"transactions": 10_000, "production_blocks": 800, "candidate_blocks": [840, 1040, 1200],
+                           "candidate_only_blocks": [90, 290, 450], "production_only_blocks": 50},
+                          index=["FR", "GB", "US"])
+    g = ShiftGuardrail(max_relative_shift=0.3, min_absolute_shift=0.003, min_support=300)
+    vs, _, _ = shift_judgement(counts, g, name="live_shadow_country_action_rate_shift", slice_type="country")
+    got = {v.slice: v for v in vs}
+    for country, want in (("FR", PASS), ("GB", INSUFFICIENT), ("US", FAIL)):
+        v, r = got[country], counts.loc[country]
+        c, p = r["candidate_blocks"], r["production_blocks"]
+        half = 1.959964 * np.sqrt((r["candidate_only_blocks"] + r["production_only_blocks"]) / (c * p))
+        assert (v.effect, v.effect_lo, v.effect_hi) == (pytest.approx(c / p - 1),
+                                                        pytest.approx(c / p * np.exp(-half) - 1),
+                                                        pytest.approx(c / p * np.exp(half) - 1))
+        assert (v.allowed_lo, v.allowed_hi, v.effect_unit) == (-0.3, 0.3, RELATIVE)
+        inside, beyond = -0.3 <= v.effect_lo and v.effect_hi <= 0.3, v.effect_lo > 0.3 or v.effect_hi < -0.3
+        assert v.verdict == want == (PASS if inside else FAIL if beyond else INSUFFICIENT)
+        m = re.search(r"\(([+-]\d+)%, 95% CI ([+-]\d+)%\.\.([+-]\d+)%\)", v.sentence)
+        assert tuple(map(int, m.groups())) == tuple(round(100 * x) for x in (v.effect, v.effect_lo, v.effect_hi))
+
+
+@pytest.mark.parametrize("errors, want", [(3, PASS), (10, INSUFFICIENT), (40, FAIL)])
+def test_an_error_rate_carries_its_exact_interval_against_the_limit(errors, want):
+    from scipy.stats import beta
+
+    (v,), _, _ = error_rate_judgement(errors, 1000, ErrorRateGuardrail(max_rate=0.01), name="live_ramp_5pct_error_rate")
+    lo, hi = beta.ppf(0.025, errors, 1001 - errors), beta.ppf(0.975, errors + 1, 1000 - errors)  # Clopper-Pearson
+    assert (v.effect, v.effect_lo, v.effect_hi) == (errors / 1000, pytest.approx(lo), pytest.approx(hi))
+    assert (v.allowed_lo, v.allowed_hi, v.effect_unit) == (None, 0.01, RATE)
+    assert f"(95% CI {100 * lo:.2f}%..{100 * hi:.2f}%)" in v.sentence
+    assert v.verdict == want == (PASS if hi <= 0.01 else FAIL if lo > 0.01 else INSUFFICIENT)
+
+
+@pytest.mark.parametrize("limit, want", [(2000, PASS), (500, FAIL), (990, INSUFFICIENT)])
+def test_a_p99_latency_carries_its_order_statistic_interval_and_an_unbounded_end_is_none(limit, want):
+    # 1..1,000 ms: the count below the p99 is Binomial(1000, 0.99), 990 ± 1.96 x 3.15, so the 983rd and
+    # 997th requests bound it
+    (v,), _, _ = latency_judgement(np.arange(1.0, 1001.0), LatencyGuardrail(max_p99_ms=limit), name="live_latency_p99")
+    assert (v.effect, v.effect_lo, v.effect_hi) == (pytest.approx(990.01), 983.0, 997.0)
+    assert "(95% CI 983.0..997.0 ms)" in v.sentence
+    assert (v.allowed_lo, v.allowed_hi, v.effect_unit) == (None, limit, MS)
+    assert v.verdict == want
+    # 200 requests cannot bound a p99 from above at 95% (368 can): the interval is unbounded above
+    (v,), _, _ = latency_judgement(np.arange(1.0, 201.0), LatencyGuardrail(max_p99_ms=100), name="live_latency_p99")
+    assert v.verdict == FAIL and "..inf ms" in v.sentence and (v.effect_lo, v.effect_hi) == (195.0, None)
+
+
+def test_a_score_shift_is_a_point_against_the_psi_limit():
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal(5000)
+    for live, want in ((rng.standard_normal(5000), PASS), (rng.standard_normal(5000) + 1.0, FAIL)):
+        (v,), _, _ = score_shift_judgement(live, ref, ScoreShiftGuardrail(), name="live_shadow_score_shift")
+        assert v.verdict == want and (v.effect_lo, v.effect_hi) == (None, None)
+        assert (v.effect, v.allowed_lo, v.allowed_hi, v.effect_unit) == (pytest.approx(psi(ref, live)[0]), None, 0.2,
+                                                                         PSI)
+        assert f" is {v.effect:.3f}" in v.sentence and (v.effect <= v.allowed_hi) == (want == PASS)

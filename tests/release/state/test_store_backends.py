@@ -132,7 +132,7 @@ def test_a_new_store_is_migrated_to_head_and_matches_the_code(store):
 
     engine()
     revision, diffs = _compare(state_url())
-    assert revision == "0004" and diffs == []  # every table and column the code declares, nothing else
+    assert revision == "0005" and diffs == []  # every table and column the code declares, nothing else
 
 
 def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_rows(store):
@@ -153,8 +153,8 @@ def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_r
     old.dispose()
     with pytest.raises(StoreNeedsMigration, match="was made before migrations existed.*fraudcd db --to head"):
         engine()  # opening never migrates
-    assert migrate(sa.create_engine(url), "head") == "0004"
-    assert _compare(url)[0] == "0004"
+    assert migrate(sa.create_engine(url), "head") == "0005"
+    assert _compare(url)[0] == "0005"
     with pytest.raises(sa.exc.DatabaseError, match="models is append-only"):
         with transaction() as conn:
             conn.execute(sa.text("UPDATE models SET path = 'r'"))
@@ -169,10 +169,10 @@ def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_r
     assert migrate(eng, "0002", actor="ops", reason="run 0002 code") == "0002"
     with pytest.raises(sa.exc.DatabaseError, match="models is append-only"), eng.begin() as conn:
         conn.execute(sa.text("UPDATE models SET path = 's'"))
-    assert migrate(eng, "head", actor="ops", reason="back to head") == "0004"
+    assert migrate(eng, "head", actor="ops", reason="back to head") == "0005"
     eng.dispose()
     moves = [(a["action"], a["actor"], json.loads(a["after_json"])) for a in audit_log(entity_prefix="schema")]
-    assert moves == [("schema_downgrade", "ops", {"revision": "0002"}), ("schema_upgrade", "ops", {"revision": "0004"})]
+    assert moves == [("schema_downgrade", "ops", {"revision": "0002"}), ("schema_upgrade", "ops", {"revision": "0005"})]
 
 
 def test_fraudcd_db_shows_the_revision_goes_back_and_refuses_an_unknown_one(home):
@@ -185,7 +185,7 @@ def test_fraudcd_db_shows_the_revision_goes_back_and_refuses_an_unknown_one(home
     assert r.exit_code == 2 and "No state store at" in r.output and "fraudcd db --create" in " ".join(r.output.split())
     assert runner.invoke(app, ["db", "--create", "--as", "ana"]).exit_code == 0
     r = runner.invoke(app, ["db"])
-    assert r.exit_code == 0 and "schema revision 0004" in r.output
+    assert r.exit_code == 0 and "schema revision 0005" in r.output
     r = runner.invoke(app, ["db", "--to", "0003", "--as", "ana", "--reason", "run the previous release's code"])
     assert r.exit_code == 0 and "schema revision 0003" in r.output
     r = runner.invoke(app, ["db", "--to", "0009"])
@@ -204,14 +204,52 @@ def test_a_store_that_already_has_the_triggers_but_no_version_table_migrates_cle
         from pathlib import Path
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         eng = sa.create_engine(url)
-    assert migrate(eng, "head") == "0004"
+    assert migrate(eng, "head") == "0005"
     with eng.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
-    assert migrate(eng, "head") == "0004"
+    assert migrate(eng, "head") == "0005"
     eng.dispose()
     engine()
-    assert _compare(url)[0] == "0004"
+    assert _compare(url)[0] == "0005"
     register("model a\n")  # an audit row for the trigger to refuse to delete
     with pytest.raises(sa.exc.DatabaseError, match="audit is append-only"):
         with transaction() as conn:
             conn.execute(sa.text("DELETE FROM audit"))
+
+
+EFFECT_COLUMNS = ["effect", "effect_lo", "effect_hi", "allowed_lo", "allowed_hi", "effect_unit"]
+
+
+def test_a_store_at_0004_gains_the_verdict_effect_columns_and_its_verdicts_read_none(store):
+    """Migration 0005 on a store whose verdicts were written by code of 0004: six nullable columns, NULL on
+    the rows already there, the schema the code declares; back to 0004 (audited) they go, up again they
+    come back."""
+    from release.core.settings import state_url
+    from release.state.store import engine, migrate, verdicts
+
+    url = state_url()
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    eng = sa.create_engine(url)
+    assert migrate(eng, "0004") == "0004"
+
+    def columns() -> list[str]:
+        with eng.connect() as conn:
+            return [c["name"] for c in sa.inspect(conn).get_columns("verdicts")]
+
+    assert not set(EFFECT_COLUMNS) & set(columns())
+    with eng.begin() as conn:
+        conn.execute(sa.text("INSERT INTO verdicts (release_id, stage, contract, kind, gate, slice_type, slice, "
+                             "verdict, candidate_value, sentence, on_insufficient) VALUES ('rel-1', 'offline', 'c', "
+                             "'slice_recall_regression', true, 'country', 'GB', 'fail', 0.41, 'GB fell.', 'stop')"))
+    assert migrate(eng, "head") == "0005"
+    assert columns()[-6:] == EFFECT_COLUMNS and _compare(url) == ("0005", [])
+    engine()  # opens: the store is at the code's revision
+    with eng.connect() as conn:
+        row = conn.execute(sa.select(verdicts)).one()._mapping
+    assert (row["slice"], row["candidate_value"]) == ("GB", 0.41) and [row[c] for c in EFFECT_COLUMNS] == [None] * 6
+    assert migrate(eng, "0004", actor="ops", reason="run 0004 code") == "0004"
+    assert not set(EFFECT_COLUMNS) & set(columns())
+    assert migrate(eng, "head") == "0005" and _compare(url) == ("0005", [])
+    eng.dispose()
