@@ -176,42 +176,41 @@ def calibration(judging: pd.DataFrame | None, bins: int = 10) -> str:
 
 
 def forest(rows: list[dict], title: str) -> str:
-    """A forest plot of one contract's verdicts: each slice's effect with the interval the contract judged,
-    against the region that passes (shaded green); coloured by verdict. ``rows``: dicts with ``slice``,
-    ``verdict``, ``effect``, ``effect_lo``, ``effect_hi``, ``allowed_lo``, ``allowed_hi`` and ``effect_unit``
-    (contracts.base: "relative" and "rate" drawn as %, "points" as percentage points)."""
-    rows = [r for r in rows if r.get("effect") is not None and not _nan(r["effect"])]
+    """A forest plot of one contract's verdicts in one unit: each slice's effect with the interval the
+    contract judged, against the region that passes for that slice (shaded green: a slice may have its own
+    limit); coloured by verdict. ``rows``: dicts with ``slice``, ``verdict``, ``effect``, ``effect_lo``,
+    ``effect_hi``, ``allowed_lo``, ``allowed_hi`` and ``effect_unit`` (contracts.base: "relative" and "rate"
+    drawn as %, "points" as percentage points)."""
+    rows = [r for r in rows if not _nan(r.get("effect"))]
     if not rows:
         return ""
     unit = rows[0].get("effect_unit") or ""
     scale, suffix = {"relative": (100, "%"), "rate": (100, "%"), "points": (100, " pts")}.get(unit, (1, ""))
+
+    def sc(x):
+        return None if _nan(x) else float(x) * scale
+
+    vals = [v for r in rows for v in (sc(r["effect"]), sc(r.get("effect_lo")), sc(r.get("effect_hi")),
+                                      sc(r.get("allowed_lo")), sc(r.get("allowed_hi"))) if v is not None]
+    lo_all, hi_all = min(vals + [0.0]), max(vals + [0.0])
+    pad = 0.08 * ((hi_all - lo_all) or 1.0)
+    x0, x1 = lo_all - pad, hi_all + pad
     fig = _figure(8.4, 0.55 + 0.24 * len(rows))
     ax = fig.subplots()
-    vals = []
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
-        e = r["effect"] * scale
-        lo = None if _nan(r.get("effect_lo")) else r["effect_lo"] * scale
-        hi = None if _nan(r.get("effect_hi")) else r["effect_hi"] * scale
+        a, b = sc(r.get("allowed_lo")), sc(r.get("allowed_hi"))
+        if a is not None or b is not None:
+            ax.fill_betweenx([y - 0.42, y + 0.42], x0 if a is None else a, x1 if b is None else b,
+                             color=COLOURS["allowed"], lw=0, zorder=0)
         colour = COLOURS.get(str(r["verdict"]).split()[0], "#374151")
+        lo, hi = sc(r.get("effect_lo")), sc(r.get("effect_hi"))
         if lo is not None and hi is not None:
             ax.plot([lo, hi], [y, y], color=colour, lw=2, solid_capstyle="butt")
-            vals += [lo, hi]
-        ax.plot([e], [y], "o", color=colour, ms=4.5)
-        vals.append(e)
-    lims = [x * scale for x in (rows[0].get("allowed_lo"), rows[0].get("allowed_hi")) if not _nan(x)]
-    span = (min(vals + lims), max(vals + lims))
-    pad = 0.08 * ((span[1] - span[0]) or 1.0)
-    x0, x1 = span[0] - pad, span[1] + pad
-    a_lo = rows[0].get("allowed_lo")
-    a_hi = rows[0].get("allowed_hi")
-    ax.axvspan(x0 if _nan(a_lo) else a_lo * scale, x1 if _nan(a_hi) else a_hi * scale, color=COLOURS["allowed"],
-               zorder=0, lw=0)
-    for lim in lims:
-        ax.axvline(lim, color="#15803d", lw=0.8, ls="--")
+        ax.plot([sc(r["effect"])], [y], "o", color=colour, ms=4.5)
     ax.axvline(0, color="#9ca3af", lw=0.6)
     ax.set_xlim(x0, x1)
-    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_yticks(range(len(rows)), [_short(r["slice"]) for r in rows][::-1], fontsize=8)
     ax.set_xlabel(f"{_UNIT_WORDS.get(unit, unit)}{' (' + suffix.strip() + ')' if suffix else ''}; "
                   "green: what passes")

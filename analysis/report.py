@@ -175,10 +175,10 @@ def _charts(rel: dict, judging, metrics, approved_metrics, merchants, vs: list[d
     points = _points(metrics, {"incumbent": "incumbent", "candidate": "candidate", "policy": "policy"})
     points.update(_points(approved_metrics, {"approved": "policy"}))
     forests = []
-    for (stage, contract), group in _by_contract(vs).items():
+    for (stage, contract, unit), group in _by_contract(vs).items():
         svg = charts.forest(group, f"{contract} ({STAGES.get(stage, stage)})")
         if svg:
-            forests.append({"stage": stage, "contract": contract, "svg": svg})
+            forests.append({"stage": stage, "contract": contract, "unit": unit, "svg": svg})
     return {"curves": charts.curves(judging, points), "scores": charts.score_distributions(judging),
             "importance": charts.importance(_importance(rel)),
             "calibration": charts.calibration(judging), "forests": forests,
@@ -235,12 +235,15 @@ def _feature_drift(path: Path) -> list[dict]:
             for r in d.itertuples()]
 
 
-def _by_contract(vs: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """The verdicts that carry an effect, grouped by (stage, contract), offline and re-judged stages first,
-    failures and unjudged slices first within a contract."""
-    out: dict[tuple[str, str], list[dict]] = {}
-    for v in _ordered([v for v in vs if v.get("effect") is not None and not _missing(v.get("effect"))]):
-        out.setdefault((v["stage"], v["contract"]), []).append(v)
+FOREST_STAGES = ("offline", "approved")  # the judgements drawn as forest plots (the live ones have their own picture)
+
+
+def _by_contract(vs: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """The offline and re-judged verdicts that carry an effect (contracts.base: the interval that decided
+    them), grouped by (stage, contract, unit); within a group failures and unjudged slices first."""
+    out: dict[tuple[str, str, str], list[dict]] = {}
+    for v in _ordered([v for v in vs if v["stage"] in FOREST_STAGES and not _missing(v.get("effect"))]):
+        out.setdefault((v["stage"], v["contract"], v.get("effect_unit") or ""), []).append(v)
     return out
 
 

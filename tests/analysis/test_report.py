@@ -146,6 +146,12 @@ def _between(raw: str, start: str, end: str) -> str:
     return raw[i:raw.index(end, i)]
 
 
+def _rows(table: str) -> list[list[str]]:
+    """A table's body rows as what a reader sees in each cell."""
+    return [[_plain(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)]
+            for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", table, flags=re.S) if "<td" in tr]
+
+
 def _first_screen(raw: str) -> str:
     return _between(raw, '<section id="first-screen">', "</section>")
 
@@ -588,3 +594,154 @@ def test_index_without_alerts_says_so(home):
     from release.core.settings import paths
 
     assert "No alerts." in write_index(paths().reports).read_text()
+
+
+def _live(home, monkeypatch, steps: list[tuple[float, str, dict]]):
+    """A release through approval and into the live rollout by the state machine's own functions
+    (release.rollout.ramp), with its stages recorded as the rollout records them (driver._record): each step
+    (share, outcome, the score-shift and latency figures)."""
+    from release.orchestration.cycle import _update_release
+    from release.rollout import ramp
+    from release.rollout.driver import _record
+    from contracts.base import MS, PSI
+    from release.rollout.guardrails import _limit_verdict
+
+    rid, folder, passed = _release(home, monkeypatch, PASSING)
+    assert passed is True
+    for st in ("awaiting_approval", "approved", "rejudged", "backtested"):
+        _update_release(rid, status=st)
+    from release.state.registry import register_model
+
+    cand = register_model("model\n", workflow={"name": "wf"}, features=["amount"], snapshot_hash="a" * 64,
+                          code_version="t", metrics={}, at="t0", actor="trainer").id
+    ramp.start_shadow(rid, cand, at="2026-01-01T00:00:00+00:00", actor="fraud-cd pipeline", reason="deploy")
+    for i, (pct, outcome, g) in enumerate(steps):
+        if pct > 0:
+            ramp.set_pct(pct, at=f"2026-01-01T0{i}:10:00+00:00", actor="fraud-cd rollout", reason=f"step {i}")
+        details = {"rows": 2000 + i, "candidate_rows": 500 + i, "event_seconds": 3600 * (i + 1), "guardrails": {
+            "score_shift": {"value": g["psi"], "status": "pass" if g["psi"] <= 0.2 else "fail"},
+            "latency_p99": {"value": g["ms"], "lo": g["ms"] * 0.8, "hi": g["ms"] * 1.3, "status": "pass"}},
+            "breaches": [] if outcome == "passed" else [f"score shift PSI {g['psi']:.3f} beyond 0.2"], "missing": []}
+        vs = [_limit_verdict(f"live_{i}_score_shift", "score_shift", "pass" if g["psi"] <= 0.2 else "fail", g["psi"],
+                             0.2, 500 + i, f"PSI {g['psi']:.3f}", PSI),
+              _limit_verdict(f"live_{i}_latency_p99", "latency", "pass", g["ms"], 250.0, 500 + i, f"p99 {g['ms']} ms",
+                             MS, g["ms"] * 0.8, g["ms"] * 1.3)]
+        _record(rid, "shadow" if pct == 0 else "ramp", i, pct, outcome, details, vs,
+                at=f"2026-01-01T0{i}:30:00+00:00")
+    return rid, folder
+
+
+def test_a_shipped_release_shows_every_stage_its_pictures_and_what_on_call_can_do(home, monkeypatch):
+    from release.core.settings import paths
+    from release.rollout import ramp
+
+    steps = [(0, "passed", {"psi": 0.04, "ms": 0.9}), (25, "passed", {"psi": 0.05, "ms": 1.1}),
+             (100, "passed", {"psi": 0.03, "ms": 0.8})]
+    rid, folder = _live(home, monkeypatch, steps)
+    ramp.promote(at="2026-01-01T05:00:00+00:00", actor="oncall", reason="all steps passed")
+    raw = write_report(rid, folder, paths().reports).read_text()
+    first = _plain(_first_screen(raw)).strip()
+    assert first.startswith("SHIP: the candidate passed every gate")
+    assert 'fraudcd rollback --reason "..."' in first  # on call's button, as a command
+    # every stage, as recorded: share, the candidate's decisions, hours of transaction time
+    table = _rows(_between(raw, '<table id="ramp">', "</table>"))
+    for i, (pct, outcome, _) in enumerate(steps):
+        stage = "shadow" if i == 0 else f"step {i}"
+        assert [stage, f"{pct}.0%", f"{2000 + i:,}", f"{500 + i:,}", f"{float(i + 1):.1f}", outcome, ""] in table
+    # the guardrails over the stages: a picture, its limits from the stored verdicts
+    fig = _between(raw, '<figure id="rollout-guardrails">', "</figure>")
+    assert "score shift (PSI), limit 0.2" in fig and "latency p99 (ms), limit 250" in fig
+    # the models' pictures from the judging rows, with the operating points marked
+    for fid in ("curves", "score-distributions", "calibration"):
+        assert re.search(f'<figure id="{fid}"[^>]*><svg role="img"', raw), fid
+    assert "candidate operating point" in _between(raw, '<figure id="curves">', "</figure>")
+
+
+def test_a_rolled_back_release_says_stop_and_shows_the_breach(home, monkeypatch):
+    from release.core.settings import paths
+    from release.rollout import ramp
+
+    rid, folder = _live(home, monkeypatch, [(0, "passed", {"psi": 0.04, "ms": 0.9}),
+                                            (25, "failed", {"psi": 0.41, "ms": 1.0})])
+    ramp.rollback(at="2026-01-01T03:00:00+00:00", actor="fraud-cd rollout", reason="score shift PSI 0.410 beyond 0.2")
+    raw = write_report(rid, folder, paths().reports).read_text()
+    assert 'class="banner stop"' in raw
+    table = _rows(_between(raw, '<table id="ramp">', "</table>"))
+    assert ["step 1", "25.0%", "2,001", "501", "2.0", "failed", "score shift PSI 0.410 beyond 0.2"] in table
+    assert 'id="next-steps"' not in raw  # nothing is live: no button to press
+
+
+def test_a_rollout_waiting_for_a_person_names_each_answer_as_a_command(home, monkeypatch):
+    from release.core.settings import paths
+    from release.rollout import ramp
+
+    rid, folder = _live(home, monkeypatch, [(0, "passed", {"psi": 0.04, "ms": 0.9}),
+                                            (25, "inconclusive", {"psi": 0.05, "ms": 1.0})])
+    ramp.ask(at="2026-01-01T03:00:00+00:00", actor="fraud-cd rollout", reason="step 1 stayed inconclusive")
+    raw = write_report(rid, folder, paths().reports).read_text()
+    first = _plain(_first_screen(raw)).strip()
+    assert first.startswith("IN PROGRESS: awaiting decision")
+    for cmd in ('fraudcd ramp extend --reason "..."', 'fraudcd ramp promote --anyway --reason "..."',
+                'fraudcd ramp rollback --reason "..."', "fraudcd ramp status"):
+        assert cmd in first
+
+
+def test_a_release_waiting_for_approval_names_the_commands_with_its_id(home, monkeypatch):
+    from release.core.settings import paths
+    from release.orchestration.cycle import _update_release
+
+    rid, folder, passed = _release(home, monkeypatch, PASSING)
+    _update_release(rid, status="awaiting_approval")
+    first = _plain(_first_screen(write_report(rid, folder, paths().reports).read_text())).strip()
+    assert first.startswith("IN PROGRESS: awaiting approval")
+    for cmd in (f"fraudcd thresholds show --release {rid}", f'fraudcd thresholds approve --release {rid} --reason "..."',
+                f'fraudcd thresholds reject --release {rid} --reason "..."'):
+        assert cmd in first
+
+
+def test_the_index_draws_each_releases_judgement_and_counts_outcomes(home, monkeypatch):
+    from release.core.settings import paths
+
+    rid, folder, passed = _release(home, monkeypatch, PASSING)
+    write_report(rid, folder, paths().reports)
+    index = (paths().reports / "index.html").read_text()
+    assert '<p id="outcome-counts" class="meta">1 releases: 1 contracts passed.</p>' in index
+    assert '<figure id="trends"><svg role="img"' in index
+    from analysis.report import release_trends
+    from release.state.releases import releases_newest_first
+
+    (t,) = release_trends(releases_newest_first())
+    m = Evaluation.load(folder).metrics
+    a = m[(m.slice_type == "all") & (m.metric == "recall") & (m.estimator == "dm") & (m.model == "policy")]
+    assert t["recall_policy"] == pytest.approx(float(a["estimate"].iloc[0]))
+    assert t["recall_policy_lo"] == pytest.approx(float(a["lo"].iloc[0]))
+
+
+def test_each_contracts_slices_are_drawn_as_a_forest_against_what_passes(home, monkeypatch):
+    """A figure per contract and judgement, one row per verdict that stored its effect (failures and
+    unjudged first), labelled by slice; a verdict without an effect (a data contract, no slice at all) is
+    not drawn."""
+    from release.state.releases import release_view
+
+    rid, folder, passed = _release(home, monkeypatch, FAILING)
+    assert passed is False
+    raw = render_report(rid, folder)
+    vs = [v for v in release_view(rid)["verdicts"] if v["stage"] == "offline"]
+    drawn = {}
+    for v in vs:
+        if v["effect"] is not None:
+            drawn.setdefault((v["contract"], v["effect_unit"]), []).append(v)
+    assert drawn, "the contracts stored no effect"
+    figures = re.findall(r'<figure class="forest" data-contract="([^"]+)" data-stage="offline">(.*?)</figure>', raw,
+                         flags=re.S)
+    assert sorted(c for c, _ in figures) == sorted(c for c, _ in drawn)
+    for contract, svg in figures:
+        (group,) = [g for (c, _), g in drawn.items() if c == contract]
+        labels = [htmllib.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)]
+        for v in group:
+            assert any(v["slice"][:20] in t for t in labels), (contract, v["slice"])
+        # a failure is drawn in the failure colour, its interval wholly outside what passes
+        if any(v["verdict"] == "fail" for v in group):
+            assert "#b91c1c" in svg
+    big = [v for v in vs if v["contract"] == "big_recall_gain"]
+    assert big[0]["verdict"] == "fail" and big[0]["effect_hi"] < big[0]["allowed_lo"] == 0.9

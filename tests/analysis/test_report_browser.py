@@ -126,6 +126,11 @@ def test_the_report_reads_and_works_in_headless_chromium(report, artifacts):
             page.locator("#threshold-suggestions").scroll_into_view_if_needed()
             page.screenshot(path=str(artifacts / "merchant-table-filtered.png"))
             page.screenshot(path=str(artifacts / "whole-report-1280.png"), full_page=True)
+            # printed: the table's controls are not printed, the decision is
+            page.emulate_media(media="print")
+            assert not page.locator("#merchant-controls").is_visible() and page.locator("#verdict").is_visible()
+            page.pdf(path=str(artifacts / "report.pdf"))
+            assert (artifacts / "report.pdf").stat().st_size > 10_000
             assert errors == []
         finally:
             browser.close()
