@@ -47,9 +47,10 @@ down: install
 	$(BIN)/fraudcd down
 
 # The end-to-end cycles (tests/test_e2e_cycle.py) spend most of their minutes waiting on paced live
-# traffic, and the real Airflow deployment (tests/dags/test_up_down.py: `fraudcd up`, a scheduler, a REST
-# approval) on its scheduler's polling, so they run beside the rest of the suite, which is niced: the
-# waiting tests get the CPU when they need it. Their output follows the rest's; either failing fails the target.
+# traffic, and the real Airflow deployment (tests/dags/test_up_down.py: `fraudcd up`, a scheduler, an
+# approval over REST and one in the UI through Chromium) on its scheduler's polling, so they run beside the
+# rest of the suite, which is niced: the waiting tests get the CPU when they need it. Their output follows the
+# rest's; either failing fails the target.
 # Shorter tests run in that lane too (your own data through Airflow, a monitored world, the training-set DAG
 # and three statistical batteries): it has minutes to spare while the rest is the longer one (2026-12-02,
 # fresh clone: the rest 905 s, this lane 680 s, most of it the first cycle waiting on paced traffic).

@@ -6,7 +6,11 @@ leaves none of the started processes alive; both commands are idempotent.
 
 The CLI answers a waiting approval through the REST API only, as the user of its own token: a stand-in for
 the release DAG (its dag and task ids, the real ThresholdApprovalOperator) parks on a pending threshold set,
-and `fraudcd thresholds approve` answers it with no access to Airflow's metadata database at all."""
+and `fraudcd thresholds approve` answers it with no access to Airflow's metadata database at all.
+
+A person answers one in Airflow's UI: headless Chromium (the system's, as in tests/analysis/test_report_browser.py)
+signs in as an approver, opens Required Actions and approves; the state store and the REST API say the answer
+arrived, by whom, and that the run went on."""
 from __future__ import annotations
 
 import json
@@ -209,19 +213,27 @@ def _login(home: Path, user: str) -> dict:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'no-such-folder' / 'airflow.db'}"}
 
 
-def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, monkeypatch):
+def _admin_token(home: Path, base: str) -> str:
+    return _request(f"{base}/auth/token", {"username": "admin", "password": json.loads(
+        (home / "airflow" / "passwords.json").read_text())["admin"]})["access_token"]
+
+
+def _logs(home: Path) -> str:
+    """The Airflow components' own logs (`fraudcd up` writes them under FRAUDCD_HOME/airflow/run)."""
+    return "".join(p.read_text(errors="replace") for p in (home / "airflow" / "run").glob("*.log"))
+
+
+def _to_the_approval(home: Path, base: str, day: str) -> tuple[str, dict, str]:
+    """The release of ``day`` awaiting its threshold approval in the state store (FRAUDCD_HOME must be
+    ``home``), and a run of the release DAG (the stand-in) triggered to ask for it (``_parked`` waits until
+    it does). Returns (release id, the DAG run, an admin token)."""
     import pandas as pd
 
-    from release.orchestration.cycle import _update_release, get_release, start_release
+    from release.orchestration.cycle import _update_release, start_release
     from release.state import approvals
     from release.state.registry import register_model
-    from release.state.store import audit_log
 
-    home, port, env, done, _ = airflow_up
-    assert done.returncode == 0, done.stdout + done.stderr
-    base = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("FRAUDCD_HOME", str(home))  # the state store the tasks of this Airflow use
-    day, rid = "2026-03-01", "rel-2026-03-01"
+    rid = f"rel-{day}"
     m = register_model("model\n", workflow={"name": "wf"}, features=["amount"], snapshot_hash="cd" * 32,
                        code_version="t", metrics={}, at="t0", actor="trainer").id
     start_release(pd.Timestamp(day).date(), "cd" * 32)
@@ -232,18 +244,22 @@ def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, mon
                                                "support": [900, 500], "segment": "large", "reason": "r"}),
                          0.8, at="t1", actor="fraud-cd pipeline", reason="suggested")
 
-    admin = _request(f"{base}/auth/token", {"username": "admin", "password": json.loads(
-        (home / "airflow" / "passwords.json").read_text())["admin"]})["access_token"]
+    admin = _admin_token(home, base)
     run = _request(f"{base}/api/v2/dags/release/dagRuns", {"logical_date": f"{day}T00:00:00Z"}, admin)
+    return rid, run, admin
+
+
+def _parked(home: Path, base: str, run: dict, admin: str) -> None:
+    """Once the run's approval task waits for an answer (awaiting input), ready to be answered."""
     waiting, deadline = [], time.monotonic() + 120
     while not waiting and time.monotonic() < deadline:
         time.sleep(1)
         waiting = [h for h in _request(f"{base}/api/v2/dags/release/dagRuns/~/hitlDetails?response_received=false",
                                        token=admin)["hitl_details"]
-                   if h["task_instance"]["state"] == "awaiting_input"]
-    logs = lambda: "".join(p.read_text(errors="replace") for p in (home / "airflow" / "run").glob("*.log"))  # noqa: E731
-    assert waiting, f"the approval task never parked\n{logs()[-3000:]}"
-    # A person answers minutes later; this test answers at once. Airflow 3.3's scheduler must first take in the
+                   if h["task_instance"]["state"] == "awaiting_input"
+                   and h["task_instance"]["dag_run_id"] == run["dag_run_id"]]
+    assert waiting, f"the approval task never parked\n{_logs(home)[-3000:]}"
+    # A person answers minutes later; the tests answer at once. Airflow 3.3's scheduler must first take in the
     # parked workload's end ("executor event with state success"): a resumed task queued before it is marked
     # failed (seen once on a loaded machine: "TI was not in the running state"). Wait for that line, bounded.
     parked = (f"Received executor event with state success for task instance TaskInstanceKey(dag_id='release', "
@@ -252,6 +268,35 @@ def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, mon
     while parked not in (home / "airflow" / "run" / "scheduler.log").read_text(errors="replace") and \
             time.monotonic() < until:
         time.sleep(0.5)
+
+
+def _finished(base: str, run: dict, token: str, timeout: float = 120) -> str:
+    """The DAG run's state once it ended (or where it stands at ``timeout``)."""
+    state, deadline = run["state"], time.monotonic() + timeout
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(1)
+        state = _request(f"{base}/api/v2/dags/release/dagRuns/{run['dag_run_id']}", token=token)["state"]
+    return state
+
+
+def _approved_rows(rid: str) -> list[dict]:
+    """The audit rows of the approval of ``rid``'s thresholds (each test approves its own release)."""
+    from release.state.store import audit_log
+
+    return [a for a in audit_log() if a["action"] == "thresholds_approved"
+            and json.loads(a["after_json"])["release_id"] == rid]
+
+
+def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, monkeypatch):
+    from release.orchestration.cycle import get_release
+    from release.state import approvals
+
+    home, port, env, done, _ = airflow_up
+    assert done.returncode == 0, done.stdout + done.stderr
+    base = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("FRAUDCD_HOME", str(home))  # the state store the tasks of this Airflow use
+    rid, run, admin = _to_the_approval(home, base, "2026-03-01")
+    _parked(home, base, run, admin)
 
     cli = dict(env)
     cli.pop("FRAUDCD_AIRFLOW_USER", None)
@@ -273,18 +318,14 @@ def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, mon
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"answered Airflow task release.approve_thresholds (run {run['dag_run_id']}) as analyst: Approve all" \
         in said, said
-    state, deadline = run["state"], time.monotonic() + 120
-    while state not in ("success", "failed") and time.monotonic() < deadline:
-        time.sleep(1)
-        state = _request(f"{base}/api/v2/dags/release/dagRuns/{run['dag_run_id']}", token=admin)["state"]
-    assert state == "success", logs()[-3000:]
+    assert _finished(base, run, admin) == "success", _logs(home)[-3000:]
     answered = _request(f"{base}/api/v2/dags/release/dagRuns/{run['dag_run_id']}/hitlDetails", token=admin)
     (h,) = answered["hitl_details"]
     assert h["responded_by_user"]["name"] == "analyst" and h["chosen_options"] == ["Approve all"]
     assert approvals.latest_set(rid)["status"] == approvals.APPROVED
     assert approvals.latest_set(rid)["decided_by"] == "Dana"
     assert get_release(rid)["status"] == "approved"
-    (row,) = [a for a in audit_log() if a["action"] == "thresholds_approved"]
+    (row,) = _approved_rows(rid)
     ctx = json.loads(row["context_json"])
     assert row["via"] == "cli" and row["actor"] == "Dana"
     assert ctx["airflow_user"] == "analyst" and ctx["airflow_url"] == base
@@ -318,6 +359,117 @@ def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, mon
     assert [v["href"] for v in plugin["external_views"]] == ["fraudcd/reports/"]  # "Release reports" in the nav
 
 
+CHROMIUM = os.environ.get("FRAUDCD_CHROMIUM", "/usr/bin/chromium")  # the system's (make browser installs it)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.browser
+def test_an_approver_answers_the_approval_in_airflows_ui(airflow_up, monkeypatch, request):
+    """A person in Airflow's UI: headless Chromium signs in through the login form as the analyst (role
+    "user", allowed to answer human-in-the-loop tasks; not the admin), opens Browse > Required Actions, then
+    this release's approval, fills in the reason the form requires and chooses "Approve all". What happened
+    is read from elsewhere: the state store (the set, the release, the audit row naming the Airflow user) and
+    Airflow's REST API (the response, the DAG run going on past the approval task). Screenshots are kept
+    under var/test-artifacts/approval-browser/."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from release.orchestration.cycle import get_release
+    from release.state import approvals
+
+    home, port, env, done, _ = airflow_up
+    assert done.returncode == 0, done.stdout + done.stderr
+    base = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("FRAUDCD_HOME", str(home))  # the state store the tasks of this Airflow use
+    artifacts = request.config.rootpath / "var" / "test-artifacts" / "approval-browser"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    rid, run, admin = _to_the_approval(home, base, "2026-03-15")  # the scheduler parks it while we sign in
+    password = json.loads((home / "airflow" / "passwords.json").read_text())["analyst"]
+    reason = "suggestions look right (reviewed in the Airflow UI)"
+    run_url = f"{base}/api/v2/dags/release/dagRuns/{run['dag_run_id']}"
+
+    errors: list[tuple[str, str, str]] = []  # (when, message, the URL it is about)
+    when = ["before sign-in"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            wait = 30_000  # ms; a loaded machine: the UI's API server shares the CPU with the scheduler and tasks
+            page.set_default_timeout(wait)
+            page.on("console", lambda m: errors.append((when[0], m.text, m.location.get("url", "")))
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append((when[0], f"uncaught: {e}", "")))
+
+            page.goto(f"{base}/")  # nobody signed in: Airflow's UI sends the browser to its login form
+            page.get_by_label("Username").fill("analyst")
+            page.get_by_label("Password").fill(password)
+            page.screenshot(path=str(artifacts / "1-login.png"))
+            when[0] = "signed in"
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("button", name="Browse").wait_for()  # signed in: the navigation shows
+            _parked(home, base, run, admin)
+            assert approvals.latest_set(rid)["status"] == approvals.PENDING
+
+            def required_actions():  # the navigation's Browse menu, as a person finds it
+                page.get_by_role("button", name="Browse").click()
+                page.get_by_role("menuitem", name="Required Actions").click()
+                page.wait_for_url(f"{base}/required_actions")
+                return page.get_by_role("row").filter(has_text=f"thresholds of {rid}")
+
+            item = required_actions()
+            expect(item).to_contain_text("Response Required", timeout=wait)
+            page.screenshot(path=str(artifacts / "2-required-actions.png"))
+
+            item.get_by_role("link", name=f"Approve per-merchant thresholds of {rid}").click()
+            page.wait_for_url("**/dags/release/runs/*/tasks/approve_thresholds/required_actions")
+            approve = page.get_by_test_id("hitl-option-Approve all")
+            expect(approve).to_be_disabled(timeout=wait)  # the form requires a reason: no answer without one
+            page.locator('input[name="element_reason"]').fill(reason)
+            expect(approve).to_be_enabled(timeout=wait)
+            approve.scroll_into_view_if_needed()
+            page.screenshot(path=str(artifacts / "3-form-filled.png"))
+            approve.click()
+            expect(page.get_by_text("approve_thresholds response successful")).to_be_visible(timeout=wait)
+
+            # what happened, from Airflow's REST API and the state store (not the browser)
+            states, deadline = {}, time.monotonic() + 120
+            while time.monotonic() < deadline and states.get("after") not in ("running", "success", "failed",
+                                                                               "upstream_failed"):
+                time.sleep(0.5)
+                states = {t["task_id"]: t["state"] for t in _request(f"{run_url}/taskInstances",
+                                                                     token=admin)["task_instances"]}
+            # on past the approval: the task after it started (or already ended well)
+            assert states.get("approve_thresholds") == "success" and states.get("after") in ("running", "success"), \
+                f"{states}\n{_logs(home)[-3000:]}"
+            (h,) = _request(f"{run_url}/hitlDetails", token=admin)["hitl_details"]
+            assert h["responded_by_user"]["name"] == "analyst" and h["chosen_options"] == ["Approve all"], h
+            assert h["params_input"]["reason"] == reason
+            s = approvals.latest_set(rid)
+            assert (s["status"], s["decided_by"], s["reason"]) == (approvals.APPROVED, "analyst (via Airflow)",
+                                                                   reason)
+            assert get_release(rid)["status"] == "approved"
+            (row,) = _approved_rows(rid)
+            ctx = json.loads(row["context_json"])
+            assert (row["actor"], row["via"], row["reason"]) == ("analyst (via Airflow)", "airflow", reason)
+            assert ctx["airflow_user"] == "analyst" and ctx["airflow"]["dag_run_id"] == run["dag_run_id"]
+
+            # the result as the person sees it: the question answered
+            expect(required_actions()).to_contain_text("Response Received", timeout=wait)
+            page.screenshot(path=str(artifacts / "4-result.png"))
+        finally:
+            browser.close()
+
+    # Console errors, all printed. Airflow's UI, opened before anyone signed in, first asks its API for its
+    # config (GET /ui/config), is refused (401) and only then goes to the login form; Chromium logs each
+    # refused request as "Failed to load resource: ... 401". That is how Airflow finds out nobody is signed in,
+    # not a fault, so 401s on this Airflow's routes before sign-in are filtered. Anything after sign-in (where
+    # fraud-cd's plugin shows: its navigation entry, the report link on this task), any uncaught exception and
+    # any other error fail the test.
+    print("console errors:", *errors, sep="\n  ")
+    noise = [e for e in errors if e[0] == "before sign-in" and "status of 401" in e[1] and e[2].startswith(base)]
+    assert [e for e in errors if e not in noise] == []
+
+
 def test_a_published_training_set_starts_a_release_only_on_the_cadence(airflow_up):
     """The release DAG's schedule under a real scheduler: each published training set creates a run of the
     DAG scheduled on it, whose gate keeps the days the release cadence (every 14 days from 2026-01-01)
@@ -325,8 +477,7 @@ def test_a_published_training_set_starts_a_release_only_on_the_cadence(airflow_u
     home, port, env, done, _ = airflow_up
     assert done.returncode == 0, done.stdout + done.stderr
     base = f"http://127.0.0.1:{port}"
-    admin = _request(f"{base}/auth/token", {"username": "admin", "password": json.loads(
-        (home / "airflow" / "passwords.json").read_text())["admin"]})["access_token"]
+    admin = _admin_token(home, base)
 
     def finished(dag_id: str, n: int) -> list[dict]:
         deadline = time.monotonic() + 120
