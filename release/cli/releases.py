@@ -151,8 +151,9 @@ def monitor(day: Optional[str] = typer.Option(None, help="the last day of the wi
             window_days: int = typer.Option(7, "--window-days", help="days of live traffic judged, ending with --day"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Watch the deployed model (the monitoring DAG's task, by hand): score and feature drift and each
-    country's action rate on the trailing window; keeps the day's findings and raises an alert for each one
-    that fires (once per day: a rerun raises none again). Exit 1 when any check of the day alerts."""
+    country's action rate on the trailing window, and its recall, FPR and precision per cohort week as labels
+    mature against what its release promised; keeps the day's findings and raises an alert for each one that
+    fires (once per day: a rerun raises none again). Exit 1 when any check of the day alerts."""
     from release.orchestration.monitoring import monitor as run
 
     if window_days < 1:
@@ -169,11 +170,29 @@ def monitor(day: Optional[str] = typer.Option(None, help="the last day of the wi
         _out(f"monitoring {out['day']} (window {out['window'][0]} .. {out['window'][1]}): "
              + (f"model {out['model']}, {out['rows']:,} decisions; "
                 + ", ".join(f"{n} {k}" for k, n in sorted(out["findings"].items())) if out["judged"] else out["why"]))
+        if "performance_read" in out:
+            _out(f"performance as labels mature ({out['performance_read']}):")
+        for p in out.get("performance", []):
+            _out(f"  week of {p['cohort_week']}: {p['status']:<12} " + _cohort_figures(p))
         for m in out.get("firing", []):
             _out("ALERT " + m)
     if out.get("firing"):
         raise typer.Exit(1)
 
+
+
+def _cohort_figures(p: dict) -> str:
+    """One cohort week's figures on one line: recall, FPR and precision with their intervals, completeness."""
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    if p["recall"] is None:
+        return p["sentence"].split(": ", 1)[-1]  # not judged yet: why, and from when
+    rates = ", ".join(f"{name} {pct(p[m])} ({pct(p[m + '_lo'])}..{pct(p[m + '_hi'])})"
+                      for m, name in (("recall", "recall"), ("fpr", "FPR"), ("precision", "precision")))
+    return (rates + f" at {100 * p['level']:.2f}%; completeness {pct(p['completeness'])}"
+            + ("" if p["promised_recall"] is None else
+               f"; promised recall {pct(p['promised_recall'])} (alert under {pct(p['alert_below'])})"))
 
 
 @app.command(rich_help_panel=PANEL)

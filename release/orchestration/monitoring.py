@@ -10,7 +10,12 @@ judge a country's action rate):
   scores (its judging rows), the action rate judged for its policy per country, and the limit
   (``country_action_rate_shift`` of the release contracts);
 - features: the model's features recomputed from the event logs for the window (the one feature definition)
-  against its training snapshot (merchant-level features compared over merchant-days).
+  against its training snapshot (merchant-level features compared over merchant-days);
+- performance as labels mature: the production model's decisions of the last ``PERFORMANCE_WEEKS`` cohort
+  weeks whose labels can have matured (and the younger weeks, said as not yet judged), labelled from the event
+  logs' disputes known by the end of D, against the recall the release that shipped it promised (its approved
+  policy's re-judgement when there is one), with the label completeness estimated from the event logs. Every
+  cohort's figures land beside the findings in ``FRAUDCD_HOME/monitoring/performance/day=D.parquet``.
 
 Findings land in ``FRAUDCD_HOME/monitoring/day=D.parquet`` (temp then rename; a rerun of the day replaces it).
 Each alert says what moved, by how much, since when (the first day of the current run of days on which the
@@ -20,6 +25,7 @@ deployed, or no traffic in the window: said, nothing judged, no alert.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -38,6 +44,7 @@ TODO = {
                      "broken feed looks like drift); if the world moved, train on fresh data (`fraudcd release`)",
     "action_rate": "the live policy blocks at a rate the release did not judge: look at the slice's merchants "
                    "(`fraudcd thresholds show`), and roll back (`fraudcd ramp rollback`) if it costs money",
+    checks.PERFORMANCE: None,  # its sentence says what to do (release.rollout.monitoring.PERFORMANCE_TODO)
 }
 
 
@@ -118,11 +125,12 @@ def _halves(ref: pd.DataFrame) -> pd.DataFrame:
     return ref.assign(period=(day >= day.min() + (day.max() - day.min()) / 2).astype(int))
 
 
-def live_traffic(start: dt.date, end: dt.date) -> pd.DataFrame:
-    """Decision-log rows of transactions with start <= day < end (one row per request)."""
+def live_traffic(start: dt.date, end: dt.date, log: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Decision-log rows (of ``log``, read when not given) of transactions with start <= day < end (one row per
+    request)."""
     from release.serving.decision_log import read_decision_log
 
-    log = read_decision_log()
+    log = read_decision_log() if log is None else log
     if log.empty:
         return log
     ts = pd.to_datetime(log["ts"], utc=True)
@@ -139,6 +147,60 @@ def _segments(live: pd.DataFrame, ev, judged_on) -> dict:
     return {"merchant_size": (live["merchant_id"].astype(str).map(size).fillna("new"), judged_on("merchant_size"))}
 
 
+def promised(rel: dict, ev) -> checks.Promise | None:
+    """What the release that shipped the model promised for the policy that went live: the approved policy's
+    re-judgement when there is one (``approved/metrics.parquet``), else the suggested policy's (``ev``, the
+    release's own evaluation), as ``release.rollout.monitoring.promised_performance`` reads it."""
+    approved = paths().releases / rel["id"] / "approved" / "metrics.parquet"
+    metrics = pd.read_parquet(approved) if approved.exists() else ev.metrics if ev is not None else None
+    return checks.promised_performance(metrics, rel["id"])
+
+
+def _disputes(start: dt.date, end: dt.date) -> pd.DataFrame:
+    """The event logs' disputes that arrived on days start <= day < end (tx_id, dispute_ts)."""
+    from release.core.io import list_partitions
+
+    files = list_partitions(paths().events / "disputes", start, end)
+    if not files:
+        return pd.DataFrame({"tx_id": pd.Series([], dtype=str),
+                             "dispute_ts": pd.Series([], dtype="datetime64[us, UTC]")})
+    return pd.concat([pd.read_parquet(f, columns=["tx_id", "dispute_ts"]) for f in files], ignore_index=True)
+
+
+def matured_performance(day: dt.date, prod, rel: dict | None, ev, log: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The production model's performance per cohort week as labels mature (``release.rollout.monitoring
+    .cohort_performance``), judged at the end of ``day``, and a line saying what was read."""
+    from release.data.label_completeness import read_delay_distribution
+    from release.data.training_set import model_settings
+
+    maturity_days = model_settings(prod.snapshot_hash)[1]
+    start, end = checks.performance_window(day, maturity_days)
+    decisions = live_traffic(start, end, log)
+    if not decisions.empty:
+        decisions = decisions[decisions["production_model_id"] == prod.id]
+    if decisions.empty:
+        return (pd.DataFrame(columns=checks.PERFORMANCE_COLUMNS),
+                f"not judged: the decision log has no request scored by {prod.id} with a transaction time in "
+                f"{start} .. {day}")
+    delays = read_delay_distribution(paths().events, end)
+    table = checks.cohort_performance(decisions, _disputes(start, end), end, promised(rel, ev) if rel else None,
+                                      maturity_days=maturity_days, delays=delays)
+    return table, (f"{len(decisions):,} decisions of {start} .. {day}, labels as of the end of {day} "
+                   f"({maturity_days}-day maturity)")
+
+
+def _jsonable_rows(table: pd.DataFrame) -> list[dict]:
+    cols = ["cohort_week", "status", "rows", "recall", "recall_lo", "recall_hi", "fpr", "fpr_lo", "fpr_hi",
+            "precision", "precision_lo", "precision_hi", "level", "completeness", "explored_frauds", "ess_frauds",
+            "promised_recall", "promised_lo", "alert_below", "since", "sentence"]
+    def value(v):
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return None
+        return v.isoformat() if isinstance(v, dt.date) else v.item() if hasattr(v, "item") else v
+
+    return [{c: value(v) for c, v in zip(cols, row)} for row in table[cols].itertuples(index=False)]
+
+
 def monitor(day: dt.date, *, window_days: int = WINDOW_DAYS) -> dict:
     """Judge the deployed model on the window ending with ``day``; returns a summary (what was judged, the
     findings' counts, the alerts raised)."""
@@ -153,17 +215,20 @@ def monitor(day: dt.date, *, window_days: int = WINDOW_DAYS) -> dict:
     if prod is None:
         return {**summary, "judged": False, "why": "no production model is deployed: nothing to monitor"}
     summary["model"] = prod.id
-    live = live_traffic(start, end)
+    from release.serving.decision_log import read_decision_log
+
+    log = read_decision_log()
+    live = live_traffic(start, end, log)
     live = live[live["production_model_id"] == prod.id] if not live.empty else live
     rel = _shipped_by(prod.id)
     summary["release"] = rel["id"] if rel else None  # None: deployed by hand, nothing judged to hold it against
+    ev = Evaluation.load(paths().releases / rel["id"]) if rel is not None else None
     found: list[checks.Finding] = []
     if live.empty:
         summary["decisions"] = (f"not judged: the decision log has no request scored by {prod.id} with a transaction "
                                 f"time in {start} .. {day}")
     elif rel is not None:
         summary["release"] = rel["id"]
-        ev = Evaluation.load(paths().releases / rel["id"])
         ref = ev.judging.rename(columns={"candidate_score": "score"}) if ev.judging is not None else None
         if ref is not None:
             found += checks.drift("score_drift", live.rename(columns={"production_score": "score"}),
@@ -193,6 +258,10 @@ def monitor(day: dt.date, *, window_days: int = WINDOW_DAYS) -> dict:
                                   per_entity={c: "merchant_id" for c in cols if c in merchant_level})
     else:
         summary["features"] = f"not judged: the model's training snapshot {snap} is not there"
+    perf, said = matured_performance(day, prod, rel, ev, log)
+    found += checks.performance_findings(perf)
+    summary["performance_read"] = said
+    summary["performance"] = _jsonable_rows(perf)
     table = checks.findings_frame(found).assign(day=day.isoformat(), model=prod.id)
     folder().mkdir(parents=True, exist_ok=True)
     at = utc_now()
@@ -202,19 +271,21 @@ def monitor(day: dt.date, *, window_days: int = WINDOW_DAYS) -> dict:
             continue
         key = (f.check, f.feature, f.slice)
         since = _since(day, key, alerted)
-        msg = (f"{f.sentence} Since {since.isoformat()}"
-               + (" (today)" if since == day else f" ({(day - since).days + 1} days running)")
-               + f". What to do: {TODO[f.check]}.")
+        run = since.isoformat() + (" (today)" if since == day else f" ({(day - since).days + 1} days running)")
+        todo = TODO[f.check]  # None: the sentence already ends with what to do
+        msg = f"{f.sentence} Since {run}. What to do: {todo}." if todo else f"{f.sentence} Alerting since {run}."
         a = notify_once(f"monitoring_{f.check}", f"{day.isoformat()}:{':'.join(key)}", msg, at=at,
                         severity="warning", key_field="key",
                         details={"day": day.isoformat(), "model": prod.id, "since": since.isoformat(),
                                  **{k: v for k, v in f.as_dict().items() if k != "sentence"}})
         if a is not None:
             raised.append(a)
+    atomic_write_parquet(perf, folder() / "performance" / f"day={day.isoformat()}.parquet")
     atomic_write_parquet(table, folder() / f"day={day.isoformat()}.parquet")
     counts = table["status"].value_counts().to_dict() if len(table) else {}
     if not found:
-        summary["why"] = "; ".join(summary[k] for k in ("decisions", "features") if k in summary) or "nothing to judge"
+        summary["why"] = "; ".join(summary[k] for k in ("decisions", "features", "performance_read")
+                                   if k in summary) or "nothing to judge"
     return {**summary, "judged": bool(found), "rows": int(len(live)), "findings": counts,
             "firing": [f.sentence for f in found if f.status == checks.ALERT],  # the day's, raised before or not
             "alerts": [a["message"] for a in raised]}  # raised by this run (a rerun of the day raises none)
