@@ -176,7 +176,8 @@ def _charts(rel: dict, judging, metrics, approved_metrics, merchants, vs: list[d
     points.update(_points(approved_metrics, {"approved": "policy"}))
     forests = []
     for (stage, contract, unit), group in _by_contract(vs).items():
-        svg = charts.forest(group, f"{contract} ({STAGES.get(stage, stage)})")
+        what = QUANTITY.get((group[0]["kind"], group[0]["slice"])) if len(group) == 1 else None
+        svg = charts.forest(group, f"{contract} ({STAGES.get(stage, stage)})" + (f": {what}" if what else ""))
         if svg:
             forests.append({"stage": stage, "contract": contract, "unit": unit, "svg": svg})
     return {"curves": charts.curves(judging, points), "scores": charts.score_distributions(judging),
@@ -238,13 +239,27 @@ def _feature_drift(path: Path) -> list[dict]:
 FOREST_STAGES = ("offline", "approved")  # the judgements drawn as forest plots (the live ones have their own picture)
 
 
+# contract kinds whose slices judge different quantities (the operating point's recall gain, the policy's FPR
+# change): each slice is its own picture, never two quantities on one axis
+ONE_SLICE_A_FIGURE = {"fixed_fpr_higher_recall"}
+QUANTITY = {("fixed_fpr_higher_recall", "operating point"): "the candidate's recall gain at the incumbent's FPR",
+            ("fixed_fpr_higher_recall", "policy"): "the policy's FPR change, against its tolerance"}
+
+
 def _by_contract(vs: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
     """The offline and re-judged verdicts that carry an effect (contracts.base: the interval that decided
-    them), grouped by (stage, contract, unit); within a group failures and unjudged slices first."""
-    out: dict[tuple[str, str, str], list[dict]] = {}
+    them), grouped by (stage, contract, unit); the offline judgement first, then the re-judgement, each with
+    its contracts that failed or could not be judged first; within a group failures and unjudged slices first."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for v in _ordered([v for v in vs if v["stage"] in FOREST_STAGES and not _missing(v.get("effect"))]):
-        out.setdefault((v["stage"], v["contract"], v.get("effect_unit") or ""), []).append(v)
-    return out
+        unit = v.get("effect_unit") or ""
+        if v["kind"] in ONE_SLICE_A_FIGURE:
+            unit = f"{unit}: {v['slice']}"
+        groups.setdefault((v["stage"], v["contract"], unit), []).append(v)
+    rank = {FAIL: 0, INSUFFICIENT: 1}
+    order = sorted(groups, key=lambda k: (FOREST_STAGES.index(k[0]), min(rank.get(v["verdict"], 2) for v in groups[k]),
+                                          k[1], k[2]))
+    return {k: groups[k] for k in order}
 
 
 def _next_steps(rel: dict) -> list[dict]:
