@@ -674,14 +674,32 @@ def rollout_done(release_id: str, or_needs_person: bool = False) -> bool:
     return rel["status"] not in ramp.LIVE or (or_needs_person and needs_person(release_id))
 
 
-def _report_stage(release_id: str) -> None:
-    """Rewrite the report after a rollout stage changed (a step taken, a pause, a question): people read the
-    rollout as it happens. The stage is already committed: a report that cannot be written is logged, not
-    allowed to undo or repeat the step (the release's last task writes it again)."""
+def stage_report_log(release_id: str) -> Path:
+    """Where a report rewritten after a rollout stage says what went wrong, if anything did."""
+    return paths().releases / release_id / "stage-report.log"
+
+
+def _report_stage(release_id: str):
+    """Rewrite the report after a rollout stage changed (a step taken, a pause, a question), so people read the
+    rollout as it happens: `fraudcd report RELEASE` in a process of its own, in its own session, so the rollout
+    never waits for the pictures (a person's answer, a breach's rollback come first) and the process outlives
+    a task that defers. The stage is already committed: a report that cannot be written says why in
+    ``stage_report_log`` and undoes nothing (the release's last task writes the report again). Returns the
+    process (None when it could not start; logged)."""
+    import os
+    import subprocess
+    import sys
+
+    out = stage_report_log(release_id)
     try:
-        write_release_report(release_id)
-    except Exception:  # noqa: BLE001 - logged with its traceback; the rollout's record is the state store
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "ab") as f:
+            return subprocess.Popen([sys.executable, "-m", "release.cli.main", "report", release_id],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
+                                    start_new_session=True, env=dict(os.environ))
+    except OSError:
         log.exception("the report of %s could not be rewritten after a rollout stage", release_id)
+        return None
 
 
 @_stage
@@ -703,11 +721,20 @@ def write_release_report(release_id: str) -> str:
     from analysis.report import FEATURE_DRIFT, write_report
     from release.orchestration.monitoring import snapshot_drift
 
+    import fcntl
+
     folder = release_dir(release_id)
-    rel = get_release(release_id)
-    if rel and rel.get("candidate_model_id") and rel.get("incumbent_model_id") and not (folder / FEATURE_DRIFT).exists():
-        atomic_write_parquet(snapshot_drift(rel["candidate_model_id"], rel["incumbent_model_id"]), folder / FEATURE_DRIFT)
-    return str(write_report(release_id, folder, paths().reports))
+    paths().reports.mkdir(parents=True, exist_ok=True)
+    # one writer of a release's report at a time (a stage's rewrite in the background, the DAG's, a person's
+    # `fraudcd report`): each reads the state once it holds the lock, so the last to write shows the newest
+    with open(paths().reports / f".{release_id}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rel = get_release(release_id)
+        if rel and rel.get("candidate_model_id") and rel.get("incumbent_model_id") \
+                and not (folder / FEATURE_DRIFT).exists():
+            atomic_write_parquet(snapshot_drift(rel["candidate_model_id"], rel["incumbent_model_id"]),
+                                 folder / FEATURE_DRIFT)
+        return str(write_report(release_id, folder, paths().reports))
 
 
 # how each end of a release is announced: (alert kind, severity, what happened)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import html as htmllib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -751,20 +752,22 @@ def test_each_contracts_slices_are_drawn_as_a_forest_against_what_passes(home, m
     assert big[0]["verdict"] == "fail" and big[0]["effect_hi"] < big[0]["allowed_lo"] == 0.9
 
 
-def test_a_rollout_stage_rewrites_the_report_and_a_failed_rewrite_never_undoes_the_stage(home, monkeypatch, caplog):
-    """release.orchestration.cycle._report_stage, what the rollout calls after each stage it changes: the
-    report then shows the stage; a report that cannot be written is logged with its traceback and raises
-    nothing into the rollout (its step is already committed)."""
+def test_a_rollout_stage_rewrites_the_report_and_a_failed_rewrite_never_undoes_the_stage(home, monkeypatch):
+    """release.orchestration.cycle._report_stage, what the rollout calls after each stage it changes: a
+    process of its own (`fraudcd report RELEASE`, the rollout does not wait) rewrites the report, which then
+    shows the stage; a report that cannot be written says why in the stage's log and undoes nothing."""
     from release.orchestration import cycle
     from release.rollout import ramp
 
     rid, folder = _live(home, monkeypatch, [(0, "passed", {"psi": 0.04, "ms": 0.9})])
     ramp.set_pct(5, at="2026-01-01T02:00:00+00:00", actor="fraud-cd rollout", reason="shadow passed")
-    cycle._report_stage(rid)
+    proc = cycle._report_stage(rid)
+    assert proc.pid != os.getpid() and os.getsid(proc.pid) == proc.pid  # its own session: outlives a deferral
+    assert proc.wait(timeout=120) == 0
     page = Path(cycle.get_release(rid)["report_path"]).read_text()
     assert "IN PROGRESS: ramping" in page and '<table id="ramp">' in page
     (folder / "metrics.parquet").write_text("not parquet")  # a broken evaluation folder
-    with caplog.at_level("ERROR"):
-        cycle._report_stage(rid)  # raises nothing
-    assert f"the report of {rid} could not be rewritten after a rollout stage" in caplog.text
+    assert cycle._report_stage(rid).wait(timeout=120) != 0
+    assert "parquet" in cycle.stage_report_log(rid).read_text().lower()
+    assert "IN PROGRESS: ramping" in Path(cycle.get_release(rid)["report_path"]).read_text()  # the last one stays
     assert ramp.current()["pct"] == 5.0 and cycle.get_release(rid)["status"] == "ramping"
