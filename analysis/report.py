@@ -703,17 +703,16 @@ def release_trends(rels: list[dict]) -> list[dict]:
 def write_index(reports_dir: Path) -> Path:
     """Every release with its status and reason, and the newest alerts (release.state.alerts: approval requests,
     outcomes, the rollout's breaches and questions), newest first."""
-    from release.state.alerts import read_alerts
+    from release.state.alerts import count_alerts, read_alerts
 
     from analysis import charts
 
     rels = releases_newest_first()
-    alerts = read_alerts()
+    alerts = read_alerts(INDEX_ALERTS, newest_first=True)
     trend = release_trends(rels)
     counts = pd.Series([r["status"] for r in rels], dtype=object).value_counts().to_dict() if rels else {}
-    html = _env.get_template("index.html.j2").render(releases=rels, alerts=alerts[::-1][:INDEX_ALERTS],
-                                                     n_alerts=len(alerts), trends_svg=charts.trends(trend),
-                                                     counts=counts)
+    html = _env.get_template("index.html.j2").render(releases=rels, alerts=alerts, n_alerts=count_alerts(),
+                                                     trends_svg=charts.trends(trend), counts=counts)
     target = Path(reports_dir) / "index.html"
     atomic_write_text(html, target)
     return target

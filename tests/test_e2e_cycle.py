@@ -372,8 +372,8 @@ def test_report_on_disk_says_ship(world):
 
 
 def test_how_each_release_ended_reached_people_once(world):
-    """The DAG's last task announces the outcome (alerts.jsonl, the log, the webhook when configured): a
-    green run does not say whether the release shipped."""
+    """The DAG's last task announces the outcome (the state store's alerts, the log, the webhook when
+    configured): a green run does not say whether the release shipped."""
     from release.state.alerts import read_alerts
     from release.orchestration.cycle import get_release
 
@@ -385,6 +385,7 @@ def test_how_each_release_ended_reached_people_once(world):
     assert mine == {good: ["release_shipped"], worse: ["release_stopped"], asked: ["release_rolled_back"]}
     shipped = next(a for a in read_alerts() if a["kind"] == "release_shipped")
     assert shipped["details"]["report"] == get_release(good)["report_path"] in shipped["message"]
+    assert shipped in read_alerts(release_id=good) and not (home / "alerts.jsonl").exists()  # the store, not a file
 
 
 def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):

@@ -104,12 +104,15 @@ def release_run(as_of: str = typer.Option(..., "--as-of", help="the release's da
     raise typer.Exit(1 if rel["status"] == Status.STOPPED else 0)
 
 
+STATUS_ALERTS = 10  # the newest alerts `fraudcd status` shows
+
 
 @app.command(rich_help_panel=PANEL)
 def status(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Production model, candidate, ramp share and the last release's verdicts."""
+    """Production model, candidate, ramp share, the last release's verdicts and the newest alerts."""
     from release.rollout import ramp
     from release.state import registry
+    from release.state.alerts import count_alerts, read_alerts
     from release.orchestration.cycle import latest_release, release_verdicts
 
     _store("read")
@@ -120,9 +123,10 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     from release.orchestration.monitoring import latest_summary
 
     mon = latest_summary()
+    alerts, n_alerts = read_alerts(STATUS_ALERTS, newest_first=True), count_alerts()
     obj = {"tags": tags, "ramp": r, "release": rel,
            "verdicts": [{k: v[k] for k in ("stage", "contract", "slice", "verdict", "sentence")} for v in vs],
-           "monitoring": mon}
+           "monitoring": mon, "alerts": alerts, "alerts_total": n_alerts}
     if as_json:
         return _emit(obj, True)
     t = Table(title="fraud-cd status", show_header=False)
@@ -142,6 +146,10 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
              + "".join(f"\n- {m}" for m in mon["alerts"][:5])
              + (f"\n  ... and {len(mon['alerts']) - 5} more (`fraudcd monitor --day {mon['day']}`)"
                 if len(mon["alerts"]) > 5 else ""))
+    lines = [f"- {a['at']} {a['severity']} {a['kind']}: {a['message']}" for a in alerts]
+    if n_alerts > len(alerts):
+        lines.append(f"  ... and {n_alerts - len(alerts)} older (the report index, reports/index.html, lists more)")
+    _row(t, "newest alerts", "\n".join(lines) or "none")
     console.print(t)
 
 

@@ -744,7 +744,7 @@ OUTCOMES = {Status.PROMOTED: ("release_shipped", "info", "shipped: the candidate
 
 
 def announce_outcome(release_id: str) -> dict | None:
-    """Tell people how the release's run ended (an alert: alerts.jsonl, the log, the webhook), once per
+    """Tell people how the release's run ended (an alert: the state store, the log, the webhook), once per
     release: shipped, rolled back or stopped, with the reason and the report's path. A run that ends with
     the release still open (the finish task run by hand while the rollout is live) is announced as
     unfinished. A green

@@ -1,8 +1,9 @@
 """The state store: one SQLAlchemy schema on SQLite by default, any URL (PostgreSQL) allowed.
 
 Holds the model registry and tags (with history), threshold sets, releases, contract verdicts, threshold
-decisions, ramp state and an append-only audit log. Every state change is one transaction that also
-writes its audit row, so a change without its record cannot exist.
+decisions, ramp state, alerts and an append-only audit log. Every state change is one transaction that also
+writes its audit row, so a change without its record cannot exist (an alert changes nothing: its row is
+its own record).
 """
 from __future__ import annotations
 
@@ -214,6 +215,25 @@ ramp_steps = sa.Table(
     sa.Column("candidate_rows", sa.Integer, nullable=False),
     sa.Column("details_json", sa.Text, nullable=False),
     sa.Column("at", sa.String(40), nullable=False),
+)
+
+# Something a person must look at (release.state.alerts): a guardrail's rollback, a ramp ready to promote,
+# thresholds awaiting a decision, a release's outcome, a monitoring finding. ``at`` is the wall clock,
+# ``release_id`` the details' one (for reading a release's alerts), ``once_key`` what notify_once announces
+# once: the database refuses a second alert of the same kind and key (NULL for raise_alert: never refused).
+# Migration 0006, which imported the alerts.jsonl fraud-cd kept before.
+alerts = sa.Table(
+    "alerts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("kind", sa.String(100), nullable=False),
+    sa.Column("severity", sa.String(10), nullable=False),  # error | warning | info
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details_json", sa.Text, nullable=False),
+    sa.Column("release_id", sa.String(40), index=True),
+    sa.Column("once_key", sa.Text),
+    sa.UniqueConstraint("kind", "once_key", name="one_alert_per_kind_and_once_key"),
+    sqlite_autoincrement=True,  # ids never reused: the order alerts were raised in
 )
 
 audit = sa.Table(
@@ -606,12 +626,15 @@ def migrate(eng: Engine, revision: str = "head", *, actor: str | None = None, re
 
     A store made before migrations existed (tables, no version table) is stamped at the baseline first.
     Never below APPEND_ONLY_SINCE. Going back needs ``actor`` and ``reason``; a move with an actor is
-    written to the audit log in the same transaction (ValueError for a refused move)."""
+    written to the audit log in the same transaction (ValueError for a refused move). What a migration does
+    outside the database (0006 renames the alerts file it imported) it hands to ``after_commit`` (a list in
+    the Alembic config's attributes): run once the move committed, never for one rolled back."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
 
     target = migration_target(revision)
     cfg = _alembic_config()
+    cfg.attributes["after_commit"] = after_commit = []
     with eng.begin() as conn:
         _writer_lock(conn)
         cfg.attributes["connection"] = conn
@@ -638,7 +661,9 @@ def migrate(eng: Engine, revision: str = "head", *, actor: str | None = None, re
                              after={"revision": after}, reason=reason or f"schema {now} -> {after}")
             present = {c["name"] for c in sa.inspect(conn).get_columns("audit")}
             conn.execute(audit.insert().values(**{k: v for k, v in row.items() if k in present}))
-        return after
+    for step in after_commit:
+        step()
+    return after
 
 
 @contextmanager

@@ -577,7 +577,8 @@ def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home
         assert f'<td class="l">{seg}</td><td>1</td><td>{segs[seg]}</td>' in raw
 
 
-def test_index_lists_the_alerts_newest_first_and_escaped(home):
+def test_index_lists_the_alerts_newest_first_and_escaped(home, monkeypatch):
+    from analysis import report
     from release.state.alerts import notify_once, raise_alert
     from release.core.settings import paths
 
@@ -589,6 +590,12 @@ def test_index_lists_the_alerts_newest_first_and_escaped(home):
     assert table.index("release_shipped") < table.index("ramp_guardrail_breach")  # newest first
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in table
     assert ">rel-a<" in table and ">rel-b<" in table
+    assert "Newest first (the state store's alerts; <code>fraudcd status</code> shows the newest)." in page
+    monkeypatch.setattr(report, "INDEX_ALERTS", 1)  # more alerts than the index shows: it says how many
+    page = write_index(paths().reports).read_text()
+    table = page[page.index('id="alerts"'):]
+    assert "Newest first: the 1 newest of 2 (the state store's alerts" in page
+    assert "release_shipped" in table and "ramp_guardrail_breach" not in table
 
 
 def test_index_without_alerts_says_so(home):

@@ -1,5 +1,5 @@
 """Outcomes that reach people: a release announces the approval request and how its run ended (shipped,
-rolled back, stopped, or still open) once each, in alerts.jsonl and to the webhook named by
+rolled back, stopped, or still open) once each, in the state store's alerts and to the webhook named by
 FRAUDCD_ALERT_WEBHOOK (a real HTTP server on this machine receives it here)."""
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ def test_a_stopped_release_is_announced_once_with_its_reason(home, webhook):
     _stop(RID, "Stopped by the offline contracts: FR: the policy blocks 40% more.", "t1", [])
     first = announce_outcome(RID)
     assert announce_outcome(RID) is None  # a rerun of the task pages nobody again
-    [alert] = read_alerts()
-    assert alert == first and webhook == [first]
+    [alert] = read_alerts()  # the store's row, as the webhook received it
+    assert alert == first and webhook == [first] and not (home / "alerts.jsonl").exists()
     assert alert["kind"] == "release_stopped" and alert["severity"] == "warning"
     assert alert["message"] == (f"{RID} stopped before any traffic moved. Stopped by the offline contracts: "
                                 "FR: the policy blocks 40% more.")
@@ -77,13 +77,14 @@ def test_a_run_that_ends_with_the_release_open_is_not_announced_as_an_outcome(ho
 
 def test_each_release_is_announced_for_itself(home, webhook):
     """Once per release, not once ever: another release's outcome is its own alert."""
-    from release.state.alerts import notify_once
+    from release.state.alerts import notify_once, read_alerts
 
     assert notify_once("release_shipped", "rel-a", "a shipped", at="t") is not None
     assert notify_once("release_shipped", "rel-b", "b shipped", at="t") is not None
     assert notify_once("release_shipped", "rel-a", "a shipped", at="t") is None
     assert [(a["kind"], a["details"]["release_id"]) for a in webhook] == [("release_shipped", "rel-a"),
                                                                           ("release_shipped", "rel-b")]
+    assert read_alerts() == webhook
 
 
 def test_an_unknown_severity_is_refused(home):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -12,40 +11,6 @@ import sqlalchemy as sa
 from release.rollout import ramp
 from release.state.registry import get_model, move_tag, register_model, tag_log, tagged
 from release.state.store import audit_log, transaction, write_audit
-
-
-@pytest.fixture(scope="module")
-def pg_server(tmp_path_factory):
-    import os
-
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))  # pgserver asks for one
-    import pgserver
-
-    srv = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    yield srv
-    # an immediate shutdown (SIGQUIT to the postmaster, as `pg_ctl -m immediate stop`): this throwaway
-    # cluster skips the checkpoint a fast shutdown writes for every database the tests made (over 10 s
-    # on a busy machine); done when the postmaster removes its pid file, as pg_ctl waits for it
-    import signal
-    import time
-
-    os.kill(srv.get_pid(), signal.SIGQUIT)
-    deadline = time.monotonic() + 30
-    while (srv.pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    srv.cleanup()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, home, monkeypatch):
-    """A fresh, empty state store: SQLite in FRAUDCD_HOME, or a new PostgreSQL database."""
-    if request.param == "postgresql":
-        srv = request.getfixturevalue("pg_server")
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        srv.psql(f"CREATE DATABASE {name};")
-        url = srv.get_uri(name).replace("postgresql://", "postgresql+psycopg://")
-        monkeypatch.setenv("FRAUDCD_STATE_URL", url)
-    return request.param
 
 
 def register(text):
@@ -132,7 +97,7 @@ def test_a_new_store_is_migrated_to_head_and_matches_the_code(store):
 
     engine()
     revision, diffs = _compare(state_url())
-    assert revision == "0005" and diffs == []  # every table and column the code declares, nothing else
+    assert revision == "0006" and diffs == []  # every table and column the code declares, nothing else
 
 
 def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_rows(store):
@@ -153,8 +118,8 @@ def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_r
     old.dispose()
     with pytest.raises(StoreNeedsMigration, match="was made before migrations existed.*fraudcd db --to head"):
         engine()  # opening never migrates
-    assert migrate(sa.create_engine(url), "head") == "0005"
-    assert _compare(url)[0] == "0005"
+    assert migrate(sa.create_engine(url), "head") == "0006"
+    assert _compare(url)[0] == "0006"
     with pytest.raises(sa.exc.DatabaseError, match="models is append-only"):
         with transaction() as conn:
             conn.execute(sa.text("UPDATE models SET path = 'r'"))
@@ -169,10 +134,10 @@ def test_a_store_made_before_migrations_is_stamped_then_upgraded_and_keeps_its_r
     assert migrate(eng, "0002", actor="ops", reason="run 0002 code") == "0002"
     with pytest.raises(sa.exc.DatabaseError, match="models is append-only"), eng.begin() as conn:
         conn.execute(sa.text("UPDATE models SET path = 's'"))
-    assert migrate(eng, "head", actor="ops", reason="back to head") == "0005"
+    assert migrate(eng, "head", actor="ops", reason="back to head") == "0006"
     eng.dispose()
     moves = [(a["action"], a["actor"], json.loads(a["after_json"])) for a in audit_log(entity_prefix="schema")]
-    assert moves == [("schema_downgrade", "ops", {"revision": "0002"}), ("schema_upgrade", "ops", {"revision": "0005"})]
+    assert moves == [("schema_downgrade", "ops", {"revision": "0002"}), ("schema_upgrade", "ops", {"revision": "0006"})]
 
 
 def test_fraudcd_db_shows_the_revision_goes_back_and_refuses_an_unknown_one(home):
@@ -185,7 +150,7 @@ def test_fraudcd_db_shows_the_revision_goes_back_and_refuses_an_unknown_one(home
     assert r.exit_code == 2 and "No state store at" in r.output and "fraudcd db --create" in " ".join(r.output.split())
     assert runner.invoke(app, ["db", "--create", "--as", "ana"]).exit_code == 0
     r = runner.invoke(app, ["db"])
-    assert r.exit_code == 0 and "schema revision 0005" in r.output
+    assert r.exit_code == 0 and "schema revision 0006" in r.output
     r = runner.invoke(app, ["db", "--to", "0003", "--as", "ana", "--reason", "run the previous release's code"])
     assert r.exit_code == 0 and "schema revision 0003" in r.output
     r = runner.invoke(app, ["db", "--to", "0009"])
@@ -204,13 +169,13 @@ def test_a_store_that_already_has_the_triggers_but_no_version_table_migrates_cle
         from pathlib import Path
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         eng = sa.create_engine(url)
-    assert migrate(eng, "head") == "0005"
+    assert migrate(eng, "head") == "0006"
     with eng.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
-    assert migrate(eng, "head") == "0005"
+    assert migrate(eng, "head") == "0006"
     eng.dispose()
     engine()
-    assert _compare(url)[0] == "0005"
+    assert _compare(url)[0] == "0006"
     register("model a\n")  # an audit row for the trigger to refuse to delete
     with pytest.raises(sa.exc.DatabaseError, match="audit is append-only"):
         with transaction() as conn:
@@ -243,13 +208,90 @@ def test_a_store_at_0004_gains_the_verdict_effect_columns_and_its_verdicts_read_
         conn.execute(sa.text("INSERT INTO verdicts (release_id, stage, contract, kind, gate, slice_type, slice, "
                              "verdict, candidate_value, sentence, on_insufficient) VALUES ('rel-1', 'offline', 'c', "
                              "'slice_recall_regression', true, 'country', 'GB', 'fail', 0.41, 'GB fell.', 'stop')"))
-    assert migrate(eng, "head") == "0005"
-    assert columns()[-6:] == EFFECT_COLUMNS and _compare(url) == ("0005", [])
+    assert migrate(eng, "head") == "0006"
+    assert columns()[-6:] == EFFECT_COLUMNS and _compare(url) == ("0006", [])
     engine()  # opens: the store is at the code's revision
     with eng.connect() as conn:
         row = conn.execute(sa.select(verdicts)).one()._mapping
     assert (row["slice"], row["candidate_value"]) == ("GB", 0.41) and [row[c] for c in EFFECT_COLUMNS] == [None] * 6
     assert migrate(eng, "0004", actor="ops", reason="run 0004 code") == "0004"
     assert not set(EFFECT_COLUMNS) & set(columns())
-    assert migrate(eng, "head") == "0005" and _compare(url) == ("0005", [])
+    assert migrate(eng, "head") == "0006" and _compare(url) == ("0006", [])
+    eng.dispose()
+
+
+def _legacy_line(kind, message, at, severity, details):
+    """One line as fraud-cd up to 0005 appended it to alerts.jsonl (release/state/alerts.py of 0005)."""
+    alert = {"at": at, "kind": kind, "severity": severity, "message": message, "details": details}
+    return json.dumps(alert, sort_keys=True, default=str) + "\n"
+
+
+DRIFT_KEY = "2026-03-02:feature_drift:amount:FR"
+LEGACY = [  # what 0005 wrote: notify_once's keys in details (release_id, or monitoring's key), raise_alert's rows
+    ("approval_requested", "rel-1: 2 thresholds await a decision", "2026-03-01T09:00:00+00:00", "warning",
+     {"set_id": 1, "release_id": "rel-1"}),
+    ("ramp_inconclusive", "rel-1: shadow stayed inconclusive", "2026-03-01T10:00:00+00:00", "warning",
+     {"release_id": "rel-1", "pct": 0}),
+    ("ramp_inconclusive", "rel-1: step 5% stayed inconclusive", "2026-03-01T11:00:00+00:00", "warning",
+     {"release_id": "rel-1", "pct": 5}),
+    ("monitoring_feature_drift", "amount in country FR drifted", "2026-03-02T06:00:00+00:00", "warning",
+     {"key": DRIFT_KEY, "day": "2026-03-02", "slice": "FR"}),
+    ("release_shipped", "rel-1 shipped. Report: /r/rel-1.html", "2026-03-03T08:00:00+00:00", "info",
+     {"release_id": "rel-1", "status": "promoted"}),
+]
+
+
+def test_a_store_at_0005_imports_alerts_jsonl_and_a_rerun_does_not_announce_again(store, home):
+    """Migration 0006 on a store that ran with alerts.jsonl: every line in order with its own time, the file
+    renamed; notify_once's keys come along (what was announced stays announced), raise_alert's kinds repeat;
+    back to 0005 (audited) the rows return to alerts.jsonl as 0005 wrote them, up again they are imported
+    again, beside the first import's file."""
+    from release.core.settings import state_url
+    from release.state.alerts import notify_once, raise_alert, read_alerts
+    from release.state.store import alerts, engine, migrate
+
+    url = state_url()
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    eng = sa.create_engine(url)
+    assert migrate(eng, "0005") == "0005"
+    text = "".join(_legacy_line(*a) for a in LEGACY[:3]) + "\n" + "".join(
+        _legacy_line(*a) for a in LEGACY[3:])  # a blank line, as 0005's reader skipped
+    (home / "alerts.jsonl").write_text(text)
+    assert migrate(eng, "head") == "0006" and _compare(url) == ("0006", [])
+    engine()
+    want = [{"at": at, "kind": k, "severity": s, "message": m, "details": d} for k, m, at, s, d in LEGACY]
+    assert read_alerts() == want
+    assert not (home / "alerts.jsonl").exists() and (home / "alerts.jsonl.imported").read_text() == text
+    with eng.connect() as conn:
+        keys = conn.execute(sa.select(alerts.c.kind, alerts.c.once_key, alerts.c.release_id)
+                            .order_by(alerts.c.id)).all()
+    assert [tuple(k) for k in keys] == [("approval_requested", "rel-1", "rel-1"),
+                                        ("ramp_inconclusive", "rel-1", "rel-1"),  # as 0005's notify_once read it
+                                        ("ramp_inconclusive", None, "rel-1"),
+                                        ("monitoring_feature_drift", DRIFT_KEY, None),
+                                        ("release_shipped", "rel-1", "rel-1")]
+    # a rerun after the upgrade: announced already, whichever key field
+    assert notify_once("approval_requested", "rel-1", "again", at="2026-03-04T00:00:00+00:00") is None
+    assert notify_once("release_shipped", "rel-1", "again", at="2026-03-04T00:00:00+00:00") is None
+    assert notify_once("monitoring_feature_drift", DRIFT_KEY, "again", at="2026-03-04T00:00:00+00:00",
+                       key_field="key") is None
+    shipped = notify_once("release_shipped", "rel-2", "rel-2 shipped", at="2026-03-05T00:00:00+00:00")
+    breach = raise_alert("ramp_inconclusive", "rel-1: step 25% stayed inconclusive", at="2026-03-05T01:00:00+00:00",
+                         severity="warning", details={"release_id": "rel-1", "pct": 25})
+    assert read_alerts() == want + [shipped, breach]
+    assert [a["message"] for a in read_alerts(release_id="rel-1")][-2:] == ["rel-1 shipped. Report: /r/rel-1.html",
+                                                                            breach["message"]]
+
+    assert migrate(eng, "0005", actor="ops", reason="run 0005 code") == "0005"
+    with eng.connect() as conn:
+        assert not sa.inspect(conn).has_table("alerts")
+    back = (home / "alerts.jsonl").read_text()
+    assert back == "".join(_legacy_line(*a) for a in LEGACY) + "".join(
+        _legacy_line(a["kind"], a["message"], a["at"], a["severity"], a["details"]) for a in (shipped, breach))
+    assert migrate(eng, "head") == "0006"
+    assert read_alerts() == want + [shipped, breach]
+    assert (home / "alerts.jsonl.imported.2").read_text() == back and not (home / "alerts.jsonl").exists()
+    assert notify_once("release_shipped", "rel-2", "again", at="2026-03-06T00:00:00+00:00") is None
     eng.dispose()

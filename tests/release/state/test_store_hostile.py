@@ -71,7 +71,7 @@ def test_a_schema_move_back_needs_who_and_why_and_never_goes_below_the_append_on
     r = fraudcd(*args)
     assert r.exit_code == 2, r.output
     assert message in said(r)
-    assert "schema revision 0005" in fraudcd("db").output and audit_log() == before  # nothing moved
+    assert "schema revision 0006" in fraudcd("db").output and audit_log() == before  # nothing moved
 
 
 def test_a_schema_move_back_is_audited_and_history_stays_append_only(shadowing):
@@ -80,7 +80,7 @@ def test_a_schema_move_back_is_audited_and_history_stays_append_only(shadowing):
     row = audit_log()[-1]
     assert (row["action"], row["entity"], row["actor"], row["reason"]) == (
         "schema_downgrade", "schema", "ops (dba)", "run the 0002 release's code")
-    assert (json.loads(row["before_json"]), json.loads(row["after_json"])) == ({"revision": "0005"}, {"revision": "0002"})
+    assert (json.loads(row["before_json"]), json.loads(row["after_json"])) == ({"revision": "0006"}, {"revision": "0002"})
     assert (row["os_user"], row["via"]) == (os_user(), "cli")
     for statement in ("UPDATE audit SET actor = 'mallory'", "DELETE FROM audit", "DELETE FROM tag_history",
                       "UPDATE models SET path = '/elsewhere'"):
@@ -178,7 +178,7 @@ def test_a_store_at_an_older_revision_is_not_migrated_on_open(home, args):
     _downgraded(home)
     r = fraudcd(*args)
     assert r.exit_code == 2, r.output
-    assert ("is at schema revision 0003; this fraud-cd reads and writes revision 0005. Nothing was read or changed. "
+    assert ("is at schema revision 0003; this fraud-cd reads and writes revision 0006. Nothing was read or changed. "
             "Run `fraudcd db --to head`") in said(r)
     assert "schema revision 0003" in fraudcd("db").output
 
