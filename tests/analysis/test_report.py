@@ -530,7 +530,9 @@ def test_index_without_releases(home):
     assert "No releases yet." in path.read_text()
 
 
-def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home, monkeypatch):
+def approved_release(home, monkeypatch, edited: int = 0) -> tuple[str, Path, Evaluation, list[str]]:
+    """A release whose thresholds dana approved with the ``edited``-th largest merchant's threshold edited to
+    0.5 and the smallest left out: (release id, folder, its evaluation, merchants largest first)."""
     from release.state import approvals
     from release.state.registry import register_model
 
@@ -541,8 +543,13 @@ def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home
     approvals.create_set(m, rid, ev.suggestions, ev.candidate_threshold, at="t1", actor="fraud-cd pipeline",
                          reason="suggested")
     top = ev.suggestions.sort_values(["support", "merchant_id"], ascending=[False, True])["merchant_id"].tolist()
-    approvals.edit(rid, {top[0]: 0.5}, actor="dana", reason="too loose", at="t2")
+    approvals.edit(rid, {top[edited]: 0.5}, actor="dana", reason="too loose", at="t2")
     approvals.decide(rid, "approved", actor="dana", reason="one left out", at="t3", merchants=top[:-1])
+    return rid, folder, ev, top
+
+
+def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home, monkeypatch):
+    rid, folder, ev, top = approved_release(home, monkeypatch)
     raw = render_report(rid, folder)
     text = _text(raw)
     assert 'id="merchants"' in raw and 'id="readiness"' in raw

@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 
 import pytest
-from test_report import PASSING, _between, _release
+from tests.analysis.test_report import _between, approved_release
 
-from analysis.evaluation import Evaluation
 from analysis.report import write_report
 
 pytestmark = pytest.mark.browser
@@ -38,18 +37,8 @@ def report(home, monkeypatch) -> tuple[Path, dict]:
     """A written report of an approved release (one merchant edited by dana, the smallest left out), and
     its merchant data as the page carries it."""
     from release.core.settings import paths
-    from release.state import approvals
-    from release.state.registry import register_model
 
-    rid, folder, _ = _release(home, monkeypatch, PASSING)
-    ev = Evaluation.load(folder)
-    m = register_model("model\n", workflow={"name": "wf"}, features=["amount"], snapshot_hash="a" * 64,
-                       code_version="t", metrics={}, at="t0", actor="trainer").id
-    approvals.create_set(m, rid, ev.suggestions, ev.candidate_threshold, at="t1", actor="fraud-cd pipeline",
-                         reason="suggested")
-    top = ev.suggestions.sort_values(["support", "merchant_id"], ascending=[False, True])["merchant_id"].tolist()
-    approvals.edit(rid, {top[1]: 0.5}, actor="dana", reason="too loose", at="t2")
-    approvals.decide(rid, "approved", actor="dana", reason="one left out", at="t3", merchants=top[:-1])
+    rid, folder, ev, top = approved_release(home, monkeypatch, edited=1)
     path = write_report(rid, folder, paths().reports)
     raw = path.read_text()
     data = json.loads(_between(raw, 'id="merchant-data">', "</script>").split(">", 1)[1])

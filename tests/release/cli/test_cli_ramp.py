@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from release.rollout import ramp
 from release.state import registry
-from release.cli.main import app
 from release.state.registry import move_tag, register_model
 from release.state.store import audit_log
-
-runner = CliRunner()
-
-
-def fraudcd(*args: str):
-    return runner.invoke(app, list(args))
+from tests.release.cli.runner import fraudcd
 
 
 @pytest.fixture

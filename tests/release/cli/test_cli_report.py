@@ -13,22 +13,10 @@ import sys
 import httpx
 import pytest
 from deployment_world import free_port
-from typer.testing import CliRunner
 
-from release.cli.main import app
 from release.core.settings import PROJECT_ROOT, REPORT_NAME, paths
 from tests.analysis.test_report import FAILING, RID, _release
-
-runner = CliRunner()
-
-
-def fraudcd(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def said(r) -> str:
-    """What the command printed (both streams), with the terminal's line wrapping undone."""
-    return " ".join(r.output.split())
+from tests.release.cli.runner import fraudcd, said
 
 
 @pytest.fixture

@@ -6,23 +6,11 @@ import json
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from release.state.approvals import create_set, live_thresholds, latest_set, set_items
-from release.cli.main import app
 from release.state.registry import register_model
 from release.state.store import audit_log
-
-runner = CliRunner()
-
-
-def fraudcd(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def said(r) -> str:
-    """What the command printed, with the terminal's line wrapping undone."""
-    return " ".join(r.output.split())
+from tests.release.cli.runner import fraudcd, said
 
 
 @pytest.fixture

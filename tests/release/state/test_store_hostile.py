@@ -15,22 +15,11 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
 from release.rollout import ramp
 from release.state import registry
-from release.cli.main import app
 from release.state.store import audit_log, os_user, transaction, write_audit
-
-runner = CliRunner()
-
-
-def fraudcd(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def said(r) -> str:
-    return " ".join(r.output.split())
+from tests.release.cli.runner import fraudcd, said
 
 
 @pytest.fixture
