@@ -56,7 +56,8 @@ down: install
 # fresh clone: the rest 905 s, this lane 680 s, most of it the first cycle waiting on paced traffic).
 E2E := tests/test_e2e_cycle.py tests/dags/test_up_down.py tests/test_own_data.py \
 	tests/release/orchestration/test_monitoring_run.py tests/release/rollout/test_monitoring.py \
-	tests/simulation/test_world.py tests/release/data/test_label_completeness.py tests/dags/test_training_set_dag.py
+	tests/simulation/test_world.py tests/release/data/test_label_completeness.py tests/dags/test_training_set_dag.py \
+	tests/release/rollout/test_matured_performance.py
 
 test: install browser
 	@mkdir -p var

@@ -32,7 +32,18 @@ def _figure(w: float, h: float):
     rcParams["font.size"] = 9
     rcParams["axes.spines.top"] = False
     rcParams["axes.spines.right"] = False
-    return Figure(figsize=(w, h), layout="constrained")
+    return Figure(figsize=(w, h), layout=None)  # margins set per picture (_margins): a layout engine doubles the cost
+
+
+def _margins(fig, left: float, bottom: float, top: float = 0.32, right: float = 0.15, wspace: float | None = None):
+    """Fixed margins in inches (the tick labels' room), so drawing needs one pass."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace)
+
+
+def _label_room(labels, per_char: float = 0.062) -> float:
+    """Inches of left margin for y tick labels this long (8-point text)."""
+    return 0.25 + per_char * max((len(str(x)) for x in labels), default=4)
 
 
 _SIZE = re.compile(r'(<svg[^>]*?)\s(?:width|height)="[^"]*"\s(?:width|height)="[^"]*"')
@@ -80,6 +91,7 @@ def curves(judging: pd.DataFrame | None, points: dict[str, dict]) -> str:
         return ""
     fig = _figure(8.4, 3.4)
     roc, pr = fig.subplots(1, 2)
+    _margins(fig, 0.6, 0.5, wspace=0.25)
     for model in ("incumbent", "candidate"):
         col = f"{model}_score"
         if col not in j:
@@ -123,6 +135,7 @@ def score_distributions(judging: pd.DataFrame | None) -> str:
         return ""
     fig = _figure(8.4, 2.8)
     axes = fig.subplots(1, 2, sharey=True)
+    _margins(fig, 0.6, 0.5, wspace=0.1)
     bins = np.logspace(-4, 0, 41)
     for ax, model in zip(axes, ("incumbent", "candidate")):
         col = f"{model}_score"
@@ -133,8 +146,8 @@ def score_distributions(judging: pd.DataFrame | None) -> str:
             if part.empty:
                 continue
             s = np.clip(part[col].to_numpy(dtype=float), 1e-4, 1.0)
-            ax.hist(s, bins=bins, weights=part["weight"].to_numpy(dtype=float), density=True, histtype="stepfilled",
-                    alpha=0.35 if cls == 0 else 0.45, color=colour, label=name)
+            density, _ = np.histogram(s, bins=bins, weights=part["weight"].to_numpy(dtype=float), density=True)
+            ax.stairs(density, bins, fill=True, alpha=0.35 if cls == 0 else 0.45, color=colour, label=name)
         ax.set_xscale("log")
         ax.set_title(f"{model} scores")
         ax.set_xlabel("score (log scale)")
@@ -153,6 +166,7 @@ def calibration(judging: pd.DataFrame | None, bins: int = 10) -> str:
         return ""
     fig = _figure(4.2, 3.2)
     ax = fig.subplots()
+    _margins(fig, 0.6, 0.5)
     hi = 0.0
     for model in ("incumbent", "candidate"):
         col = f"{model}_score"
@@ -195,8 +209,9 @@ def forest(rows: list[dict], title: str) -> str:
     lo_all, hi_all = min(vals + [0.0]), max(vals + [0.0])
     pad = 0.08 * ((hi_all - lo_all) or 1.0)
     x0, x1 = lo_all - pad, hi_all + pad
-    fig = _figure(8.4, 0.55 + 0.24 * len(rows))
+    fig = _figure(8.4, 0.85 + 0.24 * len(rows))
     ax = fig.subplots()
+    _margins(fig, _label_room(_short(r["slice"]) for r in rows), 0.45, top=0.25)
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
         a, b = sc(r.get("allowed_lo")), sc(r.get("allowed_hi"))
@@ -248,8 +263,9 @@ def threshold_changes(sugg: pd.DataFrame | None) -> str:
     order = [c for c in ("lowered", "unchanged", "raised", "no threshold before") if c in t.columns]
     t = t[order].sort_index()
     med = d.groupby(seg).median()
-    fig = _figure(8.4, 0.7 + 0.32 * len(t))
+    fig = _figure(8.4, 0.95 + 0.32 * len(t))
     ax = fig.subplots()
+    _margins(fig, _label_room([f"{i}  (median -0.000)" for i in t.index]), 0.45, top=0.25)
     colours = {"lowered": COLOURS["fail"], "unchanged": "#9ca3af", "raised": COLOURS["candidate"],
                "no threshold before": "#e5e7eb"}
     left = np.zeros(len(t))
@@ -284,6 +300,7 @@ def guardrails_over_rollout(steps: list[dict], limits: dict[str, float] | None =
         return ""
     fig = _figure(8.4, 2.4)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    _margins(fig, 0.5, 0.6, wspace=0.35)
     for ax, (key, title, scale) in zip(axes, panels):
         for i, (stage, g) in enumerate(rows):
             v = g.get(key) or {}
@@ -308,6 +325,7 @@ def trends(rows: list[dict]) -> str:
         return ""
     fig = _figure(8.4, 2.6)
     axes = fig.subplots(1, 3)
+    _margins(fig, 0.45, 0.75, wspace=0.3)
     x = np.arange(len(rows))
     for ax, (metric, title) in zip(axes, (("recall", "recall (DM)"), ("fpr", "false-positive rate (DM)"),
                                           ("action_rate", "action rate"))):
@@ -338,8 +356,9 @@ def importance(features: pd.DataFrame | None) -> str:
     if features is None or features.empty:
         return ""
     f = features.sort_values("candidate", ascending=True)
-    fig = _figure(8.4, 0.6 + 0.22 * len(f))
+    fig = _figure(8.4, 0.85 + 0.22 * len(f))
     ax = fig.subplots()
+    _margins(fig, _label_room(f["feature"]), 0.45, top=0.25)
     y = np.arange(len(f))
     ax.barh(y + 0.2, 100 * f["incumbent"].fillna(0), height=0.4, color=COLOURS["incumbent"], label="incumbent")
     ax.barh(y - 0.2, 100 * f["candidate"].fillna(0), height=0.4, color=COLOURS["candidate"], label="candidate")

@@ -147,7 +147,7 @@ def render_report(release_id: str, folder: Path) -> str:
         decision=decision, readiness=readiness,
         n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),
         tset=tset, next_steps=_next_steps(rel), feature_drift=_feature_drift(folder / FEATURE_DRIFT),
-        charts=_charts(rel, judging, metrics, approved_metrics, merchants, vs, steps),
+        charts=_charts(rel, folder, judging, metrics, approved_metrics, merchants, vs, steps),
         backtest=None if backtest is None else backtest.to_dict("records"), steps=_steps(steps), trail=view["trail"])
     return html
 
@@ -168,24 +168,65 @@ def _points(metrics: pd.DataFrame | None, models: dict[str, str]) -> dict[str, d
     return out
 
 
-def _charts(rel: dict, judging, metrics, approved_metrics, merchants, vs: list[dict], steps: list[dict]) -> dict:
-    """Every picture of the report (analysis.charts), by name; an empty string where there is nothing to draw."""
+CHARTS_CACHE = "charts-cache.json"  # in the release folder: the pictures that do not change during the rollout
+
+
+def _charts(rel: dict, folder: Path, judging, metrics, approved_metrics, merchants, vs: list[dict],
+            steps: list[dict]) -> dict:
+    """Every picture of the report (analysis.charts), by name; an empty string where there is nothing to draw.
+
+    The pictures of the evaluation (curves, scores, calibration, importance, the forests of the offline and
+    re-judged verdicts, the threshold changes) are kept in ``CHARTS_CACHE`` under a key of everything they
+    are drawn from (the files' sizes and times, the models, the verdicts' figures, the thresholds, the
+    drawing code): the report is rewritten at each rollout stage, and only the rollout's picture changes."""
     from analysis import charts
 
-    points = _points(metrics, {"incumbent": "incumbent", "candidate": "candidate", "policy": "policy"})
-    points.update(_points(approved_metrics, {"approved": "policy"}))
-    forests = []
-    for (stage, contract, unit), group in _by_contract(vs).items():
-        what = QUANTITY.get((group[0]["kind"], group[0]["slice"])) if len(group) == 1 else None
-        svg = charts.forest(group, f"{contract} ({STAGES.get(stage, stage)})" + (f": {what}" if what else ""))
-        if svg:
-            forests.append({"stage": stage, "contract": contract, "unit": unit, "svg": svg})
-    return {"curves": charts.curves(judging, points), "scores": charts.score_distributions(judging),
-            "importance": charts.importance(_importance(rel)),
-            "calibration": charts.calibration(judging), "forests": forests,
-            "thresholds": charts.threshold_changes(None if merchants is None else merchants.rename(
-                columns={"in_force": "current_threshold", "suggested": "suggested_threshold"})),
-            "rollout": charts.guardrails_over_rollout(_steps(steps), _live_limits(vs))}
+    forest_groups = _by_contract(vs)
+    thr = None if merchants is None else merchants.rename(columns={"in_force": "current_threshold",
+                                                                   "suggested": "suggested_threshold"})
+    key = _charts_key(rel, folder, forest_groups, thr)
+    cache = folder / CHARTS_CACHE
+    static = None
+    if cache.exists():
+        try:
+            stored = json.loads(cache.read_text())
+            static = stored["charts"] if stored.get("key") == key else None
+        except (ValueError, KeyError):  # a cache that cannot be read is drawn again
+            static = None
+    if static is None:
+        points = _points(metrics, {"incumbent": "incumbent", "candidate": "candidate", "policy": "policy"})
+        points.update(_points(approved_metrics, {"approved": "policy"}))
+        forests = []
+        for (stage, contract, unit), group in forest_groups.items():
+            what = QUANTITY.get((group[0]["kind"], group[0]["slice"])) if len(group) == 1 else None
+            svg = charts.forest(group, f"{contract} ({STAGES.get(stage, stage)})" + (f": {what}" if what else ""))
+            if svg:
+                forests.append({"stage": stage, "contract": contract, "unit": unit, "svg": svg})
+        static = {"curves": charts.curves(judging, points), "scores": charts.score_distributions(judging),
+                  "importance": charts.importance(_importance(rel)), "calibration": charts.calibration(judging),
+                  "forests": forests, "thresholds": charts.threshold_changes(thr)}
+        if folder.is_dir():
+            atomic_write_text(json.dumps({"key": key, "charts": static}), cache)
+    return {**static, "rollout": charts.guardrails_over_rollout(_steps(steps), _live_limits(vs))}
+
+
+def _charts_key(rel: dict, folder: Path, forest_groups: dict, thr: pd.DataFrame | None) -> str:
+    """What the evaluation's pictures are drawn from, as one digest."""
+    import hashlib
+
+    from analysis import charts
+
+    def stat(p: Path):
+        return [p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None
+
+    parts = {"files": {n: stat(folder / n) for n in ("judging.parquet", "metrics.parquet", "approved/metrics.parquet")},
+             "code": stat(Path(charts.__file__)), "models": [rel.get("candidate_model_id"), rel.get("incumbent_model_id")],
+             "verdicts": [[k, [[v.get(c) for c in ("id", "verdict", "effect", "effect_lo", "effect_hi", "allowed_lo",
+                                                  "allowed_hi", "effect_unit", "slice")] for v in g]]
+                          for k, g in forest_groups.items()],
+             "thresholds": None if thr is None else int(pd.util.hash_pandas_object(
+                 thr[["segment", "current_threshold", "suggested_threshold", "proposed"]], index=False).sum())}
+    return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()
 
 
 # the live guardrails' verdict kinds and their keys in a ramp step's details

@@ -785,3 +785,24 @@ def test_a_rollout_stage_rewrites_the_report_and_a_failed_rewrite_never_undoes_t
     assert "parquet" in cycle.stage_report_log(rid).read_text().lower()
     assert "IN PROGRESS: ramping" in Path(cycle.get_release(rid)["report_path"]).read_text()  # the last one stays
     assert ramp.current()["pct"] == 5.0 and cycle.get_release(rid)["status"] == "ramping"
+
+
+def test_the_evaluations_pictures_are_drawn_once_and_again_when_what_they_show_changes(home, monkeypatch):
+    """The report is rewritten at every rollout stage; the evaluation's pictures are kept in the release folder
+    under a key of what they are drawn from: the same inputs give the same page without drawing again, and a
+    changed input (the judging rows rewritten) draws them again."""
+    from analysis.report import CHARTS_CACHE
+
+    rid, folder, passed = _release(home, monkeypatch, PASSING)
+    first = render_report(rid, folder)
+    cache = folder / CHARTS_CACHE
+    stamp = cache.stat().st_mtime_ns
+    assert render_report(rid, folder) == first and cache.stat().st_mtime_ns == stamp  # read, not drawn
+    key = json.loads(cache.read_text())["key"]
+    j = pd.read_parquet(folder / "judging.parquet")
+    j.loc[j["label"] == 1, "candidate_score"] = 0.0  # the candidate now ranks every fraud last
+    j.to_parquet(folder / "judging.parquet")
+    again = render_report(rid, folder)
+    assert json.loads(cache.read_text())["key"] != key
+    curves = lambda raw: _between(raw, '<figure id="curves">', "</figure>")  # noqa: E731
+    assert curves(again) != curves(first)
