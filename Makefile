@@ -52,8 +52,8 @@ down: install
 # rest of the suite, which is niced: the waiting tests get the CPU when they need it. Their output follows the
 # rest's; either failing fails the target.
 # Shorter tests run in that lane too (your own data through Airflow, a monitored world, the training-set DAG
-# and three statistical batteries): it has minutes to spare while the rest is the longer one (2026-12-02,
-# fresh clone: the rest 905 s, this lane 680 s, most of it the first cycle waiting on paced traffic).
+# and four statistical batteries), so the two lanes end together (2026-12-02, fresh clone: the rest 787 s,
+# this lane 763 s, most of it the first cycle waiting on paced traffic).
 E2E := tests/test_e2e_cycle.py tests/dags/test_up_down.py tests/test_own_data.py \
 	tests/release/orchestration/test_monitoring_run.py tests/release/rollout/test_monitoring.py \
 	tests/simulation/test_world.py tests/release/data/test_label_completeness.py tests/dags/test_training_set_dag.py \

@@ -9,6 +9,7 @@ and, once the approved policy was re-judged, the same files under ``approved/``.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -676,14 +677,22 @@ def merchant_data(table: pd.DataFrame | None) -> str:
     t = table[keys].copy()
     for k, _, kind in MERCHANT_COLUMNS:
         if kind in ("pct", "pct1", "hidden"):
-            t[k] = t[k].astype(float).round(6)
+            t[k] = t[k].astype(float).round(5)  # shown as a percent with 2 decimals at most
         elif kind == "thr":
-            t[k] = t[k].astype(float).round(5)
+            t[k] = t[k].astype(float).round(4)  # shown with 4 decimals
         elif kind == "money":
             t[k] = t[k].astype(float).round(2)
     columns = [{"key": k, "label": lab, "kind": kind} for k, lab, kind in MERCHANT_COLUMNS]
     for c in columns:  # repeated words (segment, status, reason, who) once each, the rows holding their index
-        if c["kind"] == "text" and c["key"] != "merchant_id":
+        if c["key"] == "reason":  # a reason is a sentence with its merchant's numbers: the sentence once, the
+            # numbers per row ([template index, number, ...]; the page puts them back in their places)
+            text = t["reason"].astype(object).where(t["reason"].notna(), None)
+            templates = text.map(lambda r: None if r is None else _NUMBER.sub(_HOLE, r))
+            codes, uniques = pd.factorize(templates)
+            c["templates"] = [str(u) for u in uniques]
+            t["reason"] = [None if code < 0 else [int(code), *_NUMBER.findall(r)]
+                           for code, r in zip(codes, text)]
+        elif c["kind"] == "text" and c["key"] != "merchant_id":
             codes, uniques = pd.factorize(t[c["key"]])
             c["values"] = [str(u) for u in uniques]
             t[c["key"]] = pd.Series(codes, index=t.index).where(codes >= 0, None)
@@ -691,6 +700,10 @@ def merchant_data(table: pd.DataFrame | None) -> str:
     text = json.dumps({"columns": columns, "rows": rows}, separators=(",", ":"), allow_nan=False,
                       default=_json_default)
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")  # a number as a reason prints it (1,234; -0.43; 24)
+_HOLE = "\u0001"  # where a number was, in a reason's template
 
 
 def _json_default(x):

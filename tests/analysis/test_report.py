@@ -563,6 +563,12 @@ def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home
         if "values" in c:
             for r in rows:
                 r[c["key"]] = None if r[c["key"]] is None else c["values"][r[c["key"]]]
+        if "templates" in c:  # a reason: its sentence's template once, each merchant's numbers in its row
+            for r in rows:
+                parts, nums = c["templates"][r[c["key"]][0]].split("\u0001"), r[c["key"]][1:]
+                r[c["key"]] = parts[0] + "".join(n + p for n, p in zip(nums, parts[1:]))
+    reasons = ev.suggestions.set_index("merchant_id")["reason"]
+    assert [r["reason"] for r in rows] == [reasons[m] for m in top]  # every reason, back exactly
     assert [r["merchant_id"] for r in rows] == top
     first, last = rows[0], rows[-1]
     assert first["proposed"] == 0.5 and first["edited_by"] == "dana" and first["outcome"].startswith("approved")
@@ -570,8 +576,8 @@ def test_report_shows_threshold_evidence_decisions_and_automation_readiness(home
     row = ev.suggestions.set_index("merchant_id").loc[top[0]]
     for key, col in (("recall_before", "recall_before"), ("recall_after", "recall_after"),
                      ("fpr_after_hi", "fpr_after_hi"), ("block_after", "expected_block_rate")):
-        assert first[key] == pytest.approx(row[col], abs=1e-6)
-    assert first["suggested"] == pytest.approx(row["suggested_threshold"], abs=1e-5)
+        assert first[key] == pytest.approx(row[col], abs=1e-5)  # rates sent to 5 decimals (shown to 4)
+    assert first["suggested"] == pytest.approx(row["suggested_threshold"], abs=1e-4)  # to 4 decimals, as shown
     # the same figures in the table's first row, written for a reader without the script
     body = _between(raw, '<table id="merchants">', "</table>")
     first_row = _plain(_between(body, "<tbody><tr>", "</tr>"))
