@@ -19,7 +19,7 @@ from markupsafe import escape
 
 from analysis.weighting import CounterfactualConfig
 from contracts.base import FAIL, INSUFFICIENT, PASS, stops, wide_metric
-from release.core.io import atomic_write_text
+from release.core.io import atomic_write_text, json_value
 from release.state.status import Status
 from release.state.releases import record_report, release_view, releases_newest_first
 
@@ -698,22 +698,12 @@ def merchant_data(table: pd.DataFrame | None) -> str:
             t[c["key"]] = pd.Series(codes, index=t.index).where(codes >= 0, None)
     rows = t.astype(object).where(t.notna(), None).to_numpy().tolist()
     text = json.dumps({"columns": columns, "rows": rows}, separators=(",", ":"), allow_nan=False,
-                      default=_json_default)
+                      default=json_value)
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")  # a number as a reason prints it (1,234; -0.43; 24)
 _HOLE = "\u0001"  # where a number was, in a reason's template
-
-
-def _json_default(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return None if np.isnan(x) else float(x)
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    return str(x)
 
 
 def write_report(release_id: str, folder: Path, reports_dir: Path) -> Path:

@@ -25,6 +25,7 @@ import datetime as dt
 import errno
 import fcntl
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -124,6 +125,18 @@ def atomic_write_parquet(df: pd.DataFrame | pa.Table, target: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def json_value(v):
+    """A value as JSON carries it: a numpy scalar as its Python value, a missing or non-finite number as None, a
+    date or time as ISO text; anything else as it is (``json.dumps(..., default=json_value)`` or per value)."""
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return None
+    if isinstance(v, (dt.date, dt.datetime)):
+        return v.isoformat()
+    return v
 
 
 def atomic_write_text(text: str, target: Path) -> None:

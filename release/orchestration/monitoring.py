@@ -25,13 +25,12 @@ deployed, or no traffic in the window: said, nothing judged, no alert.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from release.state.store import utc_now
-from release.core.io import atomic_write_parquet
+from release.core.io import atomic_write_parquet, json_value
 from release.core.settings import contracts_file, paths
 from release.rollout import monitoring as checks
 from release.state.alerts import notify_once
@@ -193,12 +192,7 @@ def _jsonable_rows(table: pd.DataFrame) -> list[dict]:
     cols = ["cohort_week", "status", "rows", "recall", "recall_lo", "recall_hi", "fpr", "fpr_lo", "fpr_hi",
             "precision", "precision_lo", "precision_hi", "level", "completeness", "explored_frauds", "ess_frauds",
             "promised_recall", "promised_lo", "alert_below", "since", "sentence"]
-    def value(v):
-        if v is None or (isinstance(v, float) and not math.isfinite(v)):
-            return None
-        return v.isoformat() if isinstance(v, dt.date) else v.item() if hasattr(v, "item") else v
-
-    return [{c: value(v) for c, v in zip(cols, row)} for row in table[cols].itertuples(index=False)]
+    return [{c: json_value(v) for c, v in zip(cols, row)} for row in table[cols].itertuples(index=False)]
 
 
 def monitor(day: dt.date, *, window_days: int = WINDOW_DAYS) -> dict:
