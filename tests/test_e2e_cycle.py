@@ -69,7 +69,7 @@ backtest: {days: 14}
 UNREACHABLE_RAMP = E2E_RAMP.replace("step: {min_candidate_rows: 1200, min_event_seconds: 21600, max_wait_seconds: 300}",
                                     "step: {min_candidate_rows: 1000000, min_event_seconds: 0, max_wait_seconds: 6}")
 ONCALL = "on-call (e2e)"
-HOLD_S = 8  # how long the operator holds the paused ramp (the DAG looks every second)
+HOLD_S = 6  # how long the operator holds the paused ramp (the DAG looks every second)
 
 
 class Operator:
@@ -94,7 +94,7 @@ class Operator:
             assert r.returncode == 0, r.stderr
             self.phase, self.t = "paused", now
         elif self.phase == "paused":
-            self.seen.append({"phase": "paused", "state": st["state"], "pct": st["pct"]})
+            self.seen.append({"phase": "paused", "state": st["state"], "pct": st["pct"], "t": now})
             if now - self.t > HOLD_S:
                 r = _fraudcd(self.home, "ramp", "resume", "--as", ONCALL, "--reason", "e2e: go on")
                 assert r.returncode == 0, r.stderr
@@ -103,7 +103,7 @@ class Operator:
             self.live.kill_service()
             self.phase, self.t = "killed", now
         elif self.phase == "killed":
-            self.seen.append({"phase": "killed", "state": st["state"], "pct": st["pct"]})
+            self.seen.append({"phase": "killed", "state": st["state"], "pct": st["pct"], "t": now})
             if now - self.t > HOLD_S:
                 self.live.start_service()
                 self.phase = "restarted"
@@ -155,7 +155,10 @@ def world(tmp_path_factory):
     env = cycle_env(home)  # also points this process's FRAUDCD_HOME and FRAUDCD_CONFIG at the world
     migrate_airflow_db(env)
     day1 = cfg.start + dt.timedelta(days=136)
-    live = LiveTraffic(env, day1, 10, home / "serve-1.log", rate=100)  # 250 s of traffic: the drills take time
+    # 250 s of traffic at most (days 136-145: cycle 1b starts on day 146): the drills take time. At 200 requests/s
+    # the killed service's restart (it seeds its history again) let the days run out before the 50% step had
+    # its evidence, and the rollout was rolled back (tried 2026-12-02)
+    live = LiveTraffic(env, day1, 10, home / "serve-1.log", rate=100)
     operator = Operator(home, live)
     good = run_cycle(day1, env, home / "logs", APPROVER, live=live, watch=operator)
     demo_config(home, UNREACHABLE_RAMP)
@@ -260,10 +263,14 @@ def test_a_manual_pause_is_obeyed_by_the_dag_and_a_killed_service_stops_every_st
 
     home, good, _, _, operator, _ = world
     assert operator.phase == "promoted", operator.phase
+    # looked at every half second or so (slower on a loaded machine) for HOLD_S seconds each: what matters
+    # is that it held for that long, not how often the harness's loop came round
     held = [o for o in operator.seen if o["phase"] == "paused"]
-    assert len(held) >= 10 and all((o["state"], o["pct"]) == ("paused", 25) for o in held)
+    assert len(held) >= 4 and held[-1]["t"] - held[0]["t"] >= HOLD_S - 1.5
+    assert all((o["state"], o["pct"]) == ("paused", 25) for o in held)
     down = [o for o in operator.seen if o["phase"] == "killed"]
-    assert len(down) >= 10 and all((o["state"], o["pct"]) == ("ramping", 50) for o in down)
+    assert len(down) >= 4 and down[-1]["t"] - down[0]["t"] >= HOLD_S - 1.5
+    assert all((o["state"], o["pct"]) == ("ramping", 50) for o in down)
     trail = [a for a in audit_log(entity_prefix="ramp") if json.loads(a["after_json"] or "{}").get("release_id") == good]
     acts = [(a["action"], a["actor"]) for a in trail]
     i_pause, i_resume = acts.index(("ramp_pause", ONCALL)), acts.index(("ramp_resume", ONCALL))
@@ -386,6 +393,30 @@ def test_how_each_release_ended_reached_people_once(world):
     shipped = next(a for a in read_alerts() if a["kind"] == "release_shipped")
     assert shipped["details"]["report"] == get_release(good)["report_path"] in shipped["message"]
     assert shipped in read_alerts(release_id=good) and not (home / "alerts.jsonl").exists()  # the store, not a file
+
+
+def test_each_release_runs_note_says_how_the_release_ended(world):
+    """Airflow's run note (written by the plugin's listener as the run ends): shipped, rolled back, stopped,
+    with the reason and the report's link; the training_set runs get none."""
+    from release.orchestration.cycle import get_release
+    from release.orchestration.demo import cycle_env, run_notes_in
+
+    home, good, worse, asked, *_ = world
+    notes = run_notes_in(cycle_env(home))
+    assert len(notes) == 3 and all(notes.values()), notes
+
+    def note_of(rid: str) -> str:
+        (n,) = [n for n in notes.values() if n.startswith(f"**{rid} ")]
+        return n
+
+    assert note_of(good).startswith(f"**{good} shipped: the candidate is production.** [Release report](")
+    assert note_of(asked).startswith(f"**{asked} rolled back: production is unchanged.** ")
+    stopped = note_of(worse)
+    assert stopped.startswith(f"**{worse} stopped before any traffic moved.** ")
+    assert get_release(worse)["stop_reason"].strip() in stopped
+    run_of = {n: r for r, n in notes.items()}
+    assert f"(/fraudcd/reports/runs/{run_of[stopped]})" in stopped
+    assert not [n for n in run_notes_in(cycle_env(home), "training_set").values() if n]
 
 
 def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):

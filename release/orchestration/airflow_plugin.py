@@ -13,6 +13,8 @@ fraud-cd installed loads it; nothing to copy into a plugins folder.
   interval's end names it), as a redirect.
 - a "Release report" link on the tasks where people act (threshold approval, the rollout's questions):
   the report of the task's release.
+- a listener (release.orchestration.run_note): when a ``release`` DAG run ends, its note says what became
+  of the release (shipped, rolled back, stopped, or still open and why), with the report's link.
 
 Light at import (Airflow loads plugins in every process, task runners included): FastAPI and Airflow's own
 modules only; the project's heavier modules inside the routes.
@@ -25,6 +27,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from airflow.plugins_manager import AirflowPlugin
 
 from release.core.settings import REPORT_NAME, paths
+from release.orchestration import run_note
 from release.orchestration.report_link import REPORTS_PREFIX as PREFIX, ReleaseReportLink
 DAG_ID = "release"
 
@@ -94,3 +97,4 @@ class FraudCDPlugin(AirflowPlugin):
     external_views = [{"name": "Release reports", "href": PREFIX.lstrip("/") + "/", "destination": "nav",
                        "url_route": "fraudcd-reports"}]
     operator_extra_links = [ReleaseReportLink()]
+    listeners = [run_note]  # the release's outcome in its DAG run's note

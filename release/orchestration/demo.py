@@ -194,6 +194,17 @@ def respond_in(env: dict, release_id: str, option: str, user: str, reason: str) 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_notes_in(env: dict, dag_id: str = "release") -> dict[str, str | None]:
+    """{run id: note} of the DAG's runs (release.orchestration.run_note.run_notes), read in a process with
+    ``env`` (the cycle's Airflow metadata database; this process's Airflow may be set up on another)."""
+    code = ("import json, sys\nfrom release.orchestration.run_note import run_notes\n"
+            "print(json.dumps(run_notes(sys.argv[1])))")
+    out = subprocess.run([sys.executable, "-c", code, dag_id], env=env, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise CycleFailed(f"reading the DAG runs' notes failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 class DemoPerson:
     """The demo's person during the rollout: if the DAG asks (a stage stayed inconclusive past its bound),
     answer "Roll back" through Airflow's response handler, as the named demo approver. An automated
@@ -482,6 +493,8 @@ def run_demo(days: int = 150, tx_per_day: int = 3000, approver: str = "demo-appr
 
     rel = get_release(rid)
     console.print(f"\n[bold]release {escape(str(rid))}: {escape(str(rel['status']))}[/]")
+    for run_id, note in sorted(run_notes_in(env).items()):  # what Airflow shows on the run (its note)
+        console.print(f"Airflow run {run_id}, its note: {note}", markup=False, highlight=False)
     console.print(f"report: {rel['report_path']}", markup=False, highlight=False)
     console.print(f"index:  {Path(rel['report_path']).parent / 'index.html'}", markup=False, highlight=False)
     console.print(f"(FRAUDCD_HOME={home} .venv/bin/fraudcd status  to look again)", markup=False, highlight=False)

@@ -325,6 +325,9 @@ def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, mon
     assert approvals.latest_set(rid)["status"] == approvals.APPROVED
     assert approvals.latest_set(rid)["decided_by"] == "Dana"
     assert get_release(rid)["status"] == "approved"
+    # the scheduler wrote what became of the release into the run's note (a green run is not a shipped release)
+    note = _request(f"{base}/api/v2/dags/release/dagRuns/{run['dag_run_id']}", token=admin)["note"]
+    assert note == f"**{rid}: the run ended (success) with the release still approved.** No report yet.", note
     (row,) = _approved_rows(rid)
     ctx = json.loads(row["context_json"])
     assert row["via"] == "cli" and row["actor"] == "Dana"

@@ -151,6 +151,11 @@ def test_cli_edit_then_approve_answers_the_waiting_task(world):
     decided = [a for a in __import__("release.state.store", fromlist=["audit_log"]).audit_log()
                if a["action"].startswith("thresholds_")]
     assert [(a["action"], a["actor"]) for a in decided] == [("thresholds_edited", "dana"), ("thresholds_approved", "dana")]
+    # the plugin's listener, loaded by `airflow dags test` too: the run's note says where the release stands
+    from release.orchestration.demo import run_notes_in
+
+    assert list(run_notes_in(env).values()) == [f"**{RID}: the run ended (success) with the release still approved.** "
+                                          "No report yet."]
 
 
 def test_a_response_from_the_airflow_ui_path_is_applied_with_its_edits(world):

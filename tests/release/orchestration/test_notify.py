@@ -114,3 +114,61 @@ def test_the_approval_request_is_announced_with_where_to_answer(home, monkeypatc
     assert alert["kind"] == "approval_requested" and alert["details"] == {"set_id": set_id, "release_id": RID}
     assert "2 suggested per-merchant thresholds await a decision" in alert["message"]
     assert "Required actions" in alert["message"] and "fraudcd thresholds" in alert["message"]
+
+
+class _Run:
+    """What the listener reads of a DAG run (Airflow's DagRun has these attributes)."""
+
+    def __init__(self, dag_id="release", day=DAY, note=None):
+        import datetime as dt
+
+        self.dag_id, self.run_id, self.note = dag_id, f"scheduled__{day}T00:00:00+00:00", note
+        self.data_interval_end = dt.datetime.fromisoformat(f"{day}T00:00:00+00:00")
+        self.run_after = self.logical_date = self.data_interval_end
+
+
+def test_the_run_note_says_how_the_release_ended(home):
+    """The plugin's listener, on a release DAG run's end: the outcome (the alerts' words), the reason and
+    the report's link; a release still open says so, and where to look when the run failed."""
+    from release.orchestration import run_note
+    from release.orchestration.cycle import _stop, _update_release
+
+    run = _Run()
+    run_note.on_dag_run_success(dag_run=run, msg="success")
+    assert run.note == f"No release: {DAY} is not a release date (`schedule.release`, " \
+                                         "config/pipeline.yaml)."
+    failed = _Run()
+    run_note.on_dag_run_failed(dag_run=failed, msg="task_failure")
+    assert failed.note.startswith(f"No release was started for {DAY}: the run failed")
+
+    _release(["trained"])
+    run = _Run()
+    run_note.on_dag_run_failed(dag_run=run, msg="task_failure")
+    assert run.note == (f"**{RID}: the run ended (failed) with the release still trained.** The failed task's "
+                        "log says why. No report yet.")
+
+    _update_release(RID, status="evaluated")
+    _stop(RID, "Stopped by the offline contracts: FR: the policy blocks 40% more.", "t1", [])
+    _update_release(RID, report_path=str(home / "reports" / f"{RID}.html"))
+    run = _Run()
+    run_note.on_dag_run_success(dag_run=run, msg="success")
+    assert run.note == (f"**{RID} stopped before any traffic moved.** Stopped by the offline contracts: FR: the "
+                        f"policy blocks 40% more. [Release report](/fraudcd/reports/runs/{run.run_id})")
+
+
+def test_the_run_note_keeps_a_persons_note_and_leaves_other_dags_alone(home):
+    from release.orchestration import run_note
+
+    _release(["trained"])
+    mine = _Run(note="Rerun after the disputes backfill (Dana)")
+    run_note.on_dag_run_success(dag_run=mine, msg="success")
+    assert mine.note == "Rerun after the disputes backfill (Dana)"
+    other = _Run(dag_id="training_set")
+    run_note.on_dag_run_success(dag_run=other, msg="success")
+    assert other.note is None
+
+
+def test_the_run_note_listener_is_registered_by_the_plugin():
+    from release.orchestration import airflow_plugin, run_note
+
+    assert run_note in airflow_plugin.FraudCDPlugin.listeners
