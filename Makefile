@@ -3,6 +3,7 @@
 #   make test   install into .venv, then run every test (the end-to-end cycles beside the rest)
 #   make up     install into .venv, then run Airflow for real (API server and UI on 127.0.0.1:8080,
 #               scheduler, DAG processor, triggerer) in the background; make down stops it
+#   make celery-deps   redis-server and the `celery` extra, for `fraudcd up --executor celery --workers 2`
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/var/airflow/airflow.db
 export AIRFLOW__LOGGING__BASE_LOG_FOLDER := $(CURDIR)/var/airflow/logs
 
-.PHONY: install demo test up down clean browser
+.PHONY: install demo test up down clean browser celery-deps
 
 # The browser tests drive the system's Chromium (Debian's package) through Playwright; `make test` installs it
 # when it is missing (as root, or through sudo). FRAUDCD_CHROMIUM points the tests at another binary.
@@ -27,6 +28,22 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "The browser tests need Chromium at $(CHROMIUM); this machine has no apt-get: install it, or set CHROMIUM=/path/to/chromium" >&2; exit 2; }
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+# Past one machine (`fraudcd up --executor celery`, tests/dags/test_celery.py): Debian's redis-server as the
+# Celery broker, and the `celery` extra (Airflow's Celery provider, the redis client); `make test` installs both.
+REDIS_SERVER ?= /usr/bin/redis-server
+CELERY_STAMP := $(VENV)/.celery-installed
+
+celery-deps: $(REDIS_SERVER) $(CELERY_STAMP)
+
+$(REDIS_SERVER):
+	@command -v apt-get >/dev/null || { echo "The Celery executor needs redis-server at $(REDIS_SERVER); this machine has no apt-get: install it, or set REDIS_SERVER=/path/to/redis-server" >&2; exit 2; }
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+
+$(CELERY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,celery]'
+	touch $(CELERY_STAMP)
 
 install: $(STAMP)
 
@@ -53,13 +70,15 @@ down: install
 # rest's; either failing fails the target.
 # Shorter tests run in that lane too (your own data through Airflow, a monitored world, the training-set DAG
 # and four statistical batteries), so the two lanes end together (2026-12-02, fresh clone: the rest 787 s,
-# this lane 763 s, most of it the first cycle waiting on paced traffic).
+# this lane 763 s, most of it the first cycle waiting on paced traffic). The Celery run (tests/dags/test_celery.py:
+# redis, PostgreSQL, Airflow and two workers backfilling a month of training sets, about 2.5 minutes alone) joined
+# this lane later: it adds to its length.
 E2E := tests/test_e2e_cycle.py tests/dags/test_up_down.py tests/test_own_data.py \
 	tests/release/orchestration/test_monitoring_run.py tests/release/rollout/test_monitoring.py \
 	tests/simulation/test_world.py tests/release/data/test_label_completeness.py tests/dags/test_training_set_dag.py \
-	tests/release/rollout/test_matured_performance.py
+	tests/release/rollout/test_matured_performance.py tests/dags/test_celery.py
 
-test: install browser
+test: install browser celery-deps
 	@mkdir -p var
 	@trap 'kill $$e2e 2>/dev/null' INT TERM; \
 	$(BIN)/python -m pytest $(E2E) > var/test-e2e.log 2>&1 & e2e=$$!; \

@@ -69,3 +69,26 @@ def migrated_airflow_db(tmp_path_factory) -> Path:
     env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(db.parent / "logs")
     migrate_airflow_db(env)
     return db
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A PostgreSQL server from the pgserver wheel, one for the session: each test makes its own databases."""
+    import os
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))  # pgserver asks for one
+    import pgserver
+
+    srv = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield srv
+    # an immediate shutdown (SIGQUIT to the postmaster, as `pg_ctl -m immediate stop`): this throwaway
+    # cluster skips the checkpoint a fast shutdown writes for every database the tests made (over 10 s
+    # on a busy machine); done when the postmaster removes its pid file, as pg_ctl waits for it
+    import signal
+    import time
+
+    os.kill(srv.get_pid(), signal.SIGQUIT)
+    deadline = time.monotonic() + 30
+    while (srv.pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    srv.cleanup()

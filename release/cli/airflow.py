@@ -56,15 +56,26 @@ def up(port: Optional[int] = typer.Option(None, envvar="FRAUDCD_AIRFLOW_PORT",
        paused: bool = typer.Option(False, "--paused", help="leave the DAGs paused (a person unpauses them)"),
        service_port: Optional[int] = typer.Option(None, "--service-port", envvar="FRAUDCD_SERVICE_PORT",
                                                   help="the scoring service's port on 127.0.0.1; default: the "
-                                                       "running one's, else 8000")) -> None:
+                                                       "running one's, else 8000"),
+       executor: str = typer.Option("local", help="local (tasks run beside the scheduler) or celery (a Redis "
+                                                  "broker and Celery workers; metadata database and state store "
+                                                  "on PostgreSQL)"),
+       workers: Optional[int] = typer.Option(None, help="with --executor celery: how many Celery workers to start "
+                                                        "on this machine (default 2)"),
+       redis_port: Optional[int] = typer.Option(None, "--redis-port", help="with --executor celery: the port of "
+                                                "the redis-server started as the broker (default 6379)")) -> None:
     """Run Airflow for real: migrate its database, start the API server, scheduler, DAG processor and
     triggerer in the background (logs and pidfiles in FRAUDCD_HOME/airflow/run), wait until
     /api/v2/monitor/health says all are healthy, unpause the DAGs; then the scoring service (`fraudcd serve`),
-    once the event logs hold transactions to seed it. Already up: says so. Stop: `fraudcd down`."""
+    once the event logs hold transactions to seed it. Already up: says so. Stop: `fraudcd down`.
+
+    `--executor celery --workers 2`: the same DAGs on the CeleryExecutor, with a redis-server as the broker and
+    two `airflow celery worker` processes (README, "Past one machine")."""
     from release.orchestration.airflow_up import UpError, up as start
 
     try:
-        start(port=port, timeout_s=timeout, paused=paused, say=lambda line: _out(line), service_port=service_port)
+        start(port=port, timeout_s=timeout, paused=paused, say=lambda line: _out(line), service_port=service_port,
+              executor=executor, workers=workers, redis_port=redis_port)
     except UpError as e:
         _fail(str(e), e.code)
     except subprocess.CalledProcessError as e:

@@ -222,15 +222,35 @@ def _window_select(w) -> str:
 # empty windows: a count, a sum and a number of distinct merchants of nothing are 0; a mean or a maximum
 # of nothing stays null (the amount stands in for it)
 _FILLED = ("count", "sum", "distinct_merchants")
+# Sums (and means) of amounts are taken in integer millionths of the amount, exactly: a rolling float sum
+# adds and subtracts as its window slides, so its last bits depended on how many rows were read before the
+# window. In integers a window's sum is the same whatever was read before it (a day built on its own equals
+# the same day in a whole window's build), then divided once.
+AMOUNT_SCALE = 1_000_000
 
 
-def _agg(w):
+def _agg(w) -> list:
+    """The rolling aggregates window feature ``w`` needs (``_finish`` turns them into ``_w_<name>``)."""
     import polars as pl
 
-    expr = {"count": pl.len().cast(pl.Int64), "sum": pl.col("amount").sum(),
-            "distinct_merchants": pl.col("merchant_id").n_unique().cast(pl.Int64),
-            "amount_over_mean": pl.col("amount").mean(), "amount_over_max": pl.col("amount").max()}[w.aggregation]
-    return expr.alias(f"_w_{w.name}")
+    units = pl.col("_amount_units").sum()
+    return {"count": [pl.len().cast(pl.Int64).alias(f"_w_{w.name}")],
+            "sum": [units.alias(f"_u_{w.name}")],
+            "distinct_merchants": [pl.col("merchant_id").n_unique().cast(pl.Int64).alias(f"_w_{w.name}")],
+            "amount_over_mean": [units.alias(f"_u_{w.name}"), pl.len().cast(pl.Int64).alias(f"_n_{w.name}")],
+            "amount_over_max": [pl.col("amount").max().alias(f"_w_{w.name}")]}[w.aggregation]
+
+
+def _finish(w) -> list:
+    """``_w_<name>`` from the integer aggregates of ``_agg`` (sums and means of amounts), else nothing."""
+    import polars as pl
+
+    u, n = pl.col(f"_u_{w.name}"), pl.col(f"_n_{w.name}")
+    if w.aggregation == "sum":
+        return [(u / AMOUNT_SCALE).alias(f"_w_{w.name}")]
+    if w.aggregation == "amount_over_mean":
+        return [pl.when(n > 0).then(u / n / AMOUNT_SCALE).alias(f"_w_{w.name}")]
+    return []
 
 
 def _rolling(df, key: str, windows: dict[str, list], first_seen: bool = False):
@@ -239,12 +259,13 @@ def _rolling(df, key: str, windows: dict[str, list], first_seen: bool = False):
     silently give one transaction another's history)."""
     import polars as pl
 
-    d = df.select(*dict.fromkeys(["tx_id", key, "ts", "amount", "merchant_id"])).sort([key, "ts"])
+    d = df.select(*dict.fromkeys(["tx_id", key, "ts", "amount", "merchant_id"])).sort([key, "ts"]).with_columns(
+        (pl.col("amount") * AMOUNT_SCALE).round().cast(pl.Int64).alias("_amount_units"))
     cols = [d.select("tx_id")]
     if first_seen:
         cols.append(d.select(pl.col("ts").min().over(key).alias("card_first_seen")))
     for period, ws in windows.items():
-        aggs = [_agg(w) for w in ws]
+        aggs = [a for w in ws for a in _agg(w)]
         r = d.rolling(index_column="ts", period=period, closed="left", group_by=key).agg(aggs)
         if not (r[key].equals(d[key]) and r["ts"].equals(d["ts"])):
             # Polars returns the groups in an order of its own ("1", "2", "10" where the sort gave "1", "10",
@@ -253,6 +274,10 @@ def _rolling(df, key: str, windows: dict[str, list], first_seen: bool = False):
             r = r.sort([key, "ts"], maintain_order=True)
             if not (r[key].equals(d[key]) and r["ts"].equals(d["ts"])):
                 raise RuntimeError(f"rolling windows over {key} came back in a different row order")
+        finish = [f for w in ws for f in _finish(w)]
+        if finish:
+            r = r.with_columns(finish).drop([c for w in ws for c in (f"_u_{w.name}", f"_n_{w.name}")],
+                                           strict=False)
         cols.append(r.drop(key, "ts"))
         del r
     out = pl.concat(cols, how="horizontal")
@@ -302,19 +327,34 @@ def compute_features(events: Path, start: dt.date, end: dt.date, con: duckdb.Duc
 
 @contextlib.contextmanager
 def window_relations(con: duckdb.DuckDBPyConnection, events: Path, start: dt.date, end: dt.date,
-                     features: Features | None = None):
+                     features: Features | None = None, first_seen_from: dt.date | None = None):
     """Register ``card_windows`` and ``merchant_windows`` in ``con`` for the duration of the block:
-    the window aggregates of every transaction from the configured lookback before start up to end."""
+    the window aggregates of every transaction from the configured lookback before start up to end.
+
+    A card's first-seen time is the earliest of its transactions read, from the lookback before ``start``;
+    with ``first_seen_from`` (earlier than that) from that day on instead: a build of one day of a longer
+    window reads the card's first-seen time as the build of the whole window does (its own lookback for
+    everything else)."""
     import polars as pl
 
     features, _ = settings(features, 0)
-    tx_files = list_partitions(Path(events) / "transactions", start - dt.timedelta(days=features.lookback_days),
-                               end)
+    read_from = start - dt.timedelta(days=features.lookback_days)
+    tx_files = list_partitions(Path(events) / "transactions", read_from, end)
     if not tx_files:
         feature_query(events, start, end)  # raises the clear "no transactions" error
     tx = pl.from_arrow(con.sql(f"SELECT tx_id, ts, card_id, merchant_id, amount FROM read_parquet("
                                f"{_sql_list(tx_files)})").to_arrow_table())
     card, merchant = window_features(tx, features)
+    earlier = (list_partitions(Path(events) / "transactions", first_seen_from, read_from)
+               if first_seen_from is not None and first_seen_from < read_from else [])
+    if earlier:  # the cards' earliest transactions before this read: only two columns of those days
+        seen = pl.from_arrow(con.sql(f"SELECT card_id, min(ts) AS _earlier FROM read_parquet({_sql_list(earlier)}) "
+                                     "GROUP BY card_id").to_arrow_table())
+        card = (card.join(tx.select("tx_id", "card_id"), on="tx_id", how="left")
+                .join(seen.with_columns(pl.col("_earlier").cast(card.schema["card_first_seen"])), on="card_id",
+                      how="left")
+                .with_columns(pl.min_horizontal("card_first_seen", "_earlier").alias("card_first_seen"))
+                .drop("card_id", "_earlier"))
     del tx
     con.register("card_windows", card.to_arrow())
     con.register("merchant_windows", merchant.to_arrow())

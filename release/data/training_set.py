@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from release.data.features import (_sql_list, connect, feature_code_digest, feat
 from release.core.pipeline import Features, lineage_key, lineage_of, pipeline
 from release.data import data_quality
 from release.data.data_quality import DATA_CHECKS  # noqa: F401  (re-exported: contracts name these)
-from release.core.io import file_sha256, list_partitions, owned_temp_dir, remove_stale_temp_dirs
+from release.core.io import file_sha256, list_partitions, make_dirs, owned_temp_dir, remove_stale_temp_dirs
 from release.data import label_completeness
 from release.core.settings import code_version
 
@@ -156,19 +157,38 @@ def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date, maturity
     return [[str(f.relative_to(events)), file_sha256(f)] for f in files]
 
 
-def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date, *, maturity_days: int | None = None,
-                       history_days: int | None = None, features: Features | None = None,
-                       previous_rows: int | None = None, memory_limit: str = "3GB") -> Snapshot:
-    """Build (or find) the snapshot of matured, labelled rows with ts in
-    [as_of - history_days, as_of - maturity_days). Idempotent: same inputs, same hash, same folder.
-    Maturity, history and feature settings default to the pipeline configuration's.
+@dataclass(frozen=True)
+class SnapshotPlan:
+    """What a build of the snapshot as of ``as_of`` reads and where it lands, before any row is computed: the
+    matured window [start, end), the build configuration and input partitions its hash covers, and the days
+    of the window that hold transactions (the units a partitioned build maps over)."""
+    as_of: dt.date
+    maturity_days: int
+    history_days: int
+    features: Features
+    start: dt.date
+    end: dt.date
+    config: dict
+    inputs: list
+    snapshot: Snapshot
+    days: tuple[dt.date, ...]
 
-    The rows stay in DuckDB (spilling to disk past ``memory_limit``) from the feature query to the
-    Parquet file; only the columns the labels and the data contract need come into pandas."""
+    @property
+    def hash(self) -> str:
+        return self.snapshot.hash
+
+
+def plan_snapshot(events: str | Path, snapshots: str | Path, as_of: dt.date, *, maturity_days: int | None = None,
+                  history_days: int | None = None, features: Features | None = None) -> SnapshotPlan:
+    """The plan (window, configuration, inputs, hash, days) of the snapshot as of ``as_of``; maturity, history
+    and feature settings default to the pipeline configuration's. The one definition of a snapshot's identity,
+    used by the single-process build and by the day-partitioned one."""
     cfg = pipeline()
     maturity_days = cfg.labels.maturity_days if maturity_days is None else maturity_days
     history_days = cfg.training_set.history_days if history_days is None else history_days
     features = cfg.features if features is None else features
+    if not isinstance(as_of, dt.date) or isinstance(as_of, dt.datetime):
+        raise ValueError(f"The 'as_of' parameter of a training-set build must be a date. Got {as_of!r} instead.")
     _check_int("maturity_days", maturity_days, 1, 180)
     _check_int("history_days", history_days, maturity_days + 1, 3650)
     events, snapshots = Path(events), Path(snapshots)
@@ -180,7 +200,39 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
               "lineage": lineage_key(lineage)}
     inputs = _inputs(events, start, end, as_of, maturity_days, features)
     digest = hashlib.sha256(json.dumps({"config": config, "inputs": inputs}, sort_keys=True).encode()).hexdigest()
-    snap = Snapshot(hash=digest, path=snapshots / digest)
+    days = tuple(sorted({dt.date.fromisoformat(f.parent.name.removeprefix("day="))
+                         for f in list_partitions(events / "transactions", start, end)}))
+    return SnapshotPlan(as_of=as_of, maturity_days=maturity_days, history_days=history_days, features=features,
+                        start=start, end=end, config=config, inputs=inputs,
+                        snapshot=Snapshot(hash=digest, path=snapshots / digest), days=days)
+
+
+def _rows_sql(events: Path, plan: SnapshotPlan, start: dt.date, end: dt.date) -> str:
+    """The SELECT of the snapshot's rows of the days [start, end) of ``plan``'s window: the features (the one
+    definition, release.data.features) and the labels as known at as-of. The window relations must be
+    registered in ``con`` (``window_relations``)."""
+    dispute_files = list_partitions(events / "disputes", start, plan.as_of)
+    disputes = (f"read_parquet({_sql_list(dispute_files)})" if dispute_files else
+                "(SELECT CAST(NULL AS BIGINT) AS tx_id, CAST(NULL AS TIMESTAMPTZ) AS dispute_ts WHERE false)")
+    at = pd.Timestamp(plan.as_of, tz="UTC")
+    return f"""WITH known AS ({known_disputes_sql(disputes, at)})
+        SELECT f.*, {label_sql(at, plan.maturity_days)}
+        FROM ({feature_query(events, start, end, plan.maturity_days, plan.features)}) f LEFT JOIN known USING (tx_id)"""
+
+
+def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date, *, maturity_days: int | None = None,
+                       history_days: int | None = None, features: Features | None = None,
+                       previous_rows: int | None = None, memory_limit: str = "3GB") -> Snapshot:
+    """Build (or find) the snapshot of matured, labelled rows with ts in
+    [as_of - history_days, as_of - maturity_days). Idempotent: same inputs, same hash, same folder.
+    Maturity, history and feature settings default to the pipeline configuration's.
+
+    The rows stay in DuckDB (spilling to disk past ``memory_limit``) from the feature query to the
+    Parquet file; only the columns the labels and the data contract need come into pandas."""
+    events, snapshots = Path(events), Path(snapshots)
+    plan = plan_snapshot(events, snapshots, as_of, maturity_days=maturity_days, history_days=history_days,
+                         features=features)
+    snap = plan.snapshot
     if (snap.path / "manifest.json").exists():
         return snap
     # a killed build's temp folder is removed here; one another build is still writing is left alone
@@ -188,56 +240,134 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
     with owned_temp_dir(snapshots, SNAPSHOT_TEMP_PREFIX) as tmp:
         con = connect(memory_limit=memory_limit)
         con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
-        dispute_files = list_partitions(events / "disputes", start, as_of)
-        disputes = (f"read_parquet({_sql_list(dispute_files)})" if dispute_files else
-                    "(SELECT CAST(NULL AS BIGINT) AS tx_id, CAST(NULL AS TIMESTAMPTZ) AS dispute_ts WHERE false)")
-        at = pd.Timestamp(as_of, tz="UTC")
-        with window_relations(con, events, start, end, features):
-            con.execute(f"""CREATE TEMP TABLE snap AS
-                WITH known AS ({known_disputes_sql(disputes, at)})
-                SELECT f.*, {label_sql(at, maturity_days)}
-                FROM ({feature_query(events, start, end, maturity_days, features)}) f LEFT JOIN known USING (tx_id)""")
+        with window_relations(con, events, plan.start, plan.end, plan.features):
+            con.execute(f"CREATE TEMP TABLE snap AS {_rows_sql(events, plan, plan.start, plan.end)}")
         con.execute("ALTER TABLE snap DROP COLUMN matured")
-        rows, labelled, frauds, blocked, explored = con.execute(
-            "SELECT count(*), count(label), count(*) FILTER (WHERE label = 1),"
-            " count(*) FILTER (WHERE action = 'block'), count(*) FILTER (WHERE explored) FROM snap").fetchone()
-        labelled_per_day = dict(con.execute("SELECT day, count(label) FROM snap GROUP BY day").fetchall())
-        # one sort, where the rows land: the same inputs give the same file, row for row
-        con.execute(f"COPY (SELECT * FROM snap ORDER BY ts, tx_id) TO '{tmp / 'data.parquet'}' "
-                    "(FORMAT parquet, COMPRESSION zstd)")
-        con.close()  # DuckDB's memory is released before the contract loads its columns
-        # the data contract reads numbers only (Arrow to pandas: no per-value Python objects); a failure
-        # raises here and the temp folder goes: nothing lands, the last good snapshot stays
-        checked_columns = snapshot_checked_columns(features)
-        checked = pq.read_table(tmp / "data.parquet", columns=checked_columns).to_pandas()
-        checks = check_data_contract(checked, required_columns=checked_columns, previous_rows=previous_rows,
-                                     features=features)
-        del checked
-        # how many of the eventual disputes of the matured window, and of its default evaluation window,
-        # had arrived at as_of: a description of the labels, not part of the hash (its inputs are hashed)
-        completeness = label_completeness.snapshot_entry(
-            events, as_of, {"matured_window": (start, end),
-                            "evaluation_window": (max(start, end - dt.timedelta(days=EVAL_DAYS)), end)},
-            day_counts=labelled_per_day, weighted_by="labelled rows per day",
-            horizon_days=label_completeness.HORIZON_DAYS, cohort_days=label_completeness.COHORT_DAYS)
-        completeness["evaluation_days"] = EVAL_DAYS
-        manifest = {
-            "hash": digest, "config": config, "inputs": inputs, "code_version": code_version(),
-            "rows": rows, "labelled_rows": labelled, "frauds": frauds, "blocked_rows": blocked,
-            "explored_rows": explored,
-            "window": {"start": start.isoformat(), "end": end.isoformat()},
-            "label_maturity_days": maturity_days,
-            "label_completeness": completeness,
-            "data_contract": checks,
-        }
-        shutil.rmtree(tmp / "spill", ignore_errors=True)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        try:
-            tmp.rename(snap.path)
-        except OSError:
-            if not (snap.path / "manifest.json").exists():  # lost a race to an identical build: fine
-                raise
+        _land(con, tmp, events, plan, previous_rows)
     return snap
+
+
+# ---- the day-partitioned build: one task a day (each reading its own lookback), then one that assembles ----
+
+DAY_PARTITIONS = ".days"  # <snapshots>/.days/<snapshot hash>/day=YYYY-MM-DD.parquet, until the snapshot lands
+
+
+def day_partition_path(plan: SnapshotPlan, day: dt.date) -> Path:
+    return plan.snapshot.path.parent / DAY_PARTITIONS / plan.hash / f"day={day.isoformat()}.parquet"
+
+
+def build_day_partition(events: str | Path, snapshots: str | Path, as_of: dt.date, day: dt.date, *,
+                        maturity_days: int | None = None, history_days: int | None = None,
+                        features: Features | None = None, memory_limit: str = "2GB") -> Path | None:
+    """One day of the snapshot as of ``as_of``: the rows of transactions of ``day`` with the same features and
+    labels the single-process build gives them, read from the day's own lookback (the window features' days
+    before it, the merchant fraud rate's reach, the disputes up to as-of); only the card's first-seen time reads
+    further back, to the snapshot window's lookback, as the single-process build's does (``first_seen_from``
+    of ``window_relations``). Written to a temp file and renamed into ``day_partition_path``: a rerun finds
+    it (or the landed snapshot) and writes nothing. Returns the partition, or None when the snapshot has
+    landed already."""
+    events, snapshots = Path(events), Path(snapshots)
+    plan = plan_snapshot(events, snapshots, as_of, maturity_days=maturity_days, history_days=history_days,
+                         features=features)
+    if not isinstance(day, dt.date) or isinstance(day, dt.datetime) or not plan.start <= day < plan.end:
+        raise ValueError(f"The 'day' parameter of build_day_partition must be a date in the matured window of "
+                         f"the snapshot as of {as_of} ({plan.start} .. {plan.end - dt.timedelta(days=1)}). "
+                         f"Got {day!r} instead.")
+    if (plan.snapshot.path / "manifest.json").exists():
+        return None
+    target = day_partition_path(plan, day)
+    if target.exists():
+        return target
+    make_dirs(target.parent)
+    with owned_temp_dir(target.parent, SNAPSHOT_TEMP_PREFIX) as tmp:
+        con = connect(threads=1, memory_limit=memory_limit)
+        con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
+        end = day + dt.timedelta(days=1)
+        first_seen_from = plan.start - dt.timedelta(days=plan.features.lookback_days)
+        with window_relations(con, events, day, end, plan.features, first_seen_from=first_seen_from):
+            con.execute(f"COPY (SELECT * EXCLUDE (matured) FROM ({_rows_sql(events, plan, day, end)})) "
+                        f"TO '{tmp / 'part.parquet'}' (FORMAT parquet, COMPRESSION zstd)")
+        con.close()
+        os.replace(tmp / "part.parquet", target)  # one rename: the partition is there whole or not at all
+    return target
+
+
+def assemble_snapshot(events: str | Path, snapshots: str | Path, as_of: dt.date, *, maturity_days: int | None = None,
+                      history_days: int | None = None, features: Features | None = None,
+                      previous_rows: int | None = None, memory_limit: str = "3GB") -> Snapshot:
+    """The snapshot as of ``as_of`` from its day partitions (``build_day_partition``, every day of its window
+    that holds transactions): the same rows in the same order, the same data contract, manifest and hash as
+    ``build_training_set``. Idempotent: a landed snapshot is returned as it is. The partitions are removed
+    once the snapshot has landed. A missing partition is an error naming the days."""
+    events, snapshots = Path(events), Path(snapshots)
+    plan = plan_snapshot(events, snapshots, as_of, maturity_days=maturity_days, history_days=history_days,
+                         features=features)
+    snap = plan.snapshot
+    parts_dir = snapshots / DAY_PARTITIONS / plan.hash
+    if not (snap.path / "manifest.json").exists():
+        if not plan.days:
+            feature_query(events, plan.start, plan.end, plan.maturity_days, plan.features)  # the clear error
+        files = [day_partition_path(plan, d) for d in plan.days]
+        missing = [d.isoformat() for d, f in zip(plan.days, files) if not f.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"The snapshot as of {as_of} cannot be assembled: {len(missing)} of its {len(files)} day partitions "
+                f"are missing in {parts_dir} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}). "
+                "Build them first (build_day_partition; the training_set_backfill DAG's build_day tasks).")
+        remove_stale_temp_dirs(snapshots, SNAPSHOT_TEMP_PREFIX)
+        with owned_temp_dir(snapshots, SNAPSHOT_TEMP_PREFIX) as tmp:
+            con = connect(memory_limit=memory_limit)
+            con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
+            con.execute(f"CREATE TEMP TABLE snap AS SELECT * FROM read_parquet({_sql_list(files)})")
+            _land(con, tmp, events, plan, previous_rows)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return snap
+
+
+def _land(con, tmp: Path, events: Path, plan: SnapshotPlan, previous_rows: int | None) -> None:
+    """From the rows in ``con``'s table ``snap`` (labels attached, ``matured`` dropped): the sorted Parquet
+    file, the data contract, the label completeness and the manifest in ``tmp``, then ``tmp`` renamed to the
+    snapshot's folder. Closes ``con``."""
+    features, start, end, as_of = plan.features, plan.start, plan.end, plan.as_of
+    rows, labelled, frauds, blocked, explored = con.execute(
+        "SELECT count(*), count(label), count(*) FILTER (WHERE label = 1),"
+        " count(*) FILTER (WHERE action = 'block'), count(*) FILTER (WHERE explored) FROM snap").fetchone()
+    labelled_per_day = dict(con.execute("SELECT day, count(label) FROM snap GROUP BY day").fetchall())
+    # one sort, where the rows land: the same inputs give the same file, row for row
+    con.execute(f"COPY (SELECT * FROM snap ORDER BY ts, tx_id) TO '{tmp / 'data.parquet'}' "
+                "(FORMAT parquet, COMPRESSION zstd)")
+    con.close()  # DuckDB's memory is released before the contract loads its columns
+    # the data contract reads numbers only (Arrow to pandas: no per-value Python objects); a failure
+    # raises here and the temp folder goes: nothing lands, the last good snapshot stays
+    checked_columns = snapshot_checked_columns(features)
+    checked = pq.read_table(tmp / "data.parquet", columns=checked_columns).to_pandas()
+    checks = check_data_contract(checked, required_columns=checked_columns, previous_rows=previous_rows,
+                                 features=features)
+    del checked
+    # how many of the eventual disputes of the matured window, and of its default evaluation window,
+    # had arrived at as_of: a description of the labels, not part of the hash (its inputs are hashed)
+    completeness = label_completeness.snapshot_entry(
+        events, as_of, {"matured_window": (start, end),
+                        "evaluation_window": (max(start, end - dt.timedelta(days=EVAL_DAYS)), end)},
+        day_counts=labelled_per_day, weighted_by="labelled rows per day",
+        horizon_days=label_completeness.HORIZON_DAYS, cohort_days=label_completeness.COHORT_DAYS)
+    completeness["evaluation_days"] = EVAL_DAYS
+    manifest = {
+        "hash": plan.hash, "config": plan.config, "inputs": plan.inputs, "code_version": code_version(),
+        "rows": rows, "labelled_rows": labelled, "frauds": frauds, "blocked_rows": blocked,
+        "explored_rows": explored,
+        "window": {"start": start.isoformat(), "end": end.isoformat()},
+        "label_maturity_days": plan.maturity_days,
+        "label_completeness": completeness,
+        "data_contract": checks,
+    }
+    shutil.rmtree(tmp / "spill", ignore_errors=True)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    try:
+        tmp.rename(plan.snapshot.path)
+    except OSError:
+        if not (plan.snapshot.path / "manifest.json").exists():  # lost a race to an identical build: fine
+            raise
 
 
 def snapshot_settings(manifest: dict) -> tuple[Features, int]:

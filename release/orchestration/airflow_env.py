@@ -48,6 +48,15 @@ def airflow_secrets(folder: Path) -> dict[str, str]:
     return {var: data[key] for key, var in SECRET_VARS.items() if data.get(key)}
 
 
+def worker_hostname() -> str:
+    """The host a task instance records (``[core] hostname_callable`` of the Celery workers `fraudcd up` starts):
+    the worker's own name (``FRAUDCD_WORKER_NAME``, e.g. ``worker-2@host``), else the machine's name, so two
+    workers on one machine are told apart."""
+    import socket
+
+    return os.environ.get("FRAUDCD_WORKER_NAME") or socket.getfqdn()
+
+
 def airflow_bin() -> str:
     return str(Path(sys.executable).with_name("airflow"))
 
@@ -55,7 +64,8 @@ def airflow_bin() -> str:
 def migrate_airflow_db(env: dict[str, str] | None = None) -> None:
     """`airflow db migrate` on the configured metadata database (idempotent)."""
     env = env or airflow_env()
-    Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")).parent.mkdir(
-        parents=True, exist_ok=True
-    )
+    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:///"):  # a server's database exists already
+        Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
     subprocess.run([airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True, text=True)

@@ -16,6 +16,15 @@ every Airflow process it starts; a value set in the environment wins.
 
 Users: ``[core] simple_auth_manager_users`` in airflow.cfg; Airflow generates their passwords into
 ``FRAUDCD_HOME/airflow/passwords.json`` (0600) when the API server first starts.
+
+Past one machine (``--executor celery --workers N``): the scheduler hands tasks to Celery through Redis (a
+``redis-server`` started here on 127.0.0.1 with no persistence, unless ``AIRFLOW__CELERY__BROKER_URL`` names
+another broker) and N ``airflow celery worker`` processes run them (one task at a time each, unless
+``AIRFLOW__CELERY__WORKER_CONCURRENCY`` says otherwise). The workers of another machine are the same command with
+the same configuration. The metadata database and the state store must then be servers every worker reaches
+(PostgreSQL URLs in ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` and ``FRAUDCD_STATE_URL``); SQLite is refused. Each
+worker here records its own name as the host of the tasks it runs (``worker-N@host``), so a task instance says
+which worker ran it even when the workers share a machine.
 """
 from __future__ import annotations
 
@@ -42,6 +51,12 @@ from release.core.settings import paths
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")  # Airflow's
 SERVICE = "scoring-service"  # `fraudcd serve`, started and stopped with them
 MANAGED = COMPONENTS + (SERVICE,)
+# --executor celery: the broker and the workers (celery-worker-1, celery-worker-2, ...)
+REDIS = "redis"
+WORKER_PREFIX = "celery-worker-"
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+DEFAULT_REDIS_PORT = 6379
+MAX_WORKERS = 16
 DEFAULT_SERVICE_PORT = 8000
 # the health endpoint's keys -> the component whose log says why it is not healthy
 HEALTH = {"metadatabase": "api-server", "scheduler": "scheduler", "triggerer": "triggerer",
@@ -137,6 +152,10 @@ def _is_ours(pid: int, component: str) -> bool:
         return False
     if component == SERVICE:
         return b"fraudcd" in text and b" serve " in text + b" "
+    if component == REDIS:  # redis retitles itself `redis-server 127.0.0.1:PORT`
+        return b"redis-server" in text
+    if component.startswith(WORKER_PREFIX):  # Celery retitles its processes `[celeryd: worker-1@host:...]`
+        return b"celery" in text
     return b"airflow" in text and (component.encode() in text or component.replace("-", "_").encode() in text)
 
 
@@ -160,11 +179,26 @@ def _log(component: str) -> Path:
     return run_dir() / f"{component}.log"
 
 
+def _order(component: str) -> tuple[int, str]:
+    """Start order: Airflow's components, the workers, the scoring service; the broker first of all."""
+    if component == REDIS:
+        return (0, "")
+    if component.startswith(WORKER_PREFIX):
+        return (2, component.removeprefix(WORKER_PREFIX).zfill(3))
+    return (1 if component in COMPONENTS else 3, str(MANAGED.index(component)) if component in MANAGED else component)
+
+
+def _managed() -> list[str]:
+    """Every component that may be running: the fixed ones, the broker and the workers with a pidfile."""
+    extra = [f.stem for f in run_dir().glob("*.pid") if f.stem == REDIS or f.stem.startswith(WORKER_PREFIX)]
+    return sorted(set(MANAGED) | set(extra), key=_order)
+
+
 def running() -> dict[str, dict]:
     """component -> its pidfile's record, for components alive now; pidfiles of dead processes (or of a
     pid reused by another program) are removed."""
     alive = {}
-    for c in MANAGED:
+    for c in _managed():
         f = _pidfile(c)
         try:
             rec = json.loads(f.read_text())
@@ -186,6 +220,14 @@ def _write_pidfile(component: str, rec: dict) -> None:
 def _command(component: str, port: int) -> list[str]:
     if component == SERVICE:
         return [str(Path(sys.executable).with_name("fraudcd")), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if component == REDIS:  # a broker for this machine's workers: loopback only, nothing written to disk
+        return [redis_bin(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                "--dir", str(run_dir())]
+    if component.startswith(WORKER_PREFIX):
+        # no log server per worker (port 8793 would clash on one machine): the API server reads the task logs
+        # from the shared log folder
+        return [airflow_bin(), "celery", "worker", "--celery-hostname",
+                f"worker-{component.removeprefix(WORKER_PREFIX)}@%h", "--skip-serve-logs"]
     cmd = [airflow_bin(), component]
     if component == "api-server":
         cmd += ["--host", "127.0.0.1", "--port", str(port)]
@@ -196,7 +238,7 @@ def _command(component: str, port: int) -> list[str]:
     return cmd
 
 
-def _start(component: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+def _start(component: str, port: int, env: dict[str, str], record: dict | None = None) -> subprocess.Popen:
     # 0600: the API server prints the generated passwords to its log on first start
     with os.fdopen(os.open(_log(component), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         log.write(f"\n---- fraudcd up: {component} starting at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
@@ -204,7 +246,7 @@ def _start(component: str, port: int, env: dict[str, str]) -> subprocess.Popen:
         proc = subprocess.Popen(_command(component, port), env=env, cwd=run_dir(), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _write_pidfile(component, {"pid": proc.pid, "component": component, "port": port,
-                               "started": time.time()})
+                               "started": time.time(), **(record or {})})
     return proc
 
 
@@ -231,7 +273,7 @@ def _stop(records: dict[str, dict], timeout_s: float, popens: dict[str, subproce
     deadline = time.monotonic() + timeout_s
     while (remaining := left()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    killed = sorted(remaining, key=MANAGED.index)
+    killed = sorted(remaining, key=_order)
     if remaining:
         _signal([pid for pids in remaining.values() for pid in pids], signal.SIGKILL)
         end = time.monotonic() + 10
@@ -481,23 +523,113 @@ def _ensure_service(port: int, alive: dict[str, dict], deadline: float, say: Cal
         "" if h.get("ok") else "; no production model yet: /score answers 503 until a release is promoted"))
 
 
-def up_env(port: int) -> dict[str, str]:
+def up_env(port: int, executor: str = "local", redis_port: int = DEFAULT_REDIS_PORT) -> dict[str, str]:
     """The environment of the four components: airflow_env (with the shared secrets) and the API server's
-    address, which the scheduler gives the tasks to talk to."""
+    address, which the scheduler gives the tasks to talk to; with the Celery executor, its broker (this
+    machine's redis unless AIRFLOW__CELERY__BROKER_URL is set) and the async driver of a PostgreSQL metadata
+    database."""
     env = airflow_env()
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
     env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
     env.setdefault("AIRFLOW__API__PORT", str(port))
     env.setdefault("AIRFLOW__API__WORKERS", "1")  # 2 cores: one API worker is plenty for a team's UI
+    conn = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    if conn.startswith(("postgresql://", "postgresql+psycopg://")):
+        # Airflow derives an async URL that wants asyncpg; psycopg (3) has an async driver of its own
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
+                       "postgresql+psycopg_async://" + conn.split("://", 1)[1])
+    if executor == "celery":
+        env["AIRFLOW__CORE__EXECUTOR"] = EXECUTORS["celery"]
+        env.setdefault("AIRFLOW__CELERY__BROKER_URL", f"redis://127.0.0.1:{redis_port}/0")
+        env.setdefault("AIRFLOW__CELERY__WORKER_CONCURRENCY", "1")
     return env
 
 
+def redis_bin() -> str:
+    import shutil
+
+    return shutil.which("redis-server") or "redis-server"
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password, to be printed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    cred, host = rest.rsplit("@", 1)
+    return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
+
+
+def celery_blocker(env: dict[str, str]) -> str | None:
+    """Why the Celery executor cannot run with ``env``, or None: its provider installed, its broker (redis-server
+    on this machine unless a broker URL is set), and a metadata database and a state store every worker
+    reaches."""
+    from release.core.settings import state_url
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # asked of the installed packages: importing Airflow here would read this process's configuration
+        version("apache-airflow-providers-celery")
+    except PackageNotFoundError:
+        return ("the Celery executor's provider is not installed: pip install -e '.[celery]' (or `make celery-deps`, "
+                "which also installs redis-server)")
+    conn = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    if not conn.startswith("postgresql"):
+        return ("the Celery executor runs tasks in workers that may be on other machines: the metadata database "
+                "must be PostgreSQL (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg://user:pass@host/db); "
+                f"got {_redacted(conn) or 'nothing'}")
+    store = env.get("FRAUDCD_STATE_URL") or state_url()
+    if not store.startswith("postgresql"):
+        return ("the Celery executor runs tasks in workers that may be on other machines: the state store must be "
+                "PostgreSQL (FRAUDCD_STATE_URL=postgresql+psycopg://user:pass@host/db); "
+                f"got {_redacted(store)}")
+    if "AIRFLOW__CELERY__BROKER_URL" not in os.environ and redis_bin() == "redis-server":
+        return ("no redis-server on this machine for the Celery broker: `make celery-deps` installs it (Debian's "
+                "redis-server), or set AIRFLOW__CELERY__BROKER_URL to a broker of your own")
+    return None
+
+
+def redis_ready(port: int, timeout_s: float = 1.0) -> bool:
+    """Whether a redis server answers PING on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _worker_env(env: dict[str, str], component: str) -> dict[str, str]:
+    """A worker's environment: the components' own, and its name as the host of the tasks it runs (Airflow
+    records ``[core] hostname_callable``'s answer on each task instance)."""
+    return {**env, "FRAUDCD_WORKER_NAME": f"worker-{component.removeprefix(WORKER_PREFIX)}@{socket.gethostname()}",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "release.orchestration.airflow_env.worker_hostname"}
+
+
+def _log_since(component: str, offset: int) -> str:
+    try:
+        with open(_log(component), "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bool = False,
-       say: Callable[[str], None] = print, service_port: int | None = None) -> None:
+       say: Callable[[str], None] = print, service_port: int | None = None, executor: str = "local",
+       workers: int | None = None, redis_port: int | None = None) -> None:
     """Start what is not running, wait until healthy, unpause the DAGs, then start the scoring service if it
     can start. Raises UpError. ``port`` None: the running API server's, else DEFAULT_PORT; ``service_port``
-    None: the running service's, else DEFAULT_SERVICE_PORT."""
-    for name, value in (("--port", port), ("--service-port", service_port)):
+    None: the running service's, else DEFAULT_SERVICE_PORT. ``executor`` "celery": also the broker (redis on
+    ``redis_port``, default DEFAULT_REDIS_PORT) and ``workers`` Celery workers (default 2)."""
+    for name, value in (("--port", port), ("--service-port", service_port), ("--redis-port", redis_port)):
         if value is not None and not 0 < value < 65536:
             raise UpError(f"{name} {value}: not a TCP port", 2)
     if port is not None and port == service_port:
@@ -505,6 +637,15 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
                       "a port each", 2)
     if timeout_s <= 0:
         raise UpError(f"--timeout {timeout_s}: must be > 0", 2)
+    if executor not in EXECUTORS:
+        raise UpError(f"--executor {executor!r}: not an executor fraudcd starts; allowed: {', '.join(EXECUTORS)}", 2)
+    if executor != "celery" and (workers is not None or redis_port is not None):
+        raise UpError("--workers and --redis-port go with --executor celery (the local executor runs tasks in the "
+                      "scheduler's own processes)", 2)
+    workers = 2 if workers is None else workers
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
+        raise UpError(f"--workers {workers!r}: must be an int in [1, {MAX_WORKERS}] (more machines: start "
+                      "`airflow celery worker` there with the same configuration)", 2)
     t0 = time.monotonic()
     lock = _lock()
     try:
@@ -513,18 +654,32 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
         api_rec = alive.get("api-server")
         if port is None:
             port = api_rec["port"] if api_rec and isinstance(api_rec.get("port"), int) else DEFAULT_PORT
-        env = up_env(port)
+        if redis_port is None:
+            redis_port = alive[REDIS]["port"] if REDIS in alive else DEFAULT_REDIS_PORT
+        env = up_env(port, executor, redis_port)
         _ensure_private_file(passwords_file(env))
         if api_rec and api_rec.get("port") != port:
             raise UpError(f"the API server already runs on port {api_rec.get('port')} (pid {api_rec['pid']}); "
                           f"`fraudcd down` first to move it to {port}", 2)
+        if api_rec and api_rec.get("executor", "local") != executor:
+            raise UpError(f"Airflow already runs with --executor {api_rec.get('executor', 'local')} (API server pid "
+                          f"{api_rec['pid']}); `fraudcd down` first to switch to {executor}", 2)
+        if executor == "celery" and (why := celery_blocker(env)):
+            raise UpError(why, 2)
+        own_broker = executor == "celery" and "AIRFLOW__CELERY__BROKER_URL" not in os.environ
+        worker_names = [f"{WORKER_PREFIX}{i}" for i in range(1, workers + 1)] if executor == "celery" else []
+        have = sorted((c for c in alive if c.startswith(WORKER_PREFIX)), key=_order)
+        if set(have) - set(worker_names):
+            raise UpError(f"{len(have)} Celery workers run ({', '.join(have)}); `fraudcd down` first to run "
+                          f"{workers}", 2)
+        wanted = ([REDIS] if own_broker else []) + list(COMPONENTS) + worker_names
         svc = alive.get(SERVICE)
         if service_port is None:
             service_port = svc["port"] if svc and isinstance(svc.get("port"), int) else DEFAULT_SERVICE_PORT
         if service_port == port:
             raise UpError(f"the scoring service's port would be the API server's ({port}); choose another with "
                           "--service-port (or FRAUDCD_SERVICE_PORT)", 2)
-        if all(c in alive for c in COMPONENTS) and not unhealthy(health(port)):
+        if all(c in alive for c in wanted) and not unhealthy(health(port)):
             say("Airflow is already up and healthy")
             _ensure_service(service_port, alive, t0 + timeout_s, say)
             say(f"Airflow UI: http://127.0.0.1:{port}")
@@ -532,15 +687,30 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
         if "api-server" not in alive and not _port_free(port):
             raise UpError(f"port {port} on 127.0.0.1 is in use by another program; choose another with --port "
                           "(or FRAUDCD_AIRFLOW_PORT)", 2)
+        if own_broker and REDIS not in alive and not _port_free(redis_port):
+            raise UpError(f"port {redis_port} on 127.0.0.1 is in use by another program; choose another for the "
+                          "Celery broker with --redis-port, or set AIRFLOW__CELERY__BROKER_URL to a broker of your "
+                          "own", 2)
         migrate_airflow_db(env)
         started: dict[str, subprocess.Popen] = {}
+        deadline = t0 + timeout_s
         try:
+            if own_broker and REDIS not in alive:
+                started[REDIS] = _start(REDIS, redis_port, env)
+                while not redis_ready(redis_port):
+                    if started[REDIS].poll() is not None or time.monotonic() > deadline:
+                        raise UpError(f"redis-server did not answer on 127.0.0.1:{redis_port}; the end of "
+                                      f"{_log(REDIS)}:\n{tail(_log(REDIS))}")
+                    time.sleep(0.2)
+            offsets = {c: _size(_log(c)) for c in worker_names}
             for c in COMPONENTS:
                 if c not in alive:
-                    started[c] = _start(c, port, env)
+                    started[c] = _start(c, port, env, {"executor": executor} if c == "api-server" else None)
+            for c in worker_names:
+                if c not in alive:
+                    started[c] = _start(c, port, _worker_env(env, c))
             say(f"started {', '.join(started) or 'nothing'}" + (f"; already running: {', '.join(alive)}"
                                                                   if alive else ""))
-            deadline = t0 + timeout_s
             h = None
             while True:
                 dead = [c for c, p in started.items() if p.poll() is not None]
@@ -550,21 +720,28 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
                                   f"{_log(c)}:\n{tail(_log(c))}")
                 h = health(port)
                 bad = unhealthy(h)
-                if not bad:
+                # a Celery worker is ready once it says so (Airflow's health endpoint does not cover workers)
+                waiting = [c for c in worker_names if c in started and " ready." not in _log_since(c, offsets[c])]
+                if not bad and not waiting:
                     break
                 if time.monotonic() > deadline:
-                    what = "the API server does not answer" if h is None else "not healthy: " + ", ".join(bad)
-                    logs = sorted({HEALTH[k] for k in bad}, key=COMPONENTS.index) if h else ["api-server"]
+                    if bad:
+                        what = "the API server does not answer" if h is None else "not healthy: " + ", ".join(bad)
+                        logs = sorted({HEALTH[k] for k in bad}, key=COMPONENTS.index) if h else ["api-server"]
+                    else:
+                        what, logs = "workers not ready: " + ", ".join(waiting), waiting
                     raise UpError(f"Airflow is not healthy after {timeout_s:.0f}s ({what})\n" + "".join(
                         f"---- the end of {_log(c)}:\n{tail(_log(c))}" for c in logs))
                 time.sleep(1)
         except BaseException:
             if started:
                 recs = {c: {"pid": p.pid} for c, p in started.items()}
-                _stop(recs, STOP_TIMEOUT_S, started)
+                _stop_in_order(recs, STOP_TIMEOUT_S, started)
                 say(f"stopped what this `up` started: {', '.join(started)}")
             raise
-        say(f"healthy after {time.monotonic() - t0:.0f}s: metadatabase, scheduler, triggerer, dag_processor")
+        say(f"healthy after {time.monotonic() - t0:.0f}s: metadatabase, scheduler, triggerer, dag_processor"
+            + (f"; {len(worker_names)} Celery workers ready (broker: "
+               f"{_redacted(env['AIRFLOW__CELERY__BROKER_URL'])})" if worker_names else ""))
         _ensure_service(service_port, alive, max(deadline, time.monotonic() + 60), say)
         if not paused:
             try:
@@ -582,6 +759,17 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
         lock.close()
 
 
+def _stop_in_order(records: dict[str, dict], timeout_s: float,
+                   popens: dict[str, subprocess.Popen] | None = None) -> list[str]:
+    """``_stop`` everything but the broker, then the broker: Celery workers finish and acknowledge their tasks
+    while it still answers."""
+    first = {c: r for c, r in records.items() if c != REDIS}
+    killed = _stop(first, timeout_s, popens) if first else []
+    if REDIS in records:
+        killed += _stop({REDIS: records[REDIS]}, timeout_s, popens)
+    return killed
+
+
 def down(timeout_s: float = STOP_TIMEOUT_S, say: Callable[[str], None] = print) -> None:
     """Stop every running component, the scoring service included (SIGTERM, then SIGKILL after ``timeout_s``);
     nothing running is fine."""
@@ -594,8 +782,8 @@ def down(timeout_s: float = STOP_TIMEOUT_S, say: Callable[[str], None] = print) 
         if not alive:
             say(f"Airflow is not running (no live process in {run_dir()})")
             return
-        killed = _stop(alive, timeout_s)
-        say(f"stopped {', '.join(alive)}" + (f" (killed after {timeout_s:.0f}s: {', '.join(killed)})"
+        killed = _stop_in_order(alive, timeout_s)
+        say(f"stopped {', '.join(sorted(alive, key=_order))}" + (f" (killed after {timeout_s:.0f}s: {', '.join(killed)})"
                                               if killed else ""))
     finally:
         lock.close()

@@ -22,12 +22,12 @@ def test_no_import_errors(dagbag):
 
 
 def test_the_cycle_dags_exist_and_are_named_for_their_files(dagbag):
-    assert set(dagbag.dag_ids) == {"training_set", "release", "monitoring"}
+    assert set(dagbag.dag_ids) == {"training_set", "training_set_backfill", "release", "monitoring"}
     for dag_id, dag in dagbag.dags.items():
         assert Path(dag.fileloc).stem == dag_id
 
 
-@pytest.mark.parametrize("dag_id", ["training_set", "release", "monitoring"])
+@pytest.mark.parametrize("dag_id", ["training_set", "training_set_backfill", "release", "monitoring"])
 def test_every_dag_has_tags_docs_and_retries(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert "fraud-cd" in dag.tags
@@ -74,6 +74,17 @@ def test_schedules(dagbag):
     assert [a.name for a in outlets] == ["fraudcd-training-set"]
 
 
+def test_the_backfill_maps_one_task_a_day_between_a_plan_and_an_assembly(dagbag):
+    dag = dagbag.dags["training_set_backfill"]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # manual runs only: a backfill is asked for
+    assert set(dag.params.keys()) == {"from_date", "to_date"}
+    build_day = dag.get_task("build_day")
+    assert type(build_day).__name__.endswith("MappedOperator")  # dynamic task mapping: one task instance a day
+    assert dag.get_task("plan").downstream_task_ids == {"build_day"}
+    assert build_day.downstream_task_ids == {"assemble"}
+    assert not dag.get_task("assemble").outlets  # a backfill starts no release
+
+
 def test_release_dag_wiring(dagbag):
     dag = dagbag.dags["release"]
     order = ["snapshot", "start", "incumbent", "train", "evaluate", "contracts"]
@@ -98,7 +109,7 @@ def test_release_dag_wiring(dagbag):
     assert set(approve.params.keys()) == {"reason", "merchants", "edits"}
 
 
-@pytest.mark.parametrize("name", ["training_set", "release", "monitoring"])
+@pytest.mark.parametrize("name", ["training_set", "training_set_backfill", "release", "monitoring"])
 def test_dag_files_do_no_heavy_work_at_import(name):
     """The scheduler parses DAG files every few seconds: no pandas, LightGBM, DuckDB or pipeline code
     may load at module level."""
@@ -133,4 +144,5 @@ def test_a_scheduler_that_first_sees_the_dags_finds_them_paused(tmp_path, migrat
                             timeout=300)
     [out] = [line for line in listed.stdout.splitlines() if line.startswith("[{")]  # the JSON, not log lines
     dags = {d["dag_id"]: d["is_paused"] for d in json.loads(out)}
-    assert dags == {"release": "True", "training_set": "True", "monitoring": "True"}, listed.stdout
+    assert dags == {"release": "True", "training_set": "True", "training_set_backfill": "True",
+                    "monitoring": "True"}, listed.stdout

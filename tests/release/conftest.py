@@ -41,3 +41,17 @@ def tiny_snapshot(tiny, tiny_events, tmp_path_factory):
     snaps = tmp_path_factory.mktemp("tiny-snapshots")
     return build_training_set(tiny_events, snaps, tiny.as_of, maturity_days=tiny.maturity_days,
                               history_days=tiny.history_days)
+
+
+@pytest.fixture(scope="session")
+def long_world(tmp_path_factory):
+    """A small world of 80 days (read-only) whose snapshot as of its horizon, with 5-day maturity and 15-day history,
+    starts after a whole feature lookback (60 days): what a day-partitioned build must read further back shows.
+    Returns (config, events folder, as-of date)."""
+    from simulation.world import simulate
+
+    cfg = WorldConfig(days=80, tx_per_day=250, n_merchants=30, n_cards=1500, dispute_median_days=2.0,
+                      dispute_max_days=5)
+    events = tmp_path_factory.mktemp("long-world") / "events"
+    simulate(cfg, events)
+    return cfg, events, cfg.start + dt.timedelta(days=cfg.days)
