@@ -63,29 +63,34 @@ up: install
 down: install
 	$(BIN)/fraudcd down
 
-# The end-to-end cycles (tests/test_e2e_cycle.py) spend most of their minutes waiting on paced live
-# traffic, and the real Airflow deployment (tests/dags/test_up_down.py: `fraudcd up`, a scheduler, an
-# approval over REST and one in the UI through Chromium) on its scheduler's polling, so they run beside the
-# rest of the suite, which is niced: the waiting tests get the CPU when they need it. Their output follows the
-# rest's; either failing fails the target.
-# Shorter tests run in that lane too (your own data through Airflow, a monitored world, the training-set DAG
-# and four statistical batteries), so the two lanes end together (2026-12-02, fresh clone: the rest 787 s,
-# this lane 763 s, most of it the first cycle waiting on paced traffic). The Celery run (tests/dags/test_celery.py:
-# redis, PostgreSQL, Airflow and two workers backfilling a month of training sets, about 2.5 minutes alone) joined
-# this lane later: it adds to its length.
-E2E := tests/test_e2e_cycle.py tests/dags/test_up_down.py tests/test_own_data.py \
+# Three lanes at once, so that what waits (on paced live traffic, a scheduler's polling, Celery workers) leaves
+# the cores to what computes:
+# - the end-to-end cycles (tests/test_e2e_cycle.py), most of their minutes waiting on paced live traffic;
+# - the real deployments (tests/dags/test_up_down.py: `fraudcd up`, a scheduler, an approval over REST and one in
+#   the UI through Chromium; tests/dags/test_celery.py: redis, PostgreSQL and two Celery workers backfilling a
+#   month of training sets), waiting on their schedulers, with shorter tests (your own data through Airflow, a
+#   monitored world, the training-set DAG and four statistical batteries);
+# - the rest, niced, so the waiting lanes get the CPU when they need it.
+# Two lanes took 16 min 53 s from a fresh clone once the Celery run joined (2026-12-02: the rest 859 s, the
+# other lane 948 s, 1.6 cores busy on average). The two lanes beside the rest write their logs to var/; their
+# output follows the rest's; any lane failing fails the target.
+E2E_CYCLES := tests/test_e2e_cycle.py
+E2E_DEPLOY := tests/dags/test_up_down.py tests/dags/test_celery.py tests/test_own_data.py \
 	tests/release/orchestration/test_monitoring_run.py tests/release/rollout/test_monitoring.py \
 	tests/simulation/test_world.py tests/release/data/test_label_completeness.py tests/dags/test_training_set_dag.py \
-	tests/release/rollout/test_matured_performance.py tests/dags/test_celery.py
+	tests/release/rollout/test_matured_performance.py
+E2E := $(E2E_CYCLES) $(E2E_DEPLOY)
 
 test: install browser celery-deps
 	@mkdir -p var
-	@trap 'kill $$e2e 2>/dev/null' INT TERM; \
-	$(BIN)/python -m pytest $(E2E) > var/test-e2e.log 2>&1 & e2e=$$!; \
+	@trap 'kill $$cycles $$deploy 2>/dev/null' INT TERM; \
+	$(BIN)/python -m pytest $(E2E_CYCLES) > var/test-e2e.log 2>&1 & cycles=$$!; \
+	$(BIN)/python -m pytest $(E2E_DEPLOY) > var/test-deploy.log 2>&1 & deploy=$$!; \
 	nice -n 5 $(BIN)/python -m pytest $(addprefix --ignore=,$(E2E)); rest=$$?; \
-	wait $$e2e; e2e_rc=$$?; \
-	echo "---- $(E2E), run beside the tests above (their log: var/test-e2e.log)"; cat var/test-e2e.log; \
-	exit $$(( rest || e2e_rc ))
+	wait $$cycles; cycles_rc=$$?; wait $$deploy; deploy_rc=$$?; \
+	echo "---- $(E2E_CYCLES), run beside the tests above (their log: var/test-e2e.log)"; cat var/test-e2e.log; \
+	echo "---- $(E2E_DEPLOY), run beside them too (their log: var/test-deploy.log)"; cat var/test-deploy.log; \
+	exit $$(( rest || cycles_rc || deploy_rc ))
 
 clean:
 	rm -rf var .pytest_cache
