@@ -155,10 +155,11 @@ def world(tmp_path_factory):
     env = cycle_env(home)  # also points this process's FRAUDCD_HOME and FRAUDCD_CONFIG at the world
     migrate_airflow_db(env)
     day1 = cfg.start + dt.timedelta(days=136)
-    # 250 s of traffic at most (days 136-145: cycle 1b starts on day 146): the drills take time. At 200 requests/s
-    # the killed service's restart (it seeds its history again) let the days run out before the 50% step had
-    # its evidence, and the rollout was rolled back (tried 2026-12-02)
-    live = LiveTraffic(env, day1, 10, home / "serve-1.log", rate=100)
+    # 125 s of traffic at most (days 136-145: cycle 1b starts on day 146); the stages need about 10,000 of the
+    # 25,000 transactions. The replayer holds the traffic while the service is down (LiveTraffic), so the killed
+    # service's slow restart on a busy machine does not use up the days the 50% and 100% steps need (it did
+    # before: the 50% step stayed inconclusive and the rollout was rolled back, 2026-12-02)
+    live = LiveTraffic(env, day1, 10, home / "serve-1.log", rate=200)
     operator = Operator(home, live)
     good = run_cycle(day1, env, home / "logs", APPROVER, live=live, watch=operator)
     demo_config(home, UNREACHABLE_RAMP)

@@ -247,7 +247,10 @@ def event_clock(svc: str) -> str:
 class LiveTraffic:
     """`fraudcd serve` in a subprocess (seeded with the history before ``first_day``) and a replayer thread
     that sends the simulated days from ``first_day`` on, in time order, at ``rate`` requests a second, until
-    stopped or out of days."""
+    stopped or out of days. While the service is down (killed in a drill, until it answers again) the
+    replayer holds the days it has not sent, as a card network holds traffic for a processor that is down: a
+    slow restart on a busy machine does not use up the days the rollout's later steps need. What was in flight
+    when it went down fails and is counted."""
 
     def __init__(self, env: dict, first_day: dt.date, days: int, log: Path, rate: float = REPLAY_RATE):
         import secrets
@@ -265,6 +268,9 @@ class LiveTraffic:
         self.day_done: dt.date | None = None
         self._stop = False
         self._thread = None
+        import threading
+
+        self._up = threading.Event()  # set while the service answers (after start_service, until kill_service)
 
     def start(self) -> "LiveTraffic":
         import threading
@@ -293,6 +299,7 @@ class LiveTraffic:
                 raise CycleFailed(f"the scoring service exited with {self.proc.returncode}; see {self.log_path}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    self._up.set()
                     return
             except httpx.HTTPError:
                 pass
@@ -302,6 +309,7 @@ class LiveTraffic:
 
     def kill_service(self) -> None:
         """SIGKILL the service (a crash drill): requests fail until it is started again."""
+        self._up.clear()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -320,6 +328,9 @@ class LiveTraffic:
             bodies = day_requests(paths().events, day)
             chunk = max(1, int(self.rate * 2))  # in 2-second slices, so a stop is obeyed quickly
             for k in range(0, len(bodies), chunk):
+                while not self._up.wait(0.5):  # the service is down: hold the traffic until it answers
+                    if self._stop:
+                        return
                 if self._stop:
                     return
                 res = asyncio.run(replay(self.url, bodies[k:k + chunk], rate=self.rate, token=token))
