@@ -743,6 +743,13 @@ OUTCOMES = {Status.PROMOTED: ("release_shipped", "info", "shipped: the candidate
             Status.STOPPED: ("release_stopped", "warning", "stopped before any traffic moved")}
 
 
+def outcome_reason(rel: dict) -> str:
+    """Why a release ended as it did, as a sentence (its stop reason, with a full stop); "" when it shipped or
+    no reason is recorded. The alert and the DAG run's note (release.orchestration.run_note) both say it."""
+    why = (rel.get("stop_reason") or "").strip() if Status(rel["status"]) != Status.PROMOTED else ""
+    return why + "." if why and not why.endswith((".", "!", "?")) else why
+
+
 def announce_outcome(release_id: str) -> dict | None:
     """Tell people how the release's run ended (an alert: the state store, the log, the webhook), once per
     release: shipped, rolled back or stopped, with the reason and the report's path. A run that ends with
@@ -753,8 +760,8 @@ def announce_outcome(release_id: str) -> dict | None:
     status = Status(rel["status"])
     kind, severity, what = OUTCOMES.get(status, ("release_unfinished", "warning",
                                                  f"its run ended with the release still {status}"))
-    why = (rel.get("stop_reason") or "").strip() if status != Status.PROMOTED else ""
-    why = f" {why}" + ("" if why.endswith(".") else ".") if why else ""
+    why = outcome_reason(rel)
+    why = f" {why}" if why else ""
     report = f" Report: {rel['report_path']}" if rel.get("report_path") else ""
     alert = notify_once(kind, release_id, f"{release_id} {what}.{why}{report}", at=utc_now(), severity=severity,
                         details={"status": str(status), "report": rel.get("report_path"),

@@ -32,7 +32,7 @@ def note_for(release: dict | None, run_id: str, run_state: str, as_of: str) -> s
     """The note of a ``release`` DAG run that ended in ``run_state`` (success, failed), about ``release``
     (a row of the releases table; None: no release was started for the run's date)."""
     from release.state.status import Status
-    from release.orchestration.cycle import OUTCOMES
+    from release.orchestration.cycle import OUTCOMES, outcome_reason
     from release.orchestration.report_link import REPORTS_PREFIX
 
     if release is None:
@@ -41,14 +41,12 @@ def note_for(release: dict | None, run_id: str, run_state: str, as_of: str) -> s
         return f"No release was started for {as_of}: the run failed before it (see the failed task's log)."
     rid, status = release["id"], Status(release["status"])
     kind, _, what = OUTCOMES.get(status, (None, None, None))
-    why = (release.get("stop_reason") or "").strip() if status != Status.PROMOTED else ""
+    why = outcome_reason(release)
     link = f"[Release report]({REPORTS_PREFIX}/runs/{run_id})" if release.get("report_path") else "No report yet."
     if kind is None:
         head = f"**{rid}: the run ended ({run_state}) with the release still {status.value}.**"
         tail = " The failed task's log says why." if run_state == "failed" else ""
         return f"{head}{tail} {link}"
-    if why and not why.endswith((".", "!", "?")):
-        why += "."
     return f"**{rid} {what}.**" + (f" {why}" if why else "") + f" {link}"
 
 
