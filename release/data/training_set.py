@@ -258,17 +258,19 @@ def day_partition_path(plan: SnapshotPlan, day: dt.date) -> Path:
 
 def build_day_partition(events: str | Path, snapshots: str | Path, as_of: dt.date, day: dt.date, *,
                         maturity_days: int | None = None, history_days: int | None = None,
-                        features: Features | None = None, memory_limit: str = "2GB") -> Path | None:
+                        features: Features | None = None, memory_limit: str = "2GB",
+                        plan: SnapshotPlan | None = None) -> Path | None:
     """One day of the snapshot as of ``as_of``: the rows of transactions of ``day`` with the same features and
     labels the single-process build gives them, read from the day's own lookback (the window features' days
     before it, the merchant fraud rate's reach, the disputes up to as-of); only the card's first-seen time reads
     further back, to the snapshot window's lookback, as the single-process build's does (``first_seen_from``
     of ``window_relations``). Written to a temp file and renamed into ``day_partition_path``: a rerun finds
     it (or the landed snapshot) and writes nothing. Returns the partition, or None when the snapshot has
-    landed already."""
+    landed already. ``plan``: the caller's ``plan_snapshot`` of the same snapshot, so its inputs are not
+    hashed again."""
     events, snapshots = Path(events), Path(snapshots)
-    plan = plan_snapshot(events, snapshots, as_of, maturity_days=maturity_days, history_days=history_days,
-                         features=features)
+    plan = plan or plan_snapshot(events, snapshots, as_of, maturity_days=maturity_days, history_days=history_days,
+                                 features=features)
     if not isinstance(day, dt.date) or isinstance(day, dt.datetime) or not plan.start <= day < plan.end:
         raise ValueError(f"The 'day' parameter of build_day_partition must be a date in the matured window of "
                          f"the snapshot as of {as_of} ({plan.start} .. {plan.end - dt.timedelta(days=1)}). "
@@ -294,14 +296,16 @@ def build_day_partition(events: str | Path, snapshots: str | Path, as_of: dt.dat
 
 def assemble_snapshot(events: str | Path, snapshots: str | Path, as_of: dt.date, *, maturity_days: int | None = None,
                       history_days: int | None = None, features: Features | None = None,
-                      previous_rows: int | None = None, memory_limit: str = "3GB") -> Snapshot:
+                      previous_rows: int | None = None, memory_limit: str = "3GB",
+                      plan: SnapshotPlan | None = None) -> Snapshot:
     """The snapshot as of ``as_of`` from its day partitions (``build_day_partition``, every day of its window
     that holds transactions): the same rows in the same order, the same data contract, manifest and hash as
     ``build_training_set``. Idempotent: a landed snapshot is returned as it is. The partitions are removed
-    once the snapshot has landed. A missing partition is an error naming the days."""
+    once the snapshot has landed. A missing partition is an error naming the days. ``plan``: as for
+    ``build_day_partition``."""
     events, snapshots = Path(events), Path(snapshots)
-    plan = plan_snapshot(events, snapshots, as_of, maturity_days=maturity_days, history_days=history_days,
-                         features=features)
+    plan = plan or plan_snapshot(events, snapshots, as_of, maturity_days=maturity_days, history_days=history_days,
+                                 features=features)
     snap = plan.snapshot
     parts_dir = snapshots / DAY_PARTITIONS / plan.hash
     if not (snap.path / "manifest.json").exists():

@@ -85,7 +85,8 @@ def build_backfill_day(day, from_date, to_date) -> list[str]:
     d = _day(day, "day")
     done = []
     for plan in _plans(from_date, to_date, holding=d):
-        if d in plan.days and build_day_partition(paths().events, paths().snapshots, plan.as_of, d) is not None:
+        if d in plan.days and build_day_partition(paths().events, paths().snapshots, plan.as_of, d,
+                                                  plan=plan) is not None:
             done.append(plan.as_of.isoformat())
     return done
 
@@ -101,6 +102,6 @@ def assemble_backfill(from_date, to_date) -> list[dict]:
     for plan in _plans(from_date, to_date):
         prev = latest_snapshot(paths().snapshots, before=plan.as_of, lineage=plan.config["lineage"])
         snap = assemble_snapshot(paths().events, paths().snapshots, plan.as_of,
-                                 previous_rows=prev.manifest["rows"] if prev else None)
+                                 previous_rows=prev.manifest["rows"] if prev else None, plan=plan)
         out.append({"as_of": plan.as_of.isoformat(), "snapshot": snap.hash})
     return out
