@@ -2,7 +2,8 @@
 #   make demo   install into .venv, then run one whole release cycle through Airflow
 #   make test   install into .venv, then run every test (the end-to-end cycles beside the rest)
 #   make up     install into .venv, then run Airflow for real (API server and UI on 127.0.0.1:8080,
-#               scheduler, DAG processor, triggerer) in the background; make down stops it
+#               scheduler, DAG processor, triggerer) in the background, its metadata database and the state
+#               store in a local PostgreSQL (the pgserver wheel); make down stops it
 #   make celery-deps   redis-server and the `celery` extra, for `fraudcd up --executor celery --workers 2`
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +12,8 @@ STAMP := $(VENV)/.installed
 
 export AIRFLOW_HOME := $(CURDIR)
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/var/airflow/airflow.db
+# Airflow's metadata database is not set here: release/orchestration/airflow_env.py gives each Airflow process the
+# data folder's (its local PostgreSQL after `make up`, else var/airflow/airflow.db); a value in the environment wins.
 export AIRFLOW__LOGGING__BASE_LOG_FOLDER := $(CURDIR)/var/airflow/logs
 
 .PHONY: install demo test up down clean browser celery-deps compat

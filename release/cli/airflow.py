@@ -63,19 +63,27 @@ def up(port: Optional[int] = typer.Option(None, envvar="FRAUDCD_AIRFLOW_PORT",
        workers: Optional[int] = typer.Option(None, help="with --executor celery: how many Celery workers to start "
                                                         "on this machine (default 2)"),
        redis_port: Optional[int] = typer.Option(None, "--redis-port", help="with --executor celery: the port of "
-                                                "the redis-server started as the broker (default 6379)")) -> None:
+                                                "the redis-server started as the broker (default 6379)"),
+       store: Optional[str] = typer.Option(None, "--store", help="postgres (a PostgreSQL server of the data folder's "
+                                           "own, from the pgserver wheel) or sqlite, for Airflow's metadata and the "
+                                           "state store; default: the data folder's earlier choice, else postgres. "
+                                           "A SQLite state store moves into PostgreSQL; never back")) -> None:
     """Run Airflow for real: migrate its database, start the API server, scheduler, DAG processor and
     triggerer in the background (logs and pidfiles in FRAUDCD_HOME/airflow/run), wait until
     /api/v2/monitor/health says all are healthy, unpause the DAGs; then the scoring service (`fraudcd serve`),
     once the event logs hold transactions to seed it. Already up: says so. Stop: `fraudcd down`.
 
     `--executor celery --workers 2`: the same DAGs on the CeleryExecutor, with a redis-server as the broker and
-    two `airflow celery worker` processes (README, "Past one machine")."""
+    two `airflow celery worker` processes (README, "Past one machine").
+
+    Stores: Airflow's metadata and the state store in a local PostgreSQL (the pgserver wheel; data in
+    FRAUDCD_HOME/postgres), or SQLite files with `--store sqlite`; the choice is recorded in
+    FRAUDCD_HOME/stores.json for every process and shell (release/core/local_postgres.py)."""
     from release.orchestration.airflow_up import UpError, up as start
 
     try:
         start(port=port, timeout_s=timeout, paused=paused, say=lambda line: _out(line), service_port=service_port,
-              executor=executor, workers=workers, redis_port=redis_port)
+              executor=executor, workers=workers, redis_port=redis_port, store=store)
     except UpError as e:
         _fail(str(e), e.code)
     except subprocess.CalledProcessError as e:

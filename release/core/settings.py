@@ -3,7 +3,9 @@
 - ``FRAUDCD_HOME``: the data folder (event logs, snapshots, models, reports, the SQLite state store).
   Default: ``<project>/var`` in a checkout; ``$XDG_DATA_HOME/fraud-cd`` (``~/.local/share/fraud-cd``) when the
   package is installed from a wheel, so nothing is ever written inside site-packages.
-- ``FRAUDCD_STATE_URL``: the state store's SQLAlchemy URL. Default: SQLite file in ``FRAUDCD_HOME``.
+- ``FRAUDCD_STATE_URL``: the state store's SQLAlchemy URL. Default: the data folder's choice of stores, which
+  `fraudcd up` records in ``FRAUDCD_HOME/stores.json`` (a local PostgreSQL started from a wheel, or SQLite:
+  release/core/local_postgres.py); with no choice made, a SQLite file in ``FRAUDCD_HOME``.
 - ``FRAUDCD_SOURCE``: a column-mapping YAML for a team's own transaction log (see
   ``config/source.example.yaml``); the daily training-set DAG ingests its data interval from it.
 
@@ -83,10 +85,23 @@ def paths() -> Paths:
 
 
 def state_url() -> str:
+    """The state store: ``FRAUDCD_STATE_URL``; else the data folder's choice of stores (release/core/
+    local_postgres.py: `fraudcd up` records it, for every process and shell): its local PostgreSQL's
+    ``fraudcd_state`` database, started if it is not running; else ``FRAUDCD_HOME/state.db``."""
     url = os.environ.get("FRAUDCD_STATE_URL")
     if url:
         return url
-    return f"sqlite:///{paths().home / 'state.db'}"
+    home = paths().home
+    from release.core import local_postgres
+
+    if local_postgres.stores_kind(home) == "postgres":
+        return local_postgres.url(home, local_postgres.STATE_DB)
+    return sqlite_state_url(home)
+
+
+def sqlite_state_url(home: Path) -> str:
+    """The SQLite state store of a data folder (the default where no other store was chosen)."""
+    return f"sqlite:///{home / 'state.db'}"
 
 
 def config_dir() -> Path:

@@ -1,5 +1,5 @@
 """The environment Airflow runs in: AIRFLOW_HOME is the project, the metadata database and logs live
-under the data folder. Computed at run time so no machine path is committed.
+under the data folder (the metadata database in its local PostgreSQL when `fraudcd up` chose one). Computed at run time so no machine path is committed.
 
 Secrets are not in airflow.cfg: ``fraudcd up`` (release/orchestration/airflow_up.py) writes them once to
 ``FRAUDCD_HOME/airflow/secrets.json`` (0600) and every Airflow process started with this environment
@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from release.core import local_postgres
 from release.core.settings import PROJECT_ROOT, paths
 
 
@@ -21,7 +22,12 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
     af = home / "airflow"
     env.setdefault("AIRFLOW_HOME", str(PROJECT_ROOT))
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
-    env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{af / 'airflow.db'}")
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url(home)
+    conn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    if conn.startswith(("postgresql://", "postgresql+psycopg://")):
+        # Airflow derives an async URL that wants asyncpg; psycopg (3) has an async driver of its own
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", "postgresql+psycopg_async://" + conn.split("://", 1)[1])
     env.setdefault("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(af / "logs"))
     env.setdefault("AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY",
                    str(Path(env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"]) / "dag_processor"))
@@ -32,6 +38,14 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
         env.setdefault(var, value)  # a value the user set wins
     env["FRAUDCD_HOME"] = str(home)
     return env
+
+
+def metadata_url(home: Path) -> str:
+    """Airflow's metadata database where none is named: the data folder's choice of stores (release/core/
+    local_postgres.py): its local PostgreSQL's ``airflow`` database, else ``FRAUDCD_HOME/airflow/airflow.db``."""
+    if local_postgres.stores_kind(home) == "postgres":
+        return local_postgres.url(home, local_postgres.AIRFLOW_DB)
+    return f"sqlite:///{home / 'airflow' / 'airflow.db'}"
 
 
 SECRETS_FILE = "secrets.json"

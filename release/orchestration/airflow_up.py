@@ -45,8 +45,9 @@ from pathlib import Path
 from typing import Callable
 
 from release.orchestration.airflow_env import SECRETS_FILE, airflow_bin, airflow_env, migrate_airflow_db
+from release.core import local_postgres
 from release.core.io import atomic_write_text
-from release.core.settings import paths
+from release.core.settings import paths, state_url
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")  # Airflow's
 SERVICE = "scoring-service"  # `fraudcd serve`, started and stopped with them
@@ -526,18 +527,12 @@ def _ensure_service(port: int, alive: dict[str, dict], deadline: float, say: Cal
 def up_env(port: int, executor: str = "local", redis_port: int = DEFAULT_REDIS_PORT) -> dict[str, str]:
     """The environment of the four components: airflow_env (with the shared secrets) and the API server's
     address, which the scheduler gives the tasks to talk to; with the Celery executor, its broker (this
-    machine's redis unless AIRFLOW__CELERY__BROKER_URL is set) and the async driver of a PostgreSQL metadata
-    database."""
+    machine's redis unless AIRFLOW__CELERY__BROKER_URL is set)."""
     env = airflow_env()
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
     env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
     env.setdefault("AIRFLOW__API__PORT", str(port))
     env.setdefault("AIRFLOW__API__WORKERS", "1")  # 2 cores: one API worker is plenty for a team's UI
-    conn = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
-    if conn.startswith(("postgresql://", "postgresql+psycopg://")):
-        # Airflow derives an async URL that wants asyncpg; psycopg (3) has an async driver of its own
-        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
-                       "postgresql+psycopg_async://" + conn.split("://", 1)[1])
     if executor == "celery":
         env["AIRFLOW__CORE__EXECUTOR"] = EXECUTORS["celery"]
         env.setdefault("AIRFLOW__CELERY__BROKER_URL", f"redis://127.0.0.1:{redis_port}/0")
@@ -561,11 +556,10 @@ def _redacted(url: str) -> str:
 
 
 def celery_blocker(env: dict[str, str]) -> str | None:
-    """Why the Celery executor cannot run with ``env``, or None: its provider installed, its broker (redis-server
-    on this machine unless a broker URL is set), and a metadata database and a state store every worker
-    reaches."""
-    from release.core.settings import state_url
-
+    """Why the Celery executor cannot run with ``env`` (the environment `up` was given), or None: its provider
+    installed, its broker (redis-server on this machine unless a broker URL is set), and a metadata database and a
+    state store every worker reaches, named in ``env`` (the data folder's own local PostgreSQL listens on a Unix
+    socket of this machine only)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:  # asked of the installed packages: importing Airflow here would read this process's configuration
@@ -577,8 +571,8 @@ def celery_blocker(env: dict[str, str]) -> str | None:
     if not conn.startswith("postgresql"):
         return ("the Celery executor runs tasks in workers that may be on other machines: the metadata database "
                 "must be PostgreSQL (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg://user:pass@host/db); "
-                f"got {_redacted(conn) or 'nothing'}")
-    store = env.get("FRAUDCD_STATE_URL") or state_url()
+                f"got {_redacted(conn) or 'nothing (the local stores listen on this machine only)'}")
+    store = env.get("FRAUDCD_STATE_URL") or "nothing (the local stores listen on this machine only)"
     if not store.startswith("postgresql"):
         return ("the Celery executor runs tasks in workers that may be on other machines: the state store must be "
                 "PostgreSQL (FRAUDCD_STATE_URL=postgresql+psycopg://user:pass@host/db); "
@@ -622,9 +616,50 @@ def _size(path: Path) -> int:
         return 0
 
 
+def choose_stores(asked: str | None, say: Callable[[str], None]) -> str:
+    """The data folder's stores for this `up` (release/core/local_postgres.py): ``asked`` (--store), else the
+    choice recorded before, else the local PostgreSQL. Choosing PostgreSQL where a SQLite state store holds a
+    store moves it there first (every row, the audit log included, one transaction, audited as "store_moved");
+    the SQLite file is left as it was, unread from then on. Moving back to SQLite is refused (exit 2). A store
+    named in the environment is not touched. Returns the kind."""
+    from release.core.settings import sqlite_state_url
+    from release.state.store import StoreError, copy_store, os_user, store_revision
+
+    home = paths().home
+    try:
+        recorded = local_postgres.stores_kind(home)
+    except local_postgres.LocalPostgresError as e:
+        raise UpError(str(e), 2) from None
+    if asked is not None and asked not in local_postgres.KINDS:
+        raise UpError(f"--store {asked!r}: allowed: {', '.join(local_postgres.KINDS)}", 2)
+    kind = asked or recorded or "postgres"
+    if recorded == "postgres" and kind == "sqlite":
+        raise UpError(f"this data folder's stores are in its local PostgreSQL ({local_postgres.pgdata(home)}, chosen "
+                      f"in {local_postgres.stores_file(home)}); fraud-cd does not move them back to SQLite. Leave "
+                      "--store out, or name the stores with FRAUDCD_STATE_URL and AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", 2)
+    if kind == recorded:
+        return kind
+    actor = f"{os_user()} (fraudcd up)"
+    if kind == "postgres":
+        sqlite = sqlite_state_url(home)
+        try:
+            if not os.environ.get("FRAUDCD_STATE_URL") and store_revision(sqlite) is not None:
+                rows = copy_store(sqlite, local_postgres.url(home, local_postgres.STATE_DB), actor=actor,
+                                  reason="fraudcd up: the data folder's stores move to its local PostgreSQL")
+                say(f"state store moved from {home / 'state.db'} into the local PostgreSQL: "
+                    + ", ".join(f"{t} {n}" for t, n in rows.items() if n) + " rows (the file is left as it was)")
+        except (StoreError, local_postgres.LocalPostgresError) as e:
+            raise UpError(str(e), 1) from None
+        if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ and (airflow_dir() / "airflow.db").exists():
+            say(f"Airflow's run history stays in {airflow_dir() / 'airflow.db'}: its metadata database in the local "
+                "PostgreSQL starts empty (Airflow has no copy between databases)")
+    local_postgres.record_choice(home, kind, actor, "fraudcd up" + (f" --store {asked}" if asked else ""))
+    return kind
+
+
 def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bool = False,
        say: Callable[[str], None] = print, service_port: int | None = None, executor: str = "local",
-       workers: int | None = None, redis_port: int | None = None) -> None:
+       workers: int | None = None, redis_port: int | None = None, store: str | None = None) -> None:
     """Start what is not running, wait until healthy, unpause the DAGs, then start the scoring service if it
     can start. Raises UpError. ``port`` None: the running API server's, else DEFAULT_PORT; ``service_port``
     None: the running service's, else DEFAULT_SERVICE_PORT. ``executor`` "celery": also the broker (redis on
@@ -656,15 +691,13 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
             port = api_rec["port"] if api_rec and isinstance(api_rec.get("port"), int) else DEFAULT_PORT
         if redis_port is None:
             redis_port = alive[REDIS]["port"] if REDIS in alive else DEFAULT_REDIS_PORT
-        env = up_env(port, executor, redis_port)
-        _ensure_private_file(passwords_file(env))
         if api_rec and api_rec.get("port") != port:
             raise UpError(f"the API server already runs on port {api_rec.get('port')} (pid {api_rec['pid']}); "
                           f"`fraudcd down` first to move it to {port}", 2)
         if api_rec and api_rec.get("executor", "local") != executor:
             raise UpError(f"Airflow already runs with --executor {api_rec.get('executor', 'local')} (API server pid "
                           f"{api_rec['pid']}); `fraudcd down` first to switch to {executor}", 2)
-        if executor == "celery" and (why := celery_blocker(env)):
+        if executor == "celery" and (why := celery_blocker(dict(os.environ))):
             raise UpError(why, 2)
         own_broker = executor == "celery" and "AIRFLOW__CELERY__BROKER_URL" not in os.environ
         worker_names = [f"{WORKER_PREFIX}{i}" for i in range(1, workers + 1)] if executor == "celery" else []
@@ -679,11 +712,6 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
         if service_port == port:
             raise UpError(f"the scoring service's port would be the API server's ({port}); choose another with "
                           "--service-port (or FRAUDCD_SERVICE_PORT)", 2)
-        if all(c in alive for c in wanted) and not unhealthy(health(port)):
-            say("Airflow is already up and healthy")
-            _ensure_service(service_port, alive, t0 + timeout_s, say)
-            say(f"Airflow UI: http://127.0.0.1:{port}")
-            return
         if "api-server" not in alive and not _port_free(port):
             raise UpError(f"port {port} on 127.0.0.1 is in use by another program; choose another with --port "
                           "(or FRAUDCD_AIRFLOW_PORT)", 2)
@@ -691,6 +719,15 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
             raise UpError(f"port {redis_port} on 127.0.0.1 is in use by another program; choose another for the "
                           "Celery broker with --redis-port, or set AIRFLOW__CELERY__BROKER_URL to a broker of your "
                           "own", 2)
+        # what was asked is checked: now the stores (the local PostgreSQL starts here when it is the choice)
+        kind = choose_stores(store, say)
+        env = up_env(port, executor, redis_port)
+        _ensure_private_file(passwords_file(env))
+        if all(c in alive for c in wanted) and not unhealthy(health(port)):
+            say("Airflow is already up and healthy")
+            _ensure_service(service_port, alive, t0 + timeout_s, say)
+            say(f"Airflow UI: http://127.0.0.1:{port}")
+            return
         migrate_airflow_db(env)
         started: dict[str, subprocess.Popen] = {}
         deadline = t0 + timeout_s
@@ -753,6 +790,8 @@ def up(port: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, paused: bo
         say(f"Airflow UI: http://127.0.0.1:{port}")
         say("users: " + ", ".join(f"{u} ({r})" for u, r in users(env)))
         say(f"passwords: {passwords_file(env)}")
+        say(f"stores ({kind}): Airflow's metadata {_redacted(env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'])}; the state "
+            f"store {_redacted(env.get('FRAUDCD_STATE_URL') or state_url())}")
         say(f"logs and pidfiles: {run_dir()}")
         say("stop: fraudcd down (make down)")
     finally:
@@ -775,15 +814,24 @@ def down(timeout_s: float = STOP_TIMEOUT_S, say: Callable[[str], None] = print) 
     nothing running is fine."""
     if not run_dir().exists():
         say("Airflow is not running (nothing was started here)")
+        _stop_local_postgres(timeout_s, say)
         return
     lock = _lock()
     try:
         alive = running()
         if not alive:
             say(f"Airflow is not running (no live process in {run_dir()})")
-            return
-        killed = _stop_in_order(alive, timeout_s)
-        say(f"stopped {', '.join(sorted(alive, key=_order))}" + (f" (killed after {timeout_s:.0f}s: {', '.join(killed)})"
-                                              if killed else ""))
+        else:
+            killed = _stop_in_order(alive, timeout_s)
+            say(f"stopped {', '.join(sorted(alive, key=_order))}" + (
+                f" (killed after {timeout_s:.0f}s: {', '.join(killed)})" if killed else ""))
+        _stop_local_postgres(timeout_s, say)
     finally:
         lock.close()
+
+
+def _stop_local_postgres(timeout_s: float, say: Callable[[str], None]) -> None:
+    """Last: the data folder's local PostgreSQL, once nothing that `up` started uses it (a command run later
+    starts it again when it needs the store)."""
+    if local_postgres.stop(paths().home, timeout_s):
+        say(f"stopped the local PostgreSQL ({local_postgres.pgdata(paths().home)})")

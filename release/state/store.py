@@ -737,3 +737,51 @@ def audit_log(limit: int | None = None, entity_prefix: str | None = None) -> lis
     with engine().connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(q)]
     return rows[-limit:] if limit else rows
+
+
+def copy_store(src_url: str, dst_url: str, *, actor: str, reason: str) -> dict[str, int]:
+    """Move a whole store to another database (`fraudcd up` taking a data folder's SQLite store into its local
+    PostgreSQL). The source must be at this code's revision and is only read; the destination is brought to head
+    and gets every row of every table, history and audit log included, in one transaction, with one audit row
+    of its own ("store_moved": from where, to where, the rows of each table). Returns the rows per table.
+
+    Idempotent: a destination that already holds exactly the source's rows (a move that committed, then the
+    process died before it was recorded) is left as it is; one that holds other rows is refused (StoreError),
+    nothing is written."""
+    rev = store_revision(src_url)
+    if rev is None:
+        raise missing_store(src_url)
+    _check_revision(src_url, rev)
+    actor, reason = checked_actor(actor), checked_reason(reason, "moving the state store")
+    migrate(_engine(dst_url, True), "head")
+    tables = [t for t in metadata.sorted_tables]
+    with _engine(src_url, False).connect() as src:
+        counts = {t.name: src.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in tables}
+        with _engine(dst_url, True).begin() as dst:
+            _writer_lock(dst)
+            have = {t.name: dst.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in tables}
+            moved = [a for a in dst.execute(sa.select(audit.c.after_json).where(audit.c.action == "store_moved"))]
+            if any(have.values()):
+                if moved and {k: v for k, v in have.items() if k != "audit"} == \
+                        {k: v for k, v in counts.items() if k != "audit"} and have["audit"] == counts["audit"] + 1:
+                    return counts  # the move committed before: nothing to do
+                raise StoreError(f"Cannot move the state store {where(src_url)} into {where(dst_url)}: the destination "
+                                 "already holds a store (" + ", ".join(f"{k} {v}" for k, v in have.items() if v) +
+                                 "). Nothing was written. Point FRAUDCD_STATE_URL at the one to keep.")
+            for t in tables:
+                rows = [dict(r._mapping) for r in src.execute(sa.select(t))]
+                if rows:
+                    dst.execute(t.insert(), rows)
+            if dst.dialect.name == "postgresql":  # the serial ids go on after the copied ones
+                for t in tables:
+                    pk = list(t.primary_key.columns)
+                    if len(pk) == 1 and isinstance(pk[0].type, sa.Integer) and counts[t.name]:
+                        dst.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{t.name}', '{pk[0].name}'), "
+                                            f"(SELECT max({pk[0].name}) FROM {t.name}))"))
+            got = {t.name: dst.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in tables}
+            if got != counts:  # pragma: no cover - an insert that silently dropped rows
+                raise StoreError(f"Moving the state store: copied {got}, the source holds {counts}; rolled back.")
+            write_audit(dst, at=utc_now(), actor=actor, action="store_moved", entity="schema",
+                        before={"store": where(src_url), "revision": rev},
+                        after={"store": where(dst_url), "rows": counts}, reason=reason)
+    return counts

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -154,7 +153,10 @@ def _session_members(leader: int) -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def airflow_up(tmp_path_factory, migrated_airflow_db):
+def airflow_up(tmp_path_factory):
+    """`fraudcd up` on its defaults: Airflow's metadata and the state store in the data folder's own PostgreSQL
+    (the pgserver wheel). The data folder held a SQLite state store before (as after `make demo`'s way of
+    working): `up` moves it there."""
     root = tmp_path_factory.mktemp("up-down")
     home, dags = root / "home", root / "dags"
     dags.mkdir()
@@ -162,14 +164,15 @@ def airflow_up(tmp_path_factory, migrated_airflow_db):
     (dags / "release_stand_in.py").write_text(STAND_IN)
     (dags / "cadence_probes.py").write_text(CADENCE)
     (home / "airflow").mkdir(parents=True)
-    shutil.copyfile(migrated_airflow_db, home / "airflow" / "airflow.db")  # `up` migrates it: a no-op
     port = _free_port()
     env = dict(os.environ, FRAUDCD_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow' / 'airflow.db'}",
                AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "airflow" / "logs"))
-    for var in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY",
+    for var in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", "FRAUDCD_STATE_URL",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"):
         env.pop(var, None)
+    subprocess.run([sys.executable, "-c", "from release.state.store import create_store; "
+                    "create_store(actor='ops', reason='the store before up')"], env=env, check=True)
     t0 = time.monotonic()
     try:
         done = _fraudcd(env, "up", "--port", str(port), "--timeout", "150")
@@ -517,6 +520,16 @@ def test_up_runs_a_real_task_and_down_stops_everything(airflow_up):
                                                                   "gate_probe"}
     base = f"http://127.0.0.1:{port}"
 
+    # the stores: the SQLite state store moved into the local PostgreSQL, where Airflow's metadata is too
+    said = " ".join(done.stdout.split())
+    assert f"state store moved from {home / 'state.db'} into the local PostgreSQL: audit 1 rows" in said, said
+    assert "stores (postgres): Airflow's metadata postgresql+psycopg://postgres:***@/airflow?host=" in said, said
+    assert "the state store postgresql+psycopg://postgres:***@/fraudcd_state?host=" in said, said
+    assert json.loads((home / "stores.json").read_text())["kind"] == "postgres"
+    from release.core import local_postgres
+
+    assert local_postgres.running_pid(home) is not None
+
     h = _request(f"{base}/api/v2/monitor/health")
     assert {k: h[k]["status"] for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")} == dict.fromkeys(
         ("metadatabase", "scheduler", "triggerer", "dag_processor"), "healthy")
@@ -570,6 +583,7 @@ def test_up_runs_a_real_task_and_down_stops_everything(airflow_up):
     other = dict(env, FRAUDCD_HOME=str(home.parent / "other-home"))
     refused = _fraudcd(other, "up", "--port", str(port), "--timeout", "5")
     assert refused.returncode == 2 and "in use" in refused.stderr, refused.stdout + refused.stderr
+    assert not (home.parent / "other-home" / "postgres").exists()  # refused before anything started
 
     run_dir = home / "airflow" / "run"
     leaders = [json.loads(p.read_text())["pid"] for p in run_dir.glob("*.pid")]
@@ -579,5 +593,7 @@ def test_up_runs_a_real_task_and_down_stops_everything(airflow_up):
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert [pid for pid in started if _alive(pid)] == []
     assert list(run_dir.glob("*.pid")) == []
+    postgres = local_postgres.running_pid(home)
+    assert postgres is None and "stopped the local PostgreSQL" in stopped.stdout, stopped.stdout
     second = _fraudcd(env, "down")
     assert second.returncode == 0 and "not running" in second.stdout
