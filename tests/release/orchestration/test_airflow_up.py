@@ -32,3 +32,36 @@ def test_a_printed_url_has_no_password():
     assert _redacted("postgresql+psycopg://fraud:s3cr@t@db:5432/airflow") == "postgresql+psycopg://fraud:***@db:5432/airflow"
     assert _redacted("redis://:hunter2@redis:6379/0") == "redis://:***@redis:6379/0"
     assert _redacted("sqlite:////var/airflow.db") == "sqlite:////var/airflow.db"
+
+
+def test_the_choice_of_stores_is_made_once_and_never_goes_back_to_sqlite(monkeypatch, home):
+    """`fraudcd up --store`: sqlite is recorded and starts no server; an unknown kind and a move back from
+    PostgreSQL to SQLite are refused (exit 2) with the file as it was; the same choice again changes nothing."""
+    import json
+
+    import pytest
+
+    from release.core import local_postgres
+    from release.core.settings import state_url
+    from release.orchestration.airflow_env import airflow_env
+    from release.orchestration.airflow_up import UpError, choose_stores
+
+    monkeypatch.delenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", raising=False)
+    said = []
+    with pytest.raises(UpError, match="--store 'mysql': allowed: postgres, sqlite") as e:
+        choose_stores("mysql", said.append)
+    assert e.value.code == 2 and not local_postgres.stores_file(home).exists()
+
+    assert choose_stores("sqlite", said.append) == "sqlite"
+    recorded = local_postgres.stores_file(home).read_text()
+    assert json.loads(recorded)["kind"] == "sqlite" and json.loads(recorded)["by"].endswith("(fraudcd up)")
+    assert state_url() == f"sqlite:///{home / 'state.db'}"
+    assert airflow_env()["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{home / 'airflow' / 'airflow.db'}"
+    assert choose_stores(None, said.append) == "sqlite"  # the recorded choice, not the default
+    assert local_postgres.stores_file(home).read_text() == recorded and not local_postgres.pgdata(home).exists()
+
+    local_postgres.record_choice(home, "postgres", "ops", "probe")  # (no server needed to refuse)
+    with pytest.raises(UpError, match="does not move them back to SQLite") as e:
+        choose_stores("sqlite", said.append)
+    assert e.value.code == 2 and json.loads(local_postgres.stores_file(home).read_text())["kind"] == "postgres"
+    assert said == [] and not local_postgres.pgdata(home).exists()
