@@ -367,3 +367,50 @@ def importance(features: pd.DataFrame | None) -> str:
     ax.set_title("feature importance", fontsize=9, loc="left")
     ax.legend(fontsize=7, frameon=False, loc="lower right")
     return _svg(fig, "feature importance of both models")
+
+
+def closed_loop(rows: list[dict]) -> str:
+    """A closed-loop run's cycles (oldest first): recall, false-positive rate and action rate of the deployed
+    decisions over each cycle's days from the simulation's truth (black), beside the releases' own estimates of
+    the incumbent's policy on their judging rows (IPW and plain) and the truth of those rows (dashed); the new
+    fraud pattern's share blocked. A filled marker: the cycle's release shipped; a cross: it did not."""
+    if not rows:
+        return ""
+    fig = _figure(8.4, 5.0)
+    axes = fig.subplots(2, 2)
+    _margins(fig, 0.5, 0.55, wspace=0.25)
+    fig.subplots_adjust(hspace=0.55)
+    x = np.array([r["cycle"] for r in rows])
+    shipped = np.array([r.get("status") == "promoted" for r in rows])
+
+    def line(ax, key, colour, label, style="-"):
+        y = np.array([np.nan if r.get(key) is None else 100 * r[key] for r in rows], dtype=float)
+        if np.isnan(y).all():
+            return
+        ax.plot(x, y, style, color=colour, lw=1.2, label=label, marker="." if style == "-" else None, ms=5)
+        return y
+
+    for ax, metric, title in ((axes[0, 0], "recall", "recall (%)"), (axes[0, 1], "fpr", "false-positive rate (%)"),
+                              (axes[1, 0], "action_rate", "action rate (%)")):
+        y = line(ax, f"true_{metric}", "#111827", "deployed, truth of its days")
+        if y is not None:
+            ax.plot(x[shipped], y[shipped], "o", color="#111827", ms=4)
+            ax.plot(x[~shipped], y[~shipped], "x", color="#111827", ms=5)
+        if metric != "action_rate":
+            line(ax, f"est_incumbent_{metric}_ipw", COLOURS["candidate"], "incumbent, estimated (IPW)")
+            line(ax, f"est_incumbent_{metric}_plain", COLOURS["policy"], "incumbent, estimated (plain)")
+            line(ax, f"true_incumbent_{metric}", COLOURS["incumbent"], "incumbent, truth of the judging rows", "--")
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.grid(alpha=0.25)
+        ax.set_xticks(x)
+    axes[0, 0].legend(fontsize=6.5, frameon=False)
+    ax = axes[1, 1]
+    y = line(ax, "new_pattern_blocked", COLOURS["fail"], "new pattern: share blocked")
+    if y is not None:
+        ax.plot(x[shipped], y[shipped], "o", color=COLOURS["fail"], ms=4)
+    ax.set_title("the new fraud pattern blocked (%)", fontsize=9, loc="left")
+    ax.set_xticks(x)
+    ax.set_xlabel("cycle")
+    ax.grid(alpha=0.25)
+    axes[1, 0].set_xlabel("cycle")
+    return _svg(fig, "closed loop: recall, false-positive rate, action rate and the new pattern over cycles")

@@ -42,7 +42,7 @@ AMOUNT_BANDS = [0.0, 20.0, 100.0, 500.0, float("inf")]
 AMOUNT_LABELS = ["<20", "20-100", "100-500", "500+"]
 NEW_CARD_DAYS = 30  # a card first seen fewer than this many days ago is "new"
 FIT_SHARE = 0.5  # the earlier half of the evaluation window's days fits thresholds, the later half judges
-JUDGING_COLUMNS = ["day", "card_id", "merchant_id", "merchant_country", "merchant_category", "card_country",
+JUDGING_COLUMNS = ["tx_id", "day", "card_id", "merchant_id", "merchant_country", "merchant_category", "card_country",
                    "merchant_size", "amount_band", "card_segment", "amount", "label", "weight",
                    "incumbent_score", "candidate_score", "incumbent_threshold", "outcome"]
 

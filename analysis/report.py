@@ -756,7 +756,8 @@ def write_index(reports_dir: Path) -> Path:
     trend = release_trends(rels)
     counts = pd.Series([r["status"] for r in rels], dtype=object).value_counts().to_dict() if rels else {}
     html = _env.get_template("index.html.j2").render(releases=rels, alerts=alerts, n_alerts=count_alerts(),
-                                                     trends_svg=charts.trends(trend), counts=counts)
+                                                     trends_svg=charts.trends(trend), counts=counts,
+                                                     closed_loop=(Path(reports_dir) / "closed-loop.html").exists())
     target = Path(reports_dir) / "index.html"
     atomic_write_text(html, target)
     return target

@@ -12,7 +12,8 @@ Tables written under ``<out>/``:
 - ``truth/day=.../`` (simulation only, never read by the pipeline): tx_id, is_fraud, scenario
 
 The hard parts are built in: heavy-tailed merchant volume, several fraud scenarios (opportunistic,
-card testing bursts, account takeover, a compromised merchant, and a scenario that starts mid-history),
+card testing bursts, account takeover, a compromised merchant, a scenario that starts mid-history, and
+optionally card testing fading out),
 disputes that arrive weeks late, and a rule-based deployed policy whose blocks hide labels, except for a
 logged exploration share.
 
@@ -61,6 +62,10 @@ class WorldConfig(BaseModel):
     ato_per_1k: float = Field(1.2, ge=0)
     drift_start_fraction: float = Field(0.6, ge=0, le=1)
     drift_per_1k: float = Field(2.0, ge=0)
+    # an old pattern fades: from this share of the days on, card testing falls linearly to nothing over
+    # fade_days (None: it never fades)
+    fade_start_fraction: float | None = Field(None, ge=0, le=1)
+    fade_days: int = Field(28, ge=1)
     # share of would-be blocks let through and logged (censoring); 5%: the smallest tested rate at which a
     # 21-day window's IPW figures are unbiased with honest intervals (benchmarks/bench_counterfactual.py, README)
     exploration: float = Field(0.05, gt=0, lt=1)
@@ -152,7 +157,7 @@ def _one_day(cfg: WorldConfig, day: int, merchants: pd.DataFrame, cards: pd.Data
     parts = [base]
     k = max(1, cfg.tx_per_day // 1000)
     # card testing: bursts of small amounts at digital merchants within minutes
-    n_ct = rng.poisson(cfg.card_testing_per_1k * k)
+    n_ct = rng.poisson(cfg.card_testing_per_1k * k * _fade(cfg, day))
     digital = merchants[merchants["merchant_category"].isin(["digital_goods", "gambling"])]
     if n_ct and len(digital):
         rows = []
@@ -219,6 +224,14 @@ def _one_day(cfg: WorldConfig, day: int, merchants: pd.DataFrame, cards: pd.Data
     df["ts"] = day_start + pd.to_timedelta(df["seconds"], unit="s")
     df["tx_id"] = np.int64(day) * 10_000_000 + np.arange(len(df), dtype=np.int64)
     return df
+
+
+def _fade(cfg: WorldConfig, day: int) -> float:
+    """How much of the card-testing pattern is left on ``day`` (1 until it starts fading, then down to 0)."""
+    if cfg.fade_start_fraction is None:
+        return 1.0
+    start = int(cfg.fade_start_fraction * cfg.days)
+    return float(min(1.0, max(0.0, 1.0 - (day - start) / cfg.fade_days)))
 
 
 def _norm(w: pd.Series) -> np.ndarray:

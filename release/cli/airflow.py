@@ -48,6 +48,58 @@ def demo(days: int = 150, tx_per_day: int = typer.Option(3000, "--tx-per-day"),
 
 
 
+@app.command("simulate-cycles", rich_help_panel=PANEL)
+def simulate_cycles(cycles: int = typer.Option(6, help="biweekly release cycles after the history"),
+                    exploration: float = typer.Option(0.25, help="the scoring service's share of would-be blocks "
+                                                                  "let through, logged with its propensity; 0: off"),
+                    history_days: int = typer.Option(150, "--history-days", help="days before the first cycle, "
+                                                     "decided by the legacy rules"),
+                    tx_per_day: int = typer.Option(3000, "--tx-per-day"),
+                    merchants: int = typer.Option(2000), cards: int = typer.Option(30000),
+                    seed: int = typer.Option(7),
+                    new_pattern_cycle: int = typer.Option(2, "--new-pattern-cycle",
+                                                          help="the cycle whose days first hold the new fraud pattern"),
+                    bad_candidate_cycle: Optional[int] = typer.Option(None, "--bad-candidate-cycle",
+                                                                      help="this cycle trains a deliberately worse "
+                                                                           "candidate (0-based)"),
+                    bad_edit_cycle: Optional[int] = typer.Option(None, "--bad-edit-cycle",
+                                                                 help="in this cycle the analyst makes a bad threshold "
+                                                                      "edit before approving (0-based)"),
+                    replay_rate: float = typer.Option(400.0, "--replay-rate", help="requests/s of live traffic"),
+                    maturity_days: Optional[int] = typer.Option(None, "--maturity-days"),
+                    training_history_days: Optional[int] = typer.Option(None, "--training-history-days"),
+                    dispute_median_days: float = typer.Option(25.0, "--dispute-median-days"),
+                    dispute_max_days: int = typer.Option(120, "--dispute-max-days"),
+                    folder: Optional[str] = typer.Option(None, "--home", help="the run's own data folder, made anew "
+                                                         "(default FRAUDCD_HOME/closed-loop)")) -> None:
+    """Months of biweekly release cycles through Airflow, the world and the pipeline in one loop: each cycle's
+    release runs as every release does (shadow and ramp on live traffic through a scoring service), then the model
+    that is production decides the world's next 14 days (what it blocks is never labelled). Ends with a summary
+    across cycles in the report index (reports/closed-loop.html)."""
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from release.core.settings import paths
+    from release.orchestration.closed_loop import LoopConfig, run_loop
+
+    try:
+        loop = LoopConfig(cycles=cycles, exploration=exploration, history_days=history_days, tx_per_day=tx_per_day,
+                          n_merchants=merchants, n_cards=cards, seed=seed, new_pattern_cycle=new_pattern_cycle,
+                          bad_candidate_cycle=bad_candidate_cycle, bad_edit_cycle=bad_edit_cycle,
+                          replay_rate=replay_rate, maturity_days=maturity_days,
+                          training_history_days=training_history_days, dispute_median_days=dispute_median_days,
+                          dispute_max_days=dispute_max_days)
+    except ValidationError as e:
+        _fail("; ".join(f"--{'-'.join(str(x) for x in err['loc']).replace('_', '-')}: {err['msg']}"
+                        for err in e.errors()), 2)
+    home = Path(folder).resolve() if folder else paths().home / "closed-loop"
+    rows = run_loop(loop, home, console=console)
+    _out(f"summary: {home / 'reports' / 'closed-loop.html'}; rows: {home / 'closed_loop' / 'cycles.json'}")
+    failed = [r for r in rows if r.get("error")]
+    raise typer.Exit(1 if failed else 0)
+
+
 @app.command(rich_help_panel=PANEL)
 def up(port: Optional[int] = typer.Option(None, envvar="FRAUDCD_AIRFLOW_PORT",
                                           help="the API server's and UI's port on 127.0.0.1; default: the "

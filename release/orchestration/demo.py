@@ -383,11 +383,14 @@ def _approved(release_id: str) -> bool:
 
 def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workflow: str | None = None,
               console: Console | None = None, t0: float | None = None, overrides: list[dict] | None = None,
-              run: str = "", live: LiveTraffic | None = None, watch: Callable[[], None] | None = None) -> str:
+              run: str = "", live: LiveTraffic | None = None, watch: Callable[[], None] | None = None,
+              approve: Callable[[str], bool] | None = None) -> str:
     """One release cycle through Airflow: the daily training_set DAG, then the release DAG, answering
     the approval as ``approver`` through the CLI. With ``live``, the scoring service and the replayer start
     once the thresholds are approved (production is tagged by then), so the release's shadow and ramp run
-    on the traffic the service scores; they stop when the DAG run ends. Returns the release id."""
+    on the traffic the service scores; they stop when the DAG run ends. ``approve(release_id)``: a person of
+    the caller's answers the approval instead (and starts ``live``), until it returns True. Returns the
+    release id."""
     t0 = time.monotonic() if t0 is None else t0
     logs.mkdir(parents=True, exist_ok=True)
     day = as_of.isoformat()
@@ -412,7 +415,10 @@ def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workf
                 live.start()
             if inner is not None:
                 inner()
-    if live is not None and approver is not None:
+    if approve is not None:
+        def answer() -> bool:
+            return approve(rid)
+    elif live is not None and approver is not None:
         def answer() -> bool:
             if not _try_approve(rid, approver, env, console):
                 return False

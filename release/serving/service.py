@@ -601,10 +601,12 @@ def default_seed_day(events: Path) -> dt.date:
 
 
 class ScoringService:
-    """Everything behind the HTTP routes: deployment snapshot, features, shadow worker, decision log."""
+    """Everything behind the HTTP routes: deployment snapshot, features, shadow worker, decision log
+    (``log_folder``: its folder, default FRAUDCD_HOME/decision_log; the closed loop's world decides its days
+    with a log of its own, release/orchestration/closed_loop.py)."""
 
     def __init__(self, config: ServiceConfig | None = None, seed_day: dt.date | None = None,
-                 controller: bool = False):
+                 controller: bool = False, log_folder: Path | None = None):
         from release.serving.decision_log import DecisionLog
         from release.core.settings import paths
 
@@ -614,7 +616,7 @@ class ScoringService:
         self.loader = DeploymentLoader()
         self.deployment = self.loader.load()
         self.counters = Counters()
-        self.log = DecisionLog(flush_every=self.config.decision_log.flush_every,
+        self.log = DecisionLog(log_folder, flush_every=self.config.decision_log.flush_every,
                                flush_ms=self.config.decision_log.flush_ms,
                                compact_after_s=self.config.decision_log.compact_after_s,
                                on_failure=self.config.decision_log.on_failure,
