@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from release.core.io import atomic_write_parquet, owned_temp_dir, remove_stale_temp_dirs, replace_dir, write_partition
+from release.core.io import (atomic_write_parquet, local_events, owned_temp_dir, remove_stale_temp_dirs, replace_dir,
+                             write_partition)
 
 COUNTRIES = ["US", "GB", "DE", "FR", "BR", "IN", "MX", "ES", "NL", "NG", "CA", "AU", "IT", "PL", "JP",
              "SE", "TR", "ZA", "AR", "SG"]
@@ -285,7 +286,7 @@ def simulate(cfg: WorldConfig, out: str | Path,
 
     Returns counts: transactions, frauds, blocked, explored, disputes (written before the horizon).
     """
-    out = Path(out).absolute()
+    out = local_events(out, "fraudcd simulate").absolute()  # a world lands whole by a rename: never at a URL
     prefix = f".{out.name}.tmp-"
     remove_stale_temp_dirs(out.parent, prefix)  # worlds of killed simulations
     with owned_temp_dir(out.parent, prefix) as tmp:

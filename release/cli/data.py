@@ -21,10 +21,12 @@ def simulate(days: int = typer.Option(150, help="days of history"),
              countries: int = typer.Option(10),
              exploration: float = typer.Option(0.05, help="share of the legacy rules' would-be blocks let through "
                                                          "and logged with their propensity")) -> None:
-    """Simulate a world and write its event logs under FRAUDCD_HOME/events."""
+    """Simulate a world and write its event logs under FRAUDCD_HOME/events (a local folder: with FRAUDCD_EVENTS_URL
+    set it refuses and writes nothing)."""
     from pydantic import ValidationError
     from rich.progress import Progress
 
+    from release.core.io import local_events
     from release.core.settings import paths
     from simulation.world import WorldConfig, simulate as run
 
@@ -33,10 +35,11 @@ def simulate(days: int = typer.Option(150, help="days of history"),
                           n_merchants=merchants, n_cards=cards, n_countries=countries, exploration=exploration)
     except (ValidationError, ValueError) as e:
         _fail(str(e), 2)
+    events = local_events(paths().events, "fraudcd simulate")  # a URL: refused (exit 2) before any work
     with Progress(console=err, transient=True) as prog:
         t = prog.add_task("simulating days", total=cfg.days)
-        totals = run(cfg, paths().events, progress=lambda done, total: prog.update(t, completed=done))
-    _out(f"simulated {cfg.days} days from {cfg.start} into {paths().events}: "
+        totals = run(cfg, events, progress=lambda done, total: prog.update(t, completed=done))
+    _out(f"simulated {cfg.days} days from {cfg.start} into {events}: "
          + ", ".join(f"{k} {v:,}" for k, v in totals.items()))
 
 
@@ -46,7 +49,8 @@ def ingest(mapping: str = typer.Option(..., "--mapping", help="column-mapping YA
            start: Optional[str] = typer.Option(None, help="first day to write (YYYY-MM-DD); default: all"),
            end: Optional[str] = typer.Option(None, help="day after the last day to write (YYYY-MM-DD)"),
            as_json: bool = typer.Option(False, "--json")) -> None:
-    """Normalise a team's own transaction log into event logs under FRAUDCD_HOME/events."""
+    """Normalise a team's own transaction log into event logs under FRAUDCD_HOME/events (a local folder: with
+    FRAUDCD_EVENTS_URL set it refuses and writes nothing)."""
     from release.core.settings import paths
     from release.data.source import SourceError, ingest_source
 

@@ -33,6 +33,16 @@ class ConfigError(ValueError):
     """A configuration file is missing, not YAML, or does not validate."""
 
 
+class EventsLocationError(ConfigError):
+    """The event logs' location cannot serve: an unknown protocol, a missing fsspec implementation, a bucket that
+    does not exist, a writer pointed at a URL. The CLI says it and exits 2."""
+
+
+class EventsUnreachable(EventsLocationError, ConnectionError):
+    """The event logs' storage could not be read: the endpoint did not answer, the credentials were refused, the
+    filesystem refused an option it was given (release.core.io.list_partitions says which)."""
+
+
 def shown(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
     """repr(value) for an error message, cut to ``limit`` characters (a 200 KB value must not become a
     200 KB message)."""

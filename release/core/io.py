@@ -17,6 +17,18 @@ Folders that land whole
 lives; ``replace_dir(new, target)`` swaps it in (atomically on Linux, renameat2 RENAME_EXCHANGE);
 ``remove_stale_temp_dirs(parent, prefix)`` removes the temp folders of builds that were killed (their lock
 died with them), never one another process is still writing.
+
+Event logs at a URL
+-------------------
+The event logs may be read from an fsspec URL (``FRAUDCD_EVENTS_URL``, release/core/settings.py): then
+``paths().events`` is a ``upath.UPath`` and every reader goes through the functions here, which take a local
+``pathlib.Path`` or a ``UPath`` alike: ``list_partitions`` (one recursive listing of a table, a clear error for
+an unreachable endpoint or a missing bucket), ``file_sha256`` (the same digest of the same bytes: a snapshot's
+hash does not depend on where its inputs were read), ``read_parquet_frame``, ``read_parquet_table`` and
+``parquet_num_rows``. DuckDB reads the URLs once the location's filesystem is registered on its connection
+(``release.data.features.connect(events=...)``). Writers stay local (``local_events``): a day's partition
+lands whole by a rename, and a world or an ingest replaces many of them, which object storage cannot do in
+one step; with a URL set they refuse and write nothing.
 """
 from __future__ import annotations
 
@@ -27,7 +39,9 @@ import fcntl
 import hashlib
 import math
 import os
+import re
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +50,8 @@ from typing import Iterator
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from release.core.config import EventsLocationError, EventsUnreachable
 
 FILE_MODE = 0o640  # owner rw, group r, others nothing
 DIR_MODE = 0o750
@@ -244,9 +260,135 @@ def replace_dir(new: str | Path, target: str | Path) -> None:
     os.rename(aside, new)  # pragma: no cover
 
 
-def list_partitions(table_dir: Path, start: dt.date | None = None, end: dt.date | None = None) -> list[Path]:
-    """Partition files of a table with start <= day < end, sorted by day."""
-    table_dir = Path(table_dir)
+def is_remote(path) -> bool:
+    """Whether ``path`` is on an fsspec filesystem (a ``upath.UPath`` of a URL) rather than a local path."""
+    return not isinstance(path, (str, Path)) and hasattr(path, "fs")
+
+
+def location(path):
+    """``path`` as a path object of its kind: a ``pathlib.Path`` or ``upath.UPath`` as it is; a string with a
+    protocol (``s3://bucket/events``) resolved as ``FRAUDCD_EVENTS_URL`` is (``events_location``); any
+    other string as a ``pathlib.Path``."""
+    if isinstance(path, Path) or is_remote(path):
+        return path
+    text = os.fspath(path)
+    if "://" in text:
+        return events_location(text, setting="the event logs' location")
+    return Path(text)
+
+
+EVENTS_URL_EXAMPLES = "a local folder, s3://bucket/prefix, gs://bucket/prefix, abfs://container/prefix"
+
+
+def events_location(url: str, setting: str = "FRAUDCD_EVENTS_URL"):
+    """The event logs at ``url`` as a path object: a local folder (no protocol, or ``file://``) as a
+    ``pathlib.Path``; an fsspec URL as a ``upath.UPath`` whose filesystem is configured by fsspec's own
+    configuration for its protocol (``FSSPEC_<PROTOCOL>_<KWARG>`` variables and ``FSSPEC_CONFIG_DIR`` files,
+    read now, so a process sees the environment it has, not the one fsspec was imported in). Nothing is
+    contacted here: an unknown protocol or a missing implementation is an error naming the setting, what is
+    allowed and what to install; an unreachable endpoint or a missing bucket is said by the first read
+    (``list_partitions``)."""
+    protocol, sep, rest = url.partition("://")
+    if not sep:
+        return Path(url).expanduser().resolve()
+    if protocol in ("file", "local"):
+        return Path(rest).expanduser().resolve()
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", protocol) or not rest.strip("/"):
+        raise EventsLocationError(f"{setting}={url!r} is not a location of event logs. Give {EVENTS_URL_EXAMPLES}.")
+    import fsspec
+    import fsspec.config
+    from fsspec.registry import known_implementations
+
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as e:
+        package = known_implementations.get(protocol, {}).get("class", str(e)).split(".")[0]
+        extra = " (the fraud-cd extra: pip install 'fraud-cd[s3]')" if protocol in ("s3", "s3a") else ""
+        raise EventsLocationError(f"{setting}={url!r}: reading {protocol}:// needs the package {package}, which "
+                                  f"is not installed in {sys.prefix}. Install it: pip install {package}{extra}."
+                                  ) from e
+    except ValueError as e:
+        raise EventsLocationError(f"{setting}={url!r}: fsspec knows no protocol {protocol!r}. Give "
+                                  f"{EVENTS_URL_EXAMPLES} (fsspec's protocols: "
+                                  f"{', '.join(sorted(known_implementations))}).") from e
+    conf: dict = {}
+    fsspec.config.set_conf_files(os.environ.get("FSSPEC_CONFIG_DIR", fsspec.config.default_conf_dir), conf)
+    fsspec.config.set_conf_env(conf)
+    from upath import UPath
+
+    return UPath(url, **conf.get(protocol, {}))
+
+
+def local_events(events, writer: str) -> Path:
+    """``events`` as the local folder a writer of event logs (``writer``: the command) writes into. A URL is
+    refused, nothing written: each day's partition lands whole by a rename (a world, an ingest: many of them,
+    replaced in one step), which object storage cannot do."""
+    events = location(events)
+    if is_remote(events):
+        raise EventsLocationError(
+            f"{writer} writes event logs to a local folder only (each day lands whole by a rename, which object "
+            f"storage cannot do), and FRAUDCD_EVENTS_URL points at {events}; nothing was written. Unset "
+            "FRAUDCD_EVENTS_URL to write under FRAUDCD_HOME/events, then copy the day partitions to the bucket "
+            "(`aws s3 sync`, or fsspec's put(local, url, recursive=True)) and set it again to read them there.")
+    return events
+
+
+def _storage(path) -> str:
+    """Where a remote path's filesystem points, for an error (never its credentials)."""
+    endpoint = getattr(path.fs, "endpoint_url", None) or path.fs.storage_options.get("endpoint_url")
+    proto = str(path.protocol).upper()
+    return (f"endpoint {endpoint}" if endpoint else "the default endpoint") + \
+        f" (fsspec's settings: FSSPEC_{proto}_ENDPOINT_URL, FSSPEC_{proto}_KEY, ...)"
+
+
+def _remote_listing(table_dir) -> dict[str, list[str]]:
+    """A remote table's partition files, by day folder name (``day=YYYY-MM-DD``): one recursive listing (the
+    filesystem's listing cache dropped first: new partitions appear). Hidden files (an in-flight write's
+    ``.tmp-*``) and anything not ``<day folder>/<name>.parquet`` are left out."""
+    fs, root = table_dir.fs, table_dir.path.rstrip("/")
+    try:
+        fs.invalidate_cache(root)
+        names = fs.find(root)
+    except FileNotFoundError:
+        names = []
+    except Exception as e:  # noqa: BLE001 - the filesystem's own errors (botocore's are not OSErrors)
+        raise EventsUnreachable(f"Cannot read the event logs at {table_dir}: {type(e).__name__}: {e}. Check "
+                                f"FRAUDCD_EVENTS_URL and how {_storage(table_dir)} is reached.") from e
+    if not names and table_dir.drive and not fs.exists(table_dir.drive):
+        raise EventsLocationError(
+            f"Cannot read the event logs at {table_dir}: the bucket {table_dir.drive!r} does not exist at "
+            f"{_storage(table_dir)}. Point FRAUDCD_EVENTS_URL at the bucket that holds the event logs "
+            "(<url>/transactions/day=YYYY-MM-DD/*.parquet, decisions/..., disputes/...).")
+    out: dict[str, list[str]] = {}
+    for name in names:
+        parts = name[len(root) + 1:].split("/") if name.startswith(root + "/") else []
+        if len(parts) == 2 and parts[0].startswith("day=") and parts[1].endswith(".parquet") \
+                and not parts[1].startswith("."):
+            out.setdefault(parts[0], []).append(parts[1])
+    return out
+
+
+def partition_days(table_dir) -> list[dt.date]:
+    """The days a table has a partition folder of, sorted (remote: a day with at least one file)."""
+    table_dir = location(table_dir)
+    if is_remote(table_dir):
+        names = _remote_listing(table_dir)
+    else:
+        names = [d.name for d in table_dir.glob("day=*")] if table_dir.exists() else []
+    return sorted(dt.date.fromisoformat(n.removeprefix("day=")) for n in names)
+
+
+def list_partitions(table_dir, start: dt.date | None = None, end: dt.date | None = None) -> list:
+    """Partition files of a table with start <= day < end, sorted by day (then by name). ``table_dir``: a local
+    folder or a ``upath.UPath`` of a URL; the files come back as the same kind of path."""
+    table_dir = location(table_dir)
+    if is_remote(table_dir):
+        out = []
+        for folder, names in sorted(_remote_listing(table_dir).items()):
+            day = dt.date.fromisoformat(folder.removeprefix("day="))
+            if (start is None or day >= start) and (end is None or day < end):
+                out.extend(table_dir / folder / n for n in sorted(names))
+        return out
     if not table_dir.exists():
         return []
     out = []
@@ -258,9 +400,43 @@ def list_partitions(table_dir: Path, start: dt.date | None = None, end: dt.date 
     return out
 
 
-def file_sha256(path: Path) -> str:
+def relative_name(path, root) -> str:
+    """``path`` under ``root`` as a relative POSIX name (``transactions/day=2026-01-01/part-0.parquet``): the
+    same for a local folder and a URL, so what a snapshot's hash covers does not depend on where it was read."""
+    return location(path).relative_to(location(root)).as_posix()
+
+
+def file_sha256(path) -> str:
+    path = location(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with (path.open("rb") if is_remote(path) else open(path, "rb")) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_parquet_frame(path, columns: list[str] | None = None) -> pd.DataFrame:
+    """``pd.read_parquet`` of a local file or of a file at a URL (read through its filesystem)."""
+    path = location(path)
+    if not is_remote(path):
+        return pd.read_parquet(path, columns=columns)
+    with path.open("rb") as f:
+        return pd.read_parquet(f, columns=columns)
+
+
+def read_parquet_table(path, columns: list[str] | None = None) -> pa.Table:
+    """``pq.read_table`` of a local file or of a file at a URL."""
+    path = location(path)
+    if not is_remote(path):
+        return pq.read_table(path, columns=columns)
+    with path.open("rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def parquet_num_rows(path) -> int:
+    """A Parquet file's row count, from its metadata (local or at a URL)."""
+    path = location(path)
+    if not is_remote(path):
+        return pq.ParquetFile(path).metadata.num_rows
+    with path.open("rb") as f:
+        return pq.ParquetFile(f).metadata.num_rows

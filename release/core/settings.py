@@ -8,6 +8,20 @@
   release/core/local_postgres.py); with no choice made, a SQLite file in ``FRAUDCD_HOME``.
 - ``FRAUDCD_SOURCE``: a column-mapping YAML for a team's own transaction log (see
   ``config/source.example.yaml``); the daily training-set DAG ingests its data interval from it.
+- ``FRAUDCD_EVENTS_URL``: where the event logs are read from, when not ``FRAUDCD_HOME/events``: a local folder,
+  or an fsspec URL such as ``s3://bucket/fraud/events`` (``gs://``, ``abfs://``: any protocol fsspec has an
+  installed implementation for; s3:// needs the ``s3`` extra, ``pip install 'fraud-cd[s3]'``). Unset: the local
+  folder. ``paths().events`` is then a ``upath.UPath`` (``/``, ``glob``, ``exists``, ``open`` as on a local path);
+  every reader of the event logs reads through it (release/core/io.py: ``list_partitions``, ``file_sha256``,
+  the Parquet readers; DuckDB through ``release.data.features.connect(events=...)``). The writers (`fraudcd
+  simulate`, `fraudcd ingest`, the daily DAG's ingest) write a local folder only, each day landing whole by a
+  rename: with a URL set they refuse, writing nothing (``release.core.io.local_events``).
+  How to reach the storage (endpoint, credentials, region) is fsspec's own configuration, never ours:
+  ``FSSPEC_<PROTOCOL>_<KWARG>`` variables (``FSSPEC_S3_ENDPOINT_URL``, ``FSSPEC_S3_KEY``, ``FSSPEC_S3_SECRET``,
+  ``FSSPEC_S3_CLIENT_KWARGS='{"region_name": "eu-west-1"}'``; a value is read as JSON when it parses) or files in
+  ``FSSPEC_CONFIG_DIR`` (fsspec.config), or the storage's own (``AWS_ACCESS_KEY_ID``, an instance role). They are
+  read when the location is resolved, and every process `fraudcd up` starts (the Airflow components, the Celery
+  workers, the scoring service) inherits its environment, so all of them read the same bucket the same way.
 
 Configuration (training workflows, contracts, ramp plan) is YAML in ``<project>/config`` and
 ``<project>/contracts``; ``FRAUDCD_CONFIG`` points elsewhere. The package carries ``config/`` as
@@ -39,10 +53,17 @@ def in_checkout() -> bool:
 @dataclass(frozen=True)
 class Paths:
     home: Path
+    events_url: str | None = None  # FRAUDCD_EVENTS_URL
 
     @property
-    def events(self) -> Path:
-        return self.home / "events"
+    def events(self):
+        """The event logs: ``FRAUDCD_EVENTS_URL`` resolved (release.core.io.events_location), else
+        ``home/events``. A ``pathlib.Path`` for a local folder, a ``upath.UPath`` for an fsspec URL."""
+        if not self.events_url:
+            return self.home / "events"
+        from release.core.io import events_location
+
+        return events_location(self.events_url)
 
     @property
     def snapshots(self) -> Path:
@@ -81,7 +102,7 @@ def default_home() -> Path:
 
 def paths() -> Paths:
     home = Path(os.environ.get("FRAUDCD_HOME") or default_home()).resolve()
-    return Paths(home=home)
+    return Paths(home=home, events_url=os.environ.get("FRAUDCD_EVENTS_URL") or None)
 
 
 def state_url() -> str:

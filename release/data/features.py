@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from release.core.io import list_partitions
+from release.core.io import is_remote, list_partitions, location
 from release.core.pipeline import STATIC_FEATURES, Features, pipeline
 
 CATEGORIES = ["grocery", "fuel", "restaurants", "fashion", "electronics", "travel", "digital_goods",
@@ -79,7 +79,7 @@ def feature_query(events: Path, start: dt.date, end: dt.date, maturity_days: int
     """The SQL that computes features for transactions with start <= day < end from the event logs and
     the registered relations ``card_windows`` and ``merchant_windows`` (see ``window_features``).
     Unordered: callers sort once, where the rows land."""
-    events = Path(events)
+    events = location(events)
     features, maturity_days = settings(features, maturity_days)
     if not any(list_partitions(events / "transactions", start, end)):
         raise FileNotFoundError(
@@ -304,8 +304,12 @@ def window_features(tx, features: Features | None = None):
     return card, merchant
 
 
-def connect(threads: int = 2, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(threads: int = 2, memory_limit: str | None = None, events=None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection; with ``events`` at a URL (``FRAUDCD_EVENTS_URL``), its filesystem registered, so
+    ``read_parquet`` reads the URLs ``list_partitions`` gives."""
     con = duckdb.connect()
+    if events is not None and is_remote(events := location(events)):
+        con.register_filesystem(events.fs)
     con.execute(f"SET threads = {int(threads)}")
     con.execute("SET TimeZone = 'UTC'")
     if memory_limit:
@@ -318,7 +322,7 @@ def compute_features(events: Path, start: dt.date, end: dt.date, con: duckdb.Duc
                      features: Features | None = None) -> pd.DataFrame:
     """Transactions with start <= day < end, with point-in-time features, joined to their decisions,
     ordered by time."""
-    con = con or connect(threads)
+    con = con or connect(threads, events=events)
     features, maturity_days = settings(features, maturity_days)
     with window_relations(con, events, start, end, features):
         return con.execute(f"SELECT * FROM ({feature_query(events, start, end, maturity_days, features)}) "
@@ -334,18 +338,18 @@ def window_relations(con: duckdb.DuckDBPyConnection, events: Path, start: dt.dat
     A card's first-seen time is the earliest of its transactions read, from the lookback before ``start``;
     with ``first_seen_from`` (earlier than that) from that day on instead: a build of one day of a longer
     window reads the card's first-seen time as the build of the whole window does (its own lookback for
-    everything else)."""
+    everything else). Events at a URL: ``con`` is ``connect(events=events)``'s (their filesystem registered)."""
     import polars as pl
 
     features, _ = settings(features, 0)
     read_from = start - dt.timedelta(days=features.lookback_days)
-    tx_files = list_partitions(Path(events) / "transactions", read_from, end)
+    tx_files = list_partitions(location(events) / "transactions", read_from, end)
     if not tx_files:
         feature_query(events, start, end)  # raises the clear "no transactions" error
     tx = pl.from_arrow(con.sql(f"SELECT tx_id, ts, card_id, merchant_id, amount FROM read_parquet("
                                f"{_sql_list(tx_files)})").to_arrow_table())
     card, merchant = window_features(tx, features)
-    earlier = (list_partitions(Path(events) / "transactions", first_seen_from, read_from)
+    earlier = (list_partitions(location(events) / "transactions", first_seen_from, read_from)
                if first_seen_from is not None and first_seen_from < read_from else [])
     if earlier:  # the cards' earliest transactions before this read: only two columns of those days
         seen = pl.from_arrow(con.sql(f"SELECT card_id, min(ts) AS _earlier FROM read_parquet({_sql_list(earlier)}) "

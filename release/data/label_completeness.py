@@ -58,9 +58,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
-from release.core.io import list_partitions
+from release.core.io import list_partitions, location, parquet_num_rows
 
 DAY = pd.Timedelta(days=1)
 HORIZON_DAYS = 120  # a dispute later than this is not an "eventual dispute" (card networks' usual limit)
@@ -370,7 +369,7 @@ def read_delay_distribution(events: str | Path, as_of, *, horizon_days: int = HO
     func = "read_delay_distribution"
     _check_int(func, "horizon_days", horizon_days, 1, 3650)
     _check_int(func, "cohort_days", cohort_days, 1, 3650)
-    events = Path(events)
+    events = location(events)
     at = _utc_ts(as_of)
     cut = at - horizon_days * DAY
     lo = cut - cohort_days * DAY
@@ -384,9 +383,9 @@ def read_delay_distribution(events: str | Path, as_of, *, horizon_days: int = HO
         return replace(dist, reason=f"no transactions at least {horizon_days} days old at {_show_time(at)} in "
                                     f"{events / 'transactions'} (looked for {lo.date()}..{last}): "
                                     "the history is too short to see whole dispute delays")
-    n_tx = sum(pq.ParquetFile(f).metadata.num_rows for f in tx_files)
+    n_tx = sum(parquet_num_rows(f) for f in tx_files)
     if dispute_files:
-        con = connect(threads=threads)
+        con = connect(threads=threads, events=events)
         try:
             # each transaction's first dispute known at as_of, joined to the cohorts' transaction times
             rows = con.execute(f"""
@@ -421,9 +420,9 @@ def read_delay_distribution(events: str | Path, as_of, *, horizon_days: int = HO
 def _transaction_counts(events: Path, start: dt.date, end: dt.date) -> dict[dt.date, int]:
     """Transactions per day in [start, end), from Parquet metadata (no rows read)."""
     counts: dict[dt.date, int] = {}
-    for f in list_partitions(Path(events) / "transactions", start, end):
+    for f in list_partitions(location(events) / "transactions", start, end):
         day = dt.date.fromisoformat(f.parent.name.removeprefix("day="))
-        counts[day] = counts.get(day, 0) + pq.ParquetFile(f).metadata.num_rows
+        counts[day] = counts.get(day, 0) + parquet_num_rows(f)
     return counts
 
 
@@ -441,7 +440,7 @@ def window_completeness(events: str | Path, as_of, windows: Mapping[str, tuple],
     report, saying why when there is no estimate), and ``start``, ``end``, ``as_of``,
     ``standard_error``, ``beyond_horizon_share``, ``horizon_days``, ``reason``.
     """
-    events = Path(events)
+    events = location(events)
     dist = distribution or read_delay_distribution(events, as_of, horizon_days=horizon_days,
                                                    cohort_days=cohort_days, min_disputes=min_disputes)
     out = {}

@@ -62,7 +62,7 @@ import pandas as pd
 
 from release.data.features import CATEGORIES, _sql_list, connect, settings
 from release.core.pipeline import Features
-from release.core.io import list_partitions
+from release.core.io import list_partitions, location, read_parquet_table
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def prepare_rates(events: Path, day: dt.date, maturity_days: int | None = None,
                   features: Features | None = None) -> RatePrep:
     """The heavy part of ``merchant_fraud_rates`` (reads the widest risk window of logs); safe to run a
     day ahead, in the background."""
-    events = Path(events)
+    events = location(events)
     features, maturity_days = settings(features, maturity_days)
     delays = [r.delay(maturity_days) for r in features.risk]
     # every feature's window, both ends included, lies within the days [lo, hi] (on the exact clock, a
@@ -154,7 +154,7 @@ def prepare_rates(events: Path, day: dt.date, maturity_days: int | None = None,
     tx = list_partitions(events / "transactions", lo, hi + dt.timedelta(days=1))
     dec = list_partitions(events / "decisions", lo, hi + dt.timedelta(days=1))
     dis = list_partitions(events / "disputes", lo, day - dt.timedelta(days=1))  # arrived by day - 2
-    con = connect(threads=1)
+    con = connect(threads=1, events=events)
     try:
         window = pd.DataFrame({"tx_id": pd.Series(dtype="int64"), "merchant_id": pd.Series(dtype=object),
                                "day": pd.Series(dtype="datetime64[s]"), "ts_us": pd.Series(dtype="int64")})
@@ -246,13 +246,11 @@ def finish_rates(events: Path, prep: RatePrep) -> list:
     merchant's (rate, matured count) and the all-merchant rate (an ``ExactRates`` on the exact clock)."""
     day = prep.day
     exact = any(r.clock == "exact" for r in prep.risk)
-    files = list_partitions(Path(events) / "disputes", day - dt.timedelta(days=1),
+    files = list_partitions(location(events) / "disputes", day - dt.timedelta(days=1),
                             day + dt.timedelta(days=1 if exact else 0))
     last = None
     if files:  # small partitions: read directly (a DuckDB connection alone costs ~15 ms)
-        import pyarrow.parquet as pq
-
-        last = pd.concat([pq.read_table(f, columns=["tx_id", "dispute_ts"]).to_pandas() for f in files])
+        last = pd.concat([read_parquet_table(f, columns=["tx_id", "dispute_ts"]).to_pandas() for f in files])
         last_day = pd.to_datetime(last["dispute_ts"], utc=True)
         last = last.assign(dispute_us=last_day.astype("datetime64[us, UTC]").astype("int64"),
                            _day=last_day.dt.date)
@@ -304,7 +302,7 @@ class OnlineFeatures:
 
     def __init__(self, events: Path, seed_day: dt.date, maturity_days: int | None = None,
                  features: Features | None = None, prepare_ahead: bool = True):
-        self.events = Path(events)
+        self.events = location(events)
         self.prepare_ahead = prepare_ahead
         self._rate_lock = threading.Lock()
         self._prepared: dict[dt.date, RatePrep] = {}
@@ -339,7 +337,7 @@ class OnlineFeatures:
                                 self.seed_day)
         if not files:
             return 0
-        con = connect(threads=2)
+        con = connect(threads=2, events=self.events)
         try:
             df = con.execute(f"SELECT ts, card_id, merchant_id, amount FROM read_parquet({_sql_list(files)}) "
                              "ORDER BY ts").df()

@@ -49,7 +49,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from release.core.config import ConfigError, load_yaml_model
-from release.core.io import write_partition
+from release.core.io import local_events, write_partition
 
 MEMORY_LIMIT = "1GB"  # DuckDB spills staged rows to a temporary folder beyond this
 ALL = "ALL"
@@ -180,8 +180,8 @@ def ingest_source(mapping: SourceMapping | str | Path, events: str | Path, start
                   end: dt.date | None = None, *, threads: int = 2) -> dict:
     """Validate the whole source, then write canonical partitions for start <= day < end (all days when
     None) under ``events``. Returns counts and what stood in for each missing optional column."""
+    events = local_events(events, "fraudcd ingest")  # a URL is refused before anything is read or written
     m = load_mapping(mapping) if isinstance(mapping, (str, Path)) else mapping.with_base(Path.cwd())
-    events = Path(events)
     files = sorted(globlib.glob(str(Path(m.path).expanduser()), recursive=True))
     files = [f for f in files if Path(f).is_file()]
     if not files:

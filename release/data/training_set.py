@@ -29,7 +29,8 @@ from release.data.features import (_sql_list, connect, feature_code_digest, feat
 from release.core.pipeline import Features, lineage_key, lineage_of, pipeline
 from release.data import data_quality
 from release.data.data_quality import DATA_CHECKS  # noqa: F401  (re-exported: contracts name these)
-from release.core.io import file_sha256, list_partitions, make_dirs, owned_temp_dir, remove_stale_temp_dirs
+from release.core.io import (file_sha256, list_partitions, location, make_dirs, owned_temp_dir, relative_name,
+                             remove_stale_temp_dirs)
 from release.data import label_completeness
 from release.core.settings import code_version
 
@@ -154,7 +155,7 @@ def _inputs(events: Path, start: dt.date, end: dt.date, as_of: dt.date, maturity
     files = (list_partitions(events / "transactions", min(first, cohort_start), max(end, cohort_end))
              + list_partitions(events / "decisions", first, end)
              + list_partitions(events / "disputes", min(first, cohort_start), as_of))
-    return [[str(f.relative_to(events)), file_sha256(f)] for f in files]
+    return [[relative_name(f, events), file_sha256(f)] for f in files]
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def plan_snapshot(events: str | Path, snapshots: str | Path, as_of: dt.date, *, 
         raise ValueError(f"The 'as_of' parameter of a training-set build must be a date. Got {as_of!r} instead.")
     _check_int("maturity_days", maturity_days, 1, 180)
     _check_int("history_days", history_days, maturity_days + 1, 3650)
-    events, snapshots = Path(events), Path(snapshots)
+    events, snapshots = location(events), Path(snapshots)
     start = as_of - dt.timedelta(days=history_days)
     end = as_of - dt.timedelta(days=maturity_days)
     lineage = lineage_of(maturity_days, history_days, features)
@@ -229,7 +230,7 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
 
     The rows stay in DuckDB (spilling to disk past ``memory_limit``) from the feature query to the
     Parquet file; only the columns the labels and the data contract need come into pandas."""
-    events, snapshots = Path(events), Path(snapshots)
+    events, snapshots = location(events), Path(snapshots)
     plan = plan_snapshot(events, snapshots, as_of, maturity_days=maturity_days, history_days=history_days,
                          features=features)
     snap = plan.snapshot
@@ -238,7 +239,7 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
     # a killed build's temp folder is removed here; one another build is still writing is left alone
     remove_stale_temp_dirs(snapshots, SNAPSHOT_TEMP_PREFIX)
     with owned_temp_dir(snapshots, SNAPSHOT_TEMP_PREFIX) as tmp:
-        con = connect(memory_limit=memory_limit)
+        con = connect(memory_limit=memory_limit, events=events)
         con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
         with window_relations(con, events, plan.start, plan.end, plan.features):
             con.execute(f"CREATE TEMP TABLE snap AS {_rows_sql(events, plan, plan.start, plan.end)}")
@@ -268,7 +269,7 @@ def build_day_partition(events: str | Path, snapshots: str | Path, as_of: dt.dat
     it (or the landed snapshot) and writes nothing. Returns the partition, or None when the snapshot has
     landed already. ``plan``: the caller's ``plan_snapshot`` of the same snapshot, so its inputs are not
     hashed again."""
-    events, snapshots = Path(events), Path(snapshots)
+    events, snapshots = location(events), Path(snapshots)
     plan = plan or plan_snapshot(events, snapshots, as_of, maturity_days=maturity_days, history_days=history_days,
                                  features=features)
     if not isinstance(day, dt.date) or isinstance(day, dt.datetime) or not plan.start <= day < plan.end:
@@ -282,7 +283,7 @@ def build_day_partition(events: str | Path, snapshots: str | Path, as_of: dt.dat
         return target
     make_dirs(target.parent)
     with owned_temp_dir(target.parent, SNAPSHOT_TEMP_PREFIX) as tmp:
-        con = connect(threads=1, memory_limit=memory_limit)
+        con = connect(threads=1, memory_limit=memory_limit, events=events)
         con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
         end = day + dt.timedelta(days=1)
         first_seen_from = plan.start - dt.timedelta(days=plan.features.lookback_days)
@@ -303,7 +304,7 @@ def assemble_snapshot(events: str | Path, snapshots: str | Path, as_of: dt.date,
     ``build_training_set``. Idempotent: a landed snapshot is returned as it is. The partitions are removed
     once the snapshot has landed. A missing partition is an error naming the days. ``plan``: as for
     ``build_day_partition``."""
-    events, snapshots = Path(events), Path(snapshots)
+    events, snapshots = location(events), Path(snapshots)
     plan = plan or plan_snapshot(events, snapshots, as_of, maturity_days=maturity_days, history_days=history_days,
                                  features=features)
     snap = plan.snapshot

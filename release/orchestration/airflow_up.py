@@ -467,14 +467,20 @@ def service_blocker() -> str | None:
     """Why the scoring service cannot start now, or None: it needs the state store (the project's default
     one is started here, as a pipeline task would; a named one must exist) and transactions in the event
     logs, from which it seeds the card and merchant history."""
+    from release.core.config import EventsLocationError
+    from release.core.io import partition_days
     from release.state.store import StoreError, engine
 
     try:
         engine()
     except StoreError as e:
         return str(e)
-    tx = paths().events / "transactions"
-    if not any(tx.glob("day=*")):
+    try:
+        tx = paths().events / "transactions"
+        days = partition_days(tx)
+    except EventsLocationError as e:  # a URL (FRAUDCD_EVENTS_URL) that cannot be read: said, Airflow still starts
+        return str(e)
+    if not days:
         return (f"no transactions in {tx} yet (it seeds card and merchant history from them): ingest or simulate, "
                 "then `fraudcd up` again")
     return None

@@ -157,13 +157,13 @@ def promised(rel: dict, ev) -> checks.Promise | None:
 
 def _disputes(start: dt.date, end: dt.date) -> pd.DataFrame:
     """The event logs' disputes that arrived on days start <= day < end (tx_id, dispute_ts)."""
-    from release.core.io import list_partitions
+    from release.core.io import list_partitions, read_parquet_frame
 
     files = list_partitions(paths().events / "disputes", start, end)
     if not files:
         return pd.DataFrame({"tx_id": pd.Series([], dtype=str),
                              "dispute_ts": pd.Series([], dtype="datetime64[us, UTC]")})
-    return pd.concat([pd.read_parquet(f, columns=["tx_id", "dispute_ts"]) for f in files], ignore_index=True)
+    return pd.concat([read_parquet_frame(f, columns=["tx_id", "dispute_ts"]) for f in files], ignore_index=True)
 
 
 def matured_performance(day: dt.date, prod, rel: dict | None, ev, log: pd.DataFrame) -> tuple[pd.DataFrame, str]:

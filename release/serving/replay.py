@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from release.core.io import list_partitions
+from release.core.io import list_partitions, location, read_parquet_frame
 
 REQUEST_COLUMNS = ["tx_id", "ts", "card_id", "card_country", "merchant_id", "merchant_country",
                    "merchant_category", "amount"]
@@ -33,10 +33,10 @@ REQUEST_COLUMNS = ["tx_id", "ts", "card_id", "card_country", "merchant_id", "mer
 
 def day_requests(events: Path, day: dt.date, limit: int | None = None) -> list[dict]:
     """The day's transactions as /score request bodies, in time order."""
-    files = list_partitions(Path(events) / "transactions", day, day + dt.timedelta(days=1))
+    files = list_partitions(location(events) / "transactions", day, day + dt.timedelta(days=1))
     if not files:
-        raise FileNotFoundError(f"No transactions for {day} in {Path(events) / 'transactions'}.")
-    df = pd.concat([pd.read_parquet(f, columns=REQUEST_COLUMNS) for f in files], ignore_index=True)
+        raise FileNotFoundError(f"No transactions for {day} in {location(events) / 'transactions'}.")
+    df = pd.concat([read_parquet_frame(f, columns=REQUEST_COLUMNS) for f in files], ignore_index=True)
     df = df.sort_values(["ts", "tx_id"], kind="stable")
     if limit is not None:
         df = df.head(limit)

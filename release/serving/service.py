@@ -593,11 +593,13 @@ def _json_safe(v: Any) -> Any:
 
 def default_seed_day(events: Path) -> dt.date:
     """The day after the last day of transactions in the event logs (the service continues from there)."""
-    days = sorted(p.name.removeprefix("day=") for p in (Path(events) / "transactions").glob("day=*"))
+    from release.core.io import location, partition_days
+
+    days = partition_days(location(events) / "transactions")
     if not days:
-        raise FileNotFoundError(f"No transactions in {Path(events) / 'transactions'}: the service seeds its card "
+        raise FileNotFoundError(f"No transactions in {location(events) / 'transactions'}: the service seeds its card "
                                 "and merchant history from the event logs. Simulate or ingest some first.")
-    return dt.date.fromisoformat(days[-1]) + dt.timedelta(days=1)
+    return days[-1] + dt.timedelta(days=1)
 
 
 class ScoringService:

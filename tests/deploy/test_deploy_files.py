@@ -78,7 +78,7 @@ def test_every_secret_comes_from_a_kubernetes_secret(values):
 def test_the_image_installs_the_project_and_serves_by_default():
     text = DOCKERFILE.read_text()
     assert re.search(r"^FROM python:3\.11[-\w.]*$", text, re.M)  # the project's Python
-    assert "pip install --no-cache-dir -e '.[celery]'" in text
+    assert "pip install --no-cache-dir -e '.[celery,s3]'" in text
     copied = set(re.findall(r"^COPY (\S+) \./\1$", text, re.M))
     import tomllib
 
