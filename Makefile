@@ -16,7 +16,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 # data folder's (its local PostgreSQL after `make up`, else var/airflow/airflow.db); a value in the environment wins.
 export AIRFLOW__LOGGING__BASE_LOG_FOLDER := $(CURDIR)/var/airflow/logs
 
-.PHONY: install demo test up down clean browser celery-deps compat
+.PHONY: install demo test test-cycles up down clean browser celery-deps compat
 
 # The browser tests drive the system's Chromium (Debian's package) through Playwright; `make test` installs it
 # when it is missing (as root, or through sudo). FRAUDCD_CHROMIUM points the tests at another binary.
@@ -83,10 +83,18 @@ test: install browser celery-deps
 	@mkdir -p var
 	@trap 'kill $$e2e 2>/dev/null' INT TERM; \
 	$(BIN)/python -m pytest $(E2E) > var/test-e2e.log 2>&1 & e2e=$$!; \
-	nice -n 5 $(BIN)/python -m pytest $(addprefix --ignore=,$(E2E)); rest=$$?; \
+	nice -n 5 $(BIN)/python -m pytest $(addprefix --ignore=,$(E2E) $(CYCLES)); rest=$$?; \
 	wait $$e2e; e2e_rc=$$?; \
 	echo "---- $(E2E), run beside the tests above (their log: var/test-e2e.log)"; cat var/test-e2e.log; \
 	exit $$(( rest || e2e_rc ))
+
+# Months of closed-loop cycles (issue 19): six biweekly releases through Airflow, each cycle's production model deciding
+# the world's next days (tests/test_closed_loop.py). About a quarter of an hour on two cores by themselves, so they
+# are their own target, not a lane of `make test` (whose 15-minute budget they would double); CI runs both.
+CYCLES := tests/test_closed_loop.py
+
+test-cycles: install
+	$(BIN)/python -m pytest $(CYCLES)
 
 # Another Airflow release of pyproject.toml's range, beside the default one (`make compat AIRFLOW=3.3.0`): a venv
 # of its own under var/, the versions .venv resolved as constraints (Airflow's own constraints files are on GitHub,

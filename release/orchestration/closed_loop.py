@@ -70,6 +70,9 @@ class LoopConfig(BaseModel):
     cycles: int = Field(6, ge=1, le=60)
     history_days: int = Field(150, ge=30)
     exploration: float = Field(0.25, ge=0, lt=1)  # the service's share of would-be blocks let through; 0: off
+    # the legacy rules' share in the history before fraud-cd: the same in runs with exploration on and off, so the
+    # two differ only in what the loop itself does
+    legacy_exploration: float = Field(0.25, gt=0, lt=1)
     tx_per_day: int = Field(3000, ge=100)
     n_merchants: int = Field(2000, ge=10)
     n_cards: int = Field(30000, ge=100)
@@ -92,7 +95,7 @@ class LoopConfig(BaseModel):
                                                                        * CYCLE_DAYS) / days,
                            fade_start_fraction=None if self.fading_cycle is None else
                            (self.history_days + self.fading_cycle * CYCLE_DAYS) / days,
-                           exploration=max(self.exploration, 0.01),  # the legacy rules' own (>0) before the loop
+                           exploration=self.legacy_exploration,
                            dispute_median_days=self.dispute_median_days, dispute_max_days=self.dispute_max_days)
 
 
