@@ -414,3 +414,27 @@ def closed_loop(rows: list[dict]) -> str:
     ax.grid(alpha=0.25)
     axes[1, 0].set_xlabel("cycle")
     return _svg(fig, "closed loop: recall, false-positive rate, action rate and the new pattern over cycles")
+
+
+def estimate_gaps(runs: dict[str, list[dict]]) -> str:
+    """Each run's releases' estimate of their incumbent's recall minus the truth of the same judging rows, IPW (solid)
+    and plain (dotted), by cycle: the censoring's bias, with and without exploration."""
+    if not runs:
+        return ""
+    fig = _figure(8.4, 2.6)
+    ax = fig.subplots()
+    _margins(fig, 0.55, 0.5, right=2.6)
+    palette = [COLOURS["candidate"], COLOURS["policy"], COLOURS["incumbent"], COLOURS["approved"]]
+    for i, (label, rows) in enumerate(runs.items()):
+        colour = palette[i % len(palette)]
+        for est, style in (("ipw", "-"), ("plain", ":")):
+            pts = [(r["cycle"], 100 * (r[f"est_incumbent_recall_{est}"] - r["true_incumbent_recall"])) for r in rows
+                   if r.get(f"est_incumbent_recall_{est}") is not None and r.get("true_incumbent_recall") is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, color=colour, marker=".", lw=1.2, label=f"{label}, {est}")
+    ax.axhline(0, color="#111827", lw=0.8)
+    ax.set_title("estimated minus true recall of the incumbent (points)", fontsize=9, loc="left")
+    ax.set_xlabel("cycle")
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=6.5, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _svg(fig, "the releases' recall estimates against the truth, runs side by side")

@@ -20,8 +20,7 @@ import pytest
 pytestmark = [pytest.mark.cycles, pytest.mark.slow]
 
 NEW_PATTERN_CYCLE = 1  # 0-based: the second cycle's days hold it first
-LEARN_WITHIN = 4  # cycles after its appearance by which the deployed decisions block part of it
-LEARNED_SHARE = 0.15  # ... at least this share of its frauds (the old policies block none)
+LEARN_WITHIN = 4  # cycles after its appearance by which the deployed decisions block part of it (LEARNED_SHARE)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +107,7 @@ def test_the_planted_bad_candidate_fails_a_contract_and_production_is_unchanged(
 
 
 def test_the_new_pattern_is_learned_within_the_stated_cycles_and_the_summary_says_so(loop_run):
-    from analysis.closed_loop_report import summary_figures
+    from analysis.closed_loop_report import LEARNED_SHARE, summary_figures
 
     home, loop, rows = loop_run
     before = [r["new_pattern_blocked"] for r in rows[NEW_PATTERN_CYCLE:NEW_PATTERN_CYCLE + 2]]
@@ -123,7 +122,9 @@ def test_the_new_pattern_is_learned_within_the_stated_cycles_and_the_summary_say
     index = (home / "reports" / "index.html").read_text()
     assert 'href="closed-loop.html"' in index and '<svg role="img"' in page
     assert figures["new_pattern"]["first_seen_cycle"] == NEW_PATTERN_CYCLE + 1
-    assert "the deployed decisions block half of it from cycle" in page
+    assert figures["new_pattern"]["learned_cycle"] == learned[0]["cycle"]
+    assert (f"learned (the deployed decisions block at least 15% of it) from cycle {learned[0]['cycle']} "
+            f"({learned[0]['cycle'] - NEW_PATTERN_CYCLE - 1} cycles after it appeared)") in " ".join(page.split())
     assert figures["planted"] == [{"cycle": 1, "planted": "bad edit", "status": "stopped", "reason": rows[0]["reason"]},
                                   {"cycle": 3, "planted": "bad candidate", "status": "stopped",
                                    "reason": rows[2]["reason"]}]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -71,7 +71,10 @@ def simulate_cycles(cycles: int = typer.Option(6, help="biweekly release cycles 
                     dispute_median_days: float = typer.Option(25.0, "--dispute-median-days"),
                     dispute_max_days: int = typer.Option(120, "--dispute-max-days"),
                     folder: Optional[str] = typer.Option(None, "--home", help="the run's own data folder, made anew "
-                                                         "(default FRAUDCD_HOME/closed-loop)")) -> None:
+                                                         "(default FRAUDCD_HOME/closed-loop)"),
+                    compare_with: Optional[List[str]] = typer.Option(None, "--compare-with", help="the --home of an "
+                                                                     "earlier run of the same world (e.g. exploration "
+                                                                     "0), shown beside this one in the summary")) -> None:
     """Months of biweekly release cycles through Airflow, the world and the pipeline in one loop: each cycle's
     release runs as every release does (shadow and ramp on live traffic through a scoring service), then the model
     that is production decides the world's next 14 days (what it blocks is never labelled). Ends with a summary
@@ -93,8 +96,16 @@ def simulate_cycles(cycles: int = typer.Option(6, help="biweekly release cycles 
     except ValidationError as e:
         _fail("; ".join(f"--{'-'.join(str(x) for x in err['loc']).replace('_', '-')}: {err['msg']}"
                         for err in e.errors()), 2)
+    from release.orchestration.closed_loop import earlier_run
+
     home = Path(folder).resolve() if folder else paths().home / "closed-loop"
-    rows = run_loop(loop, home, console=console)
+    try:
+        compare = dict(earlier_run(Path(d).resolve()) for d in compare_with or [])
+    except ValueError as e:
+        _fail(str(e), 2)
+    if any(Path(d).resolve() == home for d in compare_with or []):
+        _fail(f"--compare-with {home}: that is this run's own folder, which it makes anew", 2)
+    rows = run_loop(loop, home, console=console, compare=compare or None)
     _out(f"summary: {home / 'reports' / 'closed-loop.html'}; rows: {home / 'closed_loop' / 'cycles.json'}")
     failed = [r for r in rows if r.get("error")]
     raise typer.Exit(1 if failed else 0)

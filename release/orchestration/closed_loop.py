@@ -291,9 +291,10 @@ def _setup(home: Path, loop: LoopConfig) -> dict:
 
 
 def run_loop(loop: LoopConfig, home: Path, console: Console | None = None,
-             on_cycle: Callable[[dict], None] | None = None) -> list[dict]:
+             on_cycle: Callable[[dict], None] | None = None, compare: dict[str, list[dict]] | None = None) -> list[dict]:
     """Run the closed loop in ``home`` (made anew) and return one row per cycle (also in
-    ``home/closed_loop/cycles.json`` as each cycle ends, and ``home/reports/closed-loop.html``)."""
+    ``home/closed_loop/cycles.json`` as each cycle ends, and ``home/reports/closed-loop.html``, beside the rows of
+    other runs in ``compare``, {label: rows}, e.g. the same world with exploration off)."""
     from release.orchestration.airflow_env import migrate_airflow_db
     from release.orchestration.cycle import get_release, outcome_reason, release_id_for
     from release.orchestration.demo import DemoPerson, LiveTraffic, _stage, run_cycle
@@ -370,8 +371,20 @@ def run_loop(loop: LoopConfig, home: Path, console: Console | None = None,
             on_cycle(row)
     from analysis.closed_loop_report import write_summary
 
-    write_summary(rows, loop, home / "reports")
+    write_summary(rows, loop, home / "reports", compare=compare)
     return rows
+
+
+def earlier_run(folder: Path) -> tuple[str, list[dict]]:
+    """(a label, the rows) of an earlier run's ``closed_loop/cycles.json`` in ``folder``; ValueError saying what is
+    missing."""
+    f = Path(folder) / "closed_loop" / "cycles.json"
+    try:
+        data = json.loads(f.read_text())
+        return f"exploration {float(data['config']['exploration']):g} ({Path(folder).name})", list(data["cycles"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{f}: not the rows of a closed-loop run ({type(e).__name__}: {e}); give the --home of an "
+                         "earlier `fraudcd simulate-cycles`") from None
 
 
 def _pct(x, digits: int = 1) -> str:
