@@ -26,19 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from release.orchestration.closed_loop import BAD_WORKFLOW_YAML
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 APPROVER = "e2e approver (pytest)"
-WORSE_WORKFLOW = """\
-name: hour-only
-description: deliberately worse - sees only the hour of day
-features: [hour]
-categorical_features: []
-eval_days: 21
-seed: 7
-num_boost_round: 20
-lightgbm: {objective: binary, learning_rate: 0.1, num_leaves: 4, min_data_in_leaf: 100}
-"""
 
 
 def _fraudcd(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -172,7 +164,7 @@ def world(tmp_path_factory):
     asked = run_cycle(day1b, env, home / "logs", APPROVER, overrides=drill,
                       live=LiveTraffic(env, day1b, 4, home / "serve-1b.log", rate=150), watch=asker)
     worse_yaml = home / "hour_only.yaml"
-    worse_yaml.write_text(WORSE_WORKFLOW)
+    worse_yaml.write_text(BAD_WORKFLOW_YAML)  # the closed loop's planted worse candidate too
     worse = run_cycle(cfg.start + dt.timedelta(days=150), env, home / "logs", APPROVER, workflow=str(worse_yaml))
     return home, good, worse, asked, operator, asker
 

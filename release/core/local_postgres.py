@@ -26,6 +26,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from release.core.procs import alive
+
 STORES_FILE = "stores.json"
 KINDS = ("postgres", "sqlite")
 AIRFLOW_DB = "airflow"
@@ -139,15 +141,6 @@ def running_pid(home: Path) -> int | None:
     return pid
 
 
-def _alive(pid: int) -> bool:
-    """The process exists and has not ended (a zombie waiting for its parent has ended)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return text[text.rindex(")") + 2] not in "ZX"
-
-
 def stop(home: Path, timeout_s: float = 30.0) -> bool:
     """Stop the data folder's server (a fast shutdown: SIGINT to the postmaster, as `pg_ctl -m fast stop`),
     waiting until it has ended and its pid file is gone; SIGQUIT past ``timeout_s``. Returns whether one was
@@ -157,7 +150,7 @@ def stop(home: Path, timeout_s: float = 30.0) -> bool:
         return False
     os.kill(pid, signal.SIGINT)
     deadline = time.monotonic() + timeout_s
-    while running_pid(home) is not None or _alive(pid):
+    while running_pid(home) is not None or alive(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGQUIT)
             deadline = time.monotonic() + 10

@@ -47,6 +47,7 @@ from typing import Callable
 from release.orchestration.airflow_env import SECRETS_FILE, airflow_bin, airflow_env, migrate_airflow_db
 from release.core import local_postgres
 from release.core.io import atomic_write_text
+from release.core.procs import proc_stat
 from release.core.settings import paths, state_url
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")  # Airflow's
@@ -131,20 +132,10 @@ def _ensure_private_file(path: Path) -> None:
 
 # ---- processes -------------------------------------------------------------------------------------------
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, session id) of a process, None when there is none."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return fields[0], int(fields[3])
-
-
 def _is_ours(pid: int, component: str) -> bool:
     """The pid is alive (not a zombie) and is still that component (not a reused pid). Airflow retitles
     its processes (`airflow api_server -- host:...`), so the command line is matched as text."""
-    st = _proc_stat(pid)
+    st = proc_stat(pid)
     if st is None or st[0] in ("Z", "X"):
         return False
     try:
@@ -166,7 +157,7 @@ def _session(leader: int) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            st = _proc_stat(int(entry.name))
+            st = proc_stat(int(entry.name))
             if st and st[1] == leader and st[0] not in ("Z", "X"):
                 out.append(int(entry.name))
     return out

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from release.core.procs import alive as _alive
+
 pytestmark = [pytest.mark.slow]
 
 DAG = '''
@@ -129,14 +131,6 @@ def _free_port() -> int:
 def _fraudcd(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([str(Path(sys.executable).with_name("fraudcd")), *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return text[text.rindex(")") + 2] not in "ZX"
 
 
 def _session_members(leader: int) -> set[int]:

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from release.core import local_postgres
+from release.core.procs import alive
 from release.core.settings import sqlite_state_url, state_url
 from release.state.store import StoreError, _engine, audit_log, copy_store, metadata, write_audit, transaction
 
@@ -158,7 +159,7 @@ def test_the_data_folders_postgres_starts_once_for_two_processes_stops_and_start
         assert pid is not None
         assert [r["reason"] for r in audit_log()] == ["two at once", "two at once"]
         assert local_postgres.stop(home) and local_postgres.running_pid(home) is None
-        assert not local_postgres._alive(pid)
+        assert not alive(pid)
         # on demand again (a shell's `fraudcd audit` after `fraudcd down`): the same rows
         assert [r["reason"] for r in audit_log()] == ["two at once", "two at once"]
         assert local_postgres.running_pid(home) not in (None, pid)
