@@ -407,36 +407,37 @@ def relative_name(path, root) -> str:
 
 
 def file_sha256(path) -> str:
-    path = location(path)
     h = hashlib.sha256()
-    with (path.open("rb") if is_remote(path) else open(path, "rb")) as f:
+    with location(path).open("rb") as f:  # pathlib.Path and upath.UPath alike
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def read_parquet_frame(path, columns: list[str] | None = None) -> pd.DataFrame:
-    """``pd.read_parquet`` of a local file or of a file at a URL (read through its filesystem)."""
+@contextmanager
+def _readable(path):
+    """What pandas and pyarrow read: a local path as it is, or a file at a URL opened through its filesystem."""
     path = location(path)
     if not is_remote(path):
-        return pd.read_parquet(path, columns=columns)
+        yield path
+        return
     with path.open("rb") as f:
-        return pd.read_parquet(f, columns=columns)
+        yield f
+
+
+def read_parquet_frame(path, columns: list[str] | None = None) -> pd.DataFrame:
+    """``pd.read_parquet`` of a local file or of a file at a URL (read through its filesystem)."""
+    with _readable(path) as src:
+        return pd.read_parquet(src, columns=columns)
 
 
 def read_parquet_table(path, columns: list[str] | None = None) -> pa.Table:
     """``pq.read_table`` of a local file or of a file at a URL."""
-    path = location(path)
-    if not is_remote(path):
-        return pq.read_table(path, columns=columns)
-    with path.open("rb") as f:
-        return pq.read_table(f, columns=columns)
+    with _readable(path) as src:
+        return pq.read_table(src, columns=columns)
 
 
 def parquet_num_rows(path) -> int:
     """A Parquet file's row count, from its metadata (local or at a URL)."""
-    path = location(path)
-    if not is_remote(path):
-        return pq.ParquetFile(path).metadata.num_rows
-    with path.open("rb") as f:
-        return pq.ParquetFile(f).metadata.num_rows
+    with _readable(path) as src:
+        return pq.ParquetFile(src).metadata.num_rows
