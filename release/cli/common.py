@@ -89,12 +89,32 @@ def _actor(name: Optional[str], option: str = "--as") -> str:
     return name
 
 
-def _actor_or_login(name: Optional[str]) -> str:
-    """The stated name, or the OS login, said out loud (and marked in the audit row) when none is given."""
+AS_HELP = "who (recorded); default: your Airflow user when Airflow runs for real, else your OS login"
+
+
+def _actor_or_login(name: Optional[str], airflow: bool = False) -> str:
+    """The stated name; without one, who the environment says the caller is, said out loud and marked in the
+    audit row (``actor_source``): with ``airflow`` (commands that answer Airflow's approval question), the user
+    of their Airflow token when Airflow runs for real (release.orchestration.airflow_api: FRAUDCD_AIRFLOW_TOKEN,
+    or FRAUDCD_AIRFLOW_USER and its password; Airflow there with no usable credentials refuses the command
+    before anything changes); else the OS login. Emergency controls (ramp pause, rollback) never wait on
+    Airflow for a name: they take the OS login."""
     from release.state.store import note_context, os_user
 
     if name is not None:
         return _actor(name)
+    if airflow:
+        from release.orchestration import airflow_api
+
+        try:
+            api = airflow_api.connect()  # one login per process: _airflow_identity() asks the same
+        except airflow_api.AirflowAPIError as e:
+            _fail(f"{e} (or give a name with --as NAME); nothing was changed", 2)
+        if api is not None:
+            user = _actor(api.user, "the Airflow user")
+            _note("note", f"no --as given: recorded as {user!r} (your Airflow user at {api.base})")
+            note_context(actor_source="airflow_user")
+            return user
     login = os_user()
     _note("note", f"no --as given: recorded as {login!r} (your OS login); say who you are with --as NAME")
     note_context(actor_source="os_user")

@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from release.cli.common import (_actor, _airflow_identity, _emit, _fail, _fmt, _note, _now, _out, _reason_given, _row, _store,
-                                console, err)
+from release.cli.common import (AS_HELP, _actor_or_login, _airflow_identity, _emit, _fail, _fmt, _note, _now, _out,
+                                _reason_given, _row, _store, console, err)
 
 thresholds_app = typer.Typer(no_args_is_help=True, help="Show, approve, edit, reject, export/import, roll back "
                                                       "per-merchant thresholds.")
@@ -130,7 +130,7 @@ def _decide(release: str, decision: str, actor: Optional[str], reason: str, merc
             as_json: bool = False) -> None:
     from release.state import approvals
 
-    who = _actor(actor)
+    who = _actor_or_login(actor, airflow=True)
     why = _reason_given(reason)
     _store("write")
     _thresholds_set(release)
@@ -159,7 +159,7 @@ def _decide(release: str, decision: str, actor: Optional[str], reason: str, merc
 
 @thresholds_app.command("approve")
 def thresholds_approve(release: str = typer.Option(..., help="release id"),
-                       actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                       actor: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
                        reason: str = typer.Option(..., help="why (recorded)"),
                        merchant: Optional[List[str]] = typer.Option(
                            None, "--merchant", help="approve only these (repeat the option); the others get no "
@@ -171,7 +171,7 @@ def thresholds_approve(release: str = typer.Option(..., help="release id"),
 
 @thresholds_app.command("reject")
 def thresholds_reject(release: str = typer.Option(..., help="release id"),
-                      actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                      actor: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
                       reason: str = typer.Option(..., help="why (recorded)"),
                       as_json: bool = typer.Option(False, "--json")) -> None:
     """Reject the release's suggested thresholds as NAME; nothing goes live and the release stops."""
@@ -195,13 +195,13 @@ def thresholds_edit(release: str = typer.Option(..., help="release id"),
                     merchant: List[str] = typer.Option(..., "--merchant", help="merchant id (repeatable)"),
                     threshold: List[str] = typer.Option(..., "--threshold",
                                                         help="its new threshold in [0, 1], one per --merchant"),
-                    actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                    actor: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
                     reason: str = typer.Option(..., help="why (recorded)"),
                     as_json: bool = typer.Option(False, "--json")) -> None:
     """Change merchants' thresholds: in a pending set before approval, or live in an approved one."""
     from release.state import approvals
 
-    who = _actor(actor)
+    who = _actor_or_login(actor, airflow=True)
     why = _reason_given(reason)
     if len(merchant) != len(threshold):
         _fail(f"give one --threshold per --merchant; got {len(merchant)} merchant(s) and {len(threshold)} "
@@ -247,7 +247,7 @@ def thresholds_export(release: str = typer.Option(..., help="release id"),
 @thresholds_app.command("import")
 def thresholds_import(release: str = typer.Option(..., help="release id"),
                       file: str = typer.Option(..., "--file", help="an edited export (CSV)"),
-                      actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                      actor: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
                       reason: str = typer.Option(..., help="why (recorded)"),
                       as_json: bool = typer.Option(False, "--json")) -> None:
     """Apply an edited CSV export: every row checked first; any problem and nothing is applied."""
@@ -255,7 +255,7 @@ def thresholds_import(release: str = typer.Option(..., help="release id"),
 
     from release.state import approvals
 
-    who = _actor(actor)
+    who = _actor_or_login(actor, airflow=True)
     why = _reason_given(reason)
     _store("write")
     _thresholds_set(release)
@@ -290,13 +290,13 @@ def thresholds_rollback(merchant: Optional[List[str]] = typer.Option(
                             None, "--merchant", help="put this merchant's threshold back to before its last change"),
                         change: Optional[int] = typer.Option(None, "--change", help="undo one change (see history)"),
                         model: Optional[str] = typer.Option(None, help="default: the production model"),
-                        actor: Optional[str] = typer.Option(None, "--as", help="who (recorded)"),
+                        actor: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
                         reason: str = typer.Option(..., help="why (recorded)"),
                         as_json: bool = typer.Option(False, "--json")) -> None:
     """Roll back live thresholds (not the model: that is `fraudcd rollback`)."""
     from release.state import approvals
 
-    who = _actor(actor)
+    who = _actor_or_login(actor, airflow=True)
     why = _reason_given(reason)
     if bool(merchant) == (change is not None):
         _fail("name the merchants to roll back (--merchant, repeatable) or one --change, not both", 2)

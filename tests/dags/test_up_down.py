@@ -308,11 +308,13 @@ def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, mon
     assert r.returncode == 2 and "auth/token" in r.stderr, r.stderr
     assert approvals.latest_set(rid)["status"] == approvals.PENDING
 
-    # the analyst's own login: recorded in the state store, answered over REST as the token's user
-    r = _fraudcd({**cli, **_login(home, "analyst")}, "thresholds", "approve", "--release", rid, "--as", "Dana",
+    # the analyst's own login, and no name typed: the person is the token's user, recorded in the state store as
+    # such and answered over REST as them
+    r = _fraudcd({**cli, **_login(home, "analyst")}, "thresholds", "approve", "--release", rid,
                  "--reason", "looks right")
-    said = " ".join(r.stdout.split())
+    said = " ".join(r.stdout.split() + r.stderr.split())
     assert r.returncode == 0, r.stdout + r.stderr
+    assert f"no --as given: recorded as 'analyst' (your Airflow user at {base})" in said, said
     assert f"answered Airflow task release.approve_thresholds (run {run['dag_run_id']}) as analyst: Approve all" \
         in said, said
     assert _finished(base, run, admin) == "success", _logs(home)[-3000:]
@@ -320,15 +322,15 @@ def test_the_cli_answers_an_approval_over_rest_as_its_token_user(airflow_up, mon
     (h,) = answered["hitl_details"]
     assert h["responded_by_user"]["name"] == "analyst" and h["chosen_options"] == ["Approve all"]
     assert approvals.latest_set(rid)["status"] == approvals.APPROVED
-    assert approvals.latest_set(rid)["decided_by"] == "Dana"
+    assert approvals.latest_set(rid)["decided_by"] == "analyst"
     assert get_release(rid)["status"] == "approved"
     # the scheduler wrote what became of the release into the run's note (a green run is not a shipped release)
     note = _request(f"{base}/api/v2/dags/release/dagRuns/{run['dag_run_id']}", token=admin)["note"]
     assert note == f"**{rid}: the run ended (success) with the release still approved.** No report yet.", note
     (row,) = _approved_rows(rid)
     ctx = json.loads(row["context_json"])
-    assert row["via"] == "cli" and row["actor"] == "Dana"
-    assert ctx["airflow_user"] == "analyst" and ctx["airflow_url"] == base
+    assert row["via"] == "cli" and row["actor"] == "analyst"
+    assert ctx["airflow_user"] == "analyst" and ctx["airflow_url"] == base and ctx["actor_source"] == "airflow_user"
 
     # the plugin: the release's reports, served by Airflow's API server to Airflow's users only
     from analysis.report import write_index

@@ -93,12 +93,20 @@ def test_edit_refuses_bad_input_and_changes_nothing(rel, args, code, message):
     assert len(audit_log()) == n
 
 
-def test_edit_needs_a_name_and_a_reason(rel):
-    r = fraudcd("thresholds", "edit", "--release", "rel-1", "--merchant", "M1", "--threshold", "0.5", "--reason", "x")
-    assert r.exit_code == 2 and "say who you are with --as NAME" in said(r)
+def test_edit_without_a_name_is_the_os_login_said_and_marked_and_needs_a_reason(rel):
+    """No --as and no Airflow running for real: the change is the OS login's, said out loud and marked as such in
+    the audit row (the Airflow user's turn is tests/dags/test_up_down.py, over REST)."""
+    from release.state.store import os_user
+
     r = fraudcd("thresholds", "edit", "--release", "rel-1", "--merchant", "M1", "--threshold", "0.5", "--as", "dana",
                 "--reason", " ")
     assert r.exit_code == 2 and "give a reason" in said(r)
+    r = fraudcd("thresholds", "edit", "--release", "rel-1", "--merchant", "M1", "--threshold", "0.5", "--reason", "x")
+    assert r.exit_code == 0, r.output
+    assert f"no --as given: recorded as {os_user()!r} (your OS login)" in said(r)
+    a = audit_log()[-1]
+    assert (a["action"], a["actor"]) == ("thresholds_edited", os_user())
+    assert json.loads(a["context_json"])["actor_source"] == "os_user"
 
 
 def test_edit_then_approve_is_audited_who_when_why_before_after(rel):
