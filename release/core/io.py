@@ -25,8 +25,11 @@ The event logs may be read from an fsspec URL (``FRAUDCD_EVENTS_URL``, release/c
 ``pathlib.Path`` or a ``UPath`` alike: ``list_partitions`` (one recursive listing of a table, a clear error for
 an unreachable endpoint or a missing bucket), ``file_sha256`` (the same digest of the same bytes: a snapshot's
 hash does not depend on where its inputs were read), ``read_parquet_frame``, ``read_parquet_table`` and
-``parquet_num_rows``. DuckDB reads the URLs once the location's filesystem is registered on its connection
-(``release.data.features.connect(events=...)``). Writers stay local (``local_events``): a day's partition
+``parquet_num_rows``. What is read at a URL is read from a local copy (``local_copy``): the input cache under
+``FRAUDCD_HOME/cache/events``, keyed by the file's URL and its version (the ETag the listing or the store gives),
+so each version of a file is downloaded once per machine, whatever process reads it (a build's tasks on several
+Celery workers, DuckDB's scans, a hash), and a rewritten object is a new key, read again. DuckDB gets the local
+copies' paths (``release.data.features._sql_list``), never a URL. Writers stay local (``local_events``): a day's partition
 lands whole by a rename, and a world or an ingest replaces many of them, which object storage cannot do in
 one step; with a URL set they refuse and write nothing.
 """
@@ -43,6 +46,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -408,36 +412,117 @@ def relative_name(path, root) -> str:
 
 def file_sha256(path) -> str:
     h = hashlib.sha256()
-    with location(path).open("rb") as f:  # pathlib.Path and upath.UPath alike
+    with local_copy(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-@contextmanager
-def _readable(path):
-    """What pandas and pyarrow read: a local path as it is, or a file at a URL opened through its filesystem."""
+# ---- the input cache: files at a URL, read from local copies ------------------------------------------
+
+CACHE_MB_SETTING = "FRAUDCD_EVENTS_CACHE_MB"
+CACHE_MB_DEFAULT = 8192
+CACHE_KEEP_S = 600  # a copy used within the last ten minutes is never evicted: a reader may be about to open it
+
+
+def cache_dir() -> Path:
+    """Where local copies of files read at a URL are kept: ``FRAUDCD_HOME/cache/events``."""
+    from release.core.settings import paths
+
+    return paths().home / "cache" / "events"
+
+
+def cache_limit_bytes() -> int:
+    """``FRAUDCD_EVENTS_CACHE_MB`` (default 8192): the input cache's size the eviction keeps it under."""
+    raw = os.environ.get(CACHE_MB_SETTING, "").strip()
+    if not raw:
+        return CACHE_MB_DEFAULT << 20
+    if not raw.isdigit():
+        raise EventsLocationError(f"{CACHE_MB_SETTING}={raw!r}: give the input cache's size in MB, a whole number "
+                                  f">= 0 (default {CACHE_MB_DEFAULT}).")
+    return int(raw) << 20
+
+
+def local_copy(path) -> Path:
+    """A local file with the bytes of ``path``: a local path as it is; a file at a URL, its copy in the input cache
+    (``cache_dir``), keyed by the URL and the object's version (the filesystem's ``ukey``: S3's ETag, taken from the
+    listing ``list_partitions`` just made, else asked once). The first reader of a version downloads it (temp file
+    beside the copy, size checked, then a rename: a killed download leaves no copy, two processes downloading at
+    once land the same bytes); every later read of that version, in any process on this machine, opens the copy.
+    A rewritten object has a new version: it is read again. The copy follows the file policy (0640): it holds
+    what the event logs hold."""
     path = location(path)
     if not is_remote(path):
-        yield path
-        return
-    with path.open("rb") as f:
-        yield f
+        return path
+    fs, name = path.fs, path.path
+    try:
+        info = fs.info(name)
+        version = fs.ukey(name)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the filesystem's own errors (botocore's are not OSErrors)
+        raise EventsUnreachable(f"Cannot read {path}: {type(e).__name__}: {e}. Check FRAUDCD_EVENTS_URL and how "
+                                f"{_storage(path)} is reached.") from e
+    key = hashlib.sha256(f"{path}\0{version}".encode()).hexdigest()
+    target = cache_dir() / key[:2] / f"{key}{Path(name).suffix}"
+    try:
+        os.utime(target)  # used now: the eviction keeps it
+        return target
+    except FileNotFoundError:
+        pass
+    fd, tmp = _temp_file(target, ".part")
+    try:
+        with os.fdopen(fd, "wb") as out, fs.open(name, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            size = out.tell()
+        if info.get("size") is not None and size != int(info["size"]):
+            raise EventsUnreachable(f"Reading {path} gave {size:,} bytes where the store lists {int(info['size']):,}; "
+                                    "nothing was kept. Read it again.")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    evict_cache(keep=target)
+    return target
+
+
+def evict_cache(keep: Path | None = None) -> int:
+    """Remove the least recently used copies until the input cache is within ``cache_limit_bytes``, never one used
+    within ``CACHE_KEEP_S`` (nor ``keep``); a download killed midway (its temp file an hour old) goes too.
+    Returns how many files were removed."""
+    root = cache_dir()
+    limit, now = cache_limit_bytes(), time.time()
+    files = []
+    for sub in (root.iterdir() if root.is_dir() else ()):
+        for f in (sub.iterdir() if sub.is_dir() else ()):
+            try:
+                st = f.stat()
+            except FileNotFoundError:  # another process evicted it meanwhile
+                continue
+            files.append((st.st_mtime, st.st_size, f))
+    removed, total = 0, sum(size for _, size, _ in files)
+    for mtime, size, f in sorted(files, key=lambda x: x[0]):  # the least recently used first
+        if f.name.startswith(".tmp-"):  # a download in flight, or one killed midway (an hour old)
+            drop = now - mtime > 3600
+        else:
+            drop = total > limit and f != keep and now - mtime >= CACHE_KEEP_S
+        if drop:
+            f.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+    return removed
 
 
 def read_parquet_frame(path, columns: list[str] | None = None) -> pd.DataFrame:
-    """``pd.read_parquet`` of a local file or of a file at a URL (read through its filesystem)."""
-    with _readable(path) as src:
-        return pd.read_parquet(src, columns=columns)
+    """``pd.read_parquet`` of a local file or of a file at a URL (its local copy)."""
+    return pd.read_parquet(local_copy(path), columns=columns)
 
 
 def read_parquet_table(path, columns: list[str] | None = None) -> pa.Table:
-    """``pq.read_table`` of a local file or of a file at a URL."""
-    with _readable(path) as src:
-        return pq.read_table(src, columns=columns)
+    """``pq.read_table`` of a local file or of a file at a URL (its local copy)."""
+    return pq.read_table(local_copy(path), columns=columns)
 
 
 def parquet_num_rows(path) -> int:
     """A Parquet file's row count, from its metadata (local or at a URL)."""
-    with _readable(path) as src:
-        return pq.ParquetFile(src).metadata.num_rows
+    return pq.ParquetFile(local_copy(path)).metadata.num_rows

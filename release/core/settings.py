@@ -13,7 +13,8 @@
   installed implementation for; s3:// needs the ``s3`` extra, ``pip install 'fraud-cd[s3]'``). Unset: the local
   folder. ``paths().events`` is then a ``upath.UPath`` (``/``, ``glob``, ``exists``, ``open`` as on a local path);
   every reader of the event logs reads through it (release/core/io.py: ``list_partitions``, ``file_sha256``,
-  the Parquet readers; DuckDB through ``release.data.features.connect(events=...)``). The writers (`fraudcd
+  the Parquet readers; DuckDB scans their local copies: ``local_copy``, the input cache under
+  ``FRAUDCD_HOME/cache/events``, ``FRAUDCD_EVENTS_CACHE_MB`` at most). The writers (`fraudcd
   simulate`, `fraudcd ingest`, the daily DAG's ingest) write a local folder only, each day landing whole by a
   rename: with a URL set they refuse, writing nothing (``release.core.io.local_events``).
   How to reach the storage (endpoint, credentials, region) is fsspec's own configuration, never ours:

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from release.core.io import is_remote, list_partitions, location
+from release.core.io import list_partitions, local_copy, location
 from release.core.pipeline import STATIC_FEATURES, Features, pipeline
 
 CATEGORIES = ["grocery", "fuel", "restaurants", "fashion", "electronics", "travel", "digital_goods",
@@ -66,8 +66,10 @@ def settings(features: Features | None = None, maturity_days: int | None = None)
             int(maturity_days) if maturity_days is not None else cfg.labels.maturity_days)
 
 
-def _sql_list(files: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+def _sql_list(files: list) -> str:
+    """Files as a DuckDB list literal; a file at a URL as its local copy (release.core.io.local_copy: the input
+    cache), so DuckDB scans local files whatever the event logs' location."""
+    return "[" + ", ".join("'" + str(local_copy(f)).replace("'", "''") + "'" for f in files) + "]"
 
 
 def _ts(day: dt.date) -> str:
@@ -304,12 +306,10 @@ def window_features(tx, features: Features | None = None):
     return card, merchant
 
 
-def connect(threads: int = 2, memory_limit: str | None = None, events=None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection; with ``events`` at a URL (``FRAUDCD_EVENTS_URL``), its filesystem registered, so
-    ``read_parquet`` reads the URLs ``list_partitions`` gives."""
+def connect(threads: int = 2, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection (UTC; ``threads``; ``memory_limit``). It reads local files only: event logs at a URL
+    reach it as their local copies (``_sql_list``)."""
     con = duckdb.connect()
-    if events is not None and is_remote(events := location(events)):
-        con.register_filesystem(events.fs)
     con.execute(f"SET threads = {int(threads)}")
     con.execute("SET TimeZone = 'UTC'")
     if memory_limit:
@@ -322,7 +322,7 @@ def compute_features(events: Path, start: dt.date, end: dt.date, con: duckdb.Duc
                      features: Features | None = None) -> pd.DataFrame:
     """Transactions with start <= day < end, with point-in-time features, joined to their decisions,
     ordered by time."""
-    con = con or connect(threads, events=events)
+    con = con or connect(threads)
     features, maturity_days = settings(features, maturity_days)
     with window_relations(con, events, start, end, features):
         return con.execute(f"SELECT * FROM ({feature_query(events, start, end, maturity_days, features)}) "
@@ -338,7 +338,7 @@ def window_relations(con: duckdb.DuckDBPyConnection, events: Path, start: dt.dat
     A card's first-seen time is the earliest of its transactions read, from the lookback before ``start``;
     with ``first_seen_from`` (earlier than that) from that day on instead: a build of one day of a longer
     window reads the card's first-seen time as the build of the whole window does (its own lookback for
-    everything else). Events at a URL: ``con`` is ``connect(events=events)``'s (their filesystem registered)."""
+    everything else)."""
     import polars as pl
 
     features, _ = settings(features, 0)

@@ -385,7 +385,7 @@ def read_delay_distribution(events: str | Path, as_of, *, horizon_days: int = HO
                                     "the history is too short to see whole dispute delays")
     n_tx = sum(parquet_num_rows(f) for f in tx_files)
     if dispute_files:
-        con = connect(threads=threads, events=events)
+        con = connect(threads=threads)
         try:
             # each transaction's first dispute known at as_of, joined to the cohorts' transaction times
             rows = con.execute(f"""

@@ -154,7 +154,7 @@ def prepare_rates(events: Path, day: dt.date, maturity_days: int | None = None,
     tx = list_partitions(events / "transactions", lo, hi + dt.timedelta(days=1))
     dec = list_partitions(events / "decisions", lo, hi + dt.timedelta(days=1))
     dis = list_partitions(events / "disputes", lo, day - dt.timedelta(days=1))  # arrived by day - 2
-    con = connect(threads=1, events=events)
+    con = connect(threads=1)
     try:
         window = pd.DataFrame({"tx_id": pd.Series(dtype="int64"), "merchant_id": pd.Series(dtype=object),
                                "day": pd.Series(dtype="datetime64[s]"), "ts_us": pd.Series(dtype="int64")})
@@ -337,7 +337,7 @@ class OnlineFeatures:
                                 self.seed_day)
         if not files:
             return 0
-        con = connect(threads=2, events=self.events)
+        con = connect(threads=2)
         try:
             df = con.execute(f"SELECT ts, card_id, merchant_id, amount FROM read_parquet({_sql_list(files)}) "
                              "ORDER BY ts").df()

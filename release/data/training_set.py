@@ -239,7 +239,7 @@ def build_training_set(events: str | Path, snapshots: str | Path, as_of: dt.date
     # a killed build's temp folder is removed here; one another build is still writing is left alone
     remove_stale_temp_dirs(snapshots, SNAPSHOT_TEMP_PREFIX)
     with owned_temp_dir(snapshots, SNAPSHOT_TEMP_PREFIX) as tmp:
-        con = connect(memory_limit=memory_limit, events=events)
+        con = connect(memory_limit=memory_limit)
         con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
         with window_relations(con, events, plan.start, plan.end, plan.features):
             con.execute(f"CREATE TEMP TABLE snap AS {_rows_sql(events, plan, plan.start, plan.end)}")
@@ -283,7 +283,7 @@ def build_day_partition(events: str | Path, snapshots: str | Path, as_of: dt.dat
         return target
     make_dirs(target.parent)
     with owned_temp_dir(target.parent, SNAPSHOT_TEMP_PREFIX) as tmp:
-        con = connect(threads=1, memory_limit=memory_limit, events=events)
+        con = connect(threads=1, memory_limit=memory_limit)
         con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
         end = day + dt.timedelta(days=1)
         first_seen_from = plan.start - dt.timedelta(days=plan.features.lookback_days)

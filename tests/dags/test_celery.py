@@ -1,15 +1,13 @@
 """Past one machine, for real: `fraudcd up --executor celery --workers 2` starts a redis-server (the broker), the
 four Airflow components on the CeleryExecutor and two `airflow celery worker` processes, with the metadata
-database and the state store on PostgreSQL (a server from the pgserver wheel). The training_set_backfill DAG,
-triggered over the REST API, backfills a month of training sets as day-partitioned mapped tasks; the task instances
-(REST API v2, their `hostname`) show both workers ran some; the snapshots equal, hash for hash and row for row, the
-daily build's in one process on the same events. `fraudcd down` leaves no process alive.
-
-The event logs are on local disk here. Read from an S3 bucket (moto's server; FRAUDCD_EVENTS_URL and fsspec's
-FSSPEC_S3_* handed to the workers by `up`) the same test passed on 2026-12-02 in 5 min 10 s alone and 604 s inside
-`make test` (every day task downloads its window's partitions through moto), close to its 600 s wait for the DAG run:
-too slow and too close for the suite, so the URL is tested by tests/release/data/test_events_url.py (every reader, and
-a fresh `fraudcd` process configured by its environment alone) and the Celery run reads local files.
+database and the state store on PostgreSQL (a server from the pgserver wheel), and the data on an fsspec URL: the
+event logs are in an S3 bucket (moto's S3 server, a real HTTP server on loopback), named by FRAUDCD_EVENTS_URL, reached
+through fsspec's own FSSPEC_S3_* variables, which `fraudcd up` hands to every worker. The training_set_backfill DAG,
+triggered over the REST API, backfills a month of training sets as day-partitioned mapped tasks reading the bucket;
+the task instances (REST API v2, their `hostname`) show both workers ran some; the snapshots equal, hash for hash and
+row for row, the daily build's in one process on a local copy of the same events. The workers read the bucket
+through the input cache of their FRAUDCD_HOME (release.core.io.local_copy: each file version downloaded once on this
+machine, whichever worker asked first; DuckDB scans the copies). `fraudcd down` leaves no process alive.
 
 `make test` installs what it needs (`make celery-deps`: Debian's redis-server, the `celery` extra)."""
 from __future__ import annotations
@@ -30,10 +28,31 @@ pytestmark = [pytest.mark.slow, pytest.mark.celery]
 MATURITY, HISTORY = 5, 8  # small windows: 3 days a snapshot, so a month of snapshots is 32 days of work
 FIRST = dt.date(2026, 1, 1) + dt.timedelta(days=70)  # the month of as-of dates: 70 days into the world
 LAST = FIRST + dt.timedelta(days=29)
+BUCKET = "fraudcd-celery"  # the event logs: s3://fraudcd-celery/events on moto's S3 server
 
 
 @pytest.fixture(scope="module")
-def celery_up(tmp_path_factory, pg_server):
+def s3_server():
+    """moto's S3 server on a free loopback port with an empty bucket; yields fsspec's options for it."""
+    import logging
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"endpoint_url": f"http://{host}:{port}", "key": "celery-test-key", "secret": "celery-test-secret"}
+    s3fs.S3FileSystem(**options).mkdir(BUCKET)
+    try:
+        yield options
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def celery_up(tmp_path_factory, pg_server, s3_server):
     root = tmp_path_factory.mktemp("celery")
     home = root / "home"
     (home / "airflow").mkdir(parents=True)
@@ -51,7 +70,9 @@ def celery_up(tmp_path_factory, pg_server):
     port, redis_port = _free_port(), _free_port()
     env = dict(os.environ, FRAUDCD_HOME=str(home), FRAUDCD_PIPELINE=str(root / "pipeline.yaml"),
                FRAUDCD_STATE_URL=urls["state"], AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=urls["airflow"],
-               AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "airflow" / "logs"))
+               AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "airflow" / "logs"),
+               FRAUDCD_EVENTS_URL=f"s3://{BUCKET}/events",
+               **{f"FSSPEC_S3_{k.upper()}": v for k, v in s3_server.items()})
     for var in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__CORE__EXECUTOR",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
                 "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"):
@@ -76,9 +97,10 @@ def _logs(home) -> str:
                    for p in sorted((home / "airflow" / "run").glob("*.log")))
 
 
-def test_a_month_of_training_sets_spreads_over_two_celery_workers(celery_up, monkeypatch):
+def test_a_month_of_training_sets_spreads_over_two_celery_workers(celery_up, s3_server, monkeypatch):
     import pandas as pd
     import pyarrow.parquet as pq
+    import s3fs
 
     from simulation.world import WorldConfig, simulate
 
@@ -90,11 +112,19 @@ def test_a_month_of_training_sets_spreads_over_two_celery_workers(celery_up, mon
     run_dir = home / "airflow" / "run"
     assert {p.stem for p in run_dir.glob("*.pid")} == {"redis", "api-server", "scheduler", "dag-processor",
                                                         "triggerer", "celery-worker-1", "celery-worker-2"}
+    # `up` hands the workers its environment: where the event logs are and fsspec's settings to reach them. Not read
+    # from /proc/<pid>/environ (Celery's setproctitle overwrites it): the backfill below shows it, reading the
+    # bucket (there is no local copy where the workers look, and moto's endpoint is known only from the variables)
+    # and naming the URL in the manifests its tasks write
+    events_url = f"s3://{BUCKET}/events"
 
-    # the world arrives after `up` (so the scoring service, which seeds from it, stays out of this test)
+    # the world arrives after `up` (so the scoring service, which seeds from it, stays out of this test): simulated
+    # locally (writers stay local), then uploaded to the bucket, where the workers read it
     t0 = time.monotonic()
+    local = root / "events"
     simulate(WorldConfig(days=100, tx_per_day=200, n_merchants=25, n_cards=1200, dispute_median_days=2.0,
-                         dispute_max_days=5), home / "events")
+                         dispute_max_days=5), local)
+    s3fs.S3FileSystem(**s3_server).put(str(local), f"{BUCKET}/events", recursive=True)
 
     base = f"http://127.0.0.1:{port}"
     token = _request(f"{base}/auth/token", {"username": "admin", "password": json.loads(
@@ -118,7 +148,13 @@ def test_a_month_of_training_sets_spreads_over_two_celery_workers(celery_up, mon
     took_backfill = time.monotonic() - t0
     assert state == "success", f"the backfill ended {state}\n{_logs(home)}"
     print(f"backfill of {(LAST - FIRST).days + 1} training sets through Celery: {took_backfill:.1f}s "
-          "(simulation included)")
+          "(simulation and upload included)")
+    assert not (home / "events").exists()  # the workers read the bucket: there is no local folder to read
+    # through one input cache: a copy per file they read, however many tasks on either worker read it
+    copies = [f for f in (home / "cache" / "events").glob("*/*") if not f.name.startswith(".tmp-")]
+    in_bucket = sum(1 for _ in local.glob("*/day=*/*.parquet"))
+    print(f"input cache: {len(copies)} copies of the bucket's {in_bucket} files")
+    assert 0 < len(copies) <= in_bucket
 
     tis = _request(f"{url}/taskInstances?limit=1000", token=token)["task_instances"]
     days = [t for t in tis if t["task_id"] == "build_day"]
@@ -135,7 +171,8 @@ def test_a_month_of_training_sets_spreads_over_two_celery_workers(celery_up, mon
     print(f"plan ran {others['plan']['duration']:.1f}s, assemble {others['assemble']['duration']:.1f}s (30 snapshots); "
           f"the DAG run took {_seconds(_request(url, token=token)):.1f}s from its start to its end")
 
-    # the same month, built one snapshot at a time in one process (the daily DAG's function), on the same events
+    # the same month, built one snapshot at a time in one process (the daily DAG's function), on a local copy of the
+    # same events: URL-read snapshots against local-read ones
     from release.orchestration.cycle import build_snapshot
 
     manifests = {m.parent.name: json.loads(m.read_text()) for m in (home / "snapshots").glob("*/manifest.json")}
@@ -143,7 +180,8 @@ def test_a_month_of_training_sets_spreads_over_two_celery_workers(celery_up, mon
         (FIRST + dt.timedelta(days=i)).isoformat() for i in range(30)]
     single = root / "single"
     single.mkdir()
-    os.symlink(home / "events", single / "events")
+    os.symlink(local, single / "events")
+    monkeypatch.delenv("FRAUDCD_EVENTS_URL", raising=False)
     monkeypatch.setenv("FRAUDCD_HOME", str(single))
     monkeypatch.setenv("FRAUDCD_PIPELINE", str(root / "pipeline.yaml"))
     hashes = [build_snapshot(pd.Timestamp(FIRST + dt.timedelta(days=i), tz="UTC")) for i in range(30)]
@@ -151,7 +189,9 @@ def test_a_month_of_training_sets_spreads_over_two_celery_workers(celery_up, mon
     for h in hashes:
         theirs = (single / "snapshots" / h / "manifest.json").read_text()
         mine = json.dumps(manifests[h])
-        assert json.loads(mine.replace(str(home), str(single))) == json.loads(theirs)  # the events folder's name
+        assert f"{events_url}/transactions" in mine and events_url not in theirs  # where each build read its events
+        # equal apart from where the events were read (a label-completeness reason names the folder it looked in)
+        assert json.loads(mine.replace(events_url, str(single / "events"))) == json.loads(theirs)
         assert pq.read_table(home / "snapshots" / h / "data.parquet").equals(
             pq.read_table(single / "snapshots" / h / "data.parquet")), h
     assert not any((home / "snapshots" / ".days").glob("*/*.parquet"))  # the day partitions went

@@ -205,9 +205,82 @@ def test_a_fresh_process_reads_the_url_from_its_environment_alone(at_url, tiny, 
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split()[-1] == plan_snapshot(tiny_events, tmp_path, tiny.as_of).hash
     assert (home / "snapshots" / r.stdout.split()[-1] / "manifest.json").exists() and not (home / "events").exists()
+    assert _cached(home), "the process read the bucket through the input cache of its FRAUDCD_HOME"
     r = _fraudcd("training-set", "--as-of", tiny.as_of.isoformat(), FRAUDCD_EVENTS_URL="s3://no-such-bucket/events")
     assert r.returncode == 2 and "the bucket 'no-such-bucket' does not exist at endpoint http://127.0.0.1:" in \
         " ".join(r.stderr.split()), r.stderr
+
+
+# ---- the input cache: each version of a file downloaded once, a rewritten object read again ------------------
+
+def _cached(home: Path) -> dict[Path, int]:
+    """The input cache's copies (not a download in flight) and their inodes."""
+    return {f: f.stat().st_ino for f in (home / "cache" / "events").glob("*/*") if not f.name.startswith(".tmp-")}
+
+
+def test_a_file_at_the_url_is_downloaded_once_per_version_and_again_when_rewritten(at_url, s3, home):
+    """Readers of a URL read local copies (release.core.io.local_copy): the first read of a file downloads it into
+    FRAUDCD_HOME/cache/events (0640 or narrower: it holds what the event logs hold); the next reads open that copy
+    (the same file, not downloaded again: its inode stays); the object rewritten in the bucket (a new ETag) is
+    downloaded again, and its new bytes are what every reader gets."""
+    import pyarrow as pa
+
+    from release.core.io import list_partitions, local_copy, parquet_num_rows, read_parquet_frame
+
+    _, fs = s3
+    key = f"{BUCKET}/cache-test/transactions/day=2026-01-01/part-0.parquet"
+    table = _events().parent / "cache-test" / "transactions"
+    fs.pipe(key, _parquet_bytes(pa.table({"tx_id": [1, 2, 3]})))
+    try:
+        (f,) = list_partitions(table)
+        first = local_copy(f)
+        assert first.is_relative_to(home / "cache" / "events") and first.stat().st_mode & 0o037 == 0
+        assert read_parquet_frame(f)["tx_id"].tolist() == [1, 2, 3] and parquet_num_rows(f) == 3
+        assert _cached(home) == {first: first.stat().st_ino}  # three reads, one download
+        fs.pipe(key, _parquet_bytes(pa.table({"tx_id": [7, 8]})))  # rewritten: a new version
+        (f,) = list_partitions(table)  # a reader lists before it reads
+        second = local_copy(f)
+        assert second != first and read_parquet_frame(f)["tx_id"].tolist() == [7, 8] and parquet_num_rows(f) == 2
+        assert set(_cached(home)) == {first, second}
+    finally:
+        fs.rm(key)
+
+
+def _parquet_bytes(table) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def test_the_cache_evicts_the_least_recently_used_copies_beyond_its_size_never_a_fresh_one(at_url, home,
+                                                                                           monkeypatch):
+    """FRAUDCD_EVENTS_CACHE_MB=0: a copy last used over ten minutes ago goes when another lands; copies used within
+    ten minutes stay (a reader may be about to open them), over the size or not; a download killed an hour ago (its
+    temp file) goes. A size that is not a whole number of MB is said."""
+    import os
+
+    from release.core.io import evict_cache, list_partitions, local_copy
+
+    monkeypatch.setenv("FRAUDCD_EVENTS_CACHE_MB", "0")
+    f1, f2, f3 = list_partitions(_events() / "disputes")[:3]
+    c1 = local_copy(f1)
+    hour_ago = time.time() - 3600
+    os.utime(c1, (hour_ago, hour_ago))
+    killed = c1.parent / ".tmp-killed.part"
+    killed.write_bytes(b"half a download")
+    os.utime(killed, (hour_ago - 1, hour_ago - 1))
+    c2 = local_copy(f2)
+    assert not c1.exists() and not killed.exists() and c2.exists()
+    c3 = local_copy(f3)
+    assert set(_cached(home)) == {c2, c3}  # both used just now: kept, over the size
+    assert local_copy(f1) == c1 and c1.exists()  # read again: downloaded again
+    monkeypatch.setenv("FRAUDCD_EVENTS_CACHE_MB", "lots")
+    from release.core.config import EventsLocationError
+
+    with pytest.raises(EventsLocationError, match="FRAUDCD_EVENTS_CACHE_MB='lots': give the input cache's size in MB"):
+        evict_cache()
 
 
 # ---- bad configurations and writers: said, nothing written ---------------------------------------------------
