@@ -24,7 +24,8 @@ def _pct(x, digits: int = 1) -> str:
 
 def summary_figures(rows: list[dict]) -> dict:
     """Across the run: outcomes, the planted cases and what stopped them, the first cycle whose deployed
-    decisions block at least half of the new pattern, exploration's cost, the estimates' gap to the truth."""
+    decisions block at least ``LEARNED_SHARE`` of the new pattern's frauds, exploration's cost, the estimates' gap
+    to the truth."""
     from collections import Counter
 
     out = {"outcomes": dict(Counter(r["status"] for r in rows))}

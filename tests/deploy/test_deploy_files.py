@@ -60,7 +60,8 @@ def test_every_secret_comes_from_a_kubernetes_secret(values):
         assert values.get(literal) is None
     for literal in ("metadataConnection", "resultBackendConnection", "brokerUrl"):
         assert values["data"].get(literal) is None
-    assert values["createUserJob"]["defaultUser"]["enabled"] is False  # the chart's default user has a literal password
+    for where in ("apiServer", "webserver"):  # the chart's default user has a literal password
+        assert values[where]["defaultUser"]["enabled"] is False
     named = {values["fernetKeySecretName"], values["apiSecretKeySecretName"], values["jwtSecretName"],
              values["data"]["metadataSecretName"], values["data"]["brokerUrlSecretName"],
              values["redis"]["passwordSecretName"], *(s["secretName"] for s in values["secret"])}
