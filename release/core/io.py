@@ -427,9 +427,9 @@ CACHE_KEEP_S = 600  # a copy used within the last ten minutes is never evicted: 
 
 def cache_dir() -> Path:
     """Where local copies of files read at a URL are kept: ``FRAUDCD_HOME/cache/events``."""
-    from release.core.settings import paths
+    from release.core.home import data_home
 
-    return paths().home / "cache" / "events"
+    return data_home() / "cache" / "events"
 
 
 def cache_limit_bytes() -> int:

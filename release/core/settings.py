@@ -41,14 +41,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from release.core import home as _home
+from release.core.home import PROJECT_ROOT, data_home
+
+in_checkout, default_home = _home.in_checkout, _home.default_home  # defined in release.core.home, read here too
+
 # The embedded configuration (a link to <project>/config in a checkout; the files themselves in a wheel).
 EMBEDDED_CONFIG = Path(__file__).parent / "defaults"
-
-
-def in_checkout() -> bool:
-    """True when the code runs from the project's own tree (a clone, an editable install), not from a wheel."""
-    return (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "release" / "core").is_dir()
 
 
 @dataclass(frozen=True)
@@ -94,16 +93,8 @@ class Paths:
 REPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.html")
 
 
-def default_home() -> Path:
-    if in_checkout():
-        return PROJECT_ROOT / "var"
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "fraud-cd"
-
-
 def paths() -> Paths:
-    home = Path(os.environ.get("FRAUDCD_HOME") or default_home()).resolve()
-    return Paths(home=home, events_url=os.environ.get("FRAUDCD_EVENTS_URL") or None)
+    return Paths(home=data_home(), events_url=os.environ.get("FRAUDCD_EVENTS_URL") or None)
 
 
 def state_url() -> str:
