@@ -423,6 +423,7 @@ def file_sha256(path) -> str:
 CACHE_MB_SETTING = "FRAUDCD_EVENTS_CACHE_MB"
 CACHE_MB_DEFAULT = 8192
 CACHE_KEEP_S = 600  # a copy used within the last ten minutes is never evicted: a reader may be about to open it
+_downloaded = [0]  # bytes this process downloaded since its last eviction pass (a pass stats every copy)
 
 
 def cache_dir() -> Path:
@@ -482,14 +483,18 @@ def local_copy(path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    evict_cache(keep=target)
+    _downloaded[0] += size
+    if _downloaded[0] >= cache_limit_bytes() // 64:  # a pass per 1/64 of the size downloaded: over by that at most
+        _downloaded[0] = 0
+        evict_cache(keep=target)
     return target
 
 
 def evict_cache(keep: Path | None = None) -> int:
     """Remove the least recently used copies until the input cache is within ``cache_limit_bytes``, never one used
     within ``CACHE_KEEP_S`` (nor ``keep``); a download killed midway (its temp file an hour old) goes too.
-    Returns how many files were removed."""
+    Returns how many files were removed. ``local_copy`` runs it each time its process has downloaded 1/64 of the
+    cache's size since the last pass (every time, at size 0)."""
     root = cache_dir()
     limit, now = cache_limit_bytes(), time.time()
     files = []
