@@ -147,10 +147,11 @@ def world(tmp_path_factory):
     env = cycle_env(home)  # also points this process's FRAUDCD_HOME and FRAUDCD_CONFIG at the world
     migrate_airflow_db(env)
     day1 = cfg.start + dt.timedelta(days=136)
-    # 125 s of traffic at most (days 136-145: cycle 1b starts on day 146); the stages need about 10,000 of the
-    # 25,000 transactions. The replayer holds the traffic while the service is down (LiveTraffic), so the killed
-    # service's slow restart on a busy machine does not use up the days the 50% and 100% steps need (it did
-    # before: the 50% step stayed inconclusive and the rollout was rolled back, 2026-12-02)
+    # 125 s of traffic at most (days 136-145: cycle 1b starts on day 146); the stages need about 11,000 of the
+    # 25,000 transactions. The replayer holds the days until the candidate is in shadow and while the service
+    # is down (LiveTraffic), so neither the re-judgement and backtest nor the killed service's slow restart on
+    # a busy machine use up the days the 50% and 100% steps need (a busy run's 50% step once got 765 of its
+    # 1,200 rows and the rollout was rolled back, 2026-12-02)
     live = LiveTraffic(env, day1, 10, home / "serve-1.log", rate=200)
     operator = Operator(home, live)
     good = run_cycle(day1, env, home / "logs", APPROVER, live=live, watch=operator)
@@ -247,6 +248,9 @@ def test_the_rollout_walked_every_stage_on_the_services_own_decisions(world):
     assert set(mine["ramp_pct"]) >= {0.0, 25.0, 50.0, 100.0}
     served = mine[mine["served_by"] == "candidate"]
     assert len(served) and set(served["ramp_pct"]) <= {25.0, 50.0, 100.0}  # never served in shadow
+    # the replayed days began with the candidate's shadow (none spent while the release was re-judged)
+    first = log.sort_values("served_at").iloc[0]
+    assert (first["release_id"], first["ramp_state"]) == (good, "shadow")
     assert ramp.current()["state"] != "ramping"
 
 
@@ -277,7 +281,6 @@ def test_a_manual_pause_is_obeyed_by_the_dag_and_a_killed_service_stops_every_st
 def test_an_inconclusive_step_asks_a_person_in_airflow_and_never_passes(world):
     """The first step cannot gather its evidence: the DAG asks in Airflow; extended, it stays inconclusive
     and the DAG asks again, in Airflow; the second answer rolls back."""
-    from release.rollout import ramp
     from release.state import registry
     from release.orchestration.cycle import get_release, ramp_step_log
     from release.state.store import audit_log

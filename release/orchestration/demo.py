@@ -247,10 +247,17 @@ def event_clock(svc: str) -> str:
 class LiveTraffic:
     """`fraudcd serve` in a subprocess (seeded with the history before ``first_day``) and a replayer thread
     that sends the simulated days from ``first_day`` on, in time order, at ``rate`` requests a second, until
-    stopped or out of days. While the service is down (killed in a drill, until it answers again) the
-    replayer holds the days it has not sent, as a card network holds traffic for a processor that is down: a
-    slow restart on a busy machine does not use up the days the rollout's later steps need. What was in flight
-    when it went down fails and is counted."""
+    stopped or out of days. The days are the rollout's evidence, and their supply is finite (at 200 requests a
+    second a simulated day lasts 15 s), so the replayer holds them whenever the wall clock runs without the
+    rollout needing them:
+    - with ``rollout_of`` set (a release id), it sends nothing until the deployment carries that release (in
+      shadow or later). The service answers from its start, but the re-judgement and the backtest between the
+      approval and shadow take from 10 s on a quiet machine to over a minute on a busy one: days sent then
+      judged nothing, and a busy run once left the 50% step without the rows it needed (the rollout rolled
+      back, 2026-12-02);
+    - while the service is down (killed in a drill, until it answers again), as a card network holds traffic
+      for a processor that is down: a slow restart does not use up the days the later steps need. What was
+      in flight when it went down fails and is counted."""
 
     def __init__(self, env: dict, first_day: dt.date, days: int, log: Path, rate: float = REPLAY_RATE):
         import secrets
@@ -266,6 +273,8 @@ class LiveTraffic:
         self.proc: subprocess.Popen | None = None
         self.sent = self.failed = 0
         self.day_done: dt.date | None = None
+        self.rollout_of: str | None = None  # run_cycle's release: the days wait until it is deployed
+        self.held_s = 0.0  # wall seconds the replayer waited for the rollout to begin
         self._stop = False
         self._thread = None
         import threading
@@ -321,6 +330,8 @@ class LiveTraffic:
         from release.core.settings import paths
 
         token = self.env["FRAUDCD_SCORING_TOKEN"]
+        if not self._wait_for_rollout():
+            return
         for i in range(self.days):
             if self._stop:
                 return
@@ -337,6 +348,32 @@ class LiveTraffic:
                 self.sent += len(res.answers)
                 self.failed += res.failed
             self.day_done = day
+
+    def _wait_for_rollout(self) -> bool:
+        """Until the deployment carries ``rollout_of`` and the service serves it (its /healthz version is the
+        store's since that change); False: stopped first."""
+        import httpx
+
+        from release.rollout import ramp
+        from release.state.status import IDLE
+
+        t, need = time.monotonic(), None
+        try:
+            while self.rollout_of is not None and not self._stop:
+                if need is None:
+                    st = ramp.current()
+                    if st["release_id"] == self.rollout_of and st["state"] != IDLE:
+                        need = st["version"]
+                if need is not None and self._up.is_set():
+                    try:
+                        if (httpx.get(self.url + "/healthz", timeout=1).json().get("version") or 0) >= need:
+                            break
+                    except (httpx.HTTPError, ValueError):
+                        pass
+                time.sleep(0.2)
+        finally:
+            self.held_s = time.monotonic() - t
+        return not self._stop
 
     def stop(self) -> None:
         self._stop = True
@@ -387,8 +424,8 @@ def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workf
               approve: Callable[[str], bool] | None = None) -> str:
     """One release cycle through Airflow: the daily training_set DAG, then the release DAG, answering
     the approval as ``approver`` through the CLI. With ``live``, the scoring service and the replayer start
-    once the thresholds are approved (production is tagged by then), so the release's shadow and ramp run
-    on the traffic the service scores; they stop when the DAG run ends. ``approve(release_id)``: a person of
+    once the thresholds are approved (production is tagged by then), and the replayer sends the days once
+    the candidate is in shadow, so the release's shadow and ramp run on the traffic the service scores; they stop when the DAG run ends. ``approve(release_id)``: a person of
     the caller's answers the approval instead (and starts ``live``), until it returns True. Returns the
     release id."""
     t0 = time.monotonic() if t0 is None else t0
@@ -405,28 +442,31 @@ def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workf
     conf = {k: v for k, v in (("workflow", workflow), ("overrides", overrides)) if v}
     answer = None
     if live is not None:  # once approved (by a person, or before this run): start the service and the replay
+        live.rollout_of = rid  # the replayed days wait for the candidate's shadow
         inner = watch
 
         def watch() -> None:
             if live.proc is None and _approved(rid):
                 if console:
-                    _stage(console, f"approved: starting the scoring service on {live.url} and replaying days "
-                                    f"from {live.first_day} at {live.rate:g} requests/s", t0)
+                    _stage(console, f"approved: starting the scoring service on {live.url}; replaying days "
+                                    f"from {live.first_day} at {live.rate:g} requests/s once {rid} is in shadow", t0)
                 live.start()
             if inner is not None:
                 inner()
     if approve is not None:
-        def answer() -> bool:
+        def by_person() -> bool:
             return approve(rid)
+        answer = by_person
     elif live is not None and approver is not None:
-        def answer() -> bool:
+        def then_live() -> bool:
             if not _try_approve(rid, approver, env, console):
                 return False
             if console:
-                _stage(console, f"starting the scoring service on {live.url} and replaying simulated days from "
-                                f"{live.first_day} at {live.rate:g} requests/s", t0)
+                _stage(console, f"starting the scoring service on {live.url}; replaying simulated days from "
+                                f"{live.first_day} at {live.rate:g} requests/s once {rid} is in shadow", t0)
             live.start()
             return True
+        answer = then_live
     try:
         run_dag("release", day, env, logs / f"release-{day}{run}.log", approver=approver, release_id=rid,
                 conf=conf or None, console=console, answer=answer, watch=watch)
@@ -435,7 +475,7 @@ def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workf
             live.stop()
             if console and live.proc is not None:
                 _stage(console, f"replayer stopped: {live.sent:,} requests sent ({live.failed:,} not answered 200), "
-                                f"last whole day {live.day_done}", t0)
+                                f"last whole day {live.day_done}; held {live.held_s:.0f} s until shadow", t0)
     return rid
 
 
