@@ -44,7 +44,8 @@ NEW_CARD_DAYS = 30  # a card first seen fewer than this many days ago is "new"
 FIT_SHARE = 0.5  # the earlier half of the evaluation window's days fits thresholds, the later half judges
 JUDGING_COLUMNS = ["tx_id", "day", "card_id", "merchant_id", "merchant_country", "merchant_category", "card_country",
                    "merchant_size", "amount_band", "card_segment", "amount", "label", "weight",
-                   "incumbent_score", "candidate_score", "incumbent_threshold", "outcome"]
+                   "incumbent_score", "candidate_score", "incumbent_threshold", "outcome",
+                   "anchor_score", "anchor_threshold"]  # the last two: a drift budget's anchor, when scored
 
 
 def add_segments(scored: pd.DataFrame) -> pd.DataFrame:
@@ -240,7 +241,7 @@ def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default
              slice_names: list[str] = REPORT_SLICES, n_boot: int = 1000, seed: int = 0,
              max_weight: float = MAX_WEIGHT, fit_share: float = FIT_SHARE,
              pools: set[tuple[str, str, int]] | None = None, threshold_config=None,
-             ranking: bool = True) -> Evaluation:
+             ranking: bool = True, anchored: bool | None = None) -> Evaluation:
     """Fit thresholds on the earlier rows of ``scored``, judge the suggested policy on the later ones.
 
     ``scored`` has incumbent_score, candidate_score, label (NaN: unlabelled), weight (1/propensity),
@@ -271,7 +272,7 @@ def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default
     per = suggestions.set_index("merchant_id")["suggested_threshold"]
     judging = scored.loc[~fit, [c for c in JUDGING_COLUMNS if c in scored.columns]].reset_index(drop=True)
     ev = judge_policy(judging, cand_t, cand_t, per, slice_names=slice_names, n_boot=n_boot, seed=seed,
-                      pools=pools, source="suggested", ranking=ranking)
+                      pools=pools, source="suggested", ranking=ranking, anchored=anchored)
     # the direct method's support is where its outcome model was fitted: the fitting rows' explored frauds
     sup = counterfactual_support(f["label"], f["weight"])
     outcome = {"rows": "fitting", "explored_frauds": sup.explored_frauds, "ess_frauds": float(sup.ess_frauds),
@@ -279,6 +280,21 @@ def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default
     ev.operating_fpr, ev.suggestions = op_fpr, suggestions
     ev.windows = {**windows, "operating_fpr": op_fpr, "outcome_model": outcome}
     return ev
+
+
+def _against_anchor(judging: pd.DataFrame, policy: np.ndarray, label: np.ndarray, weight: np.ndarray,
+                    all_key: tuple[np.ndarray, np.ndarray], n_boot: int, seed: int, masses: dict | None) -> pd.DataFrame:
+    """The policy against a drift budget's anchor on all traffic: the tidy rows of models ``anchor`` and
+    ``policy-anchor`` (and ``policy/anchor`` where the engine gives ratios), from a paired bootstrap by card
+    whose baseline is the anchor. Without anchor columns the anchor is the incumbent."""
+    own = "anchor_score" in judging and "anchor_threshold" in judging
+    score = judging["anchor_score" if own else "incumbent_score"].to_numpy(dtype=float)
+    thr = judging["anchor_threshold" if own else "incumbent_threshold"].to_numpy(dtype=float)
+    anchor = (score >= thr).astype(float)
+    rows = slice_intervals(label, weight, judging["amount"], {"anchor": anchor, "policy": policy}, {"all": all_key},
+                           judging["card_id"], baseline="anchor", n_boot=n_boot, seed=seed, max_weight=np.inf,
+                           masses={"dm": masses["dm"]} if masses else None, money=set())
+    return rows[rows["model"].isin(["anchor", "policy-anchor", "policy/anchor"])]
 
 
 def outcome_probability(scores: np.ndarray, fit: np.ndarray, label: pd.Series, weight: pd.Series) -> np.ndarray:
@@ -304,7 +320,7 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
                  policy_per_merchant: pd.Series | dict | None, *, slice_names: list[str] = REPORT_SLICES,
                  n_boot: int = 1000, seed: int = 0, pools: set[tuple[str, str, int]] | None = None,
                  source: str = "suggested", windows: dict | None = None, ranking: bool = True,
-                 detailed: set[str] | None = None) -> Evaluation:
+                 detailed: set[str] | None = None, anchored: bool | None = None) -> Evaluation:
     """Judge one policy (per-merchant thresholds, ``policy_global`` for every other merchant) and the
     candidate at its operating threshold against the incumbent (``incumbent_threshold`` per row) on
     ``judging`` rows, with weights already made by analysis.weighting.
@@ -313,11 +329,18 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
     they read, and the slice types on which they read more than action rates. Merchant slices (thousands)
     get action rates only unless ``detailed`` names them: their only reader is merchant block-rate
     stability, and each merchant's recall and FPR are in the threshold suggestions. The slices table
-    keeps every metric of every merchant."""
-    if pools is None or detailed is None:
+    keeps every metric of every merchant.
+
+    ``anchored`` (by default: whether a drift budget is in force, contracts.drift_budget) adds the policy
+    against the anchor, all traffic only: the models ``anchor`` and ``policy-anchor`` (a second paired
+    bootstrap by card on the same rows, its baseline the anchor). The anchor is the production of a drift
+    budget's window start (``anchor_score`` and ``anchor_threshold`` per row, scored by the caller), or the
+    incumbent where the judging rows carry none (no release shipped in the window)."""
+    if pools is None or detailed is None or anchored is None:
         cs = _contracts_in_force()
         pools = cs.pools() if pools is None else pools
         detailed = cs.detailed_slices() if detailed is None else detailed
+        anchored = bool(cs.drift_budgets()) if anchored is None else anchored
     pools = set(pools)
     # every slice column hashed once (two at a time: the hashing lets other threads run): the tables, the
     # intervals, the support and the policy's thresholds all read these codes
@@ -390,6 +413,9 @@ def judge_policy(judging: pd.DataFrame, candidate_threshold: float, policy_globa
             money=MONEY_SLICES,
             scores={"incumbent": judging["incumbent_score"].to_numpy(),
                     "candidate": judging["candidate_score"].to_numpy()} if ranking else None)
+        if anchored:
+            metrics = pd.concat([metrics, _against_anchor(judging, acts["policy"], label, weight, keys["all"],
+                                                          n_boot, seed, masses)], ignore_index=True)
     metrics = metrics.merge(support.result(), on=["slice_type", "slice"], how="left")
     pooled = np.full(len(metrics), None, dtype=object)  # the pooled slices' members, None elsewhere
     for (t, s), v in members.items():

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from contracts.action_rate_shift import ActionRateShift
 from contracts.base import FAIL, Verdict
 from contracts.data_contract import DataContract
+from contracts.drift_budget import DriftBudget
 from contracts.fixed_fpr_higher_recall import FixedFprHigherRecall
 from contracts.merchant_block_rate_stability import MerchantBlockRateStability
 from contracts.ranking_regression import RankingRegression
@@ -16,7 +17,8 @@ from contracts.slice_recall_regression import SliceRecallRegression
 from release.core.config import load_yaml_model
 
 Contract = Annotated[Union[ActionRateShift, FixedFprHigherRecall, SliceRecallRegression,
-                           MerchantBlockRateStability, RankingRegression, DataContract], Field(discriminator="kind")]
+                           MerchantBlockRateStability, RankingRegression, DataContract, DriftBudget],
+                     Field(discriminator="kind")]
 
 
 class ContractSet(BaseModel):
@@ -30,6 +32,10 @@ class ContractSet(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"contract names must be unique; repeated: {dup}")
+        windows = sorted({c.window_days for c in self.drift_budgets()})
+        if len(windows) > 1:  # an evaluation scores one anchor (release.orchestration.cycle.drift_anchor)
+            raise ValueError(f"every drift_budget must share one window_days (one anchor per evaluation); got "
+                             f"{windows}")
         return self
 
     def names(self) -> list[str]:
@@ -45,6 +51,11 @@ class ContractSet(BaseModel):
         rates_only = (ActionRateShift, MerchantBlockRateStability, DataContract)
         return {getattr(c, "slice", "all") for c in self.contracts if not isinstance(c, rates_only)}
 
+    def drift_budgets(self) -> list[DriftBudget]:
+        """The contracts that judge the policy against production as it was before the releases of a
+        window: an evaluation scores their anchor (release.orchestration.cycle, analysis.evaluation)."""
+        return [c for c in self.contracts if isinstance(c, DriftBudget)]
+
 
 def load_contracts(path: str | Path) -> ContractSet:
     return load_yaml_model(path, ContractSet)
@@ -59,6 +70,8 @@ def evaluate_contracts(cs: ContractSet, evaluation, manifest: dict | None = None
     for c in cs.contracts:
         if isinstance(c, DataContract):
             out.extend(c.check(manifest))
+        elif isinstance(c, DriftBudget):
+            out.extend(c.check(evaluation.metrics, getattr(evaluation, "windows", None), what))
         elif isinstance(c, (FixedFprHigherRecall, SliceRecallRegression)):  # they read where DM was fitted
             out.extend(c.check(evaluation.metrics, getattr(evaluation, "windows", None)))
         elif isinstance(c, ActionRateShift):

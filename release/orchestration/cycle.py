@@ -65,6 +65,56 @@ def release_dir(release_id: str) -> Path:
     return paths().releases / release_id
 
 
+def shipped_lineage(incumbent_model_id: str | None, as_of: dt.date, window_days: int, metric: str,
+                    estimator: str) -> list[dict]:
+    """The releases that made production what it is, newest first, while their data dates are within
+    ``window_days`` before ``as_of``: the promoted release whose candidate is ``incumbent_model_id``, then the
+    one whose candidate was its incumbent, and so on (a release rolled back after promotion drops out: its
+    candidate is no longer in the chain). Each with the ``metric`` change it shipped: its approved policy's
+    all-traffic rate over its incumbent's on its own judging rows (the approved re-judgement, or the offline
+    evaluation where there is none), None where that was not computed. The chain also ends at a release whose
+    incumbent was a bootstrap (a stand-in made because nothing was in production, which never served the
+    world): drift is measured from the first production that did. For contracts.drift_budget."""
+    from contracts.drift_budget import shipped_ratio
+
+    start = as_of - dt.timedelta(days=window_days)
+    with engine().connect() as conn:
+        shipped = [dict(r._mapping) for r in conn.execute(
+            sa.select(releases).where(releases.c.status == Status.PROMOTED).order_by(releases.c.as_of.desc()))]
+    out, model, seen = [], incumbent_model_id, set()
+    while model and model not in seen:
+        seen.add(model)
+        rel = next((r for r in shipped if r["candidate_model_id"] == model and as_date(r["as_of"]) < as_of), None)
+        if rel is None or as_date(rel["as_of"]) < start or rel.get("incumbent_bootstrap"):
+            break
+        folder = release_dir(rel["id"])
+        metrics = next((f / "metrics.parquet" for f in (folder / "approved", folder)
+                        if (f / "metrics.parquet").exists()), None)
+        ratio = shipped_ratio(pd.read_parquet(metrics), metric, estimator) if metrics is not None else None
+        out.append({"release_id": rel["id"], "as_of": as_date(rel["as_of"]).isoformat(), "ratio": ratio})
+        model = rel["incumbent_model_id"]
+    return out
+
+
+def drift_anchor(cs, rel: dict) -> dict | None:
+    """The anchor of the drift budgets in force (contracts.drift_budget) for ``rel``: production before the
+    releases shipped in the longest budget window (one anchor per evaluation: the budgets in force share
+    it, and a config with two windows is refused by contracts.evaluator). None: no drift budget in force.
+    A dict with model_id (the anchor), since (the oldest shipped release's data date), releases (their ids,
+    oldest first), changes (what each shipped, its policy's rate over its incumbent's, by the first
+    budget's metric) and window_days."""
+    budgets = cs.drift_budgets()
+    if not budgets:
+        return None
+    b = budgets[0]
+    lineage = shipped_lineage(rel.get("incumbent_model_id"), as_date(rel["as_of"]), b.window_days, b.metric,
+                              b.estimator)
+    anchor = get_release(lineage[-1]["release_id"])["incumbent_model_id"] if lineage else rel.get("incumbent_model_id")
+    return {"model_id": anchor, "window_days": b.window_days, "since": lineage[-1]["as_of"] if lineage else None,
+            "releases": [h["release_id"] for h in reversed(lineage)],
+            "changes": {h["release_id"]: h["ratio"] for h in lineage}}
+
+
 def _update_release(release_id: str, status: str | None = None, reason: str | None = None, **values) -> bool:
     """Write a release's fields; a status change goes through the state machine (release.state.status), audited.
     False when the status did not change (a rerun of a stage the release is already past)."""
@@ -304,7 +354,16 @@ def evaluate_release(release_id: str) -> str:
     ev["incumbent_score"] = score(inc.booster(), ev, inc.features)
     ev["candidate_score"] = score(cand.booster(), ev, cand.features)
     g, per = _incumbent_thresholds(inc.id)
-    result = evaluate(ev, per, g, pools=load_contracts(contracts_file()).pools())
+    cs = load_contracts(contracts_file())
+    anchor = drift_anchor(cs, rel)
+    if anchor is not None and anchor["model_id"] not in (None, inc.id):  # production before the window's releases
+        a = registry.get_model(anchor["model_id"])
+        ev["anchor_score"] = score(a.booster(), ev, a.features)
+        ag, aper = _incumbent_thresholds(a.id)
+        ev["anchor_threshold"] = thresholds_for(ev["merchant_id"], aper, ag)
+    result = evaluate(ev, per, g, pools=cs.pools())
+    if anchor is not None:
+        result.windows["drift_anchor"] = anchor
     result.windows["label_completeness"] = _label_completeness(result.windows, as_date(rel["as_of"]))
     folder = release_dir(release_id)
     result.save(folder)

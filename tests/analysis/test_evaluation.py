@@ -125,7 +125,9 @@ def test_merchants_never_seen_in_the_fitting_rows_get_the_global_threshold(score
 def test_the_tidy_metrics_carry_every_estimator_model_difference_and_their_support(ev):
     m = ev.metrics
     assert set(m.model) == {"incumbent", "candidate", "policy", "candidate-incumbent", "policy-incumbent",
-                            "candidate/incumbent", "policy/incumbent"}
+                            "candidate/incumbent", "policy/incumbent",
+                            "anchor", "policy-anchor", "policy/anchor"}  # a drift budget is in force
+    assert set(m.loc[m.model.str.contains("anchor"), "slice_type"]) == {"all"}
     assert set(m.estimator) == {"all", "ipw", "plain", "dm", "dr"}
     assert set(m.loc[m.estimator == "dr", "slice_type"]) == {"all"}  # doubly robust: all traffic only
     assert {"all", "country", "merchant", "country|actions>=100", "country|frauds>=30"} <= set(m.slice_type)
@@ -140,6 +142,42 @@ def test_the_tidy_metrics_carry_every_estimator_model_difference_and_their_suppo
     assert row.censored == int(j["label"].isna().sum())
     w = j.loc[j["label"] == 1, "weight"].to_numpy()
     assert row.ess_frauds == pytest.approx(w.sum() ** 2 / (w ** 2).sum())
+
+
+def test_without_an_anchor_of_its_own_the_drift_anchor_is_the_incumbent(ev):
+    """No release shipped in the window (no anchor columns): the policy against the anchor is the policy
+    against the incumbent, on every metric and estimator, point for point."""
+    m = ev.metrics[ev.metrics.slice_type == "all"]
+    for (metric, est), g in m.groupby(["metric", "estimator"]):
+        by = g.set_index("model")["estimate"]
+        if "anchor" not in by:
+            continue
+        assert by["anchor"] == pytest.approx(by["incumbent"], nan_ok=True), (metric, est)
+        assert by["policy-anchor"] == pytest.approx(by["policy-incumbent"], nan_ok=True), (metric, est)
+
+
+def test_an_anchor_that_declined_fewer_is_judged_on_the_same_rows(ev):
+    """The anchor's own scores and thresholds (production before a window's releases): its FPR is what its
+    own decisions give on the judging rows, and the policy's drift over it is the paired difference."""
+    from analysis.evaluation import judge_policy
+
+    j = ev.judging.copy()
+    j["anchor_score"] = j["incumbent_score"]
+    j["anchor_threshold"] = j["incumbent_threshold"] * 1.3  # declined fewer: a higher threshold everywhere
+    per = ev.suggestions.set_index("merchant_id")["suggested_threshold"]
+    judged = judge_policy(j, ev.candidate_threshold, ev.candidate_threshold, per, n_boot=50, pools=set(),
+                          ranking=False, anchored=True, windows=ev.windows)
+    m = judged.metrics
+    ar = m[(m.slice_type == "all") & (m.metric == "action_rate")].set_index("model")
+    acted = (j["anchor_score"] >= j["anchor_threshold"]).mean()
+    assert ar.loc["anchor", "estimate"] == pytest.approx(acted)
+    assert ar.loc["anchor", "estimate"] < ar.loc["incumbent", "estimate"]
+    assert ar.loc["policy-anchor", "estimate"] == pytest.approx(ar.loc["policy", "estimate"] - acted)
+    assert ar.loc["policy-anchor", "lo"] <= ar.loc["policy-anchor", "estimate"] <= ar.loc["policy-anchor", "hi"]
+    plain = m[(m.slice_type == "all") & (m.metric == "fpr") & (m.estimator == "plain")].set_index("model")
+    legit = j["label"] == 0
+    assert plain.loc["anchor", "estimate"] == pytest.approx(
+        (j.loc[legit, "anchor_score"] >= j.loc[legit, "anchor_threshold"]).mean())
 
 
 def test_the_direct_method_counts_censored_rows_with_their_fraud_probability(ev):

@@ -466,3 +466,62 @@ def battery_table(results: dict, limit: float | None = None) -> pd.DataFrame:
                         "harmful stopped by it": np.mean([expected in r["stopped_by"] for r in h]) if h else np.nan})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def judge_drift(seed: int, factor: float, step: float = 1.0, contracts=None, tx_per_day: int = 15_000,
+                n_boot: int = 200) -> dict:
+    """A drift budget on a planted window with a known truth. Production is the window's incumbent (it logged
+    the window, censoring what it blocked). The drift anchor, production before a half year's releases,
+    served the same ranking with a higher threshold, declining ``factor`` times fewer legitimate transactions
+    than the incumbent (``factor`` 1: no release shipped, the anchor is the incumbent). The candidate is the
+    "better" plant; its policy is the evaluation's suggestion, or with ``step`` != 1 the suggestion with every
+    threshold scaled by one factor chosen so that the policy declines ``step`` times the incumbent's
+    legitimate transactions (an approved policy that takes one more step of the ratchet), re-judged as the
+    approved policy is. Returns the verdict, the true drift (the policy's FPR over the anchor's) and the true
+    own change (over the incumbent's), on the judging rows' true labels: what the two policies decline of this
+    traffic's legitimate transactions, the estimand of the judgement."""
+    from analysis.evaluation import evaluate, judge_policy
+    from analysis.metrics import thresholds_for
+    from contracts.evaluator import load_contracts
+    from release.core.settings import contracts_file
+
+    cs = contracts or load_contracts(contracts_file())
+    (budget,) = cs.drift_budgets()
+    world = make_world(seed)
+    df = draw_window(world, tx_per_day=tx_per_day)
+    df.attrs["seed"] = seed
+    df["tx_id"] = np.arange(len(df)).astype(str)
+    df["candidate_score"] = candidate(df, "better")
+    legit = (df["truth"] == 0).to_numpy()
+    score = df["incumbent_score"].to_numpy()
+    if factor != 1.0:
+        inc_thr = thresholds_for(df["merchant_id"], df.attrs["inc_thresholds"], df.attrs["inc_default"])
+        target = (score[legit] >= inc_thr[legit]).mean() / factor
+        df["anchor_score"] = score
+        df["anchor_threshold"] = float(np.quantile(score[legit], 1 - target))
+    ev = evaluate(df.drop(columns=["truth", "risk"]), df.attrs["inc_thresholds"], df.attrs["inc_default"],
+                  slice_names=["country"], n_boot=n_boot, seed=seed, pools=cs.pools(), ranking=False, anchored=True)
+    j = ev.judging
+    lg = df["truth"].to_numpy()[j["tx_id"].astype(int).to_numpy()] == 0
+    per = ev.suggestions.set_index("merchant_id")["suggested_threshold"]
+    cand, merchants = j["candidate_score"].to_numpy()[lg], j["merchant_id"][lg]
+    inc = (j["incumbent_score"].to_numpy() >= j["incumbent_threshold"].to_numpy())[lg].mean()
+
+    def fpr(k: float) -> float:
+        return float((cand >= thresholds_for(merchants, per * k, ev.candidate_threshold * k)).mean())
+
+    k = 1.0
+    if step != 1.0:  # the one scale of every threshold that declines step x the incumbent's legitimate rows
+        lo, hi = 0.05, 3.0
+        for _ in range(40):
+            k = (lo + hi) / 2
+            lo, hi = (k, hi) if fpr(k) > step * inc else (lo, k)
+        ev = judge_policy(j, ev.candidate_threshold, ev.candidate_threshold * k, per * k, slice_names=["country"],
+                          n_boot=n_boot, seed=seed, pools=cs.pools(), source="approved", windows=ev.windows,
+                          ranking=False, anchored=True)
+    (v,) = budget.check(ev.metrics, ev.windows, "approved policy" if step != 1.0 else "policy")
+    own = "anchor_score" in j
+    anc = (j["anchor_score" if own else "incumbent_score"].to_numpy()
+           >= j["anchor_threshold" if own else "incumbent_threshold"].to_numpy())[lg].mean()
+    pol = fpr(k)
+    return {"verdict": v, "truth": float(pol / anc - 1), "own_truth": float(pol / inc - 1)}

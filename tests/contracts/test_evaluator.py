@@ -13,6 +13,7 @@ import yaml
 from contracts.action_rate_shift import ActionRateShift
 from contracts.base import FAIL, INSUFFICIENT, PASS, Verdict
 from contracts.data_contract import DataContract
+from contracts.drift_budget import DriftBudget
 from contracts.merchant_block_rate_stability import MerchantBlockRateStability
 from contracts.ranking_regression import RankingRegression
 from contracts.slice_recall_regression import SliceRecallRegression
@@ -44,6 +45,7 @@ def test_the_contracts_in_force_load_as_written():
                               "slice_recall_regression": SliceRecallRegression,
                               "merchant_block_rate_stability": MerchantBlockRateStability,
                               "ranking_regression": RankingRegression,
+                              "drift_budget": DriftBudget,
                               "data_contract": DataContract}[r["kind"]])
         for key, value in r.items():
             assert getattr(c, key) == value, key
