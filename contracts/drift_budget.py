@@ -133,6 +133,9 @@ class DriftBudget(BaseModel):
         shipped = list(a.get("releases") or [])
         if not a:
             anchor = "production (the incumbent: no release history was looked up)"
+        elif not shipped and a.get("over_bootstrap"):
+            anchor = (f"production (shipped by {a['over_bootstrap']} over a bootstrap stand-in; drift counts from "
+                      "it)")
         elif not shipped:
             anchor = f"production (no release shipped in the {self.window_days} days before this one)"
         else:

@@ -102,7 +102,8 @@ def drift_anchor(cs, rel: dict) -> dict | None:
     it, and a config with two windows is refused by contracts.evaluator). None: no drift budget in force.
     A dict with model_id (the anchor), since (the oldest shipped release's data date), releases (their ids,
     oldest first), changes (what each shipped, its policy's rate over its incumbent's, by the first
-    budget's metric) and window_days."""
+    budget's metric), window_days and over_bootstrap (the release that shipped the anchor over a bootstrap
+    stand-in, where the chain ended there; else None)."""
     budgets = cs.drift_budgets()
     if not budgets:
         return None
@@ -110,9 +111,13 @@ def drift_anchor(cs, rel: dict) -> dict | None:
     lineage = shipped_lineage(rel.get("incumbent_model_id"), as_date(rel["as_of"]), b.window_days, b.metric,
                               b.estimator)
     anchor = get_release(lineage[-1]["release_id"])["incumbent_model_id"] if lineage else rel.get("incumbent_model_id")
+    with engine().connect() as conn:  # the anchor shipped over a bootstrap stand-in: the chain's first release
+        first = conn.execute(sa.select(releases.c.id).where(
+            (releases.c.candidate_model_id == anchor) & (releases.c.status == Status.PROMOTED)
+            & releases.c.incumbent_bootstrap.is_(True))).scalar()
     return {"model_id": anchor, "window_days": b.window_days, "since": lineage[-1]["as_of"] if lineage else None,
             "releases": [h["release_id"] for h in reversed(lineage)],
-            "changes": {h["release_id"]: h["ratio"] for h in lineage}}
+            "changes": {h["release_id"]: h["ratio"] for h in lineage}, "over_bootstrap": first}
 
 
 def _update_release(release_id: str, status: str | None = None, reason: str | None = None, **values) -> bool:

@@ -108,6 +108,9 @@ def test_the_sentence_says_what_the_anchor_is():
     assert "no release history was looked up" in judge(rows, windows={}).sentence
     alone = judge(rows, windows={"drift_anchor": {**ANCHOR, "releases": [], "since": None}}).sentence
     assert "no release shipped in the 182 days before this one" in alone
+    first = judge(rows, windows={"drift_anchor": {**ANCHOR, "releases": [], "since": None,
+                                                  "over_bootstrap": "rel-2026-01-04"}}).sentence
+    assert "production (shipped by rel-2026-01-04 over a bootstrap stand-in; drift counts from it)" in first
     assert judge(rows, what="approved policy").sentence.startswith("The approved policy's FPR is 1.10% against 1.00%")
 
 

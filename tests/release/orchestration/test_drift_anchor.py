@@ -64,12 +64,15 @@ def test_the_window_bounds_the_lineage_and_the_anchor_is_production_before_it(hi
     cs = load_contracts(contracts_file())
     a = drift_anchor(cs, {"incumbent_model_id": "M4", "as_of": "2026-06-07"})
     assert (a["model_id"], a["since"], a["releases"]) == ("M1", "2026-03-01", ["rel-2026-03-01", "rel-2026-05-10"])
+    assert a["over_bootstrap"] == "rel-2026-01-04"  # M1 shipped over the bootstrap: the chain ends there
     # a release judged before E shipped: only C in its lineage
     b = drift_anchor(cs, {"incumbent_model_id": "M2", "as_of": "2026-04-12"})
     assert (b["model_id"], b["releases"]) == ("M1", ["rel-2026-03-01"])
     # a production no release shipped (the bootstrap, or a model put back by hand): the anchor is itself
     c = drift_anchor(cs, {"incumbent_model_id": "B0", "as_of": "2026-06-07"})
-    assert (c["model_id"], c["releases"], c["since"]) == ("B0", [], None)
+    assert (c["model_id"], c["releases"], c["since"], c["over_bootstrap"]) == ("B0", [], None, None)
+    d = drift_anchor(cs, {"incumbent_model_id": "M1", "as_of": "2026-02-01"})  # the first release after it
+    assert (d["model_id"], d["releases"], d["over_bootstrap"]) == ("M1", [], "rel-2026-01-04")
 
 
 def test_a_shipped_release_whose_evaluation_is_gone_is_said_not_skipped(history):
