@@ -28,7 +28,11 @@ Guardrails (``Guardrails``, the ``guardrails:`` block of config/ramp.yaml):
   counts: it carries the noise of production's rate too), the absolute floor by the interval of their
   difference. Countries below ``min_support`` rows are pooled into "other countries" (judged together; a
   pooled country whose own interval is wholly beyond the limit at 99.99% still fails on its own). A
-  slice below ``min_support`` never passes.
+  slice below ``min_support`` never passes. A pool still below ``min_support`` (a remainder that may never
+  reach it: the merchants outside the approved set are a fraction of a percent of traffic, and a closed-loop
+  rollout once stayed inconclusive for all 14 days on their 141 rows and was rolled back) is judged
+  together with the thinnest slice that has the support ("other segments with small"); that slice is
+  judged on its own as well.
 - ``segment_action_rate_shift``, the same per merchant segment: a merchant's segment in the candidate's
   approved threshold set, and "not in the approved set" for every merchant without an approved threshold
   of its own. Those get the global threshold online, and that is where a shift hides: spread over every
@@ -358,10 +362,17 @@ def pool_thin(counts: pd.DataFrame, min_support: int, slice_type: str) -> tuple[
         return counts, []
     members = sorted(counts.index[small].astype(str))
     pooled = counts.loc[small, COUNT_COLUMNS].sum()
-    row = pd.DataFrame([{**{k: int(pooled[k]) for k in COUNT_COLUMNS},
-                         "members": f"{len(members)}: {', '.join(members[:6])}{', ...' if len(members) > 6 else ''}"}],
-                       index=[other_name(slice_type)])
-    return pd.concat([counts.loc[~small], row]), members
+    name, label = other_name(slice_type), f"{len(members)}: {', '.join(members[:6])}{', ...' if len(members) > 6 else ''}"
+    big = counts.loc[~small]
+    if int(pooled["transactions"]) < min_support and len(big):
+        # a remainder that stays below the support alone (the merchants outside the approved set: a fraction
+        # of a percent of traffic) would hold every stage inconclusive to its bound and roll good releases
+        # back; it is judged with the thinnest slice that has the support, which is also judged on its own
+        host = str(big["transactions"].astype(int).idxmin())
+        pooled = pooled + big.loc[host, COUNT_COLUMNS]
+        name, label = f"{name} with {host}", f"{label}; with {host} for support"
+    row = pd.DataFrame([{**{k: int(pooled[k]) for k in COUNT_COLUMNS}, "members": label}], index=[name])
+    return pd.concat([big, row]), members
 
 
 def _contract(name: str, g: ShiftGuardrail, confidence: float | None = None) -> ActionRateShift:

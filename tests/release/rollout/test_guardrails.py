@@ -188,24 +188,39 @@ def counted(rows: dict[str, tuple[int, int, int, int]]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def test_a_thin_pool_and_an_undecided_country_say_what_each_needs():
+def test_an_undecided_country_says_what_it_needs_and_a_thin_remainder_is_judged_with_the_thinnest_country():
     g = guardrails(action_rate_shift={**SHIFT, "min_support": 500})
-    # US judged on its own: +29% (limit ±30%), its interval reaches both sides; FR and DE pooled (450 rows)
+    # US judged on its own: +29% (limit ±30%), its interval reaches both sides; FR and DE pooled (450 rows,
+    # below the 500 needed): the pool is judged with US, the thinnest country that has the support (1,050)
     log = counted({"US": (600, 48, 14, 0), "FR": (250, 20, 0, 0), "DE": (200, 16, 0, 0)})
     j = judge_stage(log, 0, g)
     assert j.status == INCONCLUSIVE and {v.slice: v.verdict for v in j.verdicts} == {
-        "US": "insufficient data", "other countries": "insufficient data"}
-    us, pool = j.details["missing"]
+        "US": "insufficient data", "other countries with US": "pass"}
+    [us] = j.details["missing"]
     assert us.startswith("country US: 600 candidate rows, and its interval still reaches both sides of the limit; "
                          "about ") and us.endswith(" would decide it")
     assert int(us.split("about ")[1].split(" ")[0].replace(",", "")) > 600
-    assert pool == "other countries (2: DE, FR): 450 of 500 candidate rows"
-    # the pool's interval lies inside the limit, but 450 rows are fewer than the 500 needed to pass
-    [v] = [v for v in j.verdicts if v.slice == "other countries"]
-    assert "within the limit so far, but 450 transactions are fewer than the 500 needed to pass" in v.sentence
-    # with enough rows both are judged
+    [v] = [v for v in j.verdicts if v.slice == "other countries with US"]
+    assert v.support == 1050 and "(2: DE, FR; with US for support)" in v.sentence
+    # with enough rows every country is judged on its own
     log = counted({"US": (6000, 480, 20, 20), "FR": (2500, 200, 0, 0), "DE": (2000, 160, 0, 0)})
     assert judge_stage(log, 0, g).status == PASSED
+
+
+def test_a_thin_pool_with_no_country_to_join_says_what_it_needs():
+    g = guardrails(action_rate_shift={**SHIFT, "min_support": 500})
+    j = judge_stage(counted({"FR": (250, 20, 0, 0), "DE": (200, 16, 0, 0)}), 0, g)
+    assert j.status == INCONCLUSIVE and j.details["missing"] == ["other countries (2: DE, FR): 450 of 500 candidate rows"]
+    [v] = j.verdicts
+    assert "within the limit so far, but 450 transactions are fewer than the 500 needed to pass" in v.sentence
+
+
+def test_a_shift_in_a_thin_remainder_is_not_lost_by_joining_a_country():
+    """The remainder's shift moves the joint slice: 36 more blocks on FR and DE's 450 rows, with US's 600
+    unchanged, is +43% on the 1,050 (limit ±30%)."""
+    g = guardrails(action_rate_shift={**SHIFT, "min_support": 500})
+    j = judge_stage(counted({"US": (600, 48, 0, 0), "FR": (250, 20, 20, 0), "DE": (200, 16, 16, 0)}), 0, g)
+    assert {v.slice: v.verdict for v in j.verdicts}["other countries with US"] != "pass" and j.status != PASSED
 
 
 def test_a_thin_country_with_an_overwhelming_shift_fails_on_its_own():
