@@ -124,12 +124,15 @@ class DriftBudget(BaseModel):
             return [self._v(INSUFFICIENT, None, None, 0, f"No all-traffic {word} of the policy against the drift "
                             "anchor in the metrics (the evaluation did not score the anchor): nothing to judge, "
                             "never a pass.", none)]
+        a = (windows or {}).get("drift_anchor") or {}
+        if a.get("error"):  # the anchor could not be scored: the rows' "anchor" is not it
+            return [self._v(INSUFFICIENT, None, None, 0, f"The drift since production before this window's releases "
+                            f"cannot be judged: {a['error']}; never a pass.", none)]
         r = rows.iloc[0]
         pol, anc, inc = float(r["policy"]), float(r["anchor"]), float(r["incumbent"])
         n = int(r["labelled"] if self.metric == "fpr" else r["transactions"])
         unit = "labelled transactions" if self.metric == "fpr" else "judging transactions"
         who = "approved policy" if what == "approved policy" else "policy"
-        a = (windows or {}).get("drift_anchor") or {}
         shipped = list(a.get("releases") or [])
         if not a:
             anchor = "production (the incumbent: no release history was looked up)"

@@ -363,9 +363,14 @@ def evaluate_release(release_id: str) -> str:
     anchor = drift_anchor(cs, rel)
     if anchor is not None and anchor["model_id"] not in (None, inc.id):  # production before the window's releases
         a = registry.get_model(anchor["model_id"])
-        ev["anchor_score"] = score(a.booster(), ev, a.features)
-        ag, aper = _incumbent_thresholds(a.id)
-        ev["anchor_threshold"] = thresholds_for(ev["merchant_id"], aper, ag)
+        missing = sorted(set(a.features) - set(ev.columns))
+        if missing:  # its features are not built any more: no drift figure (the budget says so, never a pass)
+            anchor["error"] = (f"the anchor {a.id} reads features these rows do not have "
+                               f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+        else:
+            ev["anchor_score"] = score(a.booster(), ev, a.features)
+            ag, aper = _incumbent_thresholds(a.id)
+            ev["anchor_threshold"] = thresholds_for(ev["merchant_id"], aper, ag)
     result = evaluate(ev, per, g, pools=cs.pools())
     if anchor is not None:
         result.windows["drift_anchor"] = anchor

@@ -90,6 +90,14 @@ def test_no_anchor_in_the_metrics_is_never_a_pass():
     assert BUDGET.check(None)[0].verdict == INSUFFICIENT
 
 
+def test_an_anchor_that_could_not_be_scored_is_never_a_pass():
+    """The pipeline could not score the anchor (its features are not built any more): the rows' anchor figures
+    are the incumbent's stand-in, not the anchor's, and the budget says why it cannot judge."""
+    why = "the anchor m-old reads features these rows do not have (merchant_fraud_rate_30d)"
+    v = judge(fpr_rows(0.0100, 0.0101, -0.0004, 0.0006), windows={"drift_anchor": {**ANCHOR, "error": why}})
+    assert v.verdict == INSUFFICIENT and v.stops and why in v.sentence
+
+
 def test_too_few_explored_frauds_for_the_counterfactual_fpr_is_insufficient():
     thin = fpr_rows(0.0100, 0.0105, -0.0002, 0.0012, explored_frauds=0, ess_frauds=0.0)
     v = judge(thin, windows={"drift_anchor": ANCHOR})  # no outcome model named: judged on the row itself
