@@ -7,7 +7,7 @@ from typing import Annotated, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.action_rate_shift import ActionRateShift
-from contracts.base import FAIL, Verdict
+from contracts.base import Verdict
 from contracts.data_contract import DataContract
 from contracts.drift_budget import DriftBudget
 from contracts.fixed_fpr_higher_recall import FixedFprHigherRecall

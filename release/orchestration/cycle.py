@@ -563,7 +563,7 @@ def _respond_as_airflow_user(release_id: str, option: str, params: dict, *, resp
 @_stage
 def expire_threshold_approval(release_id: str, waited: str) -> None:
     """Nobody decided within the approval task's response timeout: nothing goes live, the release stops."""
-    rel = get_release(release_id)
+    get_release(release_id)  # an unknown release raises here, before anything is written
     at = utc_now()
     approvals.expire(release_id, actor=PIPELINE, at=at,
                      reason=f"no decision on the suggested thresholds within {waited}; nothing went live")
