@@ -98,8 +98,8 @@ def shipped_lineage(incumbent_model_id: str | None, as_of: dt.date, window_days:
 
 def drift_anchor(cs, rel: dict) -> dict | None:
     """The anchor of the drift budgets in force (contracts.drift_budget) for ``rel``: production before the
-    releases shipped in the longest budget window (one anchor per evaluation: the budgets in force share
-    it, and a config with two windows is refused by contracts.evaluator). None: no drift budget in force.
+    releases shipped in their window (one anchor per evaluation: contracts.evaluator refuses budgets with
+    different windows). None: no drift budget in force.
     A dict with model_id (the anchor), since (the oldest shipped release's data date), releases (their ids,
     oldest first), changes (what each shipped, its policy's rate over its incumbent's, by the first
     budget's metric), window_days and over_bootstrap (the release that shipped the anchor over a bootstrap
