@@ -48,6 +48,7 @@ requests scored before it did not see it (offline would have).
 from __future__ import annotations
 
 import bisect
+import itertools
 import datetime as dt
 import math
 import logging
@@ -85,23 +86,39 @@ def epoch_us(ts: dt.datetime | pd.Timestamp) -> int:
 
 @dataclass
 class _History:
-    """One card's or merchant's transactions, in time order."""
+    """One card's or merchant's transactions, in time order, with the running sum of their amounts
+    (``csum[i]``: the amounts before position i, plus what pruning forgot), so that a window's sum is
+    one subtraction, not a walk over every transaction in it (a busy merchant's week holds thousands)."""
 
     ts: list[int] = field(default_factory=list)
     amount: list[float] = field(default_factory=list)
     merchant: list[str] = field(default_factory=list)  # cards only
     first_seen: int | None = None
+    csum: list[float] = field(default_factory=lambda: [0.0])
 
     def add(self, ts: int, amount: float, merchant: str | None) -> None:
         if not self.ts or ts >= self.ts[-1]:
-            i = len(self.ts)
+            self.ts.append(ts)
+            self.amount.append(amount)
+            self.csum.append(self.csum[-1] + amount)
+            if merchant is not None:
+                self.merchant.append(merchant)
         else:  # out of time order: goes where it belongs
             i = bisect.bisect_right(self.ts, ts)
-        self.ts.insert(i, ts)
-        self.amount.insert(i, amount)
-        if merchant is not None:
-            self.merchant.insert(i, merchant)
+            self.ts.insert(i, ts)
+            self.amount.insert(i, amount)
+            if merchant is not None:
+                self.merchant.insert(i, merchant)
+            self._resum(i)
         self.first_seen = ts if self.first_seen is None else min(self.first_seen, ts)
+
+    def _resum(self, i: int) -> None:
+        """The running sums from position ``i`` on, again (after an insertion or a removal there)."""
+        self.csum[i:] = itertools.accumulate(self.amount[i:], initial=self.csum[i])
+
+    def window_sum(self, lo: int, hi: int) -> float:
+        """The sum of the amounts at positions [lo, hi)."""
+        return self.csum[hi] - self.csum[lo] if hi > lo else 0.0
 
     def remove(self, ts: int, amount: float) -> bool:
         """Forget one transaction added at ``ts`` with ``amount`` (one not given after all)."""
@@ -111,6 +128,7 @@ class _History:
                 del self.ts[i], self.amount[i]
                 if self.merchant:
                     del self.merchant[i]
+                self._resum(i)
                 if self.first_seen == ts:
                     self.first_seen = self.ts[0] if self.ts else None
                 return True
@@ -118,12 +136,15 @@ class _History:
         return False
 
     def prune(self, before: int) -> None:
-        """Forget transactions older than ``before`` (first_seen stays)."""
+        """Forget transactions older than ``before`` (first_seen stays); the running sums start again from
+        zero, so they stay as small as the history is (their precision is that of the sums they hold)."""
         k = bisect.bisect_left(self.ts, before)
         if k:
             del self.ts[:k], self.amount[:k]
             if self.merchant:
                 del self.merchant[:k]
+            self.csum = [0.0]
+            self._resum(0)
 
 
 @dataclass
@@ -694,16 +715,16 @@ class OnlineFeatures:
         for entity, length, feats in self._groups:
             h, hi = (c, hi_c) if entity == "card" else (m, hi_m)
             lo = bisect.bisect_left(h.ts, ts - length, 0, hi)
-            a = h.amount[lo:hi]
             for name, agg in feats:
                 if agg == "count":
                     out[name] = float(hi - lo)
                 elif agg == "sum":
-                    out[name] = float(sum(a))
+                    out[name] = float(h.window_sum(lo, hi))
                 elif agg == "distinct_merchants":
                     out[name] = float(len(set(h.merchant[lo:hi])))
                 else:
-                    base = (sum(a) / len(a) if agg == "amount_over_mean" else max(a)) if a else amount
+                    base = ((h.window_sum(lo, hi) / (hi - lo) if agg == "amount_over_mean" else
+                             max(h.amount[lo:hi])) if hi > lo else amount)
                     out[name] = amount / (base + 1)
         first = ts if c.first_seen is None else min(c.first_seen, ts)
         out["card_age_days"] = min((ts // MICROS_PER_S - first // MICROS_PER_S) / 86400.0,

@@ -38,7 +38,6 @@ deployment version and ramp share it was decided under, and the server-side late
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -52,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -91,6 +91,9 @@ JOURNAL = "journal"
 _SEGMENT_BYTES = 4 << 20  # a new journal segment after this many bytes ...
 _SEGMENT_S = 60.0  # ... or this many seconds, so written segments can be deleted
 _LOUD_EVERY_S = 10.0
+# durability write: the answers do not wait for the fsync behind them, so the committer gathers what is journaled
+# for this long after it wakes (one fsync per burst, not one per request: each costs ~20 us of a core)
+_WRITE_COMMIT_LINGER_S = 0.005
 _REFUSED = "_refused_unlogged"  # set on a record whose journal write failed under fail_closed
 
 
@@ -138,9 +141,11 @@ def _json_default(v):
 
 
 def journal_line(record: dict) -> bytes:
-    """One record as ``<crc32 of the JSON, 8 hex digits> <JSON>\\n``: a torn or damaged line fails its check."""
-    payload = json.dumps({k: record.get(k) for k in COLUMNS}, default=_json_default, separators=(",", ":"))
-    return f"{zlib.crc32(payload.encode()):08x} {payload}\n".encode()
+    """One record as ``<crc32 of the JSON, 8 hex digits> <JSON>\\n``: a torn or damaged line fails its check.
+    orjson: times as ``datetime.isoformat`` writes them, numpy scalars as numbers, text as UTF-8."""
+    payload = orjson.dumps({k: record.get(k) for k in COLUMNS}, default=_json_default,
+                           option=orjson.OPT_SERIALIZE_NUMPY)
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 
 def parse_journal(data: bytes) -> tuple[list[dict], int]:
@@ -312,6 +317,8 @@ class DecisionLog:
     def _commit_loop(self) -> None:
         while True:
             self._jwake.wait()
+            if self.durability == WRITE and not self._jstop:
+                time.sleep(_WRITE_COMMIT_LINGER_S)
             self._jwake.clear()
             with self._jlock:
                 pending, self._pending = self._pending, []

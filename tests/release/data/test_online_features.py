@@ -231,3 +231,28 @@ def test_pruning_forgets_what_no_window_can_see(empty_events, opened):
     o._prune_all()
     assert o._cards["1"].ts == [] and o._cards["1"].first_seen == at(1)
     assert len(o._cards["2"].ts) == 3
+
+
+def test_running_sums_stay_the_window_sums_through_late_arrivals_removals_and_pruning():
+    """The running sums behind window sums (_History.csum) against a plain sum over the same positions, while
+    transactions arrive out of time order, are taken back and pruned away (2,000 random steps, seeded)."""
+    import random
+
+    from release.data.online_features import _History
+
+    rng = random.Random(5)
+    h = _History()
+    for step in range(2000):
+        r = rng.random()
+        if r < 0.75 or not h.ts:
+            t = (h.ts[-1] if h.ts and r < 0.6 else 0) + rng.randrange(0, 5_000)
+            h.add(t, round(rng.lognormvariate(3, 1.5), 2), "M1")
+        elif r < 0.9:
+            i = rng.randrange(len(h.ts))
+            assert h.remove(h.ts[i], h.amount[i])
+        else:
+            h.prune(h.ts[len(h.ts) // 3])
+        assert len(h.csum) == len(h.ts) + 1 and h.ts == sorted(h.ts)
+        lo = rng.randrange(len(h.ts) + 1)
+        hi = rng.randrange(lo, len(h.ts) + 1)
+        assert h.window_sum(lo, hi) == pytest.approx(sum(h.amount[lo:hi]), rel=1e-12, abs=1e-9), step
