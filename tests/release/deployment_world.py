@@ -3,6 +3,7 @@ FRAUDCD_HOME, two real LightGBM models trained on the tiny snapshot (production 
 approved thresholds, and helpers to run the real service (`fraudcd serve`) on a loopback port."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +103,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def over_http(app):
+    """``app`` served as `fraudcd serve` serves it (uvicorn with the service's own protocol answering POST
+    /score, ``app.score_protocol``) on a loopback port, in a thread; an HTTP client of it."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                                           http=app.score_protocol))
+    thread = threading.Thread(target=server.run, name="uvicorn (test)", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.02)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(60)
 
 
 class Server:

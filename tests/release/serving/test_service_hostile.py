@@ -37,15 +37,17 @@ def body(tx, card=1, minute=0, **kw) -> dict:
     return b
 
 
-@pytest.fixture(scope="module")
-def app(tiny, tiny_events, tiny_snapshot, tmp_path_factory):
+@pytest.fixture(scope="module", params=["asgi", "http"])
+def app(request, tiny, tiny_events, tiny_snapshot, tmp_path_factory):
     """The service with authentication on (two tokens read from the environment), seeded on the tiny
-    world's last day, in-process."""
+    world's last day. ``asgi``: in-process through Starlette's TestClient (the ASGI gate answers POST
+    /score); ``http``: over a loopback port as `fraudcd serve` runs it (its own protocol answers POST
+    /score). Every case of the table must come out the same both ways."""
     from fastapi.testclient import TestClient
 
     from release.serving.service import ScoringService, create_app, load_service_config
 
-    home = tmp_path_factory.mktemp("hostile") / "home"
+    home = tmp_path_factory.mktemp(f"hostile-{request.param}") / "home"
     home.mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FRAUDCD_HOME", str(home))
@@ -55,7 +57,8 @@ def app(tiny, tiny_events, tiny_snapshot, tmp_path_factory):
         assert world.day == dt.date(2026, 1, 20)  # the bodies above are on the seed day
         world.config.write_text(world.config.read_text() + AUTH_YAML)
         cfg = load_service_config(world.config)
-        with TestClient(create_app(lambda: ScoringService(cfg, seed_day=world.day), cfg)) as client:
+        fastapi_app = create_app(lambda: ScoringService(cfg, seed_day=world.day), cfg)
+        with (TestClient(fastapi_app) if request.param == "asgi" else dw.over_http(fastapi_app)) as client:
             yield world, client
 
 
@@ -69,6 +72,8 @@ def send(client, path="/score", json_body=None, raw=None, headers=None, token=SC
         else:
             h[k] = v
     content = raw if raw is not None else (json.dumps(json_body).encode() if json_body is not None else None)
+    if isinstance(content, list):  # chunks: sent chunked (no Content-Length), a new iterator per request
+        content = iter(content)
     return client.request(method, path, content=content, headers=h)
 
 
@@ -136,7 +141,7 @@ CASES = [
      "card_country: String should have at most 3 characters"),
     ("a 1 MB card_id", dict(json_body=body("big-1", card="c" * 1_000_000)), 413,
      "Request body too large: at most 16,384 bytes"),
-    ("a 20 KB body, chunked", dict(raw=iter([b"{" + b" " * 10_000, b" " * 10_000 + b"}"])), 413,
+    ("a 20 KB body, chunked", dict(raw=[b"{" + b" " * 10_000, b" " * 10_000 + b"}"]), 413,
      "Request body too large"),
     # ---- item 4: amounts that are not numbers, bodies that are not JSON
     ("amount NaN", dict(raw=raw_amount("NaN")), 422, "amount: Input should be a finite number: NaN and Infinity"),

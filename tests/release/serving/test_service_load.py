@@ -70,7 +70,8 @@ class Gate:
 
 class InProcess:
     """The real app (``create_app`` around a ``ScoringService``) served by uvicorn on a loopback port, in a
-    thread of this process (its lifespan starts and stops the service as `fraudcd serve` does)."""
+    thread of this process, with the protocol `fraudcd serve` gives it (its lifespan starts and stops the
+    service as `fraudcd serve` does)."""
 
     def __init__(self, world: dw.World, **config):
         import uvicorn
@@ -89,8 +90,9 @@ class InProcess:
 
         self.port = dw.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(factory, cfg), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", access_log=False))
+        app = create_app(factory, cfg)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    access_log=False, http=app.score_protocol))
         self.thread = threading.Thread(target=self.server.run, name="uvicorn (test)", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 60
