@@ -40,7 +40,8 @@ waits for work that is not its own):
   another held up in its serving model (a slow candidate on a ramp).
 - the shadow worker: the other model's scores, in batches of what is queued within 10 ms (one
   booster call and one wake-up per batch, not per request), then the complete records to the
-  decision log. Its queue is bounded (``shadow_queue``):
+  decision log; a batch waits for a pause in the answers (at most 50 ms), as the decision log's batch
+  files do. Its queue is bounded (``shadow_queue``):
   full, the shadow score is dropped (counted, logged as ``shadow = dropped``), never waited for.
 - the risk-table preparer (release.data.online_features): the tables of the service clock's day (before
   the service listens), the day before and the next day (long before it begins), refreshed when their
@@ -628,7 +629,7 @@ class ScoringService:
                                flush_ms=self.config.decision_log.flush_ms,
                                compact_after_s=self.config.decision_log.compact_after_s,
                                on_failure=self.config.decision_log.on_failure,
-                               durability=self.config.decision_log.durability)
+                               durability=self.config.decision_log.durability, busy=self.answering)
         self.log.recover()  # after a hard stop: journaled decisions no batch file holds, before reading the log
         self.features = OnlineFeatures(self.events, self.seed_day, *self._feature_settings())
         self._seen: OrderedDict[str, tuple[bytes, dict]] = OrderedDict()  # tx_id -> (body fingerprint, answer)
@@ -661,6 +662,10 @@ class ScoringService:
         if self.config.maturity_days is not None:
             maturity = self.config.maturity_days
         return maturity, features
+
+    def answering(self) -> bool:
+        """Requests handed to the scoring pool and not yet answered: work behind the answers waits."""
+        return self.in_flight > 0
 
     def _resume_from_log(self) -> int:
         """After a restart: the transactions this service already scored (on or after the seed day) go
@@ -791,11 +796,16 @@ class ScoringService:
         so the worker takes the GIL and a core from the answers' threads ten times less often at 1000
         requests/s) and scored in one call per model (the same numbers as one row at a time), then
         appended to the decision log. A failing batch is scored again row by row, so each row's failure is
-        its own."""
+        its own. The batch waits while answers are in flight (a burst), at most BACKGROUND_PATIENCE_S:
+        shadow scores do not take the GIL from answers being decided."""
+        from release.serving.decision_log import BACKGROUND_PATIENCE_S, wait_while
+
         while True:
             batch = [self._queue.get()]
             if batch[0] is not None and self._queue.qsize() < SHADOW_BATCH:
                 time.sleep(SHADOW_LINGER_S)
+            if batch[0] is not None:  # never while answers are in flight (a burst), within a bound
+                wait_while(self.answering, BACKGROUND_PATIENCE_S)
             while len(batch) < SHADOW_BATCH:
                 try:
                     batch.append(self._queue.get_nowait())

@@ -47,6 +47,51 @@ def test_the_background_writer_flushes_on_count_and_on_time(tmp_path):
         log.close()
 
 
+def test_batch_files_wait_for_a_pause_in_the_answers(tmp_path, monkeypatch):
+    """While answers are in flight (``busy``) the background writer writes no batch file; once they stop, it
+    does. The wait's bound is set far away here, so what is asserted does not depend on timing."""
+    from release.serving import decision_log as dl
+
+    monkeypatch.setattr(dl, "BACKGROUND_PATIENCE_S", 60.0)
+    answering, polled = threading.Event(), threading.Event()
+    answering.set()
+
+    def busy() -> bool:
+        polled.set()
+        return answering.is_set()
+
+    log = DecisionLog(tmp_path, flush_every=5, flush_ms=20, busy=busy).start()
+    try:
+        for i in range(12):
+            log.append(rec(i))
+        assert polled.wait(10)  # the writer is due (12 >= flush_every) and asked
+        time.sleep(0.1)  # five periods: without the wait it would have written by now
+        assert log.written == 0 and log.pending == 12
+        answering.clear()
+        deadline = time.monotonic() + 10
+        while log.written < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log.written == 12
+    finally:
+        answering.clear()
+        log.close()
+
+
+def test_the_wait_for_a_pause_is_bounded():
+    """Under answers that never stop, background work waits its bound and then goes on; without a busy
+    signal it never waits."""
+    from release.serving.decision_log import wait_while
+
+    calls = []
+    t = time.monotonic()
+    wait_while(lambda: calls.append(1) or True, 0.05)
+    assert time.monotonic() - t >= 0.05 and len(calls) > 1
+    wait_while(None, 60)  # returns at once (a test would time out otherwise)
+    left = iter([True, True, False])
+    wait_while(lambda: next(left), 60)  # stops as soon as the answers do
+    assert next(left, "done") == "done"
+
+
 def test_close_writes_everything_appended_from_many_threads(tmp_path):
     log = DecisionLog(tmp_path, flush_every=100, flush_ms=20).start()
 
