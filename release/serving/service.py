@@ -1344,9 +1344,16 @@ def score_protocol(gate: "_Gate", holder: dict) -> type:
             if slot.refused:
                 return
             svc = holder["svc"]
+            try:
+                fut = svc.pool.submit(svc.decide_body, bytes(slot.body), slot.client)
+            except RuntimeError:  # the pool is shut down: the service is stopping
+                return self.answer(slot, 503, {"error": "Not serving: the service is stopping; send it again.",
+                                               "retry_after_s": 1}, [(b"retry-after", b"1")])
             svc.in_flight += 1
-            fut = svc.pool.submit(svc.decide_body, bytes(slot.body), slot.client)
             slot.body = bytearray()
+            # like uvicorn, no more requests are read from this connection until its answers are out (what
+            # was already received is still parsed): a client that never reads cannot make answers pile up
+            self.flow.pause_reading()
             mailbox = holder["mailbox"]
             fut.add_done_callback(lambda f: mailbox.put((self, slot, f)))
 
