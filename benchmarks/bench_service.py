@@ -28,6 +28,10 @@ Every phase sends its day's first transaction alone first (the first request of 
 risk-feature tables are prepared in the background before the day begins, so it should cost what any
 request costs) and reports it apart.
 
+The service's CPU per request (its event loop and its other threads, from /proc) is reported for the
+burst and throughput phases: times the burst size, it is about what a burst takes before its last answer,
+the service's Python work being serial under one GIL.
+
 Latency: client-side (send to answer, HTTP included, on the load generator's clock) and server-side:
 ``Server-Timing`` (the service's own measure from a request's arrival in the app to its answer, the
 wait for the scoring pool included) and the decision log's ``latency_ms`` (the decision itself:
@@ -115,6 +119,31 @@ def build(home: Path, days: int, tx_per_day: int) -> dict:
             **ids}
     marker.write_text(json.dumps(info))
     return info
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of process ``pid`` so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_per_request(pid: int, before: dict[int, float], requests: int) -> dict:
+    """The service's CPU per request over a phase, in us: its event loop (the main thread) and the rest (the
+    scoring pool, the shadow worker, the decision log's writers). One process under one GIL: their Python
+    work is serial, so a burst of N takes about N x this before its last answer (less the part that runs
+    beside it: kernel time, fsyncs)."""
+    after = thread_cpu(pid)
+    loop = after.get(pid, 0) - before.get(pid, 0)
+    rest = sum(v - before.get(t, 0) for t, v in after.items() if t != pid)
+    return {"event_loop_us": round(loop / requests * 1e6, 1), "other_threads_us": round(rest / requests * 1e6, 1),
+            "total_us": round((loop + rest) / requests * 1e6, 1)}
 
 
 def raw_predict_us(model_id: str, features: pd.DataFrame, n: int = 3000) -> np.ndarray:
@@ -369,14 +398,18 @@ def main() -> int:
         every = args.burst / args.rate
         results["burst_baseline"] = bursts(svc.url, [{"tx_id": f"b{i}"} for i in range(n_day)], args.burst, every,
                                            get=True)
+        cpu0 = thread_cpu(svc.proc.pid)
         results["burst"] = bursts(svc.url, first_of(days[2]), args.burst, every)
+        cpu = {"burst": cpu_per_request(svc.proc.pid, cpu0, len(results["burst"][0].answers))}
         print(f"  phase: busy neighbour on core {args.neighbour_cpu} (and its /healthz baseline)", file=sys.stderr)
         with busy_neighbour(args.neighbour_cpu):
             time.sleep(0.5)
             results["neighbour_baseline"] = healthz(n_day, args.rate)
             results["busy_neighbour"] = run(days[3], args.rate)
         print("  phase: throughput", file=sys.stderr)
+        cpu0 = thread_cpu(svc.proc.pid)
         results["throughput_shadow_on"] = run(days[4], 0, concurrency=args.concurrency)
+        cpu["throughput"] = cpu_per_request(svc.proc.pid, cpu0, len(results["throughput_shadow_on"][0].answers))
         set_at = time.time()
         v50 = ramp.set_pct(50, at=AT, actor=WHO, reason="bench: half the cards")["version"]
         idle_reload_s = svc.wait_for(v50) - set_at  # the baseline: the same reload, the service idle
@@ -450,6 +483,7 @@ def main() -> int:
                                               "throughput_shadow_on", "rollback_under_load"))
         + len(rollover_ms) + min(args.warm_up, len(day_requests(home / "events", warm_day)))}
     out["first_request_of_a_day_ms"] = rollover_ms
+    out["service_cpu_per_request"] = cpu
     out["service_state_after"] = {"counters": final["counters"], "risk_tables": final["features"]["risk_tables"]}
     out["risk_table_seconds"] = {d: t.get("seconds") for d, t in final["features"]["risk_tables"]["ready"].items()}
     o, n = out["shadow_off"], out["shadow_on"]
@@ -487,6 +521,10 @@ def main() -> int:
                                       f"bursts of {args.burst} GET /healthz, same client"),
         "burst_server_p99_ms": {"value": b["server_timing_p99_ms"], "baseline": bb["server_timing_p99_ms"],
                                 "ratio": ratio(b["server_timing_p99_ms"], bb["server_timing_p99_ms"])},
+        "burst_service_cpu_us_per_request": {
+            **cpu["burst"], "serial_ms": round(cpu["burst"]["total_us"] * args.burst / 1000, 1),
+            "serial_is": f"{args.burst} x the service's CPU per request: about what a burst takes before its last "
+                         "answer, its Python work being serial under one GIL (its kernel time and fsyncs are not)"},
         "neighbour_client_p99_ms": {"value": nb["client_p99_ms"], "baseline": nbb["client_p99_ms"],
                                     "ratio": ratio(nb["client_p99_ms"], nbb["client_p99_ms"]),
                                     "vs_steady_without_neighbour": ratio(nb["client_p99_ms"], n["client_p99_ms"]),
@@ -531,6 +569,9 @@ def main() -> int:
           f"after the commit); {q['failed']} failed requests, {q['lost_log_records']} lost log records")
     print("first request of each day: " + ", ".join(f"{x:.1f}" for x in rollover_ms) + " ms; risk tables prepared "
           "in the background in " + ", ".join(f"{s}s" for s in out["risk_table_seconds"].values()))
+    for phase, c in cpu.items():
+        print(f"service CPU per request ({phase}): event loop {c['event_loop_us']:.0f} us, other threads "
+              f"{c['other_threads_us']:.0f} us, total {c['total_us']:.0f} us")
     print(f"decision log: {out['decision_log']['records']:,} records for {out['decision_log']['all_requests']:,} "
           "requests")
     print(json.dumps({"summary": summary}, indent=2, default=str))
