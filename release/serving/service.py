@@ -1264,7 +1264,10 @@ class _Mailbox:
         self.scheduled = False  # before taking: an item put from now on schedules another drain
         while self.items:
             protocol, slot, fut = self.items.popleft()
-            protocol.decided(slot, fut)
+            try:
+                protocol.decided(slot, fut)
+            except Exception:  # noqa: BLE001 - one answer's failure must not hold up the others in the mailbox
+                log.exception("answering POST /score failed")
 
 
 @dataclass(eq=False)
