@@ -97,19 +97,13 @@ class _History:
     csum: list[float] = field(default_factory=lambda: [0.0])
 
     def add(self, ts: int, amount: float, merchant: str | None) -> None:
-        if not self.ts or ts >= self.ts[-1]:
-            self.ts.append(ts)
-            self.amount.append(amount)
-            self.csum.append(self.csum[-1] + amount)
-            if merchant is not None:
-                self.merchant.append(merchant)
-        else:  # out of time order: goes where it belongs
-            i = bisect.bisect_right(self.ts, ts)
-            self.ts.insert(i, ts)
-            self.amount.insert(i, amount)
-            if merchant is not None:
-                self.merchant.insert(i, merchant)
-            self._resum(i)
+        # in time order: at the end; out of it: where it belongs
+        i = len(self.ts) if not self.ts or ts >= self.ts[-1] else bisect.bisect_right(self.ts, ts)
+        self.ts.insert(i, ts)
+        self.amount.insert(i, amount)
+        if merchant is not None:
+            self.merchant.insert(i, merchant)
+        self._resum(i)
         self.first_seen = ts if self.first_seen is None else min(self.first_seen, ts)
 
     def _resum(self, i: int) -> None:

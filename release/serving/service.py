@@ -1511,23 +1511,24 @@ def create_app(service_factory, config: ServiceConfig | None = None, freeze_gc: 
             return JSONResponse(status_code=422, content=_error_body([dict(_UNPARSABLE)]))
         return await http_exception_handler(request, exc)
 
-    async def answer(run, *args) -> tuple[int, dict]:
+    async def answer(decide, *args) -> tuple[int, dict]:
+        """``decide(*args)`` (a ScoringService method) in the scoring pool, then its acknowledgement."""
         svc = holder["svc"]
         svc.in_flight += 1
         try:  # decided in the scoring pool: the event loop goes on reading and answering other requests
-            code, body, pending = await asyncio.get_running_loop().run_in_executor(svc.pool, getattr(svc, run), *args)
+            code, body, pending = await asyncio.get_running_loop().run_in_executor(svc.pool, decide, *args)
         finally:
             svc.in_flight -= 1
         return await svc.acknowledged(code, body, pending)  # the decision is as durable as configured, or not given
 
     async def score_now(body: bytes, client: str | None, send) -> None:
         """POST /score from the gate: parsed, validated and decided in the scoring pool, then answered."""
-        code, out = await answer("decide_body", body, client)
+        code, out = await answer(holder["svc"].decide_body, body, client)
         await _send_json(send, code, out, _retry_after(code, out))
 
     @app.post("/score")
     async def score(req: ScoreRequest):  # what the docs show; the gate answers POST /score (score_now)
-        code, body = await answer("decide", req, _SUBJECT.get())
+        code, body = await answer(holder["svc"].decide, req, _SUBJECT.get())
         headers = {"retry-after": str(body["retry_after_s"])} if code == 503 and "retry_after_s" in body else None
         return Response(content=_json_bytes(body), status_code=code, media_type="application/json", headers=headers)
 

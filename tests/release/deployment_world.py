@@ -105,10 +105,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def over_http(app):
+def serve_in_thread(app):
     """``app`` served as `fraudcd serve` serves it (uvicorn with the service's own protocol answering POST
-    /score, ``app.score_protocol``) on a loopback port, in a thread; an HTTP client of it."""
+    /score, ``app.score_protocol``) on a loopback port, in a thread of this process, once started:
+    (server, thread, port). Stop it with ``server.should_exit = True`` and ``thread.join()``."""
     import uvicorn
 
     port = free_port()
@@ -120,6 +120,13 @@ def over_http(app):
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
         time.sleep(0.02)
+    return server, thread, port
+
+
+@contextlib.contextmanager
+def over_http(app):
+    """``serve_in_thread(app)``, and an HTTP client of it; stopped on leaving."""
+    server, thread, port = serve_in_thread(app)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             yield client

@@ -74,8 +74,6 @@ class InProcess:
     service as `fraudcd serve` does)."""
 
     def __init__(self, world: dw.World, **config):
-        import uvicorn
-
         from release.serving.service import ScoringService, ServiceConfig, create_app
 
         cfg = ServiceConfig(**{"maturity_days": world.maturity_days, "reload_poll_ms": 50,
@@ -88,17 +86,8 @@ class InProcess:
             self.holder["svc"] = ScoringService(cfg, seed_day=world.day)
             return self.holder["svc"]
 
-        self.port = dw.free_port()
+        self.server, self.thread, self.port = dw.serve_in_thread(create_app(factory, cfg))
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(factory, cfg)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False, http=app.score_protocol))
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn (test)", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.02)
         self.client = httpx.Client(base_url=self.url, timeout=20, headers={"authorization": f"Bearer {TOKEN}"})
 
     @property
