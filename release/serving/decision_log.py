@@ -38,7 +38,9 @@ deployment version and ramp share it was decided under, and the server-side late
 """
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
+import errno
 import fcntl
 import json
 import logging
@@ -188,10 +190,11 @@ def _table(records: list[dict]) -> pa.Table:
                                 schema=SCHEMA)
 
 
-def wait_while(busy: Callable[[], bool] | None, at_most_s: float, step_s: float = 0.001) -> None:
+def wait_while(busy: Callable[[], bool] | None, at_most_s: float, step_s: float = 0.005) -> None:
     """Background work's manners: while ``busy()`` (answers in flight) and for at most ``at_most_s``, wait.
     Work done behind the answers (a batch file, shadow scores) takes the GIL and a core from them; done
-    between bursts, it delays none of them. The bound keeps it from waiting for ever under constant load."""
+    between bursts, it delays none of them. The bound keeps it from waiting for ever under constant load.
+    Each look at ``busy()`` takes the GIL too, so it looks every ``step_s``, not more often."""
     if busy is None:
         return
     deadline = time.monotonic() + at_most_s
@@ -293,6 +296,8 @@ class DecisionLog:
     def durable(self, request_id: str) -> Future | None:
         """The acknowledgement of ``request_id`` while it is pending, or once it failed (handed out once);
         None once it succeeded or if it was never journaled."""
+        if not self._inflight:  # the common case, without the lock: only this request's own thread adds its entry
+            return None
         with self._jlock:
             fut = self._inflight.get(str(request_id))
             if fut is not None and fut.done():
@@ -647,11 +652,32 @@ class DecisionLog:
             self._delete_done_locked()
 
 
+# the journal's write(2), called with the GIL held (ctypes.PyDLL): a line to the page cache takes a microsecond
+# or two, but os.write releases the GIL around it and the scoring thread then waits to take it back from the
+# event loop (up to the switch interval, 5 ms): a hand-off per decision in a burst. A write that blocks (a
+# stalled disk) holds the GIL, so the event loop stops too: nothing answers while no decision can be logged.
+_libc_write = ctypes.PyDLL(None, use_errno=True).write
+_libc_write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+_libc_write.restype = ctypes.c_ssize_t
+
+
+def _os_write(fd: int, data: bytes) -> int:
+    """write(2) of ``data`` to ``fd``, the GIL held: the bytes written, or the OSError os.write would raise
+    (retried on EINTR, as os.write is)."""
+    while True:
+        n = _libc_write(fd, data, len(data))
+        if n >= 0:
+            return n
+        code = ctypes.get_errno()
+        if code != errno.EINTR:
+            raise OSError(code, os.strerror(code))
+
+
 def _write_all(seg: _Segment, line: bytes) -> None:
-    view = memoryview(line)
-    while view:
-        n = os.write(seg.fd, view)
-        view = view[n:]
+    """The whole line, or OSError (``seg.size`` then still ends before it: the caller cuts a partial line off)."""
+    rest = line
+    while rest:
+        rest = rest[_os_write(seg.fd, rest):]
     seg.size += len(line)
 
 

@@ -336,7 +336,7 @@ def test_a_journal_that_cannot_be_written_refuses_or_counts_as_configured(tmp_pa
 
     log = DecisionLog(tmp_path, on_failure=policy).start()
     journaled(log, [rec(1)])
-    monkeypatch.setattr(dl.os, "write", lambda fd, b: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+    monkeypatch.setattr(dl, "_os_write", lambda fd, b: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
     failed = log.journal(r2 := rec(2))
     with pytest.raises(OSError, match="No space"):
         failed.result(timeout=5)
@@ -428,13 +428,13 @@ def test_a_full_disk_neither_leaks_files_nor_outlasts_the_space_coming_back(tmp_
     log = DecisionLog(tmp_path, on_failure="fail_closed").start()
     journaled(log, [rec(0)])
     fds = len(os.listdir("/proc/self/fd"))
-    real = os.write
-    monkeypatch.setattr(dl.os, "write", lambda fd, b: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+    real = dl._os_write
+    monkeypatch.setattr(dl, "_os_write", lambda fd, b: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
     for i in range(1, 501):
         with pytest.raises(OSError):
             log.journal(rec(i)).result(timeout=5)
         log.durable(str(i))
-    monkeypatch.setattr(dl.os, "write", real)
+    monkeypatch.setattr(dl, "_os_write", real)
     time.sleep(0.2)
     assert len(os.listdir("/proc/self/fd")) <= fds + 1
     assert len(list((tmp_path / "journal").glob("*.wal"))) <= 2
@@ -444,3 +444,31 @@ def test_a_full_disk_neither_leaks_files_nor_outlasts_the_space_coming_back(tmp_
     log.close()
     assert log.health()["refused"] == 500
     assert sorted(read_decision_log(tmp_path)["request_id"].tolist()) == ["0", "501"]
+
+
+def test_the_journal_write_gives_the_os_error_of_a_real_full_device(tmp_path):
+    """The journal's write(2) (called with the GIL held, not through os.write) reports a real failure as
+    os.write would: /dev/full refuses every write with ENOSPC; a closed descriptor is EBADF; a file gets
+    every byte."""
+    import errno
+    import os
+
+    import release.serving.decision_log as dl
+
+    fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            dl._os_write(fd, b"a line\n")
+        assert e.value.errno == errno.ENOSPC and "No space" in str(e.value)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as e:
+        dl._os_write(fd, b"a line\n")
+    assert e.value.errno == errno.EBADF
+    line = "é ✓ \x00 ".encode() * 20_000 + b"\n"  # NUL bytes and more than a page: written whole, not as C text
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        assert dl._os_write(fd, line) == len(line)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == line

@@ -4,7 +4,8 @@ decision log on a full disk it refuses (``on_failure: fail_closed``, 503) or ans
 (``keep_answering``), as configured, and says so in /state.
 
 The full disk is real where this machine lets a test mount a small tmpfs (root); the same policies are
-also tested in-process with ENOSPC injected at the OS-call boundary (``os.write``), which needs no root."""
+also tested in-process with ENOSPC injected at the OS-call boundary (the journal's ``_os_write``, its write(2)),
+which needs no root."""
 from __future__ import annotations
 
 import asyncio
@@ -205,18 +206,18 @@ def test_a_full_disk_fails_closed_or_keeps_answering_as_configured(world, policy
 
 @pytest.fixture
 def enospc(monkeypatch):
-    """Writes to the decision journal fail with ENOSPC while ``state['full']`` (at the os.write boundary)."""
+    """Writes to the decision journal fail with ENOSPC while ``state['full']`` (at its write(2) boundary)."""
     import release.serving.decision_log as dl
 
     state = {"full": False}
-    real = os.write
+    real = dl._os_write
 
     def write(fd, data):
         if state["full"]:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd, data)
 
-    monkeypatch.setattr(dl.os, "write", write)
+    monkeypatch.setattr(dl, "_os_write", write)
     return state
 
 
