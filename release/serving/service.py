@@ -1263,11 +1263,50 @@ class _Mailbox:
     def drain(self) -> None:
         self.scheduled = False  # before taking: an item put from now on schedules another drain
         while self.items:
-            protocol, slot, fut = self.items.popleft()
+            protocol, slot, outcome = self.items.popleft()
             try:
-                protocol.decided(slot, fut)
+                protocol.decided(slot, outcome)
             except Exception:  # noqa: BLE001 - one answer's failure must not hold up the others in the mailbox
                 log.exception("answering POST /score failed")
+
+
+class _Intake:
+    """The POST /score requests read in one turn of the event loop, handed to the scoring pool as one task
+    (``add`` on the loop): the loop reads a burst without the scoring thread taking the GIL from it after
+    each request, and the pool wakes once per turn, not once per request. Each request is decided and its
+    outcome put in the mailbox on its own, in arrival order, so the first answers do not wait for the last."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, holder: dict):
+        self.loop, self.holder, self.items, self.scheduled = loop, holder, [], False
+
+    def add(self, protocol, slot: "_Owed", body: bytes) -> None:
+        self.items.append((protocol, slot, body))
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.hand_over)
+
+    def hand_over(self) -> None:
+        self.scheduled = False
+        items, self.items = self.items, []
+        svc = self.holder["svc"]
+        try:
+            svc.pool.submit(self.decide_all, svc, items)
+        except RuntimeError:  # the pool is shut down: the service is stopping
+            for protocol, slot, _ in items:
+                protocol.stopping(slot)
+
+    def decide_all(self, svc: "ScoringService", items: list) -> None:
+        """In the scoring pool: each request decided in turn, its outcome (or what it raised) to the mailbox."""
+        mailbox = self.holder["mailbox"]
+        for protocol, slot, body in items:
+            try:
+                outcome = svc.decide_body(body, slot.client)
+            except Exception as e:  # noqa: BLE001 - the loop answers it with a 500
+                outcome = e
+            mailbox.put((protocol, slot, outcome))
+
+
+_OWED_AT_MOST = 8  # answers a connection may owe (pipelined requests) before it is no longer read
 
 
 @dataclass(eq=False)
@@ -1346,35 +1385,41 @@ def score_protocol(gate: "_Gate", holder: dict) -> type:
             self.reading = None
             if slot.refused:
                 return
-            svc = holder["svc"]
-            try:
-                fut = svc.pool.submit(svc.decide_body, bytes(slot.body), slot.client)
-            except RuntimeError:  # the pool is shut down: the service is stopping
-                return self.answer(slot, 503, {"error": "Not serving: the service is stopping; send it again.",
-                                               "retry_after_s": 1}, [(b"retry-after", b"1")])
-            svc.in_flight += 1
-            slot.body = bytearray()
-            # like uvicorn, no more requests are read from this connection until its answers are out (what
-            # was already received is still parsed): a client that never reads cannot make answers pile up
-            self.flow.pause_reading()
-            mailbox = holder["mailbox"]
-            fut.add_done_callback(lambda f: mailbox.put((self, slot, f)))
+            body, slot.body = bytes(slot.body), bytearray()
+            holder["svc"].in_flight += 1
+            # a connection that owes _OWED_AT_MOST answers, or whose answers fill the transport's write buffer
+            # (the client does not read them), is not read until that passes (what was already received is
+            # still parsed; read_if_due): a client that pipelines and never reads cannot make answers pile up.
+            # The usual client, one request at a time, is never paused: that costs two system calls a request
+            if self.flow.write_paused or self.answers_owed() >= _OWED_AT_MOST:
+                self.flow.pause_reading()
+            holder["intake"].add(self, slot, body)
 
-        def decided(self, slot: _Owed, fut: Future) -> None:
-            """On the loop: the scoring pool's outcome for ``slot``."""
+        def answers_owed(self) -> int:
+            """Requests read whole and not answered yet (not the one whose body is still coming: reading must
+            go on for it to be answered)."""
+            return len(self.owed) - (1 if self.owed and self.owed[-1] is self.reading else 0)
+
+        def decided(self, slot: _Owed, outcome) -> None:
+            """On the loop: the scoring pool's outcome for ``slot`` (decide_body's, or what it raised)."""
             svc = holder["svc"]
             svc.in_flight -= 1
-            try:
-                code, out, pending = fut.result()
-            except Exception:  # noqa: BLE001 - answered as the ASGI route's failure would be
-                log.exception("POST /score failed")
+            if isinstance(outcome, BaseException):  # answered as the ASGI route's failure would be
+                log.error("POST /score failed", exc_info=outcome)
                 return self.answer(slot, 500, {"error": "Internal Server Error"})
+            code, out, pending = outcome
             if pending is None:
                 code, out = svc.settle(code, out)
                 return self.answer(slot, code, out, _retry_after(code, out))
             task = self.loop.create_task(self.acknowledge(svc, slot, code, out, pending))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+
+        def stopping(self, slot: _Owed) -> None:
+            """The pool is shut down (the service is stopping): ``slot`` is not decided."""
+            holder["svc"].in_flight -= 1
+            self.answer(slot, 503, {"error": "Not serving: the service is stopping; send it again.",
+                                    "retry_after_s": 1}, [(b"retry-after", b"1")])
 
         async def acknowledge(self, svc, slot: _Owed, code: int, out: dict, pending: Future) -> None:
             try:
@@ -1415,15 +1460,27 @@ def score_protocol(gate: "_Gate", holder: dict) -> type:
             if close or (self.close_when_done and not self.owed):
                 self.transport.close()
                 return
-            if not self.owed:  # what uvicorn does after an answer: read again, start what was queued, or wait
+            if not self.owed:  # what uvicorn does after an answer: start what was queued, or wait
                 self._unset_keepalive_if_required()
-                self.flow.resume_reading()
                 if self.pipeline:
+                    self.flow.resume_reading()
                     cycle, app = self.pipeline.pop()
                     self._start_asgi_task(cycle, app)
-                else:
-                    self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
-                                                                        self.timeout_keep_alive_handler)
+                    return
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                    self.timeout_keep_alive_handler)
+            self.read_if_due()
+
+        def read_if_due(self) -> None:
+            """Read the connection again if it was paused for owing too many answers or for a full write buffer,
+            and neither holds now (uvicorn's own pause, for a request in its pipeline, is its to lift)."""
+            if (self.flow.read_paused and not self.pipeline and not self.flow.write_paused
+                    and self.answers_owed() < _OWED_AT_MOST):
+                self.flow.resume_reading()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self.read_if_due()
 
         def shutdown(self) -> None:
             if self.owed:  # a graceful shutdown: the answers owed are written first
@@ -1490,6 +1547,7 @@ def create_app(service_factory, config: ServiceConfig | None = None, freeze_gc: 
             gc.freeze()
         holder["svc"] = svc
         holder["mailbox"] = _Mailbox(asyncio.get_running_loop())
+        holder["intake"] = _Intake(asyncio.get_running_loop(), holder)
         log.warning("serving: deployment v%s (%s at %g%%), seed day %s, %s cards in history, auth %s",
                     svc.deployment.version, svc.deployment.state, svc.deployment.pct, svc.seed_day,
                     svc.features.cards, "off" if tokens is None else f"on ({len(tokens)} tokens)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import time
 
 import pandas as pd
 import pytest
@@ -178,3 +179,46 @@ def test_many_requests_on_many_connections_each_get_their_own_answer(port):
         got = [c.answer()[2]["tx_id"] for _ in range(10)]
         assert got == [f"many-{i}-{k}" for k in range(10)]
         c.close()
+
+
+def test_a_client_that_pipelines_and_never_reads_is_no_longer_read(port):
+    """A stream of requests pipelined on one connection whose client reads none of the answers, more answers than
+    the kernel's buffers hold: once they back up into the service's write buffer, it stops reading the
+    connection (what it had already received is still decided), so it neither decides the whole stream nor
+    piles its answers up in memory; once the client reads, every answer comes, in order."""
+    import gc
+    import threading
+    from pathlib import Path
+
+    import httpx
+
+    def decided() -> int:
+        return httpx.get(f"http://127.0.0.1:{port}/state", headers={"authorization": f"Bearer {TOKEN}"},
+                         timeout=30).json()["counters"]["requests"]
+
+    send_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])  # the kernel's most per socket
+    n, before = int(1.5 * send_max / 400) + 2000, decided()  # an answer is ~450 bytes
+    c = Conn.__new__(Conn)
+    c.buf, c.sock = b"", socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window it offers
+    c.sock.settimeout(60)
+    c.sock.connect(("127.0.0.1", port))
+    local = c.sock.getsockname()
+    sender = threading.Thread(target=c.send, args=(b"".join(post(body(f"pile-{k}", minute=60 + k % 600,
+                                                                      card_id=5000 + k)) for k in range(n)),))
+    sender.start()
+    seen, still = before, 0
+    while still < 10:  # until nothing more is decided for half a second
+        time.sleep(0.05)
+        now = decided()
+        still, seen = (still + 1, seen) if now == seen else (0, now)
+    assert 0 < seen - before < n, f"all {n} requests of a client that reads no answer were read and decided"
+    (conn,) = [o for o in gc.get_objects() if type(o).__name__ == "ScoreProtocol" and o.transport is not None
+               and o.transport.get_extra_info("peername") == local]
+    buffered = conn.transport.get_write_buffer_size()
+    assert conn.flow.read_paused and buffered < 1 << 20, f"{buffered:,} bytes of answers held for an idle reader"
+    got = [c.answer()[2]["tx_id"] for _ in range(n)]
+    sender.join(60)
+    assert got == [f"pile-{k}" for k in range(n)]
+    assert decided() - before == n
+    c.close()
