@@ -330,7 +330,6 @@ def test_concurrent_acknowledgements_share_fsyncs(tmp_path, monkeypatch):
 def test_a_journal_that_cannot_be_written_refuses_or_counts_as_configured(tmp_path, monkeypatch, caplog, policy,
                                                                           refused, unlogged, logged):
     import errno
-    import os
 
     import release.serving.decision_log as dl
 
