@@ -455,6 +455,24 @@ class Deployment:
                 "shadow": self.candidate is not None, "loaded_at": self.loaded_at, "problems": list(self.problems)}
 
 
+@dataclass(slots=True)  # not frozen: a frozen dataclass sets each field through object.__setattr__ (us a request)
+class _Admitted:
+    """A request admitted for a decision (ScoringService._admit): its transaction is in the history now."""
+
+    d: Deployment
+    req: Any
+    client: str | None
+    t0: float
+    tx_id: str
+    ts_us: int
+    card: str
+    merchant: str
+    known: bool
+    f: dict
+    fp: bytes
+    claim: tuple | None
+
+
 class DeploymentRefused(ValueError):
     """The deployment state in the store cannot be served (e.g. production needs an unknown feature)."""
 
@@ -844,14 +862,59 @@ class ScoringService:
         409: the tx_id was scored with another body; 422: ts too far from the service's clock; 503: no
         production model, or the risk-feature tables of the transaction's day are not ready yet. Only a
         200 that is not a retry touches the history, the clock or the log. ``client``: who sent it (the
-        token's name), recorded with the decision.
+        token's name), recorded with the decision. Raises what deciding it raised (a production model that
+        fails to score)."""
+        (outcome,) = self.score_many([(req, client)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-        Runs in the scoring pool (any thread): what requests share is read and changed in one step
-        under the service's lock (no I/O under it); the models and the journal write come after it."""
+    def score_many(self, items: list[tuple[ScoreRequest, str | None]]) -> list:
+        """``score`` of each (request, client), in order, as one at a time would: the (status, body) of each, or
+        the exception deciding it raised. Runs in the scoring pool (any thread): what requests share is read
+        and changed under the service's lock (no I/O under it); the models and the journal write come after.
+
+        The requests are taken in runs: each request of a run is admitted in turn (retries, the time bound,
+        the feature tables, its features from the history, which it joins), then the serving model scores the
+        run's rows in one call (its trees stay in the CPU's cache: a row costs a fraction of a lone one's), then
+        each decision is recorded in turn. A run ends before a tx_id already in it, so that copy is a retry of
+        the first, as one at a time. One difference: a decision the journal refuses (fail_closed) leaves the
+        history after the rest of its run was admitted, as a refused fsync does (durability: fsync)."""
+        out: list = [None] * len(items)
+        i = 0
+        while i < len(items):
+            run, waits, names = [], [], set()
+            while i < len(items) and items[i][0].tx_id not in names:
+                req, client = items[i]
+                names.add(req.tx_id)
+                try:
+                    kind, got = self._admit(req, client)
+                except Exception as e:  # noqa: BLE001 - this request's outcome; the run goes on
+                    kind, got = "answer", e
+                if kind == "answer":
+                    out[i] = got
+                elif kind == "wait":
+                    waits.append((i, got))
+                else:
+                    run.append((i, got))
+                i += 1
+            for k, outcome in zip((k for k, _ in run), self._decide_run([ctx for _, ctx in run])):
+                out[k] = outcome
+            for k, (fp, tx_id, deciding) in waits:  # copies decided in another thread (scoring_threads > 1)
+                try:
+                    out[k] = self._after_wait(fp, tx_id, deciding)
+                except Exception as e:  # noqa: BLE001
+                    out[k] = e
+        return out
+
+    def _admit(self, req: ScoreRequest, client: str | None) -> tuple[str, Any]:
+        """One request, under the service's lock: ("answer", (status, body)) if it is answered without a decision
+        (a retry, a conflict, a refusal), ("wait", ...) if a copy of it is being decided in another thread, or
+        ("decide", _Admitted): its features, with the transaction now in the card's and merchant's history."""
         t0 = time.perf_counter()
         d = self.deployment  # read once: this request finishes on this snapshot
         if d.production is None:
-            return 503, {"error": "Not serving: " + "; ".join(d.problems)}
+            return "answer", (503, {"error": "Not serving: " + "; ".join(d.problems)})
         tx_id = req.tx_id
         ts_us = epoch_us(req.ts)
         card, merchant = req.card_id, req.merchant_id
@@ -865,14 +928,14 @@ class ScoringService:
                 problem = self._time_problem(ts_us)
                 if problem is not None:
                     self.counters.refused_times += 1
-                    return 422, _bad("ts", problem, req.ts.isoformat())
+                    return "answer", (422, _bad("ts", problem, req.ts.isoformat()))
                 day = dt.date(1970, 1, 1) + dt.timedelta(microseconds=ts_us)
                 tables = self.features.table_nowait(day)  # never waits while the background preparer runs
                 if tables is None:
                     self.counters.not_ready += 1
-                    return 503, {"error": "Not serving this transaction yet: "
-                                          + self.features.not_ready_reason(day) + ". Nothing was recorded; "
-                                          "send it again.", "retry_after_s": 1}
+                    return "answer", (503, {"error": "Not serving this transaction yet: "
+                                                     + self.features.not_ready_reason(day) + ". Nothing was "
+                                                     "recorded; send it again.", "retry_after_s": 1})
                 self.counters.requests += 1
                 known = self.features.knows_merchant(merchant)
                 f = self.features.features_and_add(ts_us, card, req.card_country, merchant, req.merchant_country,
@@ -880,61 +943,92 @@ class ScoringService:
                 self._advance_clock(ts_us)
                 if self.config.scoring_threads > 1:  # a copy of this request in another thread waits for it
                     claim = self._claims[tx_id] = (fp, Future())
-        if again is None and deciding is not None:  # the same tx_id is being decided in another thread
-            try:
-                code, first = deciding[1].result(timeout=30)
-            except Exception:  # noqa: BLE001 - it failed: this copy is not decided either
-                return 503, {"error": f"Not serving: the first request with tx_id {shown(tx_id)}, sent at the same "
-                                      "time, failed; send it again.", "retry_after_s": 1}
-            if code != 200:
-                return code, first
-            again = (deciding[0], first)
-        if again is not None:
-            with self._lock:
-                if again[0] != fp:
-                    self.counters.conflicts += 1
-                else:
-                    self.counters.retries += 1
-            if again[0] != fp:
-                first = again[1]
-                return 409, {"error": f"Conflict: tx_id {shown(tx_id)} was already scored with another body (a "
-                                      "different time, card, merchant, country, category or amount); a tx_id names "
-                                      "one transaction. Resend the same body to get its answer again, or give "
-                                      "this transaction its own tx_id.",
-                             "tx_id": tx_id, "first_answer": {k: first[k] for k in ("decision", "deployment_version")}}
-            return 200, {**again[1], "retry": True}
-        try:
-            response, refused = self._decide(d, req, client, t0, tx_id, ts_us, card, merchant, known, f, fp)
-        except BaseException as e:
-            if claim is not None:
-                with self._lock:
-                    self._claims.pop(tx_id, None)
-                claim[1].set_exception(e)
-            raise
-        if claim is not None:  # a copy waiting for this decision: its answer, or (refused by the log) none
-            if refused:
-                claim[1].set_exception(OSError("the decision log refused the first request's decision"))
-            else:
-                claim[1].set_result((200, response))
-        return 200, response
+            elif again is not None:
+                return "answer", self._again_locked(fp, tx_id, again)
+        if deciding is not None:  # the same tx_id is being decided in another thread
+            return "wait", (fp, tx_id, deciding)
+        return "decide", _Admitted(d, req, client, t0, tx_id, ts_us, card, merchant, known, f, fp, claim)
 
-    def _decide(self, d: Deployment, req: ScoreRequest, client, t0: float, tx_id: str, ts_us: int, card: str,
-                merchant: str, known: bool, f: dict, fp: bytes) -> tuple[dict, bool]:
-        """The serving model's decision on features ``f``, journaled (the answer's durability), the other
-        model handed to the shadow worker; remembered for retries. Outside the service's lock. Returns the
-        answer and whether the journal refused it at once (fail_closed: acknowledged() makes it a 503)."""
-        routed = d.routed(card)
-        serving, role, other, other_role = ((d.candidate, "candidate", d.production, "production") if routed else
-                                            (d.production, "production", d.candidate, "candidate"))
-        candidate_error = None
+    def _again_locked(self, fp: bytes, tx_id: str, again: tuple[bytes, dict]) -> tuple[int, dict]:
+        """A tx_id already decided: its first answer again (a retry), or 409 if the body differs."""
+        if again[0] != fp:
+            self.counters.conflicts += 1
+            first = again[1]
+            return 409, {"error": f"Conflict: tx_id {shown(tx_id)} was already scored with another body (a "
+                                  "different time, card, merchant, country, category or amount); a tx_id names "
+                                  "one transaction. Resend the same body to get its answer again, or give "
+                                  "this transaction its own tx_id.",
+                         "tx_id": tx_id, "first_answer": {k: first[k] for k in ("decision", "deployment_version")}}
+        self.counters.retries += 1
+        return 200, {**again[1], "retry": True}
+
+    def _after_wait(self, fp: bytes, tx_id: str, deciding: tuple[bytes, Future]) -> tuple[int, dict]:
+        """A copy of a request another thread was deciding: once decided there, answered as a retry of it."""
         try:
-            s = serving.score(f)
-        except Exception as e:  # noqa: BLE001
-            if not routed:
-                raise
-            candidate_error = f"{type(e).__name__}: {e}"
-            serving, role, other = d.production, "production", None
-            s = serving.score(f)
+            code, first = deciding[1].result(timeout=30)
+        except Exception:  # noqa: BLE001 - it failed: this copy is not decided either
+            return 503, {"error": f"Not serving: the first request with tx_id {shown(tx_id)}, sent at the same "
+                                  "time, failed; send it again.", "retry_after_s": 1}
+        if code != 200:
+            return code, first
+        with self._lock:
+            return self._again_locked(fp, tx_id, (deciding[0], first))
+
+    def _decide_run(self, run: list["_Admitted"]) -> list:
+        """The decisions of admitted requests, in order: (200, answer), or the exception deciding one raised.
+        Each row is scored by its serving model, the rows of one model in one call; a candidate that fails
+        on a row leaves that row to production (recorded as the candidate's error)."""
+        serving = [(a.d.candidate, "candidate") if a.d.routed(a.card) else (a.d.production, "production")
+                   for a in run]
+        scores: list = [None] * len(run)
+        groups: dict[int, list[int]] = {}
+        for k, (model, _) in enumerate(serving):
+            groups.setdefault(id(model), []).append(k)
+        for rows in groups.values():
+            model = serving[rows[0]][0]
+            try:
+                for k, s in zip(rows, model.score_many([run[k].f for k in rows])):
+                    scores[k] = s
+            except Exception:  # noqa: BLE001 - one at a time: each row gets its own outcome
+                for k in rows:
+                    try:
+                        scores[k] = model.score(run[k].f)
+                    except Exception as e:  # noqa: BLE001
+                        scores[k] = e
+        out = []
+        for a, (model, role), s in zip(run, serving, scores):
+            try:
+                candidate_error = None
+                if isinstance(s, BaseException):
+                    if role == "production":
+                        raise s
+                    candidate_error = f"{type(s).__name__}: {s}"
+                    model, role, s = a.d.production, "production", a.d.production.score(a.f)
+                response, refused = self._record(a, model, role, s, candidate_error)
+            except BaseException as e:
+                if a.claim is not None:
+                    with self._lock:
+                        self._claims.pop(a.tx_id, None)
+                    a.claim[1].set_exception(e)
+                out.append(e)
+                continue
+            if a.claim is not None:  # a copy waiting for this decision: its answer, or (refused by the log) none
+                if refused:
+                    a.claim[1].set_exception(OSError("the decision log refused the first request's decision"))
+                else:
+                    a.claim[1].set_result((200, response))
+            out.append((200, response))
+        return out
+
+    def _record(self, a: "_Admitted", serving: Scorer, role: str, s: float,
+                candidate_error: str | None) -> tuple[dict, bool]:
+        """The decision on score ``s`` of ``serving`` (its ``role``), journaled (the answer's durability), the
+        other model handed to the shadow worker; remembered for retries. Outside the service's lock. Returns
+        the answer and whether the journal refused it at once (fail_closed: acknowledged() makes it a 503)."""
+        d, req, tx_id, merchant = a.d, a.req, a.tx_id, a.merchant
+        routed = role == "candidate" or candidate_error is not None
+        other, other_role = ((None, "production") if candidate_error is not None else
+                             (d.production, "production") if role == "candidate" else (d.candidate, "candidate"))
         t, source = serving.threshold(merchant)
         would_block = s >= t
         explored = bool(would_block and _explore_draw(self.config.exploration_seed, tx_id) < self.config.exploration)
@@ -943,33 +1037,33 @@ class ScoringService:
         action = "block" if would_block and not explored else "allow"
         rec = {
             "request_id": tx_id, "tx_id": tx_id, "ts": req.ts, "served_at": dt.datetime.now(dt.timezone.utc),
-            "card_id": card, "card_country": req.card_country, "merchant_id": merchant,
+            "card_id": a.card, "card_country": req.card_country, "merchant_id": merchant,
             "merchant_country": req.merchant_country, "merchant_category": req.merchant_category,
-            "amount": req.amount, "known_merchant": known or source == "merchant",
+            "amount": req.amount, "known_merchant": a.known or source == "merchant",
             "deployment_version": d.version, "release_id": d.release_id, "ramp_state": d.state,
             "ramp_pct": d.pct, "routed": routed, "served_by": role, "model_id": serving.model_id, "score": s,
             "threshold": t, "threshold_source": source, "action": action, "explored": explored,
             "propensity": propensity,
             f"{role}_model_id": serving.model_id, f"{role}_score": s, f"{role}_threshold": t,
             f"{role}_block": would_block,
-            "shadow": "none", "candidate_error": candidate_error, "client": client,
+            "shadow": "none", "candidate_error": candidate_error, "client": a.client,
         }
         if d.candidate is not None:
             rec["candidate_model_id"] = d.candidate.model_id
         rec["production_model_id"] = d.production.model_id
         response = self._response(rec)
-        rec["latency_ms"] = (time.perf_counter() - t0) * 1000
+        rec["latency_ms"] = (time.perf_counter() - a.t0) * 1000
         ack = self.log.journal(rec)  # the HTTP answer waits until it is durable (acknowledged())
         refused = False
         if self.log.on_failure == "fail_closed":
             if not ack.done():  # durability fsync: the outcome comes later; acknowledged() may take it back
-                self._undo[tx_id] = (ts_us, card, merchant, req.amount)
+                self._undo[tx_id] = (a.ts_us, a.card, merchant, req.amount)
             elif ack.exception() is not None:  # refused (503): the transaction was never decided
                 refused = True
         dropped = False
         if other is not None:
             try:  # never waits: a full queue drops the shadow score (counted, logged as such)
-                self._queue.put_nowait((rec, f, other, other_role))
+                self._queue.put_nowait((rec, a.f, other, other_role))
             except queue.Full:
                 rec["shadow"] = "dropped"
                 dropped = True
@@ -978,14 +1072,14 @@ class ScoringService:
             self.log.append(rec)
         with self._lock:
             if refused:
-                self.features.forget(ts_us, card, merchant, req.amount)
+                self.features.forget(a.ts_us, a.card, merchant, req.amount)
             if role == "candidate":
                 self.counters.served_by_candidate += 1
             if candidate_error is not None:
                 self.counters.candidate_errors += 1
             if dropped:
                 self.counters.shadow_dropped += 1
-            self._remember(tx_id, fp, response)
+            self._remember(tx_id, a.fp, response)
             self._claims.pop(tx_id, None)
         return response, refused
 
@@ -995,15 +1089,33 @@ class ScoringService:
         is already as durable as configured (durability write: the journal line is written). Asking the
         journal here, not on the event loop, keeps its lock off the loop."""
         code, body = self.score(req, client)
-        return code, body, self.log.durable(body["request_id"]) if code == 200 and "request_id" in body else None
+        return code, body, self._pending(code, body)
+
+    def _pending(self, code: int, body: dict) -> Future | None:
+        return self.log.durable(body["request_id"]) if code == 200 and "request_id" in body else None
 
     def decide_body(self, body: bytes, client: str | None = None) -> tuple[int, dict, Future | None]:
         """POST /score's body: parsed and validated (a 422 saying why not, nothing touched), then ``decide``d.
         Run in the scoring pool, so the event loop neither parses nor validates."""
-        req = _parse_score(body)
-        if isinstance(req, dict):
-            return 422, req, None
-        return self.decide(req, client)
+        (outcome,) = self.decide_bodies([(body, client)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def decide_bodies(self, items: list[tuple[bytes, str | None]]) -> list:
+        """``decide_body`` of each (body, client), in order, the valid ones decided together (``score_many``):
+        the (status, body, what the answer waits for) of each, or the exception deciding it raised."""
+        parsed = [_parse_score(body) for body, _ in items]
+        decided = iter(self.score_many([(p, client) for p, (_, client) in zip(parsed, items)
+                                        if not isinstance(p, dict)]))
+        out: list = []
+        for p in parsed:
+            if isinstance(p, dict):
+                out.append((422, p, None))
+                continue
+            outcome = next(decided)
+            out.append(outcome if isinstance(outcome, BaseException) else (*outcome, self._pending(*outcome)))
+        return out
 
     def settle(self, code: int, body: dict) -> tuple[int, dict]:
         """``acknowledged`` of an answer that waits for nothing (``decide`` found it as durable as configured)."""
@@ -1270,11 +1382,14 @@ class _Mailbox:
                 log.exception("answering POST /score failed")
 
 
+_RUN = 32  # requests read together decided as one run at most: their answers go out before the next run's
+
+
 class _Intake:
     """The POST /score requests read in one turn of the event loop, handed to the scoring pool as one task
     (``add`` on the loop): the loop reads a burst without the scoring thread taking the GIL from it after
-    each request, and the pool wakes once per turn, not once per request. Each request is decided and its
-    outcome put in the mailbox on its own, in arrival order, so the first answers do not wait for the last."""
+    each request, and the pool wakes once per turn, not once per request. They are decided in arrival order, in
+    runs of _RUN at most (ScoringService.score_many), each run's answers handed back before the next is decided."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, holder: dict):
         self.loop, self.holder, self.items, self.scheduled = loop, holder, [], False
@@ -1296,14 +1411,18 @@ class _Intake:
                 protocol.stopping(slot)
 
     def decide_all(self, svc: "ScoringService", items: list) -> None:
-        """In the scoring pool: each request decided in turn, its outcome (or what it raised) to the mailbox."""
+        """In the scoring pool: the requests decided in order, _RUN at a time (``decide_bodies``: the serving
+        model scores a run's rows in one call), each run's outcomes (or what deciding them raised) to the
+        mailbox before the next run is decided."""
         mailbox = self.holder["mailbox"]
-        for protocol, slot, body in items:
+        for k in range(0, len(items), _RUN):
+            run = items[k:k + _RUN]
             try:
-                outcome = svc.decide_body(body, slot.client)
-            except Exception as e:  # noqa: BLE001 - the loop answers it with a 500
-                outcome = e
-            mailbox.put((protocol, slot, outcome))
+                outcomes = svc.decide_bodies([(body, slot.client) for _, slot, body in run])
+            except Exception as e:  # noqa: BLE001 - the loop answers them with a 500
+                outcomes = [e] * len(run)
+            for (protocol, slot, _), outcome in zip(run, outcomes):
+                mailbox.put((protocol, slot, outcome))
 
 
 _OWED_AT_MOST = 8  # answers a connection may owe (pipelined requests) before it is no longer read
