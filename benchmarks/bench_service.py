@@ -30,7 +30,8 @@ request costs) and reports it apart.
 
 The service's CPU per request (its event loop and its other threads, from /proc) is reported for the
 burst and throughput phases: times the burst size, it is about what a burst takes before its last answer,
-the service's Python work being serial under one GIL.
+the service's Python work being serial under one GIL. So is each burst's last answer (its median and worst
+over the bursts): with a burst's worth of answers in each, a p99 over the phase is about the worst bursts'.
 
 Latency: client-side (send to answer, HTTP included, on the load generator's clock) and server-side:
 ``Server-Timing`` (the service's own measure from a request's arrival in the app to its answer, the
@@ -302,6 +303,14 @@ def client_figures(res, server_ms: np.ndarray, skip: int = 0) -> dict:
             "max_schedule_slip_ms": round(res.max_slip_ms, 2)}
 
 
+def last_answers(answers: list, size: int) -> dict:
+    """Each burst's slowest answer, from its first request sent (client clock): its median over the bursts and
+    the worst. With ``size`` answers a burst, a p99 over the phase is about its worst bursts' last answers."""
+    last = [max(a.received for a in answers[k:k + size]) - min(a.sent for a in answers[k:k + size])
+            for k in range(0, len(answers) - size + 1, size)]
+    return {"bursts": len(last), "p50": pct(np.asarray(last) * 1000, 50), "max": pct(np.asarray(last) * 1000, 100)}
+
+
 def phase_figures(res, server_ms, log: pd.DataFrame, skip: int = 0) -> dict:
     out = client_figures(res, server_ms, skip)
     mine = log[log["tx_id"].isin({a.tx_id for a in res.answers[skip:]})]
@@ -452,6 +461,7 @@ def main() -> int:
         out[key] = phase_figures(*results[key], log)
     out["burst"] = phase_figures(*results["burst"], log, skip=skip_burst)
     out["burst"]["first_burst_client_p99_ms"] = pct([a.latency_ms for a in results["burst"][0].answers[:skip_burst]], 99)
+    out["burst"]["last_answer_ms"] = last_answers(results["burst"][0].answers[skip_burst:], args.burst)
     for key in ("stack_baseline", "neighbour_baseline"):
         out[key] = client_figures(*results[key])
     out["burst_baseline"] = client_figures(*results["burst_baseline"], skip=skip_burst)
@@ -519,6 +529,8 @@ def main() -> int:
                                      "of": q["requests"], "ratio": q["failed"] / max(1, q["requests"])},
         "burst_client_p99_ms": target(b["client_p99_ms"], 20.0, bb["client_p99_ms"],
                                       f"bursts of {args.burst} GET /healthz, same client"),
+        "burst_last_answer_ms": {**b["last_answer_ms"],
+                                 "is": "each burst's last answer after its first request was sent (client)"},
         "burst_server_p99_ms": {"value": b["server_timing_p99_ms"], "baseline": bb["server_timing_p99_ms"],
                                 "ratio": ratio(b["server_timing_p99_ms"], bb["server_timing_p99_ms"])},
         "burst_service_cpu_us_per_request": {
@@ -569,6 +581,9 @@ def main() -> int:
           f"after the commit); {q['failed']} failed requests, {q['lost_log_records']} lost log records")
     print("first request of each day: " + ", ".join(f"{x:.1f}" for x in rollover_ms) + " ms; risk tables prepared "
           "in the background in " + ", ".join(f"{s}s" for s in out["risk_table_seconds"].values()))
+    la = b["last_answer_ms"]
+    print(f"bursts of {args.burst}: the last answer of a burst came {la['p50']:.1f} ms after its first request was "
+          f"sent (median of {la['bursts']} bursts), {la['max']:.1f} ms in the worst")
     for phase, c in cpu.items():
         print(f"service CPU per request ({phase}): event loop {c['event_loop_us']:.0f} us, other threads "
               f"{c['other_threads_us']:.0f} us, total {c['total_us']:.0f} us")
