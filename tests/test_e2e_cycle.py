@@ -189,7 +189,7 @@ def test_first_cycle_bootstraps_then_promotes_the_candidate(world):
 
 
 def test_verdicts_for_every_stage_are_in_the_store(world):
-    from release.orchestration.cycle import release_verdicts
+    from release.state.releases import release_verdicts
 
     _, good, *_ = world
     vs = release_verdicts(good)
@@ -228,7 +228,7 @@ def test_evaluation_metrics_with_intervals_are_on_disk_and_summarised_in_the_sto
 
 def test_the_rollout_walked_every_stage_on_the_services_own_decisions(world):
     from release.rollout import ramp
-    from release.orchestration.cycle import ramp_step_log
+    from release.state.releases import ramp_step_log
     from release.serving.decision_log import read_decision_log
 
     home, good, *_ = world
@@ -255,7 +255,7 @@ def test_the_rollout_walked_every_stage_on_the_services_own_decisions(world):
 
 
 def test_a_manual_pause_is_obeyed_by_the_dag_and_a_killed_service_stops_every_step(world):
-    from release.orchestration.cycle import ramp_step_log
+    from release.state.releases import ramp_step_log
     from release.state.store import audit_log
 
     home, good, _, _, operator, _ = world
@@ -282,7 +282,8 @@ def test_an_inconclusive_step_asks_a_person_in_airflow_and_never_passes(world):
     """The first step cannot gather its evidence: the DAG asks in Airflow; extended, it stays inconclusive
     and the DAG asks again, in Airflow; the second answer rolls back."""
     from release.state import registry
-    from release.orchestration.cycle import get_release, ramp_step_log
+    from release.orchestration.cycle import get_release
+    from release.state.releases import ramp_step_log
     from release.state.store import audit_log
 
     home, good, _, asked, _, asker = world
@@ -418,7 +419,8 @@ def test_each_release_runs_note_says_how_the_release_ended(world):
 def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):
     from release.rollout import ramp
     from release.state import registry
-    from release.orchestration.cycle import get_release, release_verdicts
+    from release.orchestration.cycle import get_release
+    from release.state.releases import release_verdicts
 
     home, good, worse, *_ = world
     rel = get_release(worse)
@@ -439,7 +441,8 @@ def test_a_worse_candidate_is_stopped_and_the_report_says_why(world):
 
 def test_an_override_given_when_triggering_is_recorded_and_waives_only_its_contract(world):
     """The Airflow path of an override: the release rerun for the same date with an `overrides` param."""
-    from release.orchestration.cycle import get_release, release_verdicts
+    from release.orchestration.cycle import get_release
+    from release.state.releases import release_verdicts
     from release.orchestration.demo import cycle_env, run_cycle
     from release.state.store import audit_log
 

@@ -26,7 +26,7 @@ def ramp_status(as_json: bool = typer.Option(False, "--json")) -> None:
     from release.rollout import ramp
     from release.state import registry
 
-    from release.orchestration.cycle import ramp_step_log
+    from release.state.releases import ramp_step_log
 
     _store("read")
     r = ramp.current()

@@ -113,7 +113,8 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     from release.rollout import ramp
     from release.state import registry
     from release.state.alerts import count_alerts, read_alerts
-    from release.orchestration.cycle import latest_release, release_verdicts
+    from release.orchestration.cycle import latest_release
+    from release.state.releases import release_verdicts
 
     _store("read")
     tags = {t: (m.id if (m := registry.tagged(t)) else None) for t in registry.TAGS}
@@ -207,7 +208,7 @@ def _cohort_figures(p: dict) -> str:
 def verdicts(release: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Every verdict of a release, with the sentence that explains it. Exit 1 if a gate failed."""
     from contracts.base import FAIL
-    from release.orchestration.cycle import get_release, release_verdicts
+    from release.state.releases import get_release, release_verdicts
 
     _store("read")
     try:

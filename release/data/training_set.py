@@ -28,7 +28,6 @@ from release.data.features import (_sql_list, connect, feature_code_digest, feat
                                    nullable_features, window_relations)
 from release.core.pipeline import Features, lineage_key, lineage_of, pipeline
 from release.data import data_quality
-from release.data.data_quality import DATA_CHECKS  # noqa: F401  (re-exported: contracts name these)
 from release.core.io import (file_sha256, list_partitions, location, make_dirs, owned_temp_dir, relative_name,
                              remove_stale_temp_dirs)
 from release.data import label_completeness

@@ -35,7 +35,7 @@ from release.state.store import (acting, engine, evaluation_summary, logical_dat
                                  utc_now, verdicts, write_audit)
 from release.modeling.training import load_workflow, score, split_windows, train_model
 from release.state.overrides import add_override, overrides_for, waived_contracts
-from release.state.releases import get_release, ramp_step_log, release_verdicts  # noqa: F401  (named here too)
+from release.state.releases import get_release
 from release.state.status import Status, allowed, is_rerun, move_release
 from release.data.training_set import (Snapshot, build_training_set, latest_snapshot, resolve_snapshot,
                                   snapshot_settings)

@@ -199,18 +199,18 @@ class DemoPerson:
         self.answered: dict | None = None
 
     def __call__(self) -> None:
-        from release.orchestration import hitl
+        from release.rollout.decisions import ROLL_BACK
         from release.rollout.driver import needs_person
 
         if self.answered is not None or not needs_person(self.release_id):  # cheap: the state store first
             return
-        self.answered = respond_in(self.env, self.release_id, hitl.ROLL_BACK, self.approver,
+        self.answered = respond_in(self.env, self.release_id, ROLL_BACK, self.approver,
                                    "demo: the rollout's evidence stayed inconclusive; the automated demo approver "
                                    "does not promote on evidence that could not be judged")
         if self.answered is None:  # the question is not written yet: look again at the next tick
             return
         if self.console:
-            _stage(self.console, f"the rollout asked a person; answered \"{hitl.ROLL_BACK}\" as {self.approver}",
+            _stage(self.console, f"the rollout asked a person; answered \"{ROLL_BACK}\" as {self.approver}",
                    self.t0)
 
 

@@ -38,7 +38,7 @@ OPTIONS = [APPROVE_ALL, APPROVE_SOME, REJECT]
 # the rollout's question to a person when a stage stayed inconclusive past its bound, or every step passed
 # and promotion is a person's (release.orchestration.rollout_task)
 ROLLOUT_TASK_ID = "rollout"
-from release.rollout.decisions import EXTEND, PROMOTE, ROLL_BACK, ROLLOUT_OPTIONS  # noqa: E402,F401  (named here too)
+from release.rollout.decisions import ROLLOUT_OPTIONS  # noqa: E402
 _OPTIONS = {TASK_ID: OPTIONS, ROLLOUT_TASK_ID: ROLLOUT_OPTIONS}
 
 

@@ -158,7 +158,8 @@ def _first_screen(raw: str) -> str:
 
 
 def test_stopped_release_report_says_stop_and_why(home, monkeypatch):
-    from release.orchestration.cycle import get_release, release_verdicts
+    from release.orchestration.cycle import get_release
+    from release.state.releases import release_verdicts
     from release.core.settings import paths
 
     rid, folder, passed = _release(home, monkeypatch, FAILING)
@@ -273,7 +274,8 @@ def test_fitting_and_judging_rows_and_label_completeness_are_near_the_top(home, 
 
 def test_a_stopping_insufficient_verdict_reads_as_a_stop_on_the_first_screen(home, monkeypatch):
     from contracts.base import stops
-    from release.orchestration.cycle import get_release, release_verdicts
+    from release.orchestration.cycle import get_release
+    from release.state.releases import release_verdicts
 
     rid, folder, passed = _release(home, monkeypatch, UNJUDGED)
     assert passed is False and get_release(rid)["status"] == "stopped"
@@ -384,7 +386,8 @@ def test_pooled_slices_show_their_members_escaped(home, monkeypatch):
 def test_approved_policy_rejudgement_is_shown_beside_the_offline_judgement(home, monkeypatch):
     from release.state import approvals
     from release.orchestration.cycle import (_update_release, approval_decided, get_release, rejudge_approved_policy,
-                               release_verdicts, request_threshold_approval)
+                                             request_threshold_approval)
+    from release.state.releases import release_verdicts
     from release.state.registry import register_model
 
     rid, folder, passed = _release(home, monkeypatch, PASSING)

@@ -7,7 +7,7 @@ from contracts.base import FAIL, PASS
 from contracts.data_contract import DataContract
 from contracts.evaluator import load_contracts
 from release.core.config import ConfigError
-from release.data.training_set import DATA_CHECKS
+from release.data.data_quality import DATA_CHECKS
 
 
 def manifest(**failed):

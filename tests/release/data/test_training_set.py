@@ -305,7 +305,7 @@ def test_latest_snapshot_ignores_a_build_that_never_landed(tiny, tiny_snapshot, 
 
 
 def test_the_manifest_records_every_named_data_check(tiny_snapshot):
-    from release.data.training_set import DATA_CHECKS
+    from release.data.data_quality import DATA_CHECKS
 
     checks = tiny_snapshot.manifest["data_contract"]
     assert [c["name"] for c in checks] == list(DATA_CHECKS)

@@ -68,7 +68,7 @@ def release(home, monkeypatch):
 
 
 def _verdicts(rid):
-    from release.orchestration.cycle import release_verdicts
+    from release.state.releases import release_verdicts
 
     return {(v["contract"], v["slice"]): v for v in release_verdicts(rid)}
 

@@ -66,7 +66,7 @@ def evaluated(home, monkeypatch):
 
 
 def _verdicts(rid, stage):
-    from release.orchestration.cycle import release_verdicts
+    from release.state.releases import release_verdicts
 
     return {(v["contract"], v["slice"]): v for v in release_verdicts(rid) if v["stage"] == stage}
 

@@ -12,7 +12,7 @@ import deployment_world as dw
 from release.rollout import ramp
 from release.state import registry
 from release.state.alerts import read_alerts
-from release.orchestration.cycle import ramp_step_log, release_verdicts
+from release.state.releases import ramp_step_log, release_verdicts
 from release.rollout.ramp import RampPlan
 from release.serving.replay import day_requests
 from release.rollout.driver import ROLLOUT, advance, apply_decision, needs_person
