@@ -407,8 +407,9 @@ def main() -> int:
         every = args.burst / args.rate
         results["burst_baseline"] = bursts(svc.url, [{"tx_id": f"b{i}"} for i in range(n_day)], args.burst, every,
                                            get=True)
+        burst_day = first_of(days[2])  # the next day's tables are prepared before the phase's CPU is counted
         cpu0 = thread_cpu(svc.proc.pid)
-        results["burst"] = bursts(svc.url, first_of(days[2]), args.burst, every)
+        results["burst"] = bursts(svc.url, burst_day, args.burst, every)
         cpu = {"burst": cpu_per_request(svc.proc.pid, cpu0, len(results["burst"][0].answers))}
         print(f"  phase: busy neighbour on core {args.neighbour_cpu} (and its /healthz baseline)", file=sys.stderr)
         with busy_neighbour(args.neighbour_cpu):
@@ -416,8 +417,9 @@ def main() -> int:
             results["neighbour_baseline"] = healthz(n_day, args.rate)
             results["busy_neighbour"] = run(days[3], args.rate)
         print("  phase: throughput", file=sys.stderr)
+        throughput_day = first_of(days[4])
         cpu0 = thread_cpu(svc.proc.pid)
-        results["throughput_shadow_on"] = run(days[4], 0, concurrency=args.concurrency)
+        results["throughput_shadow_on"] = send(svc.url, throughput_day, rate=0, concurrency=args.concurrency)
         cpu["throughput"] = cpu_per_request(svc.proc.pid, cpu0, len(results["throughput_shadow_on"][0].answers))
         set_at = time.time()
         v50 = ramp.set_pct(50, at=AT, actor=WHO, reason="bench: half the cards")["version"]
