@@ -863,7 +863,7 @@ class ScoringService:
         production model, or the risk-feature tables of the transaction's day are not ready yet. Only a
         200 that is not a retry touches the history, the clock or the log. ``client``: who sent it (the
         token's name), recorded with the decision. Raises what deciding it raised (a production model that
-        fails to score)."""
+        fails to score: the transaction is taken back out of the history, so a retry counts it once)."""
         (outcome,) = self.score_many([(req, client)])
         if isinstance(outcome, BaseException):
             raise outcome
@@ -997,6 +997,7 @@ class ScoringService:
                         scores[k] = e
         out = []
         for a, (model, role), s in zip(run, serving, scores):
+            scored = False
             try:
                 candidate_error = None
                 if isinstance(s, BaseException):
@@ -1004,11 +1005,15 @@ class ScoringService:
                         raise s
                     candidate_error = f"{type(s).__name__}: {s}"
                     model, role, s = a.d.production, "production", a.d.production.score(a.f)
+                scored = True
                 response, refused = self._record(a, model, role, s, candidate_error)
             except BaseException as e:
-                if a.claim is not None:
-                    with self._lock:
+                with self._lock:
+                    if not scored:  # no decision was given (a 500): a retry must not find it in its own history
+                        self.features.forget(a.ts_us, a.card, a.merchant, a.req.amount)
+                    if a.claim is not None:
                         self._claims.pop(a.tx_id, None)
+                if a.claim is not None:
                     a.claim[1].set_exception(e)
                 out.append(e)
                 continue

@@ -113,3 +113,62 @@ def test_deciding_in_runs_decides_as_one_at_a_time(world, tmp_path, monkeypatch,
     assert (a["shadow"] == "scored").sum() > 100
     assert one.state()["counters"] | {"started_at": None} == many.state()["counters"] | {"started_at": None}
     assert {c: h.ts for c, h in one.features._cards.items()} == {c: h.ts for c, h in many.features._cards.items()}
+
+
+@pytest.mark.parametrize("in_runs", [False, True])
+def test_a_transaction_production_failed_to_score_is_not_in_the_history_its_retry_sees(world, tmp_path, monkeypatch,
+                                                                                        in_runs):
+    """Production raising on a row (a 500) gives no decision: the transaction leaves the card's and merchant's
+    history again, so its retry, and every later transaction of the card, sees it once. Compared with a service
+    that never failed: the same answers after the failure (bit for bit) and the same histories."""
+    from release.serving.service import Scorer, ScoreRequest, ScoringService, load_service_config
+
+    real_one, real_many = Scorer.score, Scorer.score_many
+    broken = {"on": False}
+
+    def fails(f, shadow):  # both models, in the request path (a candidate's failure falls back to production)
+        return broken["on"] and not shadow and f["amount"] == POISON
+
+    def score(self, f, shadow=False):
+        if fails(f, shadow):
+            raise RuntimeError("the model cannot score this row")
+        return real_one(self, f, shadow)
+
+    def score_many(self, fs, shadow=False):
+        if any(fails(f, shadow) for f in fs):
+            raise RuntimeError("the model cannot score this batch")
+        return real_many(self, fs, shadow)
+
+    monkeypatch.setattr(Scorer, "score", score)
+    monkeypatch.setattr(Scorer, "score_many", score_many)
+    bodies = day_requests(world.home / "events", world.day)
+    k = next(i for i in range(len(bodies) // 3, len(bodies))  # a card that comes back later in the day
+             if any(b["card_id"] == bodies[i]["card_id"] for b in bodies[i + 1:]))
+    bodies[k] = dict(bodies[k], amount=POISON)
+    reqs = [ScoreRequest(**b) for b in bodies]
+    cfg = load_service_config(world.config)
+    failed = ScoringService(cfg, seed_day=world.day, log_folder=tmp_path / "failed")
+    clean = ScoringService(cfg, seed_day=world.day, log_folder=tmp_path / "clean")
+    try:
+        for svc in (failed, clean):
+            svc.start()
+        got_failed = [failed.score(r, "t") for r in reqs[:k]]
+        broken["on"] = True
+        mates = reqs[k - 3:k] if in_runs else []  # in a run: the rows beside it are decided, it alone fails
+        if in_runs:
+            out = failed.score_many([(r, "t") for r in [*mates, reqs[k]]])
+            assert all(o[1].get("retry") for o in out[:3]) and isinstance(out[3], RuntimeError)
+        else:
+            with pytest.raises(RuntimeError, match="cannot score"):
+                failed.score(reqs[k], "t")
+        broken["on"] = False
+        got_failed += [failed.score(r, "t") for r in reqs[k:]]  # the retry first
+        got_clean = [clean.score(r, "t") for r in reqs]
+    finally:
+        for svc in (failed, clean):
+            svc.stop()
+    assert [c for c, _ in got_failed] == [200] * len(reqs)
+    assert got_failed == got_clean
+    assert {c: h.ts for c, h in failed.features._cards.items()} == {c: h.ts for c, h in clean.features._cards.items()}
+    assert {m: h.ts for m, h in failed.features._merchants.items()} == {
+        m: h.ts for m, h in clean.features._merchants.items()}
