@@ -241,13 +241,14 @@ def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default
              slice_names: list[str] = REPORT_SLICES, n_boot: int = 1000, seed: int = 0,
              max_weight: float = MAX_WEIGHT, fit_share: float = FIT_SHARE,
              pools: set[tuple[str, str, int]] | None = None, threshold_config=None,
-             ranking: bool = True, anchored: bool | None = None) -> Evaluation:
+             ranking: bool = True, anchored: bool | None = None, detailed: set[str] | None = None) -> Evaluation:
     """Fit thresholds on the earlier rows of ``scored``, judge the suggested policy on the later ones.
 
     ``scored`` has incumbent_score, candidate_score, label (NaN: unlabelled), weight (1/propensity),
     amount, card_id, merchant_id and slice columns, and ``day`` (or ``ts``) for the time split.
-    ``inc_thresholds`` / ``inc_default`` are the incumbent's thresholds in force. ``pools`` names the
-    pooled slice types the contracts read (by default, those of the contracts in force). Intervals come
+    ``inc_thresholds`` / ``inc_default`` are the incumbent's thresholds in force. ``pools``, ``detailed`` and
+    ``anchored``: what the contracts read (``judge_policy``; by default, from the contracts in force: a
+    caller judging a release passes all three from the one set it loaded). Intervals come
     from a paired bootstrap resampled by card with ``n_boot`` replicates."""
     scored = add_segments(scored)
     scored["weight"] = ipw_weights(scored["label"], scored["weight"], max_weight=max_weight)
@@ -272,7 +273,7 @@ def evaluate(scored: pd.DataFrame, inc_thresholds: pd.Series | dict, inc_default
     per = suggestions.set_index("merchant_id")["suggested_threshold"]
     judging = scored.loc[~fit, [c for c in JUDGING_COLUMNS if c in scored.columns]].reset_index(drop=True)
     ev = judge_policy(judging, cand_t, cand_t, per, slice_names=slice_names, n_boot=n_boot, seed=seed,
-                      pools=pools, source="suggested", ranking=ranking, anchored=anchored)
+                      pools=pools, source="suggested", ranking=ranking, anchored=anchored, detailed=detailed)
     # the direct method's support is where its outcome model was fitted: the fitting rows' explored frauds
     sup = counterfactual_support(f["label"], f["weight"])
     outcome = {"rows": "fitting", "explored_frauds": sup.explored_frauds, "ess_frauds": float(sup.ess_frauds),

@@ -371,7 +371,8 @@ def evaluate_release(release_id: str) -> str:
             ev["anchor_score"] = score(a.booster(), ev, a.features)
             ag, aper = _incumbent_thresholds(a.id)
             ev["anchor_threshold"] = thresholds_for(ev["merchant_id"], aper, ag)
-    result = evaluate(ev, per, g, pools=cs.pools())
+    # what the contracts read, from the one set loaded above (judge_policy would read the file again otherwise)
+    result = evaluate(ev, per, g, pools=cs.pools(), detailed=cs.detailed_slices(), anchored=bool(cs.drift_budgets()))
     if anchor is not None:
         result.windows["drift_anchor"] = anchor
     result.windows["label_completeness"] = _label_completeness(result.windows, as_date(rel["as_of"]))
@@ -618,7 +619,8 @@ def rejudge_approved_policy(release_id: str) -> bool:
     g, per = live
     cs = load_contracts(contracts_file())
     judged = judge_policy(ev.judging, ev.candidate_threshold, g, per, pools=cs.pools(), source="approved",
-                          windows=ev.windows, n_boot=int(ev.recall_diff.get("n_boot", 1000)))
+                          detailed=cs.detailed_slices(), anchored=bool(cs.drift_budgets()), windows=ev.windows,
+                          n_boot=int(ev.recall_diff.get("n_boot", 1000)))
     judged.operating_fpr, judged.suggestions = ev.operating_fpr, ev.suggestions
     judged.judging = None  # the rows are the evaluation's; one copy
     judged.save(folder / "approved")

@@ -85,6 +85,28 @@ def test_the_policy_approved_as_suggested_is_judged_again_and_goes_on(evaluated)
     assert rejudge_approved_policy(rid) is True  # a rerun changes nothing
 
 
+def test_the_rejudgement_reads_the_contracts_once(evaluated, monkeypatch):
+    """One stage, one contract set: what the judging computes (pooled slices, detailed slices, the drift anchor) and
+    what judges it come from the same reading of the file, so an edit made meanwhile cannot split them."""
+    import contracts.evaluator as evaluator
+    import release.orchestration.cycle as cycle
+    from release.state import approvals
+
+    rid, _ = evaluated
+    approvals.decide(rid, approvals.APPROVED, actor="dana", reason="looks right", at="t2")
+    reads = []
+    real = evaluator.load_contracts
+
+    def counted(path, *a, **kw):
+        reads.append(path)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(evaluator, "load_contracts", counted)
+    monkeypatch.setattr(cycle, "load_contracts", counted)
+    assert cycle.approval_decided(rid) and cycle.rejudge_approved_policy(rid) is True
+    assert len(reads) == 1, reads
+
+
 def test_an_edit_that_cuts_one_countrys_thresholds_stops_the_release_before_any_traffic(evaluated):
     from release.state import approvals, registry
     from release.orchestration.cycle import deploy_candidate, get_release, rejudge_approved_policy, run_backtest
