@@ -27,6 +27,27 @@ def ctl(fn, *args):
     return fn(*args, at=dt.datetime.now(dt.timezone.utc).isoformat(), actor="on-call (test)", reason="test")
 
 
+def models_fail_when(monkeypatch, fails) -> None:
+    """Scorer.score and Scorer.score_many raise ValueError("... cannot score ...") where ``fails(scorer, f, shadow)``
+    holds (a batch: for any of its rows); otherwise they score as they do."""
+    from release.serving.service import Scorer
+
+    real_one, real_many = Scorer.score, Scorer.score_many
+
+    def score(self, f, shadow=False):
+        if fails(self, f, shadow):
+            raise ValueError(f"{self.model_id} cannot score this row")
+        return real_one(self, f, shadow)
+
+    def score_many(self, fs, shadow=False):
+        if any(fails(self, f, shadow) for f in fs):
+            raise ValueError(f"{self.model_id} cannot score this batch")
+        return real_many(self, fs, shadow)
+
+    monkeypatch.setattr(Scorer, "score", score)
+    monkeypatch.setattr(Scorer, "score_many", score_many)
+
+
 @pytest.fixture
 def world(home, tiny, tiny_events, tiny_snapshot):
     w = dw.make_world(home, tiny, tiny_events, tiny_snapshot)
@@ -60,25 +81,10 @@ def requests(world, seed: int) -> list:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_deciding_in_runs_decides_as_one_at_a_time(world, tmp_path, monkeypatch, seed):
-    from release.serving.service import Scorer, ScoringService, load_service_config
+    from release.serving.service import ScoringService, load_service_config
 
-    real_one, real_many = Scorer.score, Scorer.score_many
-
-    def fails(self, f):
-        return self.model_id == world.candidate and f["amount"] == POISON
-
-    def score(self, f, shadow=False):
-        if fails(self, f):
-            raise ValueError("the candidate cannot score this row")
-        return real_one(self, f, shadow)
-
-    def score_many(self, fs, shadow=False):
-        if any(fails(self, f) for f in fs):
-            raise ValueError("the candidate cannot score this batch")
-        return real_many(self, fs, shadow)
-
-    monkeypatch.setattr(Scorer, "score", score)
-    monkeypatch.setattr(Scorer, "score_many", score_many)
+    models_fail_when(monkeypatch,
+                     lambda scorer, f, shadow: scorer.model_id == world.candidate and f["amount"] == POISON)
     cfg = load_service_config(world.config)
     reqs = requests(world, seed)
     one = ScoringService(cfg, seed_day=world.day, log_folder=tmp_path / "one")
@@ -121,26 +127,11 @@ def test_a_transaction_production_failed_to_score_is_not_in_the_history_its_retr
     """Production raising on a row (a 500) gives no decision: the transaction leaves the card's and merchant's
     history again, so its retry, and every later transaction of the card, sees it once. Compared with a service
     that never failed: the same answers after the failure (bit for bit) and the same histories."""
-    from release.serving.service import Scorer, ScoreRequest, ScoringService, load_service_config
+    from release.serving.service import ScoreRequest, ScoringService, load_service_config
 
-    real_one, real_many = Scorer.score, Scorer.score_many
     broken = {"on": False}
-
-    def fails(f, shadow):  # both models, in the request path (a candidate's failure falls back to production)
-        return broken["on"] and not shadow and f["amount"] == POISON
-
-    def score(self, f, shadow=False):
-        if fails(f, shadow):
-            raise RuntimeError("the model cannot score this row")
-        return real_one(self, f, shadow)
-
-    def score_many(self, fs, shadow=False):
-        if any(fails(f, shadow) for f in fs):
-            raise RuntimeError("the model cannot score this batch")
-        return real_many(self, fs, shadow)
-
-    monkeypatch.setattr(Scorer, "score", score)
-    monkeypatch.setattr(Scorer, "score_many", score_many)
+    # both models, in the request path (a candidate's failure falls back to production)
+    models_fail_when(monkeypatch, lambda scorer, f, shadow: broken["on"] and not shadow and f["amount"] == POISON)
     bodies = day_requests(world.home / "events", world.day)
     k = next(i for i in range(len(bodies) // 3, len(bodies))  # a card that comes back later in the day
              if any(b["card_id"] == bodies[i]["card_id"] for b in bodies[i + 1:]))
@@ -157,9 +148,9 @@ def test_a_transaction_production_failed_to_score_is_not_in_the_history_its_retr
         mates = reqs[k - 3:k] if in_runs else []  # in a run: the rows beside it are decided, it alone fails
         if in_runs:
             out = failed.score_many([(r, "t") for r in [*mates, reqs[k]]])
-            assert all(o[1].get("retry") for o in out[:3]) and isinstance(out[3], RuntimeError)
+            assert all(o[1].get("retry") for o in out[:3]) and isinstance(out[3], ValueError)
         else:
-            with pytest.raises(RuntimeError, match="cannot score"):
+            with pytest.raises(ValueError, match="cannot score"):
                 failed.score(reqs[k], "t")
         broken["on"] = False
         got_failed += [failed.score(r, "t") for r in reqs[k:]]  # the retry first
