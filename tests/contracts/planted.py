@@ -15,6 +15,7 @@ measures the true action-rate shift of a policy on a fresh draw of the same worl
 from __future__ import annotations
 
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -270,17 +271,30 @@ def stopped_by(verdicts) -> set[str]:
     return {v.contract for v in verdicts if v.stops}
 
 
+_FRESH: OrderedDict = OrderedDict()  # the last few fresh windows: a seed's truths (three cases) read the same draws
+_FRESH_KEPT = 4  # draws a truth pools (``draws``): one pass of them stays, not more (each is tens of MB)
+
+
 def _fresh(world: World, case: str, seed: int, draw: int, tx_per_day: int) -> tuple[dict, np.ndarray]:
     """A fresh window of the world (``_draw``) and the planted candidate's scores on it: the rows in their
-    order (the candidate's noise follows it), with only the columns a planted candidate reads."""
-    m = world.merchants
-    d = _draw(world, draw, tx_per_day, EXPLORATION, 0.02)
-    mi = d["mi"]
-    df = pd.DataFrame({"day": pd.Timestamp("2031-05-01") + pd.to_timedelta(d["day"], unit="D"),
-                       "merchant_id": m["merchant_id"].to_numpy()[mi],
-                       "merchant_country": m["merchant_country"].to_numpy()[mi],
-                       "risk": d["risk"], "incumbent_score": d["inc"]})
-    df.attrs["seed"] = seed
+    order (the candidate's noise follows it), with only the columns a planted candidate reads. The window
+    depends on the world and the draw, not on the case: the last few are kept (read only), so the truths of
+    a seed's cases draw each window once."""
+    key = (world.seed, len(world.merchants), len(world.cards), seed, draw, tx_per_day)
+    if key not in _FRESH:
+        m = world.merchants
+        d = _draw(world, draw, tx_per_day, EXPLORATION, 0.02)
+        mi = d["mi"]
+        df = pd.DataFrame({"day": pd.Timestamp("2031-05-01") + pd.to_timedelta(d["day"], unit="D"),
+                           "merchant_id": m["merchant_id"].to_numpy()[mi],
+                           "merchant_country": m["merchant_country"].to_numpy()[mi],
+                           "risk": d["risk"], "incumbent_score": d["inc"]})
+        df.attrs["seed"] = seed
+        _FRESH[key] = (d, df)
+        while len(_FRESH) > _FRESH_KEPT:
+            _FRESH.popitem(last=False)
+    _FRESH.move_to_end(key)
+    d, df = _FRESH[key]
     return d, candidate(df, case, draw=draw)
 
 
