@@ -157,8 +157,9 @@ def thin_or_new(df: pd.DataFrame, country: str, min_rows: int) -> np.ndarray:
     """Rows of ``country``'s merchants that are new (no fitting rows) or thin (fewer than ``min_rows`` fitting rows)."""
     fit = df["day"] < pd.Timestamp("2031-05-01") + pd.Timedelta(days=FIT_DAYS)
     n_fit = df[fit].groupby("merchant_id").size()
-    rows = df["merchant_id"].map(n_fit).fillna(0).to_numpy()
-    return (df["merchant_country"].to_numpy() == country) & (rows < min_rows)
+    codes, ids = pd.factorize(df["merchant_id"])  # each merchant looked up once, not each row's id
+    rows = n_fit.reindex(ids).fillna(0).to_numpy()[codes]
+    return (df["merchant_country"] == country).to_numpy(dtype=bool) & (rows < min_rows)
 
 
 def candidate(df: pd.DataFrame, case: str, draw: int = 0) -> np.ndarray:
@@ -166,18 +167,21 @@ def candidate(df: pd.DataFrame, case: str, draw: int = 0) -> np.ndarray:
     rng = np.random.default_rng([int(df.attrs.get("seed", 0)), 3, draw, zlib.crc32(case.encode())])
     risk = df["risk"].to_numpy()
     better = _score(risk, 0.35, rng)
-    country = df["merchant_country"].to_numpy()
+
+    def country(name: str) -> np.ndarray:  # compared where the strings are (Arrow), not copied out row by row
+        return (df["merchant_country"] == name).to_numpy(dtype=bool)
+
     if case in ("better", "approval_edit_cut"):
         return better
     if case == "country_shift":  # blocks ~40% more in a mid-sized country at any threshold
-        return _boost(better, country == MID_COUNTRY, 2.2)
+        return _boost(better, country(MID_COUNTRY), 2.2)
     if case == "shift_thin_new":  # the same +40%, all of it at the country's thin and new merchants
-        return _plant_shift(df, better, country == MID_COUNTRY, 1.4)
+        return _plant_shift(df, better, country(MID_COUNTRY), 1.4)
     if case == "fpr_for_recall":  # the incumbent's ranking exactly (a monotone transform of its score)
         s = df["incumbent_score"].to_numpy()
         return s ** 0.8
     if case == "recall_collapse":  # better everywhere, blind to fraud in one country
-        gb = np.flatnonzero(country == "GB")
+        gb = np.flatnonzero(country("GB"))
         out = better.copy()
         out[gb] = better[rng.permutation(gb)]  # the same scores, shuffled: no signal left in GB
         return out
@@ -187,7 +191,7 @@ def candidate(df: pd.DataFrame, case: str, draw: int = 0) -> np.ndarray:
         return df["incumbent_score"].to_numpy() ** 1.25
     if case == "thin_country_shift":  # a thin country whose traffic the candidate blocks ~4x as often since the
         judging = (df["day"] >= pd.Timestamp("2031-05-01") + pd.Timedelta(days=FIT_DAYS)).to_numpy()  # fitting days
-        return _boost(better, (country == THIN_COUNTRY) & judging, 4.0)
+        return _boost(better, country(THIN_COUNTRY) & judging, 4.0)
     raise ValueError(f"Unknown planted case {case!r}.")
 
 
