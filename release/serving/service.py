@@ -878,8 +878,9 @@ class ScoringService:
         the feature tables, its features from the history, which it joins), then the serving model scores the
         run's rows in one call (its trees stay in the CPU's cache: a row costs a fraction of a lone one's), then
         each decision is recorded in turn. A run ends before a tx_id already in it, so that copy is a retry of
-        the first, as one at a time. One difference: a decision the journal refuses (fail_closed) leaves the
-        history after the rest of its run was admitted, as a refused fsync does (durability: fsync)."""
+        the first, as one at a time. One difference: a decision the journal refuses (fail_closed), or a row no
+        model could score (a 500), leaves the history after the rest of its run was admitted (the later rows of
+        the run counted it), as a refused fsync does (durability: fsync)."""
         out: list = [None] * len(items)
         i = 0
         while i < len(items):
