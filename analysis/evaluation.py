@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.metrics import (grouped_sum, prepare, ranking_metrics, slice_codes, slice_counts, slice_table,
-                             threshold_at_fpr, thresholds_for, weighted_fpr, with_candidate_threshold)
+from analysis.metrics import (by_value, grouped_sum, prepare, ranking_metrics, slice_codes, slice_counts,
+                             slice_table, threshold_at_fpr, thresholds_for, weighted_fpr, with_candidate_threshold)
 from analysis.stats import slice_intervals
 from analysis.thresholds import suggest_thresholds
 from analysis.weighting import MAX_WEIGHT, counterfactual_support, dr_fraud_terms, ipw_weights, outcome_model
@@ -56,10 +56,12 @@ def add_segments(scored: pd.DataFrame) -> pd.DataFrame:
     share = counts.cumsum() / counts.sum()
     size = pd.Series(np.where(share.shift(fill_value=0) < 0.5, "large",
                               np.where(share.shift(fill_value=0) < 0.9, "medium", "small")), index=counts.index)
-    out["merchant_size"] = out["merchant_id"].map(size)
-    out["amount_band"] = pd.cut(out["amount"], AMOUNT_BANDS, labels=AMOUNT_LABELS, right=False).astype(str)
+    out["merchant_size"] = by_value(out["merchant_id"], lambda c: c.map(size))
+    out["amount_band"] = by_value(pd.cut(out["amount"], AMOUNT_BANDS, labels=AMOUNT_LABELS, right=False),
+                                  lambda c: c.astype(str))
     if "card_age_days" in out:
-        out["card_segment"] = np.where(out["card_age_days"] < NEW_CARD_DAYS, "new card", "returning card")
+        out["card_segment"] = by_value(out["card_age_days"] < NEW_CARD_DAYS,
+                                       lambda new: pd.Series(np.where(new, "new card", "returning card")))
     elif "card_segment" not in out:
         out["card_segment"] = "unknown"
     return out

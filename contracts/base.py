@@ -412,9 +412,9 @@ def wide_metric(metrics, slice_type: str, metric: str, estimator: str, models: l
                 & (metrics["estimator"] == estimator) & (metrics["model"].isin(models))]
     if m.empty:
         return pd.DataFrame()
-    est = m.pivot_table(index="slice", columns="model", values="estimate", aggfunc="first", dropna=False)
-    lo = m.pivot_table(index="slice", columns="model", values="lo", aggfunc="first", dropna=False)
-    hi = m.pivot_table(index="slice", columns="model", values="hi", aggfunc="first", dropna=False)
+    # per slice and model, each value's first non-missing (pivot_table's aggfunc="first", the three in one pass)
+    wide = m.groupby(["slice", "model"], sort=True, dropna=False)[["estimate", "lo", "hi"]].first().unstack("model")
+    est, lo, hi = wide["estimate"], wide["lo"], wide["hi"]
     out = pd.DataFrame(index=est.index)
     scale = 1.0 if confidence is None else _z(confidence) / _z(INTERVAL_LEVEL)
     for mod in models:

@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import confusion_matrix, precision_score, recall_score
 
 from analysis.metrics import (
+    by_value,
     prepare,
     ranking_metrics,
     slice_metrics,
@@ -36,6 +37,29 @@ def test_thresholds_for_uses_the_merchant_threshold_or_the_default():
 def test_thresholds_for_without_per_merchant_thresholds_is_the_default_everywhere(per_merchant):
     got = thresholds_for(pd.Series(["A", "B", "C"]), per_merchant, default=0.25)
     np.testing.assert_array_equal(got, [0.25, 0.25, 0.25])
+
+
+@pytest.mark.parametrize("keys", [
+    pd.Series(["m7", "m1", None, "m7", "商户-é", "0", "00", "m1"], index=[10, 3, 5, 7, 1, 2, 4, 0], name="merchant_id"),
+    pd.Series([7, 1, 7, 3], name="merchant_id", dtype=object),  # integer ids, as some logs have them
+    pd.Series([np.nan, 2.5, np.nan, 2.5]),
+    pd.Series([], dtype="str"),
+])
+def test_by_value_is_pandas_own_map_and_astype_row_for_row(keys):
+    """by_value computes an element-wise function on a column's distinct values (missing ones included) and
+    spreads it back: what pandas' own map and astype give, in values, dtype, index and name."""
+    table = pd.Series({"m7": "large", "0": "small", 7: 0.25, 2.5: 1.0, "商户-é": "medium"})
+    for fn in (lambda c: c.map(table), lambda c: c.astype(str), lambda c: c.map(table).fillna(0.5)):
+        pd.testing.assert_series_equal(by_value(keys, fn), fn(keys))
+    cut = pd.cut(pd.Series([1.0, np.nan, 50.0, 1e4, 20.0]), [0, 20, 100, np.inf], labels=["<20", "20-100", "100+"],
+                 right=False)
+    pd.testing.assert_series_equal(by_value(cut, lambda c: c.astype(str)), cut.astype(str))
+
+
+def test_thresholds_for_reads_arrow_strings_and_leaves_unknown_or_missing_merchants_at_the_default():
+    merchants = pd.Series(["m2", None, "m10", "m2", "ünï"], dtype="str")
+    got = thresholds_for(merchants, pd.Series({"m2": 0.7, "ünï": np.nan, "m3": 0.1}), 0.9)
+    assert got.tolist() == [0.7, 0.9, 0.9, 0.7, 0.9]
 
 
 def test_weighted_fpr_by_hand():
