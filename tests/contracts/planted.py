@@ -71,7 +71,7 @@ def _draw(world: World, draw: int, tx_per_day: int, exploration: float, inc_bloc
     new = m["new"].to_numpy()[mi]
     day = np.where(new, rng.integers(FIT_DAYS, DAYS, n), day)
     ci = rng.integers(0, len(c), n)
-    country_idx = pd.Categorical(m["merchant_country"].to_numpy()[mi], categories=COUNTRIES).codes
+    country_idx = pd.Categorical(m["merchant_country"], categories=COUNTRIES).codes[mi]  # per merchant, then row
     amount = np.round(rng.lognormal(3.6, 1.0, n), 2) + 0.5
     new_card = c["age_days"].to_numpy()[ci] < 30
     risk = (-6.4 + COUNTRY_RISK[country_idx] + m["risk"].to_numpy()[mi] + 0.9 * new_card
@@ -87,7 +87,8 @@ def _draw(world: World, draw: int, tx_per_day: int, exploration: float, inc_bloc
     explored = blocked & (rng.random(n) < exploration)
     labelled = ~blocked | explored
     card_id = c["card_id"].to_numpy()[ci]
-    order = np.lexsort((card_id, day))  # stable: rows of one day and card keep their drawn order
+    # by day, then card (ids 0..n-1: one integer key); stable: rows of one day and card keep their drawn order
+    order = np.argsort(day.astype(np.int64) * len(c) + card_id, kind="stable")
     return {"day": day[order], "mi": mi[order], "ci": ci[order], "card_id": card_id[order],
             "amount": amount[order], "fraud": fraud[order], "risk": risk[order], "inc": inc[order],
             "labelled": labelled[order], "explored": explored[order], "inc_thresholds": own, "inc_default": g}
