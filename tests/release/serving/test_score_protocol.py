@@ -188,7 +188,6 @@ def test_a_client_that_pipelines_and_never_reads_is_no_longer_read(port):
     piles its answers up in memory; once the client reads, every answer comes, in order."""
     import gc
     import threading
-    from pathlib import Path
 
     import httpx
 
@@ -196,14 +195,31 @@ def test_a_client_that_pipelines_and_never_reads_is_no_longer_read(port):
         return httpx.get(f"http://127.0.0.1:{port}/state", headers={"authorization": f"Bearer {TOKEN}"},
                          timeout=30).json()["counters"]["requests"]
 
-    send_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])  # the kernel's most per socket
-    n, before = int(1.5 * send_max / 400) + 2000, decided()  # an answer is ~450 bytes
+    before = decided()
     c = Conn.__new__(Conn)
     c.buf, c.sock = b"", socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window it offers
     c.sock.settimeout(60)
     c.sock.connect(("127.0.0.1", port))
     local = c.sock.getsockname()
+
+    def protocol():
+        return [o for o in gc.get_objects() if type(o).__name__ == "ScoreProtocol" and o.transport is not None
+                and o.transport.get_extra_info("peername") == local]
+
+    deadline = time.monotonic() + 30
+    while not protocol():  # the service accepts the connection on its own loop
+        assert time.monotonic() < deadline, "the service never accepted the connection"
+        time.sleep(0.01)
+    (conn,) = protocol()
+    # the service's side of the connection gets a send buffer as small as the kernel allows (a reader on a slow
+    # link; autotuned, loopback's can reach tcp_wmem's maximum, megabytes), so that a few thousand answers are
+    # more than the kernel's buffers on both sides hold
+    server_sock = conn.transport.get_extra_info("socket")
+    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    kernel = (server_sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+              + c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    n = int(1.5 * kernel / 400) + 2000  # an answer is ~450 bytes
     sender = threading.Thread(target=c.send, args=(b"".join(post(body(f"pile-{k}", minute=60 + k % 600,
                                                                       card_id=5000 + k)) for k in range(n)),))
     sender.start()
@@ -213,8 +229,6 @@ def test_a_client_that_pipelines_and_never_reads_is_no_longer_read(port):
         now = decided()
         still, seen = (still + 1, seen) if now == seen else (0, now)
     assert 0 < seen - before < n, f"all {n} requests of a client that reads no answer were read and decided"
-    (conn,) = [o for o in gc.get_objects() if type(o).__name__ == "ScoreProtocol" and o.transport is not None
-               and o.transport.get_extra_info("peername") == local]
     buffered = conn.transport.get_write_buffer_size()
     assert conn.flow.read_paused and buffered < 1 << 20, f"{buffered:,} bytes of answers held for an idle reader"
     got = [c.answer()[2]["tx_id"] for _ in range(n)]
