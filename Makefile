@@ -68,7 +68,7 @@ down: install
 # The end-to-end cycles (tests/test_e2e_cycle.py) spend most of their minutes waiting on paced live
 # traffic, and the real deployments (tests/dags/test_up_down.py: `fraudcd up`, a scheduler, an approval over REST
 # and one in the UI through Chromium; tests/dags/test_celery.py: redis, PostgreSQL and two Celery workers
-# backfilling a month of training sets) on their schedulers' polling, so they run beside the rest of the suite,
+# backfilling two weeks of training sets) on their schedulers' polling, so they run beside the rest of the suite,
 # which is niced: the waiting tests get the CPU when they need it. Their output follows the rest's; either
 # failing fails the target. Shorter tests run in that lane too (your own data through Airflow, a monitored world,
 # the training-set DAG and two statistical batteries; the Celery run reading an S3 bucket

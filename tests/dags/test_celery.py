@@ -3,9 +3,9 @@ four Airflow components on the CeleryExecutor and two `airflow celery worker` pr
 database and the state store on PostgreSQL (a server from the pgserver wheel), and the data on an fsspec URL: the
 event logs are in an S3 bucket (moto's S3 server, a real HTTP server on loopback), named by FRAUDCD_EVENTS_URL, reached
 through fsspec's own FSSPEC_S3_* variables, which `fraudcd up` hands to every worker. The training_set_backfill DAG,
-triggered over the REST API, backfills a month of training sets as day-partitioned mapped tasks reading the bucket;
-the task instances (REST API v2, their `hostname`) show both workers ran some; the snapshots equal, hash for hash and
-row for row, the daily build's in one process on a local copy of the same events. The workers read the bucket
+triggered over the REST API, backfills two weeks of training sets (a release cycle's) as day-partitioned mapped
+tasks reading the bucket; the task instances (REST API v2, their `hostname`) show both workers ran some; the
+snapshots equal, hash for hash and row for row, the daily build's in one process on a local copy of the same events. The workers read the bucket
 through the input cache of their FRAUDCD_HOME (release.core.io.local_copy: each file version downloaded once on this
 machine, whichever worker asked first; DuckDB scans the copies). `fraudcd down` leaves no process alive.
 
@@ -25,9 +25,10 @@ from tests.dags.test_up_down import _alive, _free_port, _fraudcd, _request, _ses
 
 pytestmark = [pytest.mark.slow, pytest.mark.celery]
 
-MATURITY, HISTORY = 5, 8  # small windows: 3 days a snapshot, so a month of snapshots is 32 days of work
-FIRST = dt.date(2026, 1, 1) + dt.timedelta(days=70)  # the month of as-of dates: 70 days into the world
-LAST = FIRST + dt.timedelta(days=29)
+MATURITY, HISTORY = 5, 8  # small windows: 3 days a snapshot, so two weeks of snapshots are 16 days of work
+AS_OF_DATES = 14  # a biweekly cycle's training sets (a month measured the same, at twice the time: 2026-12-02)
+FIRST = dt.date(2026, 1, 1) + dt.timedelta(days=70)  # the first as-of date: 70 days into the world
+LAST = FIRST + dt.timedelta(days=AS_OF_DATES - 1)
 BUCKET = "fraudcd-celery"  # the event logs: s3://fraudcd-celery/events on moto's S3 server
 
 
@@ -97,7 +98,7 @@ def _logs(home) -> str:
                    for p in sorted((home / "airflow" / "run").glob("*.log")))
 
 
-def test_a_month_of_training_sets_spreads_over_two_celery_workers(celery_up, s3_server, monkeypatch):
+def test_two_weeks_of_training_sets_spread_over_two_celery_workers(celery_up, s3_server, monkeypatch):
     import pandas as pd
     import pyarrow.parquet as pq
     import s3fs
@@ -168,23 +169,23 @@ def test_a_month_of_training_sets_spreads_over_two_celery_workers(celery_up, s3_
     assert set(by_worker) == {f"worker-1@{host}", f"worker-2@{host}"}, by_worker  # both workers ran some
     others = {t["task_id"]: t for t in tis if t["task_id"] != "build_day"}
     assert {k: t["state"] for k, t in others.items()} == {"plan": "success", "assemble": "success"}
-    print(f"plan ran {others['plan']['duration']:.1f}s, assemble {others['assemble']['duration']:.1f}s (30 snapshots); "
-          f"the DAG run took {_seconds(_request(url, token=token)):.1f}s from its start to its end")
+    print(f"plan ran {others['plan']['duration']:.1f}s, assemble {others['assemble']['duration']:.1f}s "
+          f"({AS_OF_DATES} snapshots); the DAG run took {_seconds(_request(url, token=token)):.1f}s from start to end")
 
-    # the same month, built one snapshot at a time in one process (the daily DAG's function), on a local copy of the
+    # the same dates, built one snapshot at a time in one process (the daily DAG's function), on a local copy of the
     # same events: URL-read snapshots against local-read ones
     from release.orchestration.cycle import build_snapshot
 
     manifests = {m.parent.name: json.loads(m.read_text()) for m in (home / "snapshots").glob("*/manifest.json")}
     assert sorted(m["config"]["as_of"] for m in manifests.values()) == [
-        (FIRST + dt.timedelta(days=i)).isoformat() for i in range(30)]
+        (FIRST + dt.timedelta(days=i)).isoformat() for i in range(AS_OF_DATES)]
     single = root / "single"
     single.mkdir()
     os.symlink(local, single / "events")
     monkeypatch.delenv("FRAUDCD_EVENTS_URL", raising=False)
     monkeypatch.setenv("FRAUDCD_HOME", str(single))
     monkeypatch.setenv("FRAUDCD_PIPELINE", str(root / "pipeline.yaml"))
-    hashes = [build_snapshot(pd.Timestamp(FIRST + dt.timedelta(days=i), tz="UTC")) for i in range(30)]
+    hashes = [build_snapshot(pd.Timestamp(FIRST + dt.timedelta(days=i), tz="UTC")) for i in range(AS_OF_DATES)]
     assert set(hashes) == set(manifests)
     for h in hashes:
         theirs = (single / "snapshots" / h / "manifest.json").read_text()
