@@ -5,9 +5,10 @@ event logs are in an S3 bucket (moto's S3 server, a real HTTP server on loopback
 through fsspec's own FSSPEC_S3_* variables, which `fraudcd up` hands to every worker. The training_set_backfill DAG,
 triggered over the REST API, backfills two weeks of training sets (a release cycle's) as day-partitioned mapped
 tasks reading the bucket; the task instances (REST API v2, their `hostname`) show both workers ran some; the
-snapshots equal, hash for hash and row for row, the daily build's in one process on a local copy of the same events. The workers read the bucket
-through the input cache of their FRAUDCD_HOME (release.core.io.local_copy: each file version downloaded once on this
-machine, whichever worker asked first; DuckDB scans the copies). `fraudcd down` leaves no process alive.
+snapshots equal, hash for hash and row for row, the daily build's in one process on a local copy of the same
+events. The workers read the bucket through the input cache of their FRAUDCD_HOME (release.core.io.local_copy: each
+file version downloaded once on this machine, whichever worker asked first; DuckDB scans the copies). `fraudcd down`
+leaves no process alive.
 
 `make test` installs what it needs (`make celery-deps`: Debian's redis-server, the `celery` extra)."""
 from __future__ import annotations
