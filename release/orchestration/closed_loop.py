@@ -225,10 +225,10 @@ def estimates_vs_truth(release_id: str, world) -> dict:
 class LoopAnalyst:
     """The analyst of the loop: approves each release's suggested thresholds through the CLI; in the bad-edit cycle
     first sets the largest merchants' thresholds to almost nothing (a planted bad edit: the re-judgement must stop
-    it). Then starts the live traffic, as run_cycle's default approver does."""
+    it). run_cycle starts the live traffic once the release is approved, whoever approved it."""
 
-    def __init__(self, env: dict, bad_edit: bool, live, console: Console | None, t0: float):
-        self.env, self.bad_edit, self.live, self.console, self.t0 = env, bad_edit, live, console, t0
+    def __init__(self, env: dict, bad_edit: bool, console: Console | None, t0: float):
+        self.env, self.bad_edit, self.console, self.t0 = env, bad_edit, console, t0
         self.edited: list[str] = []
 
     def __call__(self, release_id: str) -> bool:
@@ -250,13 +250,7 @@ class LoopAnalyst:
             if self.console:
                 _stage(self.console, f"the analyst set {len(top)} merchants' thresholds to {BAD_EDIT_THRESHOLD} "
                                      "(planted bad edit)", self.t0)
-        if not _try_approve(release_id, ANALYST, self.env, self.console):
-            return False
-        if self.console:
-            _stage(self.console, f"approved; replaying days from {self.live.first_day} at {self.live.rate:g} "
-                                 "requests/s through the scoring service", self.t0)
-        self.live.start()
-        return True
+        return _try_approve(release_id, ANALYST, self.env, self.console)
 
 
 def _setup(home: Path, loop: LoopConfig) -> dict:
@@ -319,7 +313,7 @@ def run_loop(loop: LoopConfig, home: Path, console: Console | None = None,
         rid = release_id_for(first)
         live = LiveTraffic(env, first, CYCLE_DAYS, home / "logs" / f"serve-{k}.log", rate=loop.replay_rate)
         (home / "logs").mkdir(exist_ok=True)
-        analyst = LoopAnalyst(env, k == loop.bad_edit_cycle, live, console, t0)
+        analyst = LoopAnalyst(env, k == loop.bad_edit_cycle, console, t0)
         person = DemoPerson(rid, ANALYST, env, console, t0)
         workflow = (str(home / "config" / "workflows" / f"{BAD_WORKFLOW}.yaml") if k == loop.bad_candidate_cycle
                     else None)

@@ -425,9 +425,9 @@ def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workf
     """One release cycle through Airflow: the daily training_set DAG, then the release DAG, answering
     the approval as ``approver`` through the CLI. With ``live``, the scoring service and the replayer start
     once the thresholds are approved (production is tagged by then), and the replayer sends the days once
-    the candidate is in shadow, so the release's shadow and ramp run on the traffic the service scores; they stop when the DAG run ends. ``approve(release_id)``: a person of
-    the caller's answers the approval instead (and starts ``live``), until it returns True. Returns the
-    release id."""
+    the candidate is in shadow, so the release's shadow and ramp run on the traffic the service scores; they
+    stop when the DAG run ends. ``approve(release_id)``: a person of the caller's answers the approval instead,
+    until it returns True. Returns the release id."""
     t0 = time.monotonic() if t0 is None else t0
     logs.mkdir(parents=True, exist_ok=True)
     day = as_of.isoformat()
@@ -457,16 +457,6 @@ def run_cycle(as_of: dt.date, env: dict, logs: Path, approver: str | None, workf
         def by_person() -> bool:
             return approve(rid)
         answer = by_person
-    elif live is not None and approver is not None:
-        def then_live() -> bool:
-            if not _try_approve(rid, approver, env, console):
-                return False
-            if console:
-                _stage(console, f"starting the scoring service on {live.url}; replaying simulated days from "
-                                f"{live.first_day} at {live.rate:g} requests/s once {rid} is in shadow", t0)
-            live.start()
-            return True
-        answer = then_live
     try:
         run_dag("release", day, env, logs / f"release-{day}{run}.log", approver=approver, release_id=rid,
                 conf=conf or None, console=console, answer=answer, watch=watch)
