@@ -209,10 +209,12 @@ def estimates_vs_truth(release_id: str, world) -> dict:
     out.update({f"true_incumbent_{k}": v for k, v in _rates(inc, fraud).items()})
     sugg = folder / "suggestions.parquet"
     if sugg.exists() and ev.get("policy_global_threshold") is not None:
+        from analysis.metrics import thresholds_for
+
         s = pd.read_parquet(sugg)
         col = "suggested_threshold" if "suggested_threshold" in s else None
         per = s.set_index("merchant_id")[col] if col else pd.Series(dtype=float)
-        thr = j["merchant_id"].map(per).fillna(float(ev["policy_global_threshold"])).to_numpy()
+        thr = thresholds_for(j["merchant_id"], per, float(ev["policy_global_threshold"]))
         pol = j["candidate_score"].to_numpy() >= thr
         out.update({f"true_policy_{k}": v for k, v in _rates(pol, fraud).items()})
     out["judging_rows"] = int(len(j))

@@ -156,10 +156,11 @@ def _plant_shift(df: pd.DataFrame, score: np.ndarray, country: np.ndarray, shift
 
 def thin_or_new(df: pd.DataFrame, country: str, min_rows: int) -> np.ndarray:
     """Rows of ``country``'s merchants that are new (no fitting rows) or thin (fewer than ``min_rows`` fitting rows)."""
+    from analysis.metrics import by_value
+
     fit = df["day"] < pd.Timestamp("2031-05-01") + pd.Timedelta(days=FIT_DAYS)
     n_fit = df[fit].groupby("merchant_id").size()
-    codes, ids = pd.factorize(df["merchant_id"])  # each merchant looked up once, not each row's id
-    rows = n_fit.reindex(ids).fillna(0).to_numpy()[codes]
+    rows = by_value(df["merchant_id"], lambda m: m.map(n_fit)).fillna(0).to_numpy()  # each merchant looked up once
     return (df["merchant_country"] == country).to_numpy(dtype=bool) & (rows < min_rows)
 
 
