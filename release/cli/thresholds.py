@@ -86,7 +86,12 @@ def thresholds_show(release: str = typer.Option(..., help="release id, e.g. rel-
         items = items[items["merchant_id"].isin(merchant)]
     items = items.sort_values(["support", "merchant_id"], ascending=[False, True])
     live = approvals.live_thresholds(s["model_id"]) if s["status"] == approvals.APPROVED else None
-    items["live"] = items["merchant_id"].map(live[1]).fillna(live[0]) if live else float("nan")
+    if live:  # each merchant's threshold in force: its own, else the global one
+        from analysis.metrics import thresholds_for
+
+        items["live"] = thresholds_for(items["merchant_id"], live[1], live[0])
+    else:
+        items["live"] = float("nan")
     counts = {k: int(v) for k, v in items["outcome"].value_counts().items()}
     req = _airflow_request(release) if s["status"] == approvals.PENDING else None
     if as_json:
