@@ -12,8 +12,11 @@ cores with the service):
    ``--rate``; its baseline is the trivial endpoint (``GET /healthz``) of the same server at the same
    rate and with the same client, measured just before (the machine's and the stack's share);
 4. burst: requests arrive in bursts of ``--burst`` at once (a burst every ``burst / rate`` seconds, so
-   the same mean rate), shadow on; baseline: the same bursts of ``GET /healthz``. The first burst opens
-   the connections and is reported apart;
+   the same mean rate), shadow on; baseline: the same bursts of ``GET /healthz``. The first burst is
+   reported apart (with ``--burst-client replay`` it opens the connections). The bursts' client is a leaner
+   one (``lean_bursts``: a protocol per connection, each request's bytes built before the phase, no task
+   or timeout per request): replay's client spends about 105 us of CPU a request, and on two shared cores
+   a burst's later answers waited for it (its own stamping, and the core it took from the service);
 5. busy neighbour: the steady phase again while another process spins on one core (pinned) for the
    whole phase, and its ``/healthz`` baseline under the same neighbour;
 6. throughput: shadow on, as fast as ``--concurrency`` requests in flight allow (closed loop);
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -274,6 +278,108 @@ def bursts(url: str, bodies: list[dict], size: int, every_s: float, get: bool = 
     return send(url, bodies, rate=0, concurrency=size, on_tick=on_tick, get=get)
 
 
+class _LeanConnection(asyncio.Protocol):
+    """One keep-alive connection of the lean burst client: it writes a request prepared beforehand (its
+    bytes built before the phase) and reads the answer in ``data_received``, stamping its arrival first;
+    no task, stream or timeout per request. The answer's body is kept as bytes (parsed after the phase)."""
+
+    def __init__(self, done):
+        self.transport, self.buf, self.pending, self.done = None, bytearray(), collections.deque(), done
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send(self, i: int, raw: bytes) -> None:
+        self.pending.append((i, time.perf_counter()))
+        self.transport.write(raw)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end])
+            length, server_ms = 0, None
+            for line in head.split(b"\r\n")[1:]:
+                low = line[:15].lower()
+                if low == b"content-length:":
+                    length = int(line[15:])
+                elif low == b"server-timing: ":
+                    server_ms = float(line.split(b"dur=")[1])
+            if len(self.buf) < end + 4 + length:
+                return
+            body = bytes(self.buf[end + 4:end + 4 + length])
+            del self.buf[:end + 4 + length]
+            i, sent = self.pending.popleft()
+            self.done(i, int(head[9:12]), sent, now, server_ms, body)
+
+    def connection_lost(self, exc) -> None:
+        while self.pending:
+            i, sent = self.pending.popleft()
+            self.done(i, 0, sent, time.perf_counter(), None, b"")
+
+
+def lean_bursts(url: str, bodies: list[dict], size: int, every_s: float, get: bool = False, timeout_s: float = 30.0):
+    """``bursts`` with a lean client: ``size`` requests written at once, every ``every_s`` seconds (or as
+    soon as the previous burst is all answered, if later), over ``size`` keep-alive connections opened
+    before the first burst. What it saves against replay's client (a task, an asyncio stream and two
+    timeouts per request, the answer parsed on arrival) is the load generator's own CPU, which on these two
+    shared cores delays the service and, on one loop, the stamping of a burst's later answers. Returns
+    (replay.ReplayResult, Server-Timing ms in answer order) as ``bursts`` does."""
+    from urllib.parse import urlsplit
+
+    from release.serving.replay import Answer, ReplayResult
+
+    u = urlsplit(url)
+    host = u.hostname or "127.0.0.1"
+    if get:  # the trivial endpoint, for the baseline
+        raw = [b"GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode()] * len(bodies)
+    else:
+        raw = [b"POST /score HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json"
+               b"\r\nContent-Length: %d\r\n\r\n%s" % (host.encode(), TOKEN.encode(), len(p), p)
+               for p in (json.dumps(b).encode() for b in bodies)]
+    got: list = [None] * len(bodies)
+    server_ms: list = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        state = {"left": 0, "event": None}
+
+        def done(i, status, sent, received, sms, body):
+            got[i] = (status, sent, received, body)
+            if sms is not None:
+                server_ms.append(sms)
+            state["left"] -= 1
+            if state["left"] == 0:
+                state["event"].set()
+
+        conns = [(await loop.create_connection(lambda: _LeanConnection(done), host, u.port or 80))[1]
+                 for _ in range(size)]
+        t0, wall0 = time.perf_counter(), time.time()
+        try:
+            for k in range(0, len(raw), size):
+                wait = (k // size) * every_s - (time.perf_counter() - t0)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                burst = range(k, min(k + size, len(raw)))
+                state["left"], state["event"] = len(burst), asyncio.Event()
+                for c, i in zip(conns, burst):
+                    c.send(i, raw[i])
+                await asyncio.wait_for(state["event"].wait(), timeout_s)
+        finally:
+            for c in conns:
+                c.transport.close()
+        return t0, time.perf_counter() - t0, wall0
+
+    t0, seconds, wall0 = asyncio.run(main())  # answers' times: seconds since t0, as replay's
+    answers = [Answer(str(b.get("tx_id")), g[0], g[1] - t0, g[2] - t0, json.loads(g[3]) if g[3] else {})
+               for b, g in zip(bodies, got) if g is not None]
+    return ReplayResult(answers=answers, seconds=seconds, max_slip_ms=0.0, started_wall=wall0), \
+        np.asarray(server_ms, dtype=float)
+
+
 @contextlib.contextmanager
 def busy_neighbour(cpu: int):
     """Another process spinning on core ``cpu`` for as long as the block runs."""
@@ -338,6 +444,9 @@ def main() -> int:
                     help="what an answer waits for: its decision-log journal line written, or fsynced")
     ap.add_argument("--scoring-threads", type=int, default=1, help="the service's scoring_threads")
     ap.add_argument("--neighbour-cpu", type=int, default=0, help="the core the busy neighbour spins on")
+    ap.add_argument("--burst-client", choices=["lean", "replay"], default="lean",
+                    help="the burst phase's client: lean (a protocol per connection, requests built beforehand) or "
+                         "replay's (a task, a stream and two timeouts a request, as the other phases)")
     ap.add_argument("--client-loop", choices=["uvloop", "asyncio"], default="uvloop",
                     help="the load generator's event loop (uvloop: less of the client's own time in the figures)")
     args = ap.parse_args()
@@ -405,11 +514,13 @@ def main() -> int:
         results["shadow_on"] = run(days[1], args.rate)
         print(f"  phase: bursts of {args.burst} (and their /healthz baseline)", file=sys.stderr)
         every = args.burst / args.rate
-        results["burst_baseline"] = bursts(svc.url, [{"tx_id": f"b{i}"} for i in range(n_day)], args.burst, every,
-                                           get=True)
+        burst_client = lean_bursts if args.burst_client == "lean" else bursts
+        results["burst_baseline"] = burst_client(svc.url, [{"tx_id": f"b{i}"} for i in range(n_day)], args.burst,
+                                                 every, get=True)
         burst_day = first_of(days[2])  # the next day's tables are prepared before the phase's CPU is counted
-        cpu0 = thread_cpu(svc.proc.pid)
-        results["burst"] = bursts(svc.url, burst_day, args.burst, every)
+        cpu0, client0 = thread_cpu(svc.proc.pid), time.process_time()
+        results["burst"] = burst_client(svc.url, burst_day, args.burst, every)
+        burst_client_us = (time.process_time() - client0) / max(1, len(results["burst"][0].answers)) * 1e6
         cpu = {"burst": cpu_per_request(svc.proc.pid, cpu0, len(results["burst"][0].answers))}
         print(f"  phase: busy neighbour on core {args.neighbour_cpu} (and its /healthz baseline)", file=sys.stderr)
         with busy_neighbour(args.neighbour_cpu):
@@ -464,6 +575,7 @@ def main() -> int:
     out["burst"] = phase_figures(*results["burst"], log, skip=skip_burst)
     out["burst"]["first_burst_client_p99_ms"] = pct([a.latency_ms for a in results["burst"][0].answers[:skip_burst]], 99)
     out["burst"]["last_answer_ms"] = last_answers(results["burst"][0].answers[skip_burst:], args.burst)
+    out["burst"]["client"] = {"kind": args.burst_client, "cpu_us_per_request": round(burst_client_us, 1)}
     for key in ("stack_baseline", "neighbour_baseline"):
         out[key] = client_figures(*results[key])
     out["burst_baseline"] = client_figures(*results["burst_baseline"], skip=skip_burst)
@@ -531,6 +643,7 @@ def main() -> int:
                                      "of": q["requests"], "ratio": q["failed"] / max(1, q["requests"])},
         "burst_client_p99_ms": target(b["client_p99_ms"], 20.0, bb["client_p99_ms"],
                                       f"bursts of {args.burst} GET /healthz, same client"),
+        "burst_client": b["client"],
         "burst_last_answer_ms": {**b["last_answer_ms"],
                                  "is": "each burst's last answer after its first request was sent (client)"},
         "burst_server_p99_ms": {"value": b["server_timing_p99_ms"], "baseline": bb["server_timing_p99_ms"],
@@ -585,7 +698,8 @@ def main() -> int:
           "in the background in " + ", ".join(f"{s}s" for s in out["risk_table_seconds"].values()))
     la = b["last_answer_ms"]
     print(f"bursts of {args.burst}: the last answer of a burst came {la['p50']:.1f} ms after its first request was "
-          f"sent (median of {la['bursts']} bursts), {la['max']:.1f} ms in the worst")
+          f"sent (median of {la['bursts']} bursts), {la['max']:.1f} ms in the worst; the {b['client']['kind']} client "
+          f"used {b['client']['cpu_us_per_request']:.0f} us of CPU a request")
     for phase, c in cpu.items():
         print(f"service CPU per request ({phase}): event loop {c['event_loop_us']:.0f} us, other threads "
               f"{c['other_threads_us']:.0f} us, total {c['total_us']:.0f} us")
