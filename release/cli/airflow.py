@@ -27,12 +27,15 @@ def _airflow_home_env():
 def airflow_sweep(parent: int = typer.Option(..., help="stop when this process (the `airflow dags test`) ends"),
                   every: float = typer.Option(1.0, help="seconds between sweeps"),
                   max_seconds: float = typer.Option(3600.0, "--max-seconds", help="stop after this long regardless"),
+                  first_after: float = typer.Option(0.0, "--first-after", min=0.0,
+                                                    help="seconds before the first sweep (the run's shortest "
+                                                         "response timeout)"),
                   ) -> None:
     """The scheduler's human-in-the-loop timeout sweep, run beside `airflow dags test` (which runs no
     scheduler) by the harness, so an unanswered request times out as it would in production."""
     from release.orchestration.hitl import sweep_beside
 
-    sweep_beside(parent, every, max_seconds)
+    sweep_beside(parent, every, max_seconds, first_after)
 
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,8 +200,8 @@ WAIT_DEFAULTS = {"FRAUDCD_APPROVAL_TIMEOUT_S": 3 * 24 * 3600, "FRAUDCD_DECISION_
                  "FRAUDCD_ROLLOUT_TIMEOUT_S": 30 * 24 * 3600}
 
 
-def _seconds(name: str) -> int:
-    raw = os.environ.get(name)
+def _seconds(name: str, environ: Mapping[str, str] | None = None) -> int:
+    raw = (os.environ if environ is None else environ).get(name)
     if raw is None or not raw.strip():
         return WAIT_DEFAULTS[name]
     try:
@@ -213,7 +214,9 @@ def _seconds(name: str) -> int:
     return value
 
 
-def waits() -> Waits:
-    """The DAG's bounded waits, from the environment (a bad value is an error naming the variable)."""
-    return Waits(approval_s=_seconds("FRAUDCD_APPROVAL_TIMEOUT_S"), decision_s=_seconds("FRAUDCD_DECISION_TIMEOUT_S"),
-                 rollout_s=_seconds("FRAUDCD_ROLLOUT_TIMEOUT_S"))
+def waits(environ: Mapping[str, str] | None = None) -> Waits:
+    """The DAG's bounded waits, from the environment (``environ``: another process's; a bad value is an error
+    naming the variable)."""
+    return Waits(approval_s=_seconds("FRAUDCD_APPROVAL_TIMEOUT_S", environ),
+                 decision_s=_seconds("FRAUDCD_DECISION_TIMEOUT_S", environ),
+                 rollout_s=_seconds("FRAUDCD_ROLLOUT_TIMEOUT_S", environ))

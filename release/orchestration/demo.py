@@ -20,6 +20,7 @@ from typing import Callable
 from rich.console import Console
 from rich.markup import escape
 
+from release.core.settings import waits
 from release.orchestration.airflow_env import airflow_bin, airflow_env, migrate_airflow_db
 
 DAG_TIMEOUT_S = 900
@@ -58,10 +59,15 @@ def run_dag(dag_id: str, logical_date: str, env: dict, log: Path, timeout_s: int
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         # `dags test` runs no scheduler: run the scheduler's human-in-the-loop timeout sweep beside it,
-        # so an unanswered approval times out as it would in production
+        # so an unanswered approval times out as it would in production. No request can be past its deadline
+        # before the shortest response timeout of the run's tasks: the sweep starts then, and a run that is
+        # over by then (or whose timeout comes first) has no sweep at all
+        w = waits(env)
+        first = min(w.approval_s, w.decision_s)
         sweeper = subprocess.Popen([sys.executable, "-m", "release.cli.main", "airflow-sweep", "--parent",
-                                    str(proc.pid), "--max-seconds", str(timeout_s + 60)], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=out) if dag_id == "release" else None
+                                    str(proc.pid), "--max-seconds", str(timeout_s + 60), "--first-after",
+                                    str(first)], env=env, stdout=subprocess.DEVNULL, stderr=out) \
+            if dag_id == "release" and first < timeout_s else None
         deadline = time.monotonic() + timeout_s
         answered = answer is None
         problem = None

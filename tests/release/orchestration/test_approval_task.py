@@ -269,3 +269,29 @@ def test_a_decision_recorded_before_the_task_asks_is_taken_without_parking(world
     text, status = _run(home, env, "decided-early")
     assert status == ["approved"] and get_release(RID)["status"] == "approved"
     assert _hitl_rows(env) == [("success", 0, None, None)]  # finished without asking
+
+
+def test_the_harness_sweep_waits_for_the_shortest_response_timeout_and_a_run_over_before_pays_nothing():
+    """`airflow dags test` runs no scheduler, so the harness sweeps beside it, from the shortest response timeout
+    on (no request can be past its deadline before). A run over by then: the sweep ends without importing
+    Airflow; a run whose timeout can come first gets its sweep (the timeout test above: 3 s)."""
+    import time
+
+    from release.core.settings import waits
+
+    import threading
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    threading.Thread(target=parent.wait, daemon=True).start()  # reaped when it ends, as the harness's poll does
+    code = ("import sys, time\nfrom release.orchestration.hitl import sweep_beside\nt = time.monotonic()\n"
+            f"sweep_beside({parent.pid}, every=0.2, max_seconds=60, first_after=30)\n"
+            "print(round(time.monotonic() - t, 1), 'airflow' in sys.modules)")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    took, imported = r.stdout.split()
+    assert imported == "False" and float(took) < 5 and time.monotonic() - t0 < 20, r.stdout + r.stderr
+    # the harness's own choice: the shortest of the two waits a person can leave unanswered
+    w = waits({"FRAUDCD_APPROVAL_TIMEOUT_S": "600", "FRAUDCD_DECISION_TIMEOUT_S": "45"})
+    assert (w.approval_s, w.decision_s, w.rollout_s) == (600, 45, 30 * 24 * 3600)
+    with pytest.raises(ValueError, match="FRAUDCD_DECISION_TIMEOUT_S"):
+        waits({"FRAUDCD_DECISION_TIMEOUT_S": "soon"})
