@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from release.rollout import ramp
 from release.rollout.decisions import EXTEND, PROMOTE, ROLL_BACK
 from release.state.alerts import raise_alert
-from release.serving.decision_log import LogReader
+from release.serving.decision_log import LogReader, process_reader
 from release.state.status import LIVE, Status
 from release.state.store import engine, ramp_steps, releases, transaction, verdicts
 
@@ -155,7 +155,7 @@ def advance(release_id: str | None = None, plan: ramp.RampPlan | None = None, no
     since = _utc(ramp.stage_started_at(), now)
     waited = (now - _utc(ramp.wait_started_at(), now)).total_seconds()
     elapsed = (now - since).total_seconds()
-    traffic = stage_traffic(st, since, reader or LogReader())
+    traffic = stage_traffic(st, since, reader or process_reader())
     rid, pct, state = st["release_id"], float(st["pct"]), st["state"]
     expect = {"version": st["version"]}
     shadow = pct == 0

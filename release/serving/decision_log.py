@@ -682,14 +682,15 @@ def _write_all(seg: _Segment, line: bytes) -> None:
 
 
 class LogReader:
-    """Reads the decision log, keeping the batch files it has read: a reader that looks again (the ramp
-    controller, every second) reads only the files written since. Files that compaction replaced are
-    dropped from the cache; their records come back from the compacted file (read once, deduplicated).
-    A batch file that cannot be read is skipped with an ERROR line and listed in ``unreadable``."""
+    """Reads the decision log, keeping the batch files it has read (as Arrow tables: the files of a read are
+    converted to pandas in one go, not one small frame each): a reader that looks again (the rollout, every
+    poll) reads only the files written since. Files that compaction replaced are dropped from the cache;
+    their records come back from the compacted file (read once, deduplicated). A batch file that cannot be
+    read is skipped with an ERROR line and listed in ``unreadable``."""
 
     def __init__(self, folder: Path | None = None):
         self.folder = Path(folder) if folder is not None else default_folder()
-        self._cache: dict[Path, pd.DataFrame] = {}
+        self._cache: dict[Path, pa.Table] = {}
         self.unreadable: dict[Path, str] = {}
 
     def _files(self, since: dt.datetime | None) -> list[Path]:
@@ -710,9 +711,9 @@ class LogReader:
                 continue
         return out
 
-    def _read_file(self, p: Path) -> pd.DataFrame:
+    def _read_file(self, p: Path) -> pa.Table:
         try:
-            return pq.read_table(p, schema=SCHEMA).to_pandas()
+            return pq.read_table(p, schema=SCHEMA)
         except FileNotFoundError:
             raise
         except Exception as e:  # noqa: BLE001 - one damaged file must not stop every reader
@@ -720,7 +721,7 @@ class LogReader:
                 log.error("decision log: the batch file %s cannot be read (%s: %s); its records are left out",
                           p, type(e).__name__, e)
             self.unreadable[p] = f"{type(e).__name__}: {e}"
-            return SCHEMA.empty_table().to_pandas()
+            return SCHEMA.empty_table()
 
     def read(self, since: dt.datetime | None = None) -> pd.DataFrame:
         """Every decision logged (served at or after ``since``), one row per request id, in serving order."""
@@ -741,11 +742,24 @@ class LogReader:
             del self._cache[p]
         if not files:
             return SCHEMA.empty_table().to_pandas()
-        df = pd.concat([self._cache[p] for p in files], ignore_index=True)
+        df = pa.concat_tables([self._cache[p] for p in files]).to_pandas()
         if since is not None:
             df = df[df["served_at"] >= pd.Timestamp(since)]
         return (df.sort_values("served_at", kind="stable").drop_duplicates("request_id", keep="first")
                 .reset_index(drop=True))
+
+
+_READERS: dict[Path, LogReader] = {}
+
+
+def process_reader(folder: Path | None = None) -> LogReader:
+    """This process's reader of the decision log in ``folder`` (default: the data folder's), kept between calls:
+    the rollout task looks again after each deferral (in the same process under `airflow dags test`, whose
+    looks then read only the files written since the last)."""
+    key = (Path(folder) if folder is not None else default_folder()).resolve()
+    if key not in _READERS:
+        _READERS[key] = LogReader(key)
+    return _READERS[key]
 
 
 def read_decision_log(folder: Path | None = None, since: dt.datetime | None = None) -> pd.DataFrame:

@@ -196,6 +196,24 @@ def test_a_reader_kept_across_looks_reads_only_new_files_and_survives_compaction
     assert df["request_id"].tolist() == ["0", "1", "2", "3"] and len(reader._cache) == 2
 
 
+def test_one_reader_per_folder_per_process_and_its_reads_equal_a_fresh_readers(tmp_path):
+    """The rollout task looks again after each deferral: under `airflow dags test` in the same process, where
+    the process's reader of the folder reads only the files written since. What it returns is what a fresh
+    reader of the whole log returns (the same frame, dtypes included)."""
+    from release.serving.decision_log import LogReader, process_reader
+
+    log = DecisionLog(tmp_path)
+    kept = process_reader(tmp_path)
+    assert process_reader(tmp_path / ".") is kept and process_reader(tmp_path / "other") is not kept
+    for i in range(4):
+        log.append(rec(i, candidate_score=0.5 if i % 2 else None, routed=bool(i % 2)))
+        log.flush()
+        pd.testing.assert_frame_equal(kept.read(), LogReader(tmp_path).read())
+    since = T0 + dt.timedelta(milliseconds=2)
+    pd.testing.assert_frame_equal(kept.read(since=since), LogReader(tmp_path).read(since=since))
+    assert kept.read(since=since)["request_id"].tolist() == ["2", "3"] and len(kept._cache) == 4
+
+
 # ---------------------------------------------------------------- the journal: acknowledged means on disk
 
 def journaled(log: DecisionLog, records: list[dict]) -> None:
