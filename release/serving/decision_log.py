@@ -749,17 +749,17 @@ class LogReader:
                 .reset_index(drop=True))
 
 
-_READERS: dict[Path, LogReader] = {}
+_KEPT: list[LogReader] = []  # this process's reader (one: a process's rollout reads one data folder)
 
 
 def process_reader(folder: Path | None = None) -> LogReader:
     """This process's reader of the decision log in ``folder`` (default: the data folder's), kept between calls:
     the rollout task looks again after each deferral (in the same process under `airflow dags test`, whose
-    looks then read only the files written since the last)."""
+    looks then read only the files written since the last). Asked for another folder, it starts afresh there."""
     key = (Path(folder) if folder is not None else default_folder()).resolve()
-    if key not in _READERS:
-        _READERS[key] = LogReader(key)
-    return _READERS[key]
+    if not _KEPT or _KEPT[0].folder != key:
+        _KEPT[:] = [LogReader(key)]
+    return _KEPT[0]
 
 
 def read_decision_log(folder: Path | None = None, since: dt.datetime | None = None) -> pd.DataFrame:

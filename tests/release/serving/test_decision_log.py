@@ -204,7 +204,9 @@ def test_one_reader_per_folder_per_process_and_its_reads_equal_a_fresh_readers(t
 
     log = DecisionLog(tmp_path)
     kept = process_reader(tmp_path)
-    assert process_reader(tmp_path / ".") is kept and process_reader(tmp_path / "other") is not kept
+    assert process_reader(tmp_path / ".") is kept
+    assert process_reader(tmp_path / "other") is not kept and process_reader(tmp_path) is not kept
+    kept = process_reader(tmp_path)  # one kept at a time: another folder starts afresh
     for i in range(4):
         log.append(rec(i, candidate_score=0.5 if i % 2 else None, routed=bool(i % 2)))
         log.flush()
