@@ -218,6 +218,18 @@ class Service:
 
 # ---- the client: release.serving.replay's, reading Server-Timing, and able to GET the trivial endpoint ----------
 
+def _answer_head(head: bytes) -> tuple[int, int, float | None]:
+    """An answer's status, Content-Length and Server-Timing (ms; None if absent), from its head."""
+    length, server_ms = 0, None
+    for line in head.split(b"\r\n")[1:]:
+        low = line[:15].lower()
+        if low == b"content-length:":
+            length = int(line[15:])
+        elif low == b"server-timing: ":
+            server_ms = float(line.split(b"dur=")[1])
+    return int(head[9:12]), length, server_ms
+
+
 def _client_class():
     from release.serving import replay as rp
 
@@ -239,14 +251,9 @@ def _client_class():
                                       b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(),
                                                                           self.auth, len(payload), payload))
                 head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), self.timeout_s)
-                status = int(head[9:12])
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    low = line[:15].lower()
-                    if low == b"content-length:":
-                        length = int(line[15:])
-                    elif low == b"server-timing: ":
-                        self.server_ms.append(float(line.split(b"dur=")[1]))
+                status, length, server_ms = _answer_head(head)
+                if server_ms is not None:
+                    self.server_ms.append(server_ms)
                 return status, await asyncio.wait_for(self.reader.readexactly(length), self.timeout_s)
             except BaseException:
                 self.close()
@@ -300,20 +307,13 @@ class _LeanConnection(asyncio.Protocol):
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head = bytes(self.buf[:end])
-            length, server_ms = 0, None
-            for line in head.split(b"\r\n")[1:]:
-                low = line[:15].lower()
-                if low == b"content-length:":
-                    length = int(line[15:])
-                elif low == b"server-timing: ":
-                    server_ms = float(line.split(b"dur=")[1])
+            status, length, server_ms = _answer_head(bytes(self.buf[:end]))
             if len(self.buf) < end + 4 + length:
                 return
             body = bytes(self.buf[end + 4:end + 4 + length])
             del self.buf[:end + 4 + length]
             i, sent = self.pending.popleft()
-            self.done(i, int(head[9:12]), sent, now, server_ms, body)
+            self.done(i, status, sent, now, server_ms, body)
 
     def connection_lost(self, exc) -> None:
         while self.pending:
