@@ -275,11 +275,10 @@ def test_the_harness_sweep_waits_for_the_shortest_response_timeout_and_a_run_ove
     """`airflow dags test` runs no scheduler, so the harness sweeps beside it, from the shortest response timeout
     on (no request can be past its deadline before). A run over by then: the sweep ends without importing
     Airflow; a run whose timeout can come first gets its sweep (the timeout test above: 3 s)."""
+    import threading
     import time
 
     from release.core.settings import waits
-
-    import threading
 
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
     threading.Thread(target=parent.wait, daemon=True).start()  # reaped when it ends, as the harness's poll does

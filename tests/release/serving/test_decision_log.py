@@ -196,9 +196,9 @@ def test_a_reader_kept_across_looks_reads_only_new_files_and_survives_compaction
     assert df["request_id"].tolist() == ["0", "1", "2", "3"] and len(reader._cache) == 2
 
 
-def test_one_reader_per_folder_per_process_and_its_reads_equal_a_fresh_readers(tmp_path):
+def test_the_process_keeps_one_reader_and_its_reads_equal_a_fresh_readers(tmp_path):
     """The rollout task looks again after each deferral: under `airflow dags test` in the same process, where
-    the process's reader of the folder reads only the files written since. What it returns is what a fresh
+    the process's kept reader (one, of the folder last asked for) reads only the files written since. What it returns is what a fresh
     reader of the whole log returns (the same frame, dtypes included)."""
     from release.serving.decision_log import LogReader, process_reader
 
