@@ -297,8 +297,18 @@ class _LeanConnection(asyncio.Protocol):
         self.transport = transport
 
     def send(self, i: int, raw: bytes) -> None:
-        self.pending.append((i, time.perf_counter()))
+        now = time.perf_counter()
+        if self.transport.is_closing():  # the connection was lost: this request fails (status 0), as replay's
+            self.done(i, 0, now, now, None, b"")
+            return
+        self.pending.append((i, now))
         self.transport.write(raw)
+
+    def give_up(self) -> None:
+        """The answers still owed fail (status 0), and the connection is closed (a late answer would be
+        taken for the next request's)."""
+        self.transport.close()
+        self.connection_lost(None)
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -367,7 +377,15 @@ def lean_bursts(url: str, bodies: list[dict], size: int, every_s: float, get: bo
                 state["left"], state["event"] = len(burst), asyncio.Event()
                 for c, i in zip(conns, burst):
                     c.send(i, raw[i])
-                await asyncio.wait_for(state["event"].wait(), timeout_s)
+                if state["left"] > 0:
+                    try:
+                        await asyncio.wait_for(state["event"].wait(), timeout_s)
+                    except asyncio.TimeoutError:  # a stall: what is owed fails, and the phase stops there
+                        sys.stderr.write(f"lean_bursts: {state['left']} answers not back after {timeout_s:g} s; "
+                                         "they and the requests not sent yet count as failed (status 0)\n")
+                        for c in conns:
+                            c.give_up()
+                        break
         finally:
             for c in conns:
                 c.transport.close()
@@ -375,7 +393,8 @@ def lean_bursts(url: str, bodies: list[dict], size: int, every_s: float, get: bo
 
     t0, seconds, wall0 = asyncio.run(main())  # answers' times: seconds since t0, as replay's
     answers = [Answer(str(b.get("tx_id")), g[0], g[1] - t0, g[2] - t0, json.loads(g[3]) if g[3] else {})
-               for b, g in zip(bodies, got) if g is not None]
+               if g is not None else Answer(str(b.get("tx_id")), 0, seconds, seconds)
+               for b, g in zip(bodies, got)]
     return ReplayResult(answers=answers, seconds=seconds, max_slip_ms=0.0, started_wall=wall0), \
         np.asarray(server_ms, dtype=float)
 
