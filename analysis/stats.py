@@ -35,8 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.stats import poisson
 from threadpoolctl import ThreadpoolController
+
+from release.core.distributions import poisson_cdf
 
 SHARED = ["transactions", "labelled", "frauds_ipw", "legit_ipw", "frauds_plain", "legit_plain"]
 PER_MODEL = ["actions", "tp_ipw", "fp_ipw", "tp_plain", "fp_plain", "blocked_fraud_amount_ipw",
@@ -67,7 +68,7 @@ INTERVAL_LEVEL = 0.95
 
 
 def _poisson1_table() -> np.ndarray:
-    cdf = poisson.cdf(np.arange(32), 1.0) * (1 << _TABLE_BITS)
+    cdf = poisson_cdf(np.arange(32), 1.0) * (1 << _TABLE_BITS)
     return np.searchsorted(cdf, np.arange(1 << _TABLE_BITS) + 0.5).astype(np.float32)
 
 

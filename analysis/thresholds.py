@@ -63,7 +63,8 @@ from typing import Annotated, Literal, Union
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from scipy.stats import norm
+
+from release.core.distributions import norm_ppf
 
 GLOBAL = "__global__"
 MAX_PRIOR_STRENGTH = 1e6  # "the merchants of this segment do not differ": full pooling
@@ -626,7 +627,7 @@ def suggest_thresholds(scored: pd.DataFrame, inc_threshold: np.ndarray, global_t
     cfg = config if config is not None else load_threshold_config()
     min_support = cfg.shrinkage.min_support if min_support is None else int(min_support)
     prior_strength = cfg.shrinkage.prior_strength if prior_strength is None else prior_strength
-    z = float(norm.ppf(0.5 + cfg.confidence / 2))
+    z = norm_ppf(0.5 + cfg.confidence / 2)
 
     inc_threshold = np.asarray(inc_threshold, dtype=float)
     if len(inc_threshold) != len(scored):

@@ -30,6 +30,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from release.core.distributions import norm_ppf
+
 PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient data"
 STOP, WARN = "stop", "warn"
 OnInsufficient = Literal["stop", "warn"]
@@ -70,9 +72,7 @@ MEMBER_CONFIDENCE = 0.9999
 
 
 def _z(confidence: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(0.5 + confidence / 2))
+    return norm_ppf(0.5 + confidence / 2)
 
 
 def other_name(slice_type: str) -> str:
@@ -246,11 +246,9 @@ def widened(point: float, lo: float, hi: float, n: float, confidence: float = 0.
     (z / n either side). A bootstrap of two policies that agree on every row of a thin slice gives a
     zero-width interval, which would "pass" a slice of 21 transactions; one unseen disagreement is always
     possible (the rule of three's spirit), so no interval is narrower than that."""
-    from scipy.stats import norm
-
     if not finite(point, lo, hi) or not n or n <= 0:
         return lo, hi
-    h = float(norm.ppf(0.5 + confidence / 2)) / float(n)
+    h = norm_ppf(0.5 + confidence / 2) / float(n)
     return min(lo, point - h), max(hi, point + h)
 
 
@@ -274,13 +272,11 @@ def shift_ci(candidate_only: int, incumbent_only: int, n: int, confidence: float
     """Confidence interval of the candidate-minus-incumbent action rate on the same ``n`` transactions
     (paired: the variance comes from the disagreements only; normal approximation). Used online, where
     the decision log's counts are all there is; offline intervals come from the card bootstrap."""
-    from scipy.stats import norm
-
     if n <= 0:
         return float("nan"), float("nan")
     d = (candidate_only - incumbent_only) / n
     var = max((candidate_only + incumbent_only) / n - d * d, 0.0) / n
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = norm_ppf(0.5 + confidence / 2)
     return d - z * var ** 0.5, d + z * var ** 0.5
 
 

@@ -34,9 +34,8 @@ import datetime as dt
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -44,6 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from release.core.config import load_yaml_model, shown
 from release.data.features import feature_columns
 from release.data.training_set import EVAL_DAYS
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 # LightGBM parameters the workflow sets through its own keys, or that only LightGBM's command line uses
 # (data and model files): a workflow's ``lightgbm`` may not name them (or any alias of them).
@@ -216,6 +218,8 @@ def _params(lightgbm: dict[str, Any], seed: int, num_threads: int) -> dict[str, 
 
 def _lightgbm_refuses(params: dict[str, Any], features: list[str], categorical: list[str]) -> str | None:
     """LightGBM's own complaint about ``params`` after one boosting round on a few made-up rows, or None."""
+    import lightgbm as lgb
+
     rng = np.random.default_rng(0)
     n = 40
     x = pd.DataFrame(rng.random((n, len(features))), columns=features)
@@ -347,6 +351,8 @@ def training_weights(df: pd.DataFrame, wf: Workflow) -> np.ndarray:
 
 def train_model(snapshot_data: Path, wf: Workflow) -> tuple[str, dict]:
     """Train on the labelled rows of the workflow's training window. Returns (model text, training info)."""
+    import lightgbm as lgb  # here, not at the top: a process that only reads (a report, a CLI answer) never loads it
+
     df = pd.read_parquet(snapshot_data)
     train, evalw = split_windows(df, wf)
     train = training_labels(train, wf)

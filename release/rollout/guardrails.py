@@ -68,6 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.action_rate_shift import ActionRateShift
 from contracts.base import (FAIL, INSUFFICIENT, MEMBER_CONFIDENCE, MS, PASS, PSI, RATE, STOP, Verdict, effect_fields,
                             other_name, pct as fmt_pct, shift_ci, widened)
+from release.core.distributions import beta_ppf, binom_ppf, chi2_ppf, norm_ppf
 
 PASSED, BREACH, INCONCLUSIVE = "pass", "breach", "inconclusive"
 NOT_IN_APPROVED_SET = "not in the approved set"
@@ -341,9 +342,7 @@ def _judge_rows(counts: pd.DataFrame, confidence: float, ratio: bool = True) -> 
         "members": counts["members"].to_numpy() if "members" in counts else None,
     }, index=counts.index.astype(str))
     if ratio:
-        from scipy.stats import norm
-
-        z = float(norm.ppf(0.5 + confidence / 2))
+        z = norm_ppf(0.5 + confidence / 2)
         ok = (cand > 0) & (prod > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_r = np.where(ok, np.log(cand / prod), np.nan)
@@ -453,11 +452,9 @@ def shift_judgement(counts: pd.DataFrame, g: ShiftGuardrail, *, name: str, slice
 
 def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
     """The exact binomial interval of k successes in n trials."""
-    from scipy.stats import beta
-
     a = (1 - confidence) / 2
-    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    lo = 0.0 if k == 0 else beta_ppf(a, k, n - k + 1)
+    hi = 1.0 if k == n else beta_ppf(1 - a, k + 1, n - k)
     return lo, hi
 
 
@@ -529,13 +526,11 @@ def quantile_ci(x: np.ndarray, q: float, confidence: float) -> tuple[float, floa
     """A distribution-free interval of the ``q`` quantile from order statistics: the number of
     observations below the quantile is Binomial(n, q). -inf / inf where the sample is too small to bound
     it on that side."""
-    from scipy.stats import binom
-
     n = len(x)
     s = np.sort(x)
     a = (1 - confidence) / 2
-    lo_k = int(binom.ppf(a, n, q))  # 1-based order statistic: P(X_(k) > quantile) <= a
-    hi_k = int(binom.ppf(1 - a, n, q)) + 1  # P(X_(k) < quantile) <= a
+    lo_k = int(binom_ppf(a, n, q))  # 1-based order statistic: P(X_(k) > quantile) <= a
+    hi_k = int(binom_ppf(1 - a, n, q)) + 1  # P(X_(k) < quantile) <= a
     lo = float(s[lo_k - 1]) if lo_k >= 1 else -math.inf
     hi = float(s[hi_k - 1]) if hi_k <= n else math.inf
     return lo, hi
@@ -613,9 +608,7 @@ def psi(reference: np.ndarray, live: np.ndarray, bins: int = 10) -> tuple[float,
 def psi_noise(bins: int, n: int, m: int, q: float = 0.99) -> float:
     """The ``q`` quantile of the PSI of two samples (n live, m reference) of one distribution:
     chi-square with bins - 1 degrees of freedom, times 1/n + 1/m."""
-    from scipy.stats import chi2
-
-    return float(chi2.ppf(q, max(bins - 1, 1)) * (1 / n + 1 / m))
+    return float(chi2_ppf(q, max(bins - 1, 1)) * (1 / n + 1 / m))
 
 
 def score_shift_judgement(live: np.ndarray, reference: np.ndarray | None, g: ScoreShiftGuardrail, *, name: str
@@ -645,9 +638,7 @@ def score_shift_judgement(live: np.ndarray, reference: np.ndarray | None, g: Sco
     head = (f"Score shift: the PSI of the candidate's {n:,} live scores against its {m:,} reference scores "
             f"({k} bins) is {value:.3f}")
     if noise >= g.max_psi:
-        from scipy.stats import chi2
-
-        c = float(chi2.ppf(0.99, max(k - 1, 1)))
+        c = chi2_ppf(0.99, max(k - 1, 1))
         need = int(math.ceil(1 / (g.max_psi / c - 1 / m))) if g.max_psi / c > 1 / m else None
         info["needed"] = need or int(g.min_rows)
         return ([_limit_verdict(name, "score_shift", INSUFFICIENT, value, g.max_psi, n,

@@ -74,6 +74,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from release.core.distributions import norm_ppf
 from release.rollout.guardrails import psi, psi_noise
 
 ALERT, OK, INSUFFICIENT = "alert", "ok", "insufficient"
@@ -190,11 +191,9 @@ def _moved(live: np.ndarray, reference: np.ndarray) -> str:
 
 
 def wilson(k: int, n: int, confidence: float) -> tuple[float, float]:
-    from scipy.stats import norm
-
     if n == 0:
         return 0.0, 1.0
-    z = float(norm.ppf(1 - (1 - confidence) / 2))
+    z = norm_ppf(1 - (1 - confidence) / 2)
     p = k / n
     d = 1 + z * z / n
     c = (p + z * z / (2 * n)) / d
