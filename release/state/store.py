@@ -437,7 +437,30 @@ def where(url: str | None = None) -> str:
 
 @lru_cache(maxsize=1)
 def revisions() -> tuple[str, ...]:
-    """The migrations' revisions, oldest first (the history is linear)."""
+    """The migrations' revisions, oldest first (the history is linear): each migration file's ``revision`` and
+    ``down_revision``, read from its text (``ast``) rather than through alembic's script directory, which every
+    command that opens the store would otherwise pay for (~0.9 s of CPU: alembic's import and its walk).
+    tests/release/state/test_migrations.py checks it against alembic's walk; anything this reading does not
+    expect (a branch, a merge, a revision that is not a string) is left to alembic."""
+    import ast
+
+    down: dict[str, str | None] = {}
+    for f in sorted((Path(__file__).parent / "migrations" / "versions").glob("*.py")):
+        found = {}
+        for node in ast.parse(f.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                    and node.targets[0].id in ("revision", "down_revision"):
+                found[node.targets[0].id] = node.value.value if isinstance(node.value, ast.Constant) else node.value
+        if "revision" in found:
+            down[found["revision"]] = found.get("down_revision")
+    chain, at = [], None
+    after = {d: r for r, d in down.items()}
+    linear = len(after) == len(down) and all(isinstance(v, (str, type(None))) for v in (*down, *down.values()))
+    while linear and at in after:
+        at = after[at]
+        chain.append(at)
+    if linear and len(chain) == len(down):
+        return tuple(chain)
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(_alembic_config())

@@ -295,3 +295,34 @@ def test_a_store_at_0005_imports_alerts_jsonl_and_a_rerun_does_not_announce_agai
     assert (home / "alerts.jsonl.imported.2").read_text() == back and not (home / "alerts.jsonl").exists()
     assert notify_once("release_shipped", "rel-2", "again", at="2026-03-06T00:00:00+00:00") is None
     eng.dispose()
+
+
+def test_the_revisions_read_from_the_migration_files_are_alembics_walk(tmp_path, monkeypatch):
+    """store.revisions() reads each migration's revision and down_revision from its text, so that opening the
+    store does not import alembic; it is alembic's own walk of the same folder. A history that is not one line
+    (here: two revisions after the first, a branch) is not read that way but left to alembic's walk."""
+    import shutil
+    from pathlib import Path
+
+    from alembic.script import ScriptDirectory
+
+    from release.state import store
+
+    def alembic_walk():
+        return tuple(reversed([r.revision for r in ScriptDirectory.from_config(store._alembic_config())
+                               .walk_revisions()]))
+
+    store.revisions.cache_clear()
+    try:
+        assert store.revisions() == alembic_walk() and len(alembic_walk()) >= 6
+        assert store.head_revision() == alembic_walk()[-1]
+
+        fake = tmp_path / "state" / "store.py"  # a copy of the migrations, with a branch
+        shutil.copytree(Path(store.__file__).parent / "migrations", fake.parent / "migrations")
+        (fake.parent / "migrations" / "versions" / "9999_branch.py").write_text(
+            'revision = "9999"\ndown_revision = "0001"\n\n\ndef upgrade():\n    pass\n')
+        monkeypatch.setattr(store, "__file__", str(fake))
+        store.revisions.cache_clear()
+        assert "9999" in alembic_walk() and store.revisions() == alembic_walk()
+    finally:
+        store.revisions.cache_clear()
