@@ -13,26 +13,33 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special
+
+
+def _special():
+    """scipy.special, imported on first use (~0.35 s of CPU): a process that never asks for a quantile, such as
+    `fraudcd ramp show`, does not pay for it."""
+    from scipy import special
+
+    return special
 
 
 def norm_ppf(q: float) -> float:
     """``scipy.stats.norm.ppf(q)``: the standard normal quantile (``norm_ppf(0.975)`` = 1.95996...)."""
-    return float(special.ndtri(q))
+    return float(_special().ndtri(q))
 
 
 def beta_ppf(q: float, a: float, b: float) -> float:
     """``scipy.stats.beta.ppf(q, a, b)``: the Beta(a, b) quantile (0 at q = 0, 1 at q = 1)."""
     if not (a > 0 and b > 0 and 0 <= q <= 1):
         return math.nan
-    return 0.0 if q == 0 else 1.0 if q == 1 else float(special.betaincinv(a, b, q))
+    return 0.0 if q == 0 else 1.0 if q == 1 else float(_special().betaincinv(a, b, q))
 
 
 def chi2_ppf(q: float, df: float) -> float:
     """``scipy.stats.chi2.ppf(q, df)``: the chi-squared quantile with ``df`` degrees of freedom."""
     if not (df > 0 and 0 <= q <= 1):
         return math.nan
-    return math.inf if q == 1 else float(2 * special.gammaincinv(df / 2, q))
+    return math.inf if q == 1 else float(2 * _special().gammaincinv(df / 2, q))
 
 
 def binom_ppf(q: float, n: int, p: float) -> float:
@@ -47,7 +54,7 @@ def binom_ppf(q: float, n: int, p: float) -> float:
     lo, hi = 0, int(n)
     while lo < hi:
         mid = (lo + hi) // 2
-        if special.bdtr(mid, n, p) >= q:
+        if _special().bdtr(mid, n, p) >= q:
             hi = mid
         else:
             lo = mid + 1
@@ -56,4 +63,4 @@ def binom_ppf(q: float, n: int, p: float) -> float:
 
 def poisson_cdf(k, mu: float) -> np.ndarray:
     """``scipy.stats.poisson.cdf(k, mu)`` for an array of ``k`` >= 0: P(X <= floor(k)) for X ~ Poisson(mu)."""
-    return special.pdtr(np.floor(np.asarray(k, dtype=float)), mu)
+    return _special().pdtr(np.floor(np.asarray(k, dtype=float)), mu)
