@@ -8,6 +8,7 @@ its fitting/judging ``windows``, ``slices.parquet``, the tidy ``metrics.parquet`
 and, once the approved policy was re-judged, the same files under ``approved/``."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -61,6 +62,7 @@ SUPPORT_COLUMNS = ("transactions", "labelled", "frauds", "censored", "explored",
                    "ess_legit")
 MEASURE_WORDS = {"actions": "incumbent blocks", "transactions": "judging transactions", "frauds": "matured frauds"}
 FEATURE_DRIFT = "feature_drift.parquet"  # in the release folder: the candidate's snapshot against the incumbent's
+CONTRACTS_KEPT = "contracts.yaml"  # in the release folder: the release contracts that judge it, kept at evaluation
 POOLED_ROWS_SHOWN = 25  # per pooled slice type: the largest slices, and every pooled one
 
 
@@ -130,6 +132,8 @@ def render_report(release_id: str, folder: Path) -> str:
     merchants, decision, readiness = _threshold_section(sugg, tset)
     judging = pd.read_parquet(folder / "judging.parquet") if (folder / "judging.parquet").exists() else None
     cf_min = CounterfactualConfig()
+    kept = folder / CONTRACTS_KEPT
+    contracts_kept = hashlib.sha256(kept.read_bytes()).hexdigest()[:12] if kept.exists() else None
     html = _env.get_template("report.html.j2").render(
         rel=rel, headline=headline, ship=ship, stopped=stopped, stopping=stopping, warnings=warnings,
         mismatch=bool([v for v in stopping if v["stage"] in JUDGED]) and not stopped,
@@ -149,7 +153,8 @@ def render_report(release_id: str, folder: Path) -> str:
         n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),
         tset=tset, next_steps=_next_steps(rel), feature_drift=_feature_drift(folder / FEATURE_DRIFT),
         charts=_charts(rel, folder, judging, metrics, approved_metrics, merchants, vs, steps),
-        backtest=None if backtest is None else backtest.to_dict("records"), steps=_steps(steps), trail=view["trail"])
+        backtest=None if backtest is None else backtest.to_dict("records"), steps=_steps(steps), trail=view["trail"],
+        contracts_kept=contracts_kept, contracts_kept_name=CONTRACTS_KEPT)
     return html
 
 

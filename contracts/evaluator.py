@@ -57,8 +57,9 @@ class ContractSet(BaseModel):
         return [c for c in self.contracts if isinstance(c, DriftBudget)]
 
 
-def load_contracts(path: str | Path) -> ContractSet:
-    return load_yaml_model(path, ContractSet)
+def load_contracts(path: str | Path, text: str | None = None) -> ContractSet:
+    """The contract set of the file at ``path`` (``text``: its text as already read)."""
+    return load_yaml_model(path, ContractSet, text)
 
 
 def evaluate_contracts(cs: ContractSet, evaluation, manifest: dict | None = None) -> list[Verdict]:

@@ -200,6 +200,10 @@ def test_verdicts_for_every_stage_are_in_the_store(world):
     from release.core.settings import contracts_file
 
     assert offline == set(load_contracts(contracts_file()).names())  # every contract in force was judged
+    from release.orchestration.cycle import release_dir
+
+    # the evaluation kept the file in force with the release: the set that judged every stage, as the report says
+    assert (release_dir(good) / "contracts.yaml").read_bytes() == contracts_file().read_bytes()
     from contracts.base import stops
 
     assert not [v for v in vs if v["stage"] in ("offline", "approved") and stops(v)]  # nothing stopped it
@@ -373,6 +377,10 @@ def test_report_on_disk_says_ship(world):
     page = html.unescape(path.read_text())
     assert "SHIP" in page and "bootstrap model" in page and APPROVER in page
     assert (home / "reports" / "index.html").read_text().count(good) >= 1
+    from release.orchestration.cycle import release_dir
+
+    kept = hashlib.sha256((release_dir(good) / "contracts.yaml").read_bytes()).hexdigest()[:12]
+    assert f"sha256 {kept}" in " ".join(page.split())  # which contracts judged it
 
 
 def test_how_each_release_ended_reached_people_once(world):

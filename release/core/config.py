@@ -105,17 +105,25 @@ def _hint(err: dict) -> str:
     return ""
 
 
-def load_yaml_model(path: str | Path, model: type[M]) -> M:
-    """The file at ``path`` read strictly and validated by ``model`` in pydantic's strict mode."""
+def read_config(path: str | Path) -> str:
+    """The text of the configuration file at ``path``, or a ConfigError saying why it cannot be read."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such configuration file.")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}).") from e
     except OSError as e:
         raise ConfigError(f"{path}: cannot be read: {e.strerror}.") from e
+
+
+def load_yaml_model(path: str | Path, model: type[M], text: str | None = None) -> M:
+    """The file at ``path`` read strictly and validated by ``model`` in pydantic's strict mode. ``text``: the
+    file's text as already read (``read_config``), so that what is validated is what the caller keeps."""
+    path = Path(path)
+    if text is None:
+        text = read_config(path)
     raw = load_yaml(text, path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}.")

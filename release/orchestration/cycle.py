@@ -65,6 +65,29 @@ def release_dir(release_id: str) -> Path:
     return paths().releases / release_id
 
 
+def release_contracts(release_id: str, keep: bool = False):
+    """The release contracts that judge ``release_id``: the file in force (``contracts_file``) when its evaluation
+    ran, kept in the release's folder. ``keep`` (the evaluation; a rerun keeps the file in force again): the
+    file is read once, validated and written there whole. Every later judgement of the release (the offline gates;
+    the re-judgement of the approved policy, perhaps days later; the contract names an override may waive) reads
+    that copy, so the set that judges is the set whose slices, pools and anchor the evaluation computed: an edit of
+    the file meanwhile applies from the next release. A release evaluated before copies were kept: the file in
+    force."""
+    from analysis.report import CONTRACTS_KEPT
+    from release.core.config import read_config
+    from release.core.io import atomic_write_text
+
+    kept = release_dir(release_id) / CONTRACTS_KEPT
+    if not keep:
+        return load_contracts(kept if kept.exists() else contracts_file())
+    source = contracts_file()
+    text = read_config(source)
+    cs = load_contracts(source, text)  # a file that does not validate is refused before anything is kept
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(text, kept)
+    return cs
+
+
 def shipped_lineage(incumbent_model_id: str | None, as_of: dt.date, window_days: int, metric: str,
                     estimator: str) -> list[dict]:
     """The releases that made production what it is, newest first, while their data dates are within
@@ -227,7 +250,7 @@ def release_day_or_skip(triggering_asset_events=None, data_interval_end=None, ru
 def waive_contract(release_id: str, contract: str, *, actor: str, reason: str, at: str) -> dict:
     """Record a named person's override of one contract for one release (CLI and DAG param)."""
     return add_override(release_id, contract, actor=actor, reason=reason, at=at,
-                        known_contracts=load_contracts(contracts_file()).names())
+                        known_contracts=release_contracts(release_id).names())
 
 
 def start_release(as_of: str | dt.date, snapshot_hash: str, workflow: str | None = None,
@@ -359,7 +382,7 @@ def evaluate_release(release_id: str) -> str:
     ev["incumbent_score"] = score(inc.booster(), ev, inc.features)
     ev["candidate_score"] = score(cand.booster(), ev, cand.features)
     g, per = _incumbent_thresholds(inc.id)
-    cs = load_contracts(contracts_file())
+    cs = release_contracts(release_id, keep=True)
     anchor = drift_anchor(cs, rel)
     if anchor is not None and anchor["model_id"] not in (None, inc.id):  # production before the window's releases
         a = registry.get_model(anchor["model_id"])
@@ -453,7 +476,7 @@ def check_contracts(release_id: str) -> bool:
     ev = Evaluation.load(release_dir(release_id))
     snap = _snapshot(rel)
     manifest = snap.manifest if (snap.path / "manifest.json").exists() else None
-    vs = evaluate_contracts(load_contracts(contracts_file()), ev, manifest)
+    vs = evaluate_contracts(release_contracts(release_id), ev, manifest)
     _store_verdicts(release_id, "offline", vs, at)
     waived = waived_contracts(release_id)
     failed = gate_failures(vs, waived)
@@ -617,7 +640,7 @@ def rejudge_approved_policy(release_id: str) -> bool:
         _stop(release_id, reason, at, [])
         return False
     g, per = live
-    cs = load_contracts(contracts_file())
+    cs = release_contracts(release_id)
     judged = judge_policy(ev.judging, ev.candidate_threshold, g, per, pools=cs.pools(), source="approved",
                           detailed=cs.detailed_slices(), anchored=bool(cs.drift_budgets()), windows=ev.windows,
                           n_boot=int(ev.recall_diff.get("n_boot", 1000)))

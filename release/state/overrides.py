@@ -18,7 +18,7 @@ class OverrideError(ValueError):
 def add_override(release_id: str, contract: str, *, actor: str, reason: str, at: str,
                  known_contracts: list[str]) -> dict:
     if contract not in known_contracts:
-        raise OverrideError(f"Unknown contract {contract!r}; the contracts in force are: "
+        raise OverrideError(f"Unknown contract {contract!r}; the contracts that judge this release are: "
                             f"{', '.join(known_contracts)}.")
     try:
         reason = checked_reason(reason, f"waiving {contract} for {release_id}")

@@ -164,3 +164,40 @@ def test_a_waived_contract_lets_the_approved_policy_go_on_on_the_record(evaluate
     waive_contract(rid, "shift", actor="Risk lead (Ana)", reason="FR campaign, one cycle", at="t3")
     waive_contract(rid, "recall", actor="Risk lead (Ana)", reason="FR campaign, one cycle", at="t3")
     assert rejudge_approved_policy(rid) is True and get_release(rid)["status"] == "rejudged"
+
+
+def test_the_contracts_kept_at_evaluation_judge_the_release_whatever_the_file_says_later(evaluated, home):
+    """The evaluation keeps the contracts file in force with the release; the re-judgement (days later, after people
+    decided) and an override judge by that copy, not by a file edited meanwhile: here replaced by a contract so
+    tight that the approved policy would fail it. A file that does not validate is refused before anything is
+    kept, and the next evaluation keeps the file as it is then."""
+    from release.core.config import ConfigError
+    from release.orchestration.cycle import (approval_decided, rejudge_approved_policy, release_contracts, release_dir,
+                                             waive_contract)
+    from release.state import approvals
+    from release.state.overrides import OverrideError
+    from release.state.releases import get_release
+
+    rid, _ = evaluated
+    assert release_contracts(rid, keep=True).names() == ["shift", "recall"]  # what evaluate_release does
+    kept = release_dir(rid) / "contracts.yaml"
+    assert kept.read_text() == CONTRACTS
+    cfile = home / "contracts.yaml"
+    edited = """
+contracts:
+  - {name: tighter, kind: action_rate_shift, slice: country, max_relative_shift: 0.0001, min_absolute_shift: 0,
+     min_support: 1}
+"""
+    cfile.write_text(edited)
+    with pytest.raises(OverrideError, match="shift, recall"):
+        waive_contract(rid, "tighter", actor="dana", reason="the new rule is not this release's", at="t2")
+    approvals.decide(rid, approvals.APPROVED, actor="dana", reason="looks right", at="t2")
+    assert approval_decided(rid) and rejudge_approved_policy(rid) is True, get_release(rid)["stop_reason"]
+    assert {c for c, _ in _verdicts(rid, "approved")} == {"shift", "recall"}
+
+    cfile.write_text("contracts:\n  - {name: broken, kind: no_such_kind}\n")
+    with pytest.raises(ConfigError, match="contracts.yaml"):
+        release_contracts(rid, keep=True)
+    assert kept.read_text() == CONTRACTS  # nothing half-kept
+    cfile.write_text(edited)
+    assert release_contracts(rid, keep=True).names() == ["tighter"] and release_contracts(rid).names() == ["tighter"]
