@@ -440,7 +440,7 @@ def revisions() -> tuple[str, ...]:
     """The migrations' revisions, oldest first (the history is linear): each migration file's ``revision`` and
     ``down_revision``, read from its text (``ast``) rather than through alembic's script directory, which every
     command that opens the store would otherwise pay for (~0.9 s of CPU: alembic's import and its walk).
-    tests/release/state/test_migrations.py checks it against alembic's walk; anything this reading does not
+    tests/release/state/test_store_backends.py checks it against alembic's walk; anything this reading does not
     expect (a branch, a merge, a revision that is not a string) is left to alembic."""
     import ast
 
