@@ -21,6 +21,7 @@ from markupsafe import escape
 from analysis.weighting import CounterfactualConfig
 from contracts.base import FAIL, INSUFFICIENT, PASS, stops, wide_metric
 from release.core.io import atomic_write_text, json_value
+from release.core.settings import CONTRACTS_KEPT
 from release.state.status import Status
 from release.state.releases import record_report, release_view, releases_newest_first
 
@@ -62,7 +63,6 @@ SUPPORT_COLUMNS = ("transactions", "labelled", "frauds", "censored", "explored",
                    "ess_legit")
 MEASURE_WORDS = {"actions": "incumbent blocks", "transactions": "judging transactions", "frauds": "matured frauds"}
 FEATURE_DRIFT = "feature_drift.parquet"  # in the release folder: the candidate's snapshot against the incumbent's
-CONTRACTS_KEPT = "contracts.yaml"  # in the release folder: the release contracts that judge it, kept at evaluation
 POOLED_ROWS_SHOWN = 25  # per pooled slice type: the largest slices, and every pooled one
 
 

@@ -126,6 +126,9 @@ def contracts_file() -> Path:
     return Path(os.environ.get("FRAUDCD_CONTRACTS", PROJECT_ROOT / "contracts" / "release.yaml")).resolve()
 
 
+CONTRACTS_KEPT = "contracts.yaml"  # in a release's folder: the contracts file in force at its evaluation, which judges it
+
+
 def code_version() -> str:
     """The package version plus the git commit when the code runs from a checkout."""
     from importlib.metadata import PackageNotFoundError, version

@@ -28,7 +28,7 @@ from release.state.alerts import notify_once
 from release.data.features import compute_features
 from release.core.dates import as_date, at_of, release_id_for
 from release.core.io import atomic_write_parquet
-from release.core.settings import code_version, config_dir, contracts_file, paths
+from release.core.settings import CONTRACTS_KEPT, code_version, config_dir, contracts_file, paths
 from release.core.pipeline import ramp_file
 from release.rollout.shadow import decision_diffs, online_action_rate_verdicts
 from release.state.store import (acting, engine, evaluation_summary, logical_date, releases, transaction,
@@ -73,7 +73,6 @@ def release_contracts(release_id: str, keep: bool = False):
     that copy, so the set that judges is the set whose slices, pools and anchor the evaluation computed: an edit of
     the file meanwhile applies from the next release. A release evaluated before copies were kept: the file in
     force."""
-    from analysis.report import CONTRACTS_KEPT
     from release.core.config import read_config
     from release.core.io import atomic_write_text
 
