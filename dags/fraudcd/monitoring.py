@@ -14,10 +14,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pendulum
 from airflow.sdk import dag, task
 
 from release.core.pipeline import pipeline
+from release.orchestration.assets import dag_start
 
 SCHEDULE = pipeline().schedule.monitoring
 
@@ -25,8 +25,7 @@ SCHEDULE = pipeline().schedule.monitoring
 @dag(
     dag_id=Path(__file__).stem,
     schedule=timedelta(days=SCHEDULE.every_days),
-    start_date=pendulum.datetime(SCHEDULE.start_date.year, SCHEDULE.start_date.month, SCHEDULE.start_date.day,
-                                 tz="UTC"),
+    start_date=dag_start(SCHEDULE),
     catchup=False,
     max_active_runs=1,
     tags=["fraud-cd", "monitoring"],

@@ -37,11 +37,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
 from release.orchestration.approval_task import ThresholdApprovalOperator
-from release.orchestration.assets import TRAINING_SET
+from release.orchestration.assets import TRAINING_SET, dag_start
 from release.orchestration.rollout_task import RolloutOperator
 from release.core.pipeline import pipeline, rollout_poll_seconds
 from release.core.settings import waits
@@ -57,8 +56,7 @@ WAITS = waits()
     dag_id=Path(__file__).stem,
     # a published training set, on the days the cadence falls on (the snapshot task decides; see above)
     schedule=[TRAINING_SET],
-    start_date=pendulum.datetime(SCHEDULE.start_date.year, SCHEDULE.start_date.month, SCHEDULE.start_date.day,
-                                 tz="UTC"),
+    start_date=dag_start(SCHEDULE),
     catchup=False,
     max_active_runs=1,
     tags=["fraud-cd", "release"],

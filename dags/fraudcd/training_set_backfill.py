@@ -19,10 +19,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
 from release.core.pipeline import pipeline
+from release.orchestration.assets import dag_start
 
 SCHEDULE = pipeline().schedule.training_set
 
@@ -30,8 +30,7 @@ SCHEDULE = pipeline().schedule.training_set
 @dag(
     dag_id=Path(__file__).stem,
     schedule=None,
-    start_date=pendulum.datetime(SCHEDULE.start_date.year, SCHEDULE.start_date.month, SCHEDULE.start_date.day,
-                                 tz="UTC"),
+    start_date=dag_start(SCHEDULE),
     catchup=False,
     max_active_runs=1,
     tags=["fraud-cd", "data"],

@@ -1,6 +1,7 @@
 """DAG integrity: every DAG file imports cleanly, is documented, tagged, retried, and only wires tasks."""
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,14 @@ def test_schedules(dagbag):
     assert [asset.name for _, asset in timetable.asset_condition.iter_assets()] == ["fraudcd-training-set"]
     outlets = dagbag.dags["training_set"].get_task("build").outlets
     assert [a.name for a in outlets] == ["fraudcd-training-set"]
+    # every DAG starts at midnight UTC of its schedule's start date in config/pipeline.yaml
+    from release.core.pipeline import pipeline
+
+    sched = pipeline().schedule
+    for dag_id, s in {"training_set": sched.training_set, "training_set_backfill": sched.training_set,
+                      "release": sched.release, "monitoring": sched.monitoring}.items():
+        start = dagbag.dags[dag_id].start_date
+        assert (start.date(), start.time(), start.utcoffset().total_seconds()) == (s.start_date, dt.time(), 0)
 
 
 def test_the_backfill_maps_one_task_a_day_between_a_plan_and_an_assembly(dagbag):
