@@ -62,12 +62,16 @@ def load_contracts(path: str | Path, text: str | None = None) -> ContractSet:
     return load_yaml_model(path, ContractSet, text)
 
 
+# how a verdict's sentence names the policy judged, by the evaluation's policy_source
+POLICY_NAMES = {"approved": "approved policy", "edited": "policy as edited live"}
+
+
 def evaluate_contracts(cs: ContractSet, evaluation, manifest: dict | None = None) -> list[Verdict]:
     """``evaluation`` is an analysis.evaluation.Evaluation: the tidy metrics of one policy judged on rows
     that did not fit it (``evaluation.metrics``) and the fitting/judging windows; ``manifest`` the
     training-set snapshot's manifest (for data contracts). Every contract returns at least one verdict."""
     out: list[Verdict] = []
-    what = "approved policy" if getattr(evaluation, "policy_source", "suggested") == "approved" else "policy"
+    what = POLICY_NAMES.get(getattr(evaluation, "policy_source", "suggested"), "policy")
     for c in cs.contracts:
         if isinstance(c, DataContract):
             out.extend(c.check(manifest))

@@ -193,6 +193,22 @@ def _edited(release: str, out: dict, who: str, as_json: bool) -> None:
             if out["change_id"] else ""))
     for m, e in list(out["edits"].items())[:20]:
         _out(f"  {m}: {_fmt(e['before'])} -> {_fmt(e['after'])}")
+    j = out.get("judgement")
+    if j and out["changed"]:
+        if not j["judged"]:
+            _out(f"not judged ({j['why']}): applied unjudged, on the record (--unjudged)")
+        else:
+            counts = {}
+            for v in j["verdicts"]:
+                counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
+            _out(f"judged by the contracts of {release} on the live policy as edited: "
+                 + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                 + (f"; applied despite {', '.join(j['despite'])} (on the record)" if j["despite"] else ""))
+
+
+DESPITE_HELP = ("a live edit only: apply it although this contract of the release stops it (repeatable; recorded "
+                "with the edit)")
+UNJUDGED_HELP = "a live edit only: apply it although the release kept nothing to judge it on (recorded)"
 
 
 @thresholds_app.command("edit")
@@ -202,10 +218,12 @@ def thresholds_edit(release: str = typer.Option(..., help="release id"),
                                                         help="its new threshold in [0, 1], one per --merchant"),
                     actor: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
                     reason: str = typer.Option(..., help="why (recorded)"),
+                    despite: Optional[List[str]] = typer.Option(None, "--despite", help=DESPITE_HELP),
+                    unjudged: bool = typer.Option(False, "--unjudged", help=UNJUDGED_HELP),
                     as_json: bool = typer.Option(False, "--json")) -> None:
-    """Change merchants' thresholds: in a pending set before approval, or live in an approved one."""
-    from release.state import approvals
-
+    """Change merchants' thresholds: in a pending set before approval (judged with the approved policy), or live
+    in an approved one, judged first by the release's contracts on the live policy as edited: refused (exit 1,
+    nothing applied) where a gate stops it."""
     who = _actor_or_login(actor, airflow=True)
     why = _reason_given(reason)
     if len(merchant) != len(threshold):
@@ -216,11 +234,22 @@ def thresholds_edit(release: str = typer.Option(..., help="release id"),
         _fail(f"each merchant at most once; repeated: {', '.join(dup)}", 2)
     _store("write")
     _thresholds_set(release)
+    _edit(release, dict(zip(merchant, threshold)), who, why, despite, unjudged, "cli", as_json)
+
+
+def _edit(release: str, edits, who: str, why: str, despite, unjudged: bool, source: str, as_json: bool,
+          where: str = "") -> None:
+    """``fraudcd thresholds edit`` and ``import``: release.orchestration.cycle.edit_thresholds, its refusals as exit
+    codes (2: bad input; 1: refused)."""
+    from release.state import approvals
+    from release.orchestration.cycle import LiveEditRefused, edit_thresholds
+
     try:
-        out = approvals.edit(release, dict(zip(merchant, threshold)), actor=who, reason=why, at=_now())
+        out = edit_thresholds(release, edits, actor=who, reason=why, at=_now(), despite=despite or (),
+                              unjudged=unjudged, source=source)
     except approvals.ThresholdInputError as e:
-        _fail(str(e), 2)
-    except approvals.ApprovalError as e:
+        _fail(f"{where}{e}", 2)
+    except (approvals.ApprovalError, LiveEditRefused) as e:
         _fail(str(e), 1)
     _edited(release, out, who, as_json)
 
@@ -254,8 +283,11 @@ def thresholds_import(release: str = typer.Option(..., help="release id"),
                       file: str = typer.Option(..., "--file", help="an edited export (CSV)"),
                       actor: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
                       reason: str = typer.Option(..., help="why (recorded)"),
+                      despite: Optional[List[str]] = typer.Option(None, "--despite", help=DESPITE_HELP),
+                      unjudged: bool = typer.Option(False, "--unjudged", help=UNJUDGED_HELP),
                       as_json: bool = typer.Option(False, "--json")) -> None:
-    """Apply an edited CSV export: every row checked first; any problem and nothing is applied."""
+    """Apply an edited CSV export: every row checked first; any problem and nothing is applied. Into an approved
+    set, a live edit: judged first, as `edit` is."""
     from pathlib import Path
 
     from release.state import approvals
@@ -271,12 +303,12 @@ def thresholds_import(release: str = typer.Option(..., help="release id"),
     except (OSError, UnicodeDecodeError) as e:
         _fail(f"cannot read {file}: {e}", 2)
     try:
-        out = approvals.import_csv(release, text, actor=who, reason=why, at=_now())
+        values = approvals.csv_edits(release, text)
     except approvals.ThresholdInputError as e:
         _fail(f"{file}: {e}", 2)
     except approvals.ApprovalError as e:
         _fail(str(e), 1)
-    _edited(release, out, who, as_json)
+    _edit(release, values, who, why, despite, unjudged, "csv", as_json, where=f"{file}: ")
 
 
 def _model_or_production(model: Optional[str]) -> str:

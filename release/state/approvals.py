@@ -317,17 +317,31 @@ def _supersede(conn, old, new_set_id: int, model_id: str, *, at: str, actor: str
                           if dropped else "no edit was dropped"))
 
 
+def live_change(model_id: str, conn=None) -> int:
+    """The id of the latest change of the model's live thresholds (0 when none was recorded): what a live edit
+    was judged against, checked again when it is applied."""
+    q = sa.select(sa.func.max(threshold_versions.c.change_id)).where(threshold_versions.c.model_id == model_id)
+    if conn is not None:
+        return int(conn.execute(q).scalar() or 0)
+    with engine().connect() as c:
+        return int(c.execute(q).scalar() or 0)
+
+
 def edit(release_id: str, edits: Mapping[str, object], *, actor: str, reason: str, at: str,
-         source: str = "cli") -> dict:
+         source: str = "cli", judgement: dict | None = None) -> dict:
     """Change merchants' thresholds in the release's set. Pending set: the proposal changes (the
-    suggestion is kept; the merchant counts as edited). Approved set: a live change, one new version
-    per merchant of the model's thresholds. Values equal to the current one are not changes."""
+    suggestion is kept; the merchant counts as edited; the policy is judged once approved). Approved set:
+    a live change, one new version per merchant of the model's thresholds, applied only with its
+    ``judgement`` (release.orchestration.cycle.edit_thresholds: the release's contracts on the policy as
+    edited), judged against the live thresholds as they still are (``judgement["change_id"]``), and
+    recorded with it in the audit row. Values equal to the current one are not changes."""
     with transaction() as conn:
         return _edit(conn, _require_set(conn, release_id, "edit"), edits, actor=actor, reason=reason, at=at,
-                     source=source)
+                     source=source, judgement=judgement)
 
 
-def _edit(conn, s, edits: Mapping[str, object], *, actor: str, reason: str, at: str, source: str) -> dict:
+def _edit(conn, s, edits: Mapping[str, object], *, actor: str, reason: str, at: str, source: str,
+          judgement: dict | None = None) -> dict:
     release_id = s.release_id
     if s.status not in (PENDING, APPROVED):
         raise ApprovalError(f"The thresholds of release {release_id} were {s.status}"
@@ -338,6 +352,15 @@ def _edit(conn, s, edits: Mapping[str, object], *, actor: str, reason: str, at: 
     values = validate_edits(edits, set(cur.index), release_id)
     live = s.status == APPROVED
     if live:
+        if judgement is None:
+            raise ApprovalError(f"The thresholds of release {release_id} are live: an edit moves money, so the "
+                                "release's contracts judge it first (`fraudcd thresholds edit`, "
+                                "release.orchestration.cycle.edit_thresholds). Nothing was applied.")
+        now = live_change(s.model_id, conn)
+        if now != judgement.get("change_id"):
+            raise ApprovalError(f"The live thresholds of model {s.model_id} changed (change {now}) after this edit "
+                                f"was judged against change {judgement.get('change_id')}. Nothing was applied: "
+                                "run it again, to judge it against what is live now.")
         latest = _latest_versions(conn, s.model_id).set_index("merchant_id")["value"]
         before = {m: (None if pd.isna(latest.get(m, np.nan)) else float(latest[m])) for m in values}
     else:
@@ -359,10 +382,12 @@ def _edit(conn, s, edits: Mapping[str, object], *, actor: str, reason: str, at: 
         write_audit(conn, at=at, actor=actor, action="thresholds_live_edit" if live else "thresholds_edited",
                     entity=f"thresholds:{s.id}", before={m: before[m] for m in names},
                     after={**{m: changed[m] for m in names}, "_release_id": release_id, "_model_id": s.model_id,
-                           "_source": source, "_change_id": change_id}, reason=reason)
+                           "_source": source, "_change_id": change_id,
+                           **({"_judgement": judgement} if live else {})}, reason=reason)
     return {"set_id": s.id, "status": s.status, "live": live, "changed": len(changed),
             "unchanged": len(values) - len(changed), "change_id": change_id,
-            "edits": {m: {"before": before[m], "after": x} for m, x in changed.items()}}
+            "edits": {m: {"before": before[m], "after": x} for m, x in changed.items()},
+            "judgement": judgement if live else None}
 
 
 def _decide(conn, s, decision: str, *, actor: str, reason: str, at: str, merchants: list[str] | None,
@@ -668,15 +693,21 @@ def read_csv_edits(text: str, known: set[str], release_id: str) -> dict[str, flo
     return out
 
 
-def import_csv(release_id: str, text: str, *, actor: str, reason: str, at: str) -> dict:
-    """Apply an edited export (its text): validate all of it, then change every row whose threshold
-    differs, in one transaction (a pending set's proposals, or an approved set's live thresholds)."""
+def csv_edits(release_id: str, text: str) -> dict[str, float]:
+    """merchant -> threshold of an edited export (its text) of the release's set, all of it checked
+    (read_csv_edits)."""
     s = latest_set(release_id)
     if s is None:
         raise ApprovalError(f"Release {release_id!r} has no threshold suggestions to import into.")
-    known = set(set_rows(s["id"])["merchant_id"])
-    values = read_csv_edits(text, known, release_id)
-    return edit(release_id, values, actor=actor, reason=reason, at=at, source="csv")
+    return read_csv_edits(text, set(set_rows(s["id"])["merchant_id"]), release_id)
+
+
+def import_csv(release_id: str, text: str, *, actor: str, reason: str, at: str, judgement: dict | None = None) -> dict:
+    """Apply an edited export (its text): validate all of it, then change every row whose threshold
+    differs, in one transaction (a pending set's proposals, or, with its ``judgement``, an approved set's
+    live thresholds: ``edit``)."""
+    return edit(release_id, csv_edits(release_id, text), actor=actor, reason=reason, at=at, source="csv",
+                judgement=judgement)
 
 
 # ---- automation readiness -------------------------------------------------------------------------------

@@ -158,9 +158,15 @@ def test_live_edit_history_and_threshold_rollback_leave_the_model_alone(rel):
     from release.state import registry
 
     fraudcd("thresholds", "approve", "--release", "rel-1", "--as", "dana", "--reason", "ok")
-    r = fraudcd("thresholds", "edit", "--release", "rel-1", "--merchant", "M1", "--threshold", "0.5",
-                "--as", "eve", "--reason", "fraud ring at M1")
+    edit = ("thresholds", "edit", "--release", "rel-1", "--merchant", "M1", "--threshold", "0.5", "--as", "eve",
+            "--reason", "fraud ring at M1")
+    # a live edit is judged by the release's contracts first; this release kept no evaluation to judge it on
+    r = fraudcd(*edit)
+    assert r.exit_code == 1 and "cannot be judged by the contracts of release rel-1: no evaluation is kept" in said(r)
+    assert "Nothing was applied" in said(r) and live_thresholds(rel)[1]["M1"] == 0.6
+    r = fraudcd(*edit, "--unjudged")
     assert r.exit_code == 0 and "changed live" in said(r)
+    assert "not judged (no evaluation is kept in its folder): applied unjudged, on the record" in said(r)
     change = int(r.output.split("change id ")[1].split()[0])
     shown = {t["merchant_id"]: (t["proposed"], t["live"])
              for t in json.loads(fraudcd("thresholds", "show", "--release", "rel-1", "--json").stdout)["thresholds"]}

@@ -201,3 +201,116 @@ contracts:
     assert kept.read_text() == CONTRACTS  # nothing half-kept
     cfile.write_text(edited)
     assert release_contracts(rid, keep=True).names() == ["tighter"] and release_contracts(rid).names() == ["tighter"]
+
+
+def _live_edit_audits():
+    from release.state.store import audit_log
+
+    return [a for a in audit_log() if a["action"] == "thresholds_live_edit"]
+
+
+def _live_and_cut(evaluated):
+    """The release's suggestions approved and re-judged (live): (release, model, its live per-merchant thresholds,
+    an edit that cuts every FR merchant's threshold to 40%: FR's block rate rises far beyond the shift limit)."""
+    from release.orchestration.cycle import approval_decided, rejudge_approved_policy
+    from release.state import approvals
+
+    rid, ev = evaluated
+    approvals.decide(rid, approvals.APPROVED, actor="dana", reason="looks right", at="t2")
+    assert approval_decided(rid) and rejudge_approved_policy(rid) is True
+    m = approvals.latest_set(rid)["model_id"]
+    fr = ev.suggestions[ev.suggestions["merchant_id"].str[1:].astype(int) < 20]
+    cut = {r.merchant_id: round(r.suggested_threshold * 0.4, 6) for r in fr.itertuples()}
+    return rid, m, approvals.live_thresholds(m)[1].to_dict(), cut
+
+
+def test_a_live_edit_is_judged_by_the_releases_contracts_before_it_moves_money(evaluated):
+    """An approved set's thresholds are live: an edit of them moves money at once, with no later gate. It is judged
+    first, as the approved policy was (the kept contracts, the evaluation's judging rows), on the live policy with
+    the edit: an edit that cuts one country's thresholds is refused naming the contract, nothing applied; a small
+    edit goes live with its judgement on the record; going ahead despite a contract is on the record with the
+    sentences it overrode; the check is of the live thresholds as judged (a change landing meanwhile refuses it);
+    and nothing else can change live thresholds unjudged."""
+    from release.orchestration.cycle import LiveEditRefused, edit_thresholds, judge_live_edit
+    from release.state import approvals
+
+    rid, m, live_before, cut = _live_and_cut(evaluated)
+
+    with pytest.raises(LiveEditRefused, match=r"\[shift\] FR: the policy as edited live blocks") as refused:
+        edit_thresholds(rid, cut, actor="eve", reason="block more in FR", at="t3")
+    assert "nothing was applied" in str(refused.value)
+    assert approvals.live_thresholds(m)[1].to_dict() == live_before and _live_edit_audits() == []
+
+    one = next(iter(cut))
+    out = edit_thresholds(rid, {one: live_before[one] + 0.001}, actor="eve", reason="a touch stricter", at="t4")
+    assert out["live"] and out["changed"] == 1
+    assert approvals.live_thresholds(m)[1][one] == pytest.approx(live_before[one] + 0.001)
+    (a,) = _live_edit_audits()
+    j = json.loads(a["after_json"])["_judgement"]
+    assert j["judged"] and j["change_id"] == 1 and j["despite"] == []  # judged against the approval's change
+    assert {(v["contract"], v["slice"]) for v in j["verdicts"]} >= {("shift", "FR"), ("shift", "DE")}
+    assert not any(v["stops"] for v in j["verdicts"])
+
+    with pytest.raises(LiveEditRefused, match="names no contract of release"):
+        edit_thresholds(rid, cut, actor="eve", reason="x", at="t5", despite=["shfit"])
+    stale = judge_live_edit(rid, m, {one: 0.5})
+    out = edit_thresholds(rid, cut, actor="Risk lead (Ana)", reason="FR card-testing attack, one week", at="t6",
+                          despite=["shift", "recall"])
+    assert out["changed"] == len(cut)
+    j = json.loads(_live_edit_audits()[-1]["after_json"])["_judgement"]
+    assert j["despite"] == ["recall", "shift"]
+    fr_verdict = [v for v in j["verdicts"] if (v["contract"], v["slice"]) == ("shift", "FR")][0]
+    assert fr_verdict["stops"] and "the policy as edited live blocks" in fr_verdict["sentence"]
+
+    # judged against change 2; change 3 (the edit above) landed since: refused, nothing applied
+    with pytest.raises(approvals.ApprovalError, match=r"changed \(change 3\) after this edit was judged"):
+        approvals.edit(rid, {one: 0.5}, actor="eve", reason="x", at="t7", judgement=stale)
+    with pytest.raises(approvals.ApprovalError, match="judge it first"):
+        approvals.edit(rid, {one: 0.5}, actor="eve", reason="x", at="t7")
+    with pytest.raises(approvals.ApprovalError, match="judge it first"):
+        approvals.import_csv(rid, f"merchant_id,threshold\n{one},0.5\n", actor="eve", reason="x", at="t7")
+    assert approvals.live_thresholds(m)[1][one] == cut[one]
+
+
+def test_a_live_edit_with_nothing_to_judge_it_on_is_refused_unless_said_unjudged(evaluated):
+    from release.orchestration.cycle import (LiveEditRefused, approval_decided, edit_thresholds,
+                                             rejudge_approved_policy, release_dir)
+    from release.state import approvals
+
+    rid, ev = evaluated
+    with pytest.raises(approvals.ThresholdInputError, match="are for live edits"):  # a pending set: judged later
+        edit_thresholds(rid, {"M1": 0.5}, actor="eve", reason="x", at="t2", despite=["shift"])
+    approvals.decide(rid, approvals.APPROVED, actor="dana", reason="looks right", at="t2")
+    assert approval_decided(rid) and rejudge_approved_policy(rid) is True
+    (release_dir(rid) / "judging.parquet").unlink()  # an evaluation that kept no judging rows
+    with pytest.raises(LiveEditRefused, match="its evaluation kept no judging rows.*add --unjudged"):
+        edit_thresholds(rid, {"M1": 0.5}, actor="eve", reason="x", at="t3")
+    assert _live_edit_audits() == []
+    out = edit_thresholds(rid, {"M1": 0.5}, actor="eve", reason="merchant under attack", at="t3", unjudged=True)
+    assert out["changed"] == 1
+    j = json.loads(_live_edit_audits()[-1]["after_json"])["_judgement"]
+    assert j == {"change_id": 1, "judged": False, "why": "its evaluation kept no judging rows", "verdicts": [],
+                 "despite": []}
+
+
+def test_fraudcd_thresholds_edit_and_import_refuse_a_live_edit_a_contract_stops(evaluated, tmp_path):
+    """The commands people use: exit 1 naming the contract and nothing applied, for `edit` and for a CSV `import`;
+    `--despite` for each stopping contract applies it, saying so."""
+    from release.state import approvals
+    from tests.release.cli.runner import fraudcd, said
+
+    rid, m, before, cut = _live_and_cut(evaluated)
+    args = [a for mid, x in cut.items() for a in ("--merchant", mid, "--threshold", str(x))]
+    base = ("thresholds", "edit", "--release", rid, *args, "--as", "eve", "--reason", "block more in FR")
+    r = fraudcd(*base)
+    assert r.exit_code == 1 and "The release's contracts stop this live edit; nothing was applied." in said(r)
+    assert "[shift] FR: the policy as edited live blocks" in said(r)
+    csv = tmp_path / "cut.csv"
+    csv.write_text("merchant_id,threshold\n" + "".join(f"{k},{v}\n" for k, v in cut.items()))
+    r = fraudcd("thresholds", "import", "--release", rid, "--file", str(csv), "--as", "eve", "--reason", "same")
+    assert r.exit_code == 1 and "[shift] FR:" in said(r)
+    assert approvals.live_thresholds(m)[1].to_dict() == before and _live_edit_audits() == []
+    r = fraudcd(*base, "--despite", "shift", "--despite", "recall")
+    assert r.exit_code == 0, said(r)
+    assert f"{len(cut)} threshold(s) of {rid} changed live" in said(r)
+    assert "applied despite recall, shift (on the record)" in said(r)

@@ -206,13 +206,21 @@ def test_unknown_merchants_and_bad_values_are_refused_and_nothing_changes(home):
     assert len(audit_log()) == n_audit
 
 
+def live_edit(release_id: str, edits: dict, **kw) -> dict:
+    """A live edit as `fraudcd thresholds edit --unjudged` makes it: these releases keep no evaluation to judge it
+    on (tests/release/orchestration/test_rejudge.py judges live edits)."""
+    from release.orchestration.cycle import edit_thresholds
+
+    return edit_thresholds(release_id, edits, unjudged=True, **kw)
+
+
 def test_an_approved_set_is_edited_live_in_new_versions_and_rolled_back_apart_from_the_model(home):
-    from release.state.approvals import edit, history, rollback
+    from release.state.approvals import history, rollback
 
     m = model()
     new_set(m, M1=0.6, M2=0.9)
     decide("rel-1", "approved", actor="dana", reason="ok", at="t2")
-    out = edit("rel-1", {"M1": 0.55}, actor="eve", reason="chargebacks at M1", at="t3")
+    out = live_edit("rel-1", {"M1": 0.55}, actor="eve", reason="chargebacks at M1", at="t3")
     assert out["live"] and live_thresholds(m)[1]["M1"] == 0.55
     h = history(m, "M1")
     assert h[["version", "value", "change", "actor"]].values.tolist() == [[1, 0.6, "approved", "dana"],
@@ -229,13 +237,13 @@ def test_an_approved_set_is_edited_live_in_new_versions_and_rolled_back_apart_fr
 
 
 def test_rollback_of_one_change_undoes_every_merchant_it_touched_unless_changed_since(home):
-    from release.state.approvals import edit, rollback
+    from release.state.approvals import rollback
 
     m = model()
     new_set(m, M1=0.6, M2=0.9, M3=0.7)
     decide("rel-1", "approved", actor="dana", reason="ok", at="t2")
-    c1 = edit("rel-1", {"M1": 0.5, "M2": 0.8}, actor="eve", reason="batch", at="t3")["change_id"]
-    c2 = edit("rel-1", {"M2": 0.75}, actor="eve", reason="again", at="t4")["change_id"]
+    c1 = live_edit("rel-1", {"M1": 0.5, "M2": 0.8}, actor="eve", reason="batch", at="t3")["change_id"]
+    c2 = live_edit("rel-1", {"M2": 0.75}, actor="eve", reason="again", at="t4")["change_id"]
     with pytest.raises(ApprovalError, match=f"Cannot undo change {c1}: 1 merchant\\(s\\) changed since \\(M2\\)"):
         rollback(m, change_id=c1, actor="on-call", reason="x", at="t5")
     rollback(m, change_id=c2, actor="on-call", reason="undo the second", at="t5")
@@ -374,7 +382,7 @@ def test_auto_approved_segments_are_recorded_as_automatic_and_the_rest_waits_for
 
 
 def test_auto_approved_suggestions_a_person_later_edits_break_the_streak(home):
-    from release.state.approvals import auto_approve_segments, edit, readiness
+    from release.state.approvals import auto_approve_segments, readiness
 
     m = model()
     for i in range(1, 5):
@@ -382,7 +390,7 @@ def test_auto_approved_suggestions_a_person_later_edits_break_the_streak(home):
     release_set(m, "rel-5", small={"S1": 0.5})
     auto_approve_segments("rel-5", ["small"], after=4, at="t")
     assert readiness(6, 4).set_index("segment").loc["small", "streak"] == 4  # automation is not a review
-    edit("rel-5", {"S1": 0.45}, actor="dana", reason="too loose after all", at="t")
+    live_edit("rel-5", {"S1": 0.45}, actor="dana", reason="too loose after all", at="t")
     assert readiness(6, 4).set_index("segment").loc["small", "streak"] == 0
 
 
