@@ -57,7 +57,8 @@ def db(to: Optional[str] = typer.Option(None, help="move the schema to this revi
 
 
 @app.command(rich_help_panel=PANEL)
-def audit(limit: int = 30, as_json: bool = typer.Option(False, "--json")) -> None:
+def audit(limit: int = typer.Option(30, min=1, help="the latest this many rows"),
+          as_json: bool = typer.Option(False, "--json")) -> None:
     """The append-only audit log: who, when, what, why, before and after."""
     from release.state.store import audit_log
 

@@ -754,12 +754,17 @@ def write_audit(conn: Connection, *, at: str, actor: str, action: str, entity: s
 
 
 def audit_log(limit: int | None = None, entity_prefix: str | None = None) -> list[dict]:
-    q = sa.select(audit).order_by(audit.c.id)
+    """The audit log's rows, oldest first: every row, or the latest ``limit`` (read as such, not the whole log)."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"audit_log's limit must be at least 1 (or None for every row); got {limit!r}")
+    q = sa.select(audit)
     if entity_prefix:
         q = q.where(audit.c.entity.startswith(entity_prefix))
+    if limit is not None:
+        q = q.order_by(audit.c.id.desc()).limit(limit)
     with engine().connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
-    return rows[-limit:] if limit else rows
+        rows = [dict(r._mapping) for r in conn.execute(q.order_by(audit.c.id) if limit is None else q)]
+    return rows if limit is None else rows[::-1]
 
 
 def copy_store(src_url: str, dst_url: str, *, actor: str, reason: str) -> dict[str, int]:

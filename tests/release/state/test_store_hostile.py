@@ -267,6 +267,25 @@ def test_markup_in_a_name_prints_literally_everywhere(shadowing, wide, name):
     assert name in fraudcd("audit", "--limit", "1").output
 
 
+def test_audit_shows_the_latest_rows_and_refuses_a_limit_below_one(shadowing):
+    """`fraudcd audit --limit N`: the latest N rows, oldest first; 0 or a negative number was every row, or every
+    row but the first, in silence: now a clear error."""
+    import json
+
+    from release.state.store import audit_log
+
+    for pct in ("5", "10"):
+        assert fraudcd("ramp", "set", pct, "--as", "ana", "--reason", "step").exit_code == 0
+    ids = [a["id"] for a in audit_log()]
+    assert [a["id"] for a in audit_log(limit=2)] == ids[-2:]
+    assert [r["id"] for r in json.loads(fraudcd("audit", "--limit", "2", "--json").stdout)] == ids[-2:]
+    for bad in ("0", "-1"):
+        r = fraudcd("audit", "--limit", bad)
+        assert r.exit_code == 2 and "greater than or equal to 1" in said(r)
+    with pytest.raises(ValueError, match="at least 1"):
+        audit_log(limit=0)
+
+
 def test_a_merchant_named_as_markup_prints_literally(home, wide):
     import pandas as pd
 
