@@ -8,6 +8,7 @@ its fitting/judging ``windows``, ``slices.parquet``, the tidy ``metrics.parquet`
 and, once the approved policy was re-judged, the same files under ``approved/``."""
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import re
@@ -149,7 +150,7 @@ def render_report(release_id: str, folder: Path) -> str:
             merchants.head(MERCHANT_ROWS_IN_HTML).notna(), None).to_dict("records"),
         merchant_columns=MERCHANT_COLUMNS, merchant_json=merchant_data(merchants),
         segments=[] if merchants is None else sorted(merchants["segment"].dropna().astype(str).unique()),
-        decision=decision, readiness=readiness,
+        decision=decision, readiness=readiness, live_changes=_live_changes(view["live_changes"]),
         n_suggestions=0 if sugg is None else len(sugg), n_shrunk=0 if sugg is None else int(sugg["shrunk"].sum()),
         tset=tset, next_steps=_next_steps(rel), feature_drift=_feature_drift(folder / FEATURE_DRIFT),
         charts=_charts(rel, folder, judging, metrics, approved_metrics, merchants, vs, steps),
@@ -670,6 +671,42 @@ def _threshold_section(sugg: pd.DataFrame | None, tset) -> tuple[pd.DataFrame | 
                  "after": auto.auto_approve.after_unedited_releases,
                  "rows": [{**r, "ready": r["segment"] in segments} for r in ready.to_dict("records")]}
     return table, decision, readiness
+
+
+LIVE_CHANGE_MERCHANTS = 5  # merchants named per live change in its row (the audit log has every one)
+
+
+def _live_changes(changes: list[dict]) -> list[dict]:
+    """The live changes of the release's thresholds once approved (release.state.approvals.live_changes), as
+    the report's rows: when, who, what (edit or rollback), the merchants' values before and after, whether
+    the release's contracts judged it (and what it went ahead despite), and why."""
+    def fmt(x):
+        return "global" if x is None else f"{float(x):.4f}"
+
+    rows = []
+    for c in changes:
+        items = list(c["merchants"].items())
+        shown = ", ".join(f"{m} {fmt(v['before'])} → {fmt(v['after'])}" for m, v in items[:LIVE_CHANGE_MERCHANTS])
+        if len(items) > LIVE_CHANGE_MERCHANTS:
+            shown += f" and {len(items) - LIVE_CHANGE_MERCHANTS} more"
+        j = c["judgement"]
+        if c["action"] == "thresholds_rollback":
+            what, judged = f"rollback of change {c['undoes']}" if c["undoes"] else "rollback", \
+                "not judged: a rollback puts back earlier values"
+        elif j is None:
+            what, judged = "edit", "not judged: made before live edits were judged"
+        elif not j["judged"]:
+            what, judged = "edit", f"not judged ({j['why']}): applied unjudged, on the record"
+        else:
+            counts = collections.Counter(v["verdict"] for v in j["verdicts"])
+            what = "edit"
+            judged = "judged: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            if j["despite"]:
+                judged += "; went ahead despite " + ", ".join(j["despite"])
+        rows.append({"at": c["at"], "actor": c["actor"], "what": what, "change_id": c["change_id"],
+                     "merchants": shown, "judged": judged, "despite": bool(j and j.get("despite")),
+                     "reason": c["reason"]})
+    return rows
 
 
 def merchant_data(table: pd.DataFrame | None) -> str:

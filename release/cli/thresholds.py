@@ -204,6 +204,8 @@ def _edited(release: str, out: dict, who: str, as_json: bool) -> None:
             _out(f"judged by the contracts of {release} on the live policy as edited: "
                  + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
                  + (f"; applied despite {', '.join(j['despite'])} (on the record)" if j["despite"] else ""))
+    if out.get("report_rewrite"):
+        _out(f"its report is being rewritten with this change (`fraudcd report {release}` writes it again)")
 
 
 DESPITE_HELP = ("a live edit only: apply it although this contract of the release stops it (repeatable; recorded "

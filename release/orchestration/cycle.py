@@ -690,7 +690,10 @@ def edit_thresholds(release_id: str, edits, *, actor: str, reason: str, at: str,
         return approvals.edit(release_id, edits, actor=actor, reason=reason, at=at, source=source)
     values = approvals.validate_edits(edits, set(approvals.set_rows(s["id"])["merchant_id"]), release_id)
     judgement = judge_live_edit(release_id, s["model_id"], values, despite=despite, unjudged=unjudged)
-    return approvals.edit(release_id, values, actor=actor, reason=reason, at=at, source=source, judgement=judgement)
+    out = approvals.edit(release_id, values, actor=actor, reason=reason, at=at, source=source, judgement=judgement)
+    if out["changed"] and (paths().reports / f"{release_id}.html").exists():
+        out["report_rewrite"] = _report_stage(release_id) is not None  # its live changes, for people to read
+    return out
 
 
 def judge_live_edit(release_id: str, model_id: str, values: dict[str, float], despite=(),
@@ -844,8 +847,8 @@ def stage_report_log(release_id: str) -> Path:
 
 
 def _report_stage(release_id: str):
-    """Rewrite the report after a rollout stage changed (a step taken, a pause, a question), so people read the
-    rollout as it happens: `fraudcd report RELEASE` in a process of its own, in its own session, so the rollout
+    """Rewrite the report after a rollout stage changed (a step taken, a pause, a question) or a person changed
+    its live thresholds, so people read the rollout as it happens: `fraudcd report RELEASE` in a process of its own, in its own session, so the rollout
     never waits for the pictures (a person's answer, a breach's rollback come first) and the process outlives
     a task that defers. The stage is already committed: a report that cannot be written says why in
     ``stage_report_log`` and undoes nothing (the release's last task writes the report again). Returns the

@@ -141,6 +141,30 @@ def history(model_id: str, merchant_id: str | None = None) -> pd.DataFrame:
         return pd.read_sql(q.order_by(threshold_versions.c.id), conn)
 
 
+def live_changes(set_id: int, model_id: str) -> list[dict]:
+    """The changes of a model's live thresholds after its set was approved, oldest first, from the audit log: a
+    person's live edits of the set (``edit``: with the judgement that let it through) and threshold rollbacks
+    of the model. Each: at, actor, action, reason, change_id, merchants {id: {before, after}}, judgement."""
+    with engine().connect() as conn:
+        rows = conn.execute(sa.select(audit).where(
+            ((audit.c.action == "thresholds_live_edit") & (audit.c.entity == f"thresholds:{set_id}"))
+            | ((audit.c.action == "thresholds_rollback") & (audit.c.entity == f"thresholds:model:{model_id}")))
+            .order_by(audit.c.id)).all()
+    out = []
+    for r in rows:
+        before, after = json.loads(r.before_json or "{}"), json.loads(r.after_json or "{}")
+        out.append({"at": r.at, "actor": r.actor, "action": r.action, "reason": r.reason,
+                    "change_id": after.get("_change_id"), "undoes": after.get("_undoes"),
+                    "judgement": after.get("_judgement"),
+                    "merchants": {m: {"before": before.get(m), "after": x} for m, x in after.items()
+                                  if m not in _CHANGE_KEYS}})
+    return out
+
+
+# what a live change's audit row holds beside its merchants (a merchant id is any text, "_x" too: these are named)
+_CHANGE_KEYS = frozenset({"_release_id", "_model_id", "_source", "_change_id", "_judgement", "_undoes"})
+
+
 # ---- validation ----------------------------------------------------------------------------------------
 
 def parse_threshold(raw) -> tuple[float | None, str | None]:

@@ -7,7 +7,7 @@ import json
 
 import sqlalchemy as sa
 
-from release.state.approvals import latest_set
+from release.state.approvals import APPROVED, latest_set, live_changes
 from release.state.overrides import overrides_for
 from release.state.store import audit, engine, ramp_steps, releases, threshold_sets, transaction, verdicts
 
@@ -75,12 +75,15 @@ def _trail(conn, rel: dict, set_ids: list[int]) -> list[dict]:
 
 def release_view(release_id: str) -> dict:
     """Everything the state store holds about one release: ``release`` (its row), ``verdicts`` (in order),
-    ``threshold_set`` (its latest, or None), ``ramp_steps``, ``overrides`` and ``trail`` (the audit rows about
-    it, oldest first). Each part is read by the function that reads it everywhere else."""
+    ``threshold_set`` (its latest, or None), ``live_changes`` (of its thresholds once approved: edits and
+    rollbacks), ``ramp_steps``, ``overrides`` and ``trail`` (the audit rows about it, oldest first). Each part is
+    read by the function that reads it everywhere else."""
     rel = get_release(release_id)
     with engine().connect() as conn:
         set_ids = [r.id for r in conn.execute(sa.select(threshold_sets.c.id)
                                               .where(threshold_sets.c.release_id == release_id))]
         trail = _trail(conn, rel, set_ids)
-    return {"release": rel, "verdicts": release_verdicts(release_id), "threshold_set": latest_set(release_id),
+    tset = latest_set(release_id)
+    live = live_changes(tset["id"], tset["model_id"]) if tset and tset["status"] == APPROVED else []
+    return {"release": rel, "verdicts": release_verdicts(release_id), "threshold_set": tset, "live_changes": live,
             "ramp_steps": ramp_step_log(release_id), "overrides": overrides_for(release_id), "trail": trail}

@@ -815,3 +815,30 @@ def test_the_evaluations_pictures_are_drawn_once_and_again_when_what_they_show_c
     assert json.loads(cache.read_text())["key"] != key
     curves = lambda raw: _between(raw, '<figure id="curves">', "</figure>")  # noqa: E731
     assert curves(again) != curves(first)
+
+
+def test_the_report_lists_each_live_change_of_the_approved_thresholds_and_how_it_was_judged(home, monkeypatch):
+    """After approval, a person's live edit (judged by the release's contracts first) and an on-call rollback
+    each get a row: who, when, the merchants' values before and after, whether and how it was judged, why."""
+    from release.orchestration.cycle import edit_thresholds
+    from release.state import approvals
+
+    rid, folder, ev, top = approved_release(home, monkeypatch)
+    text = _text(render_report(rid, folder))
+    assert "Live changes since the approval" in text and "None: the thresholds live are those approved." in text
+    m = approvals.latest_set(rid)["model_id"]
+    before = approvals.live_thresholds(m)[1][top[1]]
+    out = edit_thresholds(rid, {top[1]: round(before + 0.01, 4)}, actor="eve", reason="chargebacks at the second",
+                          at="2026-05-20T10:00:00+00:00")
+    assert out["judgement"]["judged"]
+    approvals.rollback(m, change_id=out["change_id"], actor="on-call", reason="declines doubled",
+                       at="2026-05-20T11:00:00+00:00")
+    raw = render_report(rid, folder)
+    table = _text(_between(raw, 'id="live-change-table"', "</table>"))
+    rows = [" ".join(re.sub("<[^>]+>", " ", r).split()) for r in table.split("<tr>")[2:]]
+    assert len(rows) == 2, rows
+    assert rows[0].startswith(f"2026-05-20T10:00:00+00:00 eve edit (change {out['change_id']}) "
+                              f"{top[1]} {before:.4f} → {before + 0.01:.4f} judged: ")
+    assert "pass" in rows[0] and "went ahead despite" not in rows[0] and rows[0].endswith("chargebacks at the second")
+    assert rows[1].startswith(f"2026-05-20T11:00:00+00:00 on-call rollback of change {out['change_id']}")
+    assert f"{top[1]} {before + 0.01:.4f} → {before:.4f} not judged: a rollback puts back earlier values" in rows[1]
