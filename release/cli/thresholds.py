@@ -241,10 +241,10 @@ def thresholds_edit(release: str = typer.Option(..., help="release id"),
 
 def _edit(release: str, edits, who: str, why: str, despite, unjudged: bool, source: str, as_json: bool,
           where: str = "") -> None:
-    """``fraudcd thresholds edit`` and ``import``: release.orchestration.cycle.edit_thresholds, its refusals as exit
+    """``fraudcd thresholds edit`` and ``import``: release.orchestration.live_edits.edit_thresholds, its refusals as exit
     codes (2: bad input; 1: refused)."""
     from release.state import approvals
-    from release.orchestration.cycle import LiveEditRefused, edit_thresholds
+    from release.orchestration.live_edits import LiveEditRefused, edit_thresholds
 
     try:
         out = edit_thresholds(release, edits, actor=who, reason=why, at=_now(), despite=despite or (),

@@ -356,7 +356,7 @@ def edit(release_id: str, edits: Mapping[str, object], *, actor: str, reason: st
     """Change merchants' thresholds in the release's set. Pending set: the proposal changes (the
     suggestion is kept; the merchant counts as edited; the policy is judged once approved). Approved set:
     a live change, one new version per merchant of the model's thresholds, applied only with its
-    ``judgement`` (release.orchestration.cycle.edit_thresholds: the release's contracts on the policy as
+    ``judgement`` (release.orchestration.live_edits.edit_thresholds: the release's contracts on the policy as
     edited), judged against the live thresholds as they still are (``judgement["change_id"]``), and
     recorded with it in the audit row. Values equal to the current one are not changes."""
     with transaction() as conn:
@@ -379,7 +379,7 @@ def _edit(conn, s, edits: Mapping[str, object], *, actor: str, reason: str, at: 
         if judgement is None:
             raise ApprovalError(f"The thresholds of release {release_id} are live: an edit moves money, so the "
                                 "release's contracts judge it first (`fraudcd thresholds edit`, "
-                                "release.orchestration.cycle.edit_thresholds). Nothing was applied.")
+                                "release.orchestration.live_edits.edit_thresholds). Nothing was applied.")
         now = live_change(s.model_id, conn)
         if now != judgement.get("change_id"):
             raise ApprovalError(f"The live thresholds of model {s.model_id} changed (change {now}) after this edit "

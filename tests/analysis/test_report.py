@@ -820,7 +820,7 @@ def test_the_evaluations_pictures_are_drawn_once_and_again_when_what_they_show_c
 def test_the_report_lists_each_live_change_of_the_approved_thresholds_and_how_it_was_judged(home, monkeypatch):
     """After approval, a person's live edit (judged by the release's contracts first) and an on-call rollback
     each get a row: who, when, the merchants' values before and after, whether and how it was judged, why."""
-    from release.orchestration.cycle import edit_thresholds
+    from release.orchestration.live_edits import edit_thresholds
     from release.state import approvals
 
     rid, folder, ev, top = approved_release(home, monkeypatch)

@@ -231,7 +231,7 @@ def test_a_live_edit_is_judged_by_the_releases_contracts_before_it_moves_money(e
     edit goes live with its judgement on the record; going ahead despite a contract is on the record with the
     sentences it overrode; the check is of the live thresholds as judged (a change landing meanwhile refuses it);
     and nothing else can change live thresholds unjudged."""
-    from release.orchestration.cycle import LiveEditRefused, edit_thresholds, judge_live_edit
+    from release.orchestration.live_edits import LiveEditRefused, edit_thresholds, judge_live_edit
     from release.state import approvals
 
     rid, m, live_before, cut = _live_and_cut(evaluated)
@@ -273,8 +273,8 @@ def test_a_live_edit_is_judged_by_the_releases_contracts_before_it_moves_money(e
 
 
 def test_a_live_edit_with_nothing_to_judge_it_on_is_refused_unless_said_unjudged(evaluated):
-    from release.orchestration.cycle import (LiveEditRefused, approval_decided, edit_thresholds,
-                                             rejudge_approved_policy, release_dir)
+    from release.orchestration.cycle import approval_decided, rejudge_approved_policy, release_dir
+    from release.orchestration.live_edits import LiveEditRefused, edit_thresholds
     from release.state import approvals
 
     rid, ev = evaluated

@@ -209,7 +209,7 @@ def test_unknown_merchants_and_bad_values_are_refused_and_nothing_changes(home):
 def live_edit(release_id: str, edits: dict, **kw) -> dict:
     """A live edit as `fraudcd thresholds edit --unjudged` makes it: these releases keep no evaluation to judge it
     on (tests/release/orchestration/test_rejudge.py judges live edits)."""
-    from release.orchestration.cycle import edit_thresholds
+    from release.orchestration.live_edits import edit_thresholds
 
     return edit_thresholds(release_id, edits, unjudged=True, **kw)
 
