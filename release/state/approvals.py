@@ -142,13 +142,19 @@ def history(model_id: str, merchant_id: str | None = None) -> pd.DataFrame:
 
 
 def live_changes(set_id: int, model_id: str) -> list[dict]:
-    """The changes of a model's live thresholds after its set was approved, oldest first, from the audit log: a
-    person's live edits of the set (``edit``: with the judgement that let it through) and threshold rollbacks
-    of the model. Each: at, actor, action, reason, change_id, merchants {id: {before, after}}, judgement."""
+    """The changes of a model's live thresholds after its set went live (approved, or created approved), oldest
+    first, from the audit log: a person's live edits of the set (``edit``: with the judgement that let it
+    through) and threshold rollbacks of the model. Each: at, actor, action, reason, change_id, merchants
+    {id: {before, after}}, judgement."""
+    entity = f"thresholds:{set_id}"
     with engine().connect() as conn:
+        live_from = conn.execute(sa.select(sa.func.max(audit.c.id)).where(
+            (audit.c.entity == entity) & audit.c.action.in_(["create_threshold_set", "thresholds_approved",
+                                                             "thresholds_auto_approved"]))).scalar() or 0
         rows = conn.execute(sa.select(audit).where(
-            ((audit.c.action == "thresholds_live_edit") & (audit.c.entity == f"thresholds:{set_id}"))
-            | ((audit.c.action == "thresholds_rollback") & (audit.c.entity == f"thresholds:model:{model_id}")))
+            (audit.c.id > live_from)
+            & (((audit.c.action == "thresholds_live_edit") & (audit.c.entity == entity))
+               | ((audit.c.action == "thresholds_rollback") & (audit.c.entity == f"thresholds:model:{model_id}"))))
             .order_by(audit.c.id)).all()
     out = []
     for r in rows:
