@@ -241,8 +241,8 @@ def thresholds_edit(release: str = typer.Option(..., help="release id"),
 
 def _edit(release: str, edits, who: str, why: str, despite, unjudged: bool, source: str, as_json: bool,
           where: str = "") -> None:
-    """``fraudcd thresholds edit`` and ``import``: release.orchestration.live_edits.edit_thresholds, its refusals as exit
-    codes (2: bad input; 1: refused)."""
+    """``fraudcd thresholds edit`` and ``import``: release.orchestration.live_edits.edit_thresholds, its refusals
+    as exit codes (2: bad input; 1: refused)."""
     from release.state import approvals
     from release.orchestration.live_edits import LiveEditRefused, edit_thresholds
 

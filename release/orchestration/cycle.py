@@ -649,13 +649,14 @@ def rejudge_approved_policy(release_id: str) -> bool:
     return True
 
 
-def _judge_policy(release_id: str, ev: Evaluation, g: float, per, source: str):
+def _judge_policy(release_id: str, ev: Evaluation, g: float, per, source: str, cs=None):
     """(the evaluation of one policy of the release's candidate, its verdicts): ``g`` for every merchant
     without its own threshold in ``per``, judged against the incumbent on the evaluation's judging rows by
-    the contracts kept with the release (the data contracts left out: they judged the training set)."""
+    the contracts kept with the release (``cs``: as the caller already read them), the data contracts left
+    out (they judged the training set)."""
     from analysis.evaluation import judge_policy
 
-    cs = release_contracts(release_id)
+    cs = release_contracts(release_id) if cs is None else cs
     judged = judge_policy(ev.judging, ev.candidate_threshold, g, per, pools=cs.pools(), source=source,
                           detailed=cs.detailed_slices(), anchored=bool(cs.drift_budgets()), windows=ev.windows,
                           n_boot=int(ev.recall_diff.get("n_boot", 1000)))
@@ -781,11 +782,11 @@ def stage_report_log(release_id: str) -> Path:
 
 def _report_stage(release_id: str):
     """Rewrite the report after a rollout stage changed (a step taken, a pause, a question) or a person changed
-    its live thresholds, so people read the rollout as it happens: `fraudcd report RELEASE` in a process of its own, in its own session, so the rollout
-    never waits for the pictures (a person's answer, a breach's rollback come first) and the process outlives
-    a task that defers. The stage is already committed: a report that cannot be written says why in
-    ``stage_report_log`` and undoes nothing (the release's last task writes the report again). Returns the
-    process (None when it could not start; logged)."""
+    its live thresholds, so people read the rollout as it happens: `fraudcd report RELEASE` in a process of its
+    own, in its own session, so the rollout never waits for the pictures (a person's answer, a breach's rollback
+    come first) and the process outlives a task that defers. The stage is already committed: a report that
+    cannot be written says why in ``stage_report_log`` and undoes nothing (the release's last task writes the
+    report again). Returns the process (None when it could not start; logged)."""
     import os
     import subprocess
     import sys

@@ -51,7 +51,8 @@ def judge_live_edit(release_id: str, model_id: str, values: dict[str, float], de
     from release.orchestration.cycle import _judge_policy, release_contracts, release_dir
     from release.state.overrides import waived_contracts
 
-    names = release_contracts(release_id).names()
+    cs = release_contracts(release_id)  # read once: the names --despite may give and the set that judges
+    names = cs.names()
     despite = sorted(set(despite))
     unknown = [c for c in despite if c not in names]
     if unknown:
@@ -72,7 +73,7 @@ def judge_live_edit(release_id: str, model_id: str, values: dict[str, float], de
     per = per.copy()
     for m, x in values.items():
         per[m] = x
-    _, vs = _judge_policy(release_id, ev, g, per, "edited")
+    _, vs = _judge_policy(release_id, ev, g, per, "edited", cs)
     waived = waived_contracts(release_id)
     stops = gate_failures(vs, waived | set(despite))
     if stops:

@@ -732,12 +732,11 @@ def csv_edits(release_id: str, text: str) -> dict[str, float]:
     return read_csv_edits(text, set(set_rows(s["id"])["merchant_id"]), release_id)
 
 
-def import_csv(release_id: str, text: str, *, actor: str, reason: str, at: str, judgement: dict | None = None) -> dict:
-    """Apply an edited export (its text): validate all of it, then change every row whose threshold
-    differs, in one transaction (a pending set's proposals, or, with its ``judgement``, an approved set's
-    live thresholds: ``edit``)."""
-    return edit(release_id, csv_edits(release_id, text), actor=actor, reason=reason, at=at, source="csv",
-                judgement=judgement)
+def import_csv(release_id: str, text: str, *, actor: str, reason: str, at: str) -> dict:
+    """Apply an edited export (its text) to a pending set: validate all of it, then change every row whose
+    threshold differs, in one transaction. Into an approved set it is a live edit, judged first:
+    release.orchestration.live_edits.edit_thresholds with ``csv_edits``, as `fraudcd thresholds import` does."""
+    return edit(release_id, csv_edits(release_id, text), actor=actor, reason=reason, at=at, source="csv")
 
 
 # ---- automation readiness -------------------------------------------------------------------------------
